@@ -1,0 +1,532 @@
+//! BitTorrent HTTP tracker protocol: announce (BEP 3) and scrape (BEP 48)
+//! query parsing, and bencoded responses with compact peers (BEP 23),
+//! dictionary peers (BEP 3) and IPv6 peers as `peers6` (BEP 7).
+//!
+//! Everything here is pure: no sockets, no clock. The server feeds it the raw
+//! query string (the `info_hash` and `peer_id` values are binary, percent-encoded,
+//! so they cannot go through a UTF-8 query extractor).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde_bencode::value::Value;
+
+/// A 20-byte SHA-1 info hash (BEP 3: SHA-1 of the bencoded `info` dictionary).
+pub type InfoHash = [u8; 20];
+/// A 20-byte peer id chosen by the client (BEP 3).
+pub type PeerId = [u8; 20];
+
+/// Longest query string accepted, in bytes. A BEP 3 announce with every
+/// parameter fits in well under 1 KiB.
+pub const MAX_QUERY_LEN: usize = 4096;
+/// Most peers returned per announce, whatever `numwant` asks for.
+pub const MAX_NUMWANT: usize = 200;
+/// Peers returned when the client does not send `numwant` (BEP 3 suggests 50).
+pub const DEFAULT_NUMWANT: usize = 50;
+/// Most info hashes in one scrape (BEP 48).
+pub const MAX_SCRAPE_HASHES: usize = 74;
+
+/// The `event` parameter of an announce (BEP 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceEvent {
+    /// First announce of a download.
+    Started,
+    /// The download finished (sent once).
+    Completed,
+    /// The client is leaving the swarm.
+    Stopped,
+    /// A regular re-announce (no `event`, or `event=empty`).
+    None,
+}
+
+/// A parsed announce request (BEP 3 parameters plus this project's
+/// `device` and `origin_token` query parameters, which clients carry in the
+/// announce URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceRequest {
+    /// Swarm identifier.
+    pub info_hash: InfoHash,
+    /// The announcing client's id.
+    pub peer_id: PeerId,
+    /// TCP port the client listens on for peer-wire connections; never 0.
+    pub port: u16,
+    /// Bytes uploaded since `started`.
+    pub uploaded: u64,
+    /// Bytes downloaded since `started`.
+    pub downloaded: u64,
+    /// Bytes still missing; 0 means the client is a seeder.
+    pub left: u64,
+    /// Lifecycle event.
+    pub event: AnnounceEvent,
+    /// Whether the client accepts compact peers (BEP 23). Default true.
+    pub compact: bool,
+    /// Whether peer ids may be left out of dictionary peers.
+    pub no_peer_id: bool,
+    /// Peers wanted, already capped at [`MAX_NUMWANT`].
+    pub numwant: usize,
+    /// Address the client asks to be reached at, if it sent `ip`.
+    pub ip: Option<IpAddr>,
+    /// Client key (BEP 3 extension), an opaque string.
+    pub key: Option<String>,
+    /// Tracker id echoed back by the client.
+    pub trackerid: Option<String>,
+    /// Device id carried in the announce URL (`device=`), if any.
+    pub device: Option<String>,
+    /// Origin credential carried in the seeder's announce URL (`origin_token=`).
+    pub origin_token: Option<String>,
+}
+
+/// Why a query was refused. Its `Display` text is what goes into the
+/// bencoded `failure reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    /// The query string is longer than [`MAX_QUERY_LEN`].
+    #[error("query string is longer than {0} bytes")]
+    TooLong(usize),
+    /// A required parameter is absent.
+    #[error("missing parameter: {0}")]
+    Missing(&'static str),
+    /// A parameter is present but malformed.
+    #[error("invalid {0}: {1}")]
+    Invalid(&'static str, String),
+    /// The swarm is not a registered release.
+    #[error("unregistered info hash {0}")]
+    Unregistered(String),
+    /// Too many info hashes in one scrape.
+    #[error("too many info hashes in one scrape (at most {0})")]
+    TooManyHashes(usize),
+}
+
+fn decode(s: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(s).collect()
+}
+
+/// Splits a raw query string into percent-decoded `(key, value)` byte pairs.
+fn pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (decode(k), decode(v))
+    })
+}
+
+fn id20(name: &'static str, v: &[u8]) -> Result<[u8; 20], AnnounceError> {
+    v.try_into()
+        .map_err(|_| AnnounceError::Invalid(name, format!("expected 20 bytes, got {}", v.len())))
+}
+
+fn text(name: &'static str, v: &[u8]) -> Result<String, AnnounceError> {
+    String::from_utf8(v.to_vec()).map_err(|_| AnnounceError::Invalid(name, "not UTF-8".into()))
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, v: &[u8]) -> Result<T, AnnounceError>
+where
+    T::Err: std::fmt::Display,
+{
+    let s = text(name, v)?;
+    s.parse::<T>()
+        .map_err(|e| AnnounceError::Invalid(name, format!("{s:?}: {e}")))
+}
+
+fn flag(name: &'static str, v: &[u8]) -> Result<bool, AnnounceError> {
+    match v {
+        b"1" | b"true" => Ok(true),
+        b"0" | b"false" => Ok(false),
+        _ => Err(AnnounceError::Invalid(name, "expected 0 or 1".into())),
+    }
+}
+
+/// Parses an announce query string (BEP 3).
+///
+/// Required: `info_hash` (20 bytes), `peer_id` (20 bytes), `port` (1..=65535),
+/// `uploaded`, `downloaded`, `left` (decimal bytes). Optional: `event`,
+/// `compact` (default 1), `no_peer_id`, `numwant` (capped at [`MAX_NUMWANT`]),
+/// `ip`, `key`, `trackerid`, `device`, `origin_token`. Unknown parameters are
+/// ignored, as BEP 3 asks.
+///
+/// Errors: [`AnnounceError`] naming the first bad or missing parameter.
+pub fn parse_announce(query: &str) -> Result<AnnounceRequest, AnnounceError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(AnnounceError::TooLong(MAX_QUERY_LEN));
+    }
+    let mut info_hash = None;
+    let mut peer_id = None;
+    let mut port = None;
+    let mut uploaded = None;
+    let mut downloaded = None;
+    let mut left = None;
+    let mut event = AnnounceEvent::None;
+    let mut compact = true;
+    let mut no_peer_id = false;
+    let mut numwant = DEFAULT_NUMWANT;
+    let mut ip = None;
+    let mut key = None;
+    let mut trackerid = None;
+    let mut device = None;
+    let mut origin_token = None;
+    for (k, v) in pairs(query) {
+        match k.as_slice() {
+            b"info_hash" => info_hash = Some(id20("info_hash", &v)?),
+            b"peer_id" => peer_id = Some(id20("peer_id", &v)?),
+            b"port" => {
+                let p: u16 = number("port", &v)?;
+                if p == 0 {
+                    return Err(AnnounceError::Invalid("port", "0".into()));
+                }
+                port = Some(p);
+            }
+            b"uploaded" => uploaded = Some(number("uploaded", &v)?),
+            b"downloaded" => downloaded = Some(number("downloaded", &v)?),
+            b"left" => left = Some(number("left", &v)?),
+            b"event" => {
+                event = match v.as_slice() {
+                    b"started" => AnnounceEvent::Started,
+                    b"completed" => AnnounceEvent::Completed,
+                    b"stopped" => AnnounceEvent::Stopped,
+                    b"" | b"empty" => AnnounceEvent::None,
+                    other => {
+                        return Err(AnnounceError::Invalid(
+                            "event",
+                            String::from_utf8_lossy(other).into_owned(),
+                        ))
+                    }
+                }
+            }
+            b"compact" => compact = flag("compact", &v)?,
+            b"no_peer_id" => no_peer_id = flag("no_peer_id", &v)?,
+            b"numwant" => numwant = number::<usize>("numwant", &v)?.min(MAX_NUMWANT),
+            b"ip" => {
+                let s = text("ip", &v)?;
+                ip = Some(
+                    s.parse()
+                        .map_err(|_| AnnounceError::Invalid("ip", format!("{s:?}")))?,
+                );
+            }
+            b"key" => key = Some(text("key", &v)?),
+            b"trackerid" => trackerid = Some(text("trackerid", &v)?),
+            b"device" => device = Some(text("device", &v)?),
+            b"origin_token" => origin_token = Some(text("origin_token", &v)?),
+            _ => {}
+        }
+    }
+    Ok(AnnounceRequest {
+        info_hash: info_hash.ok_or(AnnounceError::Missing("info_hash"))?,
+        peer_id: peer_id.ok_or(AnnounceError::Missing("peer_id"))?,
+        port: port.ok_or(AnnounceError::Missing("port"))?,
+        uploaded: uploaded.ok_or(AnnounceError::Missing("uploaded"))?,
+        downloaded: downloaded.ok_or(AnnounceError::Missing("downloaded"))?,
+        left: left.ok_or(AnnounceError::Missing("left"))?,
+        event,
+        compact,
+        no_peer_id,
+        numwant,
+        ip,
+        key,
+        trackerid,
+        device,
+        origin_token,
+    })
+}
+
+/// Parses a scrape query string (BEP 48): zero or more `info_hash`
+/// parameters, at most [`MAX_SCRAPE_HASHES`]. Zero means "all swarms".
+pub fn parse_scrape(query: &str) -> Result<Vec<InfoHash>, AnnounceError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(AnnounceError::TooLong(MAX_QUERY_LEN));
+    }
+    let mut out = Vec::new();
+    for (k, v) in pairs(query) {
+        if k == b"info_hash" {
+            out.push(id20("info_hash", &v)?);
+            if out.len() > MAX_SCRAPE_HASHES {
+                return Err(AnnounceError::TooManyHashes(MAX_SCRAPE_HASHES));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One peer in an announce response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The peer's id, for dictionary-model responses.
+    pub peer_id: PeerId,
+    /// Where to dial it.
+    pub addr: SocketAddr,
+}
+
+/// What an announce answers (BEP 3), before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceResponse {
+    /// Seconds a client should wait between regular announces.
+    pub interval: u32,
+    /// Seconds a client must wait at least between announces.
+    pub min_interval: u32,
+    /// Seeders in the swarm.
+    pub complete: u32,
+    /// Leechers in the swarm.
+    pub incomplete: u32,
+    /// Peers handed out.
+    pub peers: Vec<PeerAddr>,
+}
+
+/// Swarm counters for a scrape (BEP 48).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeStats {
+    /// Seeders.
+    pub complete: u32,
+    /// Completed downloads ever counted.
+    pub downloaded: u32,
+    /// Leechers.
+    pub incomplete: u32,
+}
+
+fn int(v: impl Into<i64>) -> Value {
+    Value::Int(v.into())
+}
+
+fn dict(entries: Vec<(&str, Value)>) -> Value {
+    Value::Dict(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v))
+            .collect(),
+    )
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    // Encoding a Value into a Vec cannot fail; keys are sorted by the encoder.
+    serde_bencode::to_bytes(v).expect("bencode encoding of a Value")
+}
+
+/// Bencodes an announce response. With `compact`, IPv4 peers go into
+/// `peers` as 6-byte strings (BEP 23) and IPv6 peers into `peers6` as 18-byte
+/// strings (BEP 7); otherwise `peers` is a list of dictionaries with `ip`,
+/// `port` and, unless `no_peer_id`, `peer id` (BEP 3).
+pub fn encode_announce(resp: &AnnounceResponse, compact: bool, no_peer_id: bool) -> Vec<u8> {
+    let mut entries = vec![
+        ("interval", int(resp.interval)),
+        ("min interval", int(resp.min_interval)),
+        ("complete", int(resp.complete)),
+        ("incomplete", int(resp.incomplete)),
+    ];
+    if compact {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for p in &resp.peers {
+            match p.addr {
+                SocketAddr::V4(a) => {
+                    v4.extend_from_slice(&a.ip().octets());
+                    v4.extend_from_slice(&a.port().to_be_bytes());
+                }
+                SocketAddr::V6(a) => {
+                    v6.extend_from_slice(&a.ip().octets());
+                    v6.extend_from_slice(&a.port().to_be_bytes());
+                }
+            }
+        }
+        entries.push(("peers", Value::Bytes(v4)));
+        if !v6.is_empty() {
+            entries.push(("peers6", Value::Bytes(v6)));
+        }
+    } else {
+        let list = resp
+            .peers
+            .iter()
+            .map(|p| {
+                let mut e = vec![
+                    ("ip", Value::Bytes(p.addr.ip().to_string().into_bytes())),
+                    ("port", int(p.addr.port())),
+                ];
+                if !no_peer_id {
+                    e.push(("peer id", Value::Bytes(p.peer_id.to_vec())));
+                }
+                dict(e)
+            })
+            .collect();
+        entries.push(("peers", Value::List(list)));
+    }
+    encode(&dict(entries))
+}
+
+/// Bencodes a scrape response (BEP 48): `files` maps each raw info hash to
+/// its `complete`, `downloaded` and `incomplete` counters.
+pub fn encode_scrape(files: &[(InfoHash, ScrapeStats)]) -> Vec<u8> {
+    let files: std::collections::HashMap<Vec<u8>, Value> = files
+        .iter()
+        .map(|(ih, s)| {
+            (
+                ih.to_vec(),
+                dict(vec![
+                    ("complete", int(s.complete)),
+                    ("downloaded", int(s.downloaded)),
+                    ("incomplete", int(s.incomplete)),
+                ]),
+            )
+        })
+        .collect();
+    encode(&dict(vec![("files", Value::Dict(files))]))
+}
+
+/// Bencodes a refusal: `d14:failure reason<len>:<reason>e` (BEP 3). Trackers
+/// send it with HTTP 200 so that clients show the reason.
+pub fn encode_failure(reason: &str) -> Vec<u8> {
+    encode(&dict(vec![(
+        "failure reason",
+        Value::Bytes(reason.as_bytes().to_vec()),
+    )]))
+}
+
+/// Decodes a bencoded announce response into its interval and peers; used by
+/// tests and by clients that talk to the tracker directly. Compact and
+/// dictionary peer lists and `peers6` are accepted.
+///
+/// Errors: a `failure reason` in the response, or a malformed response.
+pub fn decode_announce(bytes: &[u8]) -> anyhow::Result<(u32, Vec<SocketAddr>)> {
+    let v: Value = serde_bencode::from_bytes(bytes)?;
+    let Value::Dict(d) = v else {
+        anyhow::bail!("announce response is not a dictionary")
+    };
+    let d: BTreeMap<Vec<u8>, Value> = d.into_iter().collect();
+    if let Some(Value::Bytes(r)) = d.get(b"failure reason".as_slice()) {
+        anyhow::bail!("tracker failure: {}", String::from_utf8_lossy(r));
+    }
+    let interval = match d.get(b"interval".as_slice()) {
+        Some(Value::Int(i)) => u32::try_from(*i)?,
+        _ => anyhow::bail!("announce response has no interval"),
+    };
+    let mut peers = Vec::new();
+    match d.get(b"peers".as_slice()) {
+        Some(Value::Bytes(b)) => {
+            for c in b.chunks_exact(6) {
+                let ip = std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+                peers.push(SocketAddr::new(ip.into(), u16::from_be_bytes([c[4], c[5]])));
+            }
+        }
+        Some(Value::List(l)) => {
+            for p in l {
+                let Value::Dict(p) = p else { continue };
+                let ip = match p.get(b"ip".as_slice()) {
+                    Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse::<IpAddr>()?,
+                    _ => continue,
+                };
+                let port = match p.get(b"port".as_slice()) {
+                    Some(Value::Int(i)) => u16::try_from(*i)?,
+                    _ => continue,
+                };
+                peers.push(SocketAddr::new(ip, port));
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::Bytes(b)) = d.get(b"peers6".as_slice()) {
+        for c in b.chunks_exact(18) {
+            let ip: [u8; 16] = c[..16].try_into()?;
+            peers.push(SocketAddr::new(
+                std::net::Ipv6Addr::from(ip).into(),
+                u16::from_be_bytes([c[16], c[17]]),
+            ));
+        }
+    }
+    Ok((interval, peers))
+}
+
+/// Percent-encodes raw bytes for a query string (every byte outside
+/// `[A-Za-z0-9-._~]`), as announce clients do for `info_hash` and `peer_id`.
+pub fn encode_binary(bytes: &[u8]) -> String {
+    percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(extra: &str) -> String {
+        format!(
+            "info_hash={}&peer_id={}&port=6881&uploaded=0&downloaded=0&left=100{extra}",
+            encode_binary(&[0xAB; 20]),
+            encode_binary(b"-XX0001-abcdefghijkl")
+        )
+    }
+
+    #[test]
+    fn parses_full_announce() {
+        let r = parse_announce(&query(
+            "&event=started&compact=0&no_peer_id=1&numwant=1000&ip=10.1.2.3&key=k1&device=dev-7",
+        ))
+        .unwrap();
+        assert_eq!(r.info_hash, [0xAB; 20]);
+        assert_eq!(&r.peer_id, b"-XX0001-abcdefghijkl");
+        assert_eq!(r.port, 6881);
+        assert_eq!(r.left, 100);
+        assert_eq!(r.event, AnnounceEvent::Started);
+        assert!(!r.compact);
+        assert!(r.no_peer_id);
+        assert_eq!(r.numwant, MAX_NUMWANT);
+        assert_eq!(r.ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(r.device.as_deref(), Some("dev-7"));
+    }
+
+    #[test]
+    fn names_missing_and_bad_parameters() {
+        assert_eq!(
+            parse_announce("peer_id=x"),
+            Err(AnnounceError::Invalid("peer_id", "expected 20 bytes, got 1".into()))
+        );
+        let no_left = query("").replace("&left=100", "");
+        assert_eq!(parse_announce(&no_left), Err(AnnounceError::Missing("left")));
+        let bad_port = query("").replace("port=6881", "port=70000");
+        assert!(matches!(parse_announce(&bad_port), Err(AnnounceError::Invalid("port", _))));
+        let zero_port = query("").replace("port=6881", "port=0");
+        assert!(matches!(parse_announce(&zero_port), Err(AnnounceError::Invalid("port", _))));
+        assert!(matches!(
+            parse_announce(&query("&event=bogus")),
+            Err(AnnounceError::Invalid("event", _))
+        ));
+        let long = "a".repeat(MAX_QUERY_LEN + 1);
+        assert_eq!(parse_announce(&long), Err(AnnounceError::TooLong(MAX_QUERY_LEN)));
+        assert_eq!(parse_announce(""), Err(AnnounceError::Missing("info_hash")));
+    }
+
+    #[test]
+    fn compact_response_round_trips() {
+        let resp = AnnounceResponse {
+            interval: 30,
+            min_interval: 10,
+            complete: 1,
+            incomplete: 2,
+            peers: vec![
+                PeerAddr { peer_id: [1; 20], addr: "127.0.0.1:7000".parse().unwrap() },
+                PeerAddr { peer_id: [2; 20], addr: "[::1]:7001".parse().unwrap() },
+            ],
+        };
+        let bytes = encode_announce(&resp, true, false);
+        // Keys must come out sorted (BEP 3 bencoding).
+        let s = String::from_utf8_lossy(&bytes);
+        let order: Vec<usize> = ["complete", "incomplete", "interval", "min interval", "peers"]
+            .iter()
+            .map(|k| s.find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{s}");
+        let (interval, peers) = decode_announce(&bytes).unwrap();
+        assert_eq!(interval, 30);
+        assert_eq!(peers, vec!["127.0.0.1:7000".parse().unwrap(), "[::1]:7001".parse().unwrap()]);
+        let dict_form = encode_announce(&resp, false, false);
+        assert_eq!(decode_announce(&dict_form).unwrap().1.len(), 2);
+    }
+
+    #[test]
+    fn failure_is_bencoded() {
+        assert_eq!(encode_failure("bad port"), b"d14:failure reason8:bad porte".to_vec());
+        assert!(decode_announce(&encode_failure("x")).is_err());
+    }
+
+    #[test]
+    fn scrape_parses_many_and_encodes() {
+        let q = format!("info_hash={}&info_hash={}", encode_binary(&[1; 20]), encode_binary(&[2; 20]));
+        assert_eq!(parse_scrape(&q).unwrap(), vec![[1; 20], [2; 20]]);
+        let enc = encode_scrape(&[([1; 20], ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 })]);
+        let s = String::from_utf8_lossy(&enc);
+        assert!(s.starts_with("d5:filesd20:"), "{s}");
+        assert!(s.contains("8:completei3e10:downloadedi4e10:incompletei5e"), "{s}");
+    }
+}

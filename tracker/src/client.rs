@@ -1,0 +1,158 @@
+//! Clients of the tracker's API, used by the seeder (register, push), the
+//! device agent (releases, torrents, push subscription, telemetry) and the
+//! flash-crowd runner.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{Stream, StreamExt};
+
+use crate::release::{NewRelease, PushEvent, Release, TelemetryReport};
+
+/// HTTP client for one tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerClient {
+    base: String,
+    http: reqwest::Client,
+    admin_token: Option<String>,
+}
+
+impl TrackerClient {
+    /// A client for the tracker at `base` (e.g. `http://127.0.0.1:7070`).
+    /// `admin_token` is needed only for [`Self::register`] and [`Self::push`].
+    pub fn new(base: &str, admin_token: Option<String>) -> Self {
+        TrackerClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("reqwest client"),
+            admin_token,
+        }
+    }
+
+    /// The tracker base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::bail!("{what}: tracker answered {status}: {body}")
+    }
+
+    fn admin(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Registers a release (admin). Errors: tracker unreachable, 400 for an
+    /// invalid release, 401 for a wrong token.
+    pub async fn register(&self, r: &NewRelease) -> anyhow::Result<Release> {
+        let resp = self
+            .admin(self.http.post(format!("{}/api/releases", self.base)).json(r))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tracker at {}", self.base))?;
+        Ok(Self::check(resp, "register release").await?.json().await?)
+    }
+
+    /// Pushes a release to subscribed devices (admin); returns how many
+    /// subscribers it was delivered to.
+    pub async fn push(&self, info_hash: &str) -> anyhow::Result<usize> {
+        let resp = self
+            .admin(self.http.post(format!("{}/api/releases/{info_hash}/push", self.base)))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tracker at {}", self.base))?;
+        let v: serde_json::Value = Self::check(resp, "push").await?.json().await?;
+        Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
+    }
+
+    /// All releases, newest first.
+    pub async fn releases(&self) -> anyhow::Result<Vec<Release>> {
+        let resp = self.http.get(format!("{}/api/releases", self.base)).send().await?;
+        Ok(Self::check(resp, "list releases").await?.json().await?)
+    }
+
+    /// One release by hex info hash.
+    pub async fn release(&self, info_hash: &str) -> anyhow::Result<Release> {
+        let resp = self
+            .http
+            .get(format!("{}/api/releases/{info_hash}", self.base))
+            .send()
+            .await?;
+        Ok(Self::check(resp, "get release").await?.json().await?)
+    }
+
+    /// The `.torrent` file of a release, announcing with `device`'s id.
+    pub async fn torrent(&self, info_hash: &str, device: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self
+            .http
+            .get(format!("{}/api/releases/{info_hash}/torrent", self.base))
+            .query(&[("device", device)])
+            .send()
+            .await?;
+        Ok(Self::check(resp, "get torrent").await?.bytes().await?.to_vec())
+    }
+
+    /// Number of devices subscribed to the push channel.
+    pub async fn subscribers(&self) -> anyhow::Result<usize> {
+        let resp = self.http.get(format!("{}/api/subscribers", self.base)).send().await?;
+        let v: serde_json::Value = Self::check(resp, "subscribers").await?.json().await?;
+        Ok(v["subscribers"].as_u64().unwrap_or(0) as usize)
+    }
+
+    /// Sends a telemetry report.
+    pub async fn report(&self, t: &TelemetryReport) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/api/telemetry", self.base))
+            .json(t)
+            .send()
+            .await?;
+        Self::check(resp, "telemetry").await?;
+        Ok(())
+    }
+
+    /// The latest report of each device for a release.
+    pub async fn telemetry(&self, info_hash: &str) -> anyhow::Result<Vec<TelemetryReport>> {
+        let resp = self
+            .http
+            .get(format!("{}/api/releases/{info_hash}/telemetry", self.base))
+            .send()
+            .await?;
+        Ok(Self::check(resp, "telemetry").await?.json().await?)
+    }
+
+    /// Subscribes to the push channel (server-sent events). The stream ends
+    /// when the connection drops; callers reconnect with backoff.
+    pub async fn subscribe(
+        &self,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<PushEvent>> + Send + 'static> {
+        use eventsource_stream::Eventsource;
+        let resp = self
+            .http
+            .get(format!("{}/api/push", self.base))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tracker at {}", self.base))?;
+        let resp = Self::check(resp, "subscribe").await?;
+        Ok(resp.bytes_stream().eventsource().filter_map(|ev| async move {
+            match ev {
+                Ok(ev) if ev.event == "release" => {
+                    Some(serde_json::from_str(&ev.data).context("bad push event"))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(anyhow::anyhow!("push channel: {e}"))),
+            }
+        }))
+    }
+}

@@ -1,0 +1,50 @@
+use clap::{Parser, Subcommand};
+use ota_tracker::config::TrackerArgs;
+use ota_tracker::registry::Registry;
+use ota_tracker::server::{ServerSettings, Tracker};
+
+/// ota-tracker: BitTorrent tracker, release registry and push channel for OTA updates.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the tracker server.
+    Serve(TrackerArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command: Command::Serve(args) } = Cli::parse();
+    let cfg = args.resolve()?;
+    let registry = Registry::open(&cfg.database_url).await?;
+    let tracker = Tracker::new(
+        registry,
+        ServerSettings { admin_token: cfg.admin_token, public_url: cfg.public_url, store: cfg.store },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "tracker listening");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    tracker.serve(listener, shutdown).await
+}

@@ -1,0 +1,233 @@
+//! Persistent release registry and telemetry, in SQL through sqlx.
+//!
+//! SQLite by default (`sqlite://PATH?mode=rwc`); migrations from
+//! `tracker/migrations` run at start. Queries are checked at run time, so the
+//! build needs no database.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+use crate::release::{NewRelease, Release, TelemetryReport};
+
+/// Errors of the registry that API callers can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The request body is not a valid release.
+    #[error("invalid release: {0}")]
+    Invalid(String),
+    /// A database failure.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Handle to the registry database.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pool: SqlitePool,
+}
+
+/// A stored release with its raw info dictionary.
+#[derive(Debug, Clone)]
+pub struct StoredRelease {
+    /// The release as the API shows it (`origin_peers` left empty here).
+    pub release: Release,
+    /// The bencoded info dictionary.
+    pub info: Vec<u8>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// Opens (creating if needed) the database at `url` and runs migrations.
+    ///
+    /// Errors: an unreachable or unwritable database, a failed migration.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("bad database URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot open database {url:?}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("database migration failed")?;
+        Ok(Registry { pool })
+    }
+
+    /// Validates and stores a release; registering the same info hash again
+    /// replaces its metadata.
+    ///
+    /// Errors: [`RegistryError::Invalid`] when hex fields are malformed or the
+    /// info dictionary does not hash to `info_hash`.
+    pub async fn register(&self, r: &NewRelease) -> Result<Release, RegistryError> {
+        let info = hex::decode(&r.info_hex)
+            .map_err(|e| RegistryError::Invalid(format!("info_hex: {e}")))?;
+        let ih = hex::encode(crate::metainfo::info_hash(&info));
+        if ih != r.info_hash.to_ascii_lowercase() {
+            return Err(RegistryError::Invalid(format!(
+                "info_hash {} does not match the info dictionary ({ih})",
+                r.info_hash
+            )));
+        }
+        if r.sha256.len() != 64 || hex::decode(&r.sha256).is_err() {
+            return Err(RegistryError::Invalid("sha256 must be 64 hex characters".into()));
+        }
+        if r.name.is_empty() || r.name.contains('/') {
+            return Err(RegistryError::Invalid("name must be non-empty, without '/'".into()));
+        }
+        let created_at = now_secs();
+        sqlx::query(
+            "INSERT INTO releases (info_hash, name, version, size, piece_length, sha256, info, http_url, source, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(info_hash) DO UPDATE SET name = excluded.name, version = excluded.version,
+               sha256 = excluded.sha256, http_url = excluded.http_url, source = excluded.source",
+        )
+        .bind(&ih)
+        .bind(&r.name)
+        .bind(&r.version)
+        .bind(r.size as i64)
+        .bind(r.piece_length as i64)
+        .bind(r.sha256.to_ascii_lowercase())
+        .bind(&info)
+        .bind(&r.http_url)
+        .bind(&r.source)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.get(&ih).await?.map(|s| s.release).expect("just inserted"))
+    }
+
+    fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRelease, sqlx::Error> {
+        Ok(StoredRelease {
+            release: Release {
+                info_hash: row.try_get("info_hash")?,
+                name: row.try_get("name")?,
+                version: row.try_get("version")?,
+                size: row.try_get::<i64, _>("size")? as u64,
+                piece_length: row.try_get::<i64, _>("piece_length")? as u64,
+                sha256: row.try_get("sha256")?,
+                http_url: row.try_get("http_url")?,
+                source: row.try_get("source")?,
+                created_at: row.try_get("created_at")?,
+                origin_peers: Vec::new(),
+            },
+            info: row.try_get("info")?,
+        })
+    }
+
+    /// One release by hex info hash, with its info dictionary.
+    pub async fn get(&self, info_hash: &str) -> Result<Option<StoredRelease>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM releases WHERE info_hash = ?")
+            .bind(info_hash.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::row_to_release).transpose()
+    }
+
+    /// All releases, newest first.
+    pub async fn list(&self) -> Result<Vec<StoredRelease>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM releases ORDER BY created_at DESC, info_hash")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::row_to_release).collect()
+    }
+
+    /// Stores one telemetry report.
+    pub async fn add_telemetry(&self, t: &TelemetryReport) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO telemetry (info_hash, device, bytes_from_peers, bytes_from_origin, bytes_from_origin_http,
+               bytes_uploaded, duration_ms, verified, error, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.info_hash.to_ascii_lowercase())
+        .bind(&t.device)
+        .bind(t.bytes_from_peers as i64)
+        .bind(t.bytes_from_origin as i64)
+        .bind(t.bytes_from_origin_http as i64)
+        .bind(t.bytes_uploaded as i64)
+        .bind(t.duration_ms as i64)
+        .bind(t.verified)
+        .bind(&t.error)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest report of each device for a release.
+    pub async fn telemetry(&self, info_hash: &str) -> Result<Vec<TelemetryReport>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM telemetry WHERE id IN
+               (SELECT MAX(id) FROM telemetry WHERE info_hash = ? GROUP BY device) ORDER BY device",
+        )
+        .bind(info_hash.to_ascii_lowercase())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TelemetryReport {
+                    device: r.try_get("device")?,
+                    info_hash: r.try_get("info_hash")?,
+                    bytes_from_peers: r.try_get::<i64, _>("bytes_from_peers")? as u64,
+                    bytes_from_origin: r.try_get::<i64, _>("bytes_from_origin")? as u64,
+                    bytes_from_origin_http: r.try_get::<i64, _>("bytes_from_origin_http")? as u64,
+                    bytes_uploaded: r.try_get::<i64, _>("bytes_uploaded")? as u64,
+                    duration_ms: r.try_get::<i64, _>("duration_ms")? as u64,
+                    verified: r.try_get("verified")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(info: &[u8]) -> NewRelease {
+        NewRelease {
+            name: "pkg.bin".into(),
+            version: "1".into(),
+            info_hash: hex::encode(crate::metainfo::info_hash(info)),
+            size: 5,
+            piece_length: 16384,
+            sha256: "ab".repeat(32),
+            info_hex: hex::encode(info),
+            http_url: None,
+            source: "s3://b/k".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn releases_and_telemetry_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let info = b"d4:name1:ae".to_vec();
+        {
+            let reg = Registry::open(&url).await.unwrap();
+            reg.register(&release(&info)).await.unwrap();
+            let mut bad = release(&info);
+            bad.info_hash = "00".repeat(20);
+            assert!(matches!(reg.register(&bad).await, Err(RegistryError::Invalid(_))));
+            let t = TelemetryReport { device: "d1".into(), info_hash: bad.info_hash.clone(), ..Default::default() };
+            reg.add_telemetry(&t).await.unwrap();
+        }
+        let reg = Registry::open(&url).await.unwrap();
+        let all = reg.list().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].info, info);
+        assert_eq!(reg.telemetry(&"00".repeat(20)).await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,87 @@
+//! Release registry types shared by the tracker, the seeder and the device
+//! agent (JSON over the tracker's `/api`).
+
+use serde::{Deserialize, Serialize};
+
+/// What the seeder registers after publishing a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRelease {
+    /// Package name, e.g. `chromium_120.0.deb`.
+    pub name: String,
+    /// Release version string, e.g. `2026.11.1`.
+    pub version: String,
+    /// Info hash, 40 lowercase hex characters (SHA-1 of the bencoded info dictionary, BEP 3).
+    pub info_hash: String,
+    /// Package size in bytes.
+    pub size: u64,
+    /// Piece length in bytes.
+    pub piece_length: u64,
+    /// SHA-256 of the whole package, 64 lowercase hex characters.
+    pub sha256: String,
+    /// The bencoded info dictionary, hex encoded. The tracker builds
+    /// `.torrent` files from it with each device's announce URL.
+    pub info_hex: String,
+    /// Plain-HTTP URL of the package at the origin (client-server path and fallback).
+    pub http_url: Option<String>,
+    /// `s3://bucket/key` the package was published from.
+    pub source: String,
+}
+
+/// A registered release as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Package name.
+    pub name: String,
+    /// Release version.
+    pub version: String,
+    /// Info hash, hex.
+    pub info_hash: String,
+    /// Package size in bytes.
+    pub size: u64,
+    /// Piece length in bytes.
+    pub piece_length: u64,
+    /// SHA-256 of the package, hex.
+    pub sha256: String,
+    /// Plain-HTTP URL of the package at the origin.
+    pub http_url: Option<String>,
+    /// `s3://bucket/key` source.
+    pub source: String,
+    /// Registration time, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Peer-wire addresses (`ip:port`) of the origin seeders live in the swarm.
+    pub origin_peers: Vec<String>,
+}
+
+/// One message on the push channel (server-sent event `release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushEvent {
+    /// The release to fetch.
+    pub info_hash: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// What a device reports about one release download.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryReport {
+    /// Device id.
+    pub device: String,
+    /// Release info hash, hex.
+    pub info_hash: String,
+    /// Payload bytes received from other devices over BitTorrent.
+    pub bytes_from_peers: u64,
+    /// Payload bytes received from the origin over BitTorrent.
+    pub bytes_from_origin: u64,
+    /// Payload bytes received from the origin over plain HTTP.
+    pub bytes_from_origin_http: u64,
+    /// Payload bytes sent to other peers.
+    pub bytes_uploaded: u64,
+    /// From the push (or start) to a verified package, in milliseconds.
+    pub duration_ms: u64,
+    /// Whether the package passed its SHA-256 check.
+    pub verified: bool,
+    /// Error text when the download or the check failed.
+    pub error: Option<String>,
+}

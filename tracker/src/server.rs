@@ -1,0 +1,335 @@
+//! The tracker's HTTP server (axum): BitTorrent announce and scrape, the
+//! release API, the push channel (server-sent events), telemetry intake and
+//! Prometheus metrics.
+//!
+//! Routes:
+//! - `GET /announce` (BEP 3, BEP 23, BEP 7), `GET /scrape` (BEP 48): always
+//!   HTTP 200 with a bencoded body; errors as `failure reason`.
+//! - `GET /api/releases`, `POST /api/releases` (admin), `GET /api/releases/{info_hash}`,
+//!   `GET /api/releases/{info_hash}/torrent?device=ID`, `POST /api/releases/{info_hash}/push` (admin),
+//!   `GET /api/releases/{info_hash}/telemetry`.
+//! - `GET /api/push`: server-sent events, event `release` with a [`PushEvent`] JSON body.
+//! - `POST /api/telemetry`: a [`TelemetryReport`] JSON body.
+//! - `GET /api/subscribers`: number of connected push subscribers.
+//! - `GET /metrics`: Prometheus text format. `GET /health`: `ok`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use tokio_stream::StreamExt;
+
+use crate::announce::{self, AnnounceError};
+use crate::peer_store::{PeerStore, StoreConfig};
+use crate::registry::{Registry, RegistryError, StoredRelease};
+use crate::release::{NewRelease, PushEvent, Release, TelemetryReport};
+
+/// Shared state of the tracker server.
+pub struct Tracker {
+    registry: Registry,
+    store: Mutex<PeerStore>,
+    push: tokio::sync::broadcast::Sender<PushEvent>,
+    admin_token: String,
+    public_url: String,
+}
+
+/// Settings the server needs beyond the database.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Bearer token for the admin API and the origin's announces.
+    pub admin_token: String,
+    /// Base URL devices reach the tracker at, e.g. `http://127.0.0.1:7070`;
+    /// used in the announce URL of served `.torrent` files.
+    pub public_url: String,
+    /// Peer store timing and origin policy.
+    pub store: StoreConfig,
+}
+
+fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // A second tracker in the same process (tests) keeps the first recorder.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+impl Tracker {
+    /// Builds the state and loads every registered release into the peer store.
+    pub async fn new(registry: Registry, settings: ServerSettings) -> anyhow::Result<Arc<Self>> {
+        let mut store = PeerStore::new(settings.store);
+        for r in registry.list().await? {
+            store.register(parse_info_hash(&r.release.info_hash)?);
+        }
+        let (push, _) = tokio::sync::broadcast::channel(64);
+        metrics_handle();
+        Ok(Arc::new(Tracker {
+            registry,
+            store: Mutex::new(store),
+            push,
+            admin_token: settings.admin_token,
+            public_url: settings.public_url.trim_end_matches('/').to_string(),
+        }))
+    }
+
+    /// The axum router with every route.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/announce", get(announce_handler))
+            .route("/scrape", get(scrape_handler))
+            .route("/api/releases", get(list_releases).post(register_release))
+            .route("/api/releases/{info_hash}", get(get_release))
+            .route("/api/releases/{info_hash}/torrent", get(get_torrent))
+            .route("/api/releases/{info_hash}/push", post(push_release))
+            .route("/api/releases/{info_hash}/telemetry", get(get_telemetry))
+            .route("/api/push", get(push_stream))
+            .route("/api/subscribers", get(subscribers))
+            .route("/api/telemetry", post(post_telemetry))
+            .route("/metrics", get(|| async { metrics_handle().render() }))
+            .route("/health", get(|| async { "ok" }))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, expiring silent peers
+    /// every 10 s.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let me = self.clone();
+        let expiry = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                me.store.lock().unwrap().expire(Instant::now());
+            }
+        });
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        expiry.abort();
+        Ok(r?)
+    }
+
+    fn with_origins(&self, s: StoredRelease) -> Release {
+        let mut r = s.release;
+        if let Ok(ih) = parse_info_hash(&r.info_hash) {
+            r.origin_peers = self
+                .store
+                .lock()
+                .unwrap()
+                .origin_peers(&ih)
+                .into_iter()
+                .map(|a| a.to_string())
+                .collect();
+        }
+        r
+    }
+
+    fn is_admin(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t == self.admin_token)
+    }
+}
+
+fn parse_info_hash(s: &str) -> anyhow::Result<[u8; 20]> {
+    let v = hex::decode(s)?;
+    v.try_into().map_err(|_| anyhow::anyhow!("info hash must be 20 bytes"))
+}
+
+/// A JSON error body `{"error": "..."}` with a status code.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "database unavailable".into())
+    }
+}
+
+fn bencoded(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+async fn announce_handler(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = q.unwrap_or_default();
+    let result = announce::parse_announce(&q).and_then(|req| {
+        let ip = req.ip.unwrap_or(remote.ip());
+        let is_origin = req.origin_token.as_deref() == Some(t.admin_token.as_str());
+        let resp = t
+            .store
+            .lock()
+            .unwrap()
+            .announce(&req, SocketAddr::new(ip, req.port), is_origin, Instant::now())?;
+        Ok(announce::encode_announce(&resp, req.compact, req.no_peer_id))
+    });
+    match result {
+        Ok(body) => {
+            metrics::counter!("ota_tracker_announces_total").increment(1);
+            bencoded(body)
+        }
+        Err(e) => {
+            metrics::counter!("ota_tracker_announce_failures_total").increment(1);
+            tracing::debug!(%remote, error = %e, "announce refused");
+            bencoded(announce::encode_failure(&e.to_string()))
+        }
+    }
+}
+
+async fn scrape_handler(State(t): State<Arc<Tracker>>, RawQuery(q): RawQuery) -> Response {
+    let q = q.unwrap_or_default();
+    metrics::counter!("ota_tracker_scrapes_total").increment(1);
+    match announce::parse_scrape(&q) {
+        Ok(hashes) => {
+            let store = t.store.lock().unwrap();
+            let files = if hashes.is_empty() {
+                store.scrape_all()
+            } else {
+                hashes.iter().filter_map(|h| store.scrape(h).map(|s| (*h, s))).collect()
+            };
+            bencoded(announce::encode_scrape(&files))
+        }
+        Err(e) => bencoded(announce::encode_failure(&e.to_string())),
+    }
+}
+
+async fn list_releases(State(t): State<Arc<Tracker>>) -> Result<Json<Vec<Release>>, ApiError> {
+    let all = t.registry.list().await?;
+    Ok(Json(all.into_iter().map(|r| t.with_origins(r)).collect()))
+}
+
+async fn register_release(
+    State(t): State<Arc<Tracker>>,
+    headers: HeaderMap,
+    body: Result<Json<NewRelease>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Release>, ApiError> {
+    if !t.is_admin(&headers) {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()));
+    }
+    let Json(new) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let release = t.registry.register(&new).await.map_err(|e| match e {
+        RegistryError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        RegistryError::Db(e) => ApiError::from(e),
+    })?;
+    let ih = parse_info_hash(&release.info_hash)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    t.store.lock().unwrap().register(ih);
+    tracing::info!(info_hash = %release.info_hash, name = %release.name, "release registered");
+    Ok(Json(release))
+}
+
+async fn find(t: &Tracker, info_hash: &str) -> Result<StoredRelease, ApiError> {
+    t.registry
+        .get(info_hash)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no release {info_hash}")))
+}
+
+async fn get_release(
+    State(t): State<Arc<Tracker>>,
+    Path(info_hash): Path<String>,
+) -> Result<Json<Release>, ApiError> {
+    let r = find(&t, &info_hash).await?;
+    Ok(Json(t.with_origins(r)))
+}
+
+#[derive(Deserialize)]
+struct TorrentQuery {
+    device: Option<String>,
+}
+
+async fn get_torrent(
+    State(t): State<Arc<Tracker>>,
+    Path(info_hash): Path<String>,
+    Query(q): Query<TorrentQuery>,
+) -> Result<Response, ApiError> {
+    let r = find(&t, &info_hash).await?;
+    let mut announce = format!("{}/announce", t.public_url);
+    if let Some(d) = q.device {
+        announce.push_str("?device=");
+        announce.push_str(&announce::encode_binary(d.as_bytes()));
+    }
+    let body = crate::metainfo::torrent_bytes(&announce, &r.info);
+    Ok(([(header::CONTENT_TYPE, "application/x-bittorrent")], body).into_response())
+}
+
+async fn push_release(
+    State(t): State<Arc<Tracker>>,
+    headers: HeaderMap,
+    Path(info_hash): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !t.is_admin(&headers) {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()));
+    }
+    let r = find(&t, &info_hash).await?.release;
+    let ev = PushEvent { info_hash: r.info_hash, name: r.name, version: r.version };
+    let delivered = t.push.send(ev).unwrap_or(0);
+    metrics::counter!("ota_tracker_pushes_total").increment(1);
+    tracing::info!(%info_hash, delivered, "release pushed");
+    Ok(Json(serde_json::json!({ "delivered": delivered })))
+}
+
+async fn push_stream(
+    State(t): State<Arc<Tracker>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = tokio_stream::wrappers::BroadcastStream::new(t.push.subscribe());
+    let stream = rx.filter_map(|ev| {
+        let ev = ev.ok()?;
+        Some(Ok(Event::default()
+            .event("release")
+            .data(serde_json::to_string(&ev).ok()?)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn subscribers(State(t): State<Arc<Tracker>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "subscribers": t.push.receiver_count() }))
+}
+
+async fn post_telemetry(
+    State(t): State<Arc<Tracker>>,
+    body: Result<Json<TelemetryReport>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(report) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    find(&t, &report.info_hash).await?;
+    t.registry.add_telemetry(&report).await?;
+    metrics::counter!("ota_tracker_telemetry_reports_total").increment(1);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_telemetry(
+    State(t): State<Arc<Tracker>>,
+    Path(info_hash): Path<String>,
+) -> Result<Json<Vec<TelemetryReport>>, ApiError> {
+    Ok(Json(t.registry.telemetry(&info_hash).await?))
+}
+
+/// Maps an announce error to its `failure reason` text; exposed for tests.
+pub fn failure_reason(e: &AnnounceError) -> String {
+    e.to_string()
+}
