@@ -1,1 +1,177 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use ota_seeder::origin_store::{self, S3Args, S3Location};
+use ota_seeder::publish::{publish, PublishRequest};
+use ota_seeder::seeding::{SeedSettings, Seeder};
+use ota_tracker::client::TrackerClient;
+
+/// ota-seeder: the S3-backed origin of peer-assisted OTA updates.
+///
+/// Settings come from flags, environment variables, or a TOML file given with
+/// `--config FILE` (or OTA_SEEDER_CONFIG) whose keys are the long flag names
+/// with `_` (flag > file > environment > default).
+#[derive(Parser)]
+#[command(version, about, args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream an S3 object once, store KEY.torrent beside it and register the release.
+    Publish(PublishArgs),
+    /// Seed every registered release from S3 and serve the HTTP path.
+    Seed(SeedArgs),
+}
+
+#[derive(Args)]
+struct TrackerArgs {
+    /// Tracker base URL.
+    #[arg(long, env = "OTA_TRACKER_URL", default_value = "http://127.0.0.1:7070")]
+    tracker: String,
+    /// Tracker admin token (also the origin's announce token).
+    #[arg(long, env = "OTA_ADMIN_TOKEN", default_value = "dev-admin-token")]
+    admin_token: String,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// Object to publish, s3://bucket/key.
+    s3_url: String,
+    /// Upload this local file to the object first (creating the bucket if needed).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Release version string.
+    #[arg(long, default_value = "1")]
+    version: String,
+    /// Piece length in bytes (default: chosen from the size, 256 KiB to 4 MiB).
+    #[arg(long)]
+    piece_length: Option<u64>,
+    /// Base URL of the seeder's HTTP path, recorded in the release.
+    #[arg(long, env = "OTA_SEEDER_HTTP_URL")]
+    http_base: Option<String>,
+    #[command(flatten)]
+    tracker: TrackerArgs,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    /// Peer-wire (BitTorrent TCP) listen address.
+    #[arg(long, env = "OTA_SEEDER_PEER_LISTEN", default_value = "127.0.0.1:6881")]
+    peer_listen: SocketAddr,
+    /// HTTP listen address (package path, egress API).
+    #[arg(long, env = "OTA_SEEDER_HTTP_LISTEN", default_value = "127.0.0.1:7080")]
+    http_listen: SocketAddr,
+    /// State folder of the BitTorrent session.
+    #[arg(long, env = "OTA_SEEDER_STATE_DIR", default_value = "ota-seeder-state")]
+    state_dir: PathBuf,
+    /// Piece cache cap in bytes.
+    #[arg(long, env = "OTA_SEEDER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    cache_bytes: u64,
+    /// Pieces fetched ahead from S3 after a cache miss.
+    #[arg(long, env = "OTA_SEEDER_READ_AHEAD", default_value_t = 2)]
+    read_ahead: u32,
+    /// Upload cap of the origin over BitTorrent, in bytes/s (0: none).
+    #[arg(long, env = "OTA_SEEDER_UPLOAD_LIMIT", default_value_t = 0)]
+    upload_limit_bps: u32,
+    /// How often to look for new releases, in ms.
+    #[arg(long, env = "OTA_SEEDER_POLL_MS", default_value_t = 1000)]
+    poll_ms: u64,
+    #[command(flatten)]
+    tracker: TrackerArgs,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librqbit=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = ota_tracker::config::expand_config_file(std::env::args().collect(), "OTA_SEEDER_CONFIG")?;
+    match Cli::parse_from(args).command {
+        Command::Publish(a) => {
+            let location: S3Location = a.s3_url.parse()?;
+            let s3 = origin_store::client(&a.s3).await;
+            if let Some(file) = &a.file {
+                let body = aws_sdk_s3::primitives::ByteStream::from_path(file)
+                    .await
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                // Creating an existing bucket fails harmlessly.
+                let _ = s3.create_bucket().bucket(&location.bucket).send().await;
+                origin_store::put(&s3, &location, body).await?;
+            }
+            let tracker = TrackerClient::new(&a.tracker.tracker, Some(a.tracker.admin_token.clone()));
+            let published = publish(
+                &s3,
+                &tracker,
+                &PublishRequest {
+                    location,
+                    version: a.version,
+                    piece_length: a.piece_length,
+                    tracker_url: a.tracker.tracker.clone(),
+                    http_base: a.http_base,
+                },
+            )
+            .await?;
+            tracing::info!(info_hash = %published.release.info_hash, torrent = %published.torrent_location, "published");
+            println!("{}", serde_json::to_string_pretty(&published.release)?);
+            Ok(())
+        }
+        Command::Seed(a) => {
+            let s3 = origin_store::client(&a.s3).await;
+            let tracker = TrackerClient::new(&a.tracker.tracker, Some(a.tracker.admin_token.clone()));
+            let seeder = Seeder::start(
+                s3,
+                tracker,
+                SeedSettings {
+                    peer_listen: a.peer_listen,
+                    state_dir: a.state_dir,
+                    cache_bytes: a.cache_bytes,
+                    read_ahead: a.read_ahead,
+                    upload_limit_bps: (a.upload_limit_bps > 0).then_some(a.upload_limit_bps),
+                    poll_interval: Duration::from_millis(a.poll_ms),
+                    origin_token: a.tracker.admin_token,
+                },
+            )
+            .await?;
+            tokio::spawn(seeder.clone().run_sync_loop());
+            let listener = tokio::net::TcpListener::bind(a.http_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", a.http_listen))?;
+            tracing::info!(http = %a.http_listen, peers = %a.peer_listen, "seeder running");
+            let app = ota_seeder::http_path::router(seeder.clone());
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                })
+                .await?;
+            seeder.stop().await;
+            Ok(())
+        }
+    }
+}

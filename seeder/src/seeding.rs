@@ -1,0 +1,275 @@
+//! Seeding every registered release straight from S3 through librqbit.
+//!
+//! The seeder polls the tracker's release list; each release whose source is
+//! an `s3://` object is added to one librqbit session with an
+//! [`S3StorageFactory`] and a `.torrent` whose announce URL carries the origin
+//! token, so the tracker knows this peer is the origin. DHT, local service
+//! discovery and UPnP are off: the origin is reached only through the tracker.
+//!
+//! Cost at start: librqbit checks every piece of a newly added torrent, so
+//! adding a release reads the whole object from S3 once (through the piece
+//! cache, so the first peers are then served from memory).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions};
+use serde::Serialize;
+
+use ota_tracker::client::TrackerClient;
+use ota_tracker::metainfo::{torrent_bytes, InfoDict};
+use ota_tracker::release::Release;
+
+use crate::origin_store::S3Location;
+use crate::piece_cache::PieceCache;
+use crate::s3_storage::{S3Counters, S3StorageFactory, S3StorageParams};
+
+/// Settings of the seeding service.
+#[derive(Debug, Clone)]
+pub struct SeedSettings {
+    /// Peer-wire TCP listen address, e.g. `127.0.0.1:6881`.
+    pub peer_listen: SocketAddr,
+    /// librqbit session folder (nothing is written there for S3 releases).
+    pub state_dir: PathBuf,
+    /// Piece cache cap, bytes.
+    pub cache_bytes: u64,
+    /// Pieces read ahead after a miss.
+    pub read_ahead: u32,
+    /// Upload cap of the origin in bytes/s; `None` for no cap.
+    pub upload_limit_bps: Option<u32>,
+    /// How often to look for new releases.
+    pub poll_interval: Duration,
+    /// Origin token (the tracker's admin token).
+    pub origin_token: String,
+}
+
+struct Seeded {
+    release: Release,
+    handle: Arc<librqbit::ManagedTorrent>,
+}
+
+/// Egress of one release, in bytes.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReleaseEgress {
+    /// Info hash, hex.
+    pub info_hash: String,
+    /// Package name.
+    pub name: String,
+    /// Package size, bytes.
+    pub size: u64,
+    /// Payload bytes sent over BitTorrent.
+    pub bittorrent_bytes: u64,
+    /// Body bytes sent over the plain-HTTP path.
+    pub http_bytes: u64,
+    /// Why seeding stopped, if it did.
+    pub error: Option<String>,
+}
+
+/// The seeding service: one librqbit session, a shared piece cache and S3 counters.
+pub struct Seeder {
+    session: Arc<Session>,
+    s3: aws_sdk_s3::Client,
+    tracker: TrackerClient,
+    settings: SeedSettings,
+    cache: Arc<Mutex<PieceCache>>,
+    /// S3 traffic counters.
+    pub counters: Arc<S3Counters>,
+    seeded: Mutex<HashMap<String, Seeded>>,
+    http_bytes: Mutex<HashMap<String, u64>>,
+}
+
+impl Seeder {
+    /// Starts the librqbit session (listening on `peer_listen`).
+    ///
+    /// Errors: the port is taken, or the state folder cannot be created.
+    pub async fn start(s3: aws_sdk_s3::Client, tracker: TrackerClient, settings: SeedSettings) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&settings.state_dir)
+            .with_context(|| format!("cannot create {}", settings.state_dir.display()))?;
+        let mut peer_id = *b"-OS0100-000000000000";
+        let r: [u8; 12] = rand_bytes();
+        for (d, s) in peer_id[8..].iter_mut().zip(r) {
+            *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[s as usize % 36];
+        }
+        let session = Session::new_with_opts(
+            settings.state_dir.clone(),
+            SessionOptions {
+                dht: None,
+                disable_local_service_discovery: true,
+                persistence: None,
+                fastresume: false,
+                peer_id: Some(librqbit::dht::Id20::new(peer_id)),
+                listen: Some(ListenerOptions {
+                    mode: ListenerMode::TcpOnly,
+                    listen_addr: settings.peer_listen,
+                    enable_upnp_port_forwarding: false,
+                    ipv4_only: settings.peer_listen.is_ipv4(),
+                    ..Default::default()
+                }),
+                ratelimits: librqbit::limits::LimitsConfig {
+                    upload_bps: settings.upload_limit_bps.and_then(std::num::NonZeroU32::new),
+                    download_bps: None,
+                },
+                ipv4_only: settings.peer_listen.is_ipv4(),
+                client_name_and_version: Some(format!("ota-seeder {}", env!("CARGO_PKG_VERSION"))),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot start the BitTorrent session on {}", settings.peer_listen))?;
+        Ok(Arc::new(Seeder {
+            session,
+            s3,
+            tracker,
+            cache: Arc::new(Mutex::new(PieceCache::new(settings.cache_bytes))),
+            settings,
+            counters: Arc::default(),
+            seeded: Mutex::new(HashMap::new()),
+            http_bytes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The S3 client.
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// Adds every registered S3 release not seeded yet. Returns how many were added.
+    pub async fn sync_releases(&self) -> anyhow::Result<usize> {
+        let releases = self.tracker.releases().await?;
+        let mut added = 0;
+        for r in releases {
+            if self.seeded.lock().unwrap().contains_key(&r.info_hash) || !r.source.starts_with("s3://") {
+                continue;
+            }
+            match self.add_release(&r).await {
+                Ok(()) => added += 1,
+                Err(e) => tracing::error!(info_hash = %r.info_hash, source = %r.source, error = %format!("{e:#}"), "cannot seed release"),
+            }
+        }
+        Ok(added)
+    }
+
+    async fn add_release(&self, r: &Release) -> anyhow::Result<()> {
+        let location: S3Location = r.source.parse()?;
+        let torrent = self.tracker.torrent(&r.info_hash, "origin").await?;
+        let info = ota_tracker::metainfo::info_from_torrent(&torrent)?;
+        let ih = ota_tracker::metainfo::info_hash(&info);
+        if hex::encode(ih) != r.info_hash {
+            anyhow::bail!("tracker served an info dictionary that does not hash to {}", r.info_hash);
+        }
+        let dict = InfoDict::parse(&info)?;
+        let (size, _) = crate::origin_store::head(&self.s3, &location).await?;
+        if size != dict.length {
+            anyhow::bail!("{location} is {size} bytes but release {} says {}; not seeding it", r.info_hash, dict.length);
+        }
+        let announce = format!(
+            "{}/announce?origin_token={}",
+            self.tracker.base(),
+            ota_tracker::announce::encode_binary(self.settings.origin_token.as_bytes())
+        );
+        let factory = S3StorageFactory::new(S3StorageParams {
+            s3: self.s3.clone(),
+            location: location.clone(),
+            info_hash: ih,
+            length: dict.length,
+            piece_length: dict.piece_length,
+            pieces: dict.pieces,
+            cache: self.cache.clone(),
+            counters: self.counters.clone(),
+            read_ahead: self.settings.read_ahead,
+            retries: 5,
+        });
+        let resp = self
+            .session
+            .add_torrent(
+                AddTorrent::from_bytes(torrent_bytes(&announce, &info)),
+                Some(AddTorrentOptions {
+                    overwrite: true,
+                    storage_factory: Some(librqbit::storage::StorageFactoryExt::boxed(factory)),
+                    output_folder: Some(self.settings.state_dir.join(&r.info_hash).display().to_string()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .with_context(|| format!("librqbit refused release {}", r.info_hash))?;
+        let handle = resp.into_handle().context("release was added in list-only mode")?;
+        tracing::info!(info_hash = %r.info_hash, %location, "seeding release from S3");
+        self.seeded.lock().unwrap().insert(r.info_hash.clone(), Seeded { release: r.clone(), handle });
+        Ok(())
+    }
+
+    /// Polls the tracker for new releases until the process ends.
+    pub async fn run_sync_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.sync_releases().await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot list releases");
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    /// Whether a release is seeded and its initial check is done.
+    pub fn is_seeding(&self, info_hash: &str) -> bool {
+        self.seeded
+            .lock()
+            .unwrap()
+            .get(info_hash)
+            .is_some_and(|s| s.handle.stats().finished)
+    }
+
+    /// Records bytes sent over the HTTP path for a release.
+    pub fn add_http_bytes(&self, info_hash: &str, n: u64) {
+        *self.http_bytes.lock().unwrap().entry(info_hash.to_string()).or_default() += n;
+    }
+
+    /// The release whose S3 key is `key`, if seeded.
+    pub fn release_by_key(&self, key: &str) -> Option<Release> {
+        self.seeded
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.release.source.parse::<S3Location>().is_ok_and(|l| l.key == key))
+            .map(|s| s.release.clone())
+    }
+
+    /// Egress per release: BitTorrent payload bytes (librqbit's upload
+    /// counter) and HTTP body bytes.
+    pub fn egress(&self) -> Vec<ReleaseEgress> {
+        let http = self.http_bytes.lock().unwrap().clone();
+        let mut out: Vec<ReleaseEgress> = self
+            .seeded
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| {
+                let st = s.handle.stats();
+                ReleaseEgress {
+                    info_hash: s.release.info_hash.clone(),
+                    name: s.release.name.clone(),
+                    size: s.release.size,
+                    bittorrent_bytes: st.uploaded_bytes,
+                    http_bytes: http.get(&s.release.info_hash).copied().unwrap_or(0),
+                    error: st.error,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.info_hash.cmp(&b.info_hash));
+        out
+    }
+
+    /// Stops the librqbit session.
+    pub async fn stop(&self) {
+        self.session.stop().await;
+    }
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
+    let mut b = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut b);
+    b
+}
