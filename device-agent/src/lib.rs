@@ -1,1 +1,9 @@
+//! `ota-device-agent`: runs on the device. Receives pushes from the
+//! tracker, downloads releases over BitTorrent (librqbit), verifies the
+//! package SHA-256 against the release, keeps seeding, and reports bytes
+//! received per source (origin vs other devices).
 
+pub mod accounting;
+pub mod agent;
+pub mod download;
+pub mod verify;

@@ -1,1 +1,92 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use ota_device_agent::agent::{Agent, AgentSettings};
+use ota_device_agent::download::Downloader;
+use ota_tracker::client::TrackerClient;
+
+/// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
+///
+/// Settings come from flags, environment variables, or a TOML file given with
+/// `--config FILE` (or OTA_AGENT_CONFIG) whose keys are the long flag names
+/// with `_` (flag > file > environment > default).
+#[derive(Parser)]
+#[command(version, about, args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent daemon.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Tracker base URL.
+    #[arg(long, env = "OTA_TRACKER_URL", default_value = "http://127.0.0.1:7070")]
+    tracker: String,
+    /// This device's id.
+    #[arg(long, env = "OTA_DEVICE_ID")]
+    device_id: String,
+    /// State folder (downloads, installed list).
+    #[arg(long, env = "OTA_AGENT_STATE_DIR", default_value = "ota-agent-state")]
+    state_dir: PathBuf,
+    /// Peer-wire (BitTorrent TCP) listen address.
+    #[arg(long, env = "OTA_AGENT_PEER_LISTEN", default_value = "0.0.0.0:6882")]
+    peer_listen: SocketAddr,
+    /// Longest a download may take, in seconds.
+    #[arg(long, env = "OTA_AGENT_DOWNLOAD_TIMEOUT", default_value_t = 3600)]
+    download_timeout_secs: u64,
+    /// Do not fetch the newest release at start; wait for a push.
+    #[arg(long, env = "OTA_AGENT_NO_CATCH_UP", default_value_t = false)]
+    no_catch_up: bool,
+    /// Show a progress bar on stderr.
+    #[arg(long, default_value_t = false)]
+    progress: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librqbit=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = ota_tracker::config::expand_config_file(std::env::args().collect(), "OTA_AGENT_CONFIG")?;
+    let Cli { command: Command::Run(a) } = Cli::parse_from(args);
+    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?;
+    let agent = Agent::new(
+        TrackerClient::new(&a.tracker, None),
+        downloader,
+        AgentSettings {
+            device_id: a.device_id,
+            state_dir: a.state_dir,
+            download_timeout: Duration::from_secs(a.download_timeout_secs),
+            catch_up: !a.no_catch_up,
+            progress_bar: a.progress,
+        },
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = agent.clone().run() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    agent.stop().await;
+    Ok(())
+}

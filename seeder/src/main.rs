@@ -56,6 +56,10 @@ struct PublishArgs {
     /// Base URL of the seeder's HTTP path, recorded in the release.
     #[arg(long, env = "OTA_SEEDER_HTTP_URL")]
     http_base: Option<String>,
+    /// Publish a public torrent (by default the torrent is private, BEP 27:
+    /// peers come from the tracker only, no DHT, no peer exchange).
+    #[arg(long, default_value_t = false)]
+    public: bool,
     #[command(flatten)]
     tracker: TrackerArgs,
     #[command(flatten)]
@@ -130,6 +134,7 @@ async fn run() -> anyhow::Result<()> {
                     piece_length: a.piece_length,
                     tracker_url: a.tracker.tracker.clone(),
                     http_base: a.http_base,
+                    private: !a.public,
                 },
             )
             .await?;

@@ -101,6 +101,10 @@ pub struct PublishRequest {
     pub tracker_url: String,
     /// Plain-HTTP base URL of the seeder (`http://host:port`), if it serves one.
     pub http_base: Option<String>,
+    /// Mark the torrent private (BEP 27): clients then take peers from the
+    /// tracker only (no DHT, no peer exchange), so the tracker's hand-out
+    /// policy holds and the origin's address is not gossiped.
+    pub private: bool,
 }
 
 /// Streams the object once, writes `KEY.torrent` and builds the release.
@@ -134,7 +138,7 @@ pub async fn hash_object(
         anyhow::bail!("{loc} changed while it was read ({size} bytes announced, {total} read)");
     }
     let name = loc.key.rsplit('/').next().unwrap_or(&loc.key).to_string();
-    let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: false }.to_bytes();
+    let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: req.private }.to_bytes();
     let new = NewRelease {
         name,
         version: req.version.clone(),

@@ -106,6 +106,8 @@ impl Seeder {
                     mode: ListenerMode::TcpOnly,
                     listen_addr: settings.peer_listen,
                     enable_upnp_port_forwarding: false,
+                    // librqbit announces no port for a loopback listener (it falls back to 4240).
+                    announce_port: Some(settings.peer_listen.port()),
                     ipv4_only: settings.peer_listen.is_ipv4(),
                     ..Default::default()
                 }),

@@ -5,9 +5,31 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use crate::release::{NewRelease, PushEvent, Release, TelemetryReport};
+
+/// Parameters of [`TrackerClient::announce`] (BEP 3).
+#[derive(Debug, Clone)]
+pub struct AnnounceParams {
+    /// Swarm.
+    pub info_hash: [u8; 20],
+    /// The client's peer id.
+    pub peer_id: [u8; 20],
+    /// Its peer-wire port.
+    pub port: u16,
+    /// Bytes uploaded.
+    pub uploaded: u64,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+    /// Bytes left.
+    pub left: u64,
+    /// Event.
+    pub event: crate::announce::AnnounceEvent,
+    /// Device id.
+    pub device: Option<String>,
+}
 
 /// HTTP client for one tracker.
 #[derive(Debug, Clone)]
@@ -102,6 +124,34 @@ impl TrackerClient {
         Ok(Self::check(resp, "get torrent").await?.bytes().await?.to_vec())
     }
 
+    /// Sends one BEP 3 announce to `{base}/announce` (with `device` when
+    /// given) and returns the interval and the peers handed out. Used to send
+    /// the `completed` and `stopped` events librqbit never sends.
+    ///
+    /// Errors: the tracker is unreachable or answers with a `failure reason`.
+    pub async fn announce(&self, a: &AnnounceParams) -> anyhow::Result<(u32, Vec<std::net::SocketAddr>)> {
+        use crate::announce::encode_binary;
+        let event = match a.event {
+            crate::announce::AnnounceEvent::Started => "&event=started",
+            crate::announce::AnnounceEvent::Completed => "&event=completed",
+            crate::announce::AnnounceEvent::Stopped => "&event=stopped",
+            crate::announce::AnnounceEvent::None => "",
+        };
+        let device = a.device.as_deref().map(|d| format!("&device={}", encode_binary(d.as_bytes()))).unwrap_or_default();
+        let url = format!(
+            "{}/announce?info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1{event}{device}",
+            self.base,
+            encode_binary(&a.info_hash),
+            encode_binary(&a.peer_id),
+            a.port,
+            a.uploaded,
+            a.downloaded,
+            a.left
+        );
+        let body = Self::check(self.http.get(url).send().await?, "announce").await?.bytes().await?;
+        crate::announce::decode_announce(&body)
+    }
+
     /// Number of devices subscribed to the push channel.
     pub async fn subscribers(&self) -> anyhow::Result<usize> {
         let resp = self.http.get(format!("{}/api/subscribers", self.base)).send().await?;
@@ -135,7 +185,7 @@ impl TrackerClient {
     /// when the connection drops; callers reconnect with backoff.
     pub async fn subscribe(
         &self,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<PushEvent>> + Send + 'static> {
+    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
         use eventsource_stream::Eventsource;
         let resp = self
             .http
@@ -153,6 +203,7 @@ impl TrackerClient {
                 Ok(_) => None,
                 Err(e) => Some(Err(anyhow::anyhow!("push channel: {e}"))),
             }
-        }))
+        })
+        .boxed())
     }
 }

@@ -21,8 +21,8 @@ pub struct PeerEntry {
     pub addr: SocketAddr,
     /// Bytes it still misses.
     pub left: u64,
-    /// `left` at the announce before the last one.
-    pub previous_left: Option<u64>,
+    /// Announces in a row at which `left` had not shrunk (0 once it does).
+    pub stalled: u32,
     /// Last announce time.
     pub last_seen: Instant,
     /// Whether it announced with a valid origin token.
@@ -139,7 +139,10 @@ impl PeerStore {
         let entry = PeerEntry {
             addr,
             left: req.left,
-            previous_left: previous.as_ref().map(|p| p.left),
+            stalled: match &previous {
+                Some(p) if req.left > 0 && req.left >= p.left => p.stalled + 1,
+                _ => 0,
+            },
             last_seen: now,
             is_origin,
             device: req.device.clone().or(previous.and_then(|p| p.device)),
@@ -164,7 +167,7 @@ impl PeerStore {
         let requester = Requester {
             peer_id: req.peer_id,
             left: req.left,
-            previous_left: entry.previous_left,
+            stalled: entry.stalled,
             granted: granted_before,
         };
         let handout = hand_out(&requester, &candidates, grants_in_use, config.origin_policy, req.numwant);

@@ -1,0 +1,109 @@
+//! Child processes of a run: started with the parent-death signal set, so
+//! they die with the runner, and stopped by PID (SIGTERM, then SIGKILL
+//! after a grace period) when the run ends or fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// One started process.
+pub struct Proc {
+    /// Short name for logs, e.g. `agent-3`.
+    pub name: String,
+    /// Its PID.
+    pub pid: u32,
+    child: tokio::process::Child,
+}
+
+/// All processes of a run; stops them on [`ProcessGroup::stop_all`] or drop.
+#[derive(Default)]
+pub struct ProcessGroup {
+    procs: Vec<Proc>,
+}
+
+/// The folder of the running executable, where the sibling binaries
+/// (`ota-tracker`, `ota-seeder`, `ota-device-agent`) are built.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    let dir = exe.parent().context("executable has no folder")?;
+    // Integration tests run from target/debug/deps.
+    if dir.ends_with("deps") {
+        return Ok(dir.parent().unwrap_or(dir).to_path_buf());
+    }
+    Ok(dir.to_path_buf())
+}
+
+impl ProcessGroup {
+    /// Starts `program` (a sibling binary name) with `args` and `envs`,
+    /// writing its stderr to `log`.
+    ///
+    /// Errors: the binary is missing (build the workspace first) or cannot start.
+    pub fn spawn(&mut self, name: &str, program: &str, args: &[String], envs: &[(String, String)], log: &Path) -> anyhow::Result<u32> {
+        let path = bin_dir()?.join(program);
+        if !path.exists() {
+            anyhow::bail!("{} not found: build the workspace first (cargo build --release)", path.display());
+        }
+        let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(args)
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only sets the parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("cannot start {}", path.display()))?;
+        let pid = child.id().context("child has no PID")?;
+        tracing::debug!(name, pid, "started");
+        self.procs.push(Proc { name: name.to_string(), pid, child });
+        Ok(pid)
+    }
+
+    /// PIDs of every process started, running or not.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.pid).collect()
+    }
+
+    /// Fails if any process has exited, naming it and its status.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            if let Some(status) = p.child.try_wait()? {
+                anyhow::bail!("{} (pid {}) exited: {status}", p.name, p.pid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM to every process, waits up to `grace`, then SIGKILLs
+    /// what is left and reaps everything.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        for p in &self.procs {
+            // SAFETY: plain kill(2) on a PID this group started and has not reaped.
+            unsafe {
+                libc::kill(p.pid as i32, libc::SIGTERM);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        for p in &mut self.procs {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, p.child.wait()).await.is_err() {
+                let _ = p.child.kill().await;
+            }
+        }
+        self.procs.clear();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released at once).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
