@@ -238,15 +238,9 @@ async fn run_in(
     let tracker = TrackerClient::new(&tracker_url, Some(admin.clone()));
     wait_for("the tracker", Duration::from_secs(30), procs, || async { tracker.releases().await.ok() }).await?;
 
-    let s3_env = vec![
-        (s("AWS_ACCESS_KEY_ID"), s(ACCESS_KEY)),
-        (s("AWS_SECRET_ACCESS_KEY"), s(SECRET_KEY)),
-        (s("AWS_EC2_METADATA_DISABLED"), s("true")),
-        (s("OTA_S3_ENDPOINT"), s3.endpoint()),
-        (s("OTA_S3_PATH_STYLE"), s("true")),
-        (s("OTA_TRACKER_URL"), tracker_url.clone()),
-        (s("OTA_ADMIN_TOKEN"), admin.clone()),
-    ];
+    let mut s3_env = s3.client_env();
+    s3_env.push((s("OTA_TRACKER_URL"), tracker_url.clone()));
+    s3_env.push((s("OTA_ADMIN_TOKEN"), admin.clone()));
     let seeder_http = format!("127.0.0.1:{}", free_port()?);
     procs.spawn(
         "seeder",

@@ -17,6 +17,8 @@ use s3s::service::S3ServiceBuilder;
 pub struct S3Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    access_key: String,
+    secret_key: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,7 +44,20 @@ impl S3Server {
                 });
             }
         });
-        Ok(S3Server { addr, task })
+        Ok(S3Server { addr, access_key: access_key.into(), secret_key: secret_key.into(), task })
+    }
+
+    /// Environment for an aws-sdk-s3 client of this server: the static
+    /// credentials, and IMDS disabled so the credential chain never leaves
+    /// the machine.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_key.clone()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("OTA_S3_ENDPOINT".into(), self.endpoint()),
+            ("OTA_S3_PATH_STYLE".into(), "true".into()),
+        ]
     }
 
     /// The endpoint URL for aws-sdk-s3 (`http://ip:port`).

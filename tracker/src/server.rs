@@ -103,7 +103,8 @@ impl Tracker {
     }
 
     /// Serves on `listener` until `shutdown` resolves, expiring silent peers
-    /// every 10 s.
+    /// every 10 s. After `shutdown`, open requests (push subscriptions
+    /// included) get 2 s to finish before the server returns.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -117,10 +118,25 @@ impl Tracker {
                 me.store.lock().unwrap().expire(Instant::now());
             }
         });
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut graceful_rx = stop_rx.clone();
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = graceful_rx.wait_for(|s| *s).await;
+        });
+        let r = tokio::select! {
+            r = server => r.map_err(anyhow::Error::from),
+            _ = async {
+                let _ = stop_rx.wait_for(|s| *s).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            } => Ok(()),
+        };
         expiry.abort();
-        Ok(r?)
+        r
     }
 
     fn with_origins(&self, s: StoredRelease) -> Release {

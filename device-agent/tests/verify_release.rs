@@ -1,0 +1,135 @@
+//! The agent against a real tracker, a real S3-protocol server and the
+//! S3-backed seeder, all in this process on loopback: a good release is
+//! installed byte for byte; a release whose manifest SHA-256 does not match
+//! the package is refused and no copy is kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ota_deploy::s3_server::S3Server;
+use ota_device_agent::agent::{Agent, AgentSettings};
+use ota_device_agent::download::Downloader;
+use ota_seeder::origin_store::{self, S3Args, S3Location};
+use ota_seeder::publish::{hash_object, PublishRequest};
+use ota_seeder::seeding::{SeedSettings, Seeder};
+use ota_tracker::client::TrackerClient;
+use ota_tracker::peer_store::StoreConfig;
+use ota_tracker::registry::Registry;
+use ota_tracker::server::{ServerSettings, Tracker};
+
+const ADMIN: &str = "agent-test-admin";
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn installs_a_good_release_and_refuses_a_tampered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Real S3 protocol server.
+    let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s3_server = S3Server::start(&dir.path().join("s3"), s3_listener, "agent-access", "agent-secret-key").unwrap();
+    for (k, v) in s3_server.client_env() {
+        std::env::set_var(k, v);
+    }
+    let s3 = origin_store::client(&S3Args { s3_endpoint: Some(s3_server.endpoint()), s3_region: "us-east-1".into(), s3_path_style: true }).await;
+    s3.create_bucket().bucket("ota").send().await.unwrap();
+
+    // Tracker.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+    let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
+    let tracker: Arc<Tracker> = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store }).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tracker.serve(listener, async {
+        let _ = stop_rx.await;
+    }));
+    let client = TrackerClient::new(&url, Some(ADMIN.into()));
+
+    // Two packages: one published honestly, one whose manifest lies about the SHA-256.
+    let good: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+    let bad: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+    let mut hashes = Vec::new();
+    for (key, data, tamper) in [("good.bin", &good, false), ("tampered.bin", &bad, true)] {
+        s3.put_object().bucket("ota").key(key).body(data.clone().into()).send().await.unwrap();
+        let req = PublishRequest {
+            location: S3Location { bucket: "ota".into(), key: key.into() },
+            version: "1".into(),
+            piece_length: Some(262_144),
+            tracker_url: url.clone(),
+            http_base: None,
+            private: true,
+        };
+        let (mut new, _info) = hash_object(&s3, &req).await.unwrap();
+        if tamper {
+            new.sha256 = "0".repeat(64);
+        }
+        client.register(&new).await.unwrap();
+        hashes.push(new.info_hash);
+    }
+
+    // The S3-backed seeder.
+    let seeder = Seeder::start(
+        s3.clone(),
+        client.clone(),
+        SeedSettings {
+            peer_listen: free_addr(),
+            state_dir: dir.path().join("seeder"),
+            cache_bytes: 8 << 20,
+            read_ahead: 1,
+            upload_limit_bps: None,
+            poll_interval: Duration::from_millis(200),
+            origin_token: ADMIN.into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(seeder.sync_releases().await.unwrap(), 2);
+    for ih in &hashes {
+        for _ in 0..100 {
+            if client.release(ih).await.unwrap().origin_peers.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(client.release(ih).await.unwrap().origin_peers.len(), 1, "origin announced {ih}");
+    }
+
+    // The agent.
+    let state = dir.path().join("agent");
+    let downloader = Downloader::start(&state, free_addr()).await.unwrap();
+    let agent = Agent::new(
+        TrackerClient::new(&url, None),
+        downloader,
+        AgentSettings {
+            device_id: "dev-test".into(),
+            state_dir: state.clone(),
+            download_timeout: Duration::from_secs(60),
+            catch_up: false,
+            progress_bar: false,
+        },
+    );
+    let installed = agent.handle_release(&hashes[0]).await.unwrap();
+    assert_eq!(std::fs::read(&installed.path).unwrap(), good, "byte-identical package");
+
+    let err = format!("{:#}", agent.handle_release(&hashes[1]).await.unwrap_err());
+    assert!(err.contains("SHA-256 mismatch"), "{err}");
+    assert!(!state.join("downloads").join(&hashes[1]).exists(), "no copy of the refused package is kept");
+    assert_eq!(agent.installed().len(), 1);
+    assert!(agent.installed().contains_key(&hashes[0]));
+
+    let reports = client.telemetry(&hashes[1]).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(!reports[0].verified);
+    assert!(reports[0].error.as_deref().unwrap_or("").contains("SHA-256 mismatch"));
+    let good_report = &client.telemetry(&hashes[0]).await.unwrap()[0];
+    assert!(good_report.verified);
+    assert_eq!(good_report.bytes_from_origin + good_report.bytes_from_peers, good.len() as u64);
+    assert_eq!(good_report.bytes_from_origin, good.len() as u64, "only the origin was there to serve it");
+
+    agent.stop().await;
+    seeder.stop().await;
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+}
