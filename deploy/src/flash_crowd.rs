@@ -276,6 +276,8 @@ async fn run_in(
                 s("--peer-listen"),
                 format!("127.0.0.1:{}", free_port()?),
                 s("--no-catch-up"),
+                s("--report-interval-secs"),
+                s("1"),
             ],
             &[(s("OTA_TRACKER_URL"), tracker_url.clone())],
             &logs.join(format!("{id}.log")),
@@ -345,6 +347,9 @@ async fn run_in(
     .await??;
     bar.finish_and_clear();
     let distribution_ms = pushed_at.elapsed().as_millis() as u64;
+    // Seeding devices report their upload counters every second; take the latest.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reports = tracker.telemetry(&ih).await.unwrap_or(reports);
 
     let egress: serde_json::Value = reqwest::get(format!("http://{seeder_http}/api/egress")).await?.json().await?;
     let origin_egress_bytes = egress["releases"]

@@ -38,6 +38,9 @@ pub struct AgentSettings {
     pub catch_up: bool,
     /// Show a progress bar on stderr.
     pub progress_bar: bool,
+    /// While seeding, re-send the release's report (with the bytes uploaded
+    /// so far) this often.
+    pub report_interval: Duration,
 }
 
 /// One installed (verified) release, as kept in `installed.json`.
@@ -189,7 +192,24 @@ impl Agent {
         if let Err(e) = self.tracker.announce(&completed).await {
             tracing::warn!(error = %format!("{e:#}"), "completed announce failed");
         }
+        self.spawn_seeding_reports(report);
         Ok(installed)
+    }
+
+    /// Re-sends `report` with the current upload counter every
+    /// `report_interval` while the release is seeded (until the agent stops).
+    fn spawn_seeding_reports(self: &Arc<Self>, mut report: TelemetryReport) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(me.settings.report_interval).await;
+                let Some(up) = me.downloader.uploaded(&report.info_hash) else { break };
+                if up != report.bytes_uploaded {
+                    report.bytes_uploaded = up;
+                    me.send_report(&report).await;
+                }
+            }
+        });
     }
 
     async fn send_report(&self, report: &TelemetryReport) {

@@ -49,6 +49,9 @@ struct RunArgs {
     /// Show a progress bar on stderr.
     #[arg(long, default_value_t = false)]
     progress: bool,
+    /// While seeding, report the bytes uploaded this often, in seconds.
+    #[arg(long, env = "OTA_AGENT_REPORT_INTERVAL", default_value_t = 30)]
+    report_interval_secs: u64,
 }
 
 #[tokio::main]
@@ -79,6 +82,7 @@ async fn run() -> anyhow::Result<()> {
             download_timeout: Duration::from_secs(a.download_timeout_secs),
             catch_up: !a.no_catch_up,
             progress_bar: a.progress,
+            report_interval: Duration::from_secs(a.report_interval_secs.max(1)),
         },
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -108,6 +108,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             download_timeout: Duration::from_secs(60),
             catch_up: false,
             progress_bar: false,
+            report_interval: Duration::from_secs(1),
         },
     );
     let installed = agent.handle_release(&hashes[0]).await.unwrap();
