@@ -13,7 +13,9 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
-/// A running embedded S3 server; stops when dropped.
+/// A running embedded S3 server; stops when dropped (open connections
+/// are cut too, so a test can stop and restart it on the same port to play
+/// an S3 outage).
 pub struct S3Server {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -36,12 +38,20 @@ impl S3Server {
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
+            // Connections live in this set, so stopping the server (aborting
+            // this task) also cuts every open connection, as a crash would.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((socket, _)) = accepted else { continue };
+                        let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                        conns.spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
             }
         });
         Ok(S3Server { addr, access_key: access_key.into(), secret_key: secret_key.into(), task })
