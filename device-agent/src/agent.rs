@@ -41,6 +41,14 @@ pub struct AgentSettings {
     /// While seeding, re-send the release's report (with the bytes uploaded
     /// so far) this often.
     pub report_interval: Duration,
+    /// The device maker's pinned manifest key. With it, only releases with a
+    /// manifest that verifies and names this device's channel and model are
+    /// downloaded; without it, releases are taken on the tracker's word.
+    pub manifest_key: Option<ed25519_dalek::VerifyingKey>,
+    /// This device's update channel.
+    pub channel: String,
+    /// This device's model.
+    pub model: String,
 }
 
 /// One installed (verified) release, as kept in `installed.json`.
@@ -114,6 +122,20 @@ impl Agent {
     /// reported with `verified: false` and its error.
     pub async fn handle_release(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<Installed> {
         let release = self.tracker.release(info_hash).await?;
+        let expected_sha256 = match self.check_manifest(&release) {
+            Ok(sha) => sha,
+            Err(e) => {
+                tracing::error!(%info_hash, error = %e, "manifest rejected; not downloading");
+                let report = TelemetryReport {
+                    device: self.settings.device_id.clone(),
+                    info_hash: info_hash.to_string(),
+                    error: Some(format!("manifest rejected: {e}")),
+                    ..Default::default()
+                };
+                self.send_report(&report).await;
+                return Err(anyhow::anyhow!("manifest rejected: {e}"));
+            }
+        };
         let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
         tracing::info!(name = %release.name, version = %release.version, %info_hash, "downloading release");
         let bar = self.settings.progress_bar.then(|| {
@@ -134,7 +156,7 @@ impl Agent {
         };
         let result = self
             .downloader
-            .fetch(&release, torrent, origin_peers, self.settings.download_timeout, |done, _| {
+            .fetch(&release, &expected_sha256, torrent, origin_peers, self.settings.download_timeout, |done, _| {
                 if let Some(b) = &bar {
                     b.set_position(done);
                 }
@@ -165,7 +187,7 @@ impl Agent {
             name: release.name.clone(),
             version: release.version.clone(),
             path: outcome.path.clone(),
-            sha256: release.sha256.clone(),
+            sha256: expected_sha256.clone(),
         };
         self.installed.lock().unwrap().insert(info_hash.to_string(), installed.clone());
         self.save_installed()?;
@@ -194,6 +216,19 @@ impl Agent {
         }
         self.spawn_seeding_reports(report);
         Ok(installed)
+    }
+
+    /// The SHA-256 the package must have: from the verified manifest when a
+    /// key is pinned, else from the release record.
+    fn check_manifest(&self, release: &Release) -> Result<String, ota_tracker::manifest::ManifestError> {
+        use ota_tracker::manifest::{verify, ManifestError};
+        let Some(key) = &self.settings.manifest_key else {
+            return Ok(release.sha256.clone());
+        };
+        let signed = release.manifest.as_ref().ok_or(ManifestError::BadSignature)?;
+        let m = verify(signed, key)?;
+        m.check_for(&release.info_hash, &self.settings.channel, &self.settings.model)?;
+        Ok(m.sha256)
     }
 
     /// Re-sends `report` with the current upload counter every

@@ -81,7 +81,8 @@ impl Downloader {
 
     /// Downloads `release` from `torrent` (a `.torrent` whose announce URL
     /// carries this device's id), waits for it to finish, splits the bytes
-    /// by source using `origin_peers`, and verifies its SHA-256.
+    /// by source using `origin_peers`, and checks that its SHA-256 is
+    /// `expected_sha256` (from the verified manifest when there is one).
     ///
     /// `on_progress(done_bytes, total_bytes)` is called about every 500 ms.
     ///
@@ -91,6 +92,7 @@ impl Downloader {
     pub async fn fetch(
         &self,
         release: &Release,
+        expected_sha256: &str,
         torrent: Vec<u8>,
         origin_peers: impl Fn() -> futures::future::BoxFuture<'static, Vec<String>>,
         timeout: Duration,
@@ -137,7 +139,7 @@ impl Downloader {
         let path = folder.join(&release.name);
         if let Err(e) = tokio::task::spawn_blocking({
             let path = path.clone();
-            let sha = release.sha256.clone();
+            let sha = expected_sha256.to_string();
             move || verify_package(&path, &sha)
         })
         .await?

@@ -49,6 +49,17 @@ struct RunArgs {
     /// Show a progress bar on stderr.
     #[arg(long, default_value_t = false)]
     progress: bool,
+    /// Pinned ed25519 public key of the device maker (64 hex characters, or a
+    /// file holding them). With it, only releases whose signed manifest
+    /// verifies are downloaded.
+    #[arg(long, env = "OTA_MANIFEST_PUBLIC_KEY")]
+    manifest_public_key: Option<String>,
+    /// This device's update channel.
+    #[arg(long, env = "OTA_CHANNEL", default_value = "stable")]
+    channel: String,
+    /// This device's model.
+    #[arg(long, env = "OTA_DEVICE_MODEL", default_value = "generic")]
+    model: String,
     /// While seeding, report the bytes uploaded this often, in seconds.
     #[arg(long, env = "OTA_AGENT_REPORT_INTERVAL", default_value_t = 30)]
     report_interval_secs: u64,
@@ -72,6 +83,13 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let args = ota_tracker::config::expand_config_file(std::env::args().collect(), "OTA_AGENT_CONFIG")?;
     let Cli { command: Command::Run(a) } = Cli::parse_from(args);
+    let manifest_key = match &a.manifest_public_key {
+        Some(k) => Some(ota_tracker::manifest::load_verifying_key(k)?),
+        None => {
+            tracing::warn!("no --manifest-public-key pinned: releases are not signature-checked");
+            None
+        }
+    };
     let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?;
     let agent = Agent::new(
         TrackerClient::new(&a.tracker, None),
@@ -83,6 +101,9 @@ async fn run() -> anyhow::Result<()> {
             catch_up: !a.no_catch_up,
             progress_bar: a.progress,
             report_interval: Duration::from_secs(a.report_interval_secs.max(1)),
+            manifest_key,
+            channel: a.channel,
+            model: a.model,
         },
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -47,11 +47,17 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     }));
     let client = TrackerClient::new(&url, Some(ADMIN.into()));
 
-    // Two packages: one published honestly, one whose manifest lies about the SHA-256.
+    // Four packages: one published honestly; one whose signed manifest gives
+    // a SHA-256 the package does not have; one signed with another key; one
+    // whose manifest text was altered after signing.
+    let maker = ota_tracker::manifest::generate_signing_key();
+    let stranger = ota_tracker::manifest::generate_signing_key();
     let good: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
     let bad: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+    let other: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+    let altered: Vec<u8> = (0..200_000u32).map(|i| (i % 233) as u8).collect();
     let mut hashes = Vec::new();
-    for (key, data, tamper) in [("good.bin", &good, false), ("tampered.bin", &bad, true)] {
+    for (key, data, case) in [("good.bin", &good, 0), ("tampered.bin", &bad, 1), ("stranger.bin", &other, 2), ("altered.bin", &altered, 3)] {
         s3.put_object().bucket("ota").key(key).body(data.clone().into()).send().await.unwrap();
         let req = PublishRequest {
             location: S3Location { bucket: "ota".into(), key: key.into() },
@@ -60,10 +66,24 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             tracker_url: url.clone(),
             http_base: None,
             private: true,
+            signing: Some(ota_seeder::publish::ManifestSigning {
+                key: if case == 2 { stranger.clone() } else { maker.clone() },
+                channel: "stable".into(),
+                models: vec!["gw-100".into()],
+            }),
         };
         let (mut new, _info) = hash_object(&s3, &req).await.unwrap();
-        if tamper {
-            new.sha256 = "0".repeat(64);
+        let signed = new.manifest.clone().unwrap();
+        if case == 1 {
+            let mut m: ota_tracker::manifest::Manifest = serde_json::from_str(&signed.manifest).unwrap();
+            m.sha256 = "0".repeat(64);
+            new.sha256 = m.sha256.clone();
+            new.manifest = Some(ota_tracker::manifest::sign(&m, &maker));
+        }
+        if case == 3 {
+            let text = signed.manifest.replace("\"version\":\"1\"", "\"version\":\"9\"");
+            assert_ne!(text, signed.manifest);
+            new.manifest = Some(ota_tracker::manifest::SignedManifest { manifest: text, ..signed });
         }
         client.register(&new).await.unwrap();
         hashes.push(new.info_hash);
@@ -85,7 +105,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     )
     .await
     .unwrap();
-    assert_eq!(seeder.sync_releases().await.unwrap(), 2);
+    assert_eq!(seeder.sync_releases().await.unwrap(), 4);
     for ih in &hashes {
         for _ in 0..100 {
             if client.release(ih).await.unwrap().origin_peers.len() == 1 {
@@ -109,6 +129,9 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             catch_up: false,
             progress_bar: false,
             report_interval: Duration::from_secs(1),
+            manifest_key: Some(maker.verifying_key()),
+            channel: "stable".into(),
+            model: "gw-100".into(),
         },
     );
     let installed = agent.handle_release(&hashes[0]).await.unwrap();
@@ -117,6 +140,13 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let err = format!("{:#}", agent.handle_release(&hashes[1]).await.unwrap_err());
     assert!(err.contains("SHA-256 mismatch"), "{err}");
     assert!(!state.join("downloads").join(&hashes[1]).exists(), "no copy of the refused package is kept");
+    for ih in &hashes[2..] {
+        let err = format!("{:#}", agent.handle_release(ih).await.unwrap_err());
+        assert!(err.contains("manifest rejected: manifest signature does not verify"), "{err}");
+        assert!(!state.join("downloads").join(ih).exists(), "a rejected manifest is never downloaded");
+        let r = &client.telemetry(ih).await.unwrap()[0];
+        assert!(r.error.as_deref().unwrap_or("").contains("manifest rejected"), "{r:?}");
+    }
     assert_eq!(agent.installed().len(), 1);
     assert!(agent.installed().contains_key(&hashes[0]));
 

@@ -28,6 +28,13 @@ enum Command {
     Publish(PublishArgs),
     /// Seed every registered release from S3 and serve the HTTP path.
     Seed(SeedArgs),
+    /// Create an ed25519 manifest signing key (hex) and print its public key,
+    /// which devices pin (`--manifest-public-key`).
+    Keygen {
+        /// File to write the secret key to (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -60,6 +67,15 @@ struct PublishArgs {
     /// peers come from the tracker only, no DHT, no peer exchange).
     #[arg(long, default_value_t = false)]
     public: bool,
+    /// ed25519 key file (from `ota-seeder keygen`) to sign the release manifest with.
+    #[arg(long, env = "OTA_SIGNING_KEY_FILE")]
+    signing_key: Option<PathBuf>,
+    /// Update channel written in the signed manifest.
+    #[arg(long, env = "OTA_CHANNEL", default_value = "stable")]
+    channel: String,
+    /// Device model the release is for (repeat for several; none means all).
+    #[arg(long = "model")]
+    models: Vec<String>,
     #[command(flatten)]
     tracker: TrackerArgs,
     #[command(flatten)]
@@ -135,11 +151,33 @@ async fn run() -> anyhow::Result<()> {
                     tracker_url: a.tracker.tracker.clone(),
                     http_base: a.http_base,
                     private: !a.public,
+                    signing: match &a.signing_key {
+                        Some(p) => Some(ota_seeder::publish::ManifestSigning {
+                            key: ota_tracker::manifest::load_signing_key(p)?,
+                            channel: a.channel.clone(),
+                            models: a.models.clone(),
+                        }),
+                        None => None,
+                    },
                 },
             )
             .await?;
             tracing::info!(info_hash = %published.release.info_hash, torrent = %published.torrent_location, "published");
             println!("{}", serde_json::to_string_pretty(&published.release)?);
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            use std::io::Write;
+            let key = ota_tracker::manifest::generate_signing_key();
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .mode(0o600)
+                .create_new(true)
+                .open(&out)
+                .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
+            writeln!(f, "{}", hex::encode(key.to_bytes()))?;
+            println!("{}", hex::encode(key.verifying_key().to_bytes()));
             Ok(())
         }
         Command::Seed(a) => {

@@ -105,6 +105,19 @@ pub struct PublishRequest {
     /// tracker only (no DHT, no peer exchange), so the tracker's hand-out
     /// policy holds and the origin's address is not gossiped.
     pub private: bool,
+    /// Sign a release manifest with this key, if given.
+    pub signing: Option<ManifestSigning>,
+}
+
+/// How to sign the release manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestSigning {
+    /// The device maker's ed25519 key.
+    pub key: ed25519_dalek::SigningKey,
+    /// Update channel, e.g. `stable`.
+    pub channel: String,
+    /// Device models the release is for; empty for all.
+    pub models: Vec<String>,
 }
 
 /// Streams the object once, writes `KEY.torrent` and builds the release.
@@ -116,7 +129,7 @@ pub async fn hash_object(
     req: &PublishRequest,
 ) -> anyhow::Result<(NewRelease, Vec<u8>)> {
     let loc = &req.location;
-    let (size, _etag) = origin_store::head(s3, loc).await?;
+    let (size, etag) = origin_store::head(s3, loc).await?;
     if size == 0 {
         anyhow::bail!("{loc} is empty; nothing to publish");
     }
@@ -128,6 +141,9 @@ pub async fn hash_object(
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read {loc}: {}", origin_store::describe(&e)))?;
+    if out.e_tag.is_some() && out.e_tag != etag {
+        anyhow::bail!("{loc} changed while it was being published (ETag {:?} then {:?})", etag, out.e_tag);
+    }
     let mut body = out.body;
     let mut hasher = PieceHasher::new(piece_length);
     while let Some(chunk) = body.try_next().await.with_context(|| format!("reading {loc}"))? {
@@ -139,16 +155,37 @@ pub async fn hash_object(
     }
     let name = loc.key.rsplit('/').next().unwrap_or(&loc.key).to_string();
     let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: req.private }.to_bytes();
+    let info_hash_hex = hex::encode(info_hash(&info));
+    let manifest = req.signing.as_ref().map(|s| {
+        ota_tracker::manifest::sign(
+            &ota_tracker::manifest::Manifest {
+                name: name.clone(),
+                version: req.version.clone(),
+                info_hash: info_hash_hex.clone(),
+                size,
+                sha256: hex::encode(sha256),
+                channel: s.channel.clone(),
+                models: s.models.clone(),
+                created_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+            },
+            &s.key,
+        )
+    });
     let new = NewRelease {
         name,
         version: req.version.clone(),
-        info_hash: hex::encode(info_hash(&info)),
+        info_hash: info_hash_hex,
         size,
         piece_length,
         sha256: hex::encode(sha256),
         info_hex: hex::encode(&info),
         http_url: req.http_base.as_ref().map(|b| format!("{}/packages/{}", b.trim_end_matches('/'), loc.key)),
         source: loc.to_string(),
+        etag,
+        manifest,
     };
     Ok((new, info))
 }

@@ -32,6 +32,7 @@ fn request(key: &str, piece_length: u64) -> PublishRequest {
         tracker_url: "http://127.0.0.1:1".into(),
         http_base: None,
         private: true,
+        signing: None,
     }
 }
 

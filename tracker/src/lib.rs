@@ -11,6 +11,7 @@
 pub mod announce;
 pub mod client;
 pub mod config;
+pub mod manifest;
 pub mod metainfo;
 pub mod peer_handout;
 pub mod peer_store;

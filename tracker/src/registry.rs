@@ -87,12 +87,23 @@ impl Registry {
         if r.name.is_empty() || r.name.contains('/') {
             return Err(RegistryError::Invalid("name must be non-empty, without '/'".into()));
         }
+        if let Some(signed) = &r.manifest {
+            // The tracker does not hold the public key; it checks that the
+            // manifest describes this release, devices check the signature.
+            let m: crate::manifest::Manifest = serde_json::from_str(&signed.manifest)
+                .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
+            if !m.info_hash.eq_ignore_ascii_case(&ih) || !m.sha256.eq_ignore_ascii_case(&r.sha256) || m.size != r.size {
+                return Err(RegistryError::Invalid("manifest does not describe this release".into()));
+            }
+        }
         let created_at = now_secs();
         sqlx::query(
-            "INSERT INTO releases (info_hash, name, version, size, piece_length, sha256, info, http_url, source, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO releases (info_hash, name, version, size, piece_length, sha256, info, http_url, source, created_at,
+               manifest, signature, etag)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(info_hash) DO UPDATE SET name = excluded.name, version = excluded.version,
-               sha256 = excluded.sha256, http_url = excluded.http_url, source = excluded.source",
+               sha256 = excluded.sha256, http_url = excluded.http_url, source = excluded.source,
+               manifest = excluded.manifest, signature = excluded.signature, etag = excluded.etag",
         )
         .bind(&ih)
         .bind(&r.name)
@@ -104,6 +115,9 @@ impl Registry {
         .bind(&r.http_url)
         .bind(&r.source)
         .bind(created_at)
+        .bind(r.manifest.as_ref().map(|m| m.manifest.clone()))
+        .bind(r.manifest.as_ref().map(|m| m.signature.clone()))
+        .bind(&r.etag)
         .execute(&self.pool)
         .await?;
         Ok(self.get(&ih).await?.map(|s| s.release).expect("just inserted"))
@@ -122,6 +136,11 @@ impl Registry {
                 source: row.try_get("source")?,
                 created_at: row.try_get("created_at")?,
                 origin_peers: Vec::new(),
+                etag: row.try_get("etag")?,
+                manifest: match (row.try_get::<Option<String>, _>("manifest")?, row.try_get::<Option<String>, _>("signature")?) {
+                    (Some(manifest), Some(signature)) => Some(crate::manifest::SignedManifest { manifest, signature }),
+                    _ => None,
+                },
             },
             info: row.try_get("info")?,
         })
@@ -207,6 +226,8 @@ mod tests {
             info_hex: hex::encode(info),
             http_url: None,
             source: "s3://b/k".into(),
+            etag: None,
+            manifest: None,
         }
     }
 

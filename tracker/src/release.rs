@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::SignedManifest;
+
 /// What the seeder registers after publishing a package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRelease {
@@ -25,6 +27,14 @@ pub struct NewRelease {
     pub http_url: Option<String>,
     /// `s3://bucket/key` the package was published from.
     pub source: String,
+    /// S3 ETag of the object when it was hashed; the seeder refuses to serve
+    /// an object whose ETag changed since.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// The device maker's signed manifest (ed25519), which devices verify
+    /// against their pinned public key.
+    #[serde(default)]
+    pub manifest: Option<SignedManifest>,
 }
 
 /// A registered release as the API returns it.
@@ -50,6 +60,12 @@ pub struct Release {
     pub created_at: i64,
     /// Peer-wire addresses (`ip:port`) of the origin seeders live in the swarm.
     pub origin_peers: Vec<String>,
+    /// S3 ETag at publish time.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// The signed manifest, if the release was signed.
+    #[serde(default)]
+    pub manifest: Option<SignedManifest>,
 }
 
 /// One message on the push channel (server-sent event `release`).

@@ -58,6 +58,8 @@ fn release() -> (NewRelease, [u8; 20]) {
             info_hex: hex::encode(&info),
             http_url: None,
             source: "s3://b/pkg.bin".into(),
+            etag: None,
+            manifest: None,
         },
         ih,
     )
