@@ -1,4 +1,5 @@
-//! Turns peer-assisted OTA experiment records into bytes and money saved.
+//! Turns peer-assisted OTA experiment records and CDN access logs into bytes
+//! and money saved.
 //!
 //! The definitions follow the 2017 Sony Mobile study "Peer-assisted OTA
 //! updates": for one run, `D_cs` is the number of bytes the CDN served in the
@@ -8,9 +9,23 @@
 //!
 //! * [`savings`] — pure statistics over [`savings::RunRecord`]s.
 //! * [`run_records`] — parsing run records from CSV or JSON.
-//! * [`render`] — table, Markdown, CSV and JSON output of a [`savings::Report`].
+//! * [`cost`] — tiered per-GB prices (USD) from TOML, cost per run and
+//!   scenario, monthly fleet projection (pure).
+//! * [`egress`] — bytes sent per object and per UTC hour from access logs,
+//!   streamed line by line; one-line parsers in [`s3_log`] (Amazon S3 server
+//!   access logs) and [`cloudfront_log`] (Amazon CloudFront standard logs).
+//! * [`render`] — table, Markdown, CSV and JSON output of a
+//!   [`savings::Report`] (with costs) and of an [`egress::EgressReport`].
+//! * [`plot`] — SVG and PNG plots of a [`savings::Report`].
+//! * [`synthetic`] — synthetic S3 access logs for tests and the benchmark.
 #![warn(missing_docs)]
 
+pub mod cloudfront_log;
+pub mod cost;
+pub mod egress;
+pub mod plot;
 pub mod render;
 pub mod run_records;
+pub mod s3_log;
 pub mod savings;
+pub mod synthetic;
