@@ -262,6 +262,11 @@ async fn run_in(
         &logs.join("seeder.log"),
     )?;
 
+    // The device maker's manifest key: publish signs with it, agents pin it.
+    let signing_key = ota_tracker::manifest::generate_signing_key();
+    let key_path = work.join("manifest-signing.key");
+    std::fs::write(&key_path, hex::encode(signing_key.to_bytes()))?;
+    let public_key = hex::encode(signing_key.verifying_key().to_bytes());
     for i in 1..=args.devices {
         let id = format!("dev-{i:02}");
         procs.spawn(
@@ -278,6 +283,8 @@ async fn run_in(
                 s("--no-catch-up"),
                 s("--report-interval-secs"),
                 s("1"),
+                s("--manifest-public-key"),
+                public_key.clone(),
             ],
             &[(s("OTA_TRACKER_URL"), tracker_url.clone())],
             &logs.join(format!("{id}.log")),
@@ -299,6 +306,8 @@ async fn run_in(
         package.display().to_string(),
         s("--http-base"),
         format!("http://{seeder_http}"),
+        s("--signing-key"),
+        key_path.display().to_string(),
     ];
     if let Some(pl) = args.piece_length {
         publish_args.extend([s("--piece-length"), pl.to_string()]);
