@@ -90,9 +90,11 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     }
 
     // The S3-backed seeder.
+    let ledger = ota_seeder::ledger::Ledger::open(&format!("sqlite://{}/ledger.db", dir.path().display())).await.unwrap();
     let seeder = Seeder::start(
         s3.clone(),
         client.clone(),
+        ledger,
         SeedSettings {
             peer_listen: free_addr(),
             state_dir: dir.path().join("seeder"),
@@ -101,6 +103,9 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             upload_limit_bps: None,
             poll_interval: Duration::from_millis(200),
             origin_token: ADMIN.into(),
+            verify_interval: Duration::from_secs(30),
+            ledger_interval: Duration::from_secs(1),
+            max_s3_requests: 4,
         },
     )
     .await
@@ -158,6 +163,12 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     assert!(good_report.verified);
     assert_eq!(good_report.bytes_from_origin + good_report.bytes_from_peers, good.len() as u64);
     assert_eq!(good_report.bytes_from_origin, good.len() as u64, "only the origin was there to serve it");
+
+    // The origin's ledger holds what it sent: the good package once, over BitTorrent.
+    let egress = seeder.egress().await.unwrap();
+    let good_egress = egress.iter().find(|e| e.info_hash == hashes[0]).unwrap();
+    assert_eq!(good_egress.bittorrent_bytes, good.len() as u64);
+    assert_eq!(good_egress.http_bytes, 0);
 
     agent.stop().await;
     seeder.stop().await;

@@ -6,7 +6,12 @@
 //! - `GET /packages/{key}?torrent` returns `KEY.torrent`, as S3's retired
 //!   BitTorrent feature did.
 //! - `GET /api/egress`: [`crate::seeding::ReleaseEgress`] per release plus S3
-//!   counters, as JSON. `GET /health`: `ok`.
+//!   counters, as JSON. `GET /api/ledger?format=csv|json`: the egress ledger.
+//!   `GET /health`: `ok`.
+//!
+//! A package response is written to the ledger when its body ends (or the
+//! client goes away), with the bytes actually sent, the client's address and
+//! the device id from `?device=` or the `X-Device-Id` header.
 //!
 //! Only published (seeded) keys are served; anything else is 404.
 
@@ -14,8 +19,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,6 +36,7 @@ pub fn router(seeder: Arc<Seeder>) -> Router {
     Router::new()
         .route("/packages/{*key}", get(get_package))
         .route("/api/egress", get(egress))
+        .route("/api/ledger", get(ledger))
         .route("/health", get(|| async { "ok" }))
         .with_state(seeder)
 }
@@ -37,28 +45,80 @@ fn error(status: StatusCode, msg: String) -> Response {
     (status, msg).into_response()
 }
 
-async fn egress(State(s): State<Arc<Seeder>>) -> Json<serde_json::Value> {
+async fn ledger(State(s): State<Arc<Seeder>>, RawQuery(q): RawQuery) -> Response {
+    if let Err(e) = s.flush_ledger().await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e:#}"));
+    }
+    let entries = match s.ledger().entries().await {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e}")),
+    };
+    if q.as_deref() == Some("format=csv") {
+        ([(header::CONTENT_TYPE, "text/csv")], crate::ledger::to_csv(&entries)).into_response()
+    } else {
+        Json(entries).into_response()
+    }
+}
+
+async fn egress(State(s): State<Arc<Seeder>>) -> Response {
+    let releases = match s.egress().await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e:#}")),
+    };
     Json(serde_json::json!({
-        "releases": s.egress(),
+        "releases": releases,
         "s3_bytes_read": s.counters.bytes_read.load(Ordering::Relaxed),
         "s3_failures": s.counters.failures.load(Ordering::Relaxed),
         "piece_hash_mismatches": s.counters.hash_mismatches.load(Ordering::Relaxed),
     }))
+    .into_response()
+}
+
+/// Counts a response's body bytes and writes them to the ledger when dropped.
+struct HttpMeter {
+    seeder: Arc<Seeder>,
+    info_hash: String,
+    peer: String,
+    device: Option<String>,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for HttpMeter {
+    fn drop(&mut self) {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let (seeder, ih, peer, device) = (self.seeder.clone(), self.info_hash.clone(), self.peer.clone(), self.device.take());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { seeder.record_http(&ih, peer, device, bytes).await });
+        }
+    }
 }
 
 async fn get_package(
     State(s): State<Arc<Seeder>>,
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    parts: axum::http::request::Parts,
 ) -> Response {
+    let headers = &parts.headers;
+    // Present when served with `into_make_service_with_connect_info`.
+    let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned();
+    let device = headers
+        .get("x-device-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            q.as_deref()?
+                .split('&')
+                .find_map(|p| p.strip_prefix("device="))
+                .map(|d| percent_decode(d))
+        });
     let Some(release) = s.release_by_key(&key) else {
         return error(StatusCode::NOT_FOUND, format!("no published package {key:?}"));
     };
     let Ok(loc) = release.source.parse::<S3Location>() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "bad release source".into());
     };
-    if q.as_deref() == Some("torrent") {
+    if q.as_deref().is_some_and(|q| q.split('&').any(|p| p == "torrent")) {
         let t = S3Location { bucket: loc.bucket.clone(), key: format!("{}.torrent", loc.key) };
         let out = s.s3().get_object().bucket(&t.bucket).key(&t.key).send().await;
         return match out {
@@ -97,15 +157,27 @@ async fn get_package(
     if let Some(cr) = &out.content_range {
         resp = resp.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, cr);
     }
-    let info_hash = release.info_hash.clone();
-    let seeder = s.clone();
+    let meter = Arc::new(HttpMeter {
+        seeder: s.clone(),
+        info_hash: release.info_hash.clone(),
+        peer: remote.map(|c| c.0.to_string()).unwrap_or_else(|| "unknown".into()),
+        device,
+        bytes: Default::default(),
+    });
     let body = tokio_util_stream(out.body).map(move |chunk| {
         if let Ok(c) = &chunk {
-            seeder.add_http_bytes(&info_hash, c.len() as u64);
+            meter.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
         }
         chunk
     });
     resp.body(Body::from_stream(body)).unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("d={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// Adapts an S3 body to a stream of byte chunks.

@@ -4,6 +4,7 @@
 //! egress.
 
 pub mod http_path;
+pub mod ledger;
 pub mod origin_store;
 pub mod piece_cache;
 pub mod publish;

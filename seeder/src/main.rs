@@ -28,6 +28,15 @@ enum Command {
     Publish(PublishArgs),
     /// Seed every registered release from S3 and serve the HTTP path.
     Seed(SeedArgs),
+    /// Export the egress ledger (every byte the origin sent) as CSV or JSON.
+    Ledger {
+        /// Ledger database URL.
+        #[arg(long, env = "OTA_SEEDER_LEDGER_URL", default_value = "sqlite://ota-seeder-state/ledger.db")]
+        ledger_url: String,
+        /// Output format: csv or json.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+    },
     /// Create an ed25519 manifest signing key (hex) and print its public key,
     /// which devices pin (`--manifest-public-key`).
     Keygen {
@@ -105,10 +114,33 @@ struct SeedArgs {
     /// How often to look for new releases, in ms.
     #[arg(long, env = "OTA_SEEDER_POLL_MS", default_value_t = 1000)]
     poll_ms: u64,
+    /// Egress ledger database URL [default: sqlite://STATE_DIR/ledger.db].
+    #[arg(long, env = "OTA_SEEDER_LEDGER_URL")]
+    ledger_url: Option<String>,
+    /// How often to sample per-peer upload counters into the ledger, in ms.
+    #[arg(long, env = "OTA_SEEDER_LEDGER_INTERVAL_MS", default_value_t = 1000)]
+    ledger_interval_ms: u64,
+    /// How often to re-check each seeded object's ETag in S3, in seconds.
+    #[arg(long, env = "OTA_SEEDER_VERIFY_INTERVAL", default_value_t = 30)]
+    verify_interval_secs: u64,
+    /// Most concurrent piece GETs to S3.
+    #[arg(long, env = "OTA_SEEDER_MAX_S3_REQUESTS", default_value_t = 16)]
+    max_s3_requests: usize,
     #[command(flatten)]
     tracker: TrackerArgs,
     #[command(flatten)]
     s3: S3Args,
+}
+
+/// Adds `mode=rwc` to a SQLite URL without a mode, so the file is created.
+fn sqlite_rwc(url: &str) -> String {
+    if !url.starts_with("sqlite:") || url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
 }
 
 #[tokio::main]
@@ -180,12 +212,29 @@ async fn run() -> anyhow::Result<()> {
             println!("{}", hex::encode(key.verifying_key().to_bytes()));
             Ok(())
         }
+        Command::Ledger { ledger_url, format } => {
+            let ledger = ota_seeder::ledger::Ledger::open(&sqlite_rwc(&ledger_url)).await?;
+            let entries = ledger.entries().await?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print!("{}", ota_seeder::ledger::to_csv(&entries));
+            }
+            Ok(())
+        }
         Command::Seed(a) => {
             let s3 = origin_store::client(&a.s3).await;
+            std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create {}", a.state_dir.display()))?;
+            let ledger_url = a
+                .ledger_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}/ledger.db", a.state_dir.display()));
+            let ledger = ota_seeder::ledger::Ledger::open(&sqlite_rwc(&ledger_url)).await?;
             let tracker = TrackerClient::new(&a.tracker.tracker, Some(a.tracker.admin_token.clone()));
             let seeder = Seeder::start(
                 s3,
                 tracker,
+                ledger,
                 SeedSettings {
                     peer_listen: a.peer_listen,
                     state_dir: a.state_dir,
@@ -194,15 +243,20 @@ async fn run() -> anyhow::Result<()> {
                     upload_limit_bps: (a.upload_limit_bps > 0).then_some(a.upload_limit_bps),
                     poll_interval: Duration::from_millis(a.poll_ms),
                     origin_token: a.tracker.admin_token,
+                    verify_interval: Duration::from_secs(a.verify_interval_secs.max(1)),
+                    ledger_interval: Duration::from_millis(a.ledger_interval_ms.max(100)),
+                    max_s3_requests: a.max_s3_requests,
                 },
             )
             .await?;
             tokio::spawn(seeder.clone().run_sync_loop());
+            tokio::spawn(seeder.clone().run_maintenance_loop());
             let listener = tokio::net::TcpListener::bind(a.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", a.http_listen))?;
             tracing::info!(http = %a.http_listen, peers = %a.peer_listen, "seeder running");
-            let app = ota_seeder::http_path::router(seeder.clone());
+            let app = ota_seeder::http_path::router(seeder.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -213,6 +267,9 @@ async fn run() -> anyhow::Result<()> {
                     }
                 })
                 .await?;
+            if let Err(e) = seeder.flush_ledger().await {
+                tracing::error!(error = %format!("{e:#}"), "last ledger write failed");
+            }
             seeder.stop().await;
             Ok(())
         }

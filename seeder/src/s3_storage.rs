@@ -49,6 +49,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     read_ahead: u32,
     retries: u32,
+    permits: Arc<tokio::sync::Semaphore>,
+    corrupt: Arc<Mutex<Option<String>>>,
 }
 
 /// Creates an [`S3Storage`] for one release; give it to librqbit in
@@ -80,6 +82,10 @@ pub struct S3StorageParams {
     pub read_ahead: u32,
     /// GET attempts per piece before giving up (backoff 200 ms, doubling, max 5 s).
     pub retries: u32,
+    /// Shared limit on concurrent S3 GETs.
+    pub permits: Arc<tokio::sync::Semaphore>,
+    /// Set to the reason when a piece fails its SHA-1 (the object changed).
+    pub corrupt: Arc<Mutex<Option<String>>>,
 }
 
 impl S3StorageFactory {
@@ -99,6 +105,8 @@ impl S3StorageFactory {
                 runtime: tokio::runtime::Handle::current(),
                 read_ahead: p.read_ahead,
                 retries: p.retries.max(1),
+                permits: p.permits,
+                corrupt: p.corrupt,
             }),
         }
     }
@@ -137,16 +145,22 @@ impl Inner {
         let mut delay = Duration::from_millis(200);
         let mut last = None;
         for attempt in 1..=self.retries {
-            match origin_store::get_range(&self.s3, &self.location, start, len).await {
+            let got = {
+                let _permit = self.permits.acquire().await.map_err(|_| anyhow::anyhow!("seeder is stopping"))?;
+                origin_store::get_range(&self.s3, &self.location, start, len).await
+            };
+            match got {
                 Ok(data) => {
                     self.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
                     let got: [u8; 20] = Sha1::digest(&data).into();
                     if got != self.pieces[index as usize] {
                         self.counters.hash_mismatches.fetch_add(1, Ordering::Relaxed);
-                        anyhow::bail!(
+                        let reason = format!(
                             "piece {index} of {} fails its SHA-1: the object changed since it was published; not serving it",
                             self.location
                         );
+                        self.corrupt.lock().unwrap().get_or_insert(reason.clone());
+                        anyhow::bail!(reason);
                     }
                     self.cache.lock().unwrap().insert((self.info_hash, index), data.clone());
                     return Ok(data);

@@ -24,6 +24,7 @@ use ota_tracker::client::TrackerClient;
 use ota_tracker::metainfo::{torrent_bytes, InfoDict};
 use ota_tracker::release::Release;
 
+use crate::ledger::{now_ms, EgressEntry, EgressPath, Ledger, UploadSampler};
 use crate::origin_store::S3Location;
 use crate::piece_cache::PieceCache;
 use crate::s3_storage::{S3Counters, S3StorageFactory, S3StorageParams};
@@ -45,11 +46,20 @@ pub struct SeedSettings {
     pub poll_interval: Duration,
     /// Origin token (the tracker's admin token).
     pub origin_token: String,
+    /// How often to re-check each seeded object's ETag in S3.
+    pub verify_interval: Duration,
+    /// How often to sample per-peer upload counters into the ledger.
+    pub ledger_interval: Duration,
+    /// Most concurrent piece GETs to S3, over all releases.
+    pub max_s3_requests: usize,
 }
 
 struct Seeded {
     release: Release,
+    location: S3Location,
     handle: Arc<librqbit::ManagedTorrent>,
+    /// Set by the storage when a piece read from S3 fails its SHA-1.
+    corrupt: Arc<Mutex<Option<String>>>,
 }
 
 /// Egress of one release, in bytes.
@@ -69,6 +79,13 @@ pub struct ReleaseEgress {
     pub error: Option<String>,
 }
 
+/// Why a release is not (or no longer) seeded.
+#[derive(Debug, Clone)]
+struct Failed {
+    release: Release,
+    reason: String,
+}
+
 /// The seeding service: one librqbit session, a shared piece cache and S3 counters.
 pub struct Seeder {
     session: Arc<Session>,
@@ -79,14 +96,22 @@ pub struct Seeder {
     /// S3 traffic counters.
     pub counters: Arc<S3Counters>,
     seeded: Mutex<HashMap<String, Seeded>>,
-    http_bytes: Mutex<HashMap<String, u64>>,
+    failed: Mutex<HashMap<String, Failed>>,
+    ledger: Ledger,
+    sampler: Mutex<UploadSampler>,
+    s3_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Seeder {
     /// Starts the librqbit session (listening on `peer_listen`).
     ///
     /// Errors: the port is taken, or the state folder cannot be created.
-    pub async fn start(s3: aws_sdk_s3::Client, tracker: TrackerClient, settings: SeedSettings) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(
+        s3: aws_sdk_s3::Client,
+        tracker: TrackerClient,
+        ledger: Ledger,
+        settings: SeedSettings,
+    ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&settings.state_dir)
             .with_context(|| format!("cannot create {}", settings.state_dir.display()))?;
         let mut peer_id = *b"-OS0100-000000000000";
@@ -127,10 +152,13 @@ impl Seeder {
             s3,
             tracker,
             cache: Arc::new(Mutex::new(PieceCache::new(settings.cache_bytes))),
+            s3_permits: Arc::new(tokio::sync::Semaphore::new(settings.max_s3_requests.max(1))),
             settings,
             counters: Arc::default(),
             seeded: Mutex::new(HashMap::new()),
-            http_bytes: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            ledger,
+            sampler: Mutex::new(UploadSampler::default()),
         }))
     }
 
@@ -144,7 +172,10 @@ impl Seeder {
         let releases = self.tracker.releases().await?;
         let mut added = 0;
         for r in releases {
-            if self.seeded.lock().unwrap().contains_key(&r.info_hash) || !r.source.starts_with("s3://") {
+            if self.seeded.lock().unwrap().contains_key(&r.info_hash)
+                || self.failed.lock().unwrap().contains_key(&r.info_hash)
+                || !r.source.starts_with("s3://")
+            {
                 continue;
             }
             match self.add_release(&r).await {
@@ -164,15 +195,17 @@ impl Seeder {
             anyhow::bail!("tracker served an info dictionary that does not hash to {}", r.info_hash);
         }
         let dict = InfoDict::parse(&info)?;
-        let (size, _) = crate::origin_store::head(&self.s3, &location).await?;
-        if size != dict.length {
-            anyhow::bail!("{location} is {size} bytes but release {} says {}; not seeding it", r.info_hash, dict.length);
+        let (size, etag) = crate::origin_store::head(&self.s3, &location).await?;
+        if let Some(reason) = changed_since_publish(r, &location, size, etag.as_deref()) {
+            self.failed.lock().unwrap().insert(r.info_hash.clone(), Failed { release: r.clone(), reason: reason.clone() });
+            anyhow::bail!(reason);
         }
         let announce = format!(
             "{}/announce?origin_token={}",
             self.tracker.base(),
             ota_tracker::announce::encode_binary(self.settings.origin_token.as_bytes())
         );
+        let corrupt = Arc::new(Mutex::new(None));
         let factory = S3StorageFactory::new(S3StorageParams {
             s3: self.s3.clone(),
             location: location.clone(),
@@ -184,6 +217,8 @@ impl Seeder {
             counters: self.counters.clone(),
             read_ahead: self.settings.read_ahead,
             retries: 5,
+            permits: self.s3_permits.clone(),
+            corrupt: corrupt.clone(),
         });
         let resp = self
             .session
@@ -200,8 +235,114 @@ impl Seeder {
             .with_context(|| format!("librqbit refused release {}", r.info_hash))?;
         let handle = resp.into_handle().context("release was added in list-only mode")?;
         tracing::info!(info_hash = %r.info_hash, %location, "seeding release from S3");
-        self.seeded.lock().unwrap().insert(r.info_hash.clone(), Seeded { release: r.clone(), handle });
+        self.seeded
+            .lock()
+            .unwrap()
+            .insert(r.info_hash.clone(), Seeded { release: r.clone(), location, handle, corrupt });
         Ok(())
+    }
+
+    /// Stops seeding a release for good (until the seeder restarts) and says why.
+    async fn stop_release(&self, info_hash: &str, reason: String) {
+        let Some(s) = self.seeded.lock().unwrap().remove(info_hash) else { return };
+        tracing::error!(%info_hash, location = %s.location, %reason, "stopped seeding release");
+        if let Err(e) = self.session.pause(&s.handle).await {
+            tracing::warn!(%info_hash, error = %format!("{e:#}"), "cannot pause torrent");
+        }
+        self.cache.lock().unwrap().remove_release(&s.handle.info_hash().0);
+        self.failed.lock().unwrap().insert(info_hash.to_string(), Failed { release: s.release, reason });
+    }
+
+    /// Re-checks every seeded release: a piece that failed its SHA-1, or an
+    /// object whose ETag or size changed in S3, stops the release. An S3
+    /// error only logs (the next check tries again).
+    pub async fn verify_sources(&self) {
+        let seeded: Vec<(String, Release, S3Location, Option<String>)> = self
+            .seeded
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(ih, s)| (ih.clone(), s.release.clone(), s.location.clone(), s.corrupt.lock().unwrap().clone()))
+            .collect();
+        for (ih, release, location, corrupt) in seeded {
+            if let Some(reason) = corrupt {
+                self.stop_release(&ih, reason).await;
+                continue;
+            }
+            match crate::origin_store::head(&self.s3, &location).await {
+                Ok((size, etag)) => {
+                    if let Some(reason) = changed_since_publish(&release, &location, size, etag.as_deref()) {
+                        self.stop_release(&ih, reason).await;
+                    }
+                }
+                Err(e) => tracing::warn!(%location, error = %format!("{e:#}"), "cannot check object"),
+            }
+        }
+    }
+
+    /// Samples librqbit's per-peer upload counters and writes the bytes sent
+    /// since the last sample to the ledger.
+    pub async fn flush_ledger(&self) -> anyhow::Result<()> {
+        let snapshots: Vec<(String, serde_json::Value)> = self
+            .seeded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(ih, s)| {
+                let live = s.handle.live()?;
+                let filter = serde_json::from_value(serde_json::json!({"state": "all"})).ok()?;
+                Some((ih.clone(), serde_json::to_value(live.per_peer_stats_snapshot(filter)).ok()?))
+            })
+            .collect();
+        let now = now_ms();
+        let mut entries = Vec::new();
+        {
+            let mut sampler = self.sampler.lock().unwrap();
+            for (ih, snap) in snapshots {
+                let counters = snap["peers"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(addr, p)| (addr.clone(), p["counters"]["uploaded_bytes"].as_u64().unwrap_or(0)))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                for (peer, bytes) in sampler.deltas(&ih, counters) {
+                    entries.push(EgressEntry { at_ms: now, info_hash: ih.clone(), path: EgressPath::Bittorrent, peer, device: None, bytes });
+                }
+            }
+        }
+        self.ledger.record(&entries).await?;
+        Ok(())
+    }
+
+    /// Records one HTTP response's body bytes in the ledger.
+    pub async fn record_http(&self, info_hash: &str, peer: String, device: Option<String>, bytes: u64) {
+        let e = EgressEntry { at_ms: now_ms(), info_hash: info_hash.to_string(), path: EgressPath::Http, peer, device, bytes };
+        if let Err(e) = self.ledger.record(&[e]).await {
+            tracing::error!(error = %e, "cannot write HTTP egress to the ledger");
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Runs the periodic work (ledger sampling, source checks) until the process ends.
+    pub async fn run_maintenance_loop(self: Arc<Self>) {
+        let mut ledger_tick = tokio::time::interval(self.settings.ledger_interval);
+        let mut verify_tick = tokio::time::interval(self.settings.verify_interval);
+        loop {
+            tokio::select! {
+                _ = ledger_tick.tick() => {
+                    if let Err(e) = self.flush_ledger().await {
+                        tracing::error!(error = %format!("{e:#}"), "ledger write failed");
+                    }
+                }
+                _ = verify_tick.tick() => self.verify_sources().await,
+            }
+        }
     }
 
     /// Polls the tracker for new releases until the process ends.
@@ -223,11 +364,6 @@ impl Seeder {
             .is_some_and(|s| s.handle.stats().finished)
     }
 
-    /// Records bytes sent over the HTTP path for a release.
-    pub fn add_http_bytes(&self, info_hash: &str, n: u64) {
-        *self.http_bytes.lock().unwrap().entry(info_hash.to_string()).or_default() += n;
-    }
-
     /// The release whose S3 key is `key`, if seeded.
     pub fn release_by_key(&self, key: &str) -> Option<Release> {
         self.seeded
@@ -238,34 +374,50 @@ impl Seeder {
             .map(|s| s.release.clone())
     }
 
-    /// Egress per release: BitTorrent payload bytes (librqbit's upload
-    /// counter) and HTTP body bytes.
-    pub fn egress(&self) -> Vec<ReleaseEgress> {
-        let http = self.http_bytes.lock().unwrap().clone();
-        let mut out: Vec<ReleaseEgress> = self
-            .seeded
-            .lock()
-            .unwrap()
-            .values()
-            .map(|s| {
-                let st = s.handle.stats();
+    /// Egress per release from the ledger (sampled just now): BitTorrent
+    /// payload bytes and HTTP body bytes, with the reason if seeding stopped.
+    pub async fn egress(&self) -> anyhow::Result<Vec<ReleaseEgress>> {
+        self.flush_ledger().await?;
+        let totals: HashMap<String, crate::ledger::ReleaseTotals> =
+            self.ledger.totals().await?.into_iter().map(|t| (t.info_hash.clone(), t)).collect();
+        let mut rows: Vec<(Release, Option<String>)> =
+            self.seeded.lock().unwrap().values().map(|s| (s.release.clone(), s.handle.stats().error)).collect();
+        rows.extend(self.failed.lock().unwrap().values().map(|f| (f.release.clone(), Some(f.reason.clone()))));
+        let mut out: Vec<ReleaseEgress> = rows
+            .into_iter()
+            .map(|(r, error)| {
+                let t = totals.get(&r.info_hash).cloned().unwrap_or_default();
                 ReleaseEgress {
-                    info_hash: s.release.info_hash.clone(),
-                    name: s.release.name.clone(),
-                    size: s.release.size,
-                    bittorrent_bytes: st.uploaded_bytes,
-                    http_bytes: http.get(&s.release.info_hash).copied().unwrap_or(0),
-                    error: st.error,
+                    info_hash: r.info_hash.clone(),
+                    name: r.name.clone(),
+                    size: r.size,
+                    bittorrent_bytes: t.bittorrent_bytes,
+                    http_bytes: t.http_bytes,
+                    error,
                 }
             })
             .collect();
         out.sort_by(|a, b| a.info_hash.cmp(&b.info_hash));
-        out
+        Ok(out)
     }
 
     /// Stops the librqbit session.
     pub async fn stop(&self) {
         self.session.stop().await;
+    }
+}
+
+/// Why the object no longer is what was published, if it is not: a size or
+/// ETag different from the release's.
+fn changed_since_publish(r: &Release, location: &S3Location, size: u64, etag: Option<&str>) -> Option<String> {
+    if size != r.size {
+        return Some(format!("{location} is {size} bytes but release {} was published at {}; not serving it", r.info_hash, r.size));
+    }
+    match (&r.etag, etag) {
+        (Some(published), Some(now)) if published != now => Some(format!(
+            "{location} changed since it was published (ETag {published} then, {now} now); not serving it"
+        )),
+        _ => None,
     }
 }
 
