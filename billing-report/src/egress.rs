@@ -100,6 +100,8 @@ pub enum LogFormat {
     S3,
     /// Amazon CloudFront standard access log (tab-separated; `sc-bytes` per `cs-uri-stem`).
     Cloudfront,
+    /// The origin seeder's egress ledger export (CSV; bytes per release info hash).
+    OriginLedger,
 }
 
 /// One request's egress, borrowed from the log line it was parsed from.
@@ -332,6 +334,13 @@ pub fn scan_log<R: BufRead>(format: LogFormat, reader: R, source: &str, tally: &
         LogFormat::S3 => for_each_line(reader, |n, line| {
             let outcome = match line {
                 RawLine::Text(text) => crate::s3_log::parse_line(text),
+                RawLine::TooLong => too_long(),
+            };
+            tally.record(source, n, outcome);
+        }),
+        LogFormat::OriginLedger => for_each_line(reader, |n, line| {
+            let outcome = match line {
+                RawLine::Text(text) => crate::origin_ledger::parse_line(text),
                 RawLine::TooLong => too_long(),
             };
             tally.record(source, n, outcome);

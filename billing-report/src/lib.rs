@@ -23,6 +23,7 @@
 pub mod cloudfront_log;
 pub mod cost;
 pub mod egress;
+pub mod origin_ledger;
 pub mod plot;
 pub mod render;
 pub mod run_records;

@@ -77,7 +77,7 @@ enum Command {
         font: Option<PathBuf>,
     },
     /// Bytes sent per object and per UTC hour from S3 server access logs or CloudFront standard logs.
-    #[command(group(ArgGroup::new("logs").required(true).args(["s3_logs", "cloudfront_logs"])))]
+    #[command(group(ArgGroup::new("logs").required(true).args(["s3_logs", "cloudfront_logs", "ledgers"])))]
     Egress {
         /// Amazon S3 server access log file(s), or `-` for stdin; counts `bytes_sent` of REST.GET.OBJECT.
         #[arg(long = "s3-log", value_name = "PATH", num_args = 1..)]
@@ -85,6 +85,9 @@ enum Command {
         /// Amazon CloudFront standard access log file(s), or `-` for stdin; counts `sc-bytes` per `cs-uri-stem`.
         #[arg(long = "cloudfront-log", value_name = "PATH", num_args = 1..)]
         cloudfront_logs: Vec<PathBuf>,
+        /// The origin seeder's ledger export (`ota-seeder ledger --format csv`), or `-`; bytes per release.
+        #[arg(long = "ledger", value_name = "PATH", num_args = 1..)]
+        ledgers: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -161,9 +164,15 @@ fn savings(
     Ok(render_with_cost(&report, cost.as_ref(), format))
 }
 
-fn egress(s3_logs: Vec<PathBuf>, cloudfront_logs: Vec<PathBuf>, format: Format, prices: Option<PathBuf>) -> Result<String> {
+fn egress(s3_logs: Vec<PathBuf>, cloudfront_logs: Vec<PathBuf>, ledgers: Vec<PathBuf>, format: Format, prices: Option<PathBuf>) -> Result<String> {
     let prices = prices.as_deref().map(load_prices).transpose()?;
-    let (log_format, paths) = if s3_logs.is_empty() { (LogFormat::Cloudfront, cloudfront_logs) } else { (LogFormat::S3, s3_logs) };
+    let (log_format, paths) = if !s3_logs.is_empty() {
+        (LogFormat::S3, s3_logs)
+    } else if !cloudfront_logs.is_empty() {
+        (LogFormat::Cloudfront, cloudfront_logs)
+    } else {
+        (LogFormat::OriginLedger, ledgers)
+    };
     let mut tally = EgressTally::new();
     for path in &paths {
         let name = display_name(path);
@@ -190,7 +199,7 @@ fn run(cli: Cli) -> Result<String> {
         Command::Savings { inputs, format, prices, fleet_devices, package_bytes, releases_per_month, plot_dir, font } => {
             savings(inputs, format, prices, fleet_devices, package_bytes, releases_per_month, plot_dir, font)
         }
-        Command::Egress { s3_logs, cloudfront_logs, format, prices } => egress(s3_logs, cloudfront_logs, format, prices),
+        Command::Egress { s3_logs, cloudfront_logs, ledgers, format, prices } => egress(s3_logs, cloudfront_logs, ledgers, format, prices),
     }
 }
 

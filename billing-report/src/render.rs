@@ -442,6 +442,7 @@ fn egress_title(report: &EgressReport) -> &'static str {
     match report.format {
         LogFormat::S3 => "S3 server access log egress (bytes_sent of REST.GET.OBJECT)",
         LogFormat::Cloudfront => "CloudFront standard log egress (sc-bytes per cs-uri-stem)",
+        LogFormat::OriginLedger => "origin seeder ledger egress (BitTorrent + HTTP bytes per release info hash)",
     }
 }
 

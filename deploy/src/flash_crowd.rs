@@ -74,6 +74,9 @@ pub struct FlashCrowdArgs {
     /// Scenario name written in the record.
     #[arg(long, default_value = "loopback")]
     pub scenario: String,
+    /// Save the origin's egress ledger (CSV, `ota-seeder ledger` format) to this file.
+    #[arg(long)]
+    pub ledger_out: Option<PathBuf>,
 }
 
 /// One device's result.
@@ -367,6 +370,10 @@ async fn run_in(
         .map(|r| r["bittorrent_bytes"].as_u64().unwrap_or(0) + r["http_bytes"].as_u64().unwrap_or(0))
         .context("the seeder does not list the release")?;
 
+    if let Some(path) = &args.ledger_out {
+        let csv = reqwest::get(format!("http://{seeder_http}/api/ledger?format=csv")).await?.text().await?;
+        std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let mut devices = Vec::new();
     for r in reports {
         let path = work.join("agents").join(&r.device).join("downloads").join(&ih).join(&release.name);

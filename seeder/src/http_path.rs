@@ -131,6 +131,10 @@ async fn get_package(
     }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut req = s.s3().get_object().bucket(&loc.bucket).key(&loc.key);
+    if let Some(etag) = &release.etag {
+        // Never serve bytes of an object that changed since it was published.
+        req = req.if_match(etag);
+    }
     if let Some(r) = &range {
         if !r.starts_with("bytes=") || r.contains(',') {
             return error(StatusCode::RANGE_NOT_SATISFIABLE, format!("unsupported range {r:?}"));
@@ -140,10 +144,16 @@ async fn get_package(
     let out = match req.send().await {
         Ok(o) => o,
         Err(e) => {
-            let status = if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) {
-                StatusCode::RANGE_NOT_SATISFIABLE
-            } else {
-                StatusCode::BAD_GATEWAY
+            let upstream = e.raw_response().map(|r| r.status().as_u16());
+            let status = match upstream {
+                Some(416) => StatusCode::RANGE_NOT_SATISFIABLE,
+                Some(412) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("{loc} changed since it was published; not serving it"),
+                    )
+                }
+                _ => StatusCode::BAD_GATEWAY,
             };
             return error(status, format!("{loc}: {}", origin_store::describe(&e)));
         }

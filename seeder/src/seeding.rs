@@ -100,6 +100,9 @@ pub struct Seeder {
     ledger: Ledger,
     sampler: Mutex<UploadSampler>,
     s3_permits: Arc<tokio::sync::Semaphore>,
+    /// Releases whose initial check came out incomplete: when to re-add
+    /// each, and the backoff after that.
+    recheck: Mutex<HashMap<String, (std::time::Instant, Duration)>>,
 }
 
 impl Seeder {
@@ -159,6 +162,7 @@ impl Seeder {
             failed: Mutex::new(HashMap::new()),
             ledger,
             sampler: Mutex::new(UploadSampler::default()),
+            recheck: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -169,12 +173,14 @@ impl Seeder {
 
     /// Adds every registered S3 release not seeded yet. Returns how many were added.
     pub async fn sync_releases(&self) -> anyhow::Result<usize> {
+        self.drop_incomplete().await;
         let releases = self.tracker.releases().await?;
         let mut added = 0;
         for r in releases {
             if self.seeded.lock().unwrap().contains_key(&r.info_hash)
                 || self.failed.lock().unwrap().contains_key(&r.info_hash)
                 || !r.source.starts_with("s3://")
+                || self.recheck.lock().unwrap().get(&r.info_hash).is_some_and(|(at, _)| std::time::Instant::now() < *at)
             {
                 continue;
             }
@@ -240,6 +246,37 @@ impl Seeder {
             .unwrap()
             .insert(r.info_hash.clone(), Seeded { release: r.clone(), location, handle, corrupt });
         Ok(())
+    }
+
+    /// Removes from the session every release whose initial check is over but
+    /// left pieces missing (S3 failed for longer than the retry budget), so
+    /// that a later sync adds it again and re-checks it. librqbit itself never
+    /// re-checks: the origin would stay a leecher that cannot write. Re-adds
+    /// back off from 1 s to 5 min.
+    async fn drop_incomplete(&self) {
+        use librqbit::TorrentStatsState as S;
+        let incomplete: Vec<(String, librqbit::api::TorrentIdOrHash)> = self
+            .seeded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(ih, s)| {
+                let st = s.handle.stats();
+                let checked = matches!(st.state, S::Live | S::Paused | S::Error);
+                (checked && !st.finished).then(|| (ih.clone(), s.handle.id().into()))
+            })
+            .collect();
+        for (ih, id) in incomplete {
+            tracing::warn!(info_hash = %ih, "release is not fully readable from S3; will add it again");
+            if let Err(e) = self.session.delete(id, false).await {
+                tracing::warn!(info_hash = %ih, error = %format!("{e:#}"), "cannot remove release");
+                continue;
+            }
+            self.seeded.lock().unwrap().remove(&ih);
+            let mut recheck = self.recheck.lock().unwrap();
+            let next = recheck.get(&ih).map_or(Duration::from_secs(1), |(_, d)| (*d * 2).min(Duration::from_secs(300)));
+            recheck.insert(ih, (std::time::Instant::now() + next, next));
+        }
     }
 
     /// Stops seeding a release for good (until the seeder restarts) and says why.

@@ -1,0 +1,148 @@
+//! The origin's plain-HTTP path (`http_path::router`) in front of a real
+//! S3-protocol server: whole objects, single ranges, the `.torrent`, 404 for
+//! unpublished keys, and the HTTP egress counter.
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::header;
+use reqwest::StatusCode;
+use sha1::{Digest, Sha1};
+
+use ota_tracker::metainfo::info_from_torrent;
+
+const PIECE: u64 = 256 * 1024;
+const SIZE: usize = 700_001;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_objects_ranges_torrents_and_counts_egress() {
+    let stack = common::Stack::start().await;
+    let data = common::package(SIZE, 7);
+    let key = "fw/v2/update.bin";
+    stack.put(key, &data).await;
+    // An object in the bucket that was never published must not be served.
+    stack.put("fw/v2/secret.bin", b"not published").await;
+
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", http.local_addr().unwrap());
+    let published = stack.publish(key, PIECE, Some(base.clone())).await;
+    let release = &published.release;
+    assert_eq!(release.http_url.as_deref(), Some(format!("{base}/packages/{key}").as_str()));
+
+    let seeder = stack.seeder(common::free_addr(), 8 << 20, 1, None).await;
+    assert!(common::wait_seeding(&seeder, &release.info_hash, Duration::from_secs(30)).await);
+    let app = ota_seeder::http_path::router(seeder.clone());
+    let server = tokio::spawn(async move { axum::serve(http, app).await });
+
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let url = release.http_url.clone().unwrap();
+
+    // Whole object.
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], SIZE.to_string().as_str());
+    assert!(r.headers().get(header::CONTENT_RANGE).is_none());
+    let body = r.bytes().await.unwrap();
+    assert!(body == data.as_slice(), "whole body is the object ({} bytes)", body.len());
+    let mut expected_http = SIZE as u64;
+
+    // HEAD: headers only, no body bytes counted.
+    let r = c.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], SIZE.to_string().as_str());
+    assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // Closed range.
+    let r = c.get(&url).header(header::RANGE, "bytes=100-199").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes 100-199/{SIZE}").as_str());
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], "100");
+    assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(&body[..], &data[100..200]);
+    expected_http += 100;
+
+    // Open range.
+    let r = c.get(&url).header(header::RANGE, "bytes=1000-").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes 1000-{}/{SIZE}", SIZE - 1).as_str());
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], (SIZE - 1000).to_string().as_str());
+    let body = r.bytes().await.unwrap();
+    assert!(body == data[1000..], "open range body ({} bytes)", body.len());
+    expected_http += (SIZE - 1000) as u64;
+
+    // Suffix range: the last 10 bytes.
+    let r = c.get(&url).header(header::RANGE, "bytes=-10").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes {}-{}/{SIZE}", SIZE - 10, SIZE - 1).as_str());
+    assert_eq!(&r.bytes().await.unwrap()[..], &data[SIZE - 10..]);
+    expected_http += 10;
+
+    // Multi-range requests are refused, not answered with the whole object.
+    let r = c.get(&url).header(header::RANGE, "bytes=0-1,5-6").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let _ = r.bytes().await.unwrap();
+
+    // The .torrent, as S3's retired ?torrent did.
+    let r = c.get(format!("{url}?torrent")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/x-bittorrent");
+    let torrent = r.bytes().await.unwrap();
+    let info = info_from_torrent(&torrent).unwrap();
+    assert_eq!(hex::encode(Sha1::digest(&info)), release.info_hash, "?torrent info hash is the release's");
+    assert_eq!(info, published.info);
+
+    // Unknown and unpublished keys.
+    for missing in ["fw/v2/nope.bin", "fw/v2/secret.bin", "fw/v2/update.bin.torrent"] {
+        let r = c.get(format!("{base}/packages/{missing}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{missing}");
+        let _ = r.bytes().await.unwrap();
+    }
+    assert_eq!(c.get(format!("{base}/health")).send().await.unwrap().text().await.unwrap(), "ok");
+
+    // Egress: body bytes of the package only (not the .torrent, not errors).
+    let e: serde_json::Value = c.get(format!("{base}/api/egress")).send().await.unwrap().json().await.unwrap();
+    let releases = e["releases"].as_array().expect("releases array");
+    assert_eq!(releases.len(), 1, "{e}");
+    assert_eq!(releases[0]["info_hash"], release.info_hash.as_str());
+    assert_eq!(releases[0]["http_bytes"], expected_http, "{e}");
+    assert_eq!(releases[0]["bittorrent_bytes"], 0, "{e}");
+    assert_eq!(releases[0]["size"], SIZE as u64);
+    assert_eq!(e["piece_hash_mismatches"], 0);
+    assert!(e["s3_bytes_read"].as_u64().unwrap() >= SIZE as u64, "{e}");
+
+    server.abort();
+    seeder.stop().await;
+    stack.shutdown().await;
+}
+
+/// Unsatisfiable and non-byte ranges are refused with 416 and count no egress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_beyond_the_end_is_416() {
+    let stack = common::Stack::start().await;
+    let data = common::package(1000, 3);
+    stack.put("small.bin", &data).await;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", http.local_addr().unwrap());
+    let published = stack.publish("small.bin", PIECE, Some(base.clone())).await;
+    let seeder = stack.seeder(common::free_addr(), 8 << 20, 0, None).await;
+    assert!(common::wait_seeding(&seeder, &published.release.info_hash, Duration::from_secs(30)).await);
+    let app = ota_seeder::http_path::router(seeder.clone());
+    let server = tokio::spawn(async move { axum::serve(http, app).await });
+
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let r = c.get(format!("{base}/packages/small.bin")).header(header::RANGE, "bytes=5000-").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let _ = r.bytes().await.unwrap();
+    let r = c.get(format!("{base}/packages/small.bin")).header(header::RANGE, "items=0-1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let _ = r.bytes().await.unwrap();
+    assert_eq!(seeder.egress().await.unwrap()[0].http_bytes, 0);
+
+    server.abort();
+    seeder.stop().await;
+    stack.shutdown().await;
+}
