@@ -6,13 +6,14 @@
 #   bash deploy/run.sh                      # 10 devices, chromium .deb
 #   DEVICES=4 bash deploy/run.sh --package /path/to/file
 #
-# Extra arguments go to flash-crowd (see ./target/release/flash-crowd --help).
+# Extra arguments go to flash-crowd (see "$bin"/flash-crowd --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 cargo build --release --workspace --bins
+bin=${CARGO_TARGET_DIR:-target}/release
 mkdir -p deploy/results
-./target/release/flash-crowd --devices "${DEVICES:-10}" \
+"$bin"/flash-crowd --devices "${DEVICES:-10}" \
   --summary-json deploy/results/last-run.json \
   --record deploy/results/records.json "$@"
-./target/release/ota-billing-report savings --input deploy/results/records.json
+"$bin"/ota-billing-report savings --input deploy/results/records.json
