@@ -13,12 +13,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ota_tracker::config::init_logging("info");
     let cli = Cli::parse();
     match flash_crowd::run(&cli.args).await {
         Ok(summary) => {

@@ -67,13 +67,7 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,librqbit=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ota_tracker::config::init_logging("info,librqbit=warn");
     if let Err(e) = run().await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -8,11 +8,9 @@
 //! are written once per response when its body ends.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 /// How a byte left the origin.
@@ -103,15 +101,7 @@ pub fn now_ms() -> i64 {
 impl Ledger {
     /// Opens (creating if needed) the ledger at `url` and runs its migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("bad ledger URL {url:?}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("cannot open ledger {url:?}"))?;
+        let pool = ota_tracker::config::open_sqlite(url).await.context("egress ledger")?;
         sqlx::migrate!("./migrations").run(&pool).await.context("ledger migration failed")?;
         Ok(Ledger { pool })
     }

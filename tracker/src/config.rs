@@ -229,3 +229,32 @@ mod file_tests {
         assert!(expand_config_file(args, "OTA_TEST_NO_SUCH_VAR").is_err());
     }
 }
+
+/// Sends `tracing` logs to stderr, filtered by `RUST_LOG` or else by
+/// `default_filter` (e.g. `info,librqbit=warn`). Shared by every binary.
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Opens a SQLite pool the way every service here does: create the file if
+/// missing, WAL journal, at most 4 connections. Callers run their own
+/// migrations on the pool.
+///
+/// Errors: a malformed URL or an unopenable database, naming the URL.
+pub async fn open_sqlite(url: &str) -> anyhow::Result<sqlx::SqlitePool> {
+    use std::str::FromStr;
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("bad database URL {url:?}: {e}"))?
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open database {url:?}: {e}"))
+}

@@ -19,13 +19,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ota_tracker::config::init_logging("info");
     let Cli { command: Command::Serve(args) } = Cli::parse();
     let cfg = args.resolve()?;
     let registry = Registry::open(&cfg.database_url).await?;

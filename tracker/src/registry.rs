@@ -4,10 +4,7 @@
 //! `tracker/migrations` run at start. Queries are checked at run time, so the
 //! build needs no database.
 
-use std::str::FromStr;
-
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 use crate::release::{NewRelease, Release, TelemetryReport};
@@ -50,15 +47,7 @@ impl Registry {
     ///
     /// Errors: an unreachable or unwritable database, a failed migration.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("bad database URL {url:?}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("cannot open database {url:?}"))?;
+        let pool = crate::config::open_sqlite(url).await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
