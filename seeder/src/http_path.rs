@@ -7,7 +7,7 @@
 //!   BitTorrent feature did.
 //! - `GET /api/egress`: [`crate::seeding::ReleaseEgress`] per release plus S3
 //!   counters, as JSON. `GET /api/ledger?format=csv|json`: the egress ledger.
-//!   `GET /health`: `ok`.
+//!   `GET /metrics`: Prometheus text (`ota_seeder_*` counters). `GET /health`: `ok`.
 //!
 //! A package response is written to the ledger when its body ends (or the
 //! client goes away), with the bytes actually sent, the client's address and
@@ -37,6 +37,7 @@ pub fn router(seeder: Arc<Seeder>) -> Router {
         .route("/packages/{*key}", get(get_package))
         .route("/api/egress", get(egress))
         .route("/api/ledger", get(ledger))
+        .route("/metrics", get(|| async { ota_tracker::server::metrics_handle().render() }))
         .route("/health", get(|| async { "ok" }))
         .with_state(seeder)
 }

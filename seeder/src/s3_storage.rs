@@ -152,9 +152,11 @@ impl Inner {
             match got {
                 Ok(data) => {
                     self.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    metrics::counter!("ota_seeder_s3_bytes_read_total").increment(data.len() as u64);
                     let got: [u8; 20] = Sha1::digest(&data).into();
                     if got != self.pieces[index as usize] {
                         self.counters.hash_mismatches.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("ota_seeder_piece_hash_mismatches_total").increment(1);
                         let reason = format!(
                             "piece {index} of {} fails its SHA-1: the object changed since it was published; not serving it",
                             self.location
@@ -176,6 +178,7 @@ impl Inner {
             }
         }
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ota_seeder_s3_failures_total").increment(1);
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
     }
 

@@ -117,6 +117,8 @@ impl Seeder {
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&settings.state_dir)
             .with_context(|| format!("cannot create {}", settings.state_dir.display()))?;
+        // Install the Prometheus recorder before anything is counted.
+        ota_tracker::server::metrics_handle();
         let mut peer_id = *b"-OS0100-000000000000";
         let r: [u8; 12] = rand_bytes();
         for (d, s) in peer_id[8..].iter_mut().zip(r) {
@@ -345,6 +347,7 @@ impl Seeder {
                     })
                     .unwrap_or_default();
                 for (peer, bytes) in sampler.deltas(&ih, counters) {
+                    metrics::counter!("ota_seeder_egress_bytes_total", "path" => "bittorrent").increment(bytes);
                     entries.push(EgressEntry { at_ms: now, info_hash: ih.clone(), path: EgressPath::Bittorrent, peer, device: None, bytes });
                 }
             }
@@ -355,6 +358,7 @@ impl Seeder {
 
     /// Records one HTTP response's body bytes in the ledger.
     pub async fn record_http(&self, info_hash: &str, peer: String, device: Option<String>, bytes: u64) {
+        metrics::counter!("ota_seeder_egress_bytes_total", "path" => "http").increment(bytes);
         let e = EgressEntry { at_ms: now_ms(), info_hash: info_hash.to_string(), path: EgressPath::Http, peer, device, bytes };
         if let Err(e) = self.ledger.record(&[e]).await {
             tracing::error!(error = %e, "cannot write HTTP egress to the ledger");

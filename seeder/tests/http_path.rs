@@ -114,6 +114,16 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     assert_eq!(e["piece_hash_mismatches"], 0);
     assert!(e["s3_bytes_read"].as_u64().unwrap() >= SIZE as u64, "{e}");
 
+    // Prometheus counters (process-wide, so at least what this test served).
+    let metrics = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let http_line = metrics
+        .lines()
+        .find(|l| l.starts_with("ota_seeder_egress_bytes_total{path=\"http\"}"))
+        .unwrap_or_else(|| panic!("no HTTP egress counter in:\n{metrics}"));
+    let counted: f64 = http_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted >= expected_http as f64, "{http_line}");
+    assert!(metrics.contains("ota_seeder_s3_bytes_read_total"), "{metrics}");
+
     server.abort();
     seeder.stop().await;
     stack.shutdown().await;

@@ -55,7 +55,9 @@ pub struct ServerSettings {
     pub store: StoreConfig,
 }
 
-fn metrics_handle() -> &'static PrometheusHandle {
+/// The process's Prometheus recorder (installed on first use); every
+/// service renders `GET /metrics` from it.
+pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new().build_recorder();
