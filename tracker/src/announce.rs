@@ -430,6 +430,30 @@ pub fn decode_announce(bytes: &[u8]) -> anyhow::Result<(u32, Vec<SocketAddr>)> {
     Ok((interval, peers))
 }
 
+/// Decodes a bencoded scrape response (BEP 48) and returns the counters of
+/// `info_hash`; used by tests and tools.
+///
+/// Errors: a `failure reason`, a malformed response, or no entry for `info_hash`.
+pub fn decode_scrape(bytes: &[u8], info_hash: &InfoHash) -> anyhow::Result<ScrapeStats> {
+    let Value::Dict(d) = serde_bencode::from_bytes::<Value>(bytes)? else {
+        anyhow::bail!("scrape response is not a dictionary")
+    };
+    if let Some(Value::Bytes(r)) = d.get(b"failure reason".as_slice()) {
+        anyhow::bail!("tracker failure: {}", String::from_utf8_lossy(r));
+    }
+    let Some(Value::Dict(files)) = d.get(b"files".as_slice()) else {
+        anyhow::bail!("scrape response has no files dictionary")
+    };
+    let Some(Value::Dict(f)) = files.get(info_hash.as_slice()) else {
+        anyhow::bail!("scrape response has no entry for {}", hex::encode(info_hash))
+    };
+    let get = |k: &str| match f.get(k.as_bytes()) {
+        Some(Value::Int(i)) => u32::try_from(*i).map_err(|_| anyhow::anyhow!("scrape {k} out of range: {i}")),
+        _ => anyhow::bail!("scrape entry has no {k}"),
+    };
+    Ok(ScrapeStats { complete: get("complete")?, downloaded: get("downloaded")?, incomplete: get("incomplete")? })
+}
+
 /// Percent-encodes raw bytes for a query string (every byte outside
 /// `[A-Za-z0-9-._~]`), as announce clients do for `info_hash` and `peer_id`.
 pub fn encode_binary(bytes: &[u8]) -> String {
@@ -528,5 +552,119 @@ mod tests {
         let s = String::from_utf8_lossy(&enc);
         assert!(s.starts_with("d5:filesd20:"), "{s}");
         assert!(s.contains("8:completei3e10:downloadedi4e10:incompletei5e"), "{s}");
+        assert_eq!(
+            decode_scrape(&enc, &[1; 20]).unwrap(),
+            ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 }
+        );
+        assert!(decode_scrape(&enc, &[2; 20]).is_err());
+        assert!(decode_scrape(&encode_failure("x"), &[1; 20]).is_err());
+    }
+
+    /// xorshift64*: a small deterministic PRNG, so that a failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Fragments that steer random queries into every branch of the parsers.
+    const TOKENS: &[&str] = &[
+        "info_hash", "peer_id", "port", "uploaded", "downloaded", "left", "event", "compact", "no_peer_id",
+        "numwant", "ip", "key", "trackerid", "device", "origin_token", "=", "=", "&", "&", "&&", "%", "%2", "%zz",
+        "%ff", "%00", "%C3%A9", "%e2%82", "0", "1", "true", "65535", "65536", "-1", "+5", "18446744073709551616",
+        "started", "stopped", "completed", "empty", "::1", "127.0.0.1", "[::1]", "\u{e9}", "\u{10FFFF}", " ",
+    ];
+
+    /// One random query: raw random bytes (lossy UTF-8), a string of tokens
+    /// with random bytes between them, or a mutated valid announce.
+    fn random_query(rng: &mut Rng, valid: &str) -> String {
+        match rng.below(3) {
+            0 => {
+                let len = if rng.below(100) == 0 { MAX_QUERY_LEN + rng.below(64) } else { rng.below(300) };
+                let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            1 => {
+                let mut q = String::new();
+                for _ in 0..rng.below(60) {
+                    match rng.below(8) {
+                        0 => q.push_str(&encode_binary(&(0..20).map(|_| rng.next() as u8).collect::<Vec<_>>())),
+                        1 => q.push(char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('?')),
+                        _ => q.push_str(TOKENS[rng.below(TOKENS.len())]),
+                    }
+                }
+                q
+            }
+            _ => {
+                let mut b = valid.as_bytes().to_vec();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(b.len() + 1);
+                    match rng.below(3) {
+                        0 if at < b.len() => b[at] = rng.next() as u8,
+                        1 if at < b.len() => {
+                            b.remove(at);
+                        }
+                        _ => b.insert(at, TOKENS[rng.below(TOKENS.len())].as_bytes()[0]),
+                    }
+                }
+                String::from_utf8_lossy(&b).into_owned()
+            }
+        }
+    }
+
+    /// Property test: neither parser panics on 100,000 random queries, and
+    /// what they accept keeps their invariants. Deterministic (fixed seed).
+    #[test]
+    fn parsers_never_panic_on_random_queries() {
+        const CASES: usize = 100_000;
+        let valid = query("&event=started&numwant=5&ip=10.0.0.1&key=k&device=d1");
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let started = std::time::Instant::now();
+        let (mut announces_ok, mut scrapes_ok) = (0usize, 0usize);
+        for i in 0..CASES {
+            let q = random_query(&mut rng, &valid);
+            let a = std::panic::catch_unwind(|| parse_announce(&q));
+            let a = a.unwrap_or_else(|_| panic!("parse_announce panicked on case {i}: {q:?}"));
+            match a {
+                Ok(r) => {
+                    announces_ok += 1;
+                    assert!(r.port != 0 && r.numwant <= MAX_NUMWANT, "case {i}: {q:?} -> {r:?}");
+                    assert!(q.len() <= MAX_QUERY_LEN);
+                }
+                Err(e) => {
+                    if q.len() > MAX_QUERY_LEN {
+                        assert_eq!(e, AnnounceError::TooLong(MAX_QUERY_LEN));
+                    }
+                    let body = encode_failure(&e.to_string());
+                    assert!(decode_announce(&body).is_err(), "case {i}: a failure must decode as one");
+                }
+            }
+            let s = std::panic::catch_unwind(|| parse_scrape(&q));
+            match s.unwrap_or_else(|_| panic!("parse_scrape panicked on case {i}: {q:?}")) {
+                Ok(h) => {
+                    scrapes_ok += 1;
+                    assert!(h.len() <= MAX_SCRAPE_HASHES);
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                }
+            }
+        }
+        eprintln!(
+            "{CASES} random queries through parse_announce and parse_scrape in {:?} \
+             ({announces_ok} announces and {scrapes_ok} scrapes accepted)",
+            started.elapsed()
+        );
+        // The generators reach past the first parameter: some inputs parse.
+        assert!(announces_ok > CASES / 100, "only {announces_ok} announces parsed");
+        assert!(scrapes_ok > CASES / 10, "only {scrapes_ok} scrapes parsed");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::release::{NewRelease, PushEvent, Release, TelemetryReport};
+use crate::release::{NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
 
 /// Parameters of [`TrackerClient::announce`] (BEP 3).
 #[derive(Debug, Clone)]
@@ -150,6 +150,28 @@ impl TrackerClient {
         );
         let body = Self::check(self.http.get(url).send().await?, "announce").await?.bytes().await?;
         crate::announce::decode_announce(&body)
+    }
+
+    /// The live peers of a release's swarm (admin), seeders first.
+    ///
+    /// Errors: tracker unreachable, 401 for a wrong token, 404 for an unknown release.
+    pub async fn peers(&self, info_hash: &str) -> anyhow::Result<Vec<PeerInfo>> {
+        let resp = self
+            .admin(self.http.get(format!("{}/api/releases/{info_hash}/peers", self.base)))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tracker at {}", self.base))?;
+        Ok(Self::check(resp, "list peers").await?.json().await?)
+    }
+
+    /// BEP 48 scrape of one swarm.
+    ///
+    /// Errors: tracker unreachable, a `failure reason`, a malformed response,
+    /// or a response without this info hash (unregistered).
+    pub async fn scrape(&self, info_hash: &[u8; 20]) -> anyhow::Result<crate::announce::ScrapeStats> {
+        let url = format!("{}/scrape?info_hash={}", self.base, crate::announce::encode_binary(info_hash));
+        let body = Self::check(self.http.get(url).send().await?, "scrape").await?.bytes().await?;
+        crate::announce::decode_scrape(&body, info_hash)
     }
 
     /// Number of devices subscribed to the push channel.

@@ -41,6 +41,10 @@ pub struct TrackerArgs {
     /// every leecher (plain BitTorrent baseline). [default: 1]
     #[arg(long, env = "OTA_TRACKER_ORIGIN_SLOTS")]
     pub origin_slots: Option<usize>,
+    /// Seconds between writes of the live peers to the database (they are
+    /// also written at graceful shutdown and read back at start). [default: 5]
+    #[arg(long, env = "OTA_TRACKER_PERSIST_INTERVAL")]
+    pub persist_interval: Option<u64>,
 }
 
 /// The same settings as read from the TOML file.
@@ -54,6 +58,7 @@ struct TrackerFile {
     announce_interval: Option<u64>,
     peer_timeout: Option<u64>,
     origin_slots: Option<usize>,
+    persist_interval: Option<u64>,
 }
 
 /// Resolved tracker configuration.
@@ -88,6 +93,7 @@ impl TrackerArgs {
         let interval = self.announce_interval.or(file.announce_interval).unwrap_or(30).max(1);
         let timeout = self.peer_timeout.or(file.peer_timeout).unwrap_or(interval * 3);
         let slots = self.origin_slots.or(file.origin_slots).unwrap_or(1);
+        let persist = self.persist_interval.or(file.persist_interval).unwrap_or(5).max(1);
         Ok(TrackerConfig {
             listen,
             public_url: self
@@ -114,6 +120,7 @@ impl TrackerArgs {
                 } else {
                     OriginPolicy::OnDemand { slots }
                 },
+                persist_interval: Duration::from_secs(persist),
                 ..StoreConfig::default()
             },
         })
@@ -142,6 +149,7 @@ mod tests {
         assert_eq!(c.store.interval, Duration::from_secs(5));
         assert_eq!(c.store.peer_timeout, Duration::from_secs(15));
         assert_eq!(c.store.origin_policy, OriginPolicy::Always);
+        assert_eq!(c.store.persist_interval, Duration::from_secs(5));
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let bad = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve();
         assert!(bad.unwrap_err().to_string().contains("no_such_key"));

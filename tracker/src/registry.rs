@@ -7,6 +7,7 @@
 use anyhow::Context;
 use sqlx::{Row, SqlitePool};
 
+use crate::peer_store::{PeerRecord, StoreChanges};
 use crate::release::{NewRelease, Release, TelemetryReport};
 
 /// Errors of the registry that API callers can act on.
@@ -200,6 +201,116 @@ impl Registry {
     }
 }
 
+/// What the database holds of the swarms: live peers (ages measured at the
+/// `now_ms` given to [`Registry::load_swarms`]) and completed-download counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredSwarms {
+    /// Live peers as last written, with their ages at load time.
+    pub peers: Vec<PeerRecord>,
+    /// Completed downloads per swarm (BEP 48 `downloaded`).
+    pub downloaded: Vec<([u8; 20], u32)>,
+}
+
+fn ih20(s: &str) -> Option<[u8; 20]> {
+    hex::decode(s).ok()?.try_into().ok()
+}
+
+impl Registry {
+    /// Writes peer-store changes in one transaction. `now_ms` is the wall
+    /// clock (milliseconds since the Unix epoch) at which the changes were
+    /// taken: a peer's `last_seen_ms` is stored as `now_ms − age`. With
+    /// `changes.full`, every stored peer is deleted first.
+    ///
+    /// Errors: a database failure; nothing is written then (the caller should
+    /// ask the store for a full resync).
+    pub async fn save_swarms(&self, changes: &StoreChanges, now_ms: i64) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if changes.full {
+            sqlx::query("DELETE FROM peers").execute(&mut *tx).await?;
+        }
+        for (ih, id) in &changes.removals {
+            sqlx::query("DELETE FROM peers WHERE info_hash = ? AND peer_id = ?")
+                .bind(hex::encode(ih))
+                .bind(id.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for p in &changes.upserts {
+            let age_ms = i64::try_from(p.age.as_millis()).unwrap_or(i64::MAX);
+            sqlx::query(
+                "INSERT OR REPLACE INTO peers (info_hash, peer_id, ip, port, left_bytes, stalled, is_origin, granted,
+                   device, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(hex::encode(p.info_hash))
+            .bind(p.peer_id.as_slice())
+            .bind(p.addr.ip().to_string())
+            .bind(p.addr.port() as i64)
+            .bind(i64::try_from(p.left).unwrap_or(i64::MAX))
+            .bind(p.stalled as i64)
+            .bind(p.is_origin)
+            .bind(p.granted)
+            .bind(&p.device)
+            .bind(now_ms.saturating_sub(age_ms))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ih, n) in &changes.downloaded {
+            sqlx::query("INSERT OR REPLACE INTO swarm_counters (info_hash, downloaded) VALUES (?, ?)")
+                .bind(hex::encode(ih))
+                .bind(*n as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Reads the stored peers and counters. A peer's age is `now_ms −
+    /// last_seen_ms` (0 if the wall clock went back). Rows that do not parse
+    /// (bad hex, a peer id that is not 20 bytes, a bad address) are skipped
+    /// with a warning.
+    ///
+    /// Errors: a database failure.
+    pub async fn load_swarms(&self, now_ms: i64) -> Result<StoredSwarms, sqlx::Error> {
+        let mut out = StoredSwarms::default();
+        for r in sqlx::query("SELECT * FROM peers").fetch_all(&self.pool).await? {
+            let info_hash: String = r.try_get("info_hash")?;
+            let peer_id: Vec<u8> = r.try_get("peer_id")?;
+            let ip: String = r.try_get("ip")?;
+            let port: i64 = r.try_get("port")?;
+            let parsed = (
+                ih20(&info_hash),
+                <[u8; 20]>::try_from(peer_id.as_slice()).ok(),
+                ip.parse::<std::net::IpAddr>().ok(),
+                u16::try_from(port).ok(),
+            );
+            let (Some(info_hash), Some(peer_id), Some(ip), Some(port)) = parsed else {
+                tracing::warn!(%info_hash, %ip, port, "skipping an unreadable stored peer");
+                continue;
+            };
+            let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
+            out.peers.push(PeerRecord {
+                info_hash,
+                peer_id,
+                addr: std::net::SocketAddr::new(ip, port),
+                left: r.try_get::<i64, _>("left_bytes")?.max(0) as u64,
+                stalled: r.try_get::<i64, _>("stalled")?.clamp(0, u32::MAX as i64) as u32,
+                is_origin: r.try_get("is_origin")?,
+                granted: r.try_get("granted")?,
+                device: r.try_get("device")?,
+                age: std::time::Duration::from_millis(now_ms.saturating_sub(last_seen_ms).max(0) as u64),
+            });
+        }
+        for r in sqlx::query("SELECT * FROM swarm_counters").fetch_all(&self.pool).await? {
+            let info_hash: String = r.try_get("info_hash")?;
+            let n: i64 = r.try_get("downloaded")?;
+            if let Some(ih) = ih20(&info_hash) {
+                out.downloaded.push((ih, n.clamp(0, u32::MAX as i64) as u32));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +350,47 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].info, info);
         assert_eq!(reg.telemetry(&"00".repeat(20)).await.unwrap().len(), 1);
+    }
+    #[tokio::test]
+    async fn swarms_round_trip_with_ages() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let peer = |n: u8, age_ms: u64| PeerRecord {
+            info_hash: [9; 20],
+            peer_id: [n; 20],
+            addr: format!("[::1]:{}", 7000 + n as u16).parse().unwrap(),
+            left: 10,
+            stalled: 2,
+            is_origin: n == 0,
+            granted: true,
+            device: Some("d".into()),
+            age: Duration::from_millis(age_ms),
+        };
+        let reg = Registry::open(&url).await.unwrap();
+        let first = StoreChanges {
+            full: false,
+            upserts: vec![peer(0, 1000), peer(1, 0), peer(2, 0)],
+            removals: vec![],
+            downloaded: vec![([9; 20], 3)],
+        };
+        reg.save_swarms(&first, 1_000_000).await.unwrap();
+        let second = StoreChanges {
+            upserts: vec![peer(1, 500)],
+            removals: vec![([9; 20], [2; 20])],
+            downloaded: vec![([9; 20], 4)],
+            ..Default::default()
+        };
+        reg.save_swarms(&second, 1_002_000).await.unwrap();
+        drop(reg);
+        let reg = Registry::open(&url).await.unwrap();
+        let mut got = reg.load_swarms(1_010_000).await.unwrap();
+        got.peers.sort_by_key(|p| p.peer_id);
+        assert_eq!(got.peers, vec![peer(0, 11_000), peer(1, 8_500)]);
+        assert_eq!(got.downloaded, vec![([9; 20], 4)]);
+        let full = StoreChanges { full: true, upserts: vec![peer(5, 0)], ..Default::default() };
+        reg.save_swarms(&full, 1_010_000).await.unwrap();
+        let got = reg.load_swarms(1_010_000).await.unwrap();
+        assert_eq!(got.peers, vec![peer(5, 0)]);
     }
 }

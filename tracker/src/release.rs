@@ -101,3 +101,27 @@ pub struct TelemetryReport {
     /// Error text when the download or the check failed.
     pub error: Option<String>,
 }
+
+/// One live peer of a swarm as the admin API shows it
+/// (`GET /api/releases/{info_hash}/peers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The 20-byte peer id (BEP 3), hex.
+    pub peer_id: String,
+    /// The client tag of an Azureus-style peer id (BEP 20), e.g. `-TR3000-`
+    /// for Transmission 3.00 or `-LT2080-` for libtorrent 2.0.8: the first
+    /// 8 bytes when they are printable ASCII, else empty.
+    pub client: String,
+    /// Where other peers dial it, `ip:port`.
+    pub addr: String,
+    /// Bytes it still misses; 0 for a seeder.
+    pub left: u64,
+    /// Whether it is the origin seeder.
+    pub is_origin: bool,
+    /// Whether it holds an origin grant.
+    pub granted: bool,
+    /// Device id from its announce URL.
+    pub device: Option<String>,
+    /// Milliseconds since its last announce.
+    pub age_ms: u64,
+}

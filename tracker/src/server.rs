@@ -7,11 +7,17 @@
 //!   HTTP 200 with a bencoded body; errors as `failure reason`.
 //! - `GET /api/releases`, `POST /api/releases` (admin), `GET /api/releases/{info_hash}`,
 //!   `GET /api/releases/{info_hash}/torrent?device=ID`, `POST /api/releases/{info_hash}/push` (admin),
-//!   `GET /api/releases/{info_hash}/telemetry`.
+//!   `GET /api/releases/{info_hash}/telemetry`, `GET /api/releases/{info_hash}/peers` (admin,
+//!   the live swarm as [`PeerInfo`] JSON).
 //! - `GET /api/push`: server-sent events, event `release` with a [`PushEvent`] JSON body.
 //! - `POST /api/telemetry`: a [`TelemetryReport`] JSON body.
 //! - `GET /api/subscribers`: number of connected push subscribers.
 //! - `GET /metrics`: Prometheus text format. `GET /health`: `ok`.
+//!
+//! Live peers and completed-download counters are mirrored to the database
+//! every [`StoreConfig::persist_interval`] and at graceful shutdown (never in
+//! the announce path), and read back by [`Tracker::new`] with their ages, so
+//! a restarted tracker hands out the same swarm and expiry carries on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,12 +38,15 @@ use tokio_stream::StreamExt;
 use crate::announce::{self, AnnounceError};
 use crate::peer_store::{PeerStore, StoreConfig};
 use crate::registry::{Registry, RegistryError, StoredRelease};
-use crate::release::{NewRelease, PushEvent, Release, TelemetryReport};
+use crate::release::{NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
 
 /// Shared state of the tracker server.
 pub struct Tracker {
     registry: Registry,
     store: Mutex<PeerStore>,
+    /// Serialises database writes of the peer store (periodic and final).
+    persist_lock: tokio::sync::Mutex<()>,
+    persist_interval: Duration,
     push: tokio::sync::broadcast::Sender<PushEvent>,
     admin_token: String,
     public_url: String,
@@ -68,18 +77,44 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 before 1970).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 impl Tracker {
-    /// Builds the state and loads every registered release into the peer store.
+    /// Builds the state: registers every stored release in the peer store and
+    /// restores the stored live peers (with the age they have now, so that
+    /// peers silent for longer than the peer timeout, downtime included, are
+    /// dropped) and completed-download counters.
+    ///
+    /// Errors: a database failure, or a stored release with a malformed info hash.
     pub async fn new(registry: Registry, settings: ServerSettings) -> anyhow::Result<Arc<Self>> {
         let mut store = PeerStore::new(settings.store);
         for r in registry.list().await? {
             store.register(parse_info_hash(&r.release.info_hash)?);
+        }
+        let stored = registry.load_swarms(wall_ms()).await?;
+        let now = Instant::now();
+        let restored = stored.peers.iter().filter(|p| store.restore(p, now)).count();
+        for (ih, n) in &stored.downloaded {
+            store.restore_downloaded(ih, *n);
+        }
+        // The first write replaces the table, dropping rows that were not restored.
+        store.mark_full_resync();
+        if !stored.peers.is_empty() {
+            tracing::info!(restored, stored = stored.peers.len(), "live peers restored from the database");
         }
         let (push, _) = tokio::sync::broadcast::channel(64);
         metrics_handle();
         Ok(Arc::new(Tracker {
             registry,
             store: Mutex::new(store),
+            persist_lock: tokio::sync::Mutex::new(()),
+            persist_interval: settings.store.persist_interval.max(Duration::from_millis(100)),
             push,
             admin_token: settings.admin_token,
             public_url: settings.public_url.trim_end_matches('/').to_string(),
@@ -96,6 +131,7 @@ impl Tracker {
             .route("/api/releases/{info_hash}/torrent", get(get_torrent))
             .route("/api/releases/{info_hash}/push", post(push_release))
             .route("/api/releases/{info_hash}/telemetry", get(get_telemetry))
+            .route("/api/releases/{info_hash}/peers", get(get_peers))
             .route("/api/push", get(push_stream))
             .route("/api/subscribers", get(subscribers))
             .route("/api/telemetry", post(post_telemetry))
@@ -104,9 +140,38 @@ impl Tracker {
             .with_state(self.clone())
     }
 
+    /// Writes what changed in the peer store since the last write to the
+    /// database; returns the number of rows written (peers upserted or
+    /// deleted, counters). Writes never overlap.
+    ///
+    /// Errors: a database failure; the next call then rewrites every live
+    /// peer, so nothing is lost.
+    pub async fn persist(&self) -> anyhow::Result<usize> {
+        let _guard = self.persist_lock.lock().await;
+        let (changes, now_ms) = {
+            let mut store = self.store.lock().unwrap();
+            (store.take_changes(Instant::now()), wall_ms())
+        };
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let rows = changes.upserts.len() + changes.removals.len() + changes.downloaded.len();
+        if let Err(e) = self.registry.save_swarms(&changes, now_ms).await {
+            self.store.lock().unwrap().mark_full_resync();
+            metrics::counter!("ota_tracker_persist_failures_total").increment(1);
+            return Err(anyhow::Error::from(e).context("cannot write live peers to the database"));
+        }
+        metrics::counter!("ota_tracker_persisted_rows_total").increment(rows as u64);
+        Ok(rows)
+    }
+
     /// Serves on `listener` until `shutdown` resolves, expiring silent peers
-    /// every 10 s. After `shutdown`, open requests (push subscriptions
-    /// included) get 2 s to finish before the server returns.
+    /// every 10 s and writing the live peers to the database every
+    /// [`StoreConfig::persist_interval`]. After `shutdown`, open requests
+    /// (push subscriptions included) get 2 s to finish; then the live peers
+    /// are written one last time and the server returns.
+    ///
+    /// Errors: the listener fails, or the final write of the live peers fails.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -125,6 +190,22 @@ impl Tracker {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        let me = self.clone();
+        let (persist_tx, mut persist_stop) = tokio::sync::watch::channel(false);
+        let persister = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.persist_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = me.persist().await {
+                            tracing::warn!(error = %format!("{e:#}"), "persisting live peers failed");
+                        }
+                    }
+                    _ = async { let _ = persist_stop.wait_for(|s| *s).await; } => break,
+                }
+            }
+        });
         let mut graceful_rx = stop_rx.clone();
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -138,7 +219,14 @@ impl Tracker {
             } => Ok(()),
         };
         expiry.abort();
-        r
+        // The persister stops between writes (never inside one); then the last write.
+        let _ = persist_tx.send(true);
+        let _ = persister.await;
+        let last = self.persist().await;
+        if let Ok(rows) = &last {
+            tracing::info!(rows, "live peers written at shutdown");
+        }
+        r.and(last.map(|_| ()))
     }
 
     fn with_origins(&self, s: StoredRelease) -> Release {
@@ -345,6 +433,45 @@ async fn get_telemetry(
     Path(info_hash): Path<String>,
 ) -> Result<Json<Vec<TelemetryReport>>, ApiError> {
     Ok(Json(t.registry.telemetry(&info_hash).await?))
+}
+
+async fn get_peers(
+    State(t): State<Arc<Tracker>>,
+    headers: HeaderMap,
+    Path(info_hash): Path<String>,
+) -> Result<Json<Vec<PeerInfo>>, ApiError> {
+    if !t.is_admin(&headers) {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()));
+    }
+    let ih = parse_info_hash(&info_hash).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let peers = t
+        .store
+        .lock()
+        .unwrap()
+        .peers(&ih, Instant::now())
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no release {info_hash}")))?;
+    Ok(Json(
+        peers
+            .into_iter()
+            .map(|p| {
+                let tag = &p.peer_id[..8];
+                PeerInfo {
+                    peer_id: hex::encode(p.peer_id),
+                    client: if tag.iter().all(|b| b.is_ascii_graphic()) {
+                        String::from_utf8_lossy(tag).into_owned()
+                    } else {
+                        String::new()
+                    },
+                    addr: p.addr.to_string(),
+                    left: p.left,
+                    is_origin: p.is_origin,
+                    granted: p.granted,
+                    device: p.device,
+                    age_ms: p.age.as_millis() as u64,
+                }
+            })
+            .collect(),
+    ))
 }
 
 /// Maps an announce error to its `failure reason` text; exposed for tests.

@@ -1,5 +1,6 @@
 //! The tracker over real HTTP on loopback: announce errors, the swarm, the
-//! release API, the push channel and persistence across a restart.
+//! release API, the push channel and persistence across a restart (releases,
+//! and the live swarm: peers, their ages, origin grants and counters).
 
 use std::sync::Arc;
 
@@ -28,12 +29,16 @@ impl Running {
 }
 
 async fn start(db: &str) -> Running {
+    start_with(db, StoreConfig::default()).await
+}
+
+async fn start_with(db: &str, store: StoreConfig) -> Running {
     let registry = Registry::open(db).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let tracker: Arc<Tracker> = Tracker::new(
         registry,
-        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store: StoreConfig::default() },
+        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store },
     )
     .await
     .unwrap();
@@ -189,4 +194,133 @@ async fn releases_swarm_push_and_restart() {
     .await;
     assert!(ota_tracker::announce::decode_announce(&body).is_ok());
     t.stop().await;
+}
+
+fn params(ih: [u8; 20], n: u8, left: u64, event: AnnounceEvent) -> AnnounceParams {
+    AnnounceParams {
+        info_hash: ih,
+        peer_id: [n; 20],
+        port: 7000 + n as u16,
+        uploaded: 0,
+        downloaded: 10 - left,
+        left,
+        event,
+        device: Some(format!("dev-{n}")),
+    }
+}
+
+/// The swarm as the admin API shows it, without ages, sorted.
+fn swarm_view(peers: &[ota_tracker::release::PeerInfo]) -> Vec<(String, String, u64, bool, bool, Option<String>)> {
+    let mut v: Vec<_> = peers
+        .iter()
+        .map(|p| (p.peer_id.clone(), p.addr.clone(), p.left, p.is_origin, p.granted, p.device.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_swarm_survives_a_graceful_restart() {
+    use std::collections::BTreeSet;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
+    let t = start_with(&db, fast).await;
+    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let (new, ih) = release();
+    admin.register(&new).await.unwrap();
+
+    // Origin (port 7000, announced with the origin token), then devices 1..=3.
+    let (_, body) = get(&format!(
+        "{}/announce?info_hash={}&peer_id={}&port=7000&uploaded=0&downloaded=0&left=0&origin_token={ADMIN}",
+        t.url,
+        encode_binary(&ih),
+        encode_binary(&[0; 20])
+    ))
+    .await;
+    ota_tracker::announce::decode_announce(&body).unwrap();
+    let first = admin.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap().1;
+    assert_eq!(first, vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()], "device 1 holds the origin grant");
+    admin.announce(&params(ih, 2, 10, AnnounceEvent::Started)).await.unwrap();
+    admin.announce(&params(ih, 3, 10, AnnounceEvent::Started)).await.unwrap();
+    admin.announce(&params(ih, 3, 0, AnnounceEvent::Completed)).await.unwrap();
+    // What a new leecher gets before the restart (then it leaves again).
+    let probe = |t: &Running| {
+        let c = TrackerClient::new(&t.url, None);
+        async move {
+            let got = c.announce(&params(ih, 9, 10, AnnounceEvent::Started)).await.unwrap().1;
+            c.announce(&params(ih, 9, 10, AnnounceEvent::Stopped)).await.unwrap();
+            got.into_iter().collect::<BTreeSet<SocketAddr>>()
+        }
+    };
+    let handed_before = probe(&t).await;
+    assert_eq!(handed_before.len(), 3, "devices 1, 2, 3 (not the origin): {handed_before:?}");
+    let scrape_before = admin.scrape(&ih).await.unwrap();
+    assert_eq!((scrape_before.complete, scrape_before.downloaded, scrape_before.incomplete), (2, 1, 2));
+    let peers_before = admin.peers(&new.info_hash).await.unwrap();
+    assert_eq!(peers_before.len(), 4);
+    assert_eq!(peers_before.iter().filter(|p| p.granted).count(), 1);
+
+    // Periodic writes: without any shutdown, the database catches up within a few intervals.
+    let mut stored = 0;
+    for _ in 0..50 {
+        let reg = Registry::open(&db).await.unwrap();
+        stored = reg.load_swarms(0).await.unwrap().peers.len();
+        if stored == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, 4, "the periodic write did not store the swarm within 5 s");
+
+    let stopped_at = std::time::Instant::now();
+    t.stop().await;
+
+    // Restart with a write interval far longer than the test: only the
+    // start-up rewrite and the shutdown write happen.
+    let slow = StoreConfig { persist_interval: Duration::from_secs(3600), ..StoreConfig::default() };
+    let t = start_with(&db, slow).await;
+    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    assert_eq!(admin.scrape(&ih).await.unwrap(), scrape_before, "same counters after the restart");
+    let gap_ms = stopped_at.elapsed().as_millis() as u64;
+    let peers_after = admin.peers(&new.info_hash).await.unwrap();
+    assert_eq!(swarm_view(&peers_after), swarm_view(&peers_before), "same swarm after the restart");
+    for p in &peers_after {
+        let before = peers_before.iter().find(|b| b.peer_id == p.peer_id).unwrap();
+        assert!(
+            p.age_ms + 100 >= before.age_ms + gap_ms,
+            "ages go on across the restart: {} ms, then {} ms after {gap_ms} ms",
+            before.age_ms,
+            p.age_ms
+        );
+    }
+    assert_eq!(probe(&t).await, handed_before, "a new leecher gets the same peers after the restart");
+    let releases = admin.releases().await.unwrap();
+    assert_eq!(releases[0].origin_peers, vec!["127.0.0.1:7000".to_string()]);
+    // A change made now is written only by the graceful shutdown.
+    admin.announce(&params(ih, 2, 4, AnnounceEvent::None)).await.unwrap();
+    let peers_before = admin.peers(&new.info_hash).await.unwrap();
+    t.stop().await;
+
+    let t = start(&db).await;
+    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let peers_after = admin.peers(&new.info_hash).await.unwrap();
+    assert_eq!(swarm_view(&peers_after), swarm_view(&peers_before), "the shutdown write kept the last change");
+    assert_eq!(peers_after.iter().find(|p| p.peer_id == hex::encode([2u8; 20])).unwrap().left, 4);
+    t.stop().await;
+
+    // Expiry continues from the stored ages: with a 1 s timeout, a restart
+    // after 1.5 s of silence finds an empty swarm (counters stay).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let short = StoreConfig { peer_timeout: Duration::from_secs(1), ..StoreConfig::default() };
+    let t = start_with(&db, short).await;
+    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    assert!(admin.peers(&new.info_hash).await.unwrap().is_empty());
+    let s = admin.scrape(&ih).await.unwrap();
+    assert_eq!((s.complete, s.downloaded, s.incomplete), (0, 1, 0));
+    t.stop().await;
+    let reg = Registry::open(&db).await.unwrap();
+    assert!(reg.load_swarms(0).await.unwrap().peers.is_empty(), "expired rows are deleted from the database");
 }
