@@ -45,6 +45,9 @@ impl S3Server {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((socket, _)) = accepted else { continue };
+                        // Without it every ranged GET waits ~40 ms on Nagle
+                        // plus the client's delayed ACK.
+                        let _ = socket.set_nodelay(true);
                         let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                         conns.spawn(async move {
                             let _ = conn.await;

@@ -111,7 +111,7 @@ async fn get_package(
             q.as_deref()?
                 .split('&')
                 .find_map(|p| p.strip_prefix("device="))
-                .map(|d| percent_decode(d))
+                .map(percent_decode)
         });
     let Some(release) = s.release_by_key(&key) else {
         return error(StatusCode::NOT_FOUND, format!("no published package {key:?}"));

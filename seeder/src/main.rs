@@ -105,8 +105,8 @@ struct SeedArgs {
     /// Piece cache cap in bytes.
     #[arg(long, env = "OTA_SEEDER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     cache_bytes: u64,
-    /// Pieces fetched ahead from S3 after a cache miss.
-    #[arg(long, env = "OTA_SEEDER_READ_AHEAD", default_value_t = 2)]
+    /// Pieces fetched ahead from S3 after a cache miss (capped at a quarter of the cache).
+    #[arg(long, env = "OTA_SEEDER_READ_AHEAD", default_value_t = 16)]
     read_ahead: u32,
     /// Upload cap of the origin over BitTorrent, in bytes/s (0: none).
     #[arg(long, env = "OTA_SEEDER_UPLOAD_LIMIT", default_value_t = 0)]
@@ -143,10 +143,21 @@ fn sqlite_rwc(url: &str) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Pieces are 256 KiB to 4 MiB buffers allocated and freed all the time;
+    // served from mmap, freed pieces go back to the OS instead of fragmenting
+    // glibc's arenas (measured: peak RSS over the cache cap fell from about
+    // +250 MiB to about +60 MiB with 20 releases seeded).
+    // SAFETY: mallopt only changes an allocator tunable; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     ota_tracker::config::init_logging("info,librqbit=warn");
-    if let Err(e) = run().await {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

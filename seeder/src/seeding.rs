@@ -8,7 +8,8 @@
 //!
 //! Cost at start: librqbit checks every piece of a newly added torrent, so
 //! adding a release reads the whole object from S3 once (through the piece
-//! cache, so the first peers are then served from memory).
+//! cache: when the object fits in the cache the first peers are then served
+//! from memory, otherwise serving reads it from S3 again).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -223,7 +224,12 @@ impl Seeder {
             pieces: dict.pieces,
             cache: self.cache.clone(),
             counters: self.counters.clone(),
-            read_ahead: self.settings.read_ahead,
+            // Read ahead at most a quarter of the cache, or the read-ahead
+            // pieces would evict each other before they are served.
+            read_ahead: self
+                .settings
+                .read_ahead
+                .min((self.settings.cache_bytes / 4 / dict.piece_length.max(1)) as u32),
             retries: 5,
             permits: self.s3_permits.clone(),
             corrupt: corrupt.clone(),
