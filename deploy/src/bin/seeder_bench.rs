@@ -59,7 +59,7 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     small_cache_mib: u64,
     /// Seeder read-ahead, pieces (the `ota-seeder seed` default).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 16)]
     read_ahead: u32,
     /// Seeder S3 GET concurrency (the `ota-seeder seed` default).
     #[arg(long, default_value_t = 16)]
