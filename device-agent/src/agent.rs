@@ -228,6 +228,18 @@ impl Agent {
         let signed = release.manifest.as_ref().ok_or(ManifestError::BadSignature)?;
         let m = verify(signed, key)?;
         m.check_for(&release.info_hash, &self.settings.channel, &self.settings.model)?;
+        // Only upgrades: never a version at or below one installed of the same package.
+        if let Some(newest) = self
+            .installed
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|i| i.name == m.name && !ota_tracker::manifest::is_newer_version(&m.version, &i.version))
+            .map(|i| i.version.clone())
+            .next()
+        {
+            return Err(ManifestError::NotNewer { offered: m.version, installed: newest });
+        }
         Ok(m.sha256)
     }
 

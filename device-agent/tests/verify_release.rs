@@ -56,8 +56,9 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let bad: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
     let other: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
     let altered: Vec<u8> = (0..200_000u32).map(|i| (i % 233) as u8).collect();
+    let same_version: Vec<u8> = (0..100_000u32).map(|i| (i % 229) as u8).collect();
     let mut hashes = Vec::new();
-    for (key, data, case) in [("good.bin", &good, 0), ("tampered.bin", &bad, 1), ("stranger.bin", &other, 2), ("altered.bin", &altered, 3)] {
+    for (key, data, case) in [("good.bin", &good, 0), ("tampered.bin", &bad, 1), ("stranger.bin", &other, 2), ("altered.bin", &altered, 3), ("again/good.bin", &same_version, 4)] {
         s3.put_object().bucket("ota").key(key).body(data.clone().into()).send().await.unwrap();
         let req = PublishRequest {
             location: S3Location { bucket: "ota".into(), key: key.into() },
@@ -110,7 +111,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     )
     .await
     .unwrap();
-    assert_eq!(seeder.sync_releases().await.unwrap(), 4);
+    assert_eq!(seeder.sync_releases().await.unwrap(), 5);
     for ih in &hashes {
         for _ in 0..100 {
             if client.release(ih).await.unwrap().origin_peers.len() == 1 {
@@ -145,7 +146,11 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let err = format!("{:#}", agent.handle_release(&hashes[1]).await.unwrap_err());
     assert!(err.contains("SHA-256 mismatch"), "{err}");
     assert!(!state.join("downloads").join(&hashes[1]).exists(), "no copy of the refused package is kept");
-    for ih in &hashes[2..] {
+    // Another good.bin at the installed version is not an upgrade.
+    let err = format!("{:#}", agent.handle_release(&hashes[4]).await.unwrap_err());
+    assert!(err.contains("version 1 is not newer than the installed 1"), "{err}");
+    assert!(!state.join("downloads").join(&hashes[4]).exists());
+    for ih in &hashes[2..4] {
         let err = format!("{:#}", agent.handle_release(ih).await.unwrap_err());
         assert!(err.contains("manifest rejected: manifest signature does not verify"), "{err}");
         assert!(!state.join("downloads").join(ih).exists(), "a rejected manifest is never downloaded");

@@ -78,9 +78,41 @@ pub enum ManifestError {
         /// The device's model.
         device: String,
     },
+    /// The release is not newer than one already installed.
+    #[error("version {offered} is not newer than the installed {installed}")]
+    NotNewer {
+        /// Version offered.
+        offered: String,
+        /// Version installed.
+        installed: String,
+    },
     /// A key file is unreadable or not a key.
     #[error("{0}")]
     Key(String),
+}
+
+/// Orders two version strings: dot- or dash-separated components compare
+/// numerically when both are numbers, else as text (`2.10` > `2.9`,
+/// `1.0.1` > `1.0`). Returns whether `offered` is strictly newer.
+pub fn is_newer_version(offered: &str, installed: &str) -> bool {
+    use std::cmp::Ordering;
+    let parts = |v: &str| v.split(['.', '-']).map(str::to_string).collect::<Vec<_>>();
+    let (a, b) = (parts(offered), parts(installed));
+    for i in 0..a.len().max(b.len()) {
+        let ord = match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) => match (x.parse::<u64>(), y.parse::<u64>()) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => x.cmp(y),
+            },
+            (Some(_), None) => Ordering::Greater,
+            (None, Some(_)) => Ordering::Less,
+            (None, None) => Ordering::Equal,
+        };
+        if ord != Ordering::Equal {
+            return ord == Ordering::Greater;
+        }
+    }
+    false
 }
 
 /// Signs a manifest: serializes it to JSON and signs those bytes.
@@ -194,6 +226,16 @@ mod tests {
         assert!(matches!(m.check_for(&"ab".repeat(20), "stable", "gw-200"), Err(ManifestError::WrongModel { .. })));
         let all = Manifest { models: vec![], ..m };
         all.check_for(&"ab".repeat(20), "stable", "anything").unwrap();
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(is_newer_version("2.10", "2.9"));
+        assert!(is_newer_version("1.0.1", "1.0"));
+        assert!(!is_newer_version("1.0", "1.0"));
+        assert!(!is_newer_version("1.9", "1.10"));
+        assert!(is_newer_version("2026.11.2", "2026.11.1"));
+        assert!(is_newer_version("1.0-rc2", "1.0-rc1"));
     }
 
     #[test]
