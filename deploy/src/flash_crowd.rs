@@ -284,6 +284,8 @@ async fn run_in(
                 s("--peer-listen"),
                 format!("127.0.0.1:{}", free_port()?),
                 s("--no-catch-up"),
+                s("--poll-interval-secs"),
+                s("0"),
                 s("--report-interval-secs"),
                 s("1"),
                 s("--manifest-public-key"),

@@ -49,6 +49,9 @@ pub struct AgentSettings {
     pub channel: String,
     /// This device's model.
     pub model: String,
+    /// Fallback for missed pushes: list releases this often and fetch the
+    /// newest one not handled yet. `None` disables polling.
+    pub poll_interval: Option<Duration>,
 }
 
 /// One installed (verified) release, as kept in `installed.json`.
@@ -271,9 +274,23 @@ impl Agent {
         }
     }
 
+    /// Polls the release list every `poll_interval` (if set) and considers the
+    /// newest release, in case a push was missed.
+    async fn run_poll_loop(self: Arc<Self>) {
+        let Some(every) = self.settings.poll_interval else { return };
+        loop {
+            tokio::time::sleep(every).await;
+            match self.tracker.releases().await {
+                Ok(r) => self.catch_up(&r),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "release poll failed"),
+            }
+        }
+    }
+
     /// Subscribes to the push channel forever, reconnecting with exponential
-    /// backoff (0.5 s doubling to 10 s).
+    /// backoff (0.5 s doubling to 10 s), and polls as a fallback.
     pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().run_poll_loop());
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.tracker.subscribe().await {

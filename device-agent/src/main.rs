@@ -60,6 +60,10 @@ struct RunArgs {
     /// This device's model.
     #[arg(long, env = "OTA_DEVICE_MODEL", default_value = "generic")]
     model: String,
+    /// Poll the release list this often, in seconds, as a fallback for missed
+    /// pushes (0 disables polling).
+    #[arg(long, env = "OTA_AGENT_POLL_INTERVAL", default_value_t = 300)]
+    poll_interval_secs: u64,
     /// While seeding, report the bytes uploaded this often, in seconds.
     #[arg(long, env = "OTA_AGENT_REPORT_INTERVAL", default_value_t = 30)]
     report_interval_secs: u64,
@@ -98,6 +102,7 @@ async fn run() -> anyhow::Result<()> {
             manifest_key,
             channel: a.channel,
             model: a.model,
+            poll_interval: (a.poll_interval_secs > 0).then(|| Duration::from_secs(a.poll_interval_secs)),
         },
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

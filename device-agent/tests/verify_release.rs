@@ -138,6 +138,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             manifest_key: Some(maker.verifying_key()),
             channel: "stable".into(),
             model: "gw-100".into(),
+            poll_interval: None,
         },
     );
     let installed = agent.handle_release(&hashes[0]).await.unwrap();
