@@ -13,17 +13,11 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use ota_tracker::announce::AnnounceEvent;
+use ota_tracker::announce::{parse_info_hash, AnnounceEvent};
 use ota_tracker::client::{AnnounceParams, TrackerClient};
 use ota_tracker::release::{Release, TelemetryReport};
 
 use crate::download::Downloader;
-
-fn parse_info_hash(s: &str) -> anyhow::Result<[u8; 20]> {
-    hex::decode(s)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("info hash {s:?} is not 20 bytes"))
-}
 
 /// Settings of a running agent.
 #[derive(Debug, Clone)]

@@ -454,6 +454,15 @@ pub fn decode_scrape(bytes: &[u8], info_hash: &InfoHash) -> anyhow::Result<Scrap
     Ok(ScrapeStats { complete: get("complete")?, downloaded: get("downloaded")?, incomplete: get("incomplete")? })
 }
 
+/// Parses a hex info hash (40 characters, as the release API writes it).
+///
+/// Errors: not hex, or not 20 bytes.
+pub fn parse_info_hash(s: &str) -> anyhow::Result<InfoHash> {
+    hex::decode(s)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("info hash {s:?} is not 20 bytes"))
+}
+
 /// Percent-encodes raw bytes for a query string (every byte outside
 /// `[A-Za-z0-9-._~]`), as announce clients do for `info_hash` and `peer_id`.
 pub fn encode_binary(bytes: &[u8]) -> String {

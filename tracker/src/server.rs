@@ -35,7 +35,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use tokio_stream::StreamExt;
 
-use crate::announce::{self, AnnounceError};
+use crate::announce::{self, parse_info_hash, AnnounceError};
 use crate::peer_store::{PeerStore, StoreConfig};
 use crate::registry::{Registry, RegistryError, StoredRelease};
 use crate::release::{NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
@@ -253,10 +253,6 @@ impl Tracker {
     }
 }
 
-fn parse_info_hash(s: &str) -> anyhow::Result<[u8; 20]> {
-    let v = hex::decode(s)?;
-    v.try_into().map_err(|_| anyhow::anyhow!("info hash must be 20 bytes"))
-}
 
 /// A JSON error body `{"error": "..."}` with a status code.
 struct ApiError(StatusCode, String);
