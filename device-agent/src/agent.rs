@@ -177,6 +177,9 @@ impl Agent {
         };
         report.bytes_from_origin = outcome.bytes_from_origin;
         report.bytes_from_peers = outcome.bytes_from_peers;
+        report.bytes_from_lan_peers = outcome.bytes_from_lan_peers;
+        report.bytes_from_internet_peers = outcome.bytes_from_internet_peers;
+        report.bytes_from_origin_http = outcome.bytes_from_origin_http;
         report.bytes_uploaded = outcome.bytes_uploaded;
         report.duration_ms = outcome.duration_ms;
         report.verified = true;

@@ -28,6 +28,12 @@ pub struct DownloadOutcome {
     pub bytes_from_origin: u64,
     /// Payload bytes from other devices.
     pub bytes_from_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at LAN addresses.
+    pub bytes_from_lan_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at internet addresses.
+    pub bytes_from_internet_peers: u64,
+    /// Payload bytes from the origin's plain-HTTP path (fallback), verified per piece.
+    pub bytes_from_origin_http: u64,
     /// Payload bytes sent to other peers so far.
     pub bytes_uploaded: u64,
     /// Wall time of the download and check, ms.
@@ -161,6 +167,9 @@ impl Downloader {
             path,
             bytes_from_origin: split.origin,
             bytes_from_peers: split.peers,
+            bytes_from_lan_peers: split.lan_peers,
+            bytes_from_internet_peers: split.internet_peers,
+            bytes_from_origin_http: 0,
             bytes_uploaded: stats.uploaded_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
         })

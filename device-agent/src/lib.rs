@@ -6,4 +6,5 @@
 pub mod accounting;
 pub mod agent;
 pub mod download;
+pub mod policy;
 pub mod verify;
