@@ -16,7 +16,10 @@ use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Ses
 
 use ota_tracker::release::Release;
 
+use std::collections::HashMap;
+
 use crate::accounting::{per_peer_bytes, split_by_source};
+use crate::http_fallback::{fill_missing, HttpSource, PieceTable, StallWatch};
 use crate::verify::verify_package;
 
 /// Result of one finished download.
@@ -46,6 +49,8 @@ pub struct Downloader {
     downloads_dir: PathBuf,
     peer_id: [u8; 20],
     port: u16,
+    http_fallback: Option<HttpFallback>,
+    http: reqwest::Client,
 }
 
 impl Downloader {
@@ -82,7 +87,27 @@ impl Downloader {
         )
         .await
         .with_context(|| format!("cannot start the BitTorrent session on {peer_listen}"))?;
-        Ok(Downloader { session, downloads_dir, peer_id, port: peer_listen.port() })
+        Ok(Downloader {
+            session,
+            downloads_dir,
+            peer_id,
+            port: peer_listen.port(),
+            http_fallback: None,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Turns on the HTTP fallback ([`crate::http_fallback`]): when a
+    /// download gets no payload byte for `fallback.after`, its missing
+    /// pieces come from the release's `http_url`, SHA-1 checked.
+    pub fn with_http_fallback(mut self, fallback: Option<HttpFallback>) -> Self {
+        self.http_fallback = fallback;
+        self
+    }
+
+    /// Sets the session's upload cap, bytes/s (`None`: unlimited).
+    pub fn set_upload_limit(&self, bps: Option<std::num::NonZeroU32>) {
+        self.session.ratelimits.set_upload_bps(bps);
     }
 
     /// Downloads `release` from `torrent` (a `.torrent` whose announce URL
@@ -93,7 +118,8 @@ impl Downloader {
     /// `on_progress(done_bytes, total_bytes)` is called about every 500 ms.
     ///
     /// Errors: librqbit refuses the torrent, the download does not finish
-    /// within `timeout`, or the package fails verification — in which case
+    /// within `timeout`, the HTTP fallback fails (a piece failing SHA-1, a full
+    /// disk), or the package fails verification — in which case
     /// the torrent and its files are deleted and nothing is kept.
     pub async fn fetch(
         &self,
@@ -106,35 +132,76 @@ impl Downloader {
     ) -> anyhow::Result<DownloadOutcome> {
         let started = Instant::now();
         let folder = self.downloads_dir.join(&release.info_hash);
-        let handle = self
-            .session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    output_folder: Some(folder.display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("librqbit refused the torrent")?
-            .into_handle()
-            .context("torrent added in list-only mode")?;
-        let id = handle.id();
-        let wait = async {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    r = handle.wait_until_completed() => break r,
-                    _ = tick.tick() => {
-                        let s = handle.stats();
-                        on_progress(s.progress_bytes, s.total_bytes);
-                    }
-                }
+        let add = |torrent: Vec<u8>| {
+            let folder = folder.display().to_string();
+            async move {
+                self.session
+                    .add_torrent(
+                        AddTorrent::from_bytes(torrent),
+                        Some(AddTorrentOptions { overwrite: true, output_folder: Some(folder), ..Default::default() }),
+                    )
+                    .await
+                    .context("librqbit refused the torrent")?
+                    .into_handle()
+                    .context("torrent added in list-only mode")
             }
         };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(r) => r.context("download failed")?,
+        let mut handle = add(torrent.clone()).await?;
+        // Per-peer counters of torrent handles dropped for the HTTP fallback.
+        let mut earlier_peers: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut from_http = 0u64;
+        let fallback = self.http_fallback.as_ref().zip(release.http_url.as_ref());
+        let wait = async {
+            let mut fell_back = false;
+            loop {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                let mut watch = StallWatch::new(
+                    fallback.map(|(f, _)| f.after).unwrap_or(Duration::MAX),
+                    handle.stats().progress_bytes,
+                    Instant::now(),
+                );
+                let stalled = loop {
+                    tokio::select! {
+                        r = handle.wait_until_completed() => break r.map(|_| false),
+                        _ = tick.tick() => {
+                            let s = handle.stats();
+                            on_progress(s.progress_bytes, s.total_bytes);
+                            if fallback.is_some() && !fell_back && watch.stalled(s.progress_bytes, Instant::now()) {
+                                break Ok(true);
+                            }
+                        }
+                    }
+                };
+                if !stalled? {
+                    return anyhow::Ok(());
+                }
+                // Peers delivered nothing for the configured delay: take the
+                // torrent out of librqbit (keeping its file), fetch the missing
+                // pieces over HTTP, verified, and add it again so librqbit's
+                // initial check finds them.
+                let (f, url) = fallback.expect("checked");
+                fell_back = true;
+                tracing::warn!(name = %release.name, after_s = f.after.as_secs(), "no payload from peers; HTTP fallback");
+                for (a, c) in peer_bytes(&handle) {
+                    let e = earlier_peers.entry(a).or_default();
+                    e.0 += c.0;
+                    e.1 += c.1;
+                }
+                self.session.delete(handle.id().into(), false).await.context("cannot pause the torrent")?;
+                let table = PieceTable::from_torrent(&torrent)?;
+                let src = HttpSource { url: url.clone(), etag: release.etag.clone(), device: f.device.clone() };
+                from_http += fill_missing(&self.http, &src, &table, &folder.join(&release.name)).await?;
+                handle = add(torrent.clone()).await?;
+            }
+        };
+        let waited = tokio::time::timeout(timeout, wait).await;
+        let id = handle.id();
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = self.session.delete(id.into(), true).await;
+                return Err(e.context("download failed"));
+            }
             Err(_) => {
                 let _ = self.session.delete(id.into(), true).await;
                 anyhow::bail!("download did not finish within {} s", timeout.as_secs());
@@ -156,12 +223,12 @@ impl Downloader {
             return Err(anyhow::Error::new(e).context(format!("package {} refused", release.name)));
         }
         let origins = origin_peers().await;
-        let snapshot = handle
-            .live()
-            .map(|l| l.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()))
-            .map(|s| serde_json::to_value(&s).unwrap_or_default())
-            .unwrap_or_default();
-        let per_peer = per_peer_bytes(&snapshot);
+        let mut per_peer = peer_bytes(&handle);
+        for (a, c) in earlier_peers {
+            let e = per_peer.entry(a).or_default();
+            e.0 += c.0;
+            e.1 += c.1;
+        }
         let split = split_by_source(per_peer.iter().map(|(a, (f, _))| (a.as_str(), *f)), &origins);
         Ok(DownloadOutcome {
             path,
@@ -169,7 +236,7 @@ impl Downloader {
             bytes_from_peers: split.peers,
             bytes_from_lan_peers: split.lan_peers,
             bytes_from_internet_peers: split.internet_peers,
-            bytes_from_origin_http: 0,
+            bytes_from_origin_http: from_http,
             bytes_uploaded: stats.uploaded_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
         })
@@ -198,6 +265,25 @@ impl Downloader {
 }
 
 use std::str::FromStr;
+
+/// `addr -> (fetched bytes, uploaded bytes)` of a torrent's peers (all states).
+fn peer_bytes(handle: &librqbit::ManagedTorrent) -> HashMap<String, (u64, u64)> {
+    let snapshot = handle
+        .live()
+        .map(|l| l.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()))
+        .map(|s| serde_json::to_value(&s).unwrap_or_default())
+        .unwrap_or_default();
+    per_peer_bytes(&snapshot)
+}
+
+/// HTTP fallback settings of a [`Downloader`].
+#[derive(Debug, Clone)]
+pub struct HttpFallback {
+    /// Fetch missing pieces over HTTP after peers delivered no payload byte for this long.
+    pub after: Duration,
+    /// This device's id, sent to the origin as `X-Device-Id`.
+    pub device: String,
+}
 
 /// An Azureus-style peer id: the 8-byte `prefix` and 12 random alphanumerics.
 pub fn random_peer_id(prefix: &[u8; 8]) -> [u8; 20] {

@@ -6,5 +6,6 @@
 pub mod accounting;
 pub mod agent;
 pub mod download;
+pub mod http_fallback;
 pub mod policy;
 pub mod verify;

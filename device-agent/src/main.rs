@@ -5,7 +5,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use ota_device_agent::agent::{Agent, AgentSettings};
-use ota_device_agent::download::Downloader;
+use ota_device_agent::download::{Downloader, HttpFallback};
+use ota_device_agent::policy::PolicySettings;
 use ota_tracker::client::TrackerClient;
 
 /// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
@@ -67,6 +68,13 @@ struct RunArgs {
     /// While seeding, report the bytes uploaded this often, in seconds.
     #[arg(long, env = "OTA_AGENT_REPORT_INTERVAL", default_value_t = 30)]
     report_interval_secs: u64,
+    /// When peers deliver no payload byte for this many seconds during a
+    /// download, fetch the missing pieces from the release's HTTP URL
+    /// (each SHA-1 checked). 0 turns the fallback off.
+    #[arg(long, env = "OTA_AGENT_HTTP_FALLBACK_AFTER", default_value_t = 30)]
+    http_fallback_after_secs: u64,
+    #[command(flatten)]
+    policy: PolicySettings,
 }
 
 #[tokio::main]
@@ -88,7 +96,11 @@ async fn run() -> anyhow::Result<()> {
             None
         }
     };
-    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?;
+    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?.with_http_fallback(
+        (a.http_fallback_after_secs > 0)
+            .then(|| HttpFallback { after: Duration::from_secs(a.http_fallback_after_secs), device: a.device_id.clone() }),
+    );
+    downloader.set_upload_limit(a.policy.upload_limit_bps);
     let agent = Agent::new(
         TrackerClient::new(&a.tracker, None),
         downloader,
