@@ -200,10 +200,12 @@ impl Downloader {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = self.session.delete(id.into(), true).await;
+                let _ = std::fs::remove_dir_all(&folder);
                 return Err(e.context("download failed"));
             }
             Err(_) => {
                 let _ = self.session.delete(id.into(), true).await;
+                let _ = std::fs::remove_dir_all(&folder);
                 anyhow::bail!("download did not finish within {} s", timeout.as_secs());
             }
         }
