@@ -5,5 +5,7 @@
 
 pub mod accounting;
 pub mod agent;
+pub mod control_socket;
 pub mod download;
+pub mod download_state;
 pub mod verify;
