@@ -184,6 +184,8 @@ pub fn settings(device: &str, state: &Path) -> AgentSettings {
         channel: "stable".into(),
         model: "gw-100".into(),
         poll_interval: None,
+        policy: Default::default(),
+        install_hook: None,
     }
 }
 
