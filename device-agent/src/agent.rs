@@ -209,6 +209,11 @@ impl Agent {
         })
     }
 
+    /// The agent's BitTorrent side.
+    pub fn downloader(&self) -> &Downloader {
+        &self.downloader
+    }
+
     /// Releases in progress (downloading, paused, verifying, seeding), by info hash.
     pub fn active(&self) -> ActiveMap {
         self.active.lock().unwrap().clone()

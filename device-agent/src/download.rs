@@ -16,6 +16,8 @@ use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Ses
 
 use ota_tracker::release::Release;
 
+use std::collections::BTreeMap;
+
 use crate::accounting::{per_peer_bytes, split_by_source};
 use crate::download_state::SourceTotals;
 use crate::http_fallback::{fill_missing, HttpSource, PieceTable, StallWatch};
@@ -385,6 +387,25 @@ impl Downloader {
             bytes_uploaded: stats.uploaded_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Error count per peer (`ip:port`) of a release's torrent while it is in
+    /// the session: how often librqbit dropped the connection after an
+    /// error. A piece failing its SHA-1 is one (librqbit 9.1 disconnects the
+    /// peer that sent it and reconnects later with exponential backoff; it
+    /// has no per-peer ban).
+    pub fn peer_errors(&self, info_hash: &str) -> BTreeMap<String, u32> {
+        let Ok(id) = librqbit::dht::Id20::from_str(info_hash) else { return BTreeMap::new() };
+        let Some(handle) = self.session.get(id.into()) else { return BTreeMap::new() };
+        let Some(live) = handle.live() else { return BTreeMap::new() };
+        let snap = serde_json::to_value(
+            live.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()),
+        )
+        .unwrap_or_default();
+        snap["peers"]
+            .as_object()
+            .map(|m| m.iter().map(|(a, p)| (a.clone(), p["counters"]["errors"].as_u64().unwrap_or(0) as u32)).collect())
+            .unwrap_or_default()
     }
 
     /// Stops seeding a release: the torrent leaves the session, its files stay.

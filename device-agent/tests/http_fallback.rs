@@ -21,7 +21,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     let base = format!("http://{}", http.local_addr().unwrap());
     let data = package(1_000_003, 1);
     let release = stack.publish("fw/fallback.bin", &data, PIECE, Some(base.clone())).await;
-    let seeder = stack.seeder().await;
+    let seeder = stack.seeder(None).await;
     let http_server = Stack::serve_http(seeder.clone(), http);
 
     // The device's tracker knows the release but has no BitTorrent seeder for

@@ -16,6 +16,7 @@ use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
 use ota_tracker::client::TrackerClient;
+use ota_tracker::peer_handout::OriginPolicy;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_tracker::release::NewRelease;
@@ -51,12 +52,23 @@ pub struct TestTracker {
 }
 
 impl TestTracker {
+    /// A tracker with the default origin policy (origin on demand).
     pub async fn start(db_dir: &Path) -> TestTracker {
+        Self::start_with(db_dir, OriginPolicy::default()).await
+    }
+
+    /// A tracker with the given origin policy.
+    pub async fn start_with(db_dir: &Path, origin_policy: OriginPolicy) -> TestTracker {
         std::fs::create_dir_all(db_dir).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display())).await.unwrap();
-        let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
+        let store = StoreConfig {
+            interval: Duration::from_secs(1),
+            min_interval: Duration::from_secs(1),
+            origin_policy,
+            ..StoreConfig::default()
+        };
         let tracker: Arc<Tracker> =
             Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store }).await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -87,6 +99,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Self::start_with(OriginPolicy::default()).await
+    }
+
+    /// S3 server and a tracker with the given origin policy.
+    pub async fn start_with(origin_policy: OriginPolicy) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let s3_server = S3Server::start(&dir.path().join("s3"), s3_listener, "agent-access", "agent-secret-key").unwrap();
@@ -97,7 +114,7 @@ impl Stack {
             origin_store::client(&S3Args { s3_endpoint: Some(s3_server.endpoint()), s3_region: "us-east-1".into(), s3_path_style: true })
                 .await;
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        let tracker = TestTracker::start(&dir.path().join("tracker")).await;
+        let tracker = TestTracker::start_with(&dir.path().join("tracker"), origin_policy).await;
         Stack { dir, s3_server, s3, tracker }
     }
 
@@ -121,7 +138,7 @@ impl Stack {
 
     /// Starts the S3-backed seeder, syncs it and waits until it seeds every
     /// registered release and the tracker lists it as origin.
-    pub async fn seeder(&self) -> Arc<Seeder> {
+    pub async fn seeder(&self, upload_limit_bps: Option<u32>) -> Arc<Seeder> {
         let peer_listen = free_addr();
         let ledger =
             ota_seeder::ledger::Ledger::open(&format!("sqlite://{}/ledger-{}.db", self.dir.path().display(), peer_listen.port()))
@@ -136,7 +153,7 @@ impl Stack {
                 state_dir: self.dir.path().join(format!("seeder-{}", peer_listen.port())),
                 cache_bytes: 8 << 20,
                 read_ahead: 1,
-                upload_limit_bps: None,
+                upload_limit_bps,
                 poll_interval: Duration::from_millis(200),
                 origin_token: ADMIN.into(),
                 verify_interval: Duration::from_secs(30),
