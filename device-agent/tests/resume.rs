@@ -125,7 +125,7 @@ impl Stack {
         .await
         .unwrap();
         assert_eq!(seeder.sync_releases().await.unwrap(), 1);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while client.release(&info_hash).await.unwrap().origin_peers.is_empty() {
             assert!(Instant::now() < deadline, "the origin never announced");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -140,7 +140,7 @@ impl Stack {
     }
 
     async fn push_when_subscribed(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.client.subscribers().await.unwrap_or(0) < n {
             assert!(Instant::now() < deadline, "the agent never subscribed");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -287,7 +287,7 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("paused: update.bin@1.0"), "{out}");
     // librqbit pauses within a tick; then the origin sends nothing more.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(&state).await.unwrap();
         if s["releases"][0]["phase"] == "downloading" && s["releases"][0]["paused"] == serde_json::json!(["user"]) && s["releases"][0]["speed_bps"] == 0 {
@@ -382,7 +382,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     wait_progress(&state, &mut agent, 0.1).await;
     let (ok, out, err) = cli(&state, &["cancel", &stack.info_hash]).await;
     assert!(ok && out.contains("cancelled: update.bin@1.0"), "{out}{err}");
-    let report = stack.wait_report(&mut agent, Duration::from_secs(30)).await;
+    let report = stack.wait_report(&mut agent, Duration::from_secs(60)).await;
     assert!(!report.verified && report.error.as_deref() == Some("cancelled by the user"), "{report:?}");
     assert!(!state.join("downloads").join(&stack.info_hash).exists(), "partial data deleted");
     let s = status(&state).await.unwrap();
@@ -393,7 +393,14 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     // A restart and a new push do not start it again.
     drop(agent);
     let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &[], &log);
-    stack.push_when_subscribed(1).await;
+    // The log is appended to: the second "subscribed" line is the new agent's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&log).unwrap_or_default().matches("subscribed to pushes").count() < 2 {
+        agent.assert_alive();
+        assert!(Instant::now() < deadline, "the restarted agent never subscribed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stack.client.push(&stack.info_hash).await.unwrap() >= 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     agent.assert_alive();
     assert!(!state.join("downloads").join(&stack.info_hash).exists());
@@ -401,4 +408,92 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     assert!(ok && out.contains("no active release"), "{out}");
     drop(agent);
     stack.stop().await;
+}
+
+/// A network namespace with a veth pair in a private /30: host side
+/// `10.213.N.1`, namespace side `10.213.N.2`. Deleted (with the pair) on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: Ipv4Addr,
+    ns_ip: Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip").args(args).output().expect("iproute2 `ip` is needed (apt-get install iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let pid = std::process::id();
+        let n = (pid % 250) as u8;
+        let ns = Netns {
+            name: format!("ota-resume-{pid}"),
+            host_if: format!("otah{}", pid % 100_000),
+            host_ip: Ipv4Addr::new(10, 213, n, 1),
+            ns_ip: Ipv4Addr::new(10, 213, n, 2),
+        };
+        let ns_if = format!("otan{}", pid % 100_000);
+        ip(&["netns", "add", &ns.name]);
+        // From here on, drop cleans up even if a step fails.
+        ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if]);
+        ip(&["link", "set", &ns_if, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        ip(&["-n", &ns.name, "addr", "add", &format!("{}/30", ns.ns_ip), "dev", &ns_if]);
+        ip(&["-n", &ns.name, "link", "set", &ns_if, "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn set_link(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the pair; the host end is deleted
+        // explicitly in case the namespace side never moved there.
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn link_down_and_up_in_a_network_namespace_resumes_without_a_restart() {
+    let netns = Netns::create();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(dir.path(), IpAddr::V4(netns.host_ip)).await;
+    let state = dir.path().join("agent");
+    let listen = SocketAddr::new(IpAddr::V4(netns.ns_ip), 46_881);
+    let log = dir.path().join("agent.log");
+    let mut agent = AgentProc::spawn(&["ip", "netns", "exec", &netns.name], &state, &stack.url, listen, &[], &log);
+    let pid = agent.child.id();
+    stack.push_when_subscribed(1).await;
+    let before = wait_progress(&state, &mut agent, 0.3).await;
+
+    netns.set_link(false);
+    let progress = |s: serde_json::Value| s["releases"][0]["progress_bytes"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let early = progress(status(&state).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late = progress(status(&state).await.unwrap());
+    assert_eq!(early, late, "nothing arrives while the link is down");
+    assert!(late < SIZE as u64, "still unfinished while the link is down");
+    netns.set_link(true);
+
+    let report = stack.wait_report(&mut agent, Duration::from_secs(150)).await;
+    assert!(report.verified && report.error.is_none(), "{report:?}");
+    assert_eq!(agent.child.id(), pid, "same process: no restart");
+    agent.assert_alive();
+    assert!(before < SIZE as u64);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_refetch_at_most(stack.egress().await, 1, "link down/up");
+    let path = state.join("downloads").join(&stack.info_hash).join(&stack.name);
+    assert_eq!(std::fs::read(&path).unwrap(), stack.package);
+    drop(agent);
+    stack.stop().await;
+    drop(netns);
 }
