@@ -302,6 +302,7 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     assert_eq!(stack.egress().await, during, "the origin sent bytes while paused");
     assert!(during < SIZE as u64, "paused before the end");
     let (ok, table, _) = cli(&state, &["status"]).await;
+    eprintln!("status while paused:\n{table}");
     assert!(ok && table.contains("paused(user)") && table.contains("update.bin@1.0"), "{table}");
     assert!(table.contains('#') && table.contains("MiB/24.00 MiB"), "a progress bar: {table}");
 
