@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::device_auth::DeviceAuth;
 use crate::peer_handout::OriginPolicy;
 use crate::peer_store::StoreConfig;
 
@@ -25,7 +26,9 @@ pub struct TrackerArgs {
     /// announce URLs. [default: http://LISTEN]
     #[arg(long, env = "OTA_TRACKER_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Database URL (SQLite). [default: sqlite://ota-tracker.db?mode=rwc]
+    /// Database URL: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL; the database must
+    /// exist). Same schema and migrations on both. [default: sqlite://ota-tracker.db?mode=rwc]
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Bearer token for the admin API; the origin also announces with it. [default: dev-admin-token]
@@ -45,6 +48,12 @@ pub struct TrackerArgs {
     /// also written at graceful shutdown and read back at start). [default: 5]
     #[arg(long, env = "OTA_TRACKER_PERSIST_INTERVAL")]
     pub persist_interval: Option<u64>,
+    /// Whether devices must announce with their token
+    /// (`/d/TOKEN/announce`) and call the API with `Authorization: Bearer
+    /// TOKEN`: `required`, or `off` (anyone may announce, device ids come
+    /// from `device=`). The origin always announces with the admin token. [default: required]
+    #[arg(long, env = "OTA_TRACKER_DEVICE_AUTH", value_enum)]
+    pub device_auth: Option<DeviceAuth>,
 }
 
 /// The same settings as read from the TOML file.
@@ -59,6 +68,7 @@ struct TrackerFile {
     peer_timeout: Option<u64>,
     origin_slots: Option<usize>,
     persist_interval: Option<u64>,
+    device_auth: Option<DeviceAuth>,
 }
 
 /// Resolved tracker configuration.
@@ -74,6 +84,8 @@ pub struct TrackerConfig {
     pub admin_token: String,
     /// Peer store timing and origin policy.
     pub store: StoreConfig,
+    /// Device authentication of announces and API calls.
+    pub device_auth: DeviceAuth,
 }
 
 impl TrackerArgs {
@@ -123,6 +135,7 @@ impl TrackerArgs {
                 persist_interval: Duration::from_secs(persist),
                 ..StoreConfig::default()
             },
+            device_auth: self.device_auth.or(file.device_auth).unwrap_or_default(),
         })
     }
 }
@@ -142,7 +155,7 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
-        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\n").unwrap();
+        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\ndevice_auth = \"off\"\n").unwrap();
         let cli = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--admin-token", "flag"]);
         let c = cli.args.resolve().unwrap();
         assert_eq!(c.admin_token, "flag");
@@ -150,6 +163,9 @@ mod tests {
         assert_eq!(c.store.peer_timeout, Duration::from_secs(15));
         assert_eq!(c.store.origin_policy, OriginPolicy::Always);
         assert_eq!(c.store.persist_interval, Duration::from_secs(5));
+        assert_eq!(c.device_auth, DeviceAuth::Off);
+        let c = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--device-auth", "required"]).args.resolve().unwrap();
+        assert_eq!(c.device_auth, DeviceAuth::Required);
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let bad = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve();
         assert!(bad.unwrap_err().to_string().contains("no_such_key"));

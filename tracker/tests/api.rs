@@ -65,6 +65,7 @@ fn release() -> (NewRelease, [u8; 20]) {
             source: "s3://b/pkg.bin".into(),
             etag: None,
             manifest: None,
+            rollout_percent: None,
         },
         ih,
     )

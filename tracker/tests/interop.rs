@@ -117,6 +117,7 @@ fn package(name: &str) -> Package {
         source: format!("s3://b/{name}"),
         etag: None,
         manifest: None,
+        rollout_percent: None,
     };
     Package { data, info, ih, release }
 }
