@@ -11,6 +11,7 @@ use ota_tracker::metainfo::{info_hash, InfoDict};
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_tracker::release::NewRelease;
+use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 
 const ADMIN: &str = "test-admin";
@@ -38,7 +39,7 @@ async fn start_with(db: &str, store: StoreConfig) -> Running {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let tracker: Arc<Tracker> = Tracker::new(
         registry,
-        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store },
+        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off },
     )
     .await
     .unwrap();
