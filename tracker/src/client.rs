@@ -67,6 +67,11 @@ impl TrackerClient {
         self
     }
 
+    /// The device token this client acts with, if any.
+    pub fn device_token(&self) -> Option<&str> {
+        self.device_token.as_deref()
+    }
+
     /// Credentials of device API calls: the device token, else the admin
     /// token, else none.
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
