@@ -28,8 +28,8 @@ pub struct AnnounceParams {
     /// Event.
     pub event: crate::announce::AnnounceEvent,
     /// Device id, sent as `device=` (for `--device-auth off`); a client
-    /// with a device token announces at `/d/TOKEN/announce` instead and the
-    /// tracker takes the id from the token.
+    /// with a device token sends `token=` instead and the tracker takes the
+    /// id from the token.
     pub device: Option<String>,
 }
 
@@ -57,8 +57,8 @@ impl TrackerClient {
         }
     }
 
-    /// The same client acting as a device: it announces at
-    /// `/d/TOKEN/announce` and scrapes at `/d/TOKEN/scrape`, and sends
+    /// The same client acting as a device: it announces and scrapes with
+    /// `token=TOKEN` in the query string, and sends
     /// `Authorization: Bearer TOKEN` on device API calls (releases, torrent,
     /// push subscription, telemetry). `token` is what
     /// [`Self::register_device`] returned (64 hex characters).
@@ -81,11 +81,11 @@ impl TrackerClient {
         }
     }
 
-    /// `{base}/d/TOKEN/{what}` with a device token, else `{base}/{what}`.
+    /// `{base}/{what}?token=TOKEN&` with a device token, else `{base}/{what}?`.
     fn tracker_url(&self, what: &str) -> String {
         match &self.device_token {
-            Some(t) => format!("{}/d/{t}/{what}", self.base),
-            None => format!("{}/{what}", self.base),
+            Some(t) => format!("{}/{what}?token={t}&", self.base),
+            None => format!("{}/{what}?", self.base),
         }
     }
 
@@ -191,7 +191,7 @@ impl TrackerClient {
     }
 
     /// The `.torrent` file of a release. With a device token its announce
-    /// URL carries the token (`/d/TOKEN/announce`); otherwise `device=`.
+    /// URL carries the token (`/announce?token=TOKEN`); otherwise `device=`.
     pub async fn torrent(&self, info_hash: &str, device: &str) -> anyhow::Result<Vec<u8>> {
         let resp = self
             .auth(self.http.get(format!("{}/api/releases/{info_hash}/torrent", self.base)))
@@ -219,7 +219,7 @@ impl TrackerClient {
             _ => String::new(),
         };
         let url = format!(
-            "{}?info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1{event}{device}",
+            "{}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1{event}{device}",
             self.tracker_url("announce"),
             encode_binary(&a.info_hash),
             encode_binary(&a.peer_id),
@@ -249,7 +249,7 @@ impl TrackerClient {
     /// Errors: tracker unreachable, a `failure reason`, a malformed response,
     /// or a response without this info hash (unregistered).
     pub async fn scrape(&self, info_hash: &[u8; 20]) -> anyhow::Result<crate::announce::ScrapeStats> {
-        let url = format!("{}?info_hash={}", self.tracker_url("scrape"), crate::announce::encode_binary(info_hash));
+        let url = format!("{}info_hash={}", self.tracker_url("scrape"), crate::announce::encode_binary(info_hash));
         let body = Self::check(self.admin(self.http.get(url)).send().await?, "scrape").await?.bytes().await?;
         crate::announce::decode_scrape(&body, info_hash)
     }

@@ -49,7 +49,7 @@ pub struct TrackerArgs {
     #[arg(long, env = "OTA_TRACKER_PERSIST_INTERVAL")]
     pub persist_interval: Option<u64>,
     /// Whether devices must announce with their token
-    /// (`/d/TOKEN/announce`) and call the API with `Authorization: Bearer
+    /// (`/announce?token=TOKEN`) and call the API with `Authorization: Bearer
     /// TOKEN`: `required`, or `off` (anyone may announce, device ids come
     /// from `device=`). The origin always announces with the admin token. [default: required]
     #[arg(long, env = "OTA_TRACKER_DEVICE_AUTH", value_enum)]

@@ -3,19 +3,22 @@
 //! Prometheus metrics.
 //!
 //! Routes:
-//! - `GET /d/{token}/announce` (BEP 3, BEP 23, BEP 7) and `GET /d/{token}/scrape`
-//!   (BEP 48): a device announces with its token in the URL path, so the
-//!   scrape URL derived by the BEP 48 convention (last `announce` → `scrape`)
-//!   carries it too. `GET /announce`, `GET /scrape`: the origin seeder
-//!   (`origin_token=` in the query, BEP 3 extension) and, with
-//!   `--device-auth off`, anyone. Always HTTP 200 with a bencoded body; errors
-//!   (unknown token, release outside the device's rollout wave, …) as
+//! - `GET /announce` (BEP 3, BEP 23, BEP 7) and `GET /scrape` (BEP 48). A
+//!   device announces with its token in the query, `/announce?token=HEX&…`:
+//!   BitTorrent clients keep an announce URL's query string and append their
+//!   parameters, and derive the scrape URL (`/scrape?token=HEX`, BEP 48
+//!   convention) from it. (A path form such as `/d/TOKEN/announce` is
+//!   refused by libtorrent's SSRF mitigation for trackers on loopback, which
+//!   allows only paths starting with `/announce`.) The origin seeder
+//!   announces with `origin_token=` (the admin token); with `--device-auth
+//!   off`, anyone may announce. Always HTTP 200 with a bencoded body; errors
+//!   (no or unknown token, release outside the device's rollout wave, …) as
 //!   `failure reason`.
 //! - Devices call the API with `Authorization: Bearer TOKEN`; the device id
 //!   comes from the token. Admin calls carry the admin token the same way.
 //! - `GET /api/releases` (the releases offered to the calling device; every
 //!   release for the admin), `POST /api/releases` (admin), `GET /api/releases/{info_hash}`,
-//!   `GET /api/releases/{info_hash}/torrent` (announce URL with the device's token),
+//!   `GET /api/releases/{info_hash}/torrent` (announce URL `PUBLIC_URL/announce?token=HEX` for a device),
 //!   `POST /api/releases/{info_hash}/push` (admin), `POST /api/releases/{info_hash}/rollout`
 //!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry`,
 //!   `GET /api/releases/{info_hash}/peers` (admin, the live swarm as [`PeerInfo`] JSON).
@@ -183,8 +186,6 @@ impl Tracker {
         Router::new()
             .route("/announce", get(announce_handler))
             .route("/scrape", get(scrape_handler))
-            .route("/d/{token}/announce", get(device_announce_handler))
-            .route("/d/{token}/scrape", get(device_scrape_handler))
             .route("/api/devices", get(list_devices).post(register_device))
             .route("/api/devices/{device_id}", axum::routing::delete(revoke_device))
             .route("/api/releases/{info_hash}/rollout", post(set_rollout))
@@ -415,28 +416,26 @@ async fn announce_handler(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    announce_with(&t, remote, q, None)
+    announce_with(&t, remote, q)
 }
 
-async fn device_announce_handler(
-    State(t): State<Arc<Tracker>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Path(token): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    announce_with(&t, remote, q, Some(token))
+/// The value of parameter `name` in a raw query string, as sent (device
+/// tokens are plain lowercase hex, so they need no percent-decoding).
+fn query_param<'a>(q: &'a str, name: &str) -> Option<&'a str> {
+    q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// One announce: the origin (its token in the query), a device (its token
-/// in the path: the device id comes from it and the release must be offered
-/// to the device) or, with `--device-auth off`, anyone.
-fn announce_with(t: &Tracker, remote: SocketAddr, q: Option<String>, token: Option<String>) -> Response {
+/// One announce: the origin (`origin_token=`), a device (`token=`: the
+/// device id comes from it and the release must be offered to the device)
+/// or, with `--device-auth off`, anyone.
+fn announce_with(t: &Tracker, remote: SocketAddr, q: Option<String>) -> Response {
     let q = q.unwrap_or_default();
+    let token = query_param(&q, "token");
     let result = announce::parse_announce(&q).map_err(|e| e.to_string()).and_then(|mut req| {
         let is_origin = req.origin_token.as_deref() == Some(t.admin_token.as_str());
         let mut completed_by = None;
         if !is_origin {
-            match &token {
+            match token {
                 Some(tok) => {
                     let dev = t
                         .devices
@@ -453,7 +452,7 @@ fn announce_with(t: &Tracker, remote: SocketAddr, q: Option<String>, token: Opti
                     }
                 }
                 None if t.device_auth == DeviceAuth::Required => {
-                    return Err("device token required: announce at /d/TOKEN/announce".to_string());
+                    return Err("device token required: announce with token=HEX in the URL".to_string());
                 }
                 None => {}
             }
@@ -483,28 +482,26 @@ fn announce_with(t: &Tracker, remote: SocketAddr, q: Option<String>, token: Opti
     }
 }
 
+/// A scrape (BEP 48): with a valid `token=` (or the admin bearer token),
+/// or by anyone with `--device-auth off`.
 async fn scrape_handler(State(t): State<Arc<Tracker>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    if t.device_auth == DeviceAuth::Required && !t.is_admin(&headers) {
-        return bencoded(announce::encode_failure("device token required: scrape at /d/TOKEN/scrape"));
-    }
-    scrape_with(&t, q)
-}
-
-async fn device_scrape_handler(
-    State(t): State<Arc<Tracker>>,
-    Path(token): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    if t.devices.read().unwrap().lookup(&token).is_none() {
-        return bencoded(announce::encode_failure("unknown or revoked device token"));
-    }
-    scrape_with(&t, q)
-}
-
-fn scrape_with(t: &Tracker, q: Option<String>) -> Response {
     let q = q.unwrap_or_default();
+    match query_param(&q, "token") {
+        Some(tok) if t.devices.read().unwrap().lookup(tok).is_none() => {
+            return bencoded(announce::encode_failure("unknown or revoked device token"));
+        }
+        Some(_) => {}
+        None if t.device_auth == DeviceAuth::Required && !t.is_admin(&headers) => {
+            return bencoded(announce::encode_failure("device token required: scrape with token=HEX in the URL"));
+        }
+        None => {}
+    }
+    scrape_with(&t, &q)
+}
+
+fn scrape_with(t: &Tracker, q: &str) -> Response {
     metrics::counter!("ota_tracker_scrapes_total").increment(1);
-    match announce::parse_scrape(&q) {
+    match announce::parse_scrape(q) {
         Ok(hashes) => {
             let store = t.store.lock().unwrap();
             let files = if hashes.is_empty() {
@@ -592,7 +589,7 @@ struct TorrentQuery {
 }
 
 /// The `.torrent` of a release. For a device, the announce URL is
-/// `PUBLIC_URL/d/TOKEN/announce` with the caller's token; for the admin or
+/// `PUBLIC_URL/announce?token=TOKEN` with the caller's token; for the admin or
 /// an anonymous caller (`--device-auth off`), `PUBLIC_URL/announce` with
 /// `?device=ID` when `device` is given.
 async fn get_torrent(
@@ -604,7 +601,7 @@ async fn get_torrent(
     let caller = t.caller(&headers)?;
     let r = find_for(&t, &caller, &info_hash).await?;
     let announce = match (&caller, bearer(&headers)) {
-        (Caller::Device(_), Some(token)) => format!("{}/d/{token}/announce", t.public_url),
+        (Caller::Device(_), Some(token)) => format!("{}/announce?token={token}", t.public_url),
         _ => {
             let mut a = format!("{}/announce", t.public_url);
             if let Some(d) = q.device {

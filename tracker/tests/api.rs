@@ -463,7 +463,7 @@ async fn device_tokens_and_rollout_waves() {
 
     // A device announces with its token; the tracker takes the id from it.
     let torrent = devs[3].torrent(&new.info_hash, "ignored").await.unwrap();
-    assert!(String::from_utf8_lossy(&torrent).contains("/d/"), "the announce URL carries the token");
+    assert!(String::from_utf8_lossy(&torrent).contains("/announce?token="), "the announce URL carries the token");
     let mut p = params(ih, 3, 10, AnnounceEvent::Started);
     p.device = Some("spoofed".into());
     devs[3].announce(&p).await.unwrap();
