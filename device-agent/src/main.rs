@@ -34,6 +34,11 @@ struct RunArgs {
     /// This device's id.
     #[arg(long, env = "OTA_DEVICE_ID")]
     device_id: String,
+    /// This device's token from the tracker's admin API (`POST
+    /// /api/devices`), 64 hex characters; sent in announce URLs and on API
+    /// calls. Required unless the tracker runs with `--device-auth off`.
+    #[arg(long, env = "OTA_DEVICE_TOKEN", hide_env_values = true)]
+    device_token: Option<String>,
     /// State folder (downloads, installed list).
     #[arg(long, env = "OTA_AGENT_STATE_DIR", default_value = "ota-agent-state")]
     state_dir: PathBuf,
@@ -90,7 +95,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?;
     let agent = Agent::new(
-        TrackerClient::new(&a.tracker, None),
+        TrackerClient::new(&a.tracker, None).with_device_token(a.device_token),
         downloader,
         AgentSettings {
             device_id: a.device_id,
