@@ -155,6 +155,10 @@ impl Downloader {
                 dht: None,
                 disable_local_service_discovery: true,
                 peer_id: Some(librqbit::dht::Id20::new(peer_id)),
+                // Resuming is the agent's own state file plus librqbit's full
+                // piece check at add time: session persistence would re-add
+                // torrents behind the agent's back, and fast-resume checks only
+                // a random sample of the pieces its saved bitfield claims.
                 persistence: None,
                 fastresume: false,
                 listen: Some(ListenerOptions {

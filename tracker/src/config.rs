@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::device_auth::DeviceAuth;
 use crate::peer_handout::OriginPolicy;
 use crate::peer_store::StoreConfig;
 
@@ -25,7 +26,9 @@ pub struct TrackerArgs {
     /// announce URLs. [default: http://LISTEN]
     #[arg(long, env = "OTA_TRACKER_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Database URL (SQLite). [default: sqlite://ota-tracker.db?mode=rwc]
+    /// Database URL: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL; the database must
+    /// exist). Same schema and migrations on both. [default: sqlite://ota-tracker.db?mode=rwc]
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Bearer token for the admin API; the origin also announces with it. [default: dev-admin-token]
@@ -45,6 +48,18 @@ pub struct TrackerArgs {
     /// also written at graceful shutdown and read back at start). [default: 5]
     #[arg(long, env = "OTA_TRACKER_PERSIST_INTERVAL")]
     pub persist_interval: Option<u64>,
+    /// UDP address of the STUN binding responder (RFC 8489) that tells
+    /// devices their public address and port; `off` or an empty value
+    /// disables it. When the default address is taken the tracker runs
+    /// without it (with a warning); an address given here must bind. [default: 0.0.0.0:3478]
+    #[arg(long, env = "OTA_TRACKER_STUN_LISTEN")]
+    pub stun_listen: Option<String>,
+    /// Whether devices must announce with their token
+    /// (`/announce?token=TOKEN`) and call the API with `Authorization: Bearer
+    /// TOKEN`: `required`, or `off` (anyone may announce, device ids come
+    /// from `device=`). The origin always announces with the admin token. [default: required]
+    #[arg(long, env = "OTA_TRACKER_DEVICE_AUTH", value_enum)]
+    pub device_auth: Option<DeviceAuth>,
 }
 
 /// The same settings as read from the TOML file.
@@ -59,6 +74,8 @@ struct TrackerFile {
     peer_timeout: Option<u64>,
     origin_slots: Option<usize>,
     persist_interval: Option<u64>,
+    stun_listen: Option<String>,
+    device_auth: Option<DeviceAuth>,
 }
 
 /// Resolved tracker configuration.
@@ -74,7 +91,17 @@ pub struct TrackerConfig {
     pub admin_token: String,
     /// Peer store timing and origin policy.
     pub store: StoreConfig,
+    /// UDP address of the STUN responder; `None` when disabled.
+    pub stun_listen: Option<SocketAddr>,
+    /// Whether `stun_listen` was set (flag, env or file) rather than defaulted:
+    /// then failing to bind it is an error.
+    pub stun_listen_explicit: bool,
+    /// Device authentication of announces and API calls.
+    pub device_auth: DeviceAuth,
 }
+
+/// Default UDP address of the STUN responder (IANA port 3478, RFC 8489 §9).
+pub const DEFAULT_STUN_LISTEN: &str = "0.0.0.0:3478";
 
 impl TrackerArgs {
     /// Merges flags/env, the TOML file and defaults.
@@ -94,6 +121,9 @@ impl TrackerArgs {
         let timeout = self.peer_timeout.or(file.peer_timeout).unwrap_or(interval * 3);
         let slots = self.origin_slots.or(file.origin_slots).unwrap_or(1);
         let persist = self.persist_interval.or(file.persist_interval).unwrap_or(5).max(1);
+        let stun_set = self.stun_listen.clone().or(file.stun_listen);
+        let stun_listen_explicit = stun_set.is_some();
+        let stun_listen = crate::stun::parse_listen(stun_set.as_deref().unwrap_or(DEFAULT_STUN_LISTEN))?;
         Ok(TrackerConfig {
             listen,
             public_url: self
@@ -123,6 +153,9 @@ impl TrackerArgs {
                 persist_interval: Duration::from_secs(persist),
                 ..StoreConfig::default()
             },
+            stun_listen,
+            stun_listen_explicit,
+            device_auth: self.device_auth.or(file.device_auth).unwrap_or_default(),
         })
     }
 }
@@ -142,7 +175,7 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
-        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\n").unwrap();
+        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\ndevice_auth = \"off\"\n").unwrap();
         let cli = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--admin-token", "flag"]);
         let c = cli.args.resolve().unwrap();
         assert_eq!(c.admin_token, "flag");
@@ -150,9 +183,27 @@ mod tests {
         assert_eq!(c.store.peer_timeout, Duration::from_secs(15));
         assert_eq!(c.store.origin_policy, OriginPolicy::Always);
         assert_eq!(c.store.persist_interval, Duration::from_secs(5));
+        assert_eq!(c.device_auth, DeviceAuth::Off);
+        let c = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--device-auth", "required"]).args.resolve().unwrap();
+        assert_eq!(c.device_auth, DeviceAuth::Required);
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let bad = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve();
         assert!(bad.unwrap_err().to_string().contains("no_such_key"));
+    }
+
+    #[test]
+    fn stun_listen_defaults_and_can_be_turned_off() {
+        let c = Cli::parse_from(["x"]).args.resolve().unwrap();
+        assert_eq!(c.stun_listen, Some(DEFAULT_STUN_LISTEN.parse().unwrap()));
+        assert!(!c.stun_listen_explicit);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "stun_listen = \"off\"\n").unwrap();
+        let c = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve().unwrap();
+        assert_eq!((c.stun_listen, c.stun_listen_explicit), (None, true));
+        let c = Cli::parse_from(["x", "--stun-listen", "127.0.0.1:4000"]).args.resolve().unwrap();
+        assert_eq!(c.stun_listen, Some("127.0.0.1:4000".parse().unwrap()));
+        assert!(Cli::parse_from(["x", "--stun-listen", "nowhere"]).args.resolve().is_err());
     }
 }
 
