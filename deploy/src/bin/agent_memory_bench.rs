@@ -20,6 +20,7 @@ use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Ses
 use ota_deploy::processes::{free_port, ProcessGroup};
 use ota_seeder::publish::{piece_length_for, PieceHasher};
 use ota_tracker::client::TrackerClient;
+use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::metainfo::{info_hash, InfoDict};
 use ota_tracker::peer_handout::OriginPolicy;
 use ota_tracker::peer_store::StoreConfig;
@@ -116,7 +117,7 @@ async fn seeding_peer(dir: &Path, package: &Path, name: &str, torrent: Vec<u8>) 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ota_tracker::config::init_logging("warn");
+    ota_tracker::config::init_logging("warn,librqbit=off,librqbit_core=off");
     let cli = Cli::parse();
     let package = match &cli.package {
         Some(p) => p.clone(),
@@ -139,7 +140,8 @@ async fn main() -> anyhow::Result<()> {
         origin_policy: OriginPolicy::Always,
         ..StoreConfig::default()
     };
-    let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store }).await?;
+    let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off })
+        .await?;
     tokio::spawn(tracker.serve(listener, std::future::pending()));
     let client = TrackerClient::new(&url, Some(ADMIN.into()));
     client
@@ -155,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             source: format!("file://{}", package.display()),
             etag: None,
             manifest: None,
+            rollout_percent: None,
         })
         .await?;
 
