@@ -169,6 +169,12 @@ impl FetchControl for ReleaseControl {
         }
         self.agent.save_active_throttled();
     }
+
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
+        let tracker = self.agent.tracker.clone();
+        let ih = self.info_hash.clone();
+        async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
+    }
 }
 
 impl Agent {
@@ -177,7 +183,8 @@ impl Agent {
     pub fn new(tracker: TrackerClient, downloader: Downloader, settings: AgentSettings) -> Arc<Self> {
         let installed: BTreeMap<String, Installed> = load_or_set_aside(&settings.state_dir.join("installed.json"));
         let mut active: ActiveMap = load_or_set_aside(&settings.state_dir.join("active.json"));
-        // Seeding is not resumed across restarts; unfinished downloads are.
+        // Unfinished downloads are resumed from here; seeding from
+        // `installed.json` (see `resume_seeding`).
         active.retain(|_, a| a.phase != Phase::Seeding);
         for a in active.values_mut() {
             a.speed_bps = 0;
@@ -300,6 +307,59 @@ impl Agent {
         Ok(inst)
     }
 
+    /// Seeds again, after a restart, every verified release that
+    /// [`should_stop_seeding`] does not retire (the package is SHA-256
+    /// checked on disk first).
+    pub fn resume_seeding(self: &Arc<Self>) {
+        let verified: Vec<(String, Installed)> = self.installed().into_iter().collect();
+        for (ih, inst) in verified {
+            if should_stop_seeding(&self.seeding_facts(&ih, 0, 0, Duration::ZERO)) {
+                continue;
+            }
+            self.attempted.lock().unwrap().insert(ih.clone());
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.reseed(&ih, &inst).await {
+                    tracing::warn!(info_hash = %ih, error = %format!("{e:#}"), "not seeding again");
+                }
+            });
+        }
+    }
+
+    async fn reseed(self: &Arc<Self>, info_hash: &str, inst: &Installed) -> anyhow::Result<()> {
+        let release = self.tracker.release(info_hash).await?;
+        let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
+        self.downloader.seed_verified(&release, &inst.sha256, torrent).await?;
+        let received = self
+            .history
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|h| h.info_hash == info_hash && h.outcome != Outcome::Installed)
+            .map(|h| h.received)
+            .unwrap_or_default();
+        let mut a = ActiveRelease::new(info_hash, &release.name, &release.version, release.size, now_ms());
+        a.phase = Phase::Seeding;
+        a.manifest_checked = true;
+        a.progress_bytes = release.size;
+        a.received = received;
+        self.active.lock().unwrap().insert(info_hash.to_string(), a);
+        self.save_active();
+        tracing::info!(name = %release.name, version = %release.version, %info_hash, "seeding again after a restart");
+        let report = TelemetryReport {
+            device: self.settings.device_id.clone(),
+            info_hash: info_hash.to_string(),
+            bytes_from_origin: received.origin_bittorrent,
+            bytes_from_peers: received.peers,
+            bytes_from_origin_http: received.origin_http,
+            verified: true,
+            ..Default::default()
+        };
+        self.spawn_seeding_reports(report, release.size);
+        Ok(())
+    }
+
     /// Starts again every release `active.json` holds unfinished (after a
     /// restart or `kill -9`), without waiting for a push.
     pub fn resume_unfinished(self: &Arc<Self>) {
@@ -403,20 +463,13 @@ impl Agent {
             b.set_message(release.name.clone());
             b
         });
-        let tracker = self.tracker.clone();
-        let ih = info_hash.to_string();
-        let origin_peers = move || {
-            let tracker = tracker.clone();
-            let ih = ih.clone();
-            async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
-        };
         let control = BarControl {
             inner: ReleaseControl { agent: self.clone(), info_hash: info_hash.to_string() },
             bar: bar.clone(),
         };
         let result = self
             .downloader
-            .fetch(&release, &expected_sha256, torrent, origin_peers, self.settings.download_timeout, earlier, &control)
+            .fetch(&release, &expected_sha256, torrent, self.settings.download_timeout, earlier, &control)
             .await;
         if let Some(b) = &bar {
             b.finish_and_clear();
@@ -634,6 +687,7 @@ impl Agent {
     /// Subscribes to the push channel forever, reconnecting with exponential
     /// backoff (0.5 s doubling to 10 s), and polls as a fallback.
     pub async fn run(self: Arc<Self>) {
+        self.resume_seeding();
         self.resume_unfinished();
         tokio::spawn(self.clone().run_poll_loop());
         let mut backoff = Duration::from_millis(500);
@@ -693,6 +747,9 @@ impl FetchControl for BarControl {
             b.set_position(p.progress_bytes);
         }
         self.inner.on_progress(p);
+    }
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
+        self.inner.origin_peers()
     }
 }
 

@@ -366,6 +366,24 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     assert!(ok && out.contains("update.bin@1.0 marked installed"), "{out}{err}");
     let (ok, _, err) = cli(&state, &["installed", "update.bin@9.9"]).await;
     assert!(!ok && err.contains("no release update.bin@9.9"), "{err}");
+
+    // After another kill -9 and restart the verified release is seeded again
+    // (installed, not superseded), with nothing downloaded.
+    agent.kill9();
+    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &[], &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
+        let peers = stack.client.peers(&stack.info_hash).await.unwrap();
+        let announced = peers.iter().any(|p| p.device.as_deref() == Some("dev-resume") && p.left == 0 && p.addr == listen.to_string());
+        if seeding && announced {
+            break;
+        }
+        agent.assert_alive();
+        assert!(Instant::now() < deadline, "not seeding again: {peers:?}; log:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stack.egress().await, egress, "nothing fetched to seed again");
     drop(agent);
     stack.stop().await;
 }
