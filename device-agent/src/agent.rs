@@ -28,6 +28,7 @@ use ota_tracker::client::{AnnounceParams, TrackerClient};
 use ota_tracker::release::{Release, TelemetryReport};
 
 use crate::control_socket::{ControlHandler, Request, Response};
+use crate::policy::{check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings};
 use crate::download::{Cancelled, Downloader, FetchControl, FetchProgress};
 use crate::download_state::{
     blocks_restart, load_json, now_ms, resolve_release, save_json, ActiveMap, ActiveRelease, HistoryEntry, Outcome,
@@ -68,6 +69,9 @@ pub struct AgentSettings {
     /// error reported. `None`: the device's installer calls
     /// `ota-device-agent installed RELEASE` itself.
     pub install_hook: Option<String>,
+    /// Device policies: when downloads may run, storage cap, seeding floor
+    /// and ceiling ([`crate::policy`]).
+    pub policy: PolicySettings,
 }
 
 /// One installed (verified) release, as kept in `installed.json`.
@@ -104,13 +108,20 @@ pub struct SeedingFacts {
 }
 
 /// Whether to stop seeding a verified release. Every seeding stop goes
-/// through here (device policies replace this rule).
+/// through here.
 ///
-/// Rule: seed at least until the release is installed (the 2017 study's
-/// floor), and keep seeding an installed release until a newer version of
-/// the package is installed.
-pub fn should_stop_seeding(f: &SeedingFacts) -> bool {
-    f.installed && f.superseded
+/// Rule: stop when [`crate::policy::seeding_done`] says so (the floor —
+/// installed if `seed_until_installed`, `uploaded >= seed_ratio * size` —
+/// is met with a ratio configured, or `seed_max_secs` has passed); without
+/// a ratio, an installed release is seeded until a newer version of the
+/// package is installed (the floor still applies).
+pub fn should_stop_seeding(f: &SeedingFacts, policy: &PolicySettings) -> bool {
+    if seeding_done(policy, f.uploaded, f.size, f.installed, f.seeding_for) {
+        return true;
+    }
+    let floor_met = (f.installed || !policy.seed_until_installed)
+        && policy.seed_ratio.is_none_or(|r| f.uploaded as f64 >= r * f.size as f64);
+    f.superseded && f.installed && floor_met
 }
 
 /// A running agent.
@@ -203,6 +214,11 @@ impl Agent {
             policy_blocked: AtomicBool::new(false),
             last_saved: Mutex::new(None),
         })
+    }
+
+    /// The agent's BitTorrent side.
+    pub fn downloader(&self) -> &Downloader {
+        &self.downloader
     }
 
     /// Releases in progress (downloading, paused, verifying, seeding), by info hash.
@@ -313,7 +329,7 @@ impl Agent {
     pub fn resume_seeding(self: &Arc<Self>) {
         let verified: Vec<(String, Installed)> = self.installed().into_iter().collect();
         for (ih, inst) in verified {
-            if should_stop_seeding(&self.seeding_facts(&ih, 0, 0, Duration::ZERO)) {
+            if should_stop_seeding(&self.seeding_facts(&ih, 0, 0, Duration::ZERO), &self.settings.policy) {
                 continue;
             }
             self.attempted.lock().unwrap().insert(ih.clone());
@@ -446,6 +462,18 @@ impl Agent {
             a.phase = Phase::Downloading;
         }
         self.save_active();
+        if let Err(blocked) = self.check_storage(&release) {
+            tracing::error!(%info_hash, error = %blocked, "release does not fit; not downloading");
+            let report = TelemetryReport {
+                device: self.settings.device_id.clone(),
+                info_hash: info_hash.to_string(),
+                error: Some(format!("storage: {blocked}")),
+                ..Default::default()
+            };
+            self.send_report(&report).await;
+            self.finish_active(info_hash, Outcome::Failed, Some(format!("storage: {blocked}")));
+            return Err(anyhow::anyhow!("storage: {blocked}"));
+        }
         let torrent = match self.tracker.torrent(info_hash, &self.settings.device_id).await {
             Ok(t) => t,
             Err(e) => {
@@ -495,6 +523,9 @@ impl Agent {
         };
         report.bytes_from_origin = outcome.bytes_from_origin;
         report.bytes_from_peers = outcome.bytes_from_peers;
+        report.bytes_from_lan_peers = outcome.bytes_from_lan_peers;
+        report.bytes_from_internet_peers = outcome.bytes_from_internet_peers;
+        report.bytes_from_origin_http = outcome.bytes_from_origin_http;
         report.bytes_uploaded = outcome.bytes_uploaded;
         report.duration_ms = outcome.duration_ms;
         report.verified = true;
@@ -517,7 +548,9 @@ impl Agent {
         let received = SourceTotals {
             origin_bittorrent: outcome.bytes_from_origin,
             peers: outcome.bytes_from_peers,
-            origin_http: 0,
+            origin_http: outcome.bytes_from_origin_http,
+            lan_peers: outcome.bytes_from_lan_peers,
+            internet_peers: outcome.bytes_from_internet_peers,
         };
         let (started_at_ms, hook) = {
             let mut active = self.active.lock().unwrap();
@@ -608,6 +641,42 @@ impl Agent {
         Ok(m.sha256)
     }
 
+    /// Storage check before a download: the release must fit the storage
+    /// cap beside the other packages under `STATE_DIR/downloads`, and the
+    /// file system must have room for what is not on disk yet.
+    fn check_storage(&self, release: &Release) -> Result<(), crate::policy::Blocked> {
+        let downloads = self.settings.state_dir.join("downloads");
+        let this = used_bytes(&downloads.join(&release.info_hash));
+        let others = used_bytes(&downloads).saturating_sub(this);
+        let free = free_bytes(&downloads).ok().map(|f| f.saturating_add(this));
+        check_storage(&self.settings.policy, release.size, others, free)
+    }
+
+    /// Re-checks the download policy every `every` and pauses or resumes
+    /// downloads with [`PauseReason::Policy`] ([`Agent::set_policy_block`]).
+    /// Does nothing when no network or battery rule is configured.
+    pub async fn run_policy_loop(self: Arc<Self>, every: Duration) {
+        let p = &self.settings.policy;
+        if !p.restricts_network() && p.min_battery_percent.is_none() {
+            return;
+        }
+        let paths = NetworkPaths::default();
+        let mut last: Option<Result<(), crate::policy::Blocked>> = None;
+        loop {
+            let cond = crate::policy::observe(p, &paths).await;
+            let verdict = download_allowed(p, &cond);
+            if last.as_ref() != Some(&verdict) {
+                match &verdict {
+                    Ok(()) => tracing::info!("download policy allows downloading"),
+                    Err(b) => tracing::info!(reason = %b, "download policy pauses downloads"),
+                }
+                self.set_policy_block(verdict.is_err());
+                last = Some(verdict);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Re-sends `report` with the current upload counter every
     /// `report_interval` while the release is seeded, and stops seeding
     /// when [`should_stop_seeding`] says so (or the agent stops).
@@ -626,7 +695,7 @@ impl Agent {
                     me.send_report(&report).await;
                 }
                 let facts = me.seeding_facts(&report.info_hash, up, size, since.elapsed());
-                if should_stop_seeding(&facts) {
+                if should_stop_seeding(&facts, &me.settings.policy) {
                     tracing::info!(info_hash = %report.info_hash, uploaded = up, "seeding stopped");
                     if let Err(e) = me.downloader.stop_seeding(&report.info_hash).await {
                         tracing::warn!(error = %format!("{e:#}"), "cannot stop seeding");
@@ -690,6 +759,7 @@ impl Agent {
         self.resume_seeding();
         self.resume_unfinished();
         tokio::spawn(self.clone().run_poll_loop());
+        tokio::spawn(self.clone().run_policy_loop(Duration::from_secs(15)));
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.tracker.subscribe().await {
@@ -849,5 +919,30 @@ impl Agent {
             return Response::failed(format!("no unfinished download to be {verb}"));
         }
         Response::done(format!("{verb}: {}", changed.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod seeding_rule_tests {
+    use super::*;
+
+    #[test]
+    fn policy_floor_and_supersession() {
+        let f = |installed, superseded, uploaded, secs| SeedingFacts {
+            installed,
+            superseded,
+            uploaded,
+            size: 1000,
+            seeding_for: Duration::from_secs(secs),
+        };
+        let default = PolicySettings::default();
+        assert!(!should_stop_seeding(&f(true, false, 0, 10), &default), "seeded until superseded");
+        assert!(!should_stop_seeding(&f(false, true, 0, 10), &default), "never before installation");
+        assert!(should_stop_seeding(&f(true, true, 0, 10), &default));
+        let ratio = PolicySettings { seed_ratio: Some(1.0), ..Default::default() };
+        assert!(!should_stop_seeding(&f(true, true, 999, 10), &ratio), "ratio floor holds even when superseded");
+        assert!(should_stop_seeding(&f(true, false, 1000, 10), &ratio), "ratio met and installed");
+        let max = PolicySettings { seed_ratio: Some(5.0), seed_max_secs: Some(60), ..Default::default() };
+        assert!(should_stop_seeding(&f(false, false, 0, 60), &max), "ceiling wins");
     }
 }

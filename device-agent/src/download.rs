@@ -16,8 +16,11 @@ use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Ses
 
 use ota_tracker::release::Release;
 
+use std::collections::BTreeMap;
+
 use crate::accounting::{per_peer_bytes, split_by_source};
 use crate::download_state::SourceTotals;
+use crate::http_fallback::{fill_missing, HttpSource, PieceTable, StallWatch};
 use crate::verify::verify_package;
 
 /// The user cancelled the download (its data is deleted).
@@ -90,7 +93,13 @@ fn live_split(handle: &librqbit::ManagedTorrent, origins: &[String]) -> Option<S
     .unwrap_or_default();
     let per_peer = per_peer_bytes(&snapshot);
     let split = split_by_source(per_peer.iter().map(|(a, (f, _))| (a.as_str(), *f)), origins);
-    Some(SourceTotals { origin_bittorrent: split.origin, peers: split.peers, origin_http: 0 })
+    Some(SourceTotals {
+        origin_bittorrent: split.origin,
+        peers: split.peers,
+        origin_http: 0,
+        lan_peers: split.lan_peers,
+        internet_peers: split.internet_peers,
+    })
 }
 
 /// Result of one finished download.
@@ -102,6 +111,12 @@ pub struct DownloadOutcome {
     pub bytes_from_origin: u64,
     /// Payload bytes from other devices.
     pub bytes_from_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at LAN addresses.
+    pub bytes_from_lan_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at internet addresses.
+    pub bytes_from_internet_peers: u64,
+    /// Payload bytes from the origin's plain-HTTP path (fallback), verified per piece.
+    pub bytes_from_origin_http: u64,
     /// Payload bytes sent to other peers so far.
     pub bytes_uploaded: u64,
     /// Wall time of the download and check, ms.
@@ -114,6 +129,17 @@ pub struct Downloader {
     downloads_dir: PathBuf,
     peer_id: [u8; 20],
     port: u16,
+    http_fallback: Option<HttpFallback>,
+    http: reqwest::Client,
+}
+
+/// HTTP fallback settings of a [`Downloader`].
+#[derive(Debug, Clone)]
+pub struct HttpFallback {
+    /// Fetch missing pieces over HTTP after peers delivered no payload byte for this long.
+    pub after: Duration,
+    /// This device's id, sent to the origin as `X-Device-Id`.
+    pub device: String,
 }
 
 impl Downloader {
@@ -154,7 +180,27 @@ impl Downloader {
         )
         .await
         .with_context(|| format!("cannot start the BitTorrent session on {peer_listen}"))?;
-        Ok(Downloader { session, downloads_dir, peer_id, port: peer_listen.port() })
+        Ok(Downloader {
+            session,
+            downloads_dir,
+            peer_id,
+            port: peer_listen.port(),
+            http_fallback: None,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Turns on the HTTP fallback ([`crate::http_fallback`]): when a running
+    /// (unpaused) download gets no payload byte for `fallback.after`, its
+    /// missing pieces come from the release's `http_url`, SHA-1 checked.
+    pub fn with_http_fallback(mut self, fallback: Option<HttpFallback>) -> Self {
+        self.http_fallback = fallback;
+        self
+    }
+
+    /// Sets the session's upload cap, bytes/s (`None`: unlimited).
+    pub fn set_upload_limit(&self, bps: Option<std::num::NonZeroU32>) {
+        self.session.ratelimits.set_upload_bps(bps);
     }
 
     /// Downloads `release` from `torrent` (a `.torrent` whose announce URL
@@ -175,8 +221,16 @@ impl Downloader {
     /// torrent and its files and fails with [`Cancelled`]; `on_progress` gets
     /// a [`FetchProgress`].
     ///
+    /// HTTP fallback (when set with [`Downloader::with_http_fallback`] and the
+    /// release has an `http_url`): once, after peers delivered no payload byte
+    /// for the configured delay while running, the torrent leaves librqbit
+    /// (its file stays), the missing pieces are fetched over HTTP and SHA-1
+    /// checked ([`crate::http_fallback::fill_missing`]), and the torrent is
+    /// added again: librqbit's initial check finds those pieces.
+    ///
     /// Errors: librqbit refuses the torrent, the download is not finished
-    /// after `timeout` of unpaused time, the user cancels, or the package
+    /// after `timeout` of unpaused time, the user cancels, the HTTP fallback
+    /// fails (a piece failing SHA-1, a full disk), or the package
     /// fails verification — in which case the torrent and its files are
     /// deleted and nothing is kept.
     pub async fn fetch(
@@ -190,22 +244,29 @@ impl Downloader {
     ) -> anyhow::Result<DownloadOutcome> {
         let started = Instant::now();
         let folder = self.downloads_dir.join(&release.info_hash);
-        let handle = self
-            .session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    paused: control.should_pause(),
-                    output_folder: Some(folder.display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("librqbit refused the torrent")?
-            .into_handle()
-            .context("torrent added in list-only mode")?;
-        let id = handle.id();
+        let add = |torrent: Vec<u8>, paused: bool| {
+            let folder = folder.display().to_string();
+            async move {
+                self.session
+                    .add_torrent(
+                        AddTorrent::from_bytes(torrent),
+                        Some(AddTorrentOptions {
+                            overwrite: true,
+                            paused,
+                            output_folder: Some(folder),
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .context("librqbit refused the torrent")?
+                    .into_handle()
+                    .context("torrent added in list-only mode")
+            }
+        };
+        let mut handle = add(torrent.clone(), control.should_pause()).await?;
+        let mut id = handle.id();
+        let fallback = self.http_fallback.as_ref().zip(release.http_url.as_ref());
+        let mut stall = fallback.map(|(f, _)| StallWatch::new(f.after, handle.stats().progress_bytes, Instant::now()));
         let mut origins = control.origin_peers().await;
         // Per-peer counters restart with every live period (after a pause):
         // what earlier periods received is kept in `acc`.
@@ -227,6 +288,8 @@ impl Downloader {
                 return Err(anyhow::Error::new(Cancelled));
             }
             if let Some(e) = &s.error {
+                let _ = self.session.delete(id.into(), true).await;
+                let _ = std::fs::remove_dir_all(&folder);
                 anyhow::bail!("download failed: {e}");
             }
             let paused = matches!(s.state, TorrentStatsState::Paused);
@@ -246,6 +309,36 @@ impl Downloader {
             if s.finished {
                 break;
             }
+            if paused {
+                // A pause is not a stall: the clock restarts on resume.
+                stall = fallback.map(|(f, _)| StallWatch::new(f.after, s.progress_bytes, now));
+            } else if let (Some(w), Some((f, url))) = (stall.as_mut(), fallback) {
+                if matches!(s.state, TorrentStatsState::Live) && w.stalled(s.progress_bytes, now) {
+                    stall = None; // once per call
+                    tracing::warn!(info_hash = %release.info_hash, after_s = f.after.as_secs(), "no payload from peers; HTTP fallback");
+                    if let Some(l) = live_split(&handle, &origins) {
+                        live_now = l;
+                    }
+                    acc = acc.plus(&live_now);
+                    live_now = SourceTotals::default();
+                    self.session.delete(id.into(), false).await.context("cannot take the torrent out for the HTTP fallback")?;
+                    let src = HttpSource { url: url.clone(), etag: release.etag.clone(), device: f.device.clone() };
+                    let filled = match PieceTable::from_torrent(&torrent) {
+                        Ok(table) => fill_missing(&self.http, &src, &table, &folder.join(&release.name)).await,
+                        Err(e) => Err(e),
+                    };
+                    match filled {
+                        Ok(n) => acc.origin_http += n,
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(&folder);
+                            return Err(anyhow::Error::new(e).context("HTTP fallback failed"));
+                        }
+                    }
+                    handle = add(torrent.clone(), control.should_pause()).await?;
+                    id = handle.id();
+                    continue;
+                }
+            }
             match (control.should_pause(), s.state) {
                 (true, TorrentStatsState::Live) => {
                     if let Some(l) = live_split(&handle, &origins) {
@@ -264,6 +357,7 @@ impl Downloader {
             }
             if active > timeout {
                 let _ = self.session.delete(id.into(), true).await;
+                let _ = std::fs::remove_dir_all(&folder);
                 anyhow::bail!("download did not finish within {} s", timeout.as_secs());
             }
         }
@@ -293,6 +387,9 @@ impl Downloader {
             path,
             bytes_from_origin: total.origin_bittorrent,
             bytes_from_peers: total.peers,
+            bytes_from_lan_peers: total.lan_peers,
+            bytes_from_internet_peers: total.internet_peers,
+            bytes_from_origin_http: total.origin_http,
             bytes_uploaded: stats.uploaded_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
         })
@@ -340,6 +437,25 @@ impl Downloader {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Error count per peer (`ip:port`) of a release's torrent while it is in
+    /// the session: how often librqbit dropped the connection after an
+    /// error. A piece failing its SHA-1 is one (librqbit 9.1 disconnects the
+    /// peer that sent it and reconnects later with exponential backoff; it
+    /// has no per-peer ban).
+    pub fn peer_errors(&self, info_hash: &str) -> BTreeMap<String, u32> {
+        let Ok(id) = librqbit::dht::Id20::from_str(info_hash) else { return BTreeMap::new() };
+        let Some(handle) = self.session.get(id.into()) else { return BTreeMap::new() };
+        let Some(live) = handle.live() else { return BTreeMap::new() };
+        let snap = serde_json::to_value(
+            live.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()),
+        )
+        .unwrap_or_default();
+        snap["peers"]
+            .as_object()
+            .map(|m| m.iter().map(|(a, p)| (a.clone(), p["counters"]["errors"].as_u64().unwrap_or(0) as u32)).collect())
+            .unwrap_or_default()
     }
 
     /// Stops seeding a release: the torrent leaves the session, its files stay.

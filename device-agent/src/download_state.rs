@@ -54,6 +54,13 @@ pub struct SourceTotals {
     pub peers: u64,
     /// Payload bytes from the origin over plain HTTP (the HTTP fallback).
     pub origin_http: u64,
+    /// Of `peers`, bytes from devices at LAN addresses
+    /// ([`crate::accounting::is_lan_ip`]).
+    #[serde(default)]
+    pub lan_peers: u64,
+    /// Of `peers`, bytes from devices at internet addresses.
+    #[serde(default)]
+    pub internet_peers: u64,
 }
 
 impl SourceTotals {
@@ -68,6 +75,8 @@ impl SourceTotals {
             origin_bittorrent: self.origin_bittorrent + o.origin_bittorrent,
             peers: self.peers + o.peers,
             origin_http: self.origin_http + o.origin_http,
+            lan_peers: self.lan_peers + o.lan_peers,
+            internet_peers: self.internet_peers + o.internet_peers,
         }
     }
 }

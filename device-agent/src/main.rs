@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 
 use ota_device_agent::agent::{Agent, AgentSettings};
 use ota_device_agent::control_socket::{self, Request};
-use ota_device_agent::download::Downloader;
+use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_device_agent::download_state::ActiveRelease;
+use ota_device_agent::policy::PolicySettings;
 use ota_tracker::client::TrackerClient;
 
 /// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
@@ -22,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent daemon.
@@ -140,6 +143,13 @@ struct RunArgs {
     /// `ota-device-agent installed RELEASE`.
     #[arg(long, env = "OTA_AGENT_INSTALL_HOOK")]
     install_hook: Option<String>,
+    /// When peers deliver no payload byte for this many seconds during a
+    /// download, fetch the missing pieces from the release's HTTP URL
+    /// (each SHA-1 checked). 0 turns the fallback off.
+    #[arg(long, env = "OTA_AGENT_HTTP_FALLBACK_AFTER", default_value_t = 30)]
+    http_fallback_after_secs: u64,
+    #[command(flatten)]
+    policy: PolicySettings,
 }
 
 #[tokio::main]
@@ -169,7 +179,11 @@ async fn run() -> anyhow::Result<()> {
             None
         }
     };
-    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?;
+    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?.with_http_fallback(
+        (a.http_fallback_after_secs > 0)
+            .then(|| HttpFallback { after: Duration::from_secs(a.http_fallback_after_secs), device: a.device_id.clone() }),
+    );
+    downloader.set_upload_limit(a.policy.upload_limit_bps);
     let socket_path = a.control_socket.clone().unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
     let agent = Agent::new(
         TrackerClient::new(&a.tracker, None),
@@ -186,6 +200,7 @@ async fn run() -> anyhow::Result<()> {
             model: a.model,
             poll_interval: (a.poll_interval_secs > 0).then(|| Duration::from_secs(a.poll_interval_secs)),
             install_hook: a.install_hook,
+            policy: a.policy,
         },
     );
     let control = control_socket::serve(&socket_path, agent.clone()).await?;
@@ -339,7 +354,7 @@ mod tests {
             reason: Some("cancelled by the user".into()),
             started_at_ms: 1_700_000_000_000,
             ended_at_ms: 1_700_000_002_500,
-            received: SourceTotals { origin_bittorrent: 2048, peers: 0, origin_http: 0 },
+            received: SourceTotals { origin_bittorrent: 2048, ..Default::default() },
         }];
         let out = render_history(&h);
         assert!(out.contains("2023-11-14 22:13:22"), "{out}");

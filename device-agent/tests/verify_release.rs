@@ -139,6 +139,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             channel: "stable".into(),
             model: "gw-100".into(),
             poll_interval: None,
+            policy: Default::default(),
             install_hook: None,
         },
     );

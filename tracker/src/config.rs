@@ -45,6 +45,12 @@ pub struct TrackerArgs {
     /// also written at graceful shutdown and read back at start). [default: 5]
     #[arg(long, env = "OTA_TRACKER_PERSIST_INTERVAL")]
     pub persist_interval: Option<u64>,
+    /// UDP address of the STUN binding responder (RFC 8489) that tells
+    /// devices their public address and port; `off` or an empty value
+    /// disables it. When the default address is taken the tracker runs
+    /// without it (with a warning); an address given here must bind. [default: 0.0.0.0:3478]
+    #[arg(long, env = "OTA_TRACKER_STUN_LISTEN")]
+    pub stun_listen: Option<String>,
 }
 
 /// The same settings as read from the TOML file.
@@ -59,6 +65,7 @@ struct TrackerFile {
     peer_timeout: Option<u64>,
     origin_slots: Option<usize>,
     persist_interval: Option<u64>,
+    stun_listen: Option<String>,
 }
 
 /// Resolved tracker configuration.
@@ -74,7 +81,15 @@ pub struct TrackerConfig {
     pub admin_token: String,
     /// Peer store timing and origin policy.
     pub store: StoreConfig,
+    /// UDP address of the STUN responder; `None` when disabled.
+    pub stun_listen: Option<SocketAddr>,
+    /// Whether `stun_listen` was set (flag, env or file) rather than defaulted:
+    /// then failing to bind it is an error.
+    pub stun_listen_explicit: bool,
 }
+
+/// Default UDP address of the STUN responder (IANA port 3478, RFC 8489 §9).
+pub const DEFAULT_STUN_LISTEN: &str = "0.0.0.0:3478";
 
 impl TrackerArgs {
     /// Merges flags/env, the TOML file and defaults.
@@ -94,6 +109,9 @@ impl TrackerArgs {
         let timeout = self.peer_timeout.or(file.peer_timeout).unwrap_or(interval * 3);
         let slots = self.origin_slots.or(file.origin_slots).unwrap_or(1);
         let persist = self.persist_interval.or(file.persist_interval).unwrap_or(5).max(1);
+        let stun_set = self.stun_listen.clone().or(file.stun_listen);
+        let stun_listen_explicit = stun_set.is_some();
+        let stun_listen = crate::stun::parse_listen(stun_set.as_deref().unwrap_or(DEFAULT_STUN_LISTEN))?;
         Ok(TrackerConfig {
             listen,
             public_url: self
@@ -123,6 +141,8 @@ impl TrackerArgs {
                 persist_interval: Duration::from_secs(persist),
                 ..StoreConfig::default()
             },
+            stun_listen,
+            stun_listen_explicit,
         })
     }
 }
@@ -153,6 +173,21 @@ mod tests {
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let bad = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve();
         assert!(bad.unwrap_err().to_string().contains("no_such_key"));
+    }
+
+    #[test]
+    fn stun_listen_defaults_and_can_be_turned_off() {
+        let c = Cli::parse_from(["x"]).args.resolve().unwrap();
+        assert_eq!(c.stun_listen, Some(DEFAULT_STUN_LISTEN.parse().unwrap()));
+        assert!(!c.stun_listen_explicit);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "stun_listen = \"off\"\n").unwrap();
+        let c = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve().unwrap();
+        assert_eq!((c.stun_listen, c.stun_listen_explicit), (None, true));
+        let c = Cli::parse_from(["x", "--stun-listen", "127.0.0.1:4000"]).args.resolve().unwrap();
+        assert_eq!(c.stun_listen, Some("127.0.0.1:4000".parse().unwrap()));
+        assert!(Cli::parse_from(["x", "--stun-listen", "nowhere"]).args.resolve().is_err());
     }
 }
 

@@ -6,7 +6,7 @@
 //! The crate also ships the client the seeder and the device agent use.
 //!
 //! Pure protocol and policy modules (`announce`, `peer_handout`, `peer_store`,
-//! `metainfo`) do no I/O; `registry`, `server` and `client` do.
+//! `metainfo`, and `stun` apart from its socket loop) do no I/O; `registry`, `server` and `client` do.
 
 pub mod announce;
 pub mod client;
@@ -18,3 +18,4 @@ pub mod peer_store;
 pub mod registry;
 pub mod release;
 pub mod server;
+pub mod stun;

@@ -32,6 +32,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "tracker listening");
+    if let Some(addr) = cfg.stun_listen {
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => {
+                tracing::info!(addr = %socket.local_addr()?, "STUN responder listening");
+                tokio::spawn(ota_tracker::stun::serve(std::sync::Arc::new(socket)));
+            }
+            Err(e) if !cfg.stun_listen_explicit => {
+                tracing::warn!(%addr, error = %e, "STUN responder off: cannot bind its default address");
+            }
+            Err(e) => anyhow::bail!("cannot listen for STUN on {addr}: {e}"),
+        }
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

@@ -14,9 +14,9 @@
 //! handed, so a starved leecher is served by devices as soon as one finishes. With one slot the origin
 //! sends close to one copy per swarm, the 1 − 1/N limit.
 //!
-//! Pure logic: the caller passes the swarm as it is now.
-
-use std::net::SocketAddr;
+//! Pure logic: the caller passes the swarm as it is now, split into origins,
+//! device seeders and device leechers, and a random source; the cost of one
+//! hand-out is O(numwant), not O(swarm).
 
 /// Announces in a row without progress after which a leecher is starved.
 pub const STARVED_AFTER: u32 = 2;
@@ -42,24 +42,29 @@ impl Default for OriginPolicy {
     }
 }
 
-/// A peer of the swarm as the policy sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// Where to dial it.
-    pub addr: SocketAddr,
-    /// Its 20-byte peer id.
-    pub peer_id: [u8; 20],
-    /// Bytes it still misses; 0 for a seeder.
-    pub left: u64,
-    /// Whether it is the origin seeder.
-    pub is_origin: bool,
+/// The swarm split the way the policy reads it: origins, device seeders
+/// (`left == 0`) and device leechers. `T` is the caller's peer type; the
+/// requester may be in any list (it is skipped).
+#[derive(Debug)]
+pub struct SwarmParts<'a, T> {
+    /// Peers that announced with a valid origin token.
+    pub origins: &'a [T],
+    /// Devices holding the whole package.
+    pub seeders: &'a [T],
+    /// Devices still downloading.
+    pub leechers: &'a [T],
 }
+
+impl<T> Clone for SwarmParts<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SwarmParts<'_, T> {}
 
 /// The announcing device as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requester {
-    /// Its peer id (excluded from its own list).
-    pub peer_id: [u8; 20],
     /// Bytes it still misses.
     pub left: u64,
     /// Announces in a row (this one included) at which `left` had not
@@ -71,35 +76,67 @@ pub struct Requester {
 
 /// What the policy decided for one announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handout {
-    /// Peers to return, origin first when listed.
-    pub peers: Vec<Candidate>,
+pub struct Handout<'a, T> {
+    /// Peers to return: the origins first when listed, then device seeders,
+    /// then device leechers.
+    pub peers: Vec<&'a T>,
     /// Whether the requester now holds (or keeps) an origin grant.
     pub granted: bool,
 }
 
+/// Extra indices drawn per list beyond what is wanted, so that a skipped
+/// requester or a not yet swept expired peer rarely shortens the list.
+const SAMPLE_SLACK: usize = 4;
+
+/// Appends to `out` up to `want` peers of `list` that `skip` does not reject,
+/// drawn uniformly at random without repetition. Cost O(`want`) (plus
+/// O(`list.len()`) when the list is at most `want` + [`SAMPLE_SLACK`] long).
+fn sample_into<'a, T>(
+    list: &'a [T],
+    want: usize,
+    skip: &impl Fn(&T) -> bool,
+    rng: &mut impl rand::Rng,
+    out: &mut Vec<&'a T>,
+) {
+    if want == 0 || list.is_empty() {
+        return;
+    }
+    let target = out.len() + want;
+    if list.len() <= want + SAMPLE_SLACK {
+        out.extend(list.iter().filter(|p| !skip(p)).take(want));
+        return;
+    }
+    for i in rand::seq::index::sample(rng, list.len(), want + SAMPLE_SLACK) {
+        if out.len() >= target {
+            break;
+        }
+        if !skip(&list[i]) {
+            out.push(&list[i]);
+        }
+    }
+}
+
 /// Decides the peer list for one device announce.
 ///
-/// `swarm` holds every live peer including the requester (it is skipped) and
-/// the origin(s). `grants_in_use` counts leechers other than the requester
-/// that hold an origin grant. At most `numwant` peers are returned: the origin
-/// first when listed, then device seeders, then leechers, in `swarm` order
-/// (callers shuffle the swarm beforehand if they want randomness).
-pub fn hand_out(
+/// `parts` holds the live swarm; `skip` rejects the requester itself and any
+/// peer the caller knows to be expired but not yet swept. `grants_in_use`
+/// counts leechers other than the requester that hold an origin grant. At
+/// most `numwant` peers are returned: the origins first when listed, then a
+/// uniform random sample of device seeders, then of device leechers, each
+/// drawn in O(`numwant`) whatever the swarm size.
+pub fn hand_out<'a, T>(
     requester: &Requester,
-    swarm: &[Candidate],
+    parts: SwarmParts<'a, T>,
+    skip: impl Fn(&T) -> bool,
     grants_in_use: usize,
     policy: OriginPolicy,
     numwant: usize,
-) -> Handout {
-    let origins = swarm.iter().filter(|c| c.is_origin);
-    let devices = swarm
-        .iter()
-        .filter(|c| !c.is_origin && c.peer_id != requester.peer_id);
+    rng: &mut impl rand::Rng,
+) -> Handout<'a, T> {
     let leeching = requester.left > 0;
-    let device_seeder = swarm
-        .iter()
-        .any(|c| !c.is_origin && c.left == 0 && c.peer_id != requester.peer_id);
+    // Normally the first seeder already answers; skipped ones are the requester
+    // (a seeder is not leeching, so then this is not read) or expired peers.
+    let device_seeder = leeching && parts.seeders.iter().any(|c| !skip(c));
     let starved = leeching && !device_seeder && requester.stalled >= STARVED_AFTER;
     let (list_origin, granted) = match policy {
         OriginPolicy::Always => (leeching, false),
@@ -109,82 +146,113 @@ pub fn hand_out(
             (keep || new || starved, keep || new)
         }
     };
-    let mut peers: Vec<Candidate> = Vec::new();
+    let mut peers: Vec<&'a T> = Vec::with_capacity(numwant.min(64));
     if list_origin {
-        peers.extend(origins.cloned());
+        peers.extend(parts.origins.iter().filter(|c| !skip(c)).take(numwant));
     }
-    let (seeders, leechers): (Vec<_>, Vec<_>) = devices.partition(|c| c.left == 0);
-    peers.extend(seeders.into_iter().cloned());
-    peers.extend(leechers.into_iter().cloned());
-    peers.truncate(numwant);
+    let room = numwant - peers.len();
+    sample_into(parts.seeders, room, &skip, rng, &mut peers);
+    let room = numwant - peers.len();
+    sample_into(parts.leechers, room, &skip, rng, &mut peers);
     Handout { peers, granted }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
-    fn cand(n: u8, left: u64, is_origin: bool) -> Candidate {
-        Candidate {
-            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
-            peer_id: [n; 20],
-            left,
-            is_origin,
-        }
+    /// A peer: (id, left, is_origin).
+    type P = (u8, u64, bool);
+
+    fn swarm() -> Vec<P> {
+        vec![(0, 0, true), (1, 50, false), (2, 0, false), (3, 100, false)]
     }
 
-    fn req(n: u8, left: u64, stalled: u32, granted: bool) -> Requester {
-        Requester { peer_id: [n; 20], left, stalled, granted }
+    fn req(left: u64, stalled: u32, granted: bool) -> Requester {
+        Requester { left, stalled, granted }
     }
 
-    fn swarm() -> Vec<Candidate> {
-        vec![cand(0, 0, true), cand(1, 50, false), cand(2, 0, false), cand(3, 100, false)]
+    /// Runs the policy for requester `id` on `swarm`; returns the handed-out
+    /// ids (origins first) and the grant.
+    fn run(id: u8, r: Requester, swarm: &[P], grants: usize, policy: OriginPolicy, numwant: usize) -> (Vec<u8>, bool) {
+        let origins: Vec<P> = swarm.iter().copied().filter(|p| p.2).collect();
+        let seeders: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 == 0).collect();
+        let leechers: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 > 0).collect();
+        let parts = SwarmParts { origins: &origins, seeders: &seeders, leechers: &leechers };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let h = hand_out(&r, parts, |p| p.0 == id, grants, policy, numwant, &mut rng);
+        (h.peers.iter().map(|p| p.0).collect(), h.granted)
     }
 
     #[test]
     fn first_leecher_gets_the_origin_then_others_do_not() {
         let policy = OriginPolicy::OnDemand { slots: 1 };
-        let leechers: Vec<Candidate> = swarm().into_iter().filter(|c| c.peer_id[0] != 2).collect();
-        let first = hand_out(&req(1, 100, 0, false), &leechers, 0, policy, 50);
-        assert!(first.granted);
-        assert!(first.peers[0].is_origin);
+        let leechers: Vec<P> = swarm().into_iter().filter(|c| c.0 != 2).collect();
+        let (first, granted) = run(1, req(100, 0, false), &leechers, 0, policy, 50);
+        assert!(granted);
+        assert_eq!(first, vec![0, 3]);
         // A free slot is not granted while a device (peer 2) is a seeder.
-        let free_slot = hand_out(&req(3, 100, 0, false), &swarm(), 0, policy, 50);
-        assert!(!free_slot.granted && free_slot.peers.iter().all(|p| !p.is_origin));
-        let second = hand_out(&req(3, 100, 0, false), &swarm(), 1, policy, 50);
-        assert!(!second.granted);
-        assert!(second.peers.iter().all(|p| !p.is_origin));
+        let (free_slot, granted) = run(3, req(100, 0, false), &swarm(), 0, policy, 50);
+        assert!(!granted && !free_slot.contains(&0));
+        let (second, granted) = run(3, req(100, 0, false), &swarm(), 1, policy, 50);
+        assert!(!granted);
         // Seeders before leechers, never the requester itself.
-        assert_eq!(second.peers.iter().map(|p| p.peer_id[0]).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(second, vec![2, 1]);
     }
 
     #[test]
     fn a_grant_is_kept_and_a_starved_leecher_gets_the_origin() {
         let policy = OriginPolicy::OnDemand { slots: 1 };
-        let kept = hand_out(&req(1, 40, 0, true), &swarm(), 0, policy, 50);
-        assert!(kept.granted && kept.peers[0].is_origin);
+        let (kept, granted) = run(1, req(40, 0, true), &swarm(), 0, policy, 50);
+        assert!(granted && kept[0] == 0);
         // Starved while a device (peer 2) holds the whole package: devices only.
-        let served_by_devices = hand_out(&req(3, 100, 2, false), &swarm(), 1, policy, 50);
-        assert!(served_by_devices.peers.iter().all(|p| !p.is_origin));
-        assert_eq!(served_by_devices.peers[0].peer_id[0], 2);
+        let (served_by_devices, _) = run(3, req(100, 2, false), &swarm(), 1, policy, 50);
+        assert_eq!(served_by_devices, vec![2, 1]);
         // Starved with no device seeder: the origin.
-        let no_seeder: Vec<Candidate> = swarm().into_iter().filter(|c| c.peer_id[0] != 2).collect();
-        let once = hand_out(&req(3, 100, 1, false), &no_seeder, 1, policy, 50);
-        assert!(once.peers.iter().all(|p| !p.is_origin), "one stalled announce is not starvation");
-        let starved = hand_out(&req(3, 100, STARVED_AFTER, false), &no_seeder, 1, policy, 50);
-        assert!(!starved.granted);
-        assert!(starved.peers[0].is_origin);
-        let progressing = hand_out(&req(3, 90, 0, false), &no_seeder, 1, policy, 50);
-        assert!(progressing.peers.iter().all(|p| !p.is_origin));
+        let no_seeder: Vec<P> = swarm().into_iter().filter(|c| c.0 != 2).collect();
+        let (once, _) = run(3, req(100, 1, false), &no_seeder, 1, policy, 50);
+        assert!(!once.contains(&0), "one stalled announce is not starvation");
+        let (starved, granted) = run(3, req(100, STARVED_AFTER, false), &no_seeder, 1, policy, 50);
+        assert!(!granted);
+        assert_eq!(starved[0], 0);
+        let (progressing, _) = run(3, req(90, 0, false), &no_seeder, 1, policy, 50);
+        assert!(!progressing.contains(&0));
     }
 
     #[test]
     fn seeders_never_get_the_origin_and_numwant_caps() {
-        let seeding = hand_out(&req(2, 0, 0, true), &swarm(), 0, OriginPolicy::Always, 50);
-        assert!(!seeding.granted);
-        assert!(seeding.peers.iter().all(|p| !p.is_origin));
-        let capped = hand_out(&req(9, 100, 0, false), &swarm(), 0, OriginPolicy::Always, 2);
-        assert_eq!(capped.peers.len(), 2);
-        assert!(capped.peers[0].is_origin);
+        let (seeding, granted) = run(2, req(0, 0, true), &swarm(), 0, OriginPolicy::Always, 50);
+        assert!(!granted);
+        assert_eq!(seeding, vec![1, 3], "leechers only, no origin");
+        let (capped, _) = run(9, req(100, 0, false), &swarm(), 0, OriginPolicy::Always, 2);
+        assert_eq!(capped.len(), 2);
+        assert_eq!(capped[0], 0);
+    }
+
+    #[test]
+    fn large_swarms_are_sampled_without_repeats_or_the_requester() {
+        // 1,000 seeders and 3,000 leechers; the requester is leecher 7.
+        let seeders: Vec<u32> = (0..1000).collect();
+        let leechers: Vec<u32> = (1000..4000).collect();
+        let parts = SwarmParts { origins: &[][..], seeders: &seeders, leechers: &leechers };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut seen_seeders = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let h = hand_out(&req(5, 0, false), parts, |p| *p == 1007, 1, OriginPolicy::default(), 50, &mut rng);
+            assert_eq!(h.peers.len(), 50);
+            let ids: std::collections::HashSet<u32> = h.peers.iter().map(|p| **p).collect();
+            assert_eq!(ids.len(), 50, "no peer twice");
+            assert!(ids.iter().all(|p| *p < 1000), "seeders fill the list first");
+            seen_seeders.extend(ids);
+        }
+        // 40 draws of 50 out of 1,000: a fixed prefix would show only 50.
+        assert!(seen_seeders.len() > 500, "{} distinct seeders", seen_seeders.len());
+        // Few seeders: the rest comes from leechers, never the requester.
+        let parts = SwarmParts { origins: &[][..], seeders: &seeders[..3], leechers: &leechers };
+        let h = hand_out(&req(5, 0, false), parts, |p| *p == 1007, 1, OriginPolicy::default(), 200, &mut rng);
+        assert_eq!(h.peers.len(), 200);
+        assert_eq!(h.peers[..3].iter().map(|p| **p).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(h.peers.iter().all(|p| **p != 1007));
     }
 }

@@ -3,55 +3,36 @@
 //! Pure state machine: the caller passes the clock (`now`), so expiry tests
 //! need no sleeping. One announce updates the announcing peer, asks
 //! [`crate::peer_handout`] for its peer list and returns it.
+//!
+//! Layout, for announces that cost O(numwant) whatever the swarm size:
+//! - the store is split into [`SHARDS`] shards by info hash, each behind its
+//!   own lock, so announces to different swarms rarely wait for each other;
+//! - a swarm keeps its origins, device seeders and device leechers in three
+//!   vectors (removal by swap with the last element) plus an index from peer
+//!   id to position, so the hand-out draws a random sample by index, and
+//!   keeps its seeder count and origin-grant count up to date on every change
+//!   instead of recounting;
+//! - expiry is a periodic sweep ([`PeerStore::expire`], one shard at a time),
+//!   not a scan per announce; peers past the timeout that the sweep has not
+//!   dropped yet are never handed out nor listed;
+//! - changed peers carry a flag read by [`PeerStore::take_changes`] (one shard
+//!   at a time), so the persistence round never stops the whole store;
+//! - a peer takes 80 bytes plus its index slot (and its device id, if any).
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::announce::{
     AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId,
     ScrapeStats,
 };
-use crate::peer_handout::{hand_out, Candidate, OriginPolicy, Requester};
+use crate::peer_handout::{hand_out, OriginPolicy, Requester, SwarmParts};
 
-/// One live peer.
-#[derive(Debug, Clone)]
-pub struct PeerEntry {
-    /// Where other peers dial it.
-    pub addr: SocketAddr,
-    /// Bytes it still misses.
-    pub left: u64,
-    /// Announces in a row at which `left` had not shrunk (0 once it does).
-    pub stalled: u32,
-    /// Last announce time.
-    pub last_seen: Instant,
-    /// Whether it announced with a valid origin token.
-    pub is_origin: bool,
-    /// Device id from the announce URL.
-    pub device: Option<String>,
-    /// Whether it holds an origin grant (see [`crate::peer_handout`]).
-    pub granted: bool,
-}
-
-/// A swarm: its peers and its completed-download counter.
-#[derive(Debug, Default, Clone)]
-pub struct Swarm {
-    /// Live peers by peer id.
-    pub peers: HashMap<PeerId, PeerEntry>,
-    /// Downloads completed (event `completed`, or a leecher seen reaching `left=0`).
-    pub downloaded: u32,
-}
-
-impl Swarm {
-    fn stats(&self) -> ScrapeStats {
-        let complete = self.peers.values().filter(|p| p.left == 0).count() as u32;
-        ScrapeStats {
-            complete,
-            downloaded: self.downloaded,
-            incomplete: self.peers.len() as u32 - complete,
-        }
-    }
-}
+/// Number of independently locked shards of a [`PeerStore`].
+pub const SHARDS: usize = 64;
 
 /// Timing and policy of the peer store.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +77,7 @@ pub struct PeerRecord {
     pub addr: SocketAddr,
     /// Bytes it still misses; 0 for a seeder.
     pub left: u64,
-    /// Announces in a row without progress (see [`PeerEntry::stalled`]).
+    /// Announces in a row at which `left` had not shrunk (0 once it does).
     pub stalled: u32,
     /// Whether it announced with a valid origin token.
     pub is_origin: bool,
@@ -132,280 +113,242 @@ impl StoreChanges {
     }
 }
 
-/// All swarms of the tracker. Only registered info hashes are tracked.
-#[derive(Debug, Default)]
+/// All swarms of the tracker, in [`SHARDS`] shards with their own locks.
+/// Only registered info hashes are tracked. Every method takes `&self`.
+#[derive(Debug)]
 pub struct PeerStore {
-    swarms: HashMap<InfoHash, Swarm>,
-    registered: HashSet<InfoHash>,
+    shards: Box<[Mutex<Shard>]>,
     config: StoreConfig,
-    /// Peers added, changed or removed since the last `take_changes`.
-    dirty: HashSet<(InfoHash, PeerId)>,
-    /// Swarms whose `downloaded` counter changed since the last `take_changes`.
-    dirty_counters: HashSet<InfoHash>,
+    /// Origin of the store's clock: times are kept as signed nanoseconds
+    /// from it (see [`Clock`]).
+    clock: Clock,
     /// The next `take_changes` returns everything.
-    full_resync: bool,
+    full_resync: AtomicBool,
 }
 
-impl PeerStore {
-    /// An empty store.
-    pub fn new(config: StoreConfig) -> Self {
-        PeerStore { config, ..Default::default() }
+/// Converts `Instant`s to signed nanoseconds since a fixed instant, so that a
+/// peer's last announce takes 8 bytes and times before the store was created
+/// (restored peers, test clocks) stay exact.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    fn ns(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.epoch) {
+            Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            None => -i64::try_from(self.epoch.duration_since(t).as_nanos()).unwrap_or(i64::MAX),
+        }
     }
+}
 
-    /// Starts tracking a release's swarm.
-    pub fn register(&mut self, info_hash: InfoHash) {
-        self.registered.insert(info_hash);
-    }
+/// Age of a peer last seen at `last_ns`, at `now_ns`; zero when the clock went back.
+fn age(now_ns: i64, last_ns: i64) -> Duration {
+    Duration::from_nanos(now_ns.saturating_sub(last_ns).max(0) as u64)
+}
 
-    /// Whether the info hash is a registered release.
-    pub fn is_registered(&self, info_hash: &InfoHash) -> bool {
-        self.registered.contains(info_hash)
-    }
+/// One shard: the registered swarms whose info hash maps to it.
+#[derive(Debug, Default)]
+struct Shard {
+    swarms: HashMap<InfoHash, Swarm>,
+}
 
-    /// Handles one announce from `addr` (the client's address as seen by the
-    /// server, with the port it announced). `is_origin` says whether the
-    /// announce carried a valid origin token.
-    ///
-    /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash, or
-    /// [`AnnounceError::Invalid`] when a new peer would exceed the per-swarm cap.
-    pub fn announce(
-        &mut self,
-        req: &AnnounceRequest,
-        addr: SocketAddr,
-        is_origin: bool,
-        now: Instant,
-    ) -> Result<AnnounceResponse, AnnounceError> {
-        if !self.registered.contains(&req.info_hash) {
-            return Err(AnnounceError::Unregistered(hex::encode(req.info_hash)));
-        }
-        let config = self.config;
-        let swarm = self.swarms.entry(req.info_hash).or_default();
-        for id in expire_swarm(swarm, now, config.peer_timeout) {
-            self.dirty.insert((req.info_hash, id));
-        }
-        if req.event == AnnounceEvent::Stopped {
-            if swarm.peers.remove(&req.peer_id).is_some() {
-                self.dirty.insert((req.info_hash, req.peer_id));
-            }
-            return Ok(response(&config, swarm, Vec::new()));
-        }
-        if !swarm.peers.contains_key(&req.peer_id) && swarm.peers.len() >= config.max_peers_per_swarm {
-            return Err(AnnounceError::Invalid("swarm", "peer limit reached".into()));
-        }
-        let previous = swarm.peers.get(&req.peer_id).cloned();
-        let was_leeching = previous.as_ref().is_some_and(|p| p.left > 0);
-        if req.event == AnnounceEvent::Completed || (was_leeching && req.left == 0) {
-            swarm.downloaded += 1;
-            self.dirty_counters.insert(req.info_hash);
-        }
-        let granted_before = previous.as_ref().is_some_and(|p| p.granted);
-        let entry = PeerEntry {
-            addr,
-            left: req.left,
-            stalled: match &previous {
-                Some(p) if req.left > 0 && req.left >= p.left => p.stalled + 1,
-                _ => 0,
-            },
-            last_seen: now,
-            is_origin,
-            device: req.device.clone().or(previous.and_then(|p| p.device)),
-            granted: granted_before,
-        };
-        swarm.peers.insert(req.peer_id, entry.clone());
-        self.dirty.insert((req.info_hash, req.peer_id));
+/// Which of a swarm's vectors a peer is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Origin = 0,
+    Seeder = 1,
+    Leecher = 2,
+}
 
+impl Kind {
+    fn of(is_origin: bool, left: u64) -> Kind {
         if is_origin {
-            // The origin never dials out: devices come to it when the policy says.
-            return Ok(response(&config, swarm, Vec::new()));
+            Kind::Origin
+        } else if left == 0 {
+            Kind::Seeder
+        } else {
+            Kind::Leecher
         }
-        let candidates: Vec<Candidate> = swarm
-            .peers
-            .iter()
-            .map(|(id, p)| Candidate { addr: p.addr, peer_id: *id, left: p.left, is_origin: p.is_origin })
-            .collect();
-        let grants_in_use = swarm
-            .peers
-            .iter()
-            .filter(|(id, p)| p.granted && p.left > 0 && **id != req.peer_id)
-            .count();
-        let requester = Requester {
-            peer_id: req.peer_id,
-            left: req.left,
-            stalled: entry.stalled,
-            granted: granted_before,
-        };
-        let handout = hand_out(&requester, &candidates, grants_in_use, config.origin_policy, req.numwant);
-        if let Some(p) = swarm.peers.get_mut(&req.peer_id) {
-            p.granted = handout.granted;
+    }
+}
+
+/// Position of a peer: its vector in the top 2 bits, its index below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot(u32);
+
+impl Slot {
+    fn new(kind: Kind, pos: usize) -> Slot {
+        Slot(((kind as u32) << 30) | pos as u32)
+    }
+    fn kind(self) -> Kind {
+        match self.0 >> 30 {
+            0 => Kind::Origin,
+            1 => Kind::Seeder,
+            _ => Kind::Leecher,
         }
-        let peers = handout
-            .peers
+    }
+    fn pos(self) -> usize {
+        (self.0 & ((1 << 30) - 1)) as usize
+    }
+}
+
+const GRANTED: u8 = 1;
+const DIRTY: u8 = 2;
+
+/// One live peer, compact (80 bytes).
+#[derive(Debug, Clone)]
+struct Peer {
+    id: PeerId,
+    ip: IpAddr,
+    port: u16,
+    flags: u8,
+    stalled: u32,
+    /// Bytes it still misses.
+    left: u64,
+    /// Last announce, in [`Clock`] nanoseconds.
+    last_seen: i64,
+    /// Device id from the announce URL.
+    device: Option<Box<str>>,
+}
+
+impl Peer {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+    fn granted(&self) -> bool {
+        self.flags & GRANTED != 0
+    }
+    /// Whether it takes one of the origin's grant slots (a leecher holding a grant).
+    fn holds_grant(&self) -> bool {
+        self.granted() && self.left > 0
+    }
+}
+
+/// A swarm: its peers by kind, and its counters.
+#[derive(Debug, Default)]
+struct Swarm {
+    index: HashMap<PeerId, Slot>,
+    /// Origins, device seeders, device leechers.
+    lists: [Vec<Peer>; 3],
+    /// Peers for which [`Peer::holds_grant`] is true.
+    grants: u32,
+    /// Downloads completed (event `completed`, or a leecher seen reaching `left=0`).
+    downloaded: u32,
+    downloaded_dirty: bool,
+    /// Some peer has its DIRTY flag set.
+    dirty: bool,
+    /// Peers removed since the last `take_changes`.
+    removed: Vec<PeerId>,
+}
+
+impl Swarm {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn stats(&self) -> ScrapeStats {
+        let complete = self.lists[Kind::Seeder as usize].len()
+            + self.lists[Kind::Origin as usize].iter().filter(|p| p.left == 0).count();
+        ScrapeStats {
+            complete: complete as u32,
+            downloaded: self.downloaded,
+            incomplete: (self.len() - complete) as u32,
+        }
+    }
+
+    fn get_mut(&mut self, id: &PeerId) -> Option<&mut Peer> {
+        let slot = *self.index.get(id)?;
+        Some(&mut self.lists[slot.kind() as usize][slot.pos()])
+    }
+
+    fn all(&self) -> impl Iterator<Item = (Kind, &Peer)> {
+        [Kind::Origin, Kind::Seeder, Kind::Leecher]
             .into_iter()
-            .map(|c| PeerAddr { peer_id: c.peer_id, addr: c.addr })
-            .collect();
-        Ok(response(&config, swarm, peers))
+            .flat_map(move |k| self.lists[k as usize].iter().map(move |p| (k, p)))
     }
 
-    /// Scrape counters for one info hash; `None` if unregistered.
-    pub fn scrape(&self, info_hash: &InfoHash) -> Option<ScrapeStats> {
-        if !self.registered.contains(info_hash) {
-            return None;
+    /// Takes a peer out of its vector; the last one of that vector moves into its place.
+    fn detach(&mut self, slot: Slot) -> Peer {
+        let list = &mut self.lists[slot.kind() as usize];
+        let peer = list.swap_remove(slot.pos());
+        if let Some(moved) = list.get(slot.pos()) {
+            self.index.insert(moved.id, slot);
         }
-        Some(self.swarms.get(info_hash).map(Swarm::stats).unwrap_or_default())
+        if peer.holds_grant() {
+            self.grants -= 1;
+        }
+        peer
     }
 
-    /// Every registered info hash with its counters.
-    pub fn scrape_all(&self) -> Vec<(InfoHash, ScrapeStats)> {
-        self.registered.iter().map(|ih| (*ih, self.scrape(ih).unwrap_or_default())).collect()
-    }
-
-    /// Addresses of the origin peers currently live in a swarm.
-    pub fn origin_peers(&self, info_hash: &InfoHash) -> Vec<SocketAddr> {
-        self.swarms
-            .get(info_hash)
-            .map(|s| s.peers.values().filter(|p| p.is_origin).map(|p| p.addr).collect())
-            .unwrap_or_default()
-    }
-
-    /// Drops peers silent for longer than the peer timeout, in every swarm.
-    pub fn expire(&mut self, now: Instant) {
-        for (ih, swarm) in self.swarms.iter_mut() {
-            for id in expire_swarm(swarm, now, self.config.peer_timeout) {
-                self.dirty.insert((*ih, id));
+    /// Inserts or replaces a peer, moving it to the vector of `kind`.
+    fn put(&mut self, kind: Kind, peer: Peer) {
+        if peer.holds_grant() {
+            self.grants += 1;
+        }
+        match self.index.get(&peer.id).copied() {
+            Some(slot) if slot.kind() == kind => {
+                let old = &mut self.lists[kind as usize][slot.pos()];
+                if old.holds_grant() {
+                    self.grants -= 1;
+                }
+                *old = peer;
+            }
+            old => {
+                if let Some(slot) = old {
+                    self.detach(slot);
+                }
+                let list = &mut self.lists[kind as usize];
+                self.index.insert(peer.id, Slot::new(kind, list.len()));
+                list.push(peer);
             }
         }
     }
 
-    /// The live peers of one swarm with their ages at `now`, seeders first,
-    /// then by peer id; `None` if the info hash is unregistered. Peers past
-    /// the timeout that no announce or [`Self::expire`] dropped yet are left out.
-    pub fn peers(&self, info_hash: &InfoHash, now: Instant) -> Option<Vec<PeerRecord>> {
-        if !self.registered.contains(info_hash) {
-            return None;
-        }
-        let mut out: Vec<PeerRecord> = self
-            .swarms
-            .get(info_hash)
-            .map(|s| {
-                s.peers
-                    .iter()
-                    .map(|(id, p)| record(info_hash, id, p, now))
-                    .filter(|r| r.age <= self.config.peer_timeout)
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by_key(|r| (r.left > 0, r.peer_id));
-        Some(out)
-    }
-
-    /// Puts back a peer read from the database at start, as if it had last
-    /// announced `record.age` before `now`, so that expiry continues where it
-    /// stopped. Not marked as changed (the database already holds it).
-    ///
-    /// Returns false, and keeps nothing, when the swarm is unregistered, the
-    /// peer is older than the peer timeout, or the swarm is full. When the
-    /// monotonic clock started less than `age` ago (a reboot), the peer counts
-    /// as seen at `now`.
-    pub fn restore(&mut self, record: &PeerRecord, now: Instant) -> bool {
-        if !self.registered.contains(&record.info_hash) || record.age > self.config.peer_timeout {
-            return false;
-        }
-        let swarm = self.swarms.entry(record.info_hash).or_default();
-        if !swarm.peers.contains_key(&record.peer_id) && swarm.peers.len() >= self.config.max_peers_per_swarm {
-            return false;
-        }
-        swarm.peers.insert(
-            record.peer_id,
-            PeerEntry {
-                addr: record.addr,
-                left: record.left,
-                stalled: record.stalled,
-                last_seen: now.checked_sub(record.age).unwrap_or(now),
-                is_origin: record.is_origin,
-                device: record.device.clone(),
-                granted: record.granted,
-            },
-        );
-        true
-    }
-
-    /// Puts back a swarm's completed-download counter read from the database
-    /// (BEP 48 `downloaded`). Returns false for an unregistered swarm.
-    pub fn restore_downloaded(&mut self, info_hash: &InfoHash, downloaded: u32) -> bool {
-        if !self.registered.contains(info_hash) {
-            return false;
-        }
-        self.swarms.entry(*info_hash).or_default().downloaded = downloaded;
-        true
-    }
-
-    /// Hands out, and forgets, what changed since the last call: peers that
-    /// announced (with their ages at `now`), peers that stopped or expired,
-    /// and changed counters. A caller whose write fails calls
-    /// [`Self::mark_full_resync`] so that nothing is lost.
-    pub fn take_changes(&mut self, now: Instant) -> StoreChanges {
-        let mut changes = StoreChanges::default();
-        if self.full_resync {
-            self.full_resync = false;
-            self.dirty.clear();
-            self.dirty_counters.clear();
-            changes.full = true;
-            for (ih, swarm) in &self.swarms {
-                changes.upserts.extend(swarm.peers.iter().map(|(id, p)| record(ih, id, p, now)));
-                changes.downloaded.push((*ih, swarm.downloaded));
+    /// Removes a peer; returns whether it was there.
+    fn remove(&mut self, id: &PeerId) -> bool {
+        match self.index.remove(id) {
+            Some(slot) => {
+                self.detach(slot);
+                self.removed.push(*id);
+                true
             }
-            return changes;
+            None => false,
         }
-        for (ih, id) in self.dirty.drain() {
-            match self.swarms.get(&ih).and_then(|s| s.peers.get(&id)) {
-                Some(p) => changes.upserts.push(record(&ih, &id, p, now)),
-                None => changes.removals.push((ih, id)),
+    }
+
+    /// Drops the peers last seen before `cutoff_ns` (ns); returns how many.
+    fn sweep(&mut self, cutoff_ns: i64) -> usize {
+        let mut gone = 0;
+        for k in [Kind::Origin, Kind::Seeder, Kind::Leecher] {
+            let mut i = 0;
+            while i < self.lists[k as usize].len() {
+                let p = &self.lists[k as usize][i];
+                if p.last_seen < cutoff_ns {
+                    let id = p.id;
+                    self.remove(&id);
+                    gone += 1;
+                } else {
+                    i += 1;
+                }
             }
         }
-        for ih in self.dirty_counters.drain() {
-            if let Some(s) = self.swarms.get(&ih) {
-                changes.downloaded.push((ih, s.downloaded));
-            }
-        }
-        changes
-    }
-
-    /// Makes the next [`Self::take_changes`] return every live peer and
-    /// counter with `full` set, e.g. after a failed database write.
-    pub fn mark_full_resync(&mut self) {
-        self.full_resync = true;
-    }
-
-    /// Live peers across all swarms.
-    pub fn peer_count(&self) -> usize {
-        self.swarms.values().map(|s| s.peers.len()).sum()
+        gone
     }
 }
 
-/// Drops the peers of one swarm silent for longer than `timeout`; returns their ids.
-fn expire_swarm(swarm: &mut Swarm, now: Instant, timeout: Duration) -> Vec<PeerId> {
-    let mut gone = Vec::new();
-    swarm.peers.retain(|id, p| {
-        let live = now.saturating_duration_since(p.last_seen) <= timeout;
-        if !live {
-            gone.push(*id);
-        }
-        live
-    });
-    gone
-}
-
-fn record(info_hash: &InfoHash, peer_id: &PeerId, p: &PeerEntry, now: Instant) -> PeerRecord {
+fn record(info_hash: &InfoHash, kind: Kind, p: &Peer, now_ns: i64) -> PeerRecord {
     PeerRecord {
         info_hash: *info_hash,
-        peer_id: *peer_id,
-        addr: p.addr,
+        peer_id: p.id,
+        addr: p.addr(),
         left: p.left,
         stalled: p.stalled,
-        is_origin: p.is_origin,
-        granted: p.granted,
-        device: p.device.clone(),
-        age: now.saturating_duration_since(p.last_seen),
+        is_origin: kind == Kind::Origin,
+        granted: p.granted(),
+        device: p.device.as_deref().map(str::to_string),
+        age: age(now_ns, p.last_seen),
     }
 }
 
@@ -420,9 +363,305 @@ fn response(config: &StoreConfig, swarm: &Swarm, peers: Vec<PeerAddr>) -> Announ
     }
 }
 
+impl Default for PeerStore {
+    fn default() -> Self {
+        PeerStore::new(StoreConfig::default())
+    }
+}
+
+impl PeerStore {
+    /// An empty store.
+    pub fn new(config: StoreConfig) -> Self {
+        PeerStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            config,
+            clock: Clock { epoch: Instant::now() },
+            full_resync: AtomicBool::new(false),
+        }
+    }
+
+    /// The locked shard of an info hash (info hashes are SHA-1 digests, so
+    /// their first bytes spread evenly).
+    fn shard(&self, info_hash: &InfoHash) -> MutexGuard<'_, Shard> {
+        let n = u64::from_le_bytes(info_hash[..8].try_into().expect("8 bytes")) as usize % SHARDS;
+        // A panic while a shard is locked leaves consistent data behind: every
+        // mutation completes before anything that can panic.
+        self.shards[n].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn timeout_ns(&self) -> i64 {
+        i64::try_from(self.config.peer_timeout.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// Starts tracking a release's swarm.
+    pub fn register(&self, info_hash: InfoHash) {
+        self.shard(&info_hash).swarms.entry(info_hash).or_default();
+    }
+
+    /// Whether the info hash is a registered release.
+    pub fn is_registered(&self, info_hash: &InfoHash) -> bool {
+        self.shard(info_hash).swarms.contains_key(info_hash)
+    }
+
+    /// Handles one announce from `addr` (the client's address as seen by the
+    /// server, with the port it announced). `is_origin` says whether the
+    /// announce carried a valid origin token. Cost O(numwant), under the lock
+    /// of the swarm's shard only.
+    ///
+    /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash, or
+    /// [`AnnounceError::Invalid`] when a new peer would exceed the per-swarm cap.
+    pub fn announce(
+        &self,
+        req: &AnnounceRequest,
+        addr: SocketAddr,
+        is_origin: bool,
+        now: Instant,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        let config = &self.config;
+        let now_ns = self.clock.ns(now);
+        let timeout_ns = self.timeout_ns();
+        let mut shard = self.shard(&req.info_hash);
+        let Some(swarm) = shard.swarms.get_mut(&req.info_hash) else {
+            return Err(AnnounceError::Unregistered(hex::encode(req.info_hash)));
+        };
+        if req.event == AnnounceEvent::Stopped {
+            swarm.remove(&req.peer_id);
+            return Ok(response(config, swarm, Vec::new()));
+        }
+        let previous = swarm.get_mut(&req.peer_id);
+        // A peer past the timeout that the sweep has not dropped yet starts afresh.
+        let previous = previous.filter(|p| now_ns.saturating_sub(p.last_seen) <= timeout_ns);
+        let (prev_left, prev_stalled, granted_before, prev_device) = match previous {
+            Some(p) => (Some(p.left), p.stalled, p.granted(), p.device.take()),
+            None => (None, 0, false, None),
+        };
+        if !swarm.index.contains_key(&req.peer_id) && swarm.len() >= config.max_peers_per_swarm {
+            // Full: drop the expired peers the sweep has not reached yet first.
+            swarm.sweep(now_ns.saturating_sub(timeout_ns));
+            if swarm.len() >= config.max_peers_per_swarm {
+                return Err(AnnounceError::Invalid("swarm", "peer limit reached".into()));
+            }
+        }
+        let was_leeching = prev_left.is_some_and(|l| l > 0);
+        if req.event == AnnounceEvent::Completed || (was_leeching && req.left == 0) {
+            swarm.downloaded += 1;
+            swarm.downloaded_dirty = true;
+        }
+        let stalled = match prev_left {
+            Some(l) if req.left > 0 && req.left >= l => prev_stalled.saturating_add(1),
+            _ => 0,
+        };
+        let peer = Peer {
+            id: req.peer_id,
+            ip: addr.ip(),
+            port: addr.port(),
+            flags: DIRTY | if granted_before { GRANTED } else { 0 },
+            stalled,
+            left: req.left,
+            last_seen: now_ns,
+            device: req.device.as_deref().map(Box::from).or(prev_device),
+        };
+        let own_grant = peer.holds_grant() as u32;
+        swarm.put(Kind::of(is_origin, req.left), peer);
+        swarm.dirty = true;
+
+        if is_origin {
+            // The origin never dials out: devices come to it when the policy says.
+            return Ok(response(config, swarm, Vec::new()));
+        }
+        let requester = Requester { left: req.left, stalled, granted: granted_before };
+        let parts = SwarmParts {
+            origins: &swarm.lists[Kind::Origin as usize],
+            seeders: &swarm.lists[Kind::Seeder as usize],
+            leechers: &swarm.lists[Kind::Leecher as usize],
+        };
+        let stale = |p: &Peer| p.id == req.peer_id || now_ns.saturating_sub(p.last_seen) > timeout_ns;
+        let grants_in_use = (swarm.grants - own_grant) as usize;
+        let handout = hand_out(
+            &requester,
+            parts,
+            stale,
+            grants_in_use,
+            config.origin_policy,
+            req.numwant,
+            &mut rand::thread_rng(),
+        );
+        let peers = handout.peers.iter().map(|p| PeerAddr { peer_id: p.id, addr: p.addr() }).collect();
+        let granted = handout.granted;
+        if granted != granted_before {
+            if let Some(p) = swarm.get_mut(&req.peer_id) {
+                let before = p.holds_grant();
+                p.flags ^= GRANTED;
+                let after = p.holds_grant();
+                swarm.grants = swarm.grants + after as u32 - before as u32;
+            }
+        }
+        Ok(response(config, swarm, peers))
+    }
+
+    /// Scrape counters for one info hash; `None` if unregistered.
+    pub fn scrape(&self, info_hash: &InfoHash) -> Option<ScrapeStats> {
+        self.shard(info_hash).swarms.get(info_hash).map(Swarm::stats)
+    }
+
+    /// Every registered info hash with its counters.
+    pub fn scrape_all(&self) -> Vec<(InfoHash, ScrapeStats)> {
+        self.each_shard()
+            .flat_map(|s| s.swarms.iter().map(|(ih, sw)| (*ih, sw.stats())).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Addresses of the origin peers currently live in a swarm.
+    pub fn origin_peers(&self, info_hash: &InfoHash) -> Vec<SocketAddr> {
+        self.shard(info_hash)
+            .swarms
+            .get(info_hash)
+            .map(|s| s.lists[Kind::Origin as usize].iter().map(Peer::addr).collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops peers silent for longer than the peer timeout, in every swarm,
+    /// one shard at a time (each shard is locked for one pass over its peers).
+    /// Returns the number of peers dropped.
+    pub fn expire(&self, now: Instant) -> usize {
+        let cutoff = self.clock.ns(now).saturating_sub(self.timeout_ns());
+        self.each_shard().map(|mut s| s.swarms.values_mut().map(|sw| sw.sweep(cutoff)).sum::<usize>()).sum()
+    }
+
+    /// The live peers of one swarm with their ages at `now`, seeders first,
+    /// then by peer id; `None` if the info hash is unregistered. Peers past
+    /// the timeout that no [`Self::expire`] dropped yet are left out.
+    pub fn peers(&self, info_hash: &InfoHash, now: Instant) -> Option<Vec<PeerRecord>> {
+        let now_ns = self.clock.ns(now);
+        let shard = self.shard(info_hash);
+        let swarm = shard.swarms.get(info_hash)?;
+        let mut out: Vec<PeerRecord> = swarm
+            .all()
+            .map(|(k, p)| record(info_hash, k, p, now_ns))
+            .filter(|r| r.age <= self.config.peer_timeout)
+            .collect();
+        out.sort_by_key(|r| (r.left > 0, r.peer_id));
+        Some(out)
+    }
+
+    /// Puts back a peer read from the database at start, as if it had last
+    /// announced `record.age` before `now`, so that expiry continues where it
+    /// stopped. Not marked as changed (the database already holds it).
+    ///
+    /// Returns false, and keeps nothing, when the swarm is unregistered, the
+    /// peer is older than the peer timeout, or the swarm is full. When the
+    /// monotonic clock started less than `age` ago (a reboot), the peer counts
+    /// as seen at `now`.
+    pub fn restore(&self, record: &PeerRecord, now: Instant) -> bool {
+        if record.age > self.config.peer_timeout {
+            return false;
+        }
+        let mut shard = self.shard(&record.info_hash);
+        let Some(swarm) = shard.swarms.get_mut(&record.info_hash) else {
+            return false;
+        };
+        if !swarm.index.contains_key(&record.peer_id) && swarm.len() >= self.config.max_peers_per_swarm {
+            return false;
+        }
+        let seen = now.checked_sub(record.age).unwrap_or(now);
+        swarm.put(
+            Kind::of(record.is_origin, record.left),
+            Peer {
+                id: record.peer_id,
+                ip: record.addr.ip(),
+                port: record.addr.port(),
+                flags: if record.granted { GRANTED } else { 0 },
+                stalled: record.stalled,
+                left: record.left,
+                last_seen: self.clock.ns(seen),
+                device: record.device.as_deref().map(Box::from),
+            },
+        );
+        true
+    }
+
+    /// Puts back a swarm's completed-download counter read from the database
+    /// (BEP 48 `downloaded`). Returns false for an unregistered swarm.
+    pub fn restore_downloaded(&self, info_hash: &InfoHash, downloaded: u32) -> bool {
+        match self.shard(info_hash).swarms.get_mut(info_hash) {
+            Some(s) => {
+                s.downloaded = downloaded;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands out, and forgets, what changed since the last call: peers that
+    /// announced (with their ages at `now`), peers that stopped or expired,
+    /// and changed counters. Shards are read one at a time, each locked for
+    /// one pass over its changed swarms. A caller whose write fails calls
+    /// [`Self::mark_full_resync`] so that nothing is lost.
+    pub fn take_changes(&self, now: Instant) -> StoreChanges {
+        let now_ns = self.clock.ns(now);
+        let mut changes = StoreChanges::default();
+        let full = self.full_resync.swap(false, Ordering::SeqCst);
+        changes.full = full;
+        for mut shard in self.each_shard() {
+            for (ih, swarm) in shard.swarms.iter_mut() {
+                if full {
+                    for list in swarm.lists.iter_mut() {
+                        for p in list.iter_mut() {
+                            p.flags &= !DIRTY;
+                        }
+                    }
+                    changes.upserts.extend(swarm.all().map(|(k, p)| record(ih, k, p, now_ns)));
+                    changes.downloaded.push((*ih, swarm.downloaded));
+                    swarm.removed.clear();
+                    swarm.dirty = false;
+                    swarm.downloaded_dirty = false;
+                    continue;
+                }
+                if swarm.dirty {
+                    swarm.dirty = false;
+                    for (k, list) in [Kind::Origin, Kind::Seeder, Kind::Leecher].into_iter().zip(swarm.lists.iter_mut()) {
+                        for p in list.iter_mut().filter(|p| p.flags & DIRTY != 0) {
+                            p.flags &= !DIRTY;
+                            changes.upserts.push(record(ih, k, p, now_ns));
+                        }
+                    }
+                }
+                // A peer removed then back again is an upsert only.
+                let removed = std::mem::take(&mut swarm.removed);
+                changes.removals.extend(
+                    removed.into_iter().filter(|id| !swarm.index.contains_key(id)).map(|id| (*ih, id)),
+                );
+                if swarm.downloaded_dirty {
+                    swarm.downloaded_dirty = false;
+                    changes.downloaded.push((*ih, swarm.downloaded));
+                }
+            }
+        }
+        changes.removals.sort_unstable();
+        changes.removals.dedup();
+        changes
+    }
+
+    /// Makes the next [`Self::take_changes`] return every live peer and
+    /// counter with `full` set, e.g. after a failed database write.
+    pub fn mark_full_resync(&self) {
+        self.full_resync.store(true, Ordering::SeqCst);
+    }
+
+    /// Live peers across all swarms.
+    pub fn peer_count(&self) -> usize {
+        self.each_shard().map(|s| s.swarms.values().map(Swarm::len).sum::<usize>()).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use crate::announce::DEFAULT_NUMWANT;
 
     fn announce(n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
@@ -451,7 +690,7 @@ mod tests {
 
     #[test]
     fn unregistered_swarms_are_refused() {
-        let mut s = PeerStore::new(StoreConfig::default());
+        let s = PeerStore::new(StoreConfig::default());
         let r = s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, Instant::now());
         assert!(matches!(r, Err(AnnounceError::Unregistered(_))));
     }
@@ -459,7 +698,7 @@ mod tests {
     #[test]
     fn swarm_lifecycle_counts_and_expires() {
         let t0 = Instant::now();
-        let mut s = PeerStore::new(StoreConfig::default());
+        let s = PeerStore::new(StoreConfig::default());
         s.register([9; 20]);
         s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0).unwrap();
         let first = s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0).unwrap();
@@ -479,7 +718,7 @@ mod tests {
     #[test]
     fn changes_list_announced_stopped_and_expired_peers_once() {
         let t0 = Instant::now();
-        let mut s = PeerStore::new(StoreConfig::default());
+        let s = PeerStore::new(StoreConfig::default());
         s.register([9; 20]);
         assert!(s.take_changes(t0).is_empty());
         s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0).unwrap();
@@ -514,7 +753,7 @@ mod tests {
     #[test]
     fn restored_peers_keep_their_age_and_policy_state() {
         let t0 = Instant::now() + Duration::from_secs(1000);
-        let mut s = PeerStore::new(StoreConfig::default());
+        let s = PeerStore::new(StoreConfig::default());
         s.register([9; 20]);
         let rec = |n: u8, age: u64| PeerRecord {
             info_hash: [9; 20],
@@ -545,5 +784,105 @@ mod tests {
         s.expire(t0 + Duration::from_secs(11));
         assert_eq!(s.peers(&[9; 20], t0 + Duration::from_secs(11)).unwrap().len(), 2);
         assert!(s.peers(&[8; 20], t0).is_none());
+    }
+
+    /// Checks a swarm's index, vectors and counters against a recount.
+    fn check_swarm(s: &PeerStore, ih: &InfoHash) {
+        let shard = s.shard(ih);
+        let sw = &shard.swarms[ih];
+        let mut n = 0;
+        for (k, list) in [Kind::Origin, Kind::Seeder, Kind::Leecher].into_iter().zip(sw.lists.iter()) {
+            for (i, p) in list.iter().enumerate() {
+                assert_eq!(sw.index[&p.id], Slot::new(k, i));
+                assert_eq!(Kind::of(k == Kind::Origin, p.left), k);
+                n += 1;
+            }
+        }
+        assert_eq!(n, sw.index.len());
+        assert_eq!(sw.grants as usize, sw.all().filter(|(_, p)| p.holds_grant()).count());
+        let complete = sw.all().filter(|(_, p)| p.left == 0).count() as u32;
+        assert_eq!(sw.stats().complete, complete);
+    }
+
+    #[test]
+    fn random_announces_keep_index_counters_and_changes_consistent() {
+        // A small LCG keeps the sequence reproducible without a seeded RNG type.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let t0 = Instant::now();
+        let config = StoreConfig { max_peers_per_swarm: 40, ..StoreConfig::default() };
+        let s = PeerStore::new(config);
+        s.register([9; 20]);
+        // Model of the live peers: id -> (left, is_origin, last announce second).
+        let mut model: HashMap<u8, (u64, bool, u64)> = HashMap::new();
+        let mut mirror: HashMap<PeerId, PeerRecord> = HashMap::new();
+        let mut sec = 0;
+        for step in 0..5000 {
+            sec += next(3);
+            let now = t0 + Duration::from_secs(sec);
+            let id = next(50) as u8;
+            let origin = id < 2;
+            let event = match next(10) {
+                0 => AnnounceEvent::Stopped,
+                1 => AnnounceEvent::Completed,
+                2 => AnnounceEvent::Started,
+                _ => AnnounceEvent::None,
+            };
+            let left = if origin || next(3) == 0 { 0 } else { next(1000) + 1 };
+            let mut req = announce(id, left, event);
+            req.numwant = next(60) as usize;
+            let live = |m: &(u64, bool, u64)| sec - m.2 <= 180;
+            let known = model.get(&id).is_some_and(live);
+            let count = model.values().filter(|m| live(m)).count();
+            match s.announce(&req, addr(id), origin, now) {
+                Ok(r) => {
+                    if event == AnnounceEvent::Stopped {
+                        model.remove(&id);
+                    } else {
+                        model.insert(id, (left, origin, sec));
+                        if !origin {
+                            assert!(r.peers.len() <= req.numwant);
+                            let ids: HashSet<PeerId> = r.peers.iter().map(|p| p.peer_id).collect();
+                            assert_eq!(ids.len(), r.peers.len(), "no peer twice");
+                            for p in &r.peers {
+                                let m = model.get(&p.peer_id[0]).expect("handed-out peer is known");
+                                assert!(p.peer_id[0] != id && live(m), "step {step}: stale or self");
+                            }
+                        }
+                    }
+                }
+                Err(AnnounceError::Invalid("swarm", _)) => assert!(!known && count >= 40),
+                Err(e) => panic!("{e}"),
+            }
+            if next(50) == 0 {
+                s.expire(now);
+                model.retain(|_, m| live(m));
+                assert_eq!(s.peer_count(), model.len());
+            }
+            check_swarm(&s, &[9; 20]);
+            if next(20) == 0 {
+                let c = s.take_changes(now);
+                for (_, id) in &c.removals {
+                    mirror.remove(id);
+                }
+                // The database keeps the time of the last announce, not the age.
+                for mut r in c.upserts {
+                    r.age = (now - r.age).duration_since(t0);
+                    mirror.insert(r.peer_id, r);
+                }
+                let listed: HashMap<PeerId, PeerRecord> =
+                    s.peers(&[9; 20], now).unwrap().into_iter().map(|r| (r.peer_id, r)).collect();
+                for (id, r) in &listed {
+                    let mut r = r.clone();
+                    r.age = (now - r.age).duration_since(t0);
+                    assert_eq!(mirror.get(id), Some(&r), "step {step}: the mirror holds every live peer");
+                }
+                let stats = s.scrape(&[9; 20]).unwrap();
+                assert!(stats.complete + stats.incomplete >= listed.len() as u32);
+            }
+        }
     }
 }

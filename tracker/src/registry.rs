@@ -156,12 +156,15 @@ impl Registry {
     /// Stores one telemetry report.
     pub async fn add_telemetry(&self, t: &TelemetryReport) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO telemetry (info_hash, device, bytes_from_peers, bytes_from_origin, bytes_from_origin_http,
-               bytes_uploaded, duration_ms, verified, error, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO telemetry (info_hash, device, bytes_from_peers, bytes_from_lan_peers, bytes_from_internet_peers,
+               bytes_from_origin, bytes_from_origin_http, bytes_uploaded, duration_ms, verified, error, received_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.info_hash.to_ascii_lowercase())
         .bind(&t.device)
         .bind(t.bytes_from_peers as i64)
+        .bind(t.bytes_from_lan_peers as i64)
+        .bind(t.bytes_from_internet_peers as i64)
         .bind(t.bytes_from_origin as i64)
         .bind(t.bytes_from_origin_http as i64)
         .bind(t.bytes_uploaded as i64)
@@ -189,6 +192,8 @@ impl Registry {
                     device: r.try_get("device")?,
                     info_hash: r.try_get("info_hash")?,
                     bytes_from_peers: r.try_get::<i64, _>("bytes_from_peers")? as u64,
+                    bytes_from_lan_peers: r.try_get::<i64, _>("bytes_from_lan_peers")? as u64,
+                    bytes_from_internet_peers: r.try_get::<i64, _>("bytes_from_internet_peers")? as u64,
                     bytes_from_origin: r.try_get::<i64, _>("bytes_from_origin")? as u64,
                     bytes_from_origin_http: r.try_get::<i64, _>("bytes_from_origin_http")? as u64,
                     bytes_uploaded: r.try_get::<i64, _>("bytes_uploaded")? as u64,
@@ -342,14 +347,27 @@ mod tests {
             let mut bad = release(&info);
             bad.info_hash = "00".repeat(20);
             assert!(matches!(reg.register(&bad).await, Err(RegistryError::Invalid(_))));
-            let t = TelemetryReport { device: "d1".into(), info_hash: bad.info_hash.clone(), ..Default::default() };
+            let t = TelemetryReport {
+                device: "d1".into(),
+                info_hash: bad.info_hash.clone(),
+                bytes_from_peers: 700,
+                bytes_from_lan_peers: 500,
+                bytes_from_internet_peers: 200,
+                bytes_from_origin_http: 33,
+                ..Default::default()
+            };
             reg.add_telemetry(&t).await.unwrap();
         }
         let reg = Registry::open(&url).await.unwrap();
         let all = reg.list().await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].info, info);
-        assert_eq!(reg.telemetry(&"00".repeat(20)).await.unwrap().len(), 1);
+        let back = reg.telemetry(&"00".repeat(20)).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            (back[0].bytes_from_lan_peers, back[0].bytes_from_internet_peers, back[0].bytes_from_origin_http),
+            (500, 200, 33)
+        );
     }
     #[tokio::test]
     async fn swarms_round_trip_with_ages() {

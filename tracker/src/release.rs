@@ -88,6 +88,15 @@ pub struct TelemetryReport {
     pub info_hash: String,
     /// Payload bytes received from other devices over BitTorrent.
     pub bytes_from_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at a LAN address (RFC 1918,
+    /// RFC 6598 shared, loopback, link-local, IPv6 ULA): the same home or
+    /// carrier network.
+    #[serde(default)]
+    pub bytes_from_lan_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at a public (internet)
+    /// address.
+    #[serde(default)]
+    pub bytes_from_internet_peers: u64,
     /// Payload bytes received from the origin over BitTorrent.
     pub bytes_from_origin: u64,
     /// Payload bytes received from the origin over plain HTTP.

@@ -21,7 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
@@ -43,7 +43,7 @@ use crate::release::{NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
 /// Shared state of the tracker server.
 pub struct Tracker {
     registry: Registry,
-    store: Mutex<PeerStore>,
+    store: PeerStore,
     /// Serialises database writes of the peer store (periodic and final).
     persist_lock: tokio::sync::Mutex<()>,
     persist_interval: Duration,
@@ -93,7 +93,7 @@ impl Tracker {
     ///
     /// Errors: a database failure, or a stored release with a malformed info hash.
     pub async fn new(registry: Registry, settings: ServerSettings) -> anyhow::Result<Arc<Self>> {
-        let mut store = PeerStore::new(settings.store);
+        let store = PeerStore::new(settings.store);
         for r in registry.list().await? {
             store.register(parse_info_hash(&r.release.info_hash)?);
         }
@@ -112,7 +112,7 @@ impl Tracker {
         metrics_handle();
         Ok(Arc::new(Tracker {
             registry,
-            store: Mutex::new(store),
+            store,
             persist_lock: tokio::sync::Mutex::new(()),
             persist_interval: settings.store.persist_interval.max(Duration::from_millis(100)),
             push,
@@ -149,15 +149,14 @@ impl Tracker {
     pub async fn persist(&self) -> anyhow::Result<usize> {
         let _guard = self.persist_lock.lock().await;
         let (changes, now_ms) = {
-            let mut store = self.store.lock().unwrap();
-            (store.take_changes(Instant::now()), wall_ms())
+            (self.store.take_changes(Instant::now()), wall_ms())
         };
         if changes.is_empty() {
             return Ok(0);
         }
         let rows = changes.upserts.len() + changes.removals.len() + changes.downloaded.len();
         if let Err(e) = self.registry.save_swarms(&changes, now_ms).await {
-            self.store.lock().unwrap().mark_full_resync();
+            self.store.mark_full_resync();
             metrics::counter!("ota_tracker_persist_failures_total").increment(1);
             return Err(anyhow::Error::from(e).context("cannot write live peers to the database"));
         }
@@ -182,7 +181,7 @@ impl Tracker {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                me.store.lock().unwrap().expire(Instant::now());
+                me.store.expire(Instant::now());
             }
         });
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -234,8 +233,6 @@ impl Tracker {
         if let Ok(ih) = parse_info_hash(&r.info_hash) {
             r.origin_peers = self
                 .store
-                .lock()
-                .unwrap()
                 .origin_peers(&ih)
                 .into_iter()
                 .map(|a| a.to_string())
@@ -285,8 +282,6 @@ async fn announce_handler(
         let is_origin = req.origin_token.as_deref() == Some(t.admin_token.as_str());
         let resp = t
             .store
-            .lock()
-            .unwrap()
             .announce(&req, SocketAddr::new(ip, req.port), is_origin, Instant::now())?;
         Ok(announce::encode_announce(&resp, req.compact, req.no_peer_id))
     });
@@ -308,7 +303,7 @@ async fn scrape_handler(State(t): State<Arc<Tracker>>, RawQuery(q): RawQuery) ->
     metrics::counter!("ota_tracker_scrapes_total").increment(1);
     match announce::parse_scrape(&q) {
         Ok(hashes) => {
-            let store = t.store.lock().unwrap();
+            let store = &t.store;
             let files = if hashes.is_empty() {
                 store.scrape_all()
             } else {
@@ -340,7 +335,7 @@ async fn register_release(
     })?;
     let ih = parse_info_hash(&release.info_hash)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    t.store.lock().unwrap().register(ih);
+    t.store.register(ih);
     tracing::info!(info_hash = %release.info_hash, name = %release.name, "release registered");
     Ok(Json(release))
 }
@@ -442,8 +437,6 @@ async fn get_peers(
     let ih = parse_info_hash(&info_hash).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let peers = t
         .store
-        .lock()
-        .unwrap()
         .peers(&ih, Instant::now())
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no release {info_hash}")))?;
     Ok(Json(
