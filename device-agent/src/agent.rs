@@ -360,7 +360,22 @@ impl Agent {
         a.manifest_checked = true;
         a.progress_bytes = release.size;
         a.received = received;
-        self.active.lock().unwrap().insert(info_hash.to_string(), a);
+        {
+            // An entry left by a run that died in its install hook stays
+            // (the hook runs again and moves it to seeding).
+            let mut active = self.active.lock().unwrap();
+            match active.get_mut(info_hash) {
+                Some(old) => {
+                    old.progress_bytes = release.size;
+                    if old.phase != Phase::Installing {
+                        old.phase = Phase::Seeding;
+                    }
+                }
+                None => {
+                    active.insert(info_hash.to_string(), a);
+                }
+            }
+        }
         self.save_active();
         tracing::info!(name = %release.name, version = %release.version, %info_hash, "seeding again after a restart");
         let report = TelemetryReport {
@@ -378,12 +393,77 @@ impl Agent {
 
     /// Starts again every release `active.json` holds unfinished (after a
     /// restart or `kill -9`), without waiting for a push.
+    ///
+    /// A release whose install hook was cut short (the agent died in phase
+    /// `installing`) gets its hook run again.
     pub fn resume_unfinished(self: &Arc<Self>) {
-        let pending: Vec<String> = self.active.lock().unwrap().keys().cloned().collect();
-        for ih in pending {
+        let pending: Vec<(String, Phase)> = self.active.lock().unwrap().iter().map(|(k, a)| (k.clone(), a.phase)).collect();
+        for (ih, phase) in pending {
+            let hook_cut_short = phase == Phase::Installing
+                && self.settings.install_hook.is_some()
+                && self.installed.lock().unwrap().get(&ih).is_some_and(|i| i.installed_at_ms.is_none());
+            if hook_cut_short {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.rerun_install_hook(&ih).await {
+                        tracing::error!(info_hash = %ih, error = %format!("{e:#}"), "install hook not run again");
+                    }
+                });
+                continue;
+            }
             tracing::info!(info_hash = %ih, "resuming an unfinished download");
             self.consider(&ih);
         }
+    }
+
+    /// Runs the install hook again for a verified release whose hook was
+    /// cut short, records the result in the history and reports it.
+    async fn rerun_install_hook(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<()> {
+        let (Some(cmd), Some(inst)) = (self.settings.install_hook.clone(), self.installed.lock().unwrap().get(info_hash).cloned())
+        else {
+            anyhow::bail!("no install hook or release {info_hash} not verified");
+        };
+        let release = self.tracker.release(info_hash).await?;
+        tracing::info!(%info_hash, "the install hook was cut short; running it again");
+        let result = run_install_hook(&cmd, &release, &inst.path).await;
+        let (started_at_ms, received) = self
+            .active
+            .lock()
+            .unwrap()
+            .get(info_hash)
+            .map(|a| (a.started_at_ms, a.received))
+            .unwrap_or((now_ms(), SourceTotals::default()));
+        self.record_history(HistoryEntry {
+            info_hash: info_hash.to_string(),
+            name: release.name.clone(),
+            version: release.version.clone(),
+            outcome: if result.is_ok() { Outcome::Finished } else { Outcome::Failed },
+            reason: result.as_ref().err().map(|e| format!("install hook failed: {e}")),
+            started_at_ms,
+            ended_at_ms: now_ms(),
+            received,
+        });
+        let mut report = TelemetryReport {
+            device: self.settings.device_id.clone(),
+            info_hash: info_hash.to_string(),
+            bytes_from_origin: received.origin_bittorrent,
+            bytes_from_peers: received.peers,
+            bytes_from_origin_http: received.origin_http,
+            verified: true,
+            ..Default::default()
+        };
+        match result {
+            Ok(()) => {
+                self.mark_installed(info_hash, "install hook succeeded")?;
+            }
+            Err(e) => report.error = Some(format!("install hook failed: {e}")),
+        }
+        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
+            a.phase = Phase::Seeding;
+        }
+        self.save_active();
+        self.send_report(&report).await;
+        Ok(())
     }
 
     /// Releases installed so far, by info hash.
@@ -756,8 +836,9 @@ impl Agent {
     /// Subscribes to the push channel forever, reconnecting with exponential
     /// backoff (0.5 s doubling to 10 s), and polls as a fallback.
     pub async fn run(self: Arc<Self>) {
-        self.resume_seeding();
+        // Unfinished first: it reads the phases `resume_seeding` replaces.
         self.resume_unfinished();
+        self.resume_seeding();
         tokio::spawn(self.clone().run_poll_loop());
         tokio::spawn(self.clone().run_policy_loop(Duration::from_secs(15)));
         let mut backoff = Duration::from_millis(500);
