@@ -100,6 +100,11 @@ struct RunArgs {
     /// This device's id.
     #[arg(long, env = "OTA_DEVICE_ID")]
     device_id: String,
+    /// This device's token from the tracker's admin API (`POST
+    /// /api/devices`), 64 hex characters; sent in announce URLs and on API
+    /// calls. Required unless the tracker runs with `--device-auth off`.
+    #[arg(long, env = "OTA_DEVICE_TOKEN", hide_env_values = true)]
+    device_token: Option<String>,
     /// State folder (downloads, installed list).
     #[arg(long, env = "OTA_AGENT_STATE_DIR", default_value = "ota-agent-state")]
     state_dir: PathBuf,
@@ -186,7 +191,7 @@ async fn run() -> anyhow::Result<()> {
     downloader.set_upload_limit(a.policy.upload_limit_bps);
     let socket_path = a.control_socket.clone().unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
     let agent = Agent::new(
-        TrackerClient::new(&a.tracker, None),
+        TrackerClient::new(&a.tracker, None).with_device_token(a.device_token),
         downloader,
         AgentSettings {
             device_id: a.device_id,

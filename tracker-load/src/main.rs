@@ -332,6 +332,7 @@ async fn register(t: &Target, pool: &Pool, token: &str) -> anyhow::Result<()> {
                     source: format!("s3://bench/{i}"),
                     etag: None,
                     manifest: None,
+                    rollout_percent: None,
                 };
                 let r = client.post(format!("{base}/api/releases")).bearer_auth(token).json(&body).send().await?;
                 if !r.status().is_success() {

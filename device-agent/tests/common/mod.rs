@@ -70,7 +70,7 @@ impl TestTracker {
             ..StoreConfig::default()
         };
         let tracker: Arc<Tracker> =
-            Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store }).await.unwrap();
+            Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: ota_tracker::device_auth::DeviceAuth::Off }).await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(tracker.serve(listener, async {
             let _ = stop_rx.await;
