@@ -20,7 +20,7 @@
 //!   release for the admin), `POST /api/releases` (admin), `GET /api/releases/{info_hash}`,
 //!   `GET /api/releases/{info_hash}/torrent` (announce URL `PUBLIC_URL/announce?token=HEX` for a device),
 //!   `POST /api/releases/{info_hash}/push` (admin), `POST /api/releases/{info_hash}/rollout`
-//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry`,
+//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry` (admin),
 //!   `GET /api/releases/{info_hash}/peers` (admin, the live swarm as [`PeerInfo`] JSON).
 //! - `GET /api/devices`, `POST /api/devices` (a [`NewDevice`] body; answers a
 //!   [`DeviceToken`], the only time the token is shown), `DELETE /api/devices/{id}`: admin.
@@ -729,7 +729,10 @@ async fn get_telemetry(
     headers: HeaderMap,
     Path(info_hash): Path<String>,
 ) -> Result<Json<Vec<TelemetryReport>>, ApiError> {
-    t.caller(&headers)?;
+    // Reports name devices: the admin reads them (anyone with --device-auth off).
+    if let Caller::Device(_) = t.caller(&headers)? {
+        return Err(ApiError(StatusCode::FORBIDDEN, "admin token required".into()));
+    }
     Ok(Json(t.registry.telemetry(&info_hash).await?))
 }
 

@@ -476,6 +476,7 @@ async fn device_tokens_and_rollout_waves() {
     let report = TelemetryReport { device: "spoofed".into(), info_hash: new.info_hash.clone(), verified: true, ..Default::default() };
     devs[3].report(&report).await.unwrap();
     assert_eq!(admin.telemetry(&new.info_hash).await.unwrap()[0].device, "dev-3");
+    assert!(devs[3].telemetry(&new.info_hash).await.unwrap_err().to_string().contains("403"), "reports are for the admin");
     // Last seen and completions reach the database in the next persistence round.
     let mut dev3 = None;
     for _ in 0..50 {
