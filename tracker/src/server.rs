@@ -203,12 +203,13 @@ impl Tracker {
             .with_state(self.clone())
     }
 
-    /// Writes what changed in the peer store since the last write to the
-    /// database; returns the number of rows written (peers upserted or
+    /// Writes what changed since the last write to the database: devices'
+    /// last-seen times and completion counts, then the peer store's changes;
+    /// returns the number of rows written (devices, peers upserted or
     /// deleted, counters). Writes never overlap.
     ///
-    /// Errors: a database failure; the next call then rewrites every live
-    /// peer, so nothing is lost.
+    /// Errors: a database failure; the device activity is put back and the
+    /// next call rewrites every live peer, so nothing is lost.
     pub async fn persist(&self) -> anyhow::Result<usize> {
         let _guard = self.persist_lock.lock().await;
         let activity = self.take_device_activity();

@@ -356,11 +356,21 @@ async fn next_push(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn device_tokens_and_rollout_waves() {
+async fn device_tokens_and_rollout_waves_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    device_tokens_and_rollout_waves(&format!("sqlite://{}/t.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_tokens_and_rollout_waves_postgres() {
+    let pg = common::pg::PgCluster::start();
+    device_tokens_and_rollout_waves(&pg.create_db("devices").await).await;
+}
+
+async fn device_tokens_and_rollout_waves(db: &str) {
     use ota_tracker::rollout::in_wave;
     use std::time::Duration;
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let db = db.to_string();
     let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
     let t = start_auth(&db, fast, DeviceAuth::Required).await;
     let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
