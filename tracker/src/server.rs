@@ -70,6 +70,9 @@ struct PushMsg {
     previous_percent: Option<u8>,
 }
 
+/// A device's completed downloads are counted per (device id, info hash).
+type CompletionKey = (Arc<str>, [u8; 20]);
+
 /// Who is calling the API.
 #[derive(Debug, Clone)]
 enum Caller {
@@ -95,7 +98,7 @@ pub struct Tracker {
     devices: RwLock<DeviceDirectory>,
     audiences: RwLock<HashMap<[u8; 20], Audience>>,
     /// Completed events per (device id, info hash) not yet written.
-    completions: Mutex<HashMap<(Arc<str>, [u8; 20]), u32>>,
+    completions: Mutex<HashMap<CompletionKey, u32>>,
 }
 
 /// Settings the server needs beyond the database.
