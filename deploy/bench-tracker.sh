@@ -90,10 +90,13 @@ start_opentracker() { # dir port swarms -> sets OT_PID
     sleep 1 # the whitelist is loaded by a separate thread
 }
 
+# tracker-load sends plain BitTorrent announces without device tokens (as
+# opentracker gets them), hence --device-auth off.
 start_ota() { # dir port -> sets OTA_PID
     mkdir -p "$1"
     "$TRACKER" serve --listen "127.0.0.1:$2" --database-url "sqlite://$1/ota.db?mode=rwc" \
         --admin-token "$TOKEN" --announce-interval 1800 --persist-interval 5 \
+        --device-auth off \
         > "$1/log" 2>&1 &
     OTA_PID=$!
     PIDS+=("$OTA_PID")

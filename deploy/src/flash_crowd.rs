@@ -272,6 +272,10 @@ async fn run_in(
     let public_key = hex::encode(signing_key.verifying_key().to_bytes());
     for i in 1..=args.devices {
         let id = format!("dev-{i:02}");
+        // Each device gets its own token from the tracker's admin API (the
+        // tracker requires device tokens); the agent's defaults are channel
+        // `stable`, model `generic`.
+        let token = tracker.register_device(&id, "stable", "generic").await?;
         procs.spawn(
             &id,
             "ota-device-agent",
@@ -291,7 +295,7 @@ async fn run_in(
                 s("--manifest-public-key"),
                 public_key.clone(),
             ],
-            &[(s("OTA_TRACKER_URL"), tracker_url.clone())],
+            &[(s("OTA_TRACKER_URL"), tracker_url.clone()), (s("OTA_DEVICE_TOKEN"), token)],
             &logs.join(format!("{id}.log")),
         )?;
     }

@@ -1,4 +1,5 @@
-//! Bytes received per source: origin vs other devices.
+//! Bytes received per source: origin vs other devices, and of the device
+//! bytes, LAN vs internet peers.
 //!
 //! Pure: takes the per-peer byte counters librqbit keeps (keyed by the
 //! peer's `ip:port` as dialled) and the origin's peer-wire addresses as the
@@ -14,6 +15,37 @@ pub struct SourceBytes {
     pub origin: u64,
     /// From other devices, bytes.
     pub peers: u64,
+    /// Of `peers`, bytes from devices at a LAN address ([`is_lan_ip`]).
+    pub lan_peers: u64,
+    /// Of `peers`, bytes from devices at any other (internet) address.
+    pub internet_peers: u64,
+}
+
+/// Whether a peer address is on the same local or carrier network: RFC 1918
+/// private (10/8, 172.16/12, 192.168/16), RFC 6598 shared (100.64/10),
+/// loopback (127/8, ::1), link-local (169.254/16, fe80::/10), IPv6 unique
+/// local (fc00::/7, RFC 4193); IPv4-mapped IPv6 addresses are judged as IPv4.
+pub fn is_lan_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_lan_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments()[0];
+            v6.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Whether a peer `ip:port` (as librqbit keys peers) is at a LAN address;
+/// an address that does not parse counts as internet.
+pub fn is_lan_addr(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>().map(|a| is_lan_ip(a.ip())).unwrap_or(false)
 }
 
 /// Splits per-peer fetched bytes into origin and peer bytes.
@@ -27,6 +59,11 @@ pub fn split_by_source<'a>(
             out.origin += bytes;
         } else {
             out.peers += bytes;
+            if is_lan_addr(addr) {
+                out.lan_peers += bytes;
+            } else {
+                out.internet_peers += bytes;
+            }
         }
     }
     out
@@ -67,8 +104,29 @@ mod tests {
         let m = per_peer_bytes(&snap);
         assert_eq!(m["127.0.0.1:40002"], (200, 70));
         let s = split_by_source(m.iter().map(|(a, (f, _))| (a.as_str(), *f)), &["127.0.0.1:6881".into()]);
-        assert_eq!(s, SourceBytes { origin: 1000, peers: 500 });
+        assert_eq!(s, SourceBytes { origin: 1000, peers: 500, lan_peers: 500, internet_peers: 0 });
         let none = split_by_source(m.iter().map(|(a, (f, _))| (a.as_str(), *f)), &[]);
-        assert_eq!(none, SourceBytes { origin: 0, peers: 1500 });
+        assert_eq!(none, SourceBytes { origin: 0, peers: 1500, lan_peers: 1500, internet_peers: 0 });
+        let mixed = split_by_source(
+            [("8.8.8.8:6881", 7), ("192.168.1.4:6881", 11), ("[2001:db8::1]:6881", 13), ("[fd00::2]:6881", 17), ("bogus", 19)],
+            &["8.8.8.8:6881".into()],
+        );
+        assert_eq!(mixed, SourceBytes { origin: 7, peers: 60, lan_peers: 28, internet_peers: 32 });
+    }
+
+    #[test]
+    fn lan_ranges() {
+        let lan = ["10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.0.9", "100.64.0.1", "100.127.255.254", "127.0.0.1",
+            "169.254.3.4", "::1", "fc00::1", "fdff::1", "fe80::1", "febf::1", "::ffff:192.168.1.1"];
+        let internet = ["8.8.8.8", "172.32.0.1", "172.15.255.255", "100.63.255.255", "100.128.0.1", "192.169.0.1",
+            "2001:db8::1", "fec0::1", "::ffff:8.8.8.8", "1.1.1.1"];
+        for a in lan {
+            assert!(is_lan_ip(a.parse().unwrap()), "{a} is LAN");
+        }
+        for a in internet {
+            assert!(!is_lan_ip(a.parse().unwrap()), "{a} is internet");
+        }
+        assert!(is_lan_addr("127.0.0.1:1"));
+        assert!(!is_lan_addr("127.0.0.1"), "no port: not a peer address");
     }
 }

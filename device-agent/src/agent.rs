@@ -2,13 +2,23 @@
 //! catch up on the newest release at each (re)connect, download each new
 //! release once, verify it, keep seeding, and report bytes by source.
 //!
-//! Installed releases are recorded in `STATE_DIR/installed.json`, so a
-//! restarted agent does not fetch them again.
+//! Verified releases are recorded in `STATE_DIR/installed.json`, so a
+//! restarted agent does not fetch them again. Releases in progress are kept
+//! in `STATE_DIR/active.json` and resumed at start (see
+//! [`crate::download_state`]); finished, failed, cancelled and rejected ones
+//! go to `STATE_DIR/history.json`. The agent answers the CLI through
+//! [`crate::control_socket`] ([`ControlHandler`] impl below).
+//!
+//! Plug-in points for device policies: [`Agent::set_policy_block`] pauses
+//! and resumes downloads with the reason [`PauseReason::Policy`] (never
+//! lifting a user pause), and every seeding stop goes through
+//! [`should_stop_seeding`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -17,7 +27,13 @@ use ota_tracker::announce::{parse_info_hash, AnnounceEvent};
 use ota_tracker::client::{AnnounceParams, TrackerClient};
 use ota_tracker::release::{Release, TelemetryReport};
 
-use crate::download::Downloader;
+use crate::control_socket::{ControlHandler, Request, Response};
+use crate::policy::{check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings};
+use crate::download::{Cancelled, Downloader, FetchControl, FetchProgress};
+use crate::download_state::{
+    blocks_restart, load_json, now_ms, resolve_release, save_json, ActiveMap, ActiveRelease, HistoryEntry, Outcome,
+    PauseReason, Phase, SourceTotals,
+};
 
 /// Settings of a running agent.
 #[derive(Debug, Clone)]
@@ -46,6 +62,16 @@ pub struct AgentSettings {
     /// Fallback for missed pushes: list releases this often and fetch the
     /// newest one not handled yet. `None` disables polling.
     pub poll_interval: Option<Duration>,
+    /// Install hook: a shell command run as `sh -c 'HOOK "$1"' PATH` with
+    /// the verified package path as its argument and OTA_RELEASE_NAME,
+    /// OTA_RELEASE_VERSION, OTA_INFO_HASH in its environment. Exit status
+    /// 0 marks the release installed; otherwise its stderr tail is the
+    /// error reported. `None`: the device's installer calls
+    /// `ota-device-agent installed RELEASE` itself.
+    pub install_hook: Option<String>,
+    /// Device policies: when downloads may run, storage cap, seeding floor
+    /// and ceiling ([`crate::policy`]).
+    pub policy: PolicySettings,
 }
 
 /// One installed (verified) release, as kept in `installed.json`.
@@ -59,6 +85,43 @@ pub struct Installed {
     pub path: PathBuf,
     /// SHA-256, hex.
     pub sha256: String,
+    /// When the device's installer (install hook or `ota-device-agent
+    /// installed`) installed it, ms since the Unix epoch; `None` while only
+    /// downloaded and verified.
+    #[serde(default)]
+    pub installed_at_ms: Option<u64>,
+}
+
+/// What the seeding-stop rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedingFacts {
+    /// The device's installer has installed this release.
+    pub installed: bool,
+    /// A newer version of the same package is installed.
+    pub superseded: bool,
+    /// Payload bytes uploaded while seeding, this run.
+    pub uploaded: u64,
+    /// Package size, bytes.
+    pub size: u64,
+    /// How long it has been seeded, this run.
+    pub seeding_for: Duration,
+}
+
+/// Whether to stop seeding a verified release. Every seeding stop goes
+/// through here.
+///
+/// Rule: stop when [`crate::policy::seeding_done`] says so (the floor —
+/// installed if `seed_until_installed`, `uploaded >= seed_ratio * size` —
+/// is met with a ratio configured, or `seed_max_secs` has passed); without
+/// a ratio, an installed release is seeded until a newer version of the
+/// package is installed (the floor still applies).
+pub fn should_stop_seeding(f: &SeedingFacts, policy: &PolicySettings) -> bool {
+    if seeding_done(policy, f.uploaded, f.size, f.installed, f.seeding_for) {
+        return true;
+    }
+    let floor_met = (f.installed || !policy.seed_until_installed)
+        && policy.seed_ratio.is_none_or(|r| f.uploaded as f64 >= r * f.size as f64);
+    f.superseded && f.installed && floor_met
 }
 
 /// A running agent.
@@ -68,22 +131,339 @@ pub struct Agent {
     settings: AgentSettings,
     attempted: Mutex<HashSet<String>>,
     installed: Mutex<BTreeMap<String, Installed>>,
+    active: Mutex<ActiveMap>,
+    history: Mutex<Vec<HistoryEntry>>,
+    policy_blocked: AtomicBool,
+    last_saved: Mutex<Option<Instant>>,
+}
+
+/// Reads a state file; a corrupt one is moved aside to `NAME.corrupt`
+/// (nothing is lost) and the agent starts with an empty value.
+fn load_or_set_aside<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
+    match load_json(path) {
+        Ok(v) => v,
+        Err(e) => {
+            let aside = path.with_extension("corrupt");
+            tracing::error!(error = %e, moved_to = %aside.display(), "state file unreadable; starting without it");
+            let _ = std::fs::rename(path, &aside);
+            T::default()
+        }
+    }
+}
+
+/// The agent's view of one release for a running [`Downloader::fetch`].
+struct ReleaseControl {
+    agent: Arc<Agent>,
+    info_hash: String,
+}
+
+impl FetchControl for ReleaseControl {
+    fn should_pause(&self) -> bool {
+        self.agent.active.lock().unwrap().get(&self.info_hash).is_some_and(|a| a.should_pause())
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.agent.active.lock().unwrap().get(&self.info_hash).is_some_and(|a| a.cancel_requested)
+    }
+
+    fn on_progress(&self, p: &FetchProgress) {
+        {
+            let mut active = self.agent.active.lock().unwrap();
+            let Some(a) = active.get_mut(&self.info_hash) else { return };
+            a.progress_bytes = p.progress_bytes;
+            a.speed_bps = if p.paused { 0 } else { p.speed_bps };
+            a.received = p.received;
+            a.uploaded = p.uploaded;
+            if p.total_bytes > 0 && p.progress_bytes >= p.total_bytes {
+                a.phase = Phase::Verifying;
+            }
+        }
+        self.agent.save_active_throttled();
+    }
+
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
+        let tracker = self.agent.tracker.clone();
+        let ih = self.info_hash.clone();
+        async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
+    }
 }
 
 impl Agent {
-    /// Builds an agent over a started [`Downloader`], loading `installed.json`.
+    /// Builds an agent over a started [`Downloader`], loading
+    /// `installed.json`, `active.json` and `history.json` from the state folder.
     pub fn new(tracker: TrackerClient, downloader: Downloader, settings: AgentSettings) -> Arc<Self> {
-        let installed: BTreeMap<String, Installed> = std::fs::read(settings.state_dir.join("installed.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let installed: BTreeMap<String, Installed> = load_or_set_aside(&settings.state_dir.join("installed.json"));
+        let mut active: ActiveMap = load_or_set_aside(&settings.state_dir.join("active.json"));
+        // Unfinished downloads are resumed from here; seeding from
+        // `installed.json` (see `resume_seeding`).
+        active.retain(|_, a| a.phase != Phase::Seeding);
+        for a in active.values_mut() {
+            a.speed_bps = 0;
+            a.cancel_requested = false;
+            a.paused.remove(&PauseReason::Policy);
+        }
+        let history: Vec<HistoryEntry> = load_or_set_aside(&settings.state_dir.join("history.json"));
         Arc::new(Agent {
             tracker,
             downloader,
             settings,
             attempted: Mutex::new(HashSet::new()),
             installed: Mutex::new(installed),
+            active: Mutex::new(active),
+            history: Mutex::new(history),
+            policy_blocked: AtomicBool::new(false),
+            last_saved: Mutex::new(None),
         })
+    }
+
+    /// The agent's BitTorrent side.
+    pub fn downloader(&self) -> &Downloader {
+        &self.downloader
+    }
+
+    /// Releases in progress (downloading, paused, verifying, seeding), by info hash.
+    pub fn active(&self) -> ActiveMap {
+        self.active.lock().unwrap().clone()
+    }
+
+    /// Finished, failed, cancelled, rejected and installed releases, oldest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.history.lock().unwrap().clone()
+    }
+
+    /// Device-policy plug-in: `true` pauses every download with the reason
+    /// [`PauseReason::Policy`] (and downloads started later begin paused);
+    /// `false` removes that reason. A user pause is left as it is.
+    pub fn set_policy_block(&self, blocked: bool) {
+        self.policy_blocked.store(blocked, Ordering::SeqCst);
+        let mut active = self.active.lock().unwrap();
+        for a in active.values_mut().filter(|a| matches!(a.phase, Phase::Checking | Phase::Downloading)) {
+            if blocked {
+                a.paused.insert(PauseReason::Policy);
+            } else {
+                a.paused.remove(&PauseReason::Policy);
+            }
+        }
+        drop(active);
+        self.save_active();
+    }
+
+    fn save_active(&self) {
+        let snapshot = self.active.lock().unwrap().clone();
+        if let Err(e) = save_json(&self.settings.state_dir.join("active.json"), &snapshot) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot save active.json");
+        }
+        *self.last_saved.lock().unwrap() = Some(Instant::now());
+    }
+
+    /// Saves `active.json` at most once a second (progress updates).
+    fn save_active_throttled(&self) {
+        let due = self.last_saved.lock().unwrap().is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            self.save_active();
+        }
+    }
+
+    fn record_history(&self, entry: HistoryEntry) {
+        let snapshot = {
+            let mut h = self.history.lock().unwrap();
+            h.push(entry);
+            h.clone()
+        };
+        if let Err(e) = save_json(&self.settings.state_dir.join("history.json"), &snapshot) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot save history.json");
+        }
+    }
+
+    /// Ends a release that is not going on: history entry, out of `active.json`.
+    fn finish_active(&self, info_hash: &str, outcome: Outcome, reason: Option<String>) {
+        let a = self.active.lock().unwrap().remove(info_hash);
+        let (name, version, started, received) = match &a {
+            Some(a) => (a.name.clone(), a.version.clone(), a.started_at_ms, a.received),
+            None => (String::new(), String::new(), now_ms(), SourceTotals::default()),
+        };
+        self.record_history(HistoryEntry {
+            info_hash: info_hash.to_string(),
+            name,
+            version,
+            outcome,
+            reason,
+            started_at_ms: started,
+            ended_at_ms: now_ms(),
+            received,
+        });
+        self.save_active();
+    }
+
+    /// Marks a verified release installed by the device's installer: it is
+    /// recorded in `installed.json` and the history, and seeding may end
+    /// (see [`should_stop_seeding`]).
+    ///
+    /// Errors: the release is not verified on this device.
+    pub fn mark_installed(&self, info_hash: &str, detail: &str) -> anyhow::Result<Installed> {
+        let inst = {
+            let mut installed = self.installed.lock().unwrap();
+            let i = installed
+                .get_mut(info_hash)
+                .ok_or_else(|| anyhow::anyhow!("release {info_hash} is not downloaded and verified on this device"))?;
+            i.installed_at_ms = Some(now_ms());
+            i.clone()
+        };
+        self.save_installed()?;
+        self.record_history(HistoryEntry {
+            info_hash: info_hash.to_string(),
+            name: inst.name.clone(),
+            version: inst.version.clone(),
+            outcome: Outcome::Installed,
+            reason: Some(detail.to_string()),
+            started_at_ms: now_ms(),
+            ended_at_ms: now_ms(),
+            received: SourceTotals::default(),
+        });
+        Ok(inst)
+    }
+
+    /// Seeds again, after a restart, every verified release that
+    /// [`should_stop_seeding`] does not retire (the package is SHA-256
+    /// checked on disk first).
+    pub fn resume_seeding(self: &Arc<Self>) {
+        let verified: Vec<(String, Installed)> = self.installed().into_iter().collect();
+        for (ih, inst) in verified {
+            if should_stop_seeding(&self.seeding_facts(&ih, 0, 0, Duration::ZERO), &self.settings.policy) {
+                continue;
+            }
+            self.attempted.lock().unwrap().insert(ih.clone());
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.reseed(&ih, &inst).await {
+                    tracing::warn!(info_hash = %ih, error = %format!("{e:#}"), "not seeding again");
+                }
+            });
+        }
+    }
+
+    async fn reseed(self: &Arc<Self>, info_hash: &str, inst: &Installed) -> anyhow::Result<()> {
+        let release = self.tracker.release(info_hash).await?;
+        let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
+        self.downloader.seed_verified(&release, &inst.sha256, torrent).await?;
+        let received = self
+            .history
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|h| h.info_hash == info_hash && h.outcome != Outcome::Installed)
+            .map(|h| h.received)
+            .unwrap_or_default();
+        let mut a = ActiveRelease::new(info_hash, &release.name, &release.version, release.size, now_ms());
+        a.phase = Phase::Seeding;
+        a.manifest_checked = true;
+        a.progress_bytes = release.size;
+        a.received = received;
+        {
+            // An entry left by a run that died in its install hook stays
+            // (the hook runs again and moves it to seeding).
+            let mut active = self.active.lock().unwrap();
+            match active.get_mut(info_hash) {
+                Some(old) => {
+                    old.progress_bytes = release.size;
+                    if old.phase != Phase::Installing {
+                        old.phase = Phase::Seeding;
+                    }
+                }
+                None => {
+                    active.insert(info_hash.to_string(), a);
+                }
+            }
+        }
+        self.save_active();
+        tracing::info!(name = %release.name, version = %release.version, %info_hash, "seeding again after a restart");
+        let report = TelemetryReport {
+            device: self.settings.device_id.clone(),
+            info_hash: info_hash.to_string(),
+            bytes_from_origin: received.origin_bittorrent,
+            bytes_from_peers: received.peers,
+            bytes_from_origin_http: received.origin_http,
+            verified: true,
+            ..Default::default()
+        };
+        self.spawn_seeding_reports(report, release.size);
+        Ok(())
+    }
+
+    /// Starts again every release `active.json` holds unfinished (after a
+    /// restart or `kill -9`), without waiting for a push.
+    ///
+    /// A release whose install hook was cut short (the agent died in phase
+    /// `installing`) gets its hook run again.
+    pub fn resume_unfinished(self: &Arc<Self>) {
+        let pending: Vec<(String, Phase)> = self.active.lock().unwrap().iter().map(|(k, a)| (k.clone(), a.phase)).collect();
+        for (ih, phase) in pending {
+            let hook_cut_short = phase == Phase::Installing
+                && self.settings.install_hook.is_some()
+                && self.installed.lock().unwrap().get(&ih).is_some_and(|i| i.installed_at_ms.is_none());
+            if hook_cut_short {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.rerun_install_hook(&ih).await {
+                        tracing::error!(info_hash = %ih, error = %format!("{e:#}"), "install hook not run again");
+                    }
+                });
+                continue;
+            }
+            tracing::info!(info_hash = %ih, "resuming an unfinished download");
+            self.consider(&ih);
+        }
+    }
+
+    /// Runs the install hook again for a verified release whose hook was
+    /// cut short, records the result in the history and reports it.
+    async fn rerun_install_hook(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<()> {
+        let (Some(cmd), Some(inst)) = (self.settings.install_hook.clone(), self.installed.lock().unwrap().get(info_hash).cloned())
+        else {
+            anyhow::bail!("no install hook or release {info_hash} not verified");
+        };
+        let release = self.tracker.release(info_hash).await?;
+        tracing::info!(%info_hash, "the install hook was cut short; running it again");
+        let result = run_install_hook(&cmd, &release, &inst.path).await;
+        let (started_at_ms, received) = self
+            .active
+            .lock()
+            .unwrap()
+            .get(info_hash)
+            .map(|a| (a.started_at_ms, a.received))
+            .unwrap_or((now_ms(), SourceTotals::default()));
+        self.record_history(HistoryEntry {
+            info_hash: info_hash.to_string(),
+            name: release.name.clone(),
+            version: release.version.clone(),
+            outcome: if result.is_ok() { Outcome::Finished } else { Outcome::Failed },
+            reason: result.as_ref().err().map(|e| format!("install hook failed: {e}")),
+            started_at_ms,
+            ended_at_ms: now_ms(),
+            received,
+        });
+        let mut report = TelemetryReport {
+            device: self.settings.device_id.clone(),
+            info_hash: info_hash.to_string(),
+            bytes_from_origin: received.origin_bittorrent,
+            bytes_from_peers: received.peers,
+            bytes_from_origin_http: received.origin_http,
+            verified: true,
+            ..Default::default()
+        };
+        match result {
+            Ok(()) => {
+                self.mark_installed(info_hash, "install hook succeeded")?;
+            }
+            Err(e) => report.error = Some(format!("install hook failed: {e}")),
+        }
+        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
+            a.phase = Phase::Seeding;
+        }
+        self.save_active();
+        self.send_report(&report).await;
+        Ok(())
     }
 
     /// Releases installed so far, by info hash.
@@ -99,9 +479,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts handling a release unless it was installed or attempted already.
+    /// Starts handling a release unless it was installed or attempted
+    /// already, or the user cancelled it, or its manifest was refused.
     pub fn consider(self: &Arc<Self>, info_hash: &str) {
         if self.installed.lock().unwrap().contains_key(info_hash)
+            || blocks_restart(&self.history.lock().unwrap(), info_hash)
             || !self.attempted.lock().unwrap().insert(info_hash.to_string())
         {
             return;
@@ -115,10 +497,31 @@ impl Agent {
         });
     }
 
-    /// Downloads, verifies and reports one release. A refused package is
-    /// reported with `verified: false` and its error.
+    /// Downloads, verifies, installs (install hook) and reports one
+    /// release, resuming from `active.json` and the data on disk when an
+    /// earlier run left it unfinished. A refused package is reported with
+    /// `verified: false` and its error; every end is recorded in the history.
     pub async fn handle_release(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<Installed> {
-        let release = self.tracker.release(info_hash).await?;
+        let release = match self.tracker.release(info_hash).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.finish_active(info_hash, Outcome::Failed, Some(format!("{e:#}")));
+                return Err(e);
+            }
+        };
+        let earlier = {
+            let mut active = self.active.lock().unwrap();
+            let a = active.entry(info_hash.to_string()).or_insert_with(|| {
+                let mut a = ActiveRelease::new(info_hash, &release.name, &release.version, release.size, now_ms());
+                if self.policy_blocked.load(Ordering::SeqCst) {
+                    a.paused.insert(PauseReason::Policy);
+                }
+                a
+            });
+            a.phase = Phase::Checking;
+            a.received
+        };
+        self.save_active();
         let expected_sha256 = match self.check_manifest(&release) {
             Ok(sha) => sha,
             Err(e) => {
@@ -129,11 +532,35 @@ impl Agent {
                     error: Some(format!("manifest rejected: {e}")),
                     ..Default::default()
                 };
+                self.finish_active(info_hash, Outcome::Rejected, Some(format!("manifest rejected: {e}")));
                 self.send_report(&report).await;
                 return Err(anyhow::anyhow!("manifest rejected: {e}"));
             }
         };
-        let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
+        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
+            a.manifest_checked = true;
+            a.phase = Phase::Downloading;
+        }
+        self.save_active();
+        if let Err(blocked) = self.check_storage(&release) {
+            tracing::error!(%info_hash, error = %blocked, "release does not fit; not downloading");
+            let report = TelemetryReport {
+                device: self.settings.device_id.clone(),
+                info_hash: info_hash.to_string(),
+                error: Some(format!("storage: {blocked}")),
+                ..Default::default()
+            };
+            self.send_report(&report).await;
+            self.finish_active(info_hash, Outcome::Failed, Some(format!("storage: {blocked}")));
+            return Err(anyhow::anyhow!("storage: {blocked}"));
+        }
+        let torrent = match self.tracker.torrent(info_hash, &self.settings.device_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.finish_active(info_hash, Outcome::Failed, Some(format!("{e:#}")));
+                return Err(e);
+            }
+        };
         tracing::info!(name = %release.name, version = %release.version, %info_hash, "downloading release");
         let bar = self.settings.progress_bar.then(|| {
             let b = indicatif::ProgressBar::new(release.size);
@@ -144,20 +571,13 @@ impl Agent {
             b.set_message(release.name.clone());
             b
         });
-        let tracker = self.tracker.clone();
-        let ih = info_hash.to_string();
-        let origin_peers = move || {
-            let tracker = tracker.clone();
-            let ih = ih.clone();
-            async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
+        let control = BarControl {
+            inner: ReleaseControl { agent: self.clone(), info_hash: info_hash.to_string() },
+            bar: bar.clone(),
         };
         let result = self
             .downloader
-            .fetch(&release, &expected_sha256, torrent, origin_peers, self.settings.download_timeout, |done, _| {
-                if let Some(b) = &bar {
-                    b.set_position(done);
-                }
-            })
+            .fetch(&release, &expected_sha256, torrent, self.settings.download_timeout, earlier, &control)
             .await;
         if let Some(b) = &bar {
             b.finish_and_clear();
@@ -170,13 +590,22 @@ impl Agent {
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {
+                let cancelled = e.downcast_ref::<Cancelled>().is_some();
                 report.error = Some(format!("{e:#}"));
+                self.finish_active(
+                    info_hash,
+                    if cancelled { Outcome::Cancelled } else { Outcome::Failed },
+                    Some(format!("{e:#}")),
+                );
                 self.send_report(&report).await;
                 return Err(e);
             }
         };
         report.bytes_from_origin = outcome.bytes_from_origin;
         report.bytes_from_peers = outcome.bytes_from_peers;
+        report.bytes_from_lan_peers = outcome.bytes_from_lan_peers;
+        report.bytes_from_internet_peers = outcome.bytes_from_internet_peers;
+        report.bytes_from_origin_http = outcome.bytes_from_origin_http;
         report.bytes_uploaded = outcome.bytes_uploaded;
         report.duration_ms = outcome.duration_ms;
         report.verified = true;
@@ -185,6 +614,7 @@ impl Agent {
             version: release.version.clone(),
             path: outcome.path.clone(),
             sha256: expected_sha256.clone(),
+            installed_at_ms: None,
         };
         self.installed.lock().unwrap().insert(info_hash.to_string(), installed.clone());
         self.save_installed()?;
@@ -195,6 +625,57 @@ impl Agent {
             ms = outcome.duration_ms,
             "release verified; seeding"
         );
+        let received = SourceTotals {
+            origin_bittorrent: outcome.bytes_from_origin,
+            peers: outcome.bytes_from_peers,
+            origin_http: outcome.bytes_from_origin_http,
+            lan_peers: outcome.bytes_from_lan_peers,
+            internet_peers: outcome.bytes_from_internet_peers,
+        };
+        let (started_at_ms, hook) = {
+            let mut active = self.active.lock().unwrap();
+            let a = active.get_mut(info_hash);
+            let started = a.as_ref().map(|a| a.started_at_ms).unwrap_or_else(now_ms);
+            if let Some(a) = a {
+                a.received = received;
+                a.progress_bytes = release.size;
+                a.speed_bps = 0;
+                a.paused.clear();
+                a.phase = if self.settings.install_hook.is_some() { Phase::Installing } else { Phase::Seeding };
+            }
+            (started, self.settings.install_hook.clone())
+        };
+        self.save_active();
+        let hook_result = match &hook {
+            Some(cmd) => Some(run_install_hook(cmd, &release, &outcome.path).await),
+            None => None,
+        };
+        self.record_history(HistoryEntry {
+            info_hash: info_hash.to_string(),
+            name: release.name.clone(),
+            version: release.version.clone(),
+            outcome: if matches!(hook_result, Some(Err(_))) { Outcome::Failed } else { Outcome::Finished },
+            reason: match &hook_result {
+                Some(Err(e)) => Some(format!("install hook failed: {e}")),
+                _ => None,
+            },
+            started_at_ms,
+            ended_at_ms: now_ms(),
+            received,
+        });
+        let installed = match hook_result {
+            Some(Ok(())) => self.mark_installed(info_hash, "install hook succeeded")?,
+            Some(Err(e)) => {
+                tracing::error!(%info_hash, error = %e, "install hook failed");
+                report.error = Some(format!("install hook failed: {e}"));
+                installed
+            }
+            None => installed,
+        };
+        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
+            a.phase = Phase::Seeding;
+        }
+        self.save_active();
         self.send_report(&report).await;
         // librqbit never sends `completed`: tell the tracker at once that this
         // device is a seeder now, so it is handed out before the next announce.
@@ -211,7 +692,7 @@ impl Agent {
         if let Err(e) = self.tracker.announce(&completed).await {
             tracing::warn!(error = %format!("{e:#}"), "completed announce failed");
         }
-        self.spawn_seeding_reports(report);
+        self.spawn_seeding_reports(report, release.size);
         Ok(installed)
     }
 
@@ -240,20 +721,91 @@ impl Agent {
         Ok(m.sha256)
     }
 
+    /// Storage check before a download: the release must fit the storage
+    /// cap beside the other packages under `STATE_DIR/downloads`, and the
+    /// file system must have room for what is not on disk yet.
+    fn check_storage(&self, release: &Release) -> Result<(), crate::policy::Blocked> {
+        let downloads = self.settings.state_dir.join("downloads");
+        let this = used_bytes(&downloads.join(&release.info_hash));
+        let others = used_bytes(&downloads).saturating_sub(this);
+        let free = free_bytes(&downloads).ok().map(|f| f.saturating_add(this));
+        check_storage(&self.settings.policy, release.size, others, free)
+    }
+
+    /// Re-checks the download policy every `every` and pauses or resumes
+    /// downloads with [`PauseReason::Policy`] ([`Agent::set_policy_block`]).
+    /// Does nothing when no network or battery rule is configured.
+    pub async fn run_policy_loop(self: Arc<Self>, every: Duration) {
+        let p = &self.settings.policy;
+        if !p.restricts_network() && p.min_battery_percent.is_none() {
+            return;
+        }
+        let paths = NetworkPaths::default();
+        let mut last: Option<Result<(), crate::policy::Blocked>> = None;
+        loop {
+            let cond = crate::policy::observe(p, &paths).await;
+            let verdict = download_allowed(p, &cond);
+            if last.as_ref() != Some(&verdict) {
+                match &verdict {
+                    Ok(()) => tracing::info!("download policy allows downloading"),
+                    Err(b) => tracing::info!(reason = %b, "download policy pauses downloads"),
+                }
+                self.set_policy_block(verdict.is_err());
+                last = Some(verdict);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Re-sends `report` with the current upload counter every
-    /// `report_interval` while the release is seeded (until the agent stops).
-    fn spawn_seeding_reports(self: &Arc<Self>, mut report: TelemetryReport) {
+    /// `report_interval` while the release is seeded, and stops seeding
+    /// when [`should_stop_seeding`] says so (or the agent stops).
+    fn spawn_seeding_reports(self: &Arc<Self>, mut report: TelemetryReport, size: u64) {
         let me = self.clone();
+        let since = Instant::now();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(me.settings.report_interval).await;
                 let Some(up) = me.downloader.uploaded(&report.info_hash) else { break };
+                if let Some(a) = me.active.lock().unwrap().get_mut(&report.info_hash) {
+                    a.uploaded = up;
+                }
                 if up != report.bytes_uploaded {
                     report.bytes_uploaded = up;
                     me.send_report(&report).await;
                 }
+                let facts = me.seeding_facts(&report.info_hash, up, size, since.elapsed());
+                if should_stop_seeding(&facts, &me.settings.policy) {
+                    tracing::info!(info_hash = %report.info_hash, uploaded = up, "seeding stopped");
+                    if let Err(e) = me.downloader.stop_seeding(&report.info_hash).await {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot stop seeding");
+                    }
+                    me.active.lock().unwrap().remove(&report.info_hash);
+                    me.save_active();
+                    break;
+                }
             }
         });
+    }
+
+    fn seeding_facts(&self, info_hash: &str, uploaded: u64, size: u64, seeding_for: Duration) -> SeedingFacts {
+        let installed = self.installed.lock().unwrap();
+        let this = installed.get(info_hash);
+        let superseded = this.is_some_and(|t| {
+            installed.iter().any(|(ih, i)| {
+                ih != info_hash
+                    && i.name == t.name
+                    && i.installed_at_ms.is_some()
+                    && ota_tracker::manifest::is_newer_version(&i.version, &t.version)
+            })
+        });
+        SeedingFacts {
+            installed: this.is_some_and(|t| t.installed_at_ms.is_some()),
+            superseded,
+            uploaded,
+            size,
+            seeding_for,
+        }
     }
 
     async fn send_report(&self, report: &TelemetryReport) {
@@ -284,7 +836,11 @@ impl Agent {
     /// Subscribes to the push channel forever, reconnecting with exponential
     /// backoff (0.5 s doubling to 10 s), and polls as a fallback.
     pub async fn run(self: Arc<Self>) {
+        // Unfinished first: it reads the phases `resume_seeding` replaces.
+        self.resume_unfinished();
+        self.resume_seeding();
         tokio::spawn(self.clone().run_poll_loop());
+        tokio::spawn(self.clone().run_policy_loop(Duration::from_secs(15)));
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.tracker.subscribe().await {
@@ -321,5 +877,153 @@ impl Agent {
     /// Stops the BitTorrent session.
     pub async fn stop(&self) {
         self.downloader.stop().await;
+    }
+}
+
+/// [`ReleaseControl`] plus the optional stderr progress bar.
+struct BarControl {
+    inner: ReleaseControl,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl FetchControl for BarControl {
+    fn should_pause(&self) -> bool {
+        self.inner.should_pause()
+    }
+    fn cancel_requested(&self) -> bool {
+        self.inner.cancel_requested()
+    }
+    fn on_progress(&self, p: &FetchProgress) {
+        if let Some(b) = &self.bar {
+            b.set_position(p.progress_bytes);
+        }
+        self.inner.on_progress(p);
+    }
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
+        self.inner.origin_peers()
+    }
+}
+
+/// Runs the install hook `cmd` as `sh -c 'CMD "$1"' ota-install-hook PATH`
+/// with OTA_RELEASE_NAME, OTA_RELEASE_VERSION and OTA_INFO_HASH set.
+///
+/// Errors (as text for telemetry and history): the shell cannot start, or
+/// the hook exits non-zero (its exit status and the last 500 bytes of its
+/// stderr).
+pub async fn run_install_hook(cmd: &str, release: &Release, package: &Path) -> Result<(), String> {
+    tracing::info!(hook = %cmd, package = %package.display(), "running the install hook");
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} \"$1\""))
+        .arg("ota-install-hook")
+        .arg(package)
+        .env("OTA_RELEASE_NAME", &release.name)
+        .env("OTA_RELEASE_VERSION", &release.version)
+        .env("OTA_INFO_HASH", &release.info_hash)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run the install hook: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: String = {
+        let t = err.trim();
+        let cut = t.len().saturating_sub(500);
+        let cut = (cut..=t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+        t[cut..].to_string()
+    };
+    Err(format!("{}: {}", out.status, tail))
+}
+
+impl ControlHandler for Agent {
+    fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Status => {
+                let releases: Vec<ActiveRelease> = self.active.lock().unwrap().values().cloned().collect();
+                Response { ok: true, releases: Some(releases), ..Default::default() }
+            }
+            Request::History => Response { ok: true, history: Some(self.history()), ..Default::default() },
+            Request::Pause { release } => self.change_downloads(release.as_deref(), "paused", |a| {
+                a.paused.insert(PauseReason::User);
+            }),
+            Request::Resume { release } => self.change_downloads(release.as_deref(), "resumed", |a| {
+                a.paused.remove(&PauseReason::User);
+            }),
+            Request::Cancel { release } => self.change_downloads(release.as_deref(), "cancelled", |a| {
+                a.cancel_requested = true;
+            }),
+            Request::Installed { release } => {
+                let ih = {
+                    let installed = self.installed.lock().unwrap();
+                    resolve_release(&release, installed.iter().map(|(ih, i)| (ih.as_str(), i.name.as_str(), i.version.as_str())))
+                };
+                match ih.map_err(anyhow::Error::msg).and_then(|ih| self.mark_installed(&ih, "reported by the device's installer")) {
+                    Ok(i) => Response::done(format!("{}@{} marked installed", i.name, i.version)),
+                    Err(e) => Response::failed(format!("{e:#}")),
+                }
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Applies `change` to the named unfinished download (all when `spec`
+    /// is `None`) and saves `active.json`.
+    fn change_downloads(&self, spec: Option<&str>, verb: &str, change: impl Fn(&mut ActiveRelease)) -> Response {
+        let mut active = self.active.lock().unwrap();
+        let targets: Vec<String> = match spec {
+            Some(spec) => {
+                match resolve_release(spec, active.values().map(|a| (a.info_hash.as_str(), a.name.as_str(), a.version.as_str()))) {
+                    Ok(ih) => vec![ih],
+                    Err(e) => return Response::failed(e),
+                }
+            }
+            None => active.keys().cloned().collect(),
+        };
+        let mut changed = Vec::new();
+        for ih in &targets {
+            let Some(a) = active.get_mut(ih) else { continue };
+            if !matches!(a.phase, Phase::Checking | Phase::Downloading) {
+                if spec.is_some() {
+                    return Response::failed(format!("{} is {} already; only unfinished downloads can be {verb}", a.label(), a.state_label()));
+                }
+                continue;
+            }
+            change(a);
+            changed.push(a.label());
+        }
+        drop(active);
+        self.save_active();
+        if changed.is_empty() {
+            return Response::failed(format!("no unfinished download to be {verb}"));
+        }
+        Response::done(format!("{verb}: {}", changed.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod seeding_rule_tests {
+    use super::*;
+
+    #[test]
+    fn policy_floor_and_supersession() {
+        let f = |installed, superseded, uploaded, secs| SeedingFacts {
+            installed,
+            superseded,
+            uploaded,
+            size: 1000,
+            seeding_for: Duration::from_secs(secs),
+        };
+        let default = PolicySettings::default();
+        assert!(!should_stop_seeding(&f(true, false, 0, 10), &default), "seeded until superseded");
+        assert!(!should_stop_seeding(&f(false, true, 0, 10), &default), "never before installation");
+        assert!(should_stop_seeding(&f(true, true, 0, 10), &default));
+        let ratio = PolicySettings { seed_ratio: Some(1.0), ..Default::default() };
+        assert!(!should_stop_seeding(&f(true, true, 999, 10), &ratio), "ratio floor holds even when superseded");
+        assert!(should_stop_seeding(&f(true, false, 1000, 10), &ratio), "ratio met and installed");
+        let max = PolicySettings { seed_ratio: Some(5.0), seed_max_secs: Some(60), ..Default::default() };
+        assert!(should_stop_seeding(&f(false, false, 0, 60), &max), "ceiling wins");
     }
 }

@@ -5,5 +5,9 @@
 
 pub mod accounting;
 pub mod agent;
+pub mod control_socket;
 pub mod download;
+pub mod http_fallback;
+pub mod policy;
+pub mod download_state;
 pub mod verify;

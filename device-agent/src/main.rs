@@ -5,7 +5,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use ota_device_agent::agent::{Agent, AgentSettings};
-use ota_device_agent::download::Downloader;
+use ota_device_agent::control_socket::{self, Request};
+use ota_device_agent::download::{Downloader, HttpFallback};
+use ota_device_agent::download_state::ActiveRelease;
+use ota_device_agent::policy::PolicySettings;
 use ota_tracker::client::TrackerClient;
 
 /// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
@@ -20,10 +23,73 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent daemon.
     Run(RunArgs),
+    /// Show active releases: state, progress bar, speed, bytes per source.
+    Status {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Print the daemon's JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause downloading (reason: user); a device policy's pause is separate.
+    Pause {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Info hash or name@version [default: every unfinished download].
+        release: Option<String>,
+    },
+    /// Lift the user's pause.
+    Resume {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Info hash or name@version [default: every paused download].
+        release: Option<String>,
+    },
+    /// Stop a download and delete its partial data (recorded in the history).
+    Cancel {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Info hash or name@version [default: every unfinished download].
+        release: Option<String>,
+    },
+    /// List finished, failed, cancelled, rejected and installed releases.
+    History {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Print the daemon's JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell the agent the device's installer installed RELEASE (so seeding may end).
+    Installed {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Info hash or name@version.
+        release: String,
+    },
+}
+
+/// Where the CLI finds the daemon.
+#[derive(Args)]
+struct SocketArgs {
+    /// State folder of the daemon (its socket is STATE_DIR/agent.sock).
+    #[arg(long, env = "OTA_AGENT_STATE_DIR", default_value = "ota-agent-state")]
+    state_dir: PathBuf,
+    /// Control socket path [default: STATE_DIR/agent.sock].
+    #[arg(long, env = "OTA_AGENT_CONTROL_SOCKET")]
+    control_socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| control_socket::default_socket_path(&self.state_dir))
+    }
 }
 
 #[derive(Args)]
@@ -34,6 +100,11 @@ struct RunArgs {
     /// This device's id.
     #[arg(long, env = "OTA_DEVICE_ID")]
     device_id: String,
+    /// This device's token from the tracker's admin API (`POST
+    /// /api/devices`), 64 hex characters; sent in announce URLs and on API
+    /// calls. Required unless the tracker runs with `--device-auth off`.
+    #[arg(long, env = "OTA_DEVICE_TOKEN", hide_env_values = true)]
+    device_token: Option<String>,
     /// State folder (downloads, installed list).
     #[arg(long, env = "OTA_AGENT_STATE_DIR", default_value = "ota-agent-state")]
     state_dir: PathBuf,
@@ -67,6 +138,23 @@ struct RunArgs {
     /// While seeding, report the bytes uploaded this often, in seconds.
     #[arg(long, env = "OTA_AGENT_REPORT_INTERVAL", default_value_t = 30)]
     report_interval_secs: u64,
+    /// Control socket for the CLI (mode 0600) [default: STATE_DIR/agent.sock].
+    #[arg(long, env = "OTA_AGENT_CONTROL_SOCKET")]
+    control_socket: Option<PathBuf>,
+    /// Install hook: shell command run with the verified package path as its
+    /// last argument and OTA_RELEASE_NAME, OTA_RELEASE_VERSION, OTA_INFO_HASH
+    /// set; exit status 0 marks the release installed, otherwise its stderr
+    /// is reported as the error. Without it, the device's installer runs
+    /// `ota-device-agent installed RELEASE`.
+    #[arg(long, env = "OTA_AGENT_INSTALL_HOOK")]
+    install_hook: Option<String>,
+    /// When peers deliver no payload byte for this many seconds during a
+    /// download, fetch the missing pieces from the release's HTTP URL
+    /// (each SHA-1 checked). 0 turns the fallback off.
+    #[arg(long, env = "OTA_AGENT_HTTP_FALLBACK_AFTER", default_value_t = 30)]
+    http_fallback_after_secs: u64,
+    #[command(flatten)]
+    policy: PolicySettings,
 }
 
 #[tokio::main]
@@ -80,7 +168,15 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let args = ota_tracker::config::expand_config_file(std::env::args().collect(), "OTA_AGENT_CONFIG")?;
-    let Cli { command: Command::Run(a) } = Cli::parse_from(args);
+    let a = match Cli::parse_from(args).command {
+        Command::Run(a) => a,
+        Command::Status { socket, json } => return cli(&socket, Request::Status, json).await,
+        Command::Pause { socket, release } => return cli(&socket, Request::Pause { release }, false).await,
+        Command::Resume { socket, release } => return cli(&socket, Request::Resume { release }, false).await,
+        Command::Cancel { socket, release } => return cli(&socket, Request::Cancel { release }, false).await,
+        Command::History { socket, json } => return cli(&socket, Request::History, json).await,
+        Command::Installed { socket, release } => return cli(&socket, Request::Installed { release }, false).await,
+    };
     let manifest_key = match &a.manifest_public_key {
         Some(k) => Some(ota_tracker::manifest::load_verifying_key(k)?),
         None => {
@@ -88,9 +184,14 @@ async fn run() -> anyhow::Result<()> {
             None
         }
     };
-    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?;
+    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?.with_http_fallback(
+        (a.http_fallback_after_secs > 0)
+            .then(|| HttpFallback { after: Duration::from_secs(a.http_fallback_after_secs), device: a.device_id.clone() }),
+    );
+    downloader.set_upload_limit(a.policy.upload_limit_bps);
+    let socket_path = a.control_socket.clone().unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
     let agent = Agent::new(
-        TrackerClient::new(&a.tracker, None),
+        TrackerClient::new(&a.tracker, None).with_device_token(a.device_token),
         downloader,
         AgentSettings {
             device_id: a.device_id,
@@ -103,14 +204,166 @@ async fn run() -> anyhow::Result<()> {
             channel: a.channel,
             model: a.model,
             poll_interval: (a.poll_interval_secs > 0).then(|| Duration::from_secs(a.poll_interval_secs)),
+            install_hook: a.install_hook,
+            policy: a.policy,
         },
     );
+    let control = control_socket::serve(&socket_path, agent.clone()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = agent.clone().run() => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    control.abort();
+    let _ = std::fs::remove_file(&socket_path);
     agent.stop().await;
     Ok(())
+}
+
+/// One CLI command: ask the daemon, print its answer (exit 1 on refusal).
+async fn cli(socket: &SocketArgs, req: Request, json: bool) -> anyhow::Result<()> {
+    let is_status = matches!(req, Request::Status);
+    let resp = control_socket::request(&socket.path(), &req).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else if let Some(e) = &resp.error {
+        anyhow::bail!("{e}");
+    } else if is_status {
+        print_status(resp.releases.as_deref().unwrap_or_default());
+    } else if let Some(h) = &resp.history {
+        print!("{}", render_history(h));
+    } else if let Some(m) = &resp.message {
+        println!("{m}");
+    }
+    anyhow::ensure!(resp.ok, "{}", resp.error.unwrap_or_default());
+    Ok(())
+}
+
+fn print_status(releases: &[ActiveRelease]) {
+    if releases.is_empty() {
+        println!("no active release");
+    }
+    for r in releases {
+        println!("{}  {}  {}", r.label(), r.state_label(), r.info_hash);
+        println!("  {}", render_bar(r));
+        println!(
+            "  speed {}/s  from origin (BitTorrent) {}  from peers {}  from origin (HTTP) {}  uploaded {}",
+            indicatif::HumanBytes(r.speed_bps),
+            indicatif::HumanBytes(r.received.origin_bittorrent),
+            indicatif::HumanBytes(r.received.peers),
+            indicatif::HumanBytes(r.received.origin_http),
+            indicatif::HumanBytes(r.uploaded),
+        );
+    }
+}
+
+/// Keeps the last frame indicatif draws, so a bar renders the same
+/// (statically, once) whether stdout is a terminal or a pipe.
+#[derive(Debug, Default, Clone)]
+struct LastFrame(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl indicatif::TermLike for LastFrame {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        if !s.trim().is_empty() {
+            *self.0.lock().unwrap() = s.to_string();
+        }
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `[#####>-----] 12.00 MiB/40.00 MiB (30%)` through indicatif's template engine.
+fn render_bar(r: &ActiveRelease) -> String {
+    let frame = LastFrame::default();
+    let target = indicatif::ProgressDrawTarget::term_like(Box::new(frame.clone()));
+    let bar = indicatif::ProgressBar::with_draw_target(Some(r.size.max(1)), target);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{bar:40}] {bytes}/{total_bytes} ({percent}%)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("#>-"),
+    );
+    bar.set_position(r.progress_bytes.min(r.size));
+    bar.abandon();
+    let s = frame.0.lock().unwrap().clone();
+    s
+}
+
+fn render_history(h: &[ota_device_agent::download_state::HistoryEntry]) -> String {
+    if h.is_empty() {
+        return "no history yet\n".into();
+    }
+    let mut out = format!("{:<24} {:<30} {:<10} {:>9} {:>12}  {}\n", "ended (UTC)", "release", "outcome", "time s", "received", "reason");
+    for e in h {
+        let ended = chrono::DateTime::from_timestamp_millis(e.ended_at_ms as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<24} {:<30} {:<10} {:>9.1} {:>12}  {}\n",
+            ended,
+            format!("{}@{}", e.name, e.version),
+            serde_json::to_value(e.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            e.ended_at_ms.saturating_sub(e.started_at_ms) as f64 / 1000.0,
+            indicatif::HumanBytes(e.received.total()).to_string(),
+            e.reason.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_bar_renders_statically() {
+        let mut r = ActiveRelease::new("ab", "pkg", "1", 1000, 0);
+        r.progress_bytes = 500;
+        let s = render_bar(&r);
+        assert!(s.contains("500 B/1000 B"), "{s}");
+        assert!(s.contains("(50%)"), "{s}");
+        assert!(s.contains("####################"), "{s}");
+    }
+
+    #[test]
+    fn history_rows_name_the_release_outcome_time_and_reason() {
+        use ota_device_agent::download_state::{HistoryEntry, Outcome, SourceTotals};
+        let h = vec![HistoryEntry {
+            info_hash: "ab".into(),
+            name: "pkg".into(),
+            version: "1.2".into(),
+            outcome: Outcome::Cancelled,
+            reason: Some("cancelled by the user".into()),
+            started_at_ms: 1_700_000_000_000,
+            ended_at_ms: 1_700_000_002_500,
+            received: SourceTotals { origin_bittorrent: 2048, ..Default::default() },
+        }];
+        let out = render_history(&h);
+        assert!(out.contains("2023-11-14 22:13:22"), "{out}");
+        assert!(out.contains("pkg@1.2") && out.contains("cancelled") && out.contains("2.5"), "{out}");
+        assert!(out.contains("2.00 KiB") && out.contains("cancelled by the user"), "{out}");
+    }
 }

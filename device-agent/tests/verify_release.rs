@@ -15,6 +15,7 @@ use ota_seeder::seeding::{SeedSettings, Seeder};
 use ota_tracker::client::TrackerClient;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
+use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 
 const ADMIN: &str = "agent-test-admin";
@@ -40,7 +41,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
     let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
-    let tracker: Arc<Tracker> = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store }).await.unwrap();
+    let tracker: Arc<Tracker> = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off }).await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tracker.serve(listener, async {
         let _ = stop_rx.await;
@@ -139,6 +140,8 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
             channel: "stable".into(),
             model: "gw-100".into(),
             poll_interval: None,
+            policy: Default::default(),
+            install_hook: None,
         },
     );
     let installed = agent.handle_release(&hashes[0]).await.unwrap();

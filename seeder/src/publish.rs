@@ -186,6 +186,7 @@ pub async fn hash_object(
         source: loc.to_string(),
         etag,
         manifest,
+        rollout_percent: None,
     };
     Ok((new, info))
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::release::{NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
+use crate::release::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
 
 /// Parameters of [`TrackerClient::announce`] (BEP 3).
 #[derive(Debug, Clone)]
@@ -27,7 +27,9 @@ pub struct AnnounceParams {
     pub left: u64,
     /// Event.
     pub event: crate::announce::AnnounceEvent,
-    /// Device id.
+    /// Device id, sent as `device=` (for `--device-auth off`); a client
+    /// with a device token sends `token=` instead and the tracker takes the
+    /// id from the token.
     pub device: Option<String>,
 }
 
@@ -37,6 +39,7 @@ pub struct TrackerClient {
     base: String,
     http: reqwest::Client,
     admin_token: Option<String>,
+    device_token: Option<String>,
 }
 
 impl TrackerClient {
@@ -50,7 +53,85 @@ impl TrackerClient {
                 .build()
                 .expect("reqwest client"),
             admin_token,
+            device_token: None,
         }
+    }
+
+    /// The same client acting as a device: it announces and scrapes with
+    /// `token=TOKEN` in the query string, and sends
+    /// `Authorization: Bearer TOKEN` on device API calls (releases, torrent,
+    /// push subscription, telemetry). `token` is what
+    /// [`Self::register_device`] returned (64 hex characters).
+    pub fn with_device_token(mut self, token: Option<String>) -> Self {
+        self.device_token = token;
+        self
+    }
+
+    /// The device token this client acts with, if any.
+    pub fn device_token(&self) -> Option<&str> {
+        self.device_token.as_deref()
+    }
+
+    /// Credentials of device API calls: the device token, else the admin
+    /// token, else none.
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.device_token.as_ref().or(self.admin_token.as_ref()) {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// `{base}/{what}?token=TOKEN&` with a device token, else `{base}/{what}?`.
+    fn tracker_url(&self, what: &str) -> String {
+        match &self.device_token {
+            Some(t) => format!("{}/{what}?token={t}&", self.base),
+            None => format!("{}/{what}?", self.base),
+        }
+    }
+
+    /// Registers a device (admin) and returns its token, shown only this once.
+    ///
+    /// Errors: tracker unreachable, 400 for an invalid id, channel or model,
+    /// 401 for a wrong admin token, 409 when the id is taken.
+    pub async fn register_device(&self, device_id: &str, channel: &str, model: &str) -> anyhow::Result<String> {
+        let body = NewDevice { device_id: device_id.into(), channel: channel.into(), model: model.into() };
+        let resp = self
+            .admin(self.http.post(format!("{}/api/devices", self.base)).json(&body))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tracker at {}", self.base))?;
+        let t: DeviceToken = Self::check(resp, "register device").await?.json().await?;
+        Ok(t.token)
+    }
+
+    /// Every registered device (admin).
+    pub async fn devices(&self) -> anyhow::Result<Vec<Device>> {
+        let resp = self.admin(self.http.get(format!("{}/api/devices", self.base))).send().await?;
+        Ok(Self::check(resp, "list devices").await?.json().await?)
+    }
+
+    /// Revokes a device's token (admin). Errors: 404 for an unknown device.
+    pub async fn revoke_device(&self, device_id: &str) -> anyhow::Result<()> {
+        let resp = self.admin(self.http.delete(format!("{}/api/devices/{device_id}", self.base))).send().await?;
+        Self::check(resp, "revoke device").await?;
+        Ok(())
+    }
+
+    /// Sets a release's rollout percentage (admin); returns how many push
+    /// subscribers the newly included devices' push reached.
+    ///
+    /// Errors: 400 for a percentage above 100, 404 for an unknown release.
+    pub async fn set_rollout(&self, info_hash: &str, percent: u8) -> anyhow::Result<usize> {
+        let resp = self
+            .admin(
+                self.http
+                    .post(format!("{}/api/releases/{info_hash}/rollout", self.base))
+                    .json(&serde_json::json!({ "percent": percent })),
+            )
+            .send()
+            .await?;
+        let v: serde_json::Value = Self::check(resp, "set rollout").await?.json().await?;
+        Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
     }
 
     /// The tracker base URL.
@@ -99,25 +180,21 @@ impl TrackerClient {
 
     /// All releases, newest first.
     pub async fn releases(&self) -> anyhow::Result<Vec<Release>> {
-        let resp = self.http.get(format!("{}/api/releases", self.base)).send().await?;
+        let resp = self.auth(self.http.get(format!("{}/api/releases", self.base))).send().await?;
         Ok(Self::check(resp, "list releases").await?.json().await?)
     }
 
     /// One release by hex info hash.
     pub async fn release(&self, info_hash: &str) -> anyhow::Result<Release> {
-        let resp = self
-            .http
-            .get(format!("{}/api/releases/{info_hash}", self.base))
-            .send()
-            .await?;
+        let resp = self.auth(self.http.get(format!("{}/api/releases/{info_hash}", self.base))).send().await?;
         Ok(Self::check(resp, "get release").await?.json().await?)
     }
 
-    /// The `.torrent` file of a release, announcing with `device`'s id.
+    /// The `.torrent` file of a release. With a device token its announce
+    /// URL carries the token (`/announce?token=TOKEN`); otherwise `device=`.
     pub async fn torrent(&self, info_hash: &str, device: &str) -> anyhow::Result<Vec<u8>> {
         let resp = self
-            .http
-            .get(format!("{}/api/releases/{info_hash}/torrent", self.base))
+            .auth(self.http.get(format!("{}/api/releases/{info_hash}/torrent", self.base)))
             .query(&[("device", device)])
             .send()
             .await?;
@@ -137,10 +214,13 @@ impl TrackerClient {
             crate::announce::AnnounceEvent::Stopped => "&event=stopped",
             crate::announce::AnnounceEvent::None => "",
         };
-        let device = a.device.as_deref().map(|d| format!("&device={}", encode_binary(d.as_bytes()))).unwrap_or_default();
+        let device = match (&self.device_token, a.device.as_deref()) {
+            (None, Some(d)) => format!("&device={}", encode_binary(d.as_bytes())),
+            _ => String::new(),
+        };
         let url = format!(
-            "{}/announce?info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1{event}{device}",
-            self.base,
+            "{}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1{event}{device}",
+            self.tracker_url("announce"),
             encode_binary(&a.info_hash),
             encode_binary(&a.peer_id),
             a.port,
@@ -169,8 +249,8 @@ impl TrackerClient {
     /// Errors: tracker unreachable, a `failure reason`, a malformed response,
     /// or a response without this info hash (unregistered).
     pub async fn scrape(&self, info_hash: &[u8; 20]) -> anyhow::Result<crate::announce::ScrapeStats> {
-        let url = format!("{}/scrape?info_hash={}", self.base, crate::announce::encode_binary(info_hash));
-        let body = Self::check(self.http.get(url).send().await?, "scrape").await?.bytes().await?;
+        let url = format!("{}info_hash={}", self.tracker_url("scrape"), crate::announce::encode_binary(info_hash));
+        let body = Self::check(self.admin(self.http.get(url)).send().await?, "scrape").await?.bytes().await?;
         crate::announce::decode_scrape(&body, info_hash)
     }
 
@@ -183,23 +263,14 @@ impl TrackerClient {
 
     /// Sends a telemetry report.
     pub async fn report(&self, t: &TelemetryReport) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(format!("{}/api/telemetry", self.base))
-            .json(t)
-            .send()
-            .await?;
+        let resp = self.auth(self.http.post(format!("{}/api/telemetry", self.base)).json(t)).send().await?;
         Self::check(resp, "telemetry").await?;
         Ok(())
     }
 
     /// The latest report of each device for a release.
     pub async fn telemetry(&self, info_hash: &str) -> anyhow::Result<Vec<TelemetryReport>> {
-        let resp = self
-            .http
-            .get(format!("{}/api/releases/{info_hash}/telemetry", self.base))
-            .send()
-            .await?;
+        let resp = self.auth(self.http.get(format!("{}/api/releases/{info_hash}/telemetry", self.base))).send().await?;
         Ok(Self::check(resp, "telemetry").await?.json().await?)
     }
 
@@ -210,8 +281,7 @@ impl TrackerClient {
     ) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
         use eventsource_stream::Eventsource;
         let resp = self
-            .http
-            .get(format!("{}/api/push", self.base))
+            .auth(self.http.get(format!("{}/api/push", self.base)))
             .header("accept", "text/event-stream")
             .send()
             .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::device_auth::DeviceAuth;
 use crate::peer_handout::OriginPolicy;
 use crate::peer_store::StoreConfig;
 
@@ -25,7 +26,9 @@ pub struct TrackerArgs {
     /// announce URLs. [default: http://LISTEN]
     #[arg(long, env = "OTA_TRACKER_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Database URL (SQLite). [default: sqlite://ota-tracker.db?mode=rwc]
+    /// Database URL: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL; the database must
+    /// exist). Same schema and migrations on both. [default: sqlite://ota-tracker.db?mode=rwc]
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Bearer token for the admin API; the origin also announces with it. [default: dev-admin-token]
@@ -51,6 +54,12 @@ pub struct TrackerArgs {
     /// without it (with a warning); an address given here must bind. [default: 0.0.0.0:3478]
     #[arg(long, env = "OTA_TRACKER_STUN_LISTEN")]
     pub stun_listen: Option<String>,
+    /// Whether devices must announce with their token
+    /// (`/announce?token=TOKEN`) and call the API with `Authorization: Bearer
+    /// TOKEN`: `required`, or `off` (anyone may announce, device ids come
+    /// from `device=`). The origin always announces with the admin token. [default: required]
+    #[arg(long, env = "OTA_TRACKER_DEVICE_AUTH", value_enum)]
+    pub device_auth: Option<DeviceAuth>,
 }
 
 /// The same settings as read from the TOML file.
@@ -66,6 +75,7 @@ struct TrackerFile {
     origin_slots: Option<usize>,
     persist_interval: Option<u64>,
     stun_listen: Option<String>,
+    device_auth: Option<DeviceAuth>,
 }
 
 /// Resolved tracker configuration.
@@ -86,6 +96,8 @@ pub struct TrackerConfig {
     /// Whether `stun_listen` was set (flag, env or file) rather than defaulted:
     /// then failing to bind it is an error.
     pub stun_listen_explicit: bool,
+    /// Device authentication of announces and API calls.
+    pub device_auth: DeviceAuth,
 }
 
 /// Default UDP address of the STUN responder (IANA port 3478, RFC 8489 §9).
@@ -143,6 +155,7 @@ impl TrackerArgs {
             },
             stun_listen,
             stun_listen_explicit,
+            device_auth: self.device_auth.or(file.device_auth).unwrap_or_default(),
         })
     }
 }
@@ -162,7 +175,7 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
-        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\n").unwrap();
+        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\ndevice_auth = \"off\"\n").unwrap();
         let cli = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--admin-token", "flag"]);
         let c = cli.args.resolve().unwrap();
         assert_eq!(c.admin_token, "flag");
@@ -170,6 +183,9 @@ mod tests {
         assert_eq!(c.store.peer_timeout, Duration::from_secs(15));
         assert_eq!(c.store.origin_policy, OriginPolicy::Always);
         assert_eq!(c.store.persist_interval, Duration::from_secs(5));
+        assert_eq!(c.device_auth, DeviceAuth::Off);
+        let c = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--device-auth", "required"]).args.resolve().unwrap();
+        assert_eq!(c.device_auth, DeviceAuth::Required);
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let bad = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve();
         assert!(bad.unwrap_err().to_string().contains("no_such_key"));

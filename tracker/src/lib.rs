@@ -11,11 +11,13 @@
 pub mod announce;
 pub mod client;
 pub mod config;
+pub mod device_auth;
 pub mod manifest;
 pub mod metainfo;
 pub mod peer_handout;
 pub mod peer_store;
 pub mod registry;
 pub mod release;
+pub mod rollout;
 pub mod server;
 pub mod stun;

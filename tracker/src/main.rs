@@ -25,7 +25,12 @@ async fn main() -> anyhow::Result<()> {
     let registry = Registry::open(&cfg.database_url).await?;
     let tracker = Tracker::new(
         registry,
-        ServerSettings { admin_token: cfg.admin_token, public_url: cfg.public_url, store: cfg.store },
+        ServerSettings {
+            admin_token: cfg.admin_token,
+            public_url: cfg.public_url,
+            store: cfg.store,
+            device_auth: cfg.device_auth,
+        },
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)

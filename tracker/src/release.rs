@@ -35,6 +35,10 @@ pub struct NewRelease {
     /// against their pinned public key.
     #[serde(default)]
     pub manifest: Option<SignedManifest>,
+    /// Share of devices (0..=100) in the release's rollout wave; absent
+    /// means 100 for a new release and "unchanged" when re-registering.
+    #[serde(default)]
+    pub rollout_percent: Option<u8>,
 }
 
 /// A registered release as the API returns it.
@@ -66,6 +70,51 @@ pub struct Release {
     /// The signed manifest, if the release was signed.
     #[serde(default)]
     pub manifest: Option<SignedManifest>,
+    /// Share of devices (0..=100) in the rollout wave (see `rollout`).
+    #[serde(default = "full_rollout")]
+    pub rollout_percent: u8,
+}
+
+fn full_rollout() -> u8 {
+    100
+}
+
+/// A registered device as the admin API lists it (`GET /api/devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Device id.
+    pub device_id: String,
+    /// Update channel, e.g. `stable`.
+    pub channel: String,
+    /// Device model.
+    pub model: String,
+    /// Registration time, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Latest announce, seconds since the Unix epoch (written every
+    /// persistence round), if any.
+    pub last_seen: Option<i64>,
+    /// Completed downloads (announce event `completed`) over all releases.
+    pub completed: u64,
+}
+
+/// Body of `POST /api/devices` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDevice {
+    /// Device id: 1 to 128 printable ASCII characters, no spaces.
+    pub device_id: String,
+    /// Update channel.
+    pub channel: String,
+    /// Device model.
+    pub model: String,
+}
+
+/// Answer of `POST /api/devices`: the device's token, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceToken {
+    /// Device id.
+    pub device_id: String,
+    /// Bearer token: 32 random bytes, 64 lowercase hex characters.
+    pub token: String,
 }
 
 /// One message on the push channel (server-sent event `release`).
@@ -88,6 +137,15 @@ pub struct TelemetryReport {
     pub info_hash: String,
     /// Payload bytes received from other devices over BitTorrent.
     pub bytes_from_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at a LAN address (RFC 1918,
+    /// RFC 6598 shared, loopback, link-local, IPv6 ULA): the same home or
+    /// carrier network.
+    #[serde(default)]
+    pub bytes_from_lan_peers: u64,
+    /// Of `bytes_from_peers`, bytes from devices at a public (internet)
+    /// address.
+    #[serde(default)]
+    pub bytes_from_internet_peers: u64,
     /// Payload bytes received from the origin over BitTorrent.
     pub bytes_from_origin: u64,
     /// Payload bytes received from the origin over plain HTTP.

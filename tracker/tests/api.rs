@@ -2,6 +2,8 @@
 //! release API, the push channel and persistence across a restart (releases,
 //! and the live swarm: peers, their ages, origin grants and counters).
 
+mod common;
+
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -10,7 +12,8 @@ use ota_tracker::client::{AnnounceParams, TrackerClient};
 use ota_tracker::metainfo::{info_hash, InfoDict};
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
-use ota_tracker::release::NewRelease;
+use ota_tracker::release::{NewRelease, TelemetryReport};
+use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 
 const ADMIN: &str = "test-admin";
@@ -33,12 +36,16 @@ async fn start(db: &str) -> Running {
 }
 
 async fn start_with(db: &str, store: StoreConfig) -> Running {
+    start_auth(db, store, DeviceAuth::Off).await
+}
+
+async fn start_auth(db: &str, store: StoreConfig, device_auth: DeviceAuth) -> Running {
     let registry = Registry::open(db).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let tracker: Arc<Tracker> = Tracker::new(
         registry,
-        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store },
+        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth },
     )
     .await
     .unwrap();
@@ -65,6 +72,7 @@ fn release() -> (NewRelease, [u8; 20]) {
             source: "s3://b/pkg.bin".into(),
             etag: None,
             manifest: None,
+            rollout_percent: None,
         },
         ih,
     )
@@ -220,12 +228,22 @@ fn swarm_view(peers: &[ota_tracker::release::PeerInfo]) -> Vec<(String, String, 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn live_swarm_survives_a_graceful_restart() {
+async fn live_swarm_survives_a_graceful_restart_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    live_swarm_survives_a_graceful_restart(&format!("sqlite://{}/t.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_swarm_survives_a_graceful_restart_postgres() {
+    let pg = common::pg::PgCluster::start();
+    live_swarm_survives_a_graceful_restart(&pg.create_db("restart").await).await;
+}
+
+async fn live_swarm_survives_a_graceful_restart(db: &str) {
     use std::collections::BTreeSet;
     use std::net::SocketAddr;
     use std::time::Duration;
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let db = db.to_string();
     let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
     let t = start_with(&db, fast).await;
     let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
@@ -323,4 +341,189 @@ async fn live_swarm_survives_a_graceful_restart() {
     t.stop().await;
     let reg = Registry::open(&db).await.unwrap();
     assert!(reg.load_swarms(0).await.unwrap().peers.is_empty(), "expired rows are deleted from the database");
+}
+
+/// Waits up to `limit` for the next push on `s`; None when none came.
+async fn next_push(
+    s: &mut futures::stream::BoxStream<'static, anyhow::Result<ota_tracker::release::PushEvent>>,
+    limit: std::time::Duration,
+) -> Option<String> {
+    match tokio::time::timeout(limit, s.next()).await {
+        Ok(Some(Ok(ev))) => Some(ev.info_hash),
+        Ok(other) => panic!("push stream ended: {:?}", other.map(|r| r.map(|e| e.info_hash))),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_tokens_and_rollout_waves_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    device_tokens_and_rollout_waves(&format!("sqlite://{}/t.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_tokens_and_rollout_waves_postgres() {
+    let pg = common::pg::PgCluster::start();
+    device_tokens_and_rollout_waves(&pg.create_db("devices").await).await;
+}
+
+async fn device_tokens_and_rollout_waves(db: &str) {
+    use ota_tracker::rollout::in_wave;
+    use std::time::Duration;
+    let db = db.to_string();
+    let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
+    let t = start_auth(&db, fast, DeviceAuth::Required).await;
+    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let anon = TrackerClient::new(&t.url, None);
+    let (mut new, ih) = release();
+    new.rollout_percent = Some(0);
+    assert_eq!(admin.register(&new).await.unwrap().rollout_percent, 0);
+    // A second release, signed for channel beta and model m2 only.
+    let info_b = InfoDict { name: "b.bin".into(), length: 10, piece_length: 262144, pieces: vec![[8; 20]], private: true }.to_bytes();
+    let ih_b = hex::encode(info_hash(&info_b));
+    let manifest = serde_json::json!({
+        "name": "b.bin", "version": "1", "info_hash": ih_b, "size": 10, "sha256": "cd".repeat(32),
+        "channel": "beta", "models": ["m2"], "created_at": 0
+    })
+    .to_string();
+    let rel_b = NewRelease {
+        name: "b.bin".into(),
+        info_hash: ih_b.clone(),
+        sha256: "cd".repeat(32),
+        info_hex: hex::encode(&info_b),
+        manifest: Some(ota_tracker::manifest::SignedManifest { manifest, signature: "00".repeat(64) }),
+        rollout_percent: None,
+        ..new.clone()
+    };
+    admin.register(&rel_b).await.unwrap();
+
+    // Device registration: admin only, ids unique, the token shown once.
+    assert!(anon.register_device("x", "stable", "m1").await.unwrap_err().to_string().contains("401"));
+    let ids: Vec<String> = (0..16).map(|i| format!("dev-{i}")).collect();
+    let mut devs = Vec::new();
+    for id in &ids {
+        let token = admin.register_device(id, "stable", "m1").await.unwrap();
+        devs.push(TrackerClient::new(&t.url, None).with_device_token(Some(token)));
+    }
+    assert!(admin.register_device("dev-0", "stable", "m1").await.unwrap_err().to_string().contains("409"));
+    let beta = TrackerClient::new(&t.url, None)
+        .with_device_token(Some(admin.register_device("beta-1", "beta", "m2").await.unwrap()));
+    assert_eq!(admin.devices().await.unwrap().len(), 17);
+
+    // Without a valid token: API 401, announce and scrape refused (HTTP 200, bencoded reason).
+    assert!(anon.releases().await.unwrap_err().to_string().contains("401"));
+    let forged = TrackerClient::new(&t.url, None).with_device_token(Some("ab".repeat(32)));
+    assert!(forged.releases().await.unwrap_err().to_string().contains("401"));
+    let e = anon.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    assert!(e.contains("device token required"), "{e}");
+    let e = forged.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    assert!(e.contains("unknown or revoked device token"), "{e}");
+    let (status, body) = get(&format!("{}/scrape?info_hash={}", t.url, encode_binary(&ih))).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("device token required"));
+
+    // Channel and model from the manifest: only the beta/m2 device sees release B.
+    let listed = |c: &TrackerClient| {
+        let c = c.clone();
+        async move { c.releases().await.unwrap().into_iter().map(|r| r.info_hash).collect::<Vec<_>>() }
+    };
+    assert_eq!(listed(&devs[0]).await, Vec::<String>::new(), "A is at 0 %, B is for beta");
+    assert_eq!(listed(&beta).await, vec![ih_b.clone()]);
+    let e = devs[0].torrent(&ih_b, "").await.unwrap_err().to_string();
+    assert!(e.contains("403") && e.contains("channel"), "{e}");
+    assert_eq!(listed(&admin).await.len(), 2, "the admin sees every release");
+
+    // Pushes: at 0 % nobody gets A; raising the wave pushes to the devices it adds.
+    let mut streams = Vec::new();
+    for d in &devs {
+        streams.push(d.subscribe().await.unwrap());
+    }
+    for _ in 0..100 {
+        if admin.subscribers().await.unwrap() == devs.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.push(&new.info_hash).await.unwrap();
+    let e = devs[0].announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    assert!(e.contains("rollout wave"), "{e}");
+    let mut got_first = vec![false; devs.len()];
+    for step in [50u8, 100] {
+        admin.set_rollout(&new.info_hash, step).await.unwrap();
+        for (i, s) in streams.iter_mut().enumerate() {
+            let newly = in_wave(&ih, &ids[i], step) && !got_first[i];
+            if newly {
+                assert_eq!(next_push(s, Duration::from_secs(5)).await, Some(new.info_hash.clone()), "{} at {step} %", ids[i]);
+                got_first[i] = true;
+            }
+        }
+        // No device gets a second push, and none outside the wave.
+        for s in streams.iter_mut() {
+            assert_eq!(next_push(s, Duration::from_millis(300)).await, None, "at {step} %");
+        }
+        if step == 50 {
+            let inside = ids.iter().filter(|id| in_wave(&ih, id, 50)).count();
+            assert!(inside > 0 && inside < ids.len(), "16 devices split by a 50 % wave: {inside}");
+            for (i, d) in devs.iter().enumerate() {
+                assert_eq!(listed(d).await.contains(&new.info_hash), in_wave(&ih, &ids[i], 50), "{}", ids[i]);
+            }
+        }
+    }
+    assert!(got_first.iter().all(|g| *g), "at 100 % every device got the push once");
+
+    // A device announces with its token; the tracker takes the id from it.
+    let torrent = devs[3].torrent(&new.info_hash, "ignored").await.unwrap();
+    assert!(String::from_utf8_lossy(&torrent).contains("/announce?token="), "the announce URL carries the token");
+    let mut p = params(ih, 3, 10, AnnounceEvent::Started);
+    p.device = Some("spoofed".into());
+    devs[3].announce(&p).await.unwrap();
+    devs[3].announce(&params(ih, 3, 0, AnnounceEvent::Completed)).await.unwrap();
+    let peers = admin.peers(&new.info_hash).await.unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].device.as_deref(), Some("dev-3"));
+    assert_eq!(devs[3].scrape(&ih).await.unwrap().complete, 1, "a device scrapes with its token");
+    // Telemetry is filed under the token's device.
+    let report = TelemetryReport { device: "spoofed".into(), info_hash: new.info_hash.clone(), verified: true, ..Default::default() };
+    devs[3].report(&report).await.unwrap();
+    assert_eq!(admin.telemetry(&new.info_hash).await.unwrap()[0].device, "dev-3");
+    assert!(devs[3].telemetry(&new.info_hash).await.unwrap_err().to_string().contains("403"), "reports are for the admin");
+    // Last seen and completions reach the database in the next persistence round.
+    let mut dev3 = None;
+    for _ in 0..50 {
+        dev3 = admin.devices().await.unwrap().into_iter().find(|d| d.device_id == "dev-3");
+        if dev3.as_ref().is_some_and(|d| d.completed == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dev3 = dev3.unwrap();
+    assert_eq!(dev3.completed, 1);
+    assert!(dev3.last_seen.is_some());
+    let metrics = reqwest::get(format!("{}/metrics", t.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ota_tracker_devices_registered"), "{metrics}");
+    assert!(metrics.contains(&format!("ota_tracker_rollout_percent{{info_hash=\"{}\"}} 100", new.info_hash)), "{metrics}");
+
+    // Lowering the wave stops new announces from devices outside it.
+    admin.set_rollout(&new.info_hash, 0).await.unwrap();
+    let e = devs[3].announce(&params(ih, 3, 0, AnnounceEvent::None)).await.unwrap_err().to_string();
+    assert!(e.contains("rollout wave"), "{e}");
+    admin.set_rollout(&new.info_hash, 100).await.unwrap();
+
+    // Revocation: the token stops working at once.
+    admin.revoke_device("dev-5").await.unwrap();
+    assert!(admin.revoke_device("dev-5").await.unwrap_err().to_string().contains("404"));
+    let e = devs[5].announce(&params(ih, 5, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    assert!(e.contains("unknown or revoked"), "{e}");
+    assert!(devs[5].releases().await.unwrap_err().to_string().contains("401"));
+    drop(streams);
+    t.stop().await;
+
+    // Devices, tokens and waves survive a restart.
+    let t = start_auth(&db, StoreConfig::default(), DeviceAuth::Required).await;
+    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    assert_eq!(admin.devices().await.unwrap().len(), 16);
+    let again = TrackerClient::new(&t.url, None).with_device_token(devs[3].device_token().map(String::from));
+    assert_eq!(again.release(&new.info_hash).await.unwrap().rollout_percent, 100);
+    again.announce(&params(ih, 3, 0, AnnounceEvent::None)).await.unwrap();
+    t.stop().await;
 }

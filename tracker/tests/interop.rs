@@ -32,6 +32,7 @@ use ota_tracker::metainfo::{info_hash, torrent_bytes, InfoDict};
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_tracker::release::{NewRelease, PeerInfo};
+use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -73,7 +74,7 @@ async fn start_tracker() -> Running {
     // Short intervals so that re-announces (if any) come quickly.
     let store = StoreConfig { interval: Duration::from_secs(5), min_interval: Duration::from_secs(5), ..StoreConfig::default() };
     let tracker: Arc<Tracker> =
-        Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store })
+        Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Required })
             .await
             .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -117,8 +118,26 @@ fn package(name: &str) -> Package {
         source: format!("s3://b/{name}"),
         etag: None,
         manifest: None,
+        rollout_percent: None,
     };
     Package { data, info, ih, release }
+}
+
+/// Registers a device and returns a client acting as it (its token in
+/// announce URLs and API calls): device tokens are required here, as in
+/// production.
+async fn device(admin: &TrackerClient, id: &str) -> TrackerClient {
+    let token = admin.register_device(id, "stable", "test-model").await.unwrap();
+    TrackerClient::new(admin.base(), None).with_device_token(Some(token))
+}
+
+/// The release's `.torrent` as the tracker serves it to `dev`: its announce
+/// URL carries the device's token.
+async fn device_torrent(dev: &TrackerClient, p: &Package) -> Vec<u8> {
+    let t = dev.torrent(&p.release.info_hash, "").await.unwrap();
+    let text = String::from_utf8_lossy(&t);
+    assert!(text.contains("/announce?token="), "announce URL carries the token");
+    t
 }
 
 /// Polls the scrape until `want` holds, for at most `limit`.
@@ -421,11 +440,18 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     let p = package("lt-pkg.bin");
     admin.register(&p.release).await.unwrap();
     let mut fakes = vec![fake_peer(1).await, fake_peer(2).await];
+    let fake_dev = device(&admin, "fake-peers").await;
     for f in &fakes {
-        announce_fake(&admin, &p, f).await;
+        announce_fake(&fake_dev, &p, f).await;
     }
+    // Without a token, libtorrent's announce is refused with a reason.
+    let mut anon = Libtorrent::start(&torrent_bytes(&format!("{}/announce", t.url), &p.info)).await;
+    let refused = anon.wait_event("tracker_error", &["tracker_reply"], Duration::from_secs(30)).await;
+    assert!(refused.to_string().contains("device token required"), "{refused}");
+    drop(anon);
 
-    let mut lt = Libtorrent::start(&torrent_bytes(&format!("{}/announce", t.url), &p.info)).await;
+    let lt_dev = device(&admin, "libtorrent").await;
+    let mut lt = Libtorrent::start(&device_torrent(&lt_dev, &p).await).await;
     let fail = ["tracker_error", "tracker_warning", "listen_failed", "torrent_error", "timeout"];
     let reply = lt.wait_event("tracker_reply", &fail, Duration::from_secs(30)).await;
     assert_eq!(reply["num_peers"], 2, "libtorrent should have received both handed-out peers: {reply}");
@@ -447,7 +473,7 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     let s = admin.scrape(&p.ih).await.unwrap();
     assert_eq!((s.complete, s.incomplete), (0, 3), "two fake peers and libtorrent");
     // ... and it is handed out to the next peer that announces.
-    let handed = announce_fake(&admin, &p, &fakes[0]).await;
+    let handed = announce_fake(&fake_dev, &p, &fakes[0]).await;
     assert!(handed.contains(&lt_addr), "{lt_addr} not in {handed:?}");
 
     // A clean exit sends `stopped`: the tracker drops the client.
@@ -611,18 +637,21 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     let p = package("tr-pkg.bin");
     admin.register(&p.release).await.unwrap();
     let fakes = [fake_peer(1).await, fake_peer(2).await];
+    let fake_dev = device(&admin, "fake-peers").await;
     for f in &fakes {
-        announce_fake(&admin, &p, f).await;
+        announce_fake(&fake_dev, &p, f).await;
     }
 
     let mut tr = Transmission::start().await;
-    let id = tr.add(&torrent_bytes(&format!("{}/announce", t.url), &p.info)).await;
+    let tr_dev = device(&admin, "transmission").await;
+    let id = tr.add(&device_torrent(&tr_dev, &p).await).await;
     let stats = tr.wait_announced(id, Duration::from_secs(30)).await;
     // Client side: Transmission parsed both peers the tracker handed out.
     assert_eq!(stats["lastAnnouncePeerCount"], 2, "tracker stats: {stats}");
     // ... and the swarm counts of the announce response (BEP 3 complete/incomplete).
     assert_eq!((stats["seederCount"].as_i64(), stats["leecherCount"].as_i64()), (Some(0), Some(3)), "{stats}");
-    assert_eq!(stats["announce"], format!("{}/announce", t.url));
+    let announced = stats["announce"].as_str().unwrap_or("");
+    assert!(announced.starts_with(&format!("{}/announce?token=", t.url)), "{stats}");
 
     // Tracker side: Transmission 3.00 (`-TR3000-`) is in the swarm as a leecher.
     let mine = peers_tagged(&admin, &p, "-TR").await;
@@ -631,7 +660,7 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     assert_eq!(mine[0].left, p.data.len() as u64);
     let s = admin.scrape(&p.ih).await.unwrap();
     assert_eq!((s.complete, s.incomplete), (0, 3), "two fake peers and Transmission");
-    let handed = announce_fake(&admin, &p, &fakes[0]).await;
+    let handed = announce_fake(&fake_dev, &p, &fakes[0]).await;
     assert!(handed.contains(&mine[0].addr.parse().unwrap()), "{:?} not handed out: {handed:?}", mine[0].addr);
 
     // Stopping the torrent sends `stopped`: the tracker drops it.
@@ -650,12 +679,13 @@ async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
     let p = package("both-pkg.bin");
     admin.register(&p.release).await.unwrap();
-    let torrent = torrent_bytes(&format!("{}/announce", t.url), &p.info);
+    let tr_torrent = device_torrent(&device(&admin, "transmission").await, &p).await;
+    let lt_torrent = device_torrent(&device(&admin, "libtorrent").await, &p).await;
 
     // Transmission holds the whole package: it verifies it and announces as a seeder.
     let mut tr = Transmission::start().await;
     std::fs::write(tr.download_dir().join(&p.release.name), &p.data).unwrap();
-    let id = tr.add(&torrent).await;
+    let id = tr.add(&tr_torrent).await;
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         tr.wait_announced(id, Duration::from_secs(30)).await;
@@ -671,7 +701,7 @@ async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     // the tracker then counted that as a completed download too.)
     let before = admin.scrape(&p.ih).await.unwrap();
     // libtorrent, empty, gets Transmission from the tracker and downloads from it.
-    let mut lt = Libtorrent::start(&torrent).await;
+    let mut lt = Libtorrent::start(&lt_torrent).await;
     let fail = ["tracker_error", "tracker_warning", "listen_failed", "torrent_error", "timeout"];
     let reply = lt.wait_event("tracker_reply", &fail, Duration::from_secs(30)).await;
     assert_eq!(reply["num_peers"], 1, "the seeder was handed out: {reply}");

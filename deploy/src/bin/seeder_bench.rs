@@ -447,13 +447,14 @@ impl InProcTracker {
     async fn start(dir: &Path) -> anyhow::Result<Self> {
         use ota_tracker::peer_store::StoreConfig;
         use ota_tracker::registry::Registry;
+        use ota_tracker::device_auth::DeviceAuth;
         use ota_tracker::server::{ServerSettings, Tracker};
         std::fs::create_dir_all(dir)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let registry = Registry::open(&format!("sqlite://{}/tracker.db", dir.display())).await?;
         let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
-        let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store }).await?;
+        let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off }).await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(tracker.serve(listener, async {
             let _ = stop_rx.await;

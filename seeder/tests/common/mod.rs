@@ -22,6 +22,7 @@ use ota_tracker::client::TrackerClient;
 use ota_tracker::metainfo::torrent_bytes;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
+use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 
 pub const ADMIN: &str = "seeder-test-admin";
@@ -90,7 +91,7 @@ impl Stack {
         let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
         let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
         let tracker: Arc<Tracker> =
-            Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: tracker_url.clone(), store })
+            Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: tracker_url.clone(), store, device_auth: DeviceAuth::Off })
                 .await
                 .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,74 @@
+//! `ota-tracker-persist-bench`: how long one persistence round of the live
+//! peer store takes (`Registry::save_swarms`, one transaction with
+//! multi-row statements) for N changed peers, on the database given.
+//!
+//! Rounds measured, in order, on a fresh schema: N new peers (inserts), the
+//! same N peers changed (upserts over existing rows), N removals. Prints one
+//! line per round: `backend round peers ms`. Run by `deploy/bench-persist.sh`
+//! against SQLite and a throwaway PostgreSQL cluster.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ota_tracker::peer_store::{PeerRecord, StoreChanges};
+use ota_tracker::registry::Registry;
+
+/// Times persistence rounds of N changed live peers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Database URL (sqlite://PATH or postgres://…); its schema is migrated.
+    #[arg(long)]
+    database_url: String,
+    /// Changed peers per round.
+    #[arg(long, default_value_t = 100_000)]
+    peers: u32,
+    /// Peers per swarm (info hash).
+    #[arg(long, default_value_t = 1_000)]
+    peers_per_swarm: u32,
+}
+
+fn peer(n: u32, per_swarm: u32, left: u64) -> PeerRecord {
+    let mut ih = [0u8; 20];
+    ih[..4].copy_from_slice(&(n / per_swarm.max(1)).to_be_bytes());
+    let mut id = *b"-BENCH0-000000000000";
+    id[16..].copy_from_slice(&n.to_be_bytes());
+    PeerRecord {
+        info_hash: ih,
+        peer_id: id,
+        addr: std::net::SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 | n).into(), 6881),
+        left,
+        stalled: 0,
+        is_origin: false,
+        granted: false,
+        device: Some(format!("dev-{n}")),
+        age: Duration::from_millis(u64::from(n % 1000)),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let reg = Registry::open(&a.database_url).await?;
+    let backend = format!("{:?}", reg.backend()).to_lowercase();
+    let now_ms = 1_800_000_000_000;
+    let rounds = [
+        ("insert", StoreChanges { full: true, upserts: (0..a.peers).map(|n| peer(n, a.peers_per_swarm, 1000)).collect(), ..Default::default() }),
+        ("update", StoreChanges { upserts: (0..a.peers).map(|n| peer(n, a.peers_per_swarm, 0)).collect(), ..Default::default() }),
+        (
+            "remove",
+            StoreChanges {
+                removals: (0..a.peers).map(|n| { let p = peer(n, a.peers_per_swarm, 0); (p.info_hash, p.peer_id) }).collect(),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, changes) in &rounds {
+        let t = Instant::now();
+        reg.save_swarms(changes, now_ms).await?;
+        println!("{backend} {name} {} {:.0}", a.peers, t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let left = reg.load_swarms(now_ms).await?.peers.len();
+    anyhow::ensure!(left == 0, "{left} peers left after the removal round");
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Per-device tokens, checked in memory on every announce and API call.
+//!
+//! A device's token is 32 random bytes written as 64 lowercase hex
+//! characters; the database keeps only its SHA-256 (see
+//! [`crate::registry::token_digest`]). The tracker loads every digest at
+//! start into a [`DeviceDirectory`] and keeps it current on register and
+//! revoke, so an announce costs one SHA-256 and one hash-map look-up, never a
+//! database query. Last-seen times are noted in memory (an atomic store) and
+//! written in the periodic persistence round. Pure: no I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use crate::registry::{token_digest, DeviceCredential};
+
+/// Whether announces, scrapes and device API calls need a device token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceAuth {
+    /// A valid device token (or the admin/origin token) is required.
+    #[default]
+    Required,
+    /// Anyone may announce; device ids come from `device=` (development,
+    /// plain BitTorrent clients).
+    Off,
+}
+
+/// One registered device as the tracker keeps it in memory.
+#[derive(Debug)]
+pub struct DeviceEntry {
+    /// Device id.
+    pub device_id: Arc<str>,
+    /// Update channel.
+    pub channel: String,
+    /// Device model.
+    pub model: String,
+    /// Latest announce not yet written, seconds since the Unix epoch; 0
+    /// when there is nothing to write.
+    unsaved_seen: AtomicI64,
+}
+
+impl DeviceEntry {
+    /// Notes an announce at `now_secs` (seconds since the Unix epoch).
+    pub fn seen(&self, now_secs: i64) {
+        self.unsaved_seen.store(now_secs, Ordering::Relaxed);
+    }
+}
+
+/// Every device's token digest → its entry.
+#[derive(Debug, Default)]
+pub struct DeviceDirectory {
+    by_digest: HashMap<[u8; 32], Arc<DeviceEntry>>,
+    by_id: HashMap<Arc<str>, [u8; 32]>,
+}
+
+/// Whether `token` looks like a device token: 64 lowercase hex characters.
+pub fn well_formed(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl DeviceDirectory {
+    /// A directory holding `creds`.
+    pub fn new(creds: impl IntoIterator<Item = DeviceCredential>) -> Self {
+        let mut d = DeviceDirectory::default();
+        for c in creds {
+            d.insert(c);
+        }
+        d
+    }
+
+    /// Adds (or replaces, by id) a device.
+    pub fn insert(&mut self, c: DeviceCredential) {
+        self.remove(&c.device_id);
+        let id: Arc<str> = c.device_id.into();
+        self.by_id.insert(id.clone(), c.token_sha256);
+        self.by_digest.insert(
+            c.token_sha256,
+            Arc::new(DeviceEntry { device_id: id, channel: c.channel, model: c.model, unsaved_seen: AtomicI64::new(0) }),
+        );
+    }
+
+    /// Removes a device by id; returns whether it was there.
+    pub fn remove(&mut self, device_id: &str) -> bool {
+        match self.by_id.remove(device_id) {
+            Some(d) => {
+                self.by_digest.remove(&d);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The device holding `token`, if the token is well formed and
+    /// registered.
+    pub fn lookup(&self, token: &str) -> Option<&Arc<DeviceEntry>> {
+        if !well_formed(token) {
+            return None;
+        }
+        self.by_digest.get(&token_digest(token))
+    }
+
+    /// Number of registered devices.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no device is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Takes the last-seen times noted since the previous call, as
+    /// `(device id, seconds since the Unix epoch)`.
+    pub fn take_seen(&self) -> Vec<(String, i64)> {
+        self.by_digest
+            .values()
+            .filter_map(|e| {
+                let t = e.unsaved_seen.swap(0, Ordering::Relaxed);
+                (t != 0).then(|| (e.device_id.to_string(), t))
+            })
+            .collect()
+    }
+
+    /// Puts back last-seen times that could not be written (newer notes win).
+    pub fn restore_seen(&self, seen: &[(String, i64)]) {
+        for (id, t) in seen {
+            if let Some(e) = self.by_id.get(id.as_str()).and_then(|d| self.by_digest.get(d)) {
+                let _ = e.unsaved_seen.compare_exchange(0, *t, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(id: &str, token: &str) -> DeviceCredential {
+        DeviceCredential { token_sha256: token_digest(token), device_id: id.into(), channel: "c".into(), model: "m".into() }
+    }
+
+    #[test]
+    fn tokens_resolve_to_devices_until_revoked() {
+        let t1 = "a".repeat(64);
+        let t2 = "b".repeat(64);
+        let mut d = DeviceDirectory::new([cred("d1", &t1), cred("d2", &t2)]);
+        assert_eq!(d.len(), 2);
+        assert_eq!(&*d.lookup(&t1).unwrap().device_id, "d1");
+        assert!(d.lookup(&"c".repeat(64)).is_none());
+        assert!(d.lookup(&"A".repeat(64)).is_none(), "upper case is not a token");
+        assert!(d.lookup("short").is_none());
+        d.lookup(&t2).unwrap().seen(1234);
+        assert_eq!(d.take_seen(), vec![("d2".to_string(), 1234)]);
+        assert!(d.take_seen().is_empty());
+        d.restore_seen(&[("d2".into(), 1234)]);
+        assert_eq!(d.take_seen(), vec![("d2".to_string(), 1234)]);
+        assert!(d.remove("d1"));
+        assert!(!d.remove("d1"));
+        assert!(d.lookup(&t1).is_none());
+        // Re-registering an id drops its old token.
+        d.insert(cred("d2", &t1));
+        assert!(d.lookup(&t2).is_none());
+        assert_eq!(&*d.lookup(&t1).unwrap().device_id, "d2");
+        assert_eq!(d.len(), 1);
+    }
+}

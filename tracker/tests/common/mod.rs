@@ -1,0 +1,3 @@
+//! Test support shared by the tracker's integration tests.
+
+pub mod pg;
