@@ -19,10 +19,11 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     // The origin is listed to every device (with the default on-demand
     // policy the tracker withholds it from a device that has a seeding peer).
     let stack = Stack::start_with(ota_tracker::peer_handout::OriginPolicy::Always).await;
-    let data = package(1_200_000, 9);
+    let data = package(6_000_000, 9);
     let release = stack.publish("fw/mal.bin", &data, PIECE, None).await;
-    // The origin sends at most 400 kB/s: the fast bad peer gets asked for pieces.
-    let seeder = stack.seeder(Some(400_000)).await;
+    // The origin sends at most 1 MB/s: librqbit keeps about 2 MB of requests
+    // in flight per peer, so the fast bad peer gets asked for pieces.
+    let seeder = stack.seeder(Some(1_000_000)).await;
     assert!(common::wait_origin(&stack.tracker.client, &release.info_hash, 1, Duration::from_secs(30)).await);
 
     // Device B gets the package honestly, then its file is altered on disk:
@@ -45,6 +46,9 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     }
     assert_ne!(std::fs::read(&b_installed.path).unwrap(), data);
     let b_uploaded_before = b.downloader().uploaded(&release.info_hash).unwrap_or(0);
+    // B's `completed` announce reaches the tracker before C asks for peers
+    // (the tracker's announce interval in tests is 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Device C downloads with B and the origin as its peers.
     let c_state = stack.dir.path().join("c");
@@ -63,16 +67,17 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
 
     // librqbit dropped B after a hash failure: B's error counter, not the origin's.
     let origin = stack.tracker.client.release(&release.info_hash).await.unwrap().origin_peers;
+    let b_addr = format!("127.0.0.1:{}", b.downloader().port());
     let deadline = Instant::now() + Duration::from_secs(5);
     let errors = loop {
         let e = c.downloader().peer_errors(&release.info_hash);
-        if e.iter().any(|(a, n)| !origin.contains(a) && *n > 0) || Instant::now() > deadline {
+        if e.get(&b_addr).is_some_and(|n| *n > 0) || Instant::now() > deadline {
             break e;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let bad: Vec<_> = errors.iter().filter(|(a, n)| !origin.contains(a) && **n > 0).collect();
-    assert_eq!(bad.len(), 1, "the bad peer was dropped at least once: {errors:?}");
+    // (B may also show up under the ephemeral port of a connection it dialled.)
+    assert!(errors.get(&b_addr).is_some_and(|n| *n > 0), "the bad peer {b_addr} was dropped at least once: {errors:?}");
     for o in &origin {
         assert_eq!(errors.get(o).copied().unwrap_or(0), 0, "the origin was never dropped: {errors:?}");
     }
