@@ -180,6 +180,12 @@ impl FetchControl for ReleaseControl {
         }
         self.agent.save_active_throttled();
     }
+
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
+        let tracker = self.agent.tracker.clone();
+        let ih = self.info_hash.clone();
+        async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
+    }
 }
 
 impl Agent {
@@ -188,7 +194,8 @@ impl Agent {
     pub fn new(tracker: TrackerClient, downloader: Downloader, settings: AgentSettings) -> Arc<Self> {
         let installed: BTreeMap<String, Installed> = load_or_set_aside(&settings.state_dir.join("installed.json"));
         let mut active: ActiveMap = load_or_set_aside(&settings.state_dir.join("active.json"));
-        // Seeding is not resumed across restarts; unfinished downloads are.
+        // Unfinished downloads are resumed from here; seeding from
+        // `installed.json` (see `resume_seeding`).
         active.retain(|_, a| a.phase != Phase::Seeding);
         for a in active.values_mut() {
             a.speed_bps = 0;
@@ -316,14 +323,147 @@ impl Agent {
         Ok(inst)
     }
 
+    /// Seeds again, after a restart, every verified release that
+    /// [`should_stop_seeding`] does not retire (the package is SHA-256
+    /// checked on disk first).
+    pub fn resume_seeding(self: &Arc<Self>) {
+        let verified: Vec<(String, Installed)> = self.installed().into_iter().collect();
+        for (ih, inst) in verified {
+            if should_stop_seeding(&self.seeding_facts(&ih, 0, 0, Duration::ZERO), &self.settings.policy) {
+                continue;
+            }
+            self.attempted.lock().unwrap().insert(ih.clone());
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.reseed(&ih, &inst).await {
+                    tracing::warn!(info_hash = %ih, error = %format!("{e:#}"), "not seeding again");
+                }
+            });
+        }
+    }
+
+    async fn reseed(self: &Arc<Self>, info_hash: &str, inst: &Installed) -> anyhow::Result<()> {
+        let release = self.tracker.release(info_hash).await?;
+        let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
+        self.downloader.seed_verified(&release, &inst.sha256, torrent).await?;
+        let received = self
+            .history
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|h| h.info_hash == info_hash && h.outcome != Outcome::Installed)
+            .map(|h| h.received)
+            .unwrap_or_default();
+        let mut a = ActiveRelease::new(info_hash, &release.name, &release.version, release.size, now_ms());
+        a.phase = Phase::Seeding;
+        a.manifest_checked = true;
+        a.progress_bytes = release.size;
+        a.received = received;
+        {
+            // An entry left by a run that died in its install hook stays
+            // (the hook runs again and moves it to seeding).
+            let mut active = self.active.lock().unwrap();
+            match active.get_mut(info_hash) {
+                Some(old) => {
+                    old.progress_bytes = release.size;
+                    if old.phase != Phase::Installing {
+                        old.phase = Phase::Seeding;
+                    }
+                }
+                None => {
+                    active.insert(info_hash.to_string(), a);
+                }
+            }
+        }
+        self.save_active();
+        tracing::info!(name = %release.name, version = %release.version, %info_hash, "seeding again after a restart");
+        let report = TelemetryReport {
+            device: self.settings.device_id.clone(),
+            info_hash: info_hash.to_string(),
+            bytes_from_origin: received.origin_bittorrent,
+            bytes_from_peers: received.peers,
+            bytes_from_origin_http: received.origin_http,
+            verified: true,
+            ..Default::default()
+        };
+        self.spawn_seeding_reports(report, release.size);
+        Ok(())
+    }
+
     /// Starts again every release `active.json` holds unfinished (after a
     /// restart or `kill -9`), without waiting for a push.
+    ///
+    /// A release whose install hook was cut short (the agent died in phase
+    /// `installing`) gets its hook run again.
     pub fn resume_unfinished(self: &Arc<Self>) {
-        let pending: Vec<String> = self.active.lock().unwrap().keys().cloned().collect();
-        for ih in pending {
+        let pending: Vec<(String, Phase)> = self.active.lock().unwrap().iter().map(|(k, a)| (k.clone(), a.phase)).collect();
+        for (ih, phase) in pending {
+            let hook_cut_short = phase == Phase::Installing
+                && self.settings.install_hook.is_some()
+                && self.installed.lock().unwrap().get(&ih).is_some_and(|i| i.installed_at_ms.is_none());
+            if hook_cut_short {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.rerun_install_hook(&ih).await {
+                        tracing::error!(info_hash = %ih, error = %format!("{e:#}"), "install hook not run again");
+                    }
+                });
+                continue;
+            }
             tracing::info!(info_hash = %ih, "resuming an unfinished download");
             self.consider(&ih);
         }
+    }
+
+    /// Runs the install hook again for a verified release whose hook was
+    /// cut short, records the result in the history and reports it.
+    async fn rerun_install_hook(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<()> {
+        let (Some(cmd), Some(inst)) = (self.settings.install_hook.clone(), self.installed.lock().unwrap().get(info_hash).cloned())
+        else {
+            anyhow::bail!("no install hook or release {info_hash} not verified");
+        };
+        let release = self.tracker.release(info_hash).await?;
+        tracing::info!(%info_hash, "the install hook was cut short; running it again");
+        let result = run_install_hook(&cmd, &release, &inst.path).await;
+        let (started_at_ms, received) = self
+            .active
+            .lock()
+            .unwrap()
+            .get(info_hash)
+            .map(|a| (a.started_at_ms, a.received))
+            .unwrap_or((now_ms(), SourceTotals::default()));
+        self.record_history(HistoryEntry {
+            info_hash: info_hash.to_string(),
+            name: release.name.clone(),
+            version: release.version.clone(),
+            outcome: if result.is_ok() { Outcome::Finished } else { Outcome::Failed },
+            reason: result.as_ref().err().map(|e| format!("install hook failed: {e}")),
+            started_at_ms,
+            ended_at_ms: now_ms(),
+            received,
+        });
+        let mut report = TelemetryReport {
+            device: self.settings.device_id.clone(),
+            info_hash: info_hash.to_string(),
+            bytes_from_origin: received.origin_bittorrent,
+            bytes_from_peers: received.peers,
+            bytes_from_origin_http: received.origin_http,
+            verified: true,
+            ..Default::default()
+        };
+        match result {
+            Ok(()) => {
+                self.mark_installed(info_hash, "install hook succeeded")?;
+            }
+            Err(e) => report.error = Some(format!("install hook failed: {e}")),
+        }
+        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
+            a.phase = Phase::Seeding;
+        }
+        self.save_active();
+        self.send_report(&report).await;
+        Ok(())
     }
 
     /// Releases installed so far, by info hash.
@@ -431,20 +571,13 @@ impl Agent {
             b.set_message(release.name.clone());
             b
         });
-        let tracker = self.tracker.clone();
-        let ih = info_hash.to_string();
-        let origin_peers = move || {
-            let tracker = tracker.clone();
-            let ih = ih.clone();
-            async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
-        };
         let control = BarControl {
             inner: ReleaseControl { agent: self.clone(), info_hash: info_hash.to_string() },
             bar: bar.clone(),
         };
         let result = self
             .downloader
-            .fetch(&release, &expected_sha256, torrent, origin_peers, self.settings.download_timeout, earlier, &control)
+            .fetch(&release, &expected_sha256, torrent, self.settings.download_timeout, earlier, &control)
             .await;
         if let Some(b) = &bar {
             b.finish_and_clear();
@@ -703,7 +836,9 @@ impl Agent {
     /// Subscribes to the push channel forever, reconnecting with exponential
     /// backoff (0.5 s doubling to 10 s), and polls as a fallback.
     pub async fn run(self: Arc<Self>) {
+        // Unfinished first: it reads the phases `resume_seeding` replaces.
         self.resume_unfinished();
+        self.resume_seeding();
         tokio::spawn(self.clone().run_poll_loop());
         tokio::spawn(self.clone().run_policy_loop(Duration::from_secs(15)));
         let mut backoff = Duration::from_millis(500);
@@ -763,6 +898,9 @@ impl FetchControl for BarControl {
             b.set_position(p.progress_bytes);
         }
         self.inner.on_progress(p);
+    }
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
+        self.inner.origin_peers()
     }
 }
 

@@ -53,6 +53,9 @@ pub trait FetchControl: Send + Sync {
     fn cancel_requested(&self) -> bool;
     /// Called every 250 ms.
     fn on_progress(&self, progress: &FetchProgress);
+    /// The origin seeder's peer-wire addresses (`ip:port`), to tell origin
+    /// bytes from peer bytes.
+    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>>;
 }
 
 /// Download speed from (time, verified bytes) samples over a sliding window of ~3 s.
@@ -202,8 +205,8 @@ impl Downloader {
 
     /// Downloads `release` from `torrent` (a `.torrent` whose announce URL
     /// carries this device's id), waits for it to finish, splits the bytes
-    /// by source using `origin_peers` (the origin's `ip:port` peer-wire
-    /// addresses), and checks that its SHA-256 is `expected_sha256` (from
+    /// by source using `control.origin_peers()` (the origin's `ip:port`
+    /// peer-wire addresses, asked at the start and the end), and checks that its SHA-256 is `expected_sha256` (from
     /// the verified manifest when there is one).
     ///
     /// Resuming: pieces already on disk under `STATE_DIR/downloads/INFO_HASH/`
@@ -235,7 +238,6 @@ impl Downloader {
         release: &Release,
         expected_sha256: &str,
         torrent: Vec<u8>,
-        origin_peers: impl Fn() -> futures::future::BoxFuture<'static, Vec<String>>,
         timeout: Duration,
         earlier: SourceTotals,
         control: &dyn FetchControl,
@@ -265,7 +267,7 @@ impl Downloader {
         let mut id = handle.id();
         let fallback = self.http_fallback.as_ref().zip(release.http_url.as_ref());
         let mut stall = fallback.map(|(f, _)| StallWatch::new(f.after, handle.stats().progress_bytes, Instant::now()));
-        let mut origins = origin_peers().await;
+        let mut origins = control.origin_peers().await;
         // Per-peer counters restart with every live period (after a pause):
         // what earlier periods received is kept in `acc`.
         let mut acc = earlier;
@@ -373,7 +375,7 @@ impl Downloader {
             let _ = std::fs::remove_dir_all(&folder);
             return Err(anyhow::Error::new(e).context(format!("package {} refused", release.name)));
         }
-        let fresh = origin_peers().await;
+        let fresh = control.origin_peers().await;
         if !fresh.is_empty() {
             origins = fresh;
         }
@@ -391,6 +393,50 @@ impl Downloader {
             bytes_uploaded: stats.uploaded_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Seeds again a release verified in an earlier run (after a restart):
+    /// checks the package's SHA-256 on disk first, then adds the torrent,
+    /// whose piece check finds it complete, so nothing is downloaded.
+    ///
+    /// Errors: the package is missing or changed (nothing is added), or
+    /// librqbit refuses the torrent or does not find it complete within
+    /// 120 s (the torrent is removed, the files kept).
+    pub async fn seed_verified(&self, release: &Release, sha256: &str, torrent: Vec<u8>) -> anyhow::Result<()> {
+        let folder = self.downloads_dir.join(&release.info_hash);
+        let path = folder.join(&release.name);
+        tokio::task::spawn_blocking({
+            let sha = sha256.to_string();
+            move || verify_package(&path, &sha)
+        })
+        .await?
+        .with_context(|| format!("package {} on disk cannot be seeded", release.name))?;
+        let handle = self
+            .session
+            .add_torrent(
+                AddTorrent::from_bytes(torrent),
+                Some(AddTorrentOptions {
+                    overwrite: true,
+                    output_folder: Some(folder.display().to_string()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .context("librqbit refused the torrent")?
+            .into_handle()
+            .context("torrent added in list-only mode")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = handle.stats();
+            if s.finished {
+                return Ok(());
+            }
+            if s.error.is_some() || Instant::now() > deadline || matches!(s.state, TorrentStatsState::Live) && s.progress_bytes < s.total_bytes {
+                let _ = self.session.delete(handle.id().into(), false).await;
+                anyhow::bail!("librqbit did not find {} complete on disk ({} of {} bytes)", release.name, s.progress_bytes, s.total_bytes);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Error count per peer (`ip:port`) of a release's torrent while it is in

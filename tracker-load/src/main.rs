@@ -33,8 +33,8 @@ use tokio::net::TcpStream;
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 struct Args {
-    /// Announce URL of a tracker, e.g. http://127.0.0.1:7070/announce; may be
-    /// `LABEL=URL`. Repeat for several targets (run one after the other).
+    /// Announce URL of a tracker, e.g. http://127.0.0.1:7070/announce (a
+    /// query such as `?token=HEX` is kept); may be `LABEL=URL`. Repeat for several targets (run one after the other).
     #[arg(long, required_unless_present = "print_info_hashes")]
     target_url: Vec<String>,
     /// Number of swarms (info hashes).
@@ -79,6 +79,16 @@ struct Args {
     /// Leave out the markdown table header.
     #[arg(long)]
     no_header: bool,
+}
+
+/// `&` when the target's announce path already has a query (e.g. a device
+/// token, `/announce?token=HEX`), else `?`.
+fn query_sep(path: &str) -> char {
+    if path.contains('?') {
+        '&'
+    } else {
+        '?'
+    }
 }
 
 /// splitmix64: a deterministic per-(swarm, peer) hash for the peer pool.
@@ -380,7 +390,7 @@ async fn run_target(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<
                 }
                 let s = rng.gen_range(0..pool.swarms.len());
                 let p = rng.gen_range(0..pool.peers_per_swarm);
-                let q = format!("{path}?{}", pool.query(s, p, None));
+                let q = format!("{path}{}{}", query_sep(&path), pool.query(s, p, None));
                 let t0 = Instant::now();
                 let res = tokio::time::timeout(Duration::from_secs(10), conn.get(&q)).await;
                 let dt = t0.elapsed();
@@ -478,7 +488,7 @@ async fn fill(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<()> {
                     break;
                 }
                 let (s, p) = (idx / pool.peers_per_swarm, idx % pool.peers_per_swarm);
-                let q = format!("{path}?{}", pool.query(s, p, Some(0)));
+                let q = format!("{path}{}{}", query_sep(&path), pool.query(s, p, Some(0)));
                 match tokio::time::timeout(Duration::from_secs(10), conn.get(&q)).await {
                     Ok(Ok(r)) if r.status == 200 && peers_in(&r.body).is_some() => ok += 1,
                     other => {

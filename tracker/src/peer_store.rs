@@ -14,7 +14,9 @@
 //!   instead of recounting;
 //! - expiry is a periodic sweep ([`PeerStore::expire`], one shard at a time),
 //!   not a scan per announce; peers past the timeout that the sweep has not
-//!   dropped yet are never handed out nor listed;
+//!   dropped yet are never handed out nor listed, but still count in the
+//!   `complete`/`incomplete` counters until the sweep (the server sweeps
+//!   every 10 s) and are dropped at once when their swarm is full;
 //! - changed peers carry a flag read by [`PeerStore::take_changes`] (one shard
 //!   at a time), so the persistence round never stops the whole store;
 //! - a peer takes 80 bytes plus its index slot (and its device id, if any).
@@ -180,6 +182,7 @@ struct Slot(u32);
 
 impl Slot {
     fn new(kind: Kind, pos: usize) -> Slot {
+        debug_assert!(pos < 1 << 30, "swarm larger than 2^30 peers");
         Slot(((kind as u32) << 30) | pos as u32)
     }
     fn kind(self) -> Kind {

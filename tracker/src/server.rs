@@ -20,7 +20,7 @@
 //!   release for the admin), `POST /api/releases` (admin), `GET /api/releases/{info_hash}`,
 //!   `GET /api/releases/{info_hash}/torrent` (announce URL `PUBLIC_URL/announce?token=HEX` for a device),
 //!   `POST /api/releases/{info_hash}/push` (admin), `POST /api/releases/{info_hash}/rollout`
-//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry`,
+//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry` (admin),
 //!   `GET /api/releases/{info_hash}/peers` (admin, the live swarm as [`PeerInfo`] JSON).
 //! - `GET /api/devices`, `POST /api/devices` (a [`NewDevice`] body; answers a
 //!   [`DeviceToken`], the only time the token is shown), `DELETE /api/devices/{id}`: admin.
@@ -70,6 +70,9 @@ struct PushMsg {
     previous_percent: Option<u8>,
 }
 
+/// A device's completed downloads are counted per (device id, info hash).
+type CompletionKey = (Arc<str>, [u8; 20]);
+
 /// Who is calling the API.
 #[derive(Debug, Clone)]
 enum Caller {
@@ -95,7 +98,7 @@ pub struct Tracker {
     devices: RwLock<DeviceDirectory>,
     audiences: RwLock<HashMap<[u8; 20], Audience>>,
     /// Completed events per (device id, info hash) not yet written.
-    completions: Mutex<HashMap<(Arc<str>, [u8; 20]), u32>>,
+    completions: Mutex<HashMap<CompletionKey, u32>>,
 }
 
 /// Settings the server needs beyond the database.
@@ -203,12 +206,13 @@ impl Tracker {
             .with_state(self.clone())
     }
 
-    /// Writes what changed in the peer store since the last write to the
-    /// database; returns the number of rows written (peers upserted or
+    /// Writes what changed since the last write to the database: devices'
+    /// last-seen times and completion counts, then the peer store's changes;
+    /// returns the number of rows written (devices, peers upserted or
     /// deleted, counters). Writes never overlap.
     ///
-    /// Errors: a database failure; the next call then rewrites every live
-    /// peer, so nothing is lost.
+    /// Errors: a database failure; the device activity is put back and the
+    /// next call rewrites every live peer, so nothing is lost.
     pub async fn persist(&self) -> anyhow::Result<usize> {
         let _guard = self.persist_lock.lock().await;
         let activity = self.take_device_activity();
@@ -724,7 +728,10 @@ async fn get_telemetry(
     headers: HeaderMap,
     Path(info_hash): Path<String>,
 ) -> Result<Json<Vec<TelemetryReport>>, ApiError> {
-    t.caller(&headers)?;
+    // Reports name devices: the admin reads them (anyone with --device-auth off).
+    if let Caller::Device(_) = t.caller(&headers)? {
+        return Err(ApiError(StatusCode::FORBIDDEN, "admin token required".into()));
+    }
     Ok(Json(t.registry.telemetry(&info_hash).await?))
 }
 

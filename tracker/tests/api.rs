@@ -356,11 +356,21 @@ async fn next_push(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn device_tokens_and_rollout_waves() {
+async fn device_tokens_and_rollout_waves_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    device_tokens_and_rollout_waves(&format!("sqlite://{}/t.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_tokens_and_rollout_waves_postgres() {
+    let pg = common::pg::PgCluster::start();
+    device_tokens_and_rollout_waves(&pg.create_db("devices").await).await;
+}
+
+async fn device_tokens_and_rollout_waves(db: &str) {
     use ota_tracker::rollout::in_wave;
     use std::time::Duration;
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let db = db.to_string();
     let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
     let t = start_auth(&db, fast, DeviceAuth::Required).await;
     let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
@@ -476,6 +486,7 @@ async fn device_tokens_and_rollout_waves() {
     let report = TelemetryReport { device: "spoofed".into(), info_hash: new.info_hash.clone(), verified: true, ..Default::default() };
     devs[3].report(&report).await.unwrap();
     assert_eq!(admin.telemetry(&new.info_hash).await.unwrap()[0].device, "dev-3");
+    assert!(devs[3].telemetry(&new.info_hash).await.unwrap_err().to_string().contains("403"), "reports are for the admin");
     // Last seen and completions reach the database in the next persistence round.
     let mut dev3 = None;
     for _ in 0..50 {
