@@ -378,17 +378,25 @@ impl Agent {
         }
         self.save_active();
         tracing::info!(name = %release.name, version = %release.version, %info_hash, "seeding again after a restart");
-        let report = TelemetryReport {
+        let report = TelemetryReport { verified: true, ..self.report(info_hash, &received) };
+        self.spawn_seeding_reports(report, release.size);
+        Ok(())
+    }
+
+    /// A telemetry report of this device for `info_hash` with the bytes
+    /// received per source (origin over BitTorrent, LAN and internet peers,
+    /// origin over HTTP); the other fields at their defaults.
+    fn report(&self, info_hash: &str, received: &SourceTotals) -> TelemetryReport {
+        TelemetryReport {
             device: self.settings.device_id.clone(),
             info_hash: info_hash.to_string(),
             bytes_from_origin: received.origin_bittorrent,
             bytes_from_peers: received.peers,
+            bytes_from_lan_peers: received.lan_peers,
+            bytes_from_internet_peers: received.internet_peers,
             bytes_from_origin_http: received.origin_http,
-            verified: true,
             ..Default::default()
-        };
-        self.spawn_seeding_reports(report, release.size);
-        Ok(())
+        }
     }
 
     /// Starts again every release `active.json` holds unfinished (after a
@@ -443,15 +451,7 @@ impl Agent {
             ended_at_ms: now_ms(),
             received,
         });
-        let mut report = TelemetryReport {
-            device: self.settings.device_id.clone(),
-            info_hash: info_hash.to_string(),
-            bytes_from_origin: received.origin_bittorrent,
-            bytes_from_peers: received.peers,
-            bytes_from_origin_http: received.origin_http,
-            verified: true,
-            ..Default::default()
-        };
+        let mut report = TelemetryReport { verified: true, ..self.report(info_hash, &received) };
         match result {
             Ok(()) => {
                 self.mark_installed(info_hash, "install hook succeeded")?;
@@ -527,10 +527,8 @@ impl Agent {
             Err(e) => {
                 tracing::error!(%info_hash, error = %e, "manifest rejected; not downloading");
                 let report = TelemetryReport {
-                    device: self.settings.device_id.clone(),
-                    info_hash: info_hash.to_string(),
                     error: Some(format!("manifest rejected: {e}")),
-                    ..Default::default()
+                    ..self.report(info_hash, &SourceTotals::default())
                 };
                 self.finish_active(info_hash, Outcome::Rejected, Some(format!("manifest rejected: {e}")));
                 self.send_report(&report).await;
@@ -545,10 +543,8 @@ impl Agent {
         if let Err(blocked) = self.check_storage(&release) {
             tracing::error!(%info_hash, error = %blocked, "release does not fit; not downloading");
             let report = TelemetryReport {
-                device: self.settings.device_id.clone(),
-                info_hash: info_hash.to_string(),
                 error: Some(format!("storage: {blocked}")),
-                ..Default::default()
+                ..self.report(info_hash, &SourceTotals::default())
             };
             self.send_report(&report).await;
             self.finish_active(info_hash, Outcome::Failed, Some(format!("storage: {blocked}")));
@@ -582,11 +578,7 @@ impl Agent {
         if let Some(b) = &bar {
             b.finish_and_clear();
         }
-        let mut report = TelemetryReport {
-            device: self.settings.device_id.clone(),
-            info_hash: info_hash.to_string(),
-            ..Default::default()
-        };
+        let mut report = self.report(info_hash, &SourceTotals::default());
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {
@@ -601,14 +593,19 @@ impl Agent {
                 return Err(e);
             }
         };
-        report.bytes_from_origin = outcome.bytes_from_origin;
-        report.bytes_from_peers = outcome.bytes_from_peers;
-        report.bytes_from_lan_peers = outcome.bytes_from_lan_peers;
-        report.bytes_from_internet_peers = outcome.bytes_from_internet_peers;
-        report.bytes_from_origin_http = outcome.bytes_from_origin_http;
-        report.bytes_uploaded = outcome.bytes_uploaded;
-        report.duration_ms = outcome.duration_ms;
-        report.verified = true;
+        let received = SourceTotals {
+            origin_bittorrent: outcome.bytes_from_origin,
+            peers: outcome.bytes_from_peers,
+            origin_http: outcome.bytes_from_origin_http,
+            lan_peers: outcome.bytes_from_lan_peers,
+            internet_peers: outcome.bytes_from_internet_peers,
+        };
+        let mut report = TelemetryReport {
+            bytes_uploaded: outcome.bytes_uploaded,
+            duration_ms: outcome.duration_ms,
+            verified: true,
+            ..self.report(info_hash, &received)
+        };
         let installed = Installed {
             name: release.name.clone(),
             version: release.version.clone(),
@@ -625,13 +622,6 @@ impl Agent {
             ms = outcome.duration_ms,
             "release verified; seeding"
         );
-        let received = SourceTotals {
-            origin_bittorrent: outcome.bytes_from_origin,
-            peers: outcome.bytes_from_peers,
-            origin_http: outcome.bytes_from_origin_http,
-            lan_peers: outcome.bytes_from_lan_peers,
-            internet_peers: outcome.bytes_from_internet_peers,
-        };
         let (started_at_ms, hook) = {
             let mut active = self.active.lock().unwrap();
             let a = active.get_mut(info_hash);
