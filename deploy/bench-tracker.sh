@@ -4,6 +4,10 @@
 #
 #   deploy/bench-tracker.sh            # defaults below
 #   SWARMS=1000 PEERS=100 CONC=64 DURATION=20 WARMUP=3 deploy/bench-tracker.sh
+#   OTA_WORKERS=0 deploy/bench-tracker.sh   # ota-tracker with one worker per CPU
+#
+# ota-tracker runs with --worker-threads ${OTA_WORKERS:-1}: one event-loop
+# thread, like opentracker, since the load generator shares this machine.
 #
 # Needs: cargo, python3 (free ports), opentracker (apt-get install opentracker).
 # Honours CARGO_TARGET_DIR. Prints a markdown table and the RSS of
@@ -94,7 +98,7 @@ start_opentracker() { # dir port swarms -> sets OT_PID
 # opentracker gets them), hence --device-auth off.
 start_ota() { # dir port -> sets OTA_PID
     mkdir -p "$1"
-    "$TRACKER" serve --listen "127.0.0.1:$2" --database-url "sqlite://$1/ota.db?mode=rwc" \
+    "$TRACKER" serve --worker-threads "${OTA_WORKERS:-1}" --listen "127.0.0.1:$2" --database-url "sqlite://$1/ota.db?mode=rwc" \
         --admin-token "$TOKEN" --announce-interval 1800 --persist-interval 5 \
         --device-auth off \
         > "$1/log" 2>&1 &

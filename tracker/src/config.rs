@@ -54,6 +54,12 @@ pub struct TrackerArgs {
     /// without it (with a warning); an address given here must bind. [default: 0.0.0.0:3478]
     #[arg(long, env = "OTA_TRACKER_STUN_LISTEN")]
     pub stun_listen: Option<String>,
+    /// Tokio worker threads serving HTTP and the push channel; 0 = one per
+    /// CPU. On a machine shared with other work, 1 thread (like
+    /// opentracker's single event loop) serves more short-lived connections
+    /// per CPU second (see README, tracker load benchmark). [default: 0]
+    #[arg(long, env = "OTA_TRACKER_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Whether devices must announce with their token
     /// (`/announce?token=TOKEN`) and call the API with `Authorization: Bearer
     /// TOKEN`: `required`, or `off` (anyone may announce, device ids come
@@ -75,6 +81,7 @@ struct TrackerFile {
     origin_slots: Option<usize>,
     persist_interval: Option<u64>,
     stun_listen: Option<String>,
+    worker_threads: Option<usize>,
     device_auth: Option<DeviceAuth>,
 }
 
@@ -98,6 +105,8 @@ pub struct TrackerConfig {
     pub stun_listen_explicit: bool,
     /// Device authentication of announces and API calls.
     pub device_auth: DeviceAuth,
+    /// Tokio worker threads; `None` = one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// Default UDP address of the STUN responder (IANA port 3478, RFC 8489 §9).
@@ -156,6 +165,7 @@ impl TrackerArgs {
             stun_listen,
             stun_listen_explicit,
             device_auth: self.device_auth.or(file.device_auth).unwrap_or_default(),
+            worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),
         })
     }
 }
@@ -186,6 +196,11 @@ mod tests {
         assert_eq!(c.device_auth, DeviceAuth::Off);
         let c = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--device-auth", "required"]).args.resolve().unwrap();
         assert_eq!(c.device_auth, DeviceAuth::Required);
+        assert_eq!(c.worker_threads, None, "default: one worker per CPU");
+        std::fs::write(&path, "worker_threads = 1\n").unwrap();
+        assert_eq!(Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve().unwrap().worker_threads, Some(1));
+        let c = Cli::parse_from(["x", "--config", path.to_str().unwrap(), "--worker-threads", "0"]).args.resolve().unwrap();
+        assert_eq!(c.worker_threads, None, "0 = one per CPU, and the flag beats the file");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let bad = Cli::parse_from(["x", "--config", path.to_str().unwrap()]).args.resolve();
         assert!(bad.unwrap_err().to_string().contains("no_such_key"));

@@ -17,11 +17,18 @@ enum Command {
     Serve(TrackerArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     ota_tracker::config::init_logging("info");
     let Cli { command: Command::Serve(args) } = Cli::parse();
     let cfg = args.resolve()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.worker_threads {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build()?.block_on(serve(cfg))
+}
+
+async fn serve(cfg: ota_tracker::config::TrackerConfig) -> anyhow::Result<()> {
     let registry = Registry::open(&cfg.database_url).await?;
     let tracker = Tracker::new(
         registry,
