@@ -298,10 +298,15 @@ impl Downloader {
                 active += now - last_tick;
             }
             last_tick = now;
+            // While librqbit runs its initial piece check, its
+            // `progress_bytes` counts bytes *checked*, not bytes verified:
+            // reporting it would show a fresh download as complete (and
+            // mark it verifying) before a byte has arrived.
+            let verified = if matches!(s.state, TorrentStatsState::Initializing { .. }) { 0 } else { s.progress_bytes };
             control.on_progress(&FetchProgress {
-                progress_bytes: s.progress_bytes,
+                progress_bytes: verified,
                 total_bytes: s.total_bytes,
-                speed_bps: speed.sample(now, s.progress_bytes),
+                speed_bps: speed.sample(now, verified),
                 received: acc.plus(&live_now),
                 uploaded: s.uploaded_bytes,
                 paused,
