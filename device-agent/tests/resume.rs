@@ -26,13 +26,10 @@ use ota_deploy::s3_server::S3Server;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::client::TrackerClient;
-use ota_tracker::peer_store::StoreConfig;
-use ota_tracker::registry::Registry;
-use ota_tracker::server::{ServerSettings, Tracker};
 use rand::RngCore;
 
-const ADMIN: &str = "resume-test-admin";
+mod common;
+use common::{TestTracker, ADMIN};
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 24 * 1024 * 1024 + 4321;
 /// Origin upload cap, bytes/s: the download takes ~13 s, leaving time to
@@ -46,11 +43,8 @@ fn agent_bin() -> &'static str {
 /// Tracker + S3 + seeder, with one published release.
 struct Stack {
     _s3: S3Server,
-    url: String,
-    client: TrackerClient,
+    tracker: TestTracker,
     seeder: Arc<Seeder>,
-    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     info_hash: String,
     package: Vec<u8>,
     name: String,
@@ -77,17 +71,8 @@ impl Stack {
         .await;
         s3.create_bucket().bucket("ota").send().await.unwrap();
 
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let registry = Registry::open(&format!("sqlite://{}/t.db", dir.display())).await.unwrap();
-        let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
-        let tracker: Arc<Tracker> =
-            Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: ota_tracker::device_auth::DeviceAuth::Off }).await.unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tracker.serve(listener, async {
-            let _ = stop_rx.await;
-        }));
-        let client = TrackerClient::new(&url, Some(ADMIN.into()));
+        let tracker = TestTracker::start_on(&dir.join("tracker"), ip, Default::default()).await;
+        let (url, client) = (&tracker.url, &tracker.client);
 
         let mut package = vec![0u8; SIZE];
         rand::thread_rng().fill_bytes(&mut package);
@@ -132,7 +117,7 @@ impl Stack {
             assert!(Instant::now() < deadline, "the origin never announced");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Stack { _s3: s3_server, url, client, seeder, stop_tx: Some(stop_tx), server: Some(server), info_hash, package, name }
+        Stack { _s3: s3_server, tracker, seeder, info_hash, package, name }
     }
 
     /// Payload bytes the origin sent for the release over BitTorrent.
@@ -143,18 +128,18 @@ impl Stack {
 
     async fn push_when_subscribed(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.client.subscribers().await.unwrap_or(0) < n {
+        while self.tracker.client.subscribers().await.unwrap_or(0) < n {
             assert!(Instant::now() < deadline, "the agent never subscribed");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(self.client.push(&self.info_hash).await.unwrap() >= 1);
+        assert!(self.tracker.client.push(&self.info_hash).await.unwrap() >= 1);
     }
 
     /// Waits (bounded) for the agent's telemetry report on the release.
     async fn wait_report(&self, agent: &mut AgentProc, within: Duration) -> ota_tracker::release::TelemetryReport {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(r) = self.client.telemetry(&self.info_hash).await.unwrap().into_iter().find(|r| r.verified || r.error.is_some()) {
+            if let Some(r) = self.tracker.client.telemetry(&self.info_hash).await.unwrap().into_iter().find(|r| r.verified || r.error.is_some()) {
                 return r;
             }
             agent.assert_alive();
@@ -163,14 +148,9 @@ impl Stack {
         }
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
         self.seeder.stop().await;
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(s) = self.server.take() {
-            let _ = s.await;
-        }
+        self.tracker.shutdown().await;
     }
 }
 
@@ -281,7 +261,7 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     let hook = dir.path().join("hook.sh");
     std::fs::write(&hook, format!("#!/bin/sh\necho \"$1 $OTA_RELEASE_NAME $OTA_RELEASE_VERSION $OTA_INFO_HASH\" > {}\n", hook_out.display())).unwrap();
     let hook_cmd = format!("sh {}", hook.display());
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))), &["--install-hook", &hook_cmd], &dir.path().join("agent.log"));
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))), &["--install-hook", &hook_cmd], &dir.path().join("agent.log"));
     stack.push_when_subscribed(1).await;
     wait_progress(&state, &mut agent, 0.3).await;
 
@@ -341,7 +321,7 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let listen = SocketAddr::new(lo, free_port(lo));
     let hook = "sh -c 'echo disk full >&2; exit 3'";
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &["--install-hook", hook], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", hook], &log);
     stack.push_when_subscribed(1).await;
     let before = wait_progress(&state, &mut agent, 0.25).await;
     agent.kill9();
@@ -350,7 +330,7 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     assert_eq!(active[&stack.info_hash]["phase"], "downloading", "{active}");
 
     // Same state folder, same flags, no push: the state folder alone resumes it.
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &["--install-hook", hook], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", hook], &log);
     let report = stack.wait_report(&mut agent, Duration::from_secs(120)).await;
     assert!(report.verified, "{report:?}");
     let err = report.error.clone().unwrap_or_default();
@@ -372,11 +352,11 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     // After another kill -9 and restart the verified release is seeded again
     // (installed, not superseded), with nothing downloaded.
     agent.kill9();
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &[], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
-        let peers = stack.client.peers(&stack.info_hash).await.unwrap();
+        let peers = stack.tracker.client.peers(&stack.info_hash).await.unwrap();
         let announced = peers.iter().any(|p| p.device.as_deref() == Some("dev-resume") && p.left == 0 && p.addr == listen.to_string());
         if seeding && announced {
             break;
@@ -398,7 +378,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(lo, free_port(lo));
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &[], &log);
     stack.push_when_subscribed(1).await;
     wait_progress(&state, &mut agent, 0.1).await;
     let (ok, out, err) = cli(&state, &["cancel", &stack.info_hash]).await;
@@ -413,7 +393,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     assert_eq!(h["history"][0]["outcome"], "cancelled");
     // A restart and a new push do not start it again.
     drop(agent);
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &[], &log);
     // The log is appended to: the second "subscribed" line is the new agent's.
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(&log).unwrap_or_default().matches("subscribed to pushes").count() < 2 {
@@ -421,7 +401,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
         assert!(Instant::now() < deadline, "the restarted agent never subscribed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(stack.client.push(&stack.info_hash).await.unwrap() >= 1);
+    assert!(stack.tracker.client.push(&stack.info_hash).await.unwrap() >= 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     agent.assert_alive();
     assert!(!state.join("downloads").join(&stack.info_hash).exists());
@@ -468,7 +448,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     )
     .unwrap();
     let hook_cmd = format!("sh {}", hook.display());
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &["--install-hook", &hook_cmd], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", &hook_cmd], &log);
     stack.push_when_subscribed(1).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(mark.exists() && status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "installing")) {
@@ -480,7 +460,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     // The orphaned hook is killed by PID too.
     drop(PidFileGuard(pid_file.clone()));
 
-    let mut agent = AgentProc::spawn(&[], &state, &stack.url, listen, &["--install-hook", &hook_cmd], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", &hook_cmd], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
@@ -561,7 +541,7 @@ async fn link_down_and_up_in_a_network_namespace_resumes_without_a_restart() {
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(IpAddr::V4(netns.ns_ip), 46_881);
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&["ip", "netns", "exec", &netns.name], &state, &stack.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&["ip", "netns", "exec", &netns.name], &state, &stack.tracker.url, listen, &[], &log);
     let pid = agent.child.id();
     stack.push_when_subscribed(1).await;
     let before = wait_progress(&state, &mut agent, 0.3).await;

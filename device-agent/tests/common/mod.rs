@@ -57,10 +57,16 @@ impl TestTracker {
         Self::start_with(db_dir, OriginPolicy::default()).await
     }
 
-    /// A tracker with the given origin policy.
+    /// A tracker on 127.0.0.1 with the given origin policy.
     pub async fn start_with(db_dir: &Path, origin_policy: OriginPolicy) -> TestTracker {
+        Self::start_on(db_dir, std::net::Ipv4Addr::LOCALHOST.into(), origin_policy).await
+    }
+
+    /// A tracker listening on `ip` (any free port) with the given origin
+    /// policy: 1 s announce interval, device tokens off.
+    pub async fn start_on(db_dir: &Path, ip: std::net::IpAddr, origin_policy: OriginPolicy) -> TestTracker {
         std::fs::create_dir_all(db_dir).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display())).await.unwrap();
         let store = StoreConfig {
