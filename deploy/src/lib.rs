@@ -4,5 +4,6 @@
 
 pub mod flash_crowd;
 pub mod package;
+pub mod peer_session;
 pub mod processes;
 pub mod s3_server;

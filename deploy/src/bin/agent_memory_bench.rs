@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions};
+use librqbit::{AddTorrent, AddTorrentOptions, Session};
+use ota_deploy::peer_session::listening_session_options;
 
 use ota_deploy::processes::{free_port, ProcessGroup};
 use ota_seeder::publish::{piece_length_for, PieceHasher};
@@ -81,26 +82,7 @@ async fn seeding_peer(dir: &Path, package: &Path, name: &str, torrent: Vec<u8>) 
     }
     let port = free_port()?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let session = Session::new_with_opts(
-        dir.to_path_buf(),
-        SessionOptions {
-            dht: None,
-            disable_local_service_discovery: true,
-            persistence: None,
-            fastresume: false,
-            listen: Some(ListenerOptions {
-                mode: ListenerMode::TcpOnly,
-                listen_addr: addr,
-                enable_upnp_port_forwarding: false,
-                announce_port: Some(port),
-                ipv4_only: true,
-                ..Default::default()
-            }),
-            ipv4_only: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let session = Session::new_with_opts(dir.to_path_buf(), listening_session_options(addr, true)).await?;
     let handle = session
         .add_torrent(
             AddTorrent::from_bytes(torrent),

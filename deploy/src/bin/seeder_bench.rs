@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions};
+use librqbit::{AddTorrent, AddTorrentOptions, Session};
+use ota_deploy::peer_session::listening_session_options;
 use serde::Serialize;
 
 use ota_deploy::processes::{free_port, ProcessGroup};
@@ -488,7 +489,7 @@ async fn leech(torrent: Vec<u8>, name: &str, peer: SocketAddr, dir: &Path, timeo
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let session = Session::new_with_opts(
         dir.to_path_buf(),
-        trackerless_session_options(listen, port),
+        listening_session_options(listen, false),
     )
     .await
     .context("cannot start the leecher session")?;
@@ -633,7 +634,7 @@ async fn bench_file_seeder(release: &NewRelease, torrent: &[u8], data_dir: &Path
     let peer: SocketAddr = ([127, 0, 0, 1], port).into();
     let session = Session::new_with_opts(
         dir.join("state"),
-        trackerless_session_options(peer, port),
+        listening_session_options(peer, false),
     )
     .await
     .context("cannot start the file seeder session")?;
@@ -984,26 +985,3 @@ fn render(cli: &Cli, r: &Report) -> String {
 }
 
 
-/// A loopback librqbit session that talks to given peers only: no DHT, no
-/// local service discovery, no UPnP, no tracker. AddTorrentOptions'
-/// `disable_trackers` is not read by librqbit 9.1; the session-level switch
-/// is what keeps it off the tracker.
-fn trackerless_session_options(listen: SocketAddr, port: u16) -> SessionOptions {
-    SessionOptions {
-        dht: None,
-        disable_local_service_discovery: true,
-        disable_trackers: true,
-        persistence: None,
-        fastresume: false,
-        listen: Some(ListenerOptions {
-            mode: ListenerMode::TcpOnly,
-            listen_addr: listen,
-            enable_upnp_port_forwarding: false,
-            announce_port: Some(port),
-            ipv4_only: true,
-            ..Default::default()
-        }),
-        ipv4_only: true,
-        ..Default::default()
-    }
-}
