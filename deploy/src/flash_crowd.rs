@@ -12,11 +12,12 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use ota_billing_report::savings::RunRecord;
-use ota_tracker::client::TrackerClient;
-use ota_tracker::release::Release;
+use ota_client::TrackerClient;
+use ota_proto::api::Release;
 
-use crate::processes::{free_port, ProcessGroup};
-use crate::s3_server::S3Server;
+use crate::processes::ProcessGroup;
+use ota_testkit::net::free_port;
+use ota_testkit::s3_server::S3Server;
 
 const BUCKET: &str = "ota-packages";
 const ACCESS_KEY: &str = "ota-local-access";
@@ -266,7 +267,7 @@ async fn run_in(
     )?;
 
     // The device maker's manifest key: publish signs with it, agents pin it.
-    let signing_key = ota_tracker::manifest::generate_signing_key();
+    let signing_key = ota_proto::manifest::generate_signing_key();
     let key_path = work.join("manifest-signing.key");
     std::fs::write(&key_path, hex::encode(signing_key.to_bytes()))?;
     let public_key = hex::encode(signing_key.verifying_key().to_bytes());

@@ -13,7 +13,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    ota_tracker::config::init_logging("info");
+    ota_common::logging::init_logging("info");
     let cli = Cli::parse();
     match flash_crowd::run(&cli.args).await {
         Ok(summary) => {

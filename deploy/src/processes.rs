@@ -101,9 +101,3 @@ impl ProcessGroup {
         self.procs.clear();
     }
 }
-
-/// A free TCP port on 127.0.0.1 (bound and released at once).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}

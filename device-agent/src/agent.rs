@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use ota_tracker::announce::{parse_info_hash, AnnounceEvent};
-use ota_tracker::client::{AnnounceParams, TrackerClient};
-use ota_tracker::release::{Release, TelemetryReport};
+use ota_proto::announce::{parse_info_hash, AnnounceEvent};
+use ota_client::{AnnounceParams, TrackerClient};
+use ota_proto::api::{Release, TelemetryReport};
 
 use crate::control_socket::{ControlHandler, Request, Response};
 use crate::policy::{check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings};
@@ -688,8 +688,8 @@ impl Agent {
 
     /// The SHA-256 the package must have: from the verified manifest when a
     /// key is pinned, else from the release record.
-    fn check_manifest(&self, release: &Release) -> Result<String, ota_tracker::manifest::ManifestError> {
-        use ota_tracker::manifest::{verify, ManifestError};
+    fn check_manifest(&self, release: &Release) -> Result<String, ota_proto::manifest::ManifestError> {
+        use ota_proto::manifest::{verify, ManifestError};
         let Some(key) = &self.settings.manifest_key else {
             return Ok(release.sha256.clone());
         };
@@ -702,7 +702,7 @@ impl Agent {
             .lock()
             .unwrap()
             .values()
-            .filter(|i| i.name == m.name && !ota_tracker::manifest::is_newer_version(&m.version, &i.version))
+            .filter(|i| i.name == m.name && !ota_proto::manifest::is_newer_version(&m.version, &i.version))
             .map(|i| i.version.clone())
             .next()
         {
@@ -786,7 +786,7 @@ impl Agent {
                 ih != info_hash
                     && i.name == t.name
                     && i.installed_at_ms.is_some()
-                    && ota_tracker::manifest::is_newer_version(&i.version, &t.version)
+                    && ota_proto::manifest::is_newer_version(&i.version, &t.version)
             })
         });
         SeedingFacts {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions, TorrentStatsState};
 
-use ota_tracker::release::Release;
+use ota_proto::api::Release;
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@ use ota_device_agent::control_socket::{self, Request};
 use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_device_agent::download_state::ActiveRelease;
 use ota_device_agent::policy::PolicySettings;
-use ota_tracker::client::TrackerClient;
+use ota_client::TrackerClient;
 
 /// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
 ///
@@ -159,7 +159,7 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() {
-    ota_tracker::config::init_logging("info,librqbit=warn");
+    ota_common::logging::init_logging("info,librqbit=warn");
     if let Err(e) = run().await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -167,7 +167,7 @@ async fn main() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = ota_tracker::config::expand_config_file(std::env::args().collect(), "OTA_AGENT_CONFIG")?;
+    let args = ota_common::config::expand_config_file(std::env::args().collect(), "OTA_AGENT_CONFIG")?;
     let a = match Cli::parse_from(args).command {
         Command::Run(a) => a,
         Command::Status { socket, json } => return cli(&socket, Request::Status, json).await,
@@ -178,7 +178,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Installed { socket, release } => return cli(&socket, Request::Installed { release }, false).await,
     };
     let manifest_key = match &a.manifest_public_key {
-        Some(k) => Some(ota_tracker::manifest::load_verifying_key(k)?),
+        Some(k) => Some(ota_common::keys::load_verifying_key(k)?),
         None => {
             tracing::warn!("no --manifest-public-key pinned: releases are not signature-checked");
             None

@@ -526,7 +526,7 @@ mod tests {
              upload_limit_bps = 50000\nseed_ratio = 1.5\nseed_until_installed = \"false\"\nseed_max_secs = 600\n",
         )
         .unwrap();
-        let args = ota_tracker::config::expand_config_file(
+        let args = ota_common::config::expand_config_file(
             vec!["x".into(), "--config".into(), f.display().to_string(), "--seed-max-secs".into(), "60".into()],
             "OTA_POLICY_TEST_NO_SUCH_VAR",
         )

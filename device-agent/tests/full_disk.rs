@@ -115,7 +115,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     let mut settings = common::settings("dev-capped", &capped_state);
     settings.policy = PolicySettings { storage_cap_bytes: Some(2_000_000), ..Default::default() };
     let capped = ota_device_agent::agent::Agent::new(
-        ota_tracker::client::TrackerClient::new(&stack.tracker.url, None),
+        ota_client::TrackerClient::new(&stack.tracker.url, None),
         downloader,
         settings,
     );

@@ -31,7 +31,7 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
         ..Default::default()
     };
     let agent = ota_device_agent::agent::Agent::new(
-        ota_tracker::client::TrackerClient::new(&stack.tracker.url, None),
+        ota_client::TrackerClient::new(&stack.tracker.url, None),
         downloader,
         settings,
     );

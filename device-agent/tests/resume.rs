@@ -22,7 +22,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ota_deploy::s3_server::S3Server;
+use ota_testkit::s3_server::S3Server;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
@@ -136,7 +136,7 @@ impl Stack {
     }
 
     /// Waits (bounded) for the agent's telemetry report on the release.
-    async fn wait_report(&self, agent: &mut AgentProc, within: Duration) -> ota_tracker::release::TelemetryReport {
+    async fn wait_report(&self, agent: &mut AgentProc, within: Duration) -> ota_proto::api::TelemetryReport {
         let deadline = Instant::now() + within;
         loop {
             if let Some(r) = self.tracker.client.telemetry(&self.info_hash).await.unwrap().into_iter().find(|r| r.verified || r.error.is_some()) {

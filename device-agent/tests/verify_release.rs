@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ota_deploy::s3_server::S3Server;
+use ota_testkit::s3_server::S3Server;
 use ota_device_agent::agent::{Agent, AgentSettings};
 use ota_device_agent::download::Downloader;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::client::TrackerClient;
+use ota_client::TrackerClient;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_tracker::device_auth::DeviceAuth;
@@ -51,8 +51,8 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     // Four packages: one published honestly; one whose signed manifest gives
     // a SHA-256 the package does not have; one signed with another key; one
     // whose manifest text was altered after signing.
-    let maker = ota_tracker::manifest::generate_signing_key();
-    let stranger = ota_tracker::manifest::generate_signing_key();
+    let maker = ota_proto::manifest::generate_signing_key();
+    let stranger = ota_proto::manifest::generate_signing_key();
     let good: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
     let bad: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
     let other: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
@@ -77,15 +77,15 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
         let (mut new, _info) = hash_object(&s3, &req).await.unwrap();
         let signed = new.manifest.clone().unwrap();
         if case == 1 {
-            let mut m: ota_tracker::manifest::Manifest = serde_json::from_str(&signed.manifest).unwrap();
+            let mut m: ota_proto::manifest::Manifest = serde_json::from_str(&signed.manifest).unwrap();
             m.sha256 = "0".repeat(64);
             new.sha256 = m.sha256.clone();
-            new.manifest = Some(ota_tracker::manifest::sign(&m, &maker));
+            new.manifest = Some(ota_proto::manifest::sign(&m, &maker));
         }
         if case == 3 {
             let text = signed.manifest.replace("\"version\":\"1\"", "\"version\":\"9\"");
             assert_ne!(text, signed.manifest);
-            new.manifest = Some(ota_tracker::manifest::SignedManifest { manifest: text, ..signed });
+            new.manifest = Some(ota_proto::manifest::SignedManifest { manifest: text, ..signed });
         }
         client.register(&new).await.unwrap();
         hashes.push(new.info_hash);

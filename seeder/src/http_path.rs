@@ -37,7 +37,7 @@ pub fn router(seeder: Arc<Seeder>) -> Router {
         .route("/packages/{*key}", get(get_package))
         .route("/api/egress", get(egress))
         .route("/api/ledger", get(ledger))
-        .route("/metrics", get(|| async { ota_tracker::server::metrics_handle().render() }))
+        .route("/metrics", get(|| async { ota_common::metrics::metrics_handle().render() }))
         .route("/health", get(|| async { "ok" }))
         .with_state(seeder)
 }

@@ -101,7 +101,7 @@ pub fn now_ms() -> i64 {
 impl Ledger {
     /// Opens (creating if needed) the ledger at `url` and runs its migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let pool = ota_tracker::config::open_sqlite(url).await.context("egress ledger")?;
+        let pool = ota_common::db::open_sqlite(url).await.context("egress ledger")?;
         sqlx::migrate!("./migrations").run(&pool).await.context("ledger migration failed")?;
         Ok(Ledger { pool })
     }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::client::TrackerClient;
+use ota_client::TrackerClient;
 
 /// ota-seeder: the S3-backed origin of peer-assisted OTA updates.
 ///
@@ -152,7 +152,7 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
-    ota_tracker::config::init_logging("info,librqbit=warn");
+    ota_common::logging::init_logging("info,librqbit=warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,7 +164,7 @@ fn main() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = ota_tracker::config::expand_config_file(std::env::args().collect(), "OTA_SEEDER_CONFIG")?;
+    let args = ota_common::config::expand_config_file(std::env::args().collect(), "OTA_SEEDER_CONFIG")?;
     match Cli::parse_from(args).command {
         Command::Publish(a) => {
             let location: S3Location = a.s3_url.parse()?;
@@ -190,7 +190,7 @@ async fn run() -> anyhow::Result<()> {
                     private: !a.public,
                     signing: match &a.signing_key {
                         Some(p) => Some(ota_seeder::publish::ManifestSigning {
-                            key: ota_tracker::manifest::load_signing_key(p)?,
+                            key: ota_common::keys::load_signing_key(p)?,
                             channel: a.channel.clone(),
                             models: a.models.clone(),
                         }),
@@ -205,7 +205,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Keygen { out } => {
             use std::io::Write;
-            let key = ota_tracker::manifest::generate_signing_key();
+            let key = ota_proto::manifest::generate_signing_key();
             use std::os::unix::fs::OpenOptionsExt;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)

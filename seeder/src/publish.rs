@@ -9,8 +9,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use ota_tracker::metainfo::{info_hash, torrent_bytes, InfoDict};
-use ota_tracker::release::{NewRelease, Release};
+use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
+use ota_proto::api::{NewRelease, Release};
 
 use crate::origin_store::{self, S3Location};
 
@@ -157,8 +157,8 @@ pub async fn hash_object(
     let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: req.private }.to_bytes();
     let info_hash_hex = hex::encode(info_hash(&info));
     let manifest = req.signing.as_ref().map(|s| {
-        ota_tracker::manifest::sign(
-            &ota_tracker::manifest::Manifest {
+        ota_proto::manifest::sign(
+            &ota_proto::manifest::Manifest {
                 name: name.clone(),
                 version: req.version.clone(),
                 info_hash: info_hash_hex.clone(),
@@ -195,7 +195,7 @@ pub async fn hash_object(
 /// register the release with the tracker.
 pub async fn publish(
     s3: &aws_sdk_s3::Client,
-    tracker: &ota_tracker::client::TrackerClient,
+    tracker: &ota_client::TrackerClient,
     req: &PublishRequest,
 ) -> anyhow::Result<Published> {
     let (new, info) = hash_object(s3, req).await?;

@@ -21,9 +21,9 @@ use anyhow::Context;
 use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions};
 use serde::Serialize;
 
-use ota_tracker::client::TrackerClient;
-use ota_tracker::metainfo::{torrent_bytes, InfoDict};
-use ota_tracker::release::Release;
+use ota_client::TrackerClient;
+use ota_proto::metainfo::{torrent_bytes, InfoDict};
+use ota_proto::api::Release;
 
 use crate::ledger::{now_ms, EgressEntry, EgressPath, Ledger, UploadSampler};
 use crate::origin_store::S3Location;
@@ -119,7 +119,7 @@ impl Seeder {
         std::fs::create_dir_all(&settings.state_dir)
             .with_context(|| format!("cannot create {}", settings.state_dir.display()))?;
         // Install the Prometheus recorder before anything is counted.
-        ota_tracker::server::metrics_handle();
+        ota_common::metrics::metrics_handle();
         let mut peer_id = *b"-OS0100-000000000000";
         let r: [u8; 12] = rand_bytes();
         for (d, s) in peer_id[8..].iter_mut().zip(r) {
@@ -198,8 +198,8 @@ impl Seeder {
     async fn add_release(&self, r: &Release) -> anyhow::Result<()> {
         let location: S3Location = r.source.parse()?;
         let torrent = self.tracker.torrent(&r.info_hash, "origin").await?;
-        let info = ota_tracker::metainfo::info_from_torrent(&torrent)?;
-        let ih = ota_tracker::metainfo::info_hash(&info);
+        let info = ota_proto::metainfo::info_from_torrent(&torrent)?;
+        let ih = ota_proto::metainfo::info_hash(&info);
         if hex::encode(ih) != r.info_hash {
             anyhow::bail!("tracker served an info dictionary that does not hash to {}", r.info_hash);
         }
@@ -212,7 +212,7 @@ impl Seeder {
         let announce = format!(
             "{}/announce?origin_token={}",
             self.tracker.base(),
-            ota_tracker::announce::encode_binary(self.settings.origin_token.as_bytes())
+            ota_proto::announce::encode_binary(self.settings.origin_token.as_bytes())
         );
         let corrupt = Arc::new(Mutex::new(None));
         let factory = S3StorageFactory::new(S3StorageParams {

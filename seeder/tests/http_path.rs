@@ -10,7 +10,7 @@ use reqwest::header;
 use reqwest::StatusCode;
 use sha1::{Digest, Sha1};
 
-use ota_tracker::metainfo::info_from_torrent;
+use ota_proto::metainfo::info_from_torrent;
 
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 700_001;

@@ -16,7 +16,7 @@ use std::process::Command;
 use sha1::{Digest, Sha1};
 
 use ota_seeder::publish::{hash_object, PublishRequest};
-use ota_tracker::metainfo::{info_from_torrent, torrent_bytes, InfoDict};
+use ota_proto::metainfo::{info_from_torrent, torrent_bytes, InfoDict};
 
 const KIB: u64 = 1024;
 

@@ -2,10 +2,10 @@
 
 use sha1::{Digest, Sha1};
 
-use ota_deploy::s3_server::S3Server;
+use ota_testkit::s3_server::S3Server;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
-use ota_tracker::metainfo::InfoDict;
+use ota_proto::metainfo::InfoDict;
 
 async fn s3() -> (tempfile::TempDir, S3Server, aws_sdk_s3::Client) {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    ota_tracker::config::init_logging("info");
+    ota_common::logging::init_logging("info");
     let Cli { command: Command::Serve(args) } = Cli::parse();
     let cfg = args.resolve()?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

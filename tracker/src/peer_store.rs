@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::announce::{
+use ota_proto::announce::{
     AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId,
     ScrapeStats,
 };
@@ -665,7 +665,7 @@ impl PeerStore {
 mod tests {
     use super::*;
     use std::collections::HashSet;
-    use crate::announce::DEFAULT_NUMWANT;
+    use ota_proto::announce::DEFAULT_NUMWANT;
 
     fn announce(n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
         AnnounceRequest {

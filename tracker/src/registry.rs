@@ -10,11 +10,10 @@
 use std::collections::HashSet;
 
 use anyhow::Context;
-use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use crate::peer_store::{PeerRecord, StoreChanges};
-use crate::release::{Device, NewRelease, Release, TelemetryReport};
+use ota_proto::api::{Device, NewRelease, Release, TelemetryReport};
 
 /// Errors of the registry that API callers can act on.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +29,7 @@ pub enum RegistryError {
     Db(#[from] sqlx::Error),
 }
 
-/// Which SQL server the registry talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// SQLite (a file).
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
+pub use ota_common::db::Backend;
 
 /// Handle to the registry database.
 #[derive(Clone, Debug)]
@@ -152,22 +144,7 @@ impl Registry {
     /// Errors: an unknown URL scheme, an unreachable or unwritable database,
     /// a failed migration.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            // Creates the file and switches it to WAL (a persistent setting)
-            // with the SQLite driver's options, which the Any driver lacks.
-            crate::config::open_sqlite(url).await?.close().await;
-            Backend::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            anyhow::bail!("database URL {url:?}: expected sqlite://PATH or postgres://…");
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .connect(url)
-            .await
-            .with_context(|| format!("cannot open database {}", redact(url)))?;
+        let (pool, backend) = ota_common::db::open_any(url).await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
@@ -189,7 +166,7 @@ impl Registry {
     pub async fn register(&self, r: &NewRelease) -> Result<Release, RegistryError> {
         let info = hex::decode(&r.info_hex)
             .map_err(|e| RegistryError::Invalid(format!("release: info_hex: {e}")))?;
-        let ih = hex::encode(crate::metainfo::info_hash(&info));
+        let ih = hex::encode(ota_proto::metainfo::info_hash(&info));
         if ih != r.info_hash.to_ascii_lowercase() {
             return Err(RegistryError::Invalid(format!(
                 "release: info_hash {} does not match the info dictionary ({ih})",
@@ -208,7 +185,7 @@ impl Registry {
         if let Some(signed) = &r.manifest {
             // The tracker does not hold the public key; it checks that the
             // manifest describes this release, devices check the signature.
-            let m: crate::manifest::Manifest = serde_json::from_str(&signed.manifest)
+            let m: ota_proto::manifest::Manifest = serde_json::from_str(&signed.manifest)
                 .map_err(|e| RegistryError::Invalid(format!("release: manifest: {e}")))?;
             if !m.info_hash.eq_ignore_ascii_case(&ih) || !m.sha256.eq_ignore_ascii_case(&r.sha256) || m.size != r.size {
                 return Err(RegistryError::Invalid("release: manifest does not describe this release".into()));
@@ -284,7 +261,7 @@ impl Registry {
                 origin_peers: Vec::new(),
                 etag: row.try_get("etag")?,
                 manifest: match (row.try_get::<Option<String>, _>("manifest")?, row.try_get::<Option<String>, _>("signature")?) {
-                    (Some(manifest), Some(signature)) => Some(crate::manifest::SignedManifest { manifest, signature }),
+                    (Some(manifest), Some(signature)) => Some(ota_proto::manifest::SignedManifest { manifest, signature }),
                     _ => None,
                 },
                 rollout_percent: row.try_get::<i64, _>("rollout_percent")?.clamp(0, 100) as u8,
@@ -370,16 +347,6 @@ impl Registry {
 }
 
 /// Hides the password of a database URL for logs and errors.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl Registry {
     /// Registers a device and returns its token: 32 random bytes, hex (64
     /// characters). Only the token's SHA-256 is stored, so the token is

@@ -37,7 +37,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
@@ -47,19 +47,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ota_common::metrics::metrics_handle;
 use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-use crate::announce::{self, parse_info_hash, AnnounceError};
+use ota_proto::announce::{self, parse_info_hash, AnnounceError};
 use crate::device_auth::{DeviceAuth, DeviceDirectory, DeviceEntry};
 use crate::peer_store::{PeerStore, StoreConfig};
 use crate::registry::{token_digest, DeviceActivity, DeviceCredential, Registry, RegistryError, StoredRelease};
-use crate::release::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
-use crate::rollout::{Audience, Refusal};
+use ota_proto::api::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
+use ota_proto::rollout::{Audience, Refusal};
 
 /// One message on the internal push bus: the event and, for a wave
 /// raised from `previous_percent`, only devices newly included get it.
@@ -113,19 +113,6 @@ pub struct ServerSettings {
     pub store: StoreConfig,
     /// Whether devices must announce and call the API with their token.
     pub device_auth: DeviceAuth,
-}
-
-/// The process's Prometheus recorder (installed on first use); every
-/// service renders `GET /metrics` from it.
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // A second tracker in the same process (tests) keeps the first recorder.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 before 1970).
@@ -610,7 +597,7 @@ async fn get_torrent(
             a
         }
     };
-    let body = crate::metainfo::torrent_bytes(&announce, &r.info);
+    let body = ota_proto::metainfo::torrent_bytes(&announce, &r.info);
     Ok(([(header::CONTENT_TYPE, "application/x-bittorrent")], body).into_response())
 }
 
@@ -694,7 +681,7 @@ async fn push_stream(
         if let Caller::Device(d) = &caller {
             me.offered(&msg.info_hash, d).ok()?;
             // A raised wave goes only to the devices it newly includes.
-            if msg.previous_percent.is_some_and(|p| crate::rollout::in_wave(&msg.info_hash, &d.device_id, p)) {
+            if msg.previous_percent.is_some_and(|p| ota_proto::rollout::in_wave(&msg.info_hash, &d.device_id, p)) {
                 return None;
             }
         }

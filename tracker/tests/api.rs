@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use ota_tracker::announce::{encode_binary, AnnounceEvent};
-use ota_tracker::client::{AnnounceParams, TrackerClient};
-use ota_tracker::metainfo::{info_hash, InfoDict};
+use ota_proto::announce::{encode_binary, AnnounceEvent};
+use ota_client::{AnnounceParams, TrackerClient};
+use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
-use ota_tracker::release::{NewRelease, TelemetryReport};
+use ota_proto::api::{NewRelease, TelemetryReport};
 use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 
@@ -145,7 +145,7 @@ async fn releases_swarm_push_and_restart() {
     // The served .torrent carries the device id and keeps the info hash.
     let torrent = anon.torrent(&new.info_hash, "dev-9").await.unwrap();
     assert!(String::from_utf8_lossy(&torrent).contains("/announce?device=dev%2D9"));
-    assert_eq!(info_hash(&ota_tracker::metainfo::info_from_torrent(&torrent).unwrap()), ih);
+    assert_eq!(info_hash(&ota_proto::metainfo::info_from_torrent(&torrent).unwrap()), ih);
 
     // An origin announce and two devices.
     let announce = |n: u8, left: u64, origin: bool| {
@@ -161,7 +161,7 @@ async fn releases_swarm_push_and_restart() {
                 q.push_str(&format!("&origin_token={ADMIN}"));
             }
             let (_, body) = get(&q).await;
-            ota_tracker::announce::decode_announce(&body).unwrap().1
+            ota_proto::announce::decode_announce(&body).unwrap().1
         }
     };
     assert!(announce(0, 0, true).await.is_empty(), "the origin is given no peers");
@@ -200,7 +200,7 @@ async fn releases_swarm_push_and_restart() {
         encode_binary(&[3; 20])
     ))
     .await;
-    assert!(ota_tracker::announce::decode_announce(&body).is_ok());
+    assert!(ota_proto::announce::decode_announce(&body).is_ok());
     t.stop().await;
 }
 
@@ -218,7 +218,7 @@ fn params(ih: [u8; 20], n: u8, left: u64, event: AnnounceEvent) -> AnnounceParam
 }
 
 /// The swarm as the admin API shows it, without ages, sorted.
-fn swarm_view(peers: &[ota_tracker::release::PeerInfo]) -> Vec<(String, String, u64, bool, bool, Option<String>)> {
+fn swarm_view(peers: &[ota_proto::api::PeerInfo]) -> Vec<(String, String, u64, bool, bool, Option<String>)> {
     let mut v: Vec<_> = peers
         .iter()
         .map(|p| (p.peer_id.clone(), p.addr.clone(), p.left, p.is_origin, p.granted, p.device.clone()))
@@ -258,7 +258,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
         encode_binary(&[0; 20])
     ))
     .await;
-    ota_tracker::announce::decode_announce(&body).unwrap();
+    ota_proto::announce::decode_announce(&body).unwrap();
     let first = admin.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap().1;
     assert_eq!(first, vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()], "device 1 holds the origin grant");
     admin.announce(&params(ih, 2, 10, AnnounceEvent::Started)).await.unwrap();
@@ -345,7 +345,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
 
 /// Waits up to `limit` for the next push on `s`; None when none came.
 async fn next_push(
-    s: &mut futures::stream::BoxStream<'static, anyhow::Result<ota_tracker::release::PushEvent>>,
+    s: &mut futures::stream::BoxStream<'static, anyhow::Result<ota_proto::api::PushEvent>>,
     limit: std::time::Duration,
 ) -> Option<String> {
     match tokio::time::timeout(limit, s.next()).await {
@@ -368,7 +368,7 @@ async fn device_tokens_and_rollout_waves_postgres() {
 }
 
 async fn device_tokens_and_rollout_waves(db: &str) {
-    use ota_tracker::rollout::in_wave;
+    use ota_proto::rollout::in_wave;
     use std::time::Duration;
     let db = db.to_string();
     let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
@@ -391,7 +391,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         info_hash: ih_b.clone(),
         sha256: "cd".repeat(32),
         info_hex: hex::encode(&info_b),
-        manifest: Some(ota_tracker::manifest::SignedManifest { manifest, signature: "00".repeat(64) }),
+        manifest: Some(ota_proto::manifest::SignedManifest { manifest, signature: "00".repeat(64) }),
         rollout_percent: None,
         ..new.clone()
     };

@@ -26,12 +26,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ota_tracker::announce::{AnnounceEvent, ScrapeStats};
-use ota_tracker::client::{AnnounceParams, TrackerClient};
-use ota_tracker::metainfo::{info_hash, torrent_bytes, InfoDict};
+use ota_proto::announce::{AnnounceEvent, ScrapeStats};
+use ota_client::{AnnounceParams, TrackerClient};
+use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
-use ota_tracker::release::{NewRelease, PeerInfo};
+use ota_proto::api::{NewRelease, PeerInfo};
 use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
 use serde_json::{json, Value};

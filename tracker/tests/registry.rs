@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use ota_tracker::peer_store::{PeerRecord, StoreChanges};
 use ota_tracker::registry::{Backend, DeviceActivity, Registry, RegistryError};
-use ota_tracker::release::{NewRelease, TelemetryReport};
+use ota_proto::api::{NewRelease, TelemetryReport};
 
 fn release(info: &[u8]) -> NewRelease {
     NewRelease {
         name: "pkg.bin".into(),
         version: "1".into(),
-        info_hash: hex::encode(ota_tracker::metainfo::info_hash(info)),
+        info_hash: hex::encode(ota_proto::metainfo::info_hash(info)),
         size: 5,
         piece_length: 16384,
         sha256: "ab".repeat(32),
@@ -29,7 +29,7 @@ fn release(info: &[u8]) -> NewRelease {
 
 async fn releases_telemetry_and_devices_persist_across_reopen(url: &str) {
     let info = b"d4:name1:ae".to_vec();
-    let ih = hex::encode(ota_tracker::metainfo::info_hash(&info));
+    let ih = hex::encode(ota_proto::metainfo::info_hash(&info));
     let token;
     {
         let reg = Registry::open(url).await.unwrap();

@@ -9,17 +9,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ota_deploy::s3_server::S3Server;
+use ota_testkit::s3_server::S3Server;
 use ota_device_agent::agent::{Agent, AgentSettings};
 use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::client::TrackerClient;
+use ota_client::TrackerClient;
 use ota_tracker::peer_handout::OriginPolicy;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
-use ota_tracker::release::NewRelease;
+use ota_proto::api::NewRelease;
 use ota_tracker::server::{ServerSettings, Tracker};
 
 pub const ADMIN: &str = "agent-test-admin";

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session, SessionOptions};
 
-use ota_deploy::s3_server::S3Server;
+use ota_testkit::s3_server::S3Server;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest, Published};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::client::TrackerClient;
-use ota_tracker::metainfo::torrent_bytes;
+use ota_client::TrackerClient;
+use ota_proto::metainfo::torrent_bytes;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_tracker::device_auth::DeviceAuth;

@@ -25,17 +25,18 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use librqbit::{AddTorrent, AddTorrentOptions, Session};
-use ota_deploy::peer_session::listening_session_options;
+use ota_peer::PeerSession;
 use serde::Serialize;
 
-use ota_deploy::processes::{free_port, ProcessGroup};
-use ota_deploy::s3_server::S3Server;
+use ota_deploy::processes::ProcessGroup;
+use ota_testkit::net::free_port;
+use ota_testkit::s3_server::S3Server;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::client::TrackerClient;
-use ota_tracker::metainfo::torrent_bytes;
-use ota_tracker::release::NewRelease;
+use ota_client::TrackerClient;
+use ota_proto::metainfo::torrent_bytes;
+use ota_proto::api::NewRelease;
 
 const BUCKET: &str = "bench";
 const ACCESS_KEY: &str = "bench-access";
@@ -259,7 +260,7 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
     let mut report = Report { machine: format!("{machine}, {} cores", num_cores()), worker_threads: threads, ..Default::default() };
 
     let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    report.s3_server = "ota_deploy::s3_server::S3Server (s3s-fs)".into();
+    report.s3_server = "ota_testkit::s3_server::S3Server (s3s-fs)".into();
     let s3_server = S3Server::start(&work.join("s3"), s3_listener, ACCESS_KEY, SECRET_KEY)?;
     let s3 = origin_store::client(&S3Args {
         s3_endpoint: Some(s3_server.endpoint()),

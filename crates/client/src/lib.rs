@@ -1,6 +1,9 @@
-//! Clients of the tracker's API, used by the seeder (register, push), the
-//! device agent (releases, torrents, push subscription, telemetry) and the
-//! flash-crowd runner.
+//! `ota-client`: the tracker's own client (as Kraken's `announceclient` is
+//! its tracker's), used by the seeder (register, push), the device agent
+//! (releases, torrents, push subscription, telemetry), the flash-crowd runner
+//! and the benches. HTTP/JSON against the tracker's `/api`, BEP 3 announces
+//! and BEP 48 scrapes against `/announce` and `/scrape`, and the push channel
+//! (server-sent events).
 
 use std::time::Duration;
 
@@ -8,15 +11,16 @@ use anyhow::Context;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::release::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
+use ota_proto::api::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
+use ota_proto::{InfoHash, PeerId};
 
 /// Parameters of [`TrackerClient::announce`] (BEP 3).
 #[derive(Debug, Clone)]
 pub struct AnnounceParams {
     /// Swarm.
-    pub info_hash: [u8; 20],
+    pub info_hash: InfoHash,
     /// The client's peer id.
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
     /// Its peer-wire port.
     pub port: u16,
     /// Bytes uploaded.
@@ -26,7 +30,7 @@ pub struct AnnounceParams {
     /// Bytes left.
     pub left: u64,
     /// Event.
-    pub event: crate::announce::AnnounceEvent,
+    pub event: ota_proto::announce::AnnounceEvent,
     /// Device id, sent as `device=` (for `--device-auth off`); a client
     /// with a device token sends `token=` instead and the tracker takes the
     /// id from the token.
@@ -121,7 +125,7 @@ impl TrackerClient {
     /// subscribers the newly included devices' push reached.
     ///
     /// Errors: 400 for a percentage above 100, 404 for an unknown release.
-    pub async fn set_rollout(&self, info_hash: &str, percent: u8) -> anyhow::Result<usize> {
+    pub async fn set_rollout(&self, info_hash: &InfoHash, percent: u8) -> anyhow::Result<usize> {
         let resp = self
             .admin(
                 self.http
@@ -168,7 +172,7 @@ impl TrackerClient {
 
     /// Pushes a release to subscribed devices (admin); returns how many
     /// subscribers it was delivered to.
-    pub async fn push(&self, info_hash: &str) -> anyhow::Result<usize> {
+    pub async fn push(&self, info_hash: &InfoHash) -> anyhow::Result<usize> {
         let resp = self
             .admin(self.http.post(format!("{}/api/releases/{info_hash}/push", self.base)))
             .send()
@@ -185,14 +189,14 @@ impl TrackerClient {
     }
 
     /// One release by hex info hash.
-    pub async fn release(&self, info_hash: &str) -> anyhow::Result<Release> {
+    pub async fn release(&self, info_hash: &InfoHash) -> anyhow::Result<Release> {
         let resp = self.auth(self.http.get(format!("{}/api/releases/{info_hash}", self.base))).send().await?;
         Ok(Self::check(resp, "get release").await?.json().await?)
     }
 
     /// The `.torrent` file of a release. With a device token its announce
     /// URL carries the token (`/announce?token=TOKEN`); otherwise `device=`.
-    pub async fn torrent(&self, info_hash: &str, device: &str) -> anyhow::Result<Vec<u8>> {
+    pub async fn torrent(&self, info_hash: &InfoHash, device: &str) -> anyhow::Result<Vec<u8>> {
         let resp = self
             .auth(self.http.get(format!("{}/api/releases/{info_hash}/torrent", self.base)))
             .query(&[("device", device)])
@@ -207,12 +211,12 @@ impl TrackerClient {
     ///
     /// Errors: the tracker is unreachable or answers with a `failure reason`.
     pub async fn announce(&self, a: &AnnounceParams) -> anyhow::Result<(u32, Vec<std::net::SocketAddr>)> {
-        use crate::announce::encode_binary;
+        use ota_proto::announce::encode_binary;
         let event = match a.event {
-            crate::announce::AnnounceEvent::Started => "&event=started",
-            crate::announce::AnnounceEvent::Completed => "&event=completed",
-            crate::announce::AnnounceEvent::Stopped => "&event=stopped",
-            crate::announce::AnnounceEvent::None => "",
+            ota_proto::announce::AnnounceEvent::Started => "&event=started",
+            ota_proto::announce::AnnounceEvent::Completed => "&event=completed",
+            ota_proto::announce::AnnounceEvent::Stopped => "&event=stopped",
+            ota_proto::announce::AnnounceEvent::None => "",
         };
         let device = match (&self.device_token, a.device.as_deref()) {
             (None, Some(d)) => format!("&device={}", encode_binary(d.as_bytes())),
@@ -221,21 +225,21 @@ impl TrackerClient {
         let url = format!(
             "{}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1{event}{device}",
             self.tracker_url("announce"),
-            encode_binary(&a.info_hash),
-            encode_binary(&a.peer_id),
+            encode_binary(&a.info_hash.0),
+            encode_binary(&a.peer_id.0),
             a.port,
             a.uploaded,
             a.downloaded,
             a.left
         );
         let body = Self::check(self.http.get(url).send().await?, "announce").await?.bytes().await?;
-        crate::announce::decode_announce(&body)
+        ota_proto::announce::decode_announce(&body)
     }
 
     /// The live peers of a release's swarm (admin), seeders first.
     ///
     /// Errors: tracker unreachable, 401 for a wrong token, 404 for an unknown release.
-    pub async fn peers(&self, info_hash: &str) -> anyhow::Result<Vec<PeerInfo>> {
+    pub async fn peers(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<PeerInfo>> {
         let resp = self
             .admin(self.http.get(format!("{}/api/releases/{info_hash}/peers", self.base)))
             .send()
@@ -248,10 +252,10 @@ impl TrackerClient {
     ///
     /// Errors: tracker unreachable, a `failure reason`, a malformed response,
     /// or a response without this info hash (unregistered).
-    pub async fn scrape(&self, info_hash: &[u8; 20]) -> anyhow::Result<crate::announce::ScrapeStats> {
-        let url = format!("{}info_hash={}", self.tracker_url("scrape"), crate::announce::encode_binary(info_hash));
+    pub async fn scrape(&self, info_hash: &InfoHash) -> anyhow::Result<ota_proto::announce::ScrapeStats> {
+        let url = format!("{}info_hash={}", self.tracker_url("scrape"), ota_proto::announce::encode_binary(&info_hash.0));
         let body = Self::check(self.admin(self.http.get(url)).send().await?, "scrape").await?.bytes().await?;
-        crate::announce::decode_scrape(&body, info_hash)
+        ota_proto::announce::decode_scrape(&body, info_hash)
     }
 
     /// Number of devices subscribed to the push channel.
@@ -269,7 +273,7 @@ impl TrackerClient {
     }
 
     /// The latest report of each device for a release.
-    pub async fn telemetry(&self, info_hash: &str) -> anyhow::Result<Vec<TelemetryReport>> {
+    pub async fn telemetry(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<TelemetryReport>> {
         let resp = self.auth(self.http.get(format!("{}/api/releases/{info_hash}/telemetry", self.base))).send().await?;
         Ok(Self::check(resp, "telemetry").await?.json().await?)
     }

@@ -12,12 +12,13 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::ids::InfoHash;
 use crate::manifest::Manifest;
 
 /// The device's bucket for a release, 0..=99.
-pub fn bucket(info_hash: &[u8; 20], device_id: &str) -> u8 {
+pub fn bucket(info_hash: &InfoHash, device_id: &str) -> u8 {
     let mut h = Sha256::new();
-    h.update(info_hash);
+    h.update(info_hash.0);
     h.update(device_id.as_bytes());
     let d = h.finalize();
     let first = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
@@ -26,7 +27,7 @@ pub fn bucket(info_hash: &[u8; 20], device_id: &str) -> u8 {
 
 /// Whether the device is in a wave of `percent` % of devices (100 and
 /// above: every device; 0: none).
-pub fn in_wave(info_hash: &[u8; 20], device_id: &str, percent: u8) -> bool {
+pub fn in_wave(info_hash: &InfoHash, device_id: &str, percent: u8) -> bool {
     bucket(info_hash, device_id) < percent
 }
 
@@ -84,7 +85,7 @@ impl Audience {
 
     /// Whether a device (id, channel, model) is offered the release
     /// `info_hash`; the reason when not.
-    pub fn admits(&self, info_hash: &[u8; 20], device_id: &str, channel: &str, model: &str) -> Result<(), Refusal> {
+    pub fn admits(&self, info_hash: &InfoHash, device_id: &str, channel: &str, model: &str) -> Result<(), Refusal> {
         if let Some(c) = &self.channel {
             if c != channel {
                 return Err(Refusal::Channel { release: c.clone(), device: channel.into() });
@@ -106,7 +107,7 @@ mod tests {
 
     #[test]
     fn waves_spread_evenly_and_only_grow() {
-        let ih = [7u8; 20];
+        let ih = InfoHash([7u8; 20]);
         let ids: Vec<String> = (0..10_000).map(|i| format!("device-{i}")).collect();
         let at = |p: u8| ids.iter().filter(|d| in_wave(&ih, d, p)).count();
         let quarter = at(25);
@@ -120,7 +121,7 @@ mod tests {
             }
         }
         // Another release draws another sample.
-        let other = [8u8; 20];
+        let other = InfoHash([8u8; 20]);
         let same = ids.iter().filter(|d| in_wave(&ih, d, 25) == in_wave(&other, d, 25)).count();
         assert!(same < 9_000, "waves of two releases coincide for {same} devices");
         // Buckets are spread over 0..100.
@@ -134,12 +135,12 @@ mod tests {
     #[test]
     fn manifest_channel_and_models_restrict_the_audience() {
         let manifest = serde_json::json!({
-            "name": "p", "version": "1", "info_hash": "00", "size": 1, "sha256": "00",
+            "name": "p", "version": "1", "info_hash": "00".repeat(20), "size": 1, "sha256": "00",
             "channel": "beta", "models": ["m1", "m2"], "created_at": 0
         })
         .to_string();
         let a = Audience::new(100, Some(&manifest), false);
-        let ih = [1u8; 20];
+        let ih = InfoHash([1u8; 20]);
         assert_eq!(a.admits(&ih, "d", "beta", "m2"), Ok(()));
         assert!(matches!(a.admits(&ih, "d", "stable", "m2"), Err(Refusal::Channel { .. })));
         assert_eq!(a.admits(&ih, "d", "beta", "m3"), Err(Refusal::Model("m3".into())));

@@ -16,17 +16,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use librqbit::{AddTorrent, AddTorrentOptions, Session};
-use ota_deploy::peer_session::listening_session_options;
+use ota_peer::PeerSession;
 
 use ota_deploy::processes::{free_port, ProcessGroup};
 use ota_seeder::publish::{piece_length_for, PieceHasher};
-use ota_tracker::client::TrackerClient;
+use ota_client::TrackerClient;
 use ota_tracker::device_auth::DeviceAuth;
-use ota_tracker::metainfo::{info_hash, InfoDict};
+use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_tracker::peer_handout::OriginPolicy;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
-use ota_tracker::release::NewRelease;
+use ota_proto::api::NewRelease;
 use ota_tracker::server::{ServerSettings, Tracker};
 
 const ADMIN: &str = "agent-memory-bench";
@@ -99,7 +99,7 @@ async fn seeding_peer(dir: &Path, package: &Path, name: &str, torrent: Vec<u8>) 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ota_tracker::config::init_logging("warn,librqbit=off,librqbit_core=off");
+    ota_common::logging::init_logging("warn,librqbit=off,librqbit_core=off");
     let cli = Cli::parse();
     let package = match &cli.package {
         Some(p) => p.clone(),

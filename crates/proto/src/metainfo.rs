@@ -3,9 +3,11 @@
 
 use sha1::{Digest, Sha1};
 
+use crate::ids::InfoHash;
+
 /// SHA-1 of the raw bencoded info dictionary: the info hash (BEP 3).
-pub fn info_hash(info: &[u8]) -> [u8; 20] {
-    Sha1::digest(info).into()
+pub fn info_hash(info: &[u8]) -> InfoHash {
+    InfoHash(Sha1::digest(info).into())
 }
 
 /// Builds a `.torrent` file: `d8:announce<url>[13:announce-listll<url>ee]4:info<info>e`.

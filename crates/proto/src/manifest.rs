@@ -7,13 +7,13 @@
 //! signature covers the manifest's JSON text byte for byte, so the text is
 //! carried as is and parsed only after verification.
 //!
-//! Pure: keys are passed in; [`load_signing_key`] and [`load_verifying_key`]
-//! read key files.
-
-use std::path::Path;
+//! Pure: keys are passed in (the binaries read key files through
+//! `ota_common::keys`).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
+
+use crate::ids::InfoHash;
 
 /// What a manifest states about a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +22,8 @@ pub struct Manifest {
     pub name: String,
     /// Release version.
     pub version: String,
-    /// Info hash, 40 hex characters.
-    pub info_hash: String,
+    /// Info hash (40 hex characters in the JSON text).
+    pub info_hash: InfoHash,
     /// Package size in bytes.
     pub size: u64,
     /// SHA-256 of the package, 64 hex characters.
@@ -86,9 +86,6 @@ pub enum ManifestError {
         /// Version installed.
         installed: String,
     },
-    /// A key file is unreadable or not a key.
-    #[error("{0}")]
-    Key(String),
 }
 
 /// Orders two version strings: dot- or dash-separated components compare
@@ -137,9 +134,9 @@ pub fn verify(signed: &SignedManifest, key: &VerifyingKey) -> Result<Manifest, M
 impl Manifest {
     /// Checks that the manifest is for release `info_hash` and for a device
     /// on `channel` of `model`.
-    pub fn check_for(&self, info_hash: &str, channel: &str, model: &str) -> Result<(), ManifestError> {
-        if !self.info_hash.eq_ignore_ascii_case(info_hash) {
-            return Err(ManifestError::WrongRelease { manifest: self.info_hash.clone(), release: info_hash.into() });
+    pub fn check_for(&self, info_hash: &InfoHash, channel: &str, model: &str) -> Result<(), ManifestError> {
+        if self.info_hash != *info_hash {
+            return Err(ManifestError::WrongRelease { manifest: self.info_hash.to_hex(), release: info_hash.to_hex() });
         }
         if self.channel != channel {
             return Err(ManifestError::WrongChannel { manifest: self.channel.clone(), device: channel.into() });
@@ -159,34 +156,6 @@ pub fn generate_signing_key() -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
-fn read_hex32(path: &Path, what: &str) -> Result<[u8; 32], ManifestError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ManifestError::Key(format!("cannot read {what} {}: {e}", path.display())))?;
-    parse_hex32(text.trim()).map_err(|e| ManifestError::Key(format!("{what} {}: {e}", path.display())))
-}
-
-/// Parses 64 hex characters into 32 bytes.
-pub fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
-    hex::decode(s.trim())
-        .map_err(|e| e.to_string())?
-        .try_into()
-        .map_err(|_| "expected 32 bytes (64 hex characters)".to_string())
-}
-
-/// Reads a signing key file: the 32-byte secret key as 64 hex characters.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, ManifestError> {
-    Ok(SigningKey::from_bytes(&read_hex32(path, "signing key")?))
-}
-
-/// Reads a public key: 64 hex characters, given inline or in a file.
-pub fn load_verifying_key(hex_or_path: &str) -> Result<VerifyingKey, ManifestError> {
-    let bytes = match parse_hex32(hex_or_path) {
-        Ok(b) => b,
-        Err(_) => read_hex32(Path::new(hex_or_path), "public key")?,
-    };
-    VerifyingKey::from_bytes(&bytes).map_err(|e| ManifestError::Key(format!("not an ed25519 public key: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +164,7 @@ mod tests {
         Manifest {
             name: "fw.bin".into(),
             version: "2.1".into(),
-            info_hash: "ab".repeat(20),
+            info_hash: InfoHash([0xab; 20]),
             size: 10,
             sha256: "cd".repeat(32),
             channel: "stable".into(),
@@ -220,12 +189,12 @@ mod tests {
     #[test]
     fn manifest_must_be_for_this_release_channel_and_model() {
         let m = manifest();
-        m.check_for(&"AB".repeat(20), "stable", "gw-100").unwrap();
-        assert!(matches!(m.check_for(&"00".repeat(20), "stable", "gw-100"), Err(ManifestError::WrongRelease { .. })));
-        assert!(matches!(m.check_for(&"ab".repeat(20), "beta", "gw-100"), Err(ManifestError::WrongChannel { .. })));
-        assert!(matches!(m.check_for(&"ab".repeat(20), "stable", "gw-200"), Err(ManifestError::WrongModel { .. })));
+        m.check_for(&InfoHash([0xab; 20]), "stable", "gw-100").unwrap();
+        assert!(matches!(m.check_for(&InfoHash([0; 20]), "stable", "gw-100"), Err(ManifestError::WrongRelease { .. })));
+        assert!(matches!(m.check_for(&InfoHash([0xab; 20]), "beta", "gw-100"), Err(ManifestError::WrongChannel { .. })));
+        assert!(matches!(m.check_for(&InfoHash([0xab; 20]), "stable", "gw-200"), Err(ManifestError::WrongModel { .. })));
         let all = Manifest { models: vec![], ..m };
-        all.check_for(&"ab".repeat(20), "stable", "anything").unwrap();
+        all.check_for(&InfoHash([0xab; 20]), "stable", "anything").unwrap();
     }
 
     #[test]
@@ -236,20 +205,5 @@ mod tests {
         assert!(!is_newer_version("1.9", "1.10"));
         assert!(is_newer_version("2026.11.2", "2026.11.1"));
         assert!(is_newer_version("1.0-rc2", "1.0-rc1"));
-    }
-
-    #[test]
-    fn keys_load_from_files_or_inline_hex() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = generate_signing_key();
-        let p = dir.path().join("k");
-        std::fs::write(&p, hex::encode(key.to_bytes())).unwrap();
-        assert_eq!(load_signing_key(&p).unwrap().to_bytes(), key.to_bytes());
-        let pub_hex = hex::encode(key.verifying_key().to_bytes());
-        assert_eq!(load_verifying_key(&pub_hex).unwrap(), key.verifying_key());
-        let pp = dir.path().join("k.pub");
-        std::fs::write(&pp, format!("{pub_hex}\n")).unwrap();
-        assert_eq!(load_verifying_key(pp.to_str().unwrap()).unwrap(), key.verifying_key());
-        assert!(load_verifying_key("/no/such/file").is_err());
     }
 }

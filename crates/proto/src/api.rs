@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{InfoHash, PeerId};
 use crate::manifest::SignedManifest;
 
 /// What the seeder registers after publishing a package.
@@ -13,7 +14,7 @@ pub struct NewRelease {
     /// Release version string, e.g. `2026.11.1`.
     pub version: String,
     /// Info hash, 40 lowercase hex characters (SHA-1 of the bencoded info dictionary, BEP 3).
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Package size in bytes.
     pub size: u64,
     /// Piece length in bytes.
@@ -49,7 +50,7 @@ pub struct Release {
     /// Release version.
     pub version: String,
     /// Info hash, hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Package size in bytes.
     pub size: u64,
     /// Piece length in bytes.
@@ -121,7 +122,7 @@ pub struct DeviceToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushEvent {
     /// The release to fetch.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Its name.
     pub name: String,
     /// Its version.
@@ -134,7 +135,7 @@ pub struct TelemetryReport {
     /// Device id.
     pub device: String,
     /// Release info hash, hex.
-    pub info_hash: String,
+    pub info_hash: InfoHash,
     /// Payload bytes received from other devices over BitTorrent.
     pub bytes_from_peers: u64,
     /// Of `bytes_from_peers`, bytes from devices at a LAN address (RFC 1918,
@@ -164,8 +165,8 @@ pub struct TelemetryReport {
 /// (`GET /api/releases/{info_hash}/peers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
-    /// The 20-byte peer id (BEP 3), hex.
-    pub peer_id: String,
+    /// The 20-byte peer id (BEP 3), hex in JSON.
+    pub peer_id: PeerId,
     /// The client tag of an Azureus-style peer id (BEP 20), e.g. `-TR3000-`
     /// for Transmission 3.00 or `-LT2080-` for libtorrent 2.0.8: the first
     /// 8 bytes when they are printable ASCII, else empty.

@@ -11,10 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_bencode::value::Value;
 
-/// A 20-byte SHA-1 info hash (BEP 3: SHA-1 of the bencoded `info` dictionary).
-pub type InfoHash = [u8; 20];
-/// A 20-byte peer id chosen by the client (BEP 3).
-pub type PeerId = [u8; 20];
+pub use crate::ids::{InfoHash, PeerId};
 
 /// Longest query string accepted, in bytes. A BEP 3 announce with every
 /// parameter fits in well under 1 KiB.
@@ -109,8 +106,9 @@ fn pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
     })
 }
 
-fn id20(name: &'static str, v: &[u8]) -> Result<[u8; 20], AnnounceError> {
-    v.try_into()
+fn id20<T: From<[u8; 20]>>(name: &'static str, v: &[u8]) -> Result<T, AnnounceError> {
+    <[u8; 20]>::try_from(v)
+        .map(T::from)
         .map_err(|_| AnnounceError::Invalid(name, format!("expected 20 bytes, got {}", v.len())))
 }
 
@@ -338,7 +336,7 @@ pub fn encode_announce(resp: &AnnounceResponse, compact: bool, no_peer_id: bool)
                     ("port", int(p.addr.port())),
                 ];
                 if !no_peer_id {
-                    e.push(("peer id", Value::Bytes(p.peer_id.to_vec())));
+                    e.push(("peer id", Value::Bytes(p.peer_id.0.to_vec())));
                 }
                 dict(e)
             })
@@ -355,7 +353,7 @@ pub fn encode_scrape(files: &[(InfoHash, ScrapeStats)]) -> Vec<u8> {
         .iter()
         .map(|(ih, s)| {
             (
-                ih.to_vec(),
+                ih.0.to_vec(),
                 dict(vec![
                     ("complete", int(s.complete)),
                     ("downloaded", int(s.downloaded)),
@@ -444,23 +442,14 @@ pub fn decode_scrape(bytes: &[u8], info_hash: &InfoHash) -> anyhow::Result<Scrap
     let Some(Value::Dict(files)) = d.get(b"files".as_slice()) else {
         anyhow::bail!("scrape response has no files dictionary")
     };
-    let Some(Value::Dict(f)) = files.get(info_hash.as_slice()) else {
-        anyhow::bail!("scrape response has no entry for {}", hex::encode(info_hash))
+    let Some(Value::Dict(f)) = files.get(info_hash.0.as_slice()) else {
+        anyhow::bail!("scrape response has no entry for {}", info_hash)
     };
     let get = |k: &str| match f.get(k.as_bytes()) {
         Some(Value::Int(i)) => u32::try_from(*i).map_err(|_| anyhow::anyhow!("scrape {k} out of range: {i}")),
         _ => anyhow::bail!("scrape entry has no {k}"),
     };
     Ok(ScrapeStats { complete: get("complete")?, downloaded: get("downloaded")?, incomplete: get("incomplete")? })
-}
-
-/// Parses a hex info hash (40 characters, as the release API writes it).
-///
-/// Errors: not hex, or not 20 bytes.
-pub fn parse_info_hash(s: &str) -> anyhow::Result<InfoHash> {
-    hex::decode(s)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("info hash {s:?} is not 20 bytes"))
 }
 
 /// Percent-encodes raw bytes for a query string (every byte outside
@@ -487,8 +476,8 @@ mod tests {
             "&event=started&compact=0&no_peer_id=1&numwant=1000&ip=10.1.2.3&key=k1&device=dev-7",
         ))
         .unwrap();
-        assert_eq!(r.info_hash, [0xAB; 20]);
-        assert_eq!(&r.peer_id, b"-XX0001-abcdefghijkl");
+        assert_eq!(r.info_hash, InfoHash([0xAB; 20]));
+        assert_eq!(&r.peer_id.0, b"-XX0001-abcdefghijkl");
         assert_eq!(r.port, 6881);
         assert_eq!(r.left, 100);
         assert_eq!(r.event, AnnounceEvent::Started);
@@ -528,8 +517,8 @@ mod tests {
             complete: 1,
             incomplete: 2,
             peers: vec![
-                PeerAddr { peer_id: [1; 20], addr: "127.0.0.1:7000".parse().unwrap() },
-                PeerAddr { peer_id: [2; 20], addr: "[::1]:7001".parse().unwrap() },
+                PeerAddr { peer_id: PeerId([1; 20]), addr: "127.0.0.1:7000".parse().unwrap() },
+                PeerAddr { peer_id: PeerId([2; 20]), addr: "[::1]:7001".parse().unwrap() },
             ],
         };
         let bytes = encode_announce(&resp, true, false);
@@ -556,17 +545,17 @@ mod tests {
     #[test]
     fn scrape_parses_many_and_encodes() {
         let q = format!("info_hash={}&info_hash={}", encode_binary(&[1; 20]), encode_binary(&[2; 20]));
-        assert_eq!(parse_scrape(&q).unwrap(), vec![[1; 20], [2; 20]]);
-        let enc = encode_scrape(&[([1; 20], ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 })]);
+        assert_eq!(parse_scrape(&q).unwrap(), vec![InfoHash([1; 20]), InfoHash([2; 20])]);
+        let enc = encode_scrape(&[(InfoHash([1; 20]), ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 })]);
         let s = String::from_utf8_lossy(&enc);
         assert!(s.starts_with("d5:filesd20:"), "{s}");
         assert!(s.contains("8:completei3e10:downloadedi4e10:incompletei5e"), "{s}");
         assert_eq!(
-            decode_scrape(&enc, &[1; 20]).unwrap(),
+            decode_scrape(&enc, &InfoHash([1; 20])).unwrap(),
             ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 }
         );
-        assert!(decode_scrape(&enc, &[2; 20]).is_err());
-        assert!(decode_scrape(&encode_failure("x"), &[1; 20]).is_err());
+        assert!(decode_scrape(&enc, &InfoHash([2; 20])).is_err());
+        assert!(decode_scrape(&encode_failure("x"), &InfoHash([1; 20])).is_err());
     }
 
     /// xorshift64*: a small deterministic PRNG, so that a failure replays.

@@ -1,0 +1,10 @@
+//! `ota-peer`: the BitTorrent peer side shared by the device agent and the
+//! origin seeder: one librqbit session builder ([`session::PeerSession`])
+//! and one peer-id generator ([`peer_id`]). The NAT layer (UPnP, STUN probe,
+//! hole punching) and the QUIC peer transport go here.
+
+pub mod peer_id;
+pub mod session;
+
+pub use peer_id::random_peer_id;
+pub use session::PeerSession;

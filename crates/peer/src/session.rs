@@ -1,0 +1,115 @@
+//! The one librqbit 9.1 session builder of the project: the seeder, the
+//! device agent, the tests and the benches all start their BitTorrent
+//! sessions from [`PeerSession`], so that the settings that matter for
+//! distribution (no DHT, no local service discovery, no librqbit UPnP, no
+//! session persistence or fast-resume, the announced port) are decided here
+//! once.
+
+use std::net::SocketAddr;
+
+use librqbit::{ListenerMode, ListenerOptions, SessionOptions};
+use ota_proto::PeerId;
+
+/// How a librqbit session is set up.
+///
+/// - No DHT and no local service discovery (BEP 5, BEP 14): peers come from
+///   the tracker's hand-out policy only.
+/// - librqbit's own UPnP stays off: it maps TCP only on IGDv1 and never
+///   deletes its mappings; the NAT layer of this crate maps ports instead.
+/// - No session persistence and no fast-resume: the agent resumes from its
+///   own state file plus librqbit's full piece check at add time (session
+///   persistence would re-add torrents behind the agent's back, and
+///   fast-resume checks only a random sample of the pieces its saved
+///   bitfield claims).
+/// - A listener always announces its own port: librqbit announces 4240 for a
+///   loopback listener unless `announce_port` is set.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSession {
+    /// TCP address to accept peer-wire connections on; `None`: no listener
+    /// (a leecher that only dials out).
+    pub listen: Option<SocketAddr>,
+    /// The session's peer id (BEP 3); `None`: librqbit picks one.
+    pub peer_id: Option<PeerId>,
+    /// Whether torrents talk to their trackers. `false` keeps the session
+    /// off every tracker (it talks only to `initial_peers`):
+    /// `AddTorrentOptions::disable_trackers` is not read by librqbit 9.1,
+    /// the session-level switch is.
+    pub trackers: bool,
+    /// Upload cap of the whole session in bytes/s; `None` or 0: unlimited.
+    pub upload_limit_bps: Option<u32>,
+    /// Client name and version sent in the extended handshake (BEP 10),
+    /// e.g. `ota-device-agent 0.1.0`.
+    pub client_name: Option<String>,
+}
+
+impl PeerSession {
+    /// A session listening on `listen` (TCP only) that talks to trackers.
+    pub fn listening(listen: SocketAddr) -> Self {
+        PeerSession { listen: Some(listen), trackers: true, ..Default::default() }
+    }
+
+    /// A session with no listener that talks only to the peers it is given.
+    pub fn leecher() -> Self {
+        PeerSession::default()
+    }
+
+    /// The librqbit options for this session.
+    pub fn options(&self) -> SessionOptions {
+        let ipv4_only = self.listen.is_some_and(|l| l.is_ipv4());
+        SessionOptions {
+            dht: None,
+            disable_local_service_discovery: true,
+            disable_trackers: !self.trackers,
+            persistence: None,
+            fastresume: false,
+            peer_id: self.peer_id.map(|p| librqbit::dht::Id20::new(p.0)),
+            listen: self.listen.map(|listen| ListenerOptions {
+                mode: ListenerMode::TcpOnly,
+                listen_addr: listen,
+                enable_upnp_port_forwarding: false,
+                announce_port: Some(listen.port()),
+                ipv4_only: listen.is_ipv4(),
+                ..Default::default()
+            }),
+            ratelimits: librqbit::limits::LimitsConfig {
+                upload_bps: self.upload_limit_bps.and_then(std::num::NonZeroU32::new),
+                download_bps: None,
+            },
+            ipv4_only,
+            client_name_and_version: self.client_name.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Starts the session, storing torrents under `dir` unless a torrent
+    /// names its own output folder.
+    ///
+    /// Errors: the listen port is taken, or librqbit cannot start.
+    pub async fn start(&self, dir: std::path::PathBuf) -> anyhow::Result<std::sync::Arc<librqbit::Session>> {
+        let what = match self.listen {
+            Some(l) => format!("cannot start the BitTorrent session on {l}"),
+            None => "cannot start the BitTorrent session".to_string(),
+        };
+        librqbit::Session::new_with_opts(dir, self.options()).await.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_announces_its_own_port_and_nothing_else_is_on() {
+        let mut s = PeerSession::listening("127.0.0.1:7001".parse().unwrap());
+        s.upload_limit_bps = Some(0);
+        let o = s.options();
+        let l = o.listen.as_ref().unwrap();
+        assert_eq!(l.announce_port, Some(7001));
+        assert!(!l.enable_upnp_port_forwarding);
+        assert!(o.dht.is_none() && o.disable_local_service_discovery && o.persistence.is_none() && !o.fastresume);
+        assert!(!o.disable_trackers && o.ipv4_only);
+        assert!(o.ratelimits.upload_bps.is_none(), "0 means unlimited");
+        let o = PeerSession::leecher().options();
+        assert!(o.listen.is_none() && o.disable_trackers && !o.ipv4_only);
+    }
+}
