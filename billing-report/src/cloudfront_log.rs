@@ -15,8 +15,8 @@
 //! (the object path) by name. Until a `#Fields:` line is seen the documented
 //! default order is assumed (`date`=0, `time`=1, `sc-bytes`=3, `cs-uri-stem`=7).
 
-use crate::egress::{days_in_month, EgressEvent, HourUtc, LineOutcome};
-use crate::s3_log::parse_bytes;
+use crate::calendar::{days_in_month, HourUtc};
+use crate::log_line::{parse_bytes, EgressEvent, LineOutcome};
 
 /// Column positions of the fields used, from a `#Fields:` directive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

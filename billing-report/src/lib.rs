@@ -13,16 +13,19 @@
 //!   scenario, monthly fleet projection (pure).
 //! * [`egress`] — bytes sent per object and per UTC hour from access logs,
 //!   streamed line by line; one-line parsers in [`s3_log`] (Amazon S3 server
-//!   access logs) and [`cloudfront_log`] (Amazon CloudFront standard logs).
+//!   access logs), [`cloudfront_log`] (Amazon CloudFront standard logs) and
+//!   [`origin_ledger`] (the seeder's ledger export), each yielding a
+//!   [`log_line::LineOutcome`]; UTC calendar arithmetic in [`calendar`].
 //! * [`render`] — table, Markdown, CSV and JSON output of a
 //!   [`savings::Report`] (with costs) and of an [`egress::EgressReport`].
 //! * [`plot`] — SVG and PNG plots of a [`savings::Report`].
 //! * [`synthetic`] — synthetic S3 access logs for tests and the benchmark.
-#![warn(missing_docs)]
 
+pub mod calendar;
 pub mod cloudfront_log;
 pub mod cost;
 pub mod egress;
+pub mod log_line;
 pub mod origin_ledger;
 pub mod plot;
 pub mod render;

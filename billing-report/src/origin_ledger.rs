@@ -3,7 +3,8 @@
 //! `at_ms,info_hash,path,peer,device,bytes`, one row per sample of bytes the
 //! origin sent over BitTorrent or HTTP. Per-line parsing is pure.
 
-use crate::egress::{EgressEvent, HourUtc, LineOutcome};
+use crate::calendar::HourUtc;
+use crate::log_line::{EgressEvent, LineOutcome};
 
 /// The header line of a ledger export.
 pub const LEDGER_HEADER: &str = "at_ms,info_hash,path,peer,device,bytes";

@@ -27,7 +27,8 @@
 //! statuses count: a `206 Partial Content` range response (how BitTorrent web
 //! seeds fetch pieces) or an error body is egress too.
 
-use crate::egress::{days_in_month, days_from_civil, EgressEvent, HourUtc, LineOutcome};
+use crate::calendar::{days_from_civil, days_in_month, HourUtc};
+use crate::log_line::{parse_bytes, EgressEvent, LineOutcome};
 
 /// The only operation whose `bytes_sent` counts as object egress.
 pub const GET_OBJECT: &str = "REST.GET.OBJECT";
@@ -120,17 +121,6 @@ pub fn parse_time(text: &str) -> Option<i64> {
     }
     let local = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Some(local - sign * i64::from(off_h * 3600 + off_m * 60))
-}
-
-/// Parses a byte-count field: `-` is 0 bytes (AWS: "`-` if zero").
-pub fn parse_bytes(field: &str) -> Option<u64> {
-    if field == "-" {
-        Some(0)
-    } else if !field.is_empty() && field.bytes().all(|c| c.is_ascii_digit()) {
-        field.parse().ok()
-    } else {
-        None
-    }
 }
 
 /// Parses one S3 server access log line: a `REST.GET.OBJECT` record becomes an

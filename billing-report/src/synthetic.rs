@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::egress::civil_from_days;
+use crate::calendar::civil_from_days;
 
 /// Number of distinct object keys in a synthetic log.
 pub const DISTINCT_KEYS: u64 = 64;

@@ -373,7 +373,7 @@ async fn run_in(
     let egress: serde_json::Value = reqwest::get(format!("http://{seeder_http}/api/egress")).await?.json().await?;
     let origin_egress_bytes = egress["releases"]
         .as_array()
-        .and_then(|a| a.iter().find(|r| r["info_hash"] == ih.as_str()))
+        .and_then(|a| a.iter().find(|r| r["info_hash"] == ih.to_hex().as_str()))
         .map(|r| r["bittorrent_bytes"].as_u64().unwrap_or(0) + r["http_bytes"].as_u64().unwrap_or(0))
         .context("the seeder does not list the release")?;
 
@@ -383,7 +383,7 @@ async fn run_in(
     }
     let mut devices = Vec::new();
     for r in reports {
-        let path = work.join("agents").join(&r.device).join("downloads").join(&ih).join(&release.name);
+        let path = work.join("agents").join(&r.device).join("downloads").join(ih.to_hex()).join(&release.name);
         let identical = files_identical(&path, package).unwrap_or(false);
         devices.push(DeviceResult {
             device: r.device,
@@ -400,7 +400,7 @@ async fn run_in(
         mode: args.mode,
         package: release.name,
         package_bytes,
-        info_hash: ih,
+        info_hash: ih.to_hex(),
         devices,
         origin_egress_bytes,
         origin_egress_copies: origin_egress_bytes as f64 / package_bytes as f64,

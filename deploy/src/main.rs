@@ -1,3 +1,5 @@
+//! `flash-crowd`: the runner of the main job (see the README).
+
 use clap::Parser;
 use ota_deploy::flash_crowd::{self, FlashCrowdArgs};
 

@@ -18,7 +18,8 @@ use clap::Parser;
 use librqbit::{AddTorrent, AddTorrentOptions, Session};
 use ota_peer::PeerSession;
 
-use ota_deploy::processes::{free_port, ProcessGroup};
+use ota_deploy::processes::ProcessGroup;
+use ota_testkit::net::free_port;
 use ota_seeder::publish::{piece_length_for, PieceHasher};
 use ota_client::TrackerClient;
 use ota_tracker::device_auth::DeviceAuth;
@@ -82,7 +83,7 @@ async fn seeding_peer(dir: &Path, package: &Path, name: &str, torrent: Vec<u8>) 
     }
     let port = free_port()?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let session = Session::new_with_opts(dir.to_path_buf(), listening_session_options(addr, true)).await?;
+    let session = PeerSession::listening(addr).start(dir.to_path_buf()).await?;
     let handle = session
         .add_torrent(
             AddTorrent::from_bytes(torrent),
@@ -111,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let piece_length = piece_length_for(size);
     let (pieces, sha256, _) = hash_file(&package, piece_length)?;
     let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: true }.to_bytes();
-    let ih = hex::encode(info_hash(&info));
+    let ih = info_hash(&info);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -130,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         .register(&NewRelease {
             name: name.clone(),
             version: "1".into(),
-            info_hash: ih.clone(),
+            info_hash: ih,
             size,
             piece_length,
             sha256: hex::encode(sha256),

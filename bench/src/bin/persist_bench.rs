@@ -34,8 +34,8 @@ fn peer(n: u32, per_swarm: u32, left: u64) -> PeerRecord {
     let mut id = *b"-BENCH0-000000000000";
     id[16..].copy_from_slice(&n.to_be_bytes());
     PeerRecord {
-        info_hash: ih,
-        peer_id: id,
+        info_hash: ota_proto::InfoHash(ih),
+        peer_id: ota_proto::PeerId(id),
         addr: std::net::SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 | n).into(), 6881),
         left,
         stalled: 0,

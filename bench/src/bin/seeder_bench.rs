@@ -201,12 +201,7 @@ fn main() {
     std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,librqbit=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ota_common::logging::init_logging("warn,librqbit=error");
     let threads = cli.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
         Ok(rt) => rt,
@@ -488,12 +483,10 @@ async fn leech(torrent: Vec<u8>, name: &str, peer: SocketAddr, dir: &Path, timeo
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let session = Session::new_with_opts(
-        dir.to_path_buf(),
-        listening_session_options(listen, false),
-    )
-    .await
-    .context("cannot start the leecher session")?;
+    let session = PeerSession { trackers: false, ..PeerSession::listening(listen) }
+        .start(dir.to_path_buf())
+        .await
+        .context("cannot start the leecher session")?;
     let r = async {
         let t = Instant::now();
         let handle = session
@@ -633,12 +626,10 @@ async fn bench_file_seeder(release: &NewRelease, torrent: &[u8], data_dir: &Path
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let peer: SocketAddr = ([127, 0, 0, 1], port).into();
-    let session = Session::new_with_opts(
-        dir.join("state"),
-        listening_session_options(peer, false),
-    )
-    .await
-    .context("cannot start the file seeder session")?;
+    let session = PeerSession { trackers: false, ..PeerSession::listening(peer) }
+        .start(dir.join("state"))
+        .await
+        .context("cannot start the file seeder session")?;
     let r = async {
         let t = Instant::now();
         let handle = session

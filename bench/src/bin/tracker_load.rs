@@ -132,7 +132,7 @@ impl Pool {
         let swarms: Vec<(Vec<u8>, String)> = (0..swarms)
             .map(|i| {
                 let info = info_dict(seed, i);
-                let ih = encode_binary(&info_hash(&info));
+                let ih = encode_binary(info_hash(&info).as_bytes());
                 (info, ih)
             })
             .collect();
@@ -333,7 +333,7 @@ async fn register(t: &Target, pool: &Pool, token: &str) -> anyhow::Result<()> {
                 let body = NewRelease {
                     name: format!("bench-{}-{i}.bin", pool.seed),
                     version: "1".into(),
-                    info_hash: hex::encode(ih),
+                    info_hash: ih,
                     size: SIZE,
                     piece_length: 262_144,
                     sha256: "ab".repeat(32),
