@@ -5,8 +5,8 @@
 # SHA-256 of the token, one hash-map look-up, the rollout-wave check), same
 # seeded request mix from ota-tracker-load, loopback only.
 #
-#   deploy/bench-device-auth.sh                 # defaults below
-#   SWARMS=1000 PEERS=100 CONC=64 DURATION=10 deploy/bench-device-auth.sh
+#   bench/device-auth.sh                 # defaults below
+#   SWARMS=1000 PEERS=100 CONC=64 DURATION=10 bench/device-auth.sh
 #
 # Needs: cargo, python3, curl. Honours CARGO_TARGET_DIR. Prints a markdown
 # table. Every child is stopped by PID on exit.
@@ -22,7 +22,7 @@ TOKEN=bench-admin-token
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p ota-tracker -p ota-tracker-load)
+(cd "$ROOT" && cargo build --release -q -p ota-tracker -p ota-bench --bin ota-tracker --bin ota-tracker-load)
 TRACKER=$TARGET_DIR/release/ota-tracker
 LOAD=$TARGET_DIR/release/ota-tracker-load
 

@@ -5,8 +5,8 @@
 # throwaway cluster: initdb into a temp dir as the postgres user, loopback
 # only, stopped and removed at exit).
 #
-#   deploy/bench-persist.sh            # N=100000
-#   PEERS=200000 deploy/bench-persist.sh
+#   bench/persist.sh            # N=100000
+#   PEERS=200000 bench/persist.sh
 #
 # Needs: cargo, Debian's postgresql package (/usr/lib/postgresql/*/bin).
 # Honours CARGO_TARGET_DIR. Prints "backend round peers ms" lines.
@@ -19,7 +19,7 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL not found (apt-get install -y postgresql)" >&2; exit 1; }
 
 echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p ota-tracker --bin ota-tracker-persist-bench)
+(cd "$ROOT" && cargo build --release -q -p ota-bench --bin ota-tracker-persist-bench)
 BENCH=$TARGET_DIR/release/ota-tracker-persist-bench
 
 TMP=$(mktemp -d /tmp/bench-persist.XXXXXX)

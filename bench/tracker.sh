@@ -2,9 +2,9 @@
 # Load benchmark: ota-tracker (persistence on, temp SQLite) against Debian's
 # opentracker on the same machine, loopback only, identical request mix.
 #
-#   deploy/bench-tracker.sh            # defaults below
-#   SWARMS=1000 PEERS=100 CONC=64 DURATION=20 WARMUP=3 deploy/bench-tracker.sh
-#   OTA_WORKERS=0 deploy/bench-tracker.sh   # ota-tracker with one worker per CPU
+#   bench/tracker.sh            # defaults below
+#   SWARMS=1000 PEERS=100 CONC=64 DURATION=20 WARMUP=3 bench/tracker.sh
+#   OTA_WORKERS=0 bench/tracker.sh   # ota-tracker with one worker per CPU
 #
 # ota-tracker runs with --worker-threads ${OTA_WORKERS:-1}: one event-loop
 # thread, like opentracker, since the load generator shares this machine.
@@ -36,7 +36,7 @@ OT_BIN=${OPENTRACKER:-$(command -v opentracker || true)}
 [ -n "$OT_BIN" ] || { echo "opentracker not found (apt-get install -y opentracker)" >&2; exit 1; }
 
 echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p ota-tracker -p ota-tracker-load)
+(cd "$ROOT" && cargo build --release -q -p ota-tracker -p ota-bench --bin ota-tracker --bin ota-tracker-load)
 TRACKER=$TARGET_DIR/release/ota-tracker
 LOAD=$TARGET_DIR/release/ota-tracker-load
 

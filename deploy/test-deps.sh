@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use, when missing (needs root and
+# apt-get; a machine that already has them installs nothing):
+# - fonts-dejavu-core: the billing report's plot labels;
+# - python3-libtorrent and mktorrent: independent info-hash oracles, and
+#   libtorrent as a real client of the tracker;
+# - transmission-daemon: a real client of the tracker;
+# - iproute2: network namespaces (the agent's link-down/up resume test);
+# - coturn: turnutils_stunclient, an independent client of the STUN responder;
+# - postgresql: binaries for the throwaway clusters the tracker tests start.
+set -euo pipefail
+need=()
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+/usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need+=(python3-libtorrent)
+command -v mktorrent >/dev/null || need+=(mktorrent)
+command -v transmission-daemon >/dev/null || need+=(transmission-daemon)
+command -v ip >/dev/null || need+=(iproute2)
+command -v turnutils_stunclient >/dev/null || need+=(coturn)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "the tests need these Debian packages: ${need[*]} (run this script as root on Debian, or install them)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${need[@]}" \
+    || { apt-get update && apt-get install -y --no-install-recommends "${need[@]}"; }
+fi
