@@ -1,0 +1,189 @@
+//! What the sections share: the S3 object, an in-process tracker, a plain
+//! librqbit leecher, process memory readings.
+
+use super::*;
+
+
+pub(crate) fn num_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+}
+
+pub(crate) fn step(what: &str) {
+    eprintln!("[seeder-bench] {what}");
+}
+
+/// Writes `size` pseudo-random bytes (ChaCha, seeded) to `path`.
+pub(crate) fn write_random(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+pub(crate) async fn upload(s3: &aws_sdk_s3::Client, loc: &S3Location, file: &Path) -> anyhow::Result<()> {
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+    origin_store::put(s3, loc, body).await
+}
+
+/// A plain streaming GetObject that discards the bytes; returns the byte count.
+pub(crate) async fn raw_get(s3: &aws_sdk_s3::Client, loc: &S3Location) -> anyhow::Result<u64> {
+    let out = s3
+        .get_object()
+        .bucket(&loc.bucket)
+        .key(&loc.key)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {loc}: {}", origin_store::describe(&e)))?;
+    let mut body = out.body;
+    let mut n = 0u64;
+    while let Some(chunk) = body.try_next().await.context("reading the body")? {
+        n += chunk.len() as u64;
+    }
+    Ok(n)
+}
+
+pub(crate) fn publish_request(loc: &S3Location, tracker_url: &str) -> PublishRequest {
+    PublishRequest {
+        location: loc.clone(),
+        version: "1".into(),
+        piece_length: None,
+        tracker_url: tracker_url.to_string(),
+        http_base: None,
+        private: true,
+        signing: None,
+    }
+}
+
+/// An `ota_tracker` server in this process.
+pub(crate) struct InProcTracker {
+    pub(crate) url: String,
+    pub(crate) client: TrackerClient,
+    pub(crate) stop_tx: tokio::sync::oneshot::Sender<()>,
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcTracker {
+    pub(crate) async fn start(dir: &Path) -> anyhow::Result<Self> {
+        use ota_tracker::peer_store::StoreConfig;
+        use ota_tracker::registry::Registry;
+        use ota_tracker::device_auth::DeviceAuth;
+        use ota_tracker::server::{ServerSettings, Tracker};
+        std::fs::create_dir_all(dir)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let registry = Registry::open(&format!("sqlite://{}/tracker.db", dir.display())).await?;
+        let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
+        let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off }).await?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(tracker.serve(listener, async {
+            let _ = stop_rx.await;
+        }));
+        let client = TrackerClient::new(&url, Some(ADMIN.into()));
+        Ok(InProcTracker { url, client, stop_tx, task })
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop_tx.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// What one leecher got.
+pub(crate) struct Leeched {
+    pub(crate) secs: f64,
+    pub(crate) fetched: u64,
+    pub(crate) path: PathBuf,
+}
+
+/// A fresh plain librqbit session (no DHT, no LSD, no trackers, loopback
+/// listener) downloads `torrent` from `peer` into `dir`; timed from add to
+/// completion. The session is stopped before returning.
+pub(crate) async fn leech(torrent: Vec<u8>, name: &str, peer: SocketAddr, dir: &Path, timeout: Duration) -> anyhow::Result<Leeched> {
+    std::fs::create_dir_all(dir)?;
+    let port = free_port()?;
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let session = PeerSession { trackers: false, ..PeerSession::listening(listen) }
+        .start(dir.to_path_buf())
+        .await
+        .context("cannot start the leecher session")?;
+    let r = async {
+        let t = Instant::now();
+        let handle = session
+            .add_torrent(
+                AddTorrent::from_bytes(torrent),
+                Some(AddTorrentOptions {
+                    overwrite: true,
+                    disable_trackers: true,
+                    initial_peers: Some(vec![peer]),
+                    output_folder: Some(dir.display().to_string()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .context("leecher refused the torrent")?
+            .into_handle()
+            .context("list-only")?;
+        tokio::time::timeout(timeout, handle.wait_until_completed())
+            .await
+            .with_context(|| format!("leecher did not finish within {} s ({})", timeout.as_secs(), handle.stats()))?
+            .context("leecher failed")?;
+        let secs = t.elapsed().as_secs_f64();
+        let stats = handle.stats();
+        let fetched = stats.live.as_ref().map(|l| l.snapshot.fetched_bytes).unwrap_or(stats.progress_bytes);
+        anyhow::Ok(Leeched { secs, fetched, path: dir.join(name) })
+    }
+    .await;
+    session.stop().await;
+    r
+}
+
+pub(crate) async fn sha256_file(path: PathBuf) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        let mut f = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        anyhow::Ok(hex::encode(h.finalize()))
+    })
+    .await?
+}
+
+pub(crate) async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {} s waiting for {what}", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// VmRSS and VmHWM of a process, MiB.
+pub(crate) fn proc_mem_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = s.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb: f64 = line.split_whitespace().nth(1).context("malformed line")?.parse()?;
+        Ok(kb / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+pub(crate) async fn seeder_s3_bytes(http: &str) -> Option<u64> {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
+    let v: serde_json::Value = c.get(format!("http://{http}/api/egress")).send().await.ok()?.json().await.ok()?;
+    v["s3_bytes_read"].as_u64()
+}

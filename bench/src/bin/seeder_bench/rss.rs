@@ -1,0 +1,162 @@
+//! Section 4: memory of a real `ota-seeder seed` process with many releases.
+
+use super::*;
+
+
+pub(crate) async fn bench_rss(
+    cli: &Cli,
+    s3: &aws_sdk_s3::Client,
+    s3_server: &S3Server,
+    dir: &Path,
+    procs: &mut ProcessGroup,
+    timeout: Duration,
+) -> anyhow::Result<RssResult> {
+    anyhow::ensure!(cli.releases >= 1 && cli.release_mib >= 1, "--releases and --release-mib must be positive");
+    std::fs::create_dir_all(dir)?;
+    let tracker = InProcTracker::start(&dir.join("tracker")).await?;
+    let r = async {
+        let size = cli.release_mib * MIB;
+        step(&format!("section 4: publishing {} releases of {} MiB", cli.releases, cli.release_mib));
+        let mut releases = Vec::new();
+        for i in 0..cli.releases {
+            let name = format!("release-{i:02}.bin");
+            let file = dir.join(&name);
+            write_random(&file, size, 1000 + i as u64)?;
+            let loc = S3Location { bucket: BUCKET.into(), key: name.clone() };
+            upload(s3, &loc, &file).await?;
+            std::fs::remove_file(&file)?;
+            let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, &tracker.url))).await.context("hash_object timed out")??;
+            tracker.client.register(&new).await?;
+            releases.push((new, info));
+        }
+
+        step("section 4: starting ota-seeder seed");
+        let peer: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let mut env = s3_server.client_env();
+        env.push(("OTA_TRACKER_URL".into(), tracker.url.clone()));
+        env.push(("OTA_ADMIN_TOKEN".into(), ADMIN.into()));
+        let s = |v: &str| v.to_string();
+        let t = Instant::now();
+        let pid = procs.spawn(
+            "seeder",
+            "ota-seeder",
+            &[
+                s("seed"),
+                s("--peer-listen"),
+                peer.to_string(),
+                s("--http-listen"),
+                http.clone(),
+                s("--state-dir"),
+                dir.join("seeder").display().to_string(),
+                s("--cache-bytes"),
+                (cli.rss_cache_mib * MIB).to_string(),
+                s("--read-ahead"),
+                cli.read_ahead.to_string(),
+                s("--max-s3-requests"),
+                cli.max_s3_requests.to_string(),
+                s("--poll-ms"),
+                s("300"),
+                s("--verify-interval-secs"),
+                s("300"),
+            ],
+            &env,
+            &dir.join("seeder.log"),
+        )?;
+        // Seeded: the tracker lists the origin for every release, and the
+        // initial checks are over (every object read from S3 at least once and
+        // the S3 counter still for 1 s). librqbit announces only once a
+        // torrent is live (section 2 shows the listing and the end of the
+        // check coincide); the S3 counter makes the end of the checks explicit.
+        let total = size * cli.releases as u64;
+        let deadline = Instant::now() + timeout * 2;
+        let mut listed = vec![false; releases.len()];
+        let mut last: Option<(u64, Instant)> = None;
+        let (checked_bytes, seeded_at) = loop {
+            procs.check_alive().context("while waiting for the seeder")?;
+            anyhow::ensure!(Instant::now() < deadline, "timed out waiting for the seeder to seed {} releases", releases.len());
+            for (i, (new, _)) in releases.iter().enumerate() {
+                if !listed[i] {
+                    listed[i] = tracker.client.release(&new.info_hash).await.is_ok_and(|r| !r.origin_peers.is_empty());
+                }
+            }
+            if let Some(b) = seeder_s3_bytes(&http).await {
+                if listed.iter().all(|l| *l) && b >= total {
+                    match last {
+                        Some((prev, since)) if prev == b && since.elapsed() >= Duration::from_secs(1) => break (b, since),
+                        Some((prev, _)) if prev == b => {}
+                        _ => last = Some((b, Instant::now())),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let seed_all_secs = seeded_at.duration_since(t).as_secs_f64();
+        let (rss_seeded, hwm_seeded) = proc_mem_mib(pid)?;
+
+        let n = cli.downloads.min(releases.len());
+        step(&format!("section 4: {n} leechers ({} at once)", cli.parallel_leechers.max(1)));
+        let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = sampler_stop.clone();
+            tokio::spawn(async move {
+                let mut max = 0f64;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((rss, _)) = proc_mem_mib(pid) {
+                        max = max.max(rss);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                max
+            })
+        };
+        let t = Instant::now();
+        // Spread the picks over the whole list, so that some are still in the
+        // cache after the initial checks and some are not.
+        let picks: Vec<usize> = (0..n).map(|k| k * releases.len() / n.max(1)).collect();
+        let results: Vec<anyhow::Result<Leeched>> = futures::stream::iter(picks.into_iter().map(|i| {
+            let (new, info) = &releases[i];
+            let torrent = torrent_bytes(&format!("{}/announce", tracker.url), info);
+            let ldir = dir.join(format!("leecher-{i:02}"));
+            let name = new.name.clone();
+            async move {
+                let r = leech(torrent, &name, peer, &ldir, timeout).await;
+                let _ = std::fs::remove_dir_all(&ldir);
+                r
+            }
+        }))
+        .buffer_unordered(cli.parallel_leechers.max(1))
+        .collect()
+        .await;
+        let download_secs = t.elapsed().as_secs_f64();
+        sampler_stop.store(true, Ordering::Relaxed);
+        let sampled_max = sampler.await.unwrap_or(0.0);
+        let mut downloaded = 0;
+        for r in results {
+            downloaded += r?.fetched;
+        }
+        procs.check_alive().context("after the downloads")?;
+        let s3_after = seeder_s3_bytes(&http).await.unwrap_or(checked_bytes);
+        let (rss_end, hwm_end) = proc_mem_mib(pid)?;
+        anyhow::Ok(RssResult {
+            pid,
+            releases: releases.len(),
+            release_bytes: size,
+            cache_bytes: cli.rss_cache_mib * MIB,
+            downloads: n,
+            seed_all_secs,
+            initial_check_s3_bytes: checked_bytes,
+            rss_seeded_mib: rss_seeded,
+            hwm_seeded_mib: hwm_seeded,
+            download_secs,
+            downloaded_bytes: downloaded,
+            s3_bytes_during_downloads: s3_after.saturating_sub(checked_bytes),
+            rss_end_mib: rss_end,
+            hwm_end_mib: hwm_end,
+            rss_sampled_max_mib: sampled_max.max(rss_end),
+        })
+    }
+    .await;
+    tracker.stop().await;
+    r
+}
