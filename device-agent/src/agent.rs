@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use ota_proto::announce::{parse_info_hash, AnnounceEvent};
 use ota_client::{AnnounceParams, TrackerClient};
+use ota_proto::announce::AnnounceEvent;
 use ota_proto::api::{Release, TelemetryReport};
+use ota_proto::InfoHash;
 
 use crate::control_socket::{ControlHandler, Request, Response};
 use crate::policy::{check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings};
@@ -129,8 +130,8 @@ pub struct Agent {
     tracker: TrackerClient,
     downloader: Downloader,
     settings: AgentSettings,
-    attempted: Mutex<HashSet<String>>,
-    installed: Mutex<BTreeMap<String, Installed>>,
+    attempted: Mutex<HashSet<InfoHash>>,
+    installed: Mutex<BTreeMap<InfoHash, Installed>>,
     active: Mutex<ActiveMap>,
     history: Mutex<Vec<HistoryEntry>>,
     policy_blocked: AtomicBool,
@@ -154,7 +155,7 @@ fn load_or_set_aside<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T
 /// The agent's view of one release for a running [`Downloader::fetch`].
 struct ReleaseControl {
     agent: Arc<Agent>,
-    info_hash: String,
+    info_hash: InfoHash,
 }
 
 impl FetchControl for ReleaseControl {
@@ -183,7 +184,7 @@ impl FetchControl for ReleaseControl {
 
     fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
         let tracker = self.agent.tracker.clone();
-        let ih = self.info_hash.clone();
+        let ih = self.info_hash;
         async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
     }
 }
@@ -192,7 +193,7 @@ impl Agent {
     /// Builds an agent over a started [`Downloader`], loading
     /// `installed.json`, `active.json` and `history.json` from the state folder.
     pub fn new(tracker: TrackerClient, downloader: Downloader, settings: AgentSettings) -> Arc<Self> {
-        let installed: BTreeMap<String, Installed> = load_or_set_aside(&settings.state_dir.join("installed.json"));
+        let installed: BTreeMap<InfoHash, Installed> = load_or_set_aside(&settings.state_dir.join("installed.json"));
         let mut active: ActiveMap = load_or_set_aside(&settings.state_dir.join("active.json"));
         // Unfinished downloads are resumed from here; seeding from
         // `installed.json` (see `resume_seeding`).
@@ -276,14 +277,14 @@ impl Agent {
     }
 
     /// Ends a release that is not going on: history entry, out of `active.json`.
-    fn finish_active(&self, info_hash: &str, outcome: Outcome, reason: Option<String>) {
+    fn finish_active(&self, info_hash: &InfoHash, outcome: Outcome, reason: Option<String>) {
         let a = self.active.lock().unwrap().remove(info_hash);
         let (name, version, started, received) = match &a {
             Some(a) => (a.name.clone(), a.version.clone(), a.started_at_ms, a.received),
             None => (String::new(), String::new(), now_ms(), SourceTotals::default()),
         };
         self.record_history(HistoryEntry {
-            info_hash: info_hash.to_string(),
+            info_hash: *info_hash,
             name,
             version,
             outcome,
@@ -300,7 +301,7 @@ impl Agent {
     /// (see [`should_stop_seeding`]).
     ///
     /// Errors: the release is not verified on this device.
-    pub fn mark_installed(&self, info_hash: &str, detail: &str) -> anyhow::Result<Installed> {
+    pub fn mark_installed(&self, info_hash: &InfoHash, detail: &str) -> anyhow::Result<Installed> {
         let inst = {
             let mut installed = self.installed.lock().unwrap();
             let i = installed
@@ -311,7 +312,7 @@ impl Agent {
         };
         self.save_installed()?;
         self.record_history(HistoryEntry {
-            info_hash: info_hash.to_string(),
+            info_hash: *info_hash,
             name: inst.name.clone(),
             version: inst.version.clone(),
             outcome: Outcome::Installed,
@@ -327,12 +328,12 @@ impl Agent {
     /// [`should_stop_seeding`] does not retire (the package is SHA-256
     /// checked on disk first).
     pub fn resume_seeding(self: &Arc<Self>) {
-        let verified: Vec<(String, Installed)> = self.installed().into_iter().collect();
+        let verified: Vec<(InfoHash, Installed)> = self.installed().into_iter().collect();
         for (ih, inst) in verified {
             if should_stop_seeding(&self.seeding_facts(&ih, 0, 0, Duration::ZERO), &self.settings.policy) {
                 continue;
             }
-            self.attempted.lock().unwrap().insert(ih.clone());
+            self.attempted.lock().unwrap().insert(ih);
             let me = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = me.reseed(&ih, &inst).await {
@@ -342,7 +343,7 @@ impl Agent {
         }
     }
 
-    async fn reseed(self: &Arc<Self>, info_hash: &str, inst: &Installed) -> anyhow::Result<()> {
+    async fn reseed(self: &Arc<Self>, info_hash: &InfoHash, inst: &Installed) -> anyhow::Result<()> {
         let release = self.tracker.release(info_hash).await?;
         let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
         self.downloader.seed_verified(&release, &inst.sha256, torrent).await?;
@@ -352,10 +353,10 @@ impl Agent {
             .unwrap()
             .iter()
             .rev()
-            .find(|h| h.info_hash == info_hash && h.outcome != Outcome::Installed)
+            .find(|h| h.info_hash == *info_hash && h.outcome != Outcome::Installed)
             .map(|h| h.received)
             .unwrap_or_default();
-        let mut a = ActiveRelease::new(info_hash, &release.name, &release.version, release.size, now_ms());
+        let mut a = ActiveRelease::new(*info_hash, &release.name, &release.version, release.size, now_ms());
         a.phase = Phase::Seeding;
         a.manifest_checked = true;
         a.progress_bytes = release.size;
@@ -372,7 +373,7 @@ impl Agent {
                     }
                 }
                 None => {
-                    active.insert(info_hash.to_string(), a);
+                    active.insert(*info_hash, a);
                 }
             }
         }
@@ -386,10 +387,10 @@ impl Agent {
     /// A telemetry report of this device for `info_hash` with the bytes
     /// received per source (origin over BitTorrent, LAN and internet peers,
     /// origin over HTTP); the other fields at their defaults.
-    fn report(&self, info_hash: &str, received: &SourceTotals) -> TelemetryReport {
+    fn report(&self, info_hash: &InfoHash, received: &SourceTotals) -> TelemetryReport {
         TelemetryReport {
             device: self.settings.device_id.clone(),
-            info_hash: info_hash.to_string(),
+            info_hash: *info_hash,
             bytes_from_origin: received.origin_bittorrent,
             bytes_from_peers: received.peers,
             bytes_from_lan_peers: received.lan_peers,
@@ -405,7 +406,7 @@ impl Agent {
     /// A release whose install hook was cut short (the agent died in phase
     /// `installing`) gets its hook run again.
     pub fn resume_unfinished(self: &Arc<Self>) {
-        let pending: Vec<(String, Phase)> = self.active.lock().unwrap().iter().map(|(k, a)| (k.clone(), a.phase)).collect();
+        let pending: Vec<(InfoHash, Phase)> = self.active.lock().unwrap().iter().map(|(k, a)| (*k, a.phase)).collect();
         for (ih, phase) in pending {
             let hook_cut_short = phase == Phase::Installing
                 && self.settings.install_hook.is_some()
@@ -426,7 +427,7 @@ impl Agent {
 
     /// Runs the install hook again for a verified release whose hook was
     /// cut short, records the result in the history and reports it.
-    async fn rerun_install_hook(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<()> {
+    async fn rerun_install_hook(self: &Arc<Self>, info_hash: &InfoHash) -> anyhow::Result<()> {
         let (Some(cmd), Some(inst)) = (self.settings.install_hook.clone(), self.installed.lock().unwrap().get(info_hash).cloned())
         else {
             anyhow::bail!("no install hook or release {info_hash} not verified");
@@ -442,7 +443,7 @@ impl Agent {
             .map(|a| (a.started_at_ms, a.received))
             .unwrap_or((now_ms(), SourceTotals::default()));
         self.record_history(HistoryEntry {
-            info_hash: info_hash.to_string(),
+            info_hash: *info_hash,
             name: release.name.clone(),
             version: release.version.clone(),
             outcome: if result.is_ok() { Outcome::Finished } else { Outcome::Failed },
@@ -467,7 +468,7 @@ impl Agent {
     }
 
     /// Releases installed so far, by info hash.
-    pub fn installed(&self) -> BTreeMap<String, Installed> {
+    pub fn installed(&self) -> BTreeMap<InfoHash, Installed> {
         self.installed.lock().unwrap().clone()
     }
 
@@ -481,15 +482,15 @@ impl Agent {
 
     /// Starts handling a release unless it was installed or attempted
     /// already, or the user cancelled it, or its manifest was refused.
-    pub fn consider(self: &Arc<Self>, info_hash: &str) {
+    pub fn consider(self: &Arc<Self>, info_hash: &InfoHash) {
         if self.installed.lock().unwrap().contains_key(info_hash)
             || blocks_restart(&self.history.lock().unwrap(), info_hash)
-            || !self.attempted.lock().unwrap().insert(info_hash.to_string())
+            || !self.attempted.lock().unwrap().insert(*info_hash)
         {
             return;
         }
         let me = self.clone();
-        let ih = info_hash.to_string();
+        let ih = *info_hash;
         tokio::spawn(async move {
             if let Err(e) = me.handle_release(&ih).await {
                 tracing::error!(info_hash = %ih, error = %format!("{e:#}"), "release not installed");
@@ -501,7 +502,7 @@ impl Agent {
     /// release, resuming from `active.json` and the data on disk when an
     /// earlier run left it unfinished. A refused package is reported with
     /// `verified: false` and its error; every end is recorded in the history.
-    pub async fn handle_release(self: &Arc<Self>, info_hash: &str) -> anyhow::Result<Installed> {
+    pub async fn handle_release(self: &Arc<Self>, info_hash: &InfoHash) -> anyhow::Result<Installed> {
         let release = match self.tracker.release(info_hash).await {
             Ok(r) => r,
             Err(e) => {
@@ -511,8 +512,8 @@ impl Agent {
         };
         let earlier = {
             let mut active = self.active.lock().unwrap();
-            let a = active.entry(info_hash.to_string()).or_insert_with(|| {
-                let mut a = ActiveRelease::new(info_hash, &release.name, &release.version, release.size, now_ms());
+            let a = active.entry(*info_hash).or_insert_with(|| {
+                let mut a = ActiveRelease::new(*info_hash, &release.name, &release.version, release.size, now_ms());
                 if self.policy_blocked.load(Ordering::SeqCst) {
                     a.paused.insert(PauseReason::Policy);
                 }
@@ -568,7 +569,7 @@ impl Agent {
             b
         });
         let control = BarControl {
-            inner: ReleaseControl { agent: self.clone(), info_hash: info_hash.to_string() },
+            inner: ReleaseControl { agent: self.clone(), info_hash: *info_hash },
             bar: bar.clone(),
         };
         let result = self
@@ -613,7 +614,7 @@ impl Agent {
             sha256: expected_sha256.clone(),
             installed_at_ms: None,
         };
-        self.installed.lock().unwrap().insert(info_hash.to_string(), installed.clone());
+        self.installed.lock().unwrap().insert(*info_hash, installed.clone());
         self.save_installed()?;
         tracing::info!(
             name = %release.name,
@@ -641,7 +642,7 @@ impl Agent {
             None => None,
         };
         self.record_history(HistoryEntry {
-            info_hash: info_hash.to_string(),
+            info_hash: *info_hash,
             name: release.name.clone(),
             version: release.version.clone(),
             outcome: if matches!(hook_result, Some(Err(_))) { Outcome::Failed } else { Outcome::Finished },
@@ -670,7 +671,7 @@ impl Agent {
         // librqbit never sends `completed`: tell the tracker at once that this
         // device is a seeder now, so it is handed out before the next announce.
         let completed = AnnounceParams {
-            info_hash: parse_info_hash(info_hash)?,
+            info_hash: *info_hash,
             peer_id: self.downloader.peer_id(),
             port: self.downloader.port(),
             uploaded: outcome.bytes_uploaded,
@@ -716,7 +717,7 @@ impl Agent {
     /// file system must have room for what is not on disk yet.
     fn check_storage(&self, release: &Release) -> Result<(), crate::policy::Blocked> {
         let downloads = self.settings.state_dir.join("downloads");
-        let this = used_bytes(&downloads.join(&release.info_hash));
+        let this = used_bytes(&self.downloader.folder(&release.info_hash));
         let others = used_bytes(&downloads).saturating_sub(this);
         let free = free_bytes(&downloads).ok().map(|f| f.saturating_add(this));
         check_storage(&self.settings.policy, release.size, others, free)
@@ -778,12 +779,12 @@ impl Agent {
         });
     }
 
-    fn seeding_facts(&self, info_hash: &str, uploaded: u64, size: u64, seeding_for: Duration) -> SeedingFacts {
+    fn seeding_facts(&self, info_hash: &InfoHash, uploaded: u64, size: u64, seeding_for: Duration) -> SeedingFacts {
         let installed = self.installed.lock().unwrap();
         let this = installed.get(info_hash);
         let superseded = this.is_some_and(|t| {
             installed.iter().any(|(ih, i)| {
-                ih != info_hash
+                *ih != *info_hash
                     && i.name == t.name
                     && i.installed_at_ms.is_some()
                     && ota_proto::manifest::is_newer_version(&i.version, &t.version)
@@ -909,7 +910,7 @@ pub async fn run_install_hook(cmd: &str, release: &Release, package: &Path) -> R
         .arg(package)
         .env("OTA_RELEASE_NAME", &release.name)
         .env("OTA_RELEASE_VERSION", &release.version)
-        .env("OTA_INFO_HASH", &release.info_hash)
+        .env("OTA_INFO_HASH", release.info_hash.to_hex())
         .stdin(std::process::Stdio::null())
         .output()
         .await
@@ -947,7 +948,7 @@ impl ControlHandler for Agent {
             Request::Installed { release } => {
                 let ih = {
                     let installed = self.installed.lock().unwrap();
-                    resolve_release(&release, installed.iter().map(|(ih, i)| (ih.as_str(), i.name.as_str(), i.version.as_str())))
+                    resolve_release(&release, installed.iter().map(|(ih, i)| (ih, i.name.as_str(), i.version.as_str())))
                 };
                 match ih.map_err(anyhow::Error::msg).and_then(|ih| self.mark_installed(&ih, "reported by the device's installer")) {
                     Ok(i) => Response::done(format!("{}@{} marked installed", i.name, i.version)),
@@ -963,14 +964,14 @@ impl Agent {
     /// is `None`) and saves `active.json`.
     fn change_downloads(&self, spec: Option<&str>, verb: &str, change: impl Fn(&mut ActiveRelease)) -> Response {
         let mut active = self.active.lock().unwrap();
-        let targets: Vec<String> = match spec {
+        let targets: Vec<InfoHash> = match spec {
             Some(spec) => {
-                match resolve_release(spec, active.values().map(|a| (a.info_hash.as_str(), a.name.as_str(), a.version.as_str()))) {
+                match resolve_release(spec, active.values().map(|a| (&a.info_hash, a.name.as_str(), a.version.as_str()))) {
                     Ok(ih) => vec![ih],
                     Err(e) => return Response::failed(e),
                 }
             }
-            None => active.keys().cloned().collect(),
+            None => active.keys().copied().collect(),
         };
         let mut changed = Vec::new();
         for ih in &targets {

@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions, TorrentStatsState};
+use librqbit::{AddTorrent, AddTorrentOptions, Session, TorrentStatsState};
 
+use ota_peer::peer_id::{random_peer_id, AGENT_PREFIX};
+use ota_peer::PeerSession;
 use ota_proto::api::Release;
+use ota_proto::{InfoHash, PeerId};
 
 use std::collections::BTreeMap;
 
@@ -127,7 +130,7 @@ pub struct DownloadOutcome {
 pub struct Downloader {
     session: Arc<Session>,
     downloads_dir: PathBuf,
-    peer_id: [u8; 20],
+    peer_id: PeerId,
     port: u16,
     http_fallback: Option<HttpFallback>,
     http: reqwest::Client,
@@ -151,35 +154,16 @@ impl Downloader {
         let downloads_dir = state_dir.join("downloads");
         std::fs::create_dir_all(&downloads_dir)
             .with_context(|| format!("cannot create {}", downloads_dir.display()))?;
-        let peer_id = random_peer_id(b"-OA0100-");
-        let session = Session::new_with_opts(
-            downloads_dir.clone(),
-            SessionOptions {
-                dht: None,
-                disable_local_service_discovery: true,
-                peer_id: Some(librqbit::dht::Id20::new(peer_id)),
-                // Resuming is the agent's own state file plus librqbit's full
-                // piece check at add time: session persistence would re-add
-                // torrents behind the agent's back, and fast-resume checks only
-                // a random sample of the pieces its saved bitfield claims.
-                persistence: None,
-                fastresume: false,
-                listen: Some(ListenerOptions {
-                    mode: ListenerMode::TcpOnly,
-                    listen_addr: peer_listen,
-                    enable_upnp_port_forwarding: false,
-                    // librqbit announces no port for a loopback listener (it falls back to 4240).
-                    announce_port: Some(peer_listen.port()),
-                    ipv4_only: peer_listen.is_ipv4(),
-                    ..Default::default()
-                }),
-                ipv4_only: peer_listen.is_ipv4(),
-                client_name_and_version: Some(format!("ota-device-agent {}", env!("CARGO_PKG_VERSION"))),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("cannot start the BitTorrent session on {peer_listen}"))?;
+        let peer_id = random_peer_id(AGENT_PREFIX);
+        let session = PeerSession {
+            listen: Some(peer_listen),
+            peer_id: Some(peer_id),
+            trackers: true,
+            upload_limit_bps: None,
+            client_name: Some(format!("ota-device-agent {}", env!("CARGO_PKG_VERSION"))),
+        }
+        .start(downloads_dir.clone())
+        .await?;
         Ok(Downloader {
             session,
             downloads_dir,
@@ -243,7 +227,7 @@ impl Downloader {
         control: &dyn FetchControl,
     ) -> anyhow::Result<DownloadOutcome> {
         let started = Instant::now();
-        let folder = self.downloads_dir.join(&release.info_hash);
+        let folder = self.folder(&release.info_hash);
         let add = |torrent: Vec<u8>, paused: bool| {
             let folder = folder.display().to_string();
             async move {
@@ -408,7 +392,7 @@ impl Downloader {
     /// librqbit refuses the torrent or does not find it complete within
     /// 120 s (the torrent is removed, the files kept).
     pub async fn seed_verified(&self, release: &Release, sha256: &str, torrent: Vec<u8>) -> anyhow::Result<()> {
-        let folder = self.downloads_dir.join(&release.info_hash);
+        let folder = self.folder(&release.info_hash);
         let path = folder.join(&release.name);
         tokio::task::spawn_blocking({
             let sha = sha256.to_string();
@@ -449,9 +433,8 @@ impl Downloader {
     /// error. A piece failing its SHA-1 is one (librqbit 9.1 disconnects the
     /// peer that sent it and reconnects later with exponential backoff; it
     /// has no per-peer ban).
-    pub fn peer_errors(&self, info_hash: &str) -> BTreeMap<String, u32> {
-        let Ok(id) = librqbit::dht::Id20::from_str(info_hash) else { return BTreeMap::new() };
-        let Some(handle) = self.session.get(id.into()) else { return BTreeMap::new() };
+    pub fn peer_errors(&self, info_hash: &InfoHash) -> BTreeMap<String, u32> {
+        let Some(handle) = self.session.get(torrent_id(info_hash)) else { return BTreeMap::new() };
         let Some(live) = handle.live() else { return BTreeMap::new() };
         let snap = serde_json::to_value(
             live.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()),
@@ -464,20 +447,24 @@ impl Downloader {
     }
 
     /// Stops seeding a release: the torrent leaves the session, its files stay.
-    pub async fn stop_seeding(&self, info_hash: &str) -> anyhow::Result<()> {
-        let id = librqbit::dht::Id20::from_str(info_hash)?;
-        self.session.delete(id.into(), false).await
+    pub async fn stop_seeding(&self, info_hash: &InfoHash) -> anyhow::Result<()> {
+        self.session.delete(torrent_id(info_hash), false).await
     }
 
     /// Bytes uploaded so far for a release (its seeding counter), if present.
-    pub fn uploaded(&self, info_hash: &str) -> Option<u64> {
-        let id = librqbit::dht::Id20::from_str(info_hash).ok()?;
-        self.session.get(id.into()).map(|h| h.stats().uploaded_bytes)
+    pub fn uploaded(&self, info_hash: &InfoHash) -> Option<u64> {
+        self.session.get(torrent_id(info_hash)).map(|h| h.stats().uploaded_bytes)
     }
 
-    /// This agent's 20-byte peer id (Azureus style, `-OA0100-` + 12 random characters).
-    pub fn peer_id(&self) -> [u8; 20] {
+    /// This agent's peer id (Azureus style, `-OA0100-` + 12 random characters).
+    pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Where a release's package lives: `STATE_DIR/downloads/INFO_HASH/`
+    /// (the hex info hash).
+    pub fn folder(&self, info_hash: &InfoHash) -> PathBuf {
+        self.downloads_dir.join(info_hash.to_hex())
     }
 
     /// The peer-wire port it announces.
@@ -491,19 +478,9 @@ impl Downloader {
     }
 }
 
-use std::str::FromStr;
-
-/// An Azureus-style peer id: the 8-byte `prefix` and 12 random alphanumerics.
-pub fn random_peer_id(prefix: &[u8; 8]) -> [u8; 20] {
-    use rand::Rng;
-    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut id = [0u8; 20];
-    id[..8].copy_from_slice(prefix);
-    let mut rng = rand::thread_rng();
-    for b in &mut id[8..] {
-        *b = CHARS[rng.gen_range(0..CHARS.len())];
-    }
-    id
+/// librqbit's id of the torrent of `info_hash`.
+fn torrent_id(info_hash: &InfoHash) -> librqbit::api::TorrentIdOrHash {
+    librqbit::dht::Id20::new(info_hash.0).into()
 }
 
 #[cfg(test)]

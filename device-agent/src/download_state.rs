@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use ota_proto::InfoHash;
 use serde::{Deserialize, Serialize};
 
 /// Why a download is paused. Several reasons can hold at once; the
@@ -85,8 +86,8 @@ impl SourceTotals {
 /// shown by `ota-device-agent status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveRelease {
-    /// Info hash, 40 hex characters.
-    pub info_hash: String,
+    /// Info hash (40 hex characters in the JSON files).
+    pub info_hash: InfoHash,
     /// Package name.
     pub name: String,
     /// Version.
@@ -118,9 +119,9 @@ pub struct ActiveRelease {
 
 impl ActiveRelease {
     /// A fresh entry in phase [`Phase::Checking`].
-    pub fn new(info_hash: &str, name: &str, version: &str, size: u64, now_ms: u64) -> Self {
+    pub fn new(info_hash: InfoHash, name: &str, version: &str, size: u64, now_ms: u64) -> Self {
         ActiveRelease {
-            info_hash: info_hash.to_string(),
+            info_hash,
             name: name.to_string(),
             version: version.to_string(),
             size,
@@ -189,8 +190,8 @@ pub enum Outcome {
 /// One line of `history.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// Info hash, hex.
-    pub info_hash: String,
+    /// Info hash (hex in `history.json`).
+    pub info_hash: InfoHash,
     /// Package name (empty when the release record could not be fetched).
     pub name: String,
     /// Version.
@@ -209,10 +210,10 @@ pub struct HistoryEntry {
 
 /// Whether a release must not be started again on its own (catch-up, poll,
 /// push): the user cancelled it or its manifest was refused.
-pub fn blocks_restart(history: &[HistoryEntry], info_hash: &str) -> bool {
+pub fn blocks_restart(history: &[HistoryEntry], info_hash: &InfoHash) -> bool {
     history
         .iter()
-        .any(|h| h.info_hash == info_hash && matches!(h.outcome, Outcome::Cancelled | Outcome::Rejected))
+        .any(|h| h.info_hash == *info_hash && matches!(h.outcome, Outcome::Cancelled | Outcome::Rejected))
 }
 
 /// Finds the release a user names on the command line: a 40-hex info hash
@@ -221,18 +222,17 @@ pub fn blocks_restart(history: &[HistoryEntry], info_hash: &str) -> bool {
 /// Errors: nothing matches, or `name@version` matches several releases.
 pub fn resolve_release<'a>(
     spec: &str,
-    candidates: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
-) -> Result<String, String> {
-    let spec_l = spec.to_ascii_lowercase();
-    let mut hits: Vec<String> = Vec::new();
+    candidates: impl IntoIterator<Item = (&'a InfoHash, &'a str, &'a str)>,
+) -> Result<InfoHash, String> {
+    let by_hash = spec.parse::<InfoHash>().ok();
+    let mut hits: Vec<InfoHash> = Vec::new();
     for (ih, name, version) in candidates {
-        let m = if spec_l.len() == 40 && spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
-            ih.eq_ignore_ascii_case(&spec_l)
-        } else {
-            format!("{name}@{version}") == spec
+        let m = match &by_hash {
+            Some(h) => h == ih,
+            None => format!("{name}@{version}") == spec,
         };
-        if m && !hits.iter().any(|h| h.eq_ignore_ascii_case(ih)) {
-            hits.push(ih.to_ascii_lowercase());
+        if m && !hits.contains(ih) {
+            hits.push(*ih);
         }
     }
     match hits.len() {
@@ -271,7 +271,7 @@ pub fn save_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
 }
 
 /// The active releases file content.
-pub type ActiveMap = BTreeMap<String, ActiveRelease>;
+pub type ActiveMap = BTreeMap<InfoHash, ActiveRelease>;
 
 #[cfg(test)]
 mod tests {
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn pause_reasons_are_a_set_and_the_download_runs_only_when_empty() {
-        let mut a = ActiveRelease::new("ab", "pkg", "1.0", 10, 0);
+        let mut a = ActiveRelease::new(InfoHash([0xab; 20]), "pkg", "1.0", 10, 0);
         a.phase = Phase::Downloading;
         assert!(!a.should_pause());
         assert_eq!(a.state_label(), "downloading");
@@ -298,20 +298,20 @@ mod tests {
 
     #[test]
     fn releases_are_named_by_hash_or_name_at_version() {
-        let ih1 = "a".repeat(40);
-        let ih2 = "b".repeat(40);
-        let c = [(ih1.as_str(), "pkg", "1.0"), (ih2.as_str(), "pkg", "2.0")];
-        assert_eq!(resolve_release(&"A".repeat(40), c), Ok(ih1.clone()));
-        assert_eq!(resolve_release("pkg@2.0", c), Ok(ih2.clone()));
+        let ih1 = InfoHash([0xaa; 20]);
+        let ih2 = InfoHash([0xbb; 20]);
+        let c = [(&ih1, "pkg", "1.0"), (&ih2, "pkg", "2.0")];
+        assert_eq!(resolve_release(&"A".repeat(40), c), Ok(ih1));
+        assert_eq!(resolve_release("pkg@2.0", c), Ok(ih2));
         assert!(resolve_release("pkg@3.0", c).unwrap_err().contains("no release pkg@3.0"));
-        let dup = [(ih1.as_str(), "pkg", "1.0"), (ih2.as_str(), "pkg", "1.0")];
+        let dup = [(&ih1, "pkg", "1.0"), (&ih2, "pkg", "1.0")];
         assert!(resolve_release("pkg@1.0", dup).unwrap_err().contains("names 2 releases"));
     }
 
     #[test]
     fn cancelled_and_rejected_releases_are_not_restarted() {
-        let e = |ih: &str, outcome| HistoryEntry {
-            info_hash: ih.into(),
+        let e = |ih: u8, outcome| HistoryEntry {
+            info_hash: InfoHash([ih; 20]),
             name: "p".into(),
             version: "1".into(),
             outcome,
@@ -320,11 +320,11 @@ mod tests {
             ended_at_ms: 1,
             received: SourceTotals::default(),
         };
-        let h = vec![e("a", Outcome::Cancelled), e("b", Outcome::Failed), e("c", Outcome::Rejected)];
-        assert!(blocks_restart(&h, "a"));
-        assert!(!blocks_restart(&h, "b"), "a failed download is retried");
-        assert!(blocks_restart(&h, "c"));
-        assert!(!blocks_restart(&h, "d"));
+        let h = vec![e(0xa, Outcome::Cancelled), e(0xb, Outcome::Failed), e(0xc, Outcome::Rejected)];
+        assert!(blocks_restart(&h, &InfoHash([0xa; 20])));
+        assert!(!blocks_restart(&h, &InfoHash([0xb; 20])), "a failed download is retried");
+        assert!(blocks_restart(&h, &InfoHash([0xc; 20])));
+        assert!(!blocks_restart(&h, &InfoHash([0xd; 20])));
     }
 
     #[test]
@@ -334,11 +334,14 @@ mod tests {
         let empty: ActiveMap = load_json(&p).unwrap();
         assert!(empty.is_empty());
         let mut m = ActiveMap::new();
-        let mut a = ActiveRelease::new("ab", "pkg", "1.0", 10, 5);
+        let ih = InfoHash([0xab; 20]);
+        let mut a = ActiveRelease::new(ih, "pkg", "1.0", 10, 5);
         a.paused.insert(PauseReason::User);
         a.received.origin_bittorrent = 7;
-        m.insert("ab".into(), a);
+        m.insert(ih, a);
         save_json(&p, &m).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(&format!("\"{}\": {{", "ab".repeat(20))), "keyed by the hex info hash: {text}");
         let back: ActiveMap = load_json(&p).unwrap();
         assert_eq!(back, m);
         std::fs::write(&p, b"{not json").unwrap();

@@ -1,3 +1,7 @@
+//! `ota-device-agent`: the device daemon (`run`) and its command-line client
+//! (`status`, `pause`, `resume`, `cancel`, `history`, `installed`), which talks
+//! to the daemon over its control socket.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -340,7 +344,7 @@ mod tests {
 
     #[test]
     fn the_status_bar_renders_statically() {
-        let mut r = ActiveRelease::new("ab", "pkg", "1", 1000, 0);
+        let mut r = ActiveRelease::new(ota_proto::InfoHash([0xab; 20]), "pkg", "1", 1000, 0);
         r.progress_bytes = 500;
         let s = render_bar(&r);
         assert!(s.contains("500 B/1000 B"), "{s}");
@@ -352,7 +356,7 @@ mod tests {
     fn history_rows_name_the_release_outcome_time_and_reason() {
         use ota_device_agent::download_state::{HistoryEntry, Outcome, SourceTotals};
         let h = vec![HistoryEntry {
-            info_hash: "ab".into(),
+            info_hash: ota_proto::InfoHash([0xab; 20]),
             name: "pkg".into(),
             version: "1.2".into(),
             outcome: Outcome::Cancelled,
