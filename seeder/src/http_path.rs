@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
+use ota_proto::InfoHash;
 
 use crate::origin_store::{self, S3Location};
 use crate::seeding::Seeder;
@@ -78,7 +79,7 @@ async fn egress(State(s): State<Arc<Seeder>>) -> Response {
 /// Counts a response's body bytes and writes them to the ledger when dropped.
 struct HttpMeter {
     seeder: Arc<Seeder>,
-    info_hash: String,
+    info_hash: InfoHash,
     peer: String,
     device: Option<String>,
     bytes: std::sync::atomic::AtomicU64,
@@ -87,7 +88,7 @@ struct HttpMeter {
 impl Drop for HttpMeter {
     fn drop(&mut self) {
         let bytes = self.bytes.load(Ordering::Relaxed);
-        let (seeder, ih, peer, device) = (self.seeder.clone(), self.info_hash.clone(), self.peer.clone(), self.device.take());
+        let (seeder, ih, peer, device) = (self.seeder.clone(), self.info_hash, self.peer.clone(), self.device.take());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move { seeder.record_http(&ih, peer, device, bytes).await });
         }
@@ -170,7 +171,7 @@ async fn get_package(
     }
     let meter = Arc::new(HttpMeter {
         seeder: s.clone(),
-        info_hash: release.info_hash.clone(),
+        info_hash: release.info_hash,
         peer: remote.map(|c| c.0.to_string()).unwrap_or_else(|| "unknown".into()),
         device,
         bytes: Default::default(),

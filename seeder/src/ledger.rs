@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
+use ota_proto::InfoHash;
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 /// How a byte left the origin.
@@ -37,8 +39,8 @@ impl EgressPath {
 pub struct EgressEntry {
     /// Time, milliseconds since the Unix epoch.
     pub at_ms: i64,
-    /// Release info hash, hex.
-    pub info_hash: String,
+    /// Release info hash (hex in SQL, CSV and JSON).
+    pub info_hash: InfoHash,
     /// BitTorrent or HTTP.
     pub path: EgressPath,
     /// Peer address (`ip:port`) as the origin saw it.
@@ -52,8 +54,8 @@ pub struct EgressEntry {
 /// Totals of one release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseTotals {
-    /// Release info hash, hex.
-    pub info_hash: String,
+    /// Release info hash (hex in SQL and JSON).
+    pub info_hash: InfoHash,
     /// BitTorrent payload bytes.
     pub bittorrent_bytes: u64,
     /// HTTP body bytes.
@@ -65,16 +67,16 @@ pub struct ReleaseTotals {
 /// down (a peer entry was replaced) restarts from 0.
 #[derive(Debug, Default)]
 pub struct UploadSampler {
-    last: HashMap<(String, String), u64>,
+    last: HashMap<(InfoHash, String), u64>,
 }
 
 impl UploadSampler {
     /// Deltas since the previous sample for `info_hash`, as `(peer, bytes)`
     /// with bytes > 0.
-    pub fn deltas(&mut self, info_hash: &str, counters: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
+    pub fn deltas(&mut self, info_hash: &InfoHash, counters: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for (peer, total) in counters {
-            let prev = self.last.insert((info_hash.to_string(), peer.clone()), total).unwrap_or(0);
+            let prev = self.last.insert((*info_hash, peer.clone()), total).unwrap_or(0);
             let delta = if total >= prev { total - prev } else { total };
             if delta > 0 {
                 out.push((peer, delta));
@@ -115,7 +117,7 @@ impl Ledger {
         for e in entries {
             sqlx::query("INSERT INTO egress (at_ms, info_hash, path, peer, device, bytes) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(e.at_ms)
-                .bind(&e.info_hash)
+                .bind(e.info_hash.to_hex())
                 .bind(e.path.as_str())
                 .bind(&e.peer)
                 .bind(&e.device)
@@ -139,7 +141,7 @@ impl Ledger {
         rows.iter()
             .map(|r| {
                 Ok(ReleaseTotals {
-                    info_hash: r.try_get("info_hash")?,
+                    info_hash: info_hash_column(r)?,
                     bittorrent_bytes: r.try_get::<i64, _>("bt")? as u64,
                     http_bytes: r.try_get::<i64, _>("http")? as u64,
                 })
@@ -157,7 +159,7 @@ impl Ledger {
                 let path: String = r.try_get("path")?;
                 Ok(EgressEntry {
                     at_ms: r.try_get("at_ms")?,
-                    info_hash: r.try_get("info_hash")?,
+                    info_hash: info_hash_column(r)?,
                     path: if path == "http" { EgressPath::Http } else { EgressPath::Bittorrent },
                     peer: r.try_get("peer")?,
                     device: r.try_get("device")?,
@@ -166,6 +168,12 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// The `info_hash` column (40 hex characters) of a ledger row.
+fn info_hash_column(r: &SqliteRow) -> Result<InfoHash, sqlx::Error> {
+    let hex: String = r.try_get("info_hash")?;
+    hex.parse().map_err(|e| sqlx::Error::ColumnDecode { index: "info_hash".into(), source: Box::new(e) })
 }
 
 /// Renders rows as CSV with the header `at_ms,info_hash,path,peer,device,bytes`
@@ -200,20 +208,22 @@ mod tests {
     #[test]
     fn sampler_emits_deltas_and_survives_counter_resets() {
         let mut s = UploadSampler::default();
-        assert_eq!(s.deltas("a", [("p1".into(), 100), ("p2".into(), 0)]), vec![("p1".into(), 100)]);
-        assert_eq!(s.deltas("a", [("p1".into(), 250), ("p2".into(), 5)]), vec![("p1".into(), 150), ("p2".into(), 5)]);
-        assert_eq!(s.deltas("a", [("p1".into(), 250)]), vec![]);
-        assert_eq!(s.deltas("a", [("p1".into(), 40)]), vec![("p1".into(), 40)], "reset counter restarts");
-        assert_eq!(s.deltas("b", [("p1".into(), 7)]), vec![("p1".into(), 7)], "releases are separate");
+        let (a, b) = (InfoHash([0xa; 20]), InfoHash([0xb; 20]));
+        assert_eq!(s.deltas(&a, [("p1".into(), 100), ("p2".into(), 0)]), vec![("p1".into(), 100)]);
+        assert_eq!(s.deltas(&a, [("p1".into(), 250), ("p2".into(), 5)]), vec![("p1".into(), 150), ("p2".into(), 5)]);
+        assert_eq!(s.deltas(&a, [("p1".into(), 250)]), vec![]);
+        assert_eq!(s.deltas(&a, [("p1".into(), 40)]), vec![("p1".into(), 40)], "reset counter restarts");
+        assert_eq!(s.deltas(&b, [("p1".into(), 7)]), vec![("p1".into(), 7)], "releases are separate");
     }
 
     #[tokio::test]
     async fn ledger_totals_and_export() {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(&format!("sqlite://{}/l.db", dir.path().display())).await.unwrap();
+        let ih = InfoHash([0xab; 20]);
         let e = |path, bytes, device: Option<&str>| EgressEntry {
             at_ms: 1,
-            info_hash: "ab".into(),
+            info_hash: ih,
             path,
             peer: "127.0.0.1:1".into(),
             device: device.map(Into::into),
@@ -222,9 +232,11 @@ mod tests {
         l.record(&[e(EgressPath::Bittorrent, 10, None), e(EgressPath::Http, 5, Some("dev,1")), e(EgressPath::Bittorrent, 3, None)])
             .await
             .unwrap();
-        assert_eq!(l.totals().await.unwrap(), vec![ReleaseTotals { info_hash: "ab".into(), bittorrent_bytes: 13, http_bytes: 5 }]);
+        assert_eq!(l.totals().await.unwrap(), vec![ReleaseTotals { info_hash: ih, bittorrent_bytes: 13, http_bytes: 5 }]);
         let csv = to_csv(&l.entries().await.unwrap());
         assert_eq!(csv.lines().count(), 4);
-        assert!(csv.contains("1,ab,http,127.0.0.1:1,\"dev,1\",5"), "{csv}");
+        assert!(csv.contains(&format!("1,{ih},http,127.0.0.1:1,\"dev,1\",5")), "{csv}");
+        let json = serde_json::to_value(&l.entries().await.unwrap()[0]).unwrap();
+        assert_eq!(json["info_hash"], "ab".repeat(20), "JSON keeps the hex form");
     }
 }

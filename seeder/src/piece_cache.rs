@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 use lru::LruCache;
+use ota_proto::InfoHash;
 
 /// Cache key: info hash and piece index.
-pub type PieceKey = ([u8; 20], u32);
+pub type PieceKey = (InfoHash, u32);
 
 /// LRU of pieces whose total size stays at or below a cap in bytes.
 pub struct PieceCache {
@@ -68,7 +69,7 @@ impl PieceCache {
     }
 
     /// Drops every piece of one release.
-    pub fn remove_release(&mut self, info_hash: &[u8; 20]) {
+    pub fn remove_release(&mut self, info_hash: &InfoHash) {
         let keys: Vec<PieceKey> = self.lru.iter().filter(|(k, _)| &k.0 == info_hash).map(|(k, _)| *k).collect();
         for k in keys {
             if let Some(b) = self.lru.pop(&k) {
@@ -94,18 +95,19 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used_to_stay_under_cap() {
+        let (one, two, three) = (InfoHash([1; 20]), InfoHash([2; 20]), InfoHash([3; 20]));
         let mut c = PieceCache::new(300);
-        c.insert(([1; 20], 0), Bytes::from(vec![0; 100]));
-        c.insert(([1; 20], 1), Bytes::from(vec![0; 100]));
-        c.insert(([1; 20], 2), Bytes::from(vec![0; 100]));
-        assert!(c.get(&([1; 20], 0)).is_some()); // 0 is now most recent
-        c.insert(([2; 20], 0), Bytes::from(vec![0; 100]));
+        c.insert((one, 0), Bytes::from(vec![0; 100]));
+        c.insert((one, 1), Bytes::from(vec![0; 100]));
+        c.insert((one, 2), Bytes::from(vec![0; 100]));
+        assert!(c.get(&(one, 0)).is_some()); // 0 is now most recent
+        c.insert((two, 0), Bytes::from(vec![0; 100]));
         assert_eq!(c.bytes(), 300);
-        assert!(!c.contains(&([1; 20], 1)), "least recently used piece evicted");
-        assert!(c.contains(&([1; 20], 0)));
-        c.insert(([3; 20], 0), Bytes::from(vec![0; 301]));
-        assert!(!c.contains(&([3; 20], 0)), "oversized piece not kept");
-        c.remove_release(&[1; 20]);
+        assert!(!c.contains(&(one, 1)), "least recently used piece evicted");
+        assert!(c.contains(&(one, 0)));
+        c.insert((three, 0), Bytes::from(vec![0; 301]));
+        assert!(!c.contains(&(three, 0)), "oversized piece not kept");
+        c.remove_release(&one);
         assert_eq!(c.bytes(), 100);
         assert_eq!(c.hit_miss(), (1, 0));
     }

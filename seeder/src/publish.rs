@@ -155,13 +155,13 @@ pub async fn hash_object(
     }
     let name = loc.key.rsplit('/').next().unwrap_or(&loc.key).to_string();
     let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: req.private }.to_bytes();
-    let info_hash_hex = hex::encode(info_hash(&info));
+    let info_hash = info_hash(&info);
     let manifest = req.signing.as_ref().map(|s| {
         ota_proto::manifest::sign(
             &ota_proto::manifest::Manifest {
                 name: name.clone(),
                 version: req.version.clone(),
-                info_hash: info_hash_hex.clone(),
+                info_hash,
                 size,
                 sha256: hex::encode(sha256),
                 channel: s.channel.clone(),
@@ -177,7 +177,7 @@ pub async fn hash_object(
     let new = NewRelease {
         name,
         version: req.version.clone(),
-        info_hash: info_hash_hex,
+        info_hash,
         size,
         piece_length,
         sha256: hex::encode(sha256),

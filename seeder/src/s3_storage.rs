@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
 use librqbit::{ManagedTorrentShared, TorrentMetadata};
+use ota_proto::InfoHash;
 use sha1::{Digest, Sha1};
 
 use crate::origin_store::{self, S3Location};
@@ -39,7 +40,7 @@ type PieceFuture = Shared<BoxFuture<'static, Result<Bytes, Arc<anyhow::Error>>>>
 struct Inner {
     s3: aws_sdk_s3::Client,
     location: S3Location,
-    info_hash: [u8; 20],
+    info_hash: InfoHash,
     length: u64,
     piece_length: u64,
     pieces: Vec<[u8; 20]>,
@@ -67,7 +68,7 @@ pub struct S3StorageParams {
     /// The package object.
     pub location: S3Location,
     /// The release's info hash.
-    pub info_hash: [u8; 20],
+    pub info_hash: InfoHash,
     /// Package size, bytes.
     pub length: u64,
     /// Piece length, bytes.

@@ -18,12 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions};
+use librqbit::{AddTorrent, AddTorrentOptions, Session};
 use serde::Serialize;
 
 use ota_client::TrackerClient;
-use ota_proto::metainfo::{torrent_bytes, InfoDict};
+use ota_peer::peer_id::{random_peer_id, SEEDER_PREFIX};
+use ota_peer::PeerSession;
 use ota_proto::api::Release;
+use ota_proto::metainfo::{torrent_bytes, InfoDict};
+use ota_proto::InfoHash;
 
 use crate::ledger::{now_ms, EgressEntry, EgressPath, Ledger, UploadSampler};
 use crate::origin_store::S3Location;
@@ -66,8 +69,8 @@ struct Seeded {
 /// Egress of one release, in bytes.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ReleaseEgress {
-    /// Info hash, hex.
-    pub info_hash: String,
+    /// Info hash (hex in JSON).
+    pub info_hash: InfoHash,
     /// Package name.
     pub name: String,
     /// Package size, bytes.
@@ -96,14 +99,14 @@ pub struct Seeder {
     cache: Arc<Mutex<PieceCache>>,
     /// S3 traffic counters.
     pub counters: Arc<S3Counters>,
-    seeded: Mutex<HashMap<String, Seeded>>,
-    failed: Mutex<HashMap<String, Failed>>,
+    seeded: Mutex<HashMap<InfoHash, Seeded>>,
+    failed: Mutex<HashMap<InfoHash, Failed>>,
     ledger: Ledger,
     sampler: Mutex<UploadSampler>,
     s3_permits: Arc<tokio::sync::Semaphore>,
     /// Releases whose initial check came out incomplete: when to re-add
     /// each, and the backoff after that.
-    recheck: Mutex<HashMap<String, (std::time::Instant, Duration)>>,
+    recheck: Mutex<HashMap<InfoHash, (std::time::Instant, Duration)>>,
 }
 
 impl Seeder {
@@ -120,39 +123,14 @@ impl Seeder {
             .with_context(|| format!("cannot create {}", settings.state_dir.display()))?;
         // Install the Prometheus recorder before anything is counted.
         ota_common::metrics::metrics_handle();
-        let mut peer_id = *b"-OS0100-000000000000";
-        let r: [u8; 12] = rand_bytes();
-        for (d, s) in peer_id[8..].iter_mut().zip(r) {
-            *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[s as usize % 36];
+        let session = PeerSession {
+            peer_id: Some(random_peer_id(SEEDER_PREFIX)),
+            upload_limit_bps: settings.upload_limit_bps,
+            client_name: Some(format!("ota-seeder {}", env!("CARGO_PKG_VERSION"))),
+            ..PeerSession::listening(settings.peer_listen)
         }
-        let session = Session::new_with_opts(
-            settings.state_dir.clone(),
-            SessionOptions {
-                dht: None,
-                disable_local_service_discovery: true,
-                persistence: None,
-                fastresume: false,
-                peer_id: Some(librqbit::dht::Id20::new(peer_id)),
-                listen: Some(ListenerOptions {
-                    mode: ListenerMode::TcpOnly,
-                    listen_addr: settings.peer_listen,
-                    enable_upnp_port_forwarding: false,
-                    // librqbit announces no port for a loopback listener (it falls back to 4240).
-                    announce_port: Some(settings.peer_listen.port()),
-                    ipv4_only: settings.peer_listen.is_ipv4(),
-                    ..Default::default()
-                }),
-                ratelimits: librqbit::limits::LimitsConfig {
-                    upload_bps: settings.upload_limit_bps.and_then(std::num::NonZeroU32::new),
-                    download_bps: None,
-                },
-                ipv4_only: settings.peer_listen.is_ipv4(),
-                client_name_and_version: Some(format!("ota-seeder {}", env!("CARGO_PKG_VERSION"))),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("cannot start the BitTorrent session on {}", settings.peer_listen))?;
+        .start(settings.state_dir.clone())
+        .await?;
         Ok(Arc::new(Seeder {
             session,
             s3,
@@ -200,13 +178,13 @@ impl Seeder {
         let torrent = self.tracker.torrent(&r.info_hash, "origin").await?;
         let info = ota_proto::metainfo::info_from_torrent(&torrent)?;
         let ih = ota_proto::metainfo::info_hash(&info);
-        if hex::encode(ih) != r.info_hash {
+        if ih != r.info_hash {
             anyhow::bail!("tracker served an info dictionary that does not hash to {}", r.info_hash);
         }
         let dict = InfoDict::parse(&info)?;
         let (size, etag) = crate::origin_store::head(&self.s3, &location).await?;
         if let Some(reason) = changed_since_publish(r, &location, size, etag.as_deref()) {
-            self.failed.lock().unwrap().insert(r.info_hash.clone(), Failed { release: r.clone(), reason: reason.clone() });
+            self.failed.lock().unwrap().insert(r.info_hash, Failed { release: r.clone(), reason: reason.clone() });
             anyhow::bail!(reason);
         }
         let announce = format!(
@@ -241,7 +219,7 @@ impl Seeder {
                 Some(AddTorrentOptions {
                     overwrite: true,
                     storage_factory: Some(librqbit::storage::StorageFactoryExt::boxed(factory)),
-                    output_folder: Some(self.settings.state_dir.join(&r.info_hash).display().to_string()),
+                    output_folder: Some(self.settings.state_dir.join(r.info_hash.to_hex()).display().to_string()),
                     ..Default::default()
                 }),
             )
@@ -252,7 +230,7 @@ impl Seeder {
         self.seeded
             .lock()
             .unwrap()
-            .insert(r.info_hash.clone(), Seeded { release: r.clone(), location, handle, corrupt });
+            .insert(r.info_hash, Seeded { release: r.clone(), location, handle, corrupt });
         Ok(())
     }
 
@@ -263,7 +241,7 @@ impl Seeder {
     /// back off from 1 s to 5 min.
     async fn drop_incomplete(&self) {
         use librqbit::TorrentStatsState as S;
-        let incomplete: Vec<(String, librqbit::api::TorrentIdOrHash)> = self
+        let incomplete: Vec<(InfoHash, librqbit::api::TorrentIdOrHash)> = self
             .seeded
             .lock()
             .unwrap()
@@ -271,7 +249,7 @@ impl Seeder {
             .filter_map(|(ih, s)| {
                 let st = s.handle.stats();
                 let checked = matches!(st.state, S::Live | S::Paused | S::Error);
-                (checked && !st.finished).then(|| (ih.clone(), s.handle.id().into()))
+                (checked && !st.finished).then(|| (*ih, s.handle.id().into()))
             })
             .collect();
         for (ih, id) in incomplete {
@@ -288,26 +266,26 @@ impl Seeder {
     }
 
     /// Stops seeding a release for good (until the seeder restarts) and says why.
-    async fn stop_release(&self, info_hash: &str, reason: String) {
+    async fn stop_release(&self, info_hash: &InfoHash, reason: String) {
         let Some(s) = self.seeded.lock().unwrap().remove(info_hash) else { return };
         tracing::error!(%info_hash, location = %s.location, %reason, "stopped seeding release");
         if let Err(e) = self.session.pause(&s.handle).await {
             tracing::warn!(%info_hash, error = %format!("{e:#}"), "cannot pause torrent");
         }
-        self.cache.lock().unwrap().remove_release(&s.handle.info_hash().0);
-        self.failed.lock().unwrap().insert(info_hash.to_string(), Failed { release: s.release, reason });
+        self.cache.lock().unwrap().remove_release(info_hash);
+        self.failed.lock().unwrap().insert(*info_hash, Failed { release: s.release, reason });
     }
 
     /// Re-checks every seeded release: a piece that failed its SHA-1, or an
     /// object whose ETag or size changed in S3, stops the release. An S3
     /// error only logs (the next check tries again).
     pub async fn verify_sources(&self) {
-        let seeded: Vec<(String, Release, S3Location, Option<String>)> = self
+        let seeded: Vec<(InfoHash, Release, S3Location, Option<String>)> = self
             .seeded
             .lock()
             .unwrap()
             .iter()
-            .map(|(ih, s)| (ih.clone(), s.release.clone(), s.location.clone(), s.corrupt.lock().unwrap().clone()))
+            .map(|(ih, s)| (*ih, s.release.clone(), s.location.clone(), s.corrupt.lock().unwrap().clone()))
             .collect();
         for (ih, release, location, corrupt) in seeded {
             if let Some(reason) = corrupt {
@@ -328,7 +306,7 @@ impl Seeder {
     /// Samples librqbit's per-peer upload counters and writes the bytes sent
     /// since the last sample to the ledger.
     pub async fn flush_ledger(&self) -> anyhow::Result<()> {
-        let snapshots: Vec<(String, serde_json::Value)> = self
+        let snapshots: Vec<(InfoHash, serde_json::Value)> = self
             .seeded
             .lock()
             .unwrap()
@@ -336,7 +314,7 @@ impl Seeder {
             .filter_map(|(ih, s)| {
                 let live = s.handle.live()?;
                 let filter = serde_json::from_value(serde_json::json!({"state": "all"})).ok()?;
-                Some((ih.clone(), serde_json::to_value(live.per_peer_stats_snapshot(filter)).ok()?))
+                Some((*ih, serde_json::to_value(live.per_peer_stats_snapshot(filter)).ok()?))
             })
             .collect();
         let now = now_ms();
@@ -354,7 +332,7 @@ impl Seeder {
                     .unwrap_or_default();
                 for (peer, bytes) in sampler.deltas(&ih, counters) {
                     metrics::counter!("ota_seeder_egress_bytes_total", "path" => "bittorrent").increment(bytes);
-                    entries.push(EgressEntry { at_ms: now, info_hash: ih.clone(), path: EgressPath::Bittorrent, peer, device: None, bytes });
+                    entries.push(EgressEntry { at_ms: now, info_hash: ih, path: EgressPath::Bittorrent, peer, device: None, bytes });
                 }
             }
         }
@@ -363,9 +341,9 @@ impl Seeder {
     }
 
     /// Records one HTTP response's body bytes in the ledger.
-    pub async fn record_http(&self, info_hash: &str, peer: String, device: Option<String>, bytes: u64) {
+    pub async fn record_http(&self, info_hash: &InfoHash, peer: String, device: Option<String>, bytes: u64) {
         metrics::counter!("ota_seeder_egress_bytes_total", "path" => "http").increment(bytes);
-        let e = EgressEntry { at_ms: now_ms(), info_hash: info_hash.to_string(), path: EgressPath::Http, peer, device, bytes };
+        let e = EgressEntry { at_ms: now_ms(), info_hash: *info_hash, path: EgressPath::Http, peer, device, bytes };
         if let Err(e) = self.ledger.record(&[e]).await {
             tracing::error!(error = %e, "cannot write HTTP egress to the ledger");
         }
@@ -403,7 +381,7 @@ impl Seeder {
     }
 
     /// Whether a release is seeded and its initial check is done.
-    pub fn is_seeding(&self, info_hash: &str) -> bool {
+    pub fn is_seeding(&self, info_hash: &InfoHash) -> bool {
         self.seeded
             .lock()
             .unwrap()
@@ -425,8 +403,8 @@ impl Seeder {
     /// payload bytes and HTTP body bytes, with the reason if seeding stopped.
     pub async fn egress(&self) -> anyhow::Result<Vec<ReleaseEgress>> {
         self.flush_ledger().await?;
-        let totals: HashMap<String, crate::ledger::ReleaseTotals> =
-            self.ledger.totals().await?.into_iter().map(|t| (t.info_hash.clone(), t)).collect();
+        let totals: HashMap<InfoHash, crate::ledger::ReleaseTotals> =
+            self.ledger.totals().await?.into_iter().map(|t| (t.info_hash, t)).collect();
         let mut rows: Vec<(Release, Option<String>)> =
             self.seeded.lock().unwrap().values().map(|s| (s.release.clone(), s.handle.stats().error)).collect();
         rows.extend(self.failed.lock().unwrap().values().map(|f| (f.release.clone(), Some(f.reason.clone()))));
@@ -435,7 +413,7 @@ impl Seeder {
             .map(|(r, error)| {
                 let t = totals.get(&r.info_hash).cloned().unwrap_or_default();
                 ReleaseEgress {
-                    info_hash: r.info_hash.clone(),
+                    info_hash: r.info_hash,
                     name: r.name.clone(),
                     size: r.size,
                     bittorrent_bytes: t.bittorrent_bytes,
@@ -444,7 +422,7 @@ impl Seeder {
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.info_hash.cmp(&b.info_hash));
+        out.sort_by_key(|e| e.info_hash);
         Ok(out)
     }
 
@@ -466,11 +444,4 @@ fn changed_since_publish(r: &Release, location: &S3Location, size: u64, etag: Op
         )),
         _ => None,
     }
-}
-
-fn rand_bytes<const N: usize>() -> [u8; N] {
-    use rand::RngCore;
-    let mut b = [0u8; N];
-    rand::thread_rng().fill_bytes(&mut b);
-    b
 }

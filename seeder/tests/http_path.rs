@@ -92,7 +92,7 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/x-bittorrent");
     let torrent = r.bytes().await.unwrap();
     let info = info_from_torrent(&torrent).unwrap();
-    assert_eq!(hex::encode(Sha1::digest(&info)), release.info_hash, "?torrent info hash is the release's");
+    assert_eq!(hex::encode(Sha1::digest(&info)), release.info_hash.to_hex(), "?torrent info hash is the release's");
     assert_eq!(info, published.info);
 
     // Unknown and unpublished keys.
@@ -107,7 +107,7 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     let e: serde_json::Value = c.get(format!("{base}/api/egress")).send().await.unwrap().json().await.unwrap();
     let releases = e["releases"].as_array().expect("releases array");
     assert_eq!(releases.len(), 1, "{e}");
-    assert_eq!(releases[0]["info_hash"], release.info_hash.as_str());
+    assert_eq!(releases[0]["info_hash"], release.info_hash.to_hex());
     assert_eq!(releases[0]["http_bytes"], expected_http, "{e}");
     assert_eq!(releases[0]["bittorrent_bytes"], 0, "{e}");
     assert_eq!(releases[0]["size"], SIZE as u64);

@@ -12,14 +12,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session, SessionOptions};
+use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session};
 
-use ota_testkit::s3_server::S3Server;
+use ota_client::TrackerClient;
+use ota_peer::PeerSession;
+use ota_proto::metainfo::torrent_bytes;
+use ota_proto::InfoHash;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest, Published};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_client::TrackerClient;
-use ota_proto::metainfo::torrent_bytes;
+use ota_testkit::s3_server::S3Server;
 use ota_tracker::peer_store::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_tracker::device_auth::DeviceAuth;
@@ -30,10 +32,7 @@ pub const ACCESS_KEY: &str = "seeder-test-access";
 pub const SECRET_KEY: &str = "seeder-test-secret-key";
 pub const BUCKET: &str = "ota";
 
-/// A free loopback TCP address (bound then released).
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
+pub use ota_testkit::net::free_addr;
 
 /// Deterministic, piece-distinct test bytes; `seed` changes every byte.
 pub fn package(len: usize, seed: u64) -> Vec<u8> {
@@ -194,7 +193,7 @@ impl Stack {
 
 /// Syncs the seeder's releases and waits (bounded) until `info_hash` has
 /// passed librqbit's initial check. Returns whether it did within `within`.
-pub async fn wait_seeding(seeder: &Seeder, info_hash: &str, within: Duration) -> bool {
+pub async fn wait_seeding(seeder: &Seeder, info_hash: &InfoHash, within: Duration) -> bool {
     assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -209,19 +208,7 @@ pub async fn wait_seeding(seeder: &Seeder, info_hash: &str, within: Duration) ->
 /// A plain librqbit leecher: no listener, no DHT, no LSD, no persistence.
 pub async fn leecher_session(dir: &Path) -> Arc<Session> {
     std::fs::create_dir_all(dir).unwrap();
-    Session::new_with_opts(
-        dir.to_path_buf(),
-        SessionOptions {
-            dht: None,
-            disable_local_service_discovery: true,
-            persistence: None,
-            fastresume: false,
-            listen: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
+    PeerSession::leecher().start(dir.to_path_buf()).await.unwrap()
 }
 
 /// Adds the release (by its info dictionary) to `session`, talking to
