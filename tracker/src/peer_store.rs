@@ -386,7 +386,7 @@ impl PeerStore {
     /// The locked shard of an info hash (info hashes are SHA-1 digests, so
     /// their first bytes spread evenly).
     fn shard(&self, info_hash: &InfoHash) -> MutexGuard<'_, Shard> {
-        let n = u64::from_le_bytes(info_hash[..8].try_into().expect("8 bytes")) as usize % SHARDS;
+        let n = u64::from_le_bytes(info_hash.0[..8].try_into().expect("8 bytes")) as usize % SHARDS;
         // A panic while a shard is locked leaves consistent data behind: every
         // mutation completes before anything that can panic.
         self.shards[n].lock().unwrap_or_else(|e| e.into_inner())
@@ -667,10 +667,12 @@ mod tests {
     use std::collections::HashSet;
     use ota_proto::announce::DEFAULT_NUMWANT;
 
+    const IH: InfoHash = InfoHash([9; 20]);
+
     fn announce(n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
         AnnounceRequest {
-            info_hash: [9; 20],
-            peer_id: [n; 20],
+            info_hash: IH,
+            peer_id: PeerId([n; 20]),
             port: 7000 + n as u16,
             uploaded: 0,
             downloaded: 0,
@@ -702,18 +704,18 @@ mod tests {
     fn swarm_lifecycle_counts_and_expires() {
         let t0 = Instant::now();
         let s = PeerStore::new(StoreConfig::default());
-        s.register([9; 20]);
+        s.register(IH);
         s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0).unwrap();
         let first = s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0).unwrap();
         assert_eq!(first.peers.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![addr(0)]);
         let second = s.announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0).unwrap();
         assert_eq!(second.peers.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![addr(1)]);
-        assert_eq!(s.origin_peers(&[9; 20]), vec![addr(0)]);
+        assert_eq!(s.origin_peers(&IH), vec![addr(0)]);
         // Peer 1 finishes without sending `completed` (librqbit never does).
         s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t0).unwrap();
-        assert_eq!(s.scrape(&[9; 20]).unwrap(), ScrapeStats { complete: 2, downloaded: 1, incomplete: 1 });
+        assert_eq!(s.scrape(&IH).unwrap(), ScrapeStats { complete: 2, downloaded: 1, incomplete: 1 });
         s.announce(&announce(2, 10, AnnounceEvent::Stopped), addr(2), false, t0).unwrap();
-        assert_eq!(s.scrape(&[9; 20]).unwrap().incomplete, 0);
+        assert_eq!(s.scrape(&IH).unwrap().incomplete, 0);
         s.expire(t0 + Duration::from_secs(181));
         assert_eq!(s.peer_count(), 0);
     }
@@ -722,7 +724,7 @@ mod tests {
     fn changes_list_announced_stopped_and_expired_peers_once() {
         let t0 = Instant::now();
         let s = PeerStore::new(StoreConfig::default());
-        s.register([9; 20]);
+        s.register(IH);
         assert!(s.take_changes(t0).is_empty());
         s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0).unwrap();
         s.announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0).unwrap();
@@ -737,30 +739,30 @@ mod tests {
         s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t1).unwrap();
         s.announce(&announce(2, 10, AnnounceEvent::Stopped), addr(2), false, t1).unwrap();
         let c = s.take_changes(t1);
-        assert_eq!(c.upserts.iter().map(|r| r.peer_id[0]).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(c.removals, vec![([9; 20], [2; 20])]);
-        assert_eq!(c.downloaded, vec![([9; 20], 1)]);
+        assert_eq!(c.upserts.iter().map(|r| r.peer_id.0[0]).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(c.removals, vec![(IH, PeerId([2; 20]))]);
+        assert_eq!(c.downloaded, vec![(IH, 1)]);
 
         s.expire(t1 + Duration::from_secs(181));
         let c = s.take_changes(t1);
-        assert_eq!(c.removals, vec![([9; 20], [1; 20])]);
+        assert_eq!(c.removals, vec![(IH, PeerId([1; 20]))]);
 
         s.announce(&announce(3, 10, AnnounceEvent::Started), addr(3), false, t1).unwrap();
         s.mark_full_resync();
         let c = s.take_changes(t1);
         assert!(c.full);
         assert_eq!(c.upserts.len(), 1);
-        assert_eq!(c.downloaded, vec![([9; 20], 1)]);
+        assert_eq!(c.downloaded, vec![(IH, 1)]);
     }
 
     #[test]
     fn restored_peers_keep_their_age_and_policy_state() {
         let t0 = Instant::now() + Duration::from_secs(1000);
         let s = PeerStore::new(StoreConfig::default());
-        s.register([9; 20]);
+        s.register(IH);
         let rec = |n: u8, age: u64| PeerRecord {
-            info_hash: [9; 20],
-            peer_id: [n; 20],
+            info_hash: IH,
+            peer_id: PeerId([n; 20]),
             addr: addr(n),
             left: if n == 0 { 0 } else { 10 },
             stalled: 1,
@@ -773,20 +775,20 @@ mod tests {
         assert!(s.restore(&rec(1, 170), t0));
         assert!(!s.restore(&rec(2, 181), t0), "older than the peer timeout");
         let mut other = rec(3, 0);
-        other.info_hash = [8; 20];
+        other.info_hash = InfoHash([8; 20]);
         assert!(!s.restore(&other, t0), "unregistered swarm");
-        assert!(s.restore_downloaded(&[9; 20], 4));
+        assert!(s.restore_downloaded(&IH, 4));
         assert!(s.take_changes(t0).is_empty(), "restored rows are already stored");
-        assert_eq!(s.scrape(&[9; 20]).unwrap(), ScrapeStats { complete: 1, downloaded: 4, incomplete: 1 });
-        let listed = s.peers(&[9; 20], t0).unwrap();
+        assert_eq!(s.scrape(&IH).unwrap(), ScrapeStats { complete: 1, downloaded: 4, incomplete: 1 });
+        let listed = s.peers(&IH, t0).unwrap();
         assert_eq!(listed, vec![rec(0, 10), rec(1, 170)]);
         // Peer 1 still holds the origin grant: a new leecher does not get the origin.
         let r = s.announce(&announce(4, 10, AnnounceEvent::Started), addr(4), false, t0).unwrap();
         assert!(r.peers.iter().all(|p| p.addr != addr(0)), "{:?}", r.peers);
         // Expiry continues from the restored age.
         s.expire(t0 + Duration::from_secs(11));
-        assert_eq!(s.peers(&[9; 20], t0 + Duration::from_secs(11)).unwrap().len(), 2);
-        assert!(s.peers(&[8; 20], t0).is_none());
+        assert_eq!(s.peers(&IH, t0 + Duration::from_secs(11)).unwrap().len(), 2);
+        assert!(s.peers(&InfoHash([8; 20]), t0).is_none());
     }
 
     /// Checks a swarm's index, vectors and counters against a recount.
@@ -818,7 +820,7 @@ mod tests {
         let t0 = Instant::now();
         let config = StoreConfig { max_peers_per_swarm: 40, ..StoreConfig::default() };
         let s = PeerStore::new(config);
-        s.register([9; 20]);
+        s.register(IH);
         // Model of the live peers: id -> (left, is_origin, last announce second).
         let mut model: HashMap<u8, (u64, bool, u64)> = HashMap::new();
         let mut mirror: HashMap<PeerId, PeerRecord> = HashMap::new();
@@ -851,8 +853,8 @@ mod tests {
                             let ids: HashSet<PeerId> = r.peers.iter().map(|p| p.peer_id).collect();
                             assert_eq!(ids.len(), r.peers.len(), "no peer twice");
                             for p in &r.peers {
-                                let m = model.get(&p.peer_id[0]).expect("handed-out peer is known");
-                                assert!(p.peer_id[0] != id && live(m), "step {step}: stale or self");
+                                let m = model.get(&p.peer_id.0[0]).expect("handed-out peer is known");
+                                assert!(p.peer_id.0[0] != id && live(m), "step {step}: stale or self");
                             }
                         }
                     }
@@ -865,7 +867,7 @@ mod tests {
                 model.retain(|_, m| live(m));
                 assert_eq!(s.peer_count(), model.len());
             }
-            check_swarm(&s, &[9; 20]);
+            check_swarm(&s, &IH);
             if next(20) == 0 {
                 let c = s.take_changes(now);
                 for (_, id) in &c.removals {
@@ -877,13 +879,13 @@ mod tests {
                     mirror.insert(r.peer_id, r);
                 }
                 let listed: HashMap<PeerId, PeerRecord> =
-                    s.peers(&[9; 20], now).unwrap().into_iter().map(|r| (r.peer_id, r)).collect();
+                    s.peers(&IH, now).unwrap().into_iter().map(|r| (r.peer_id, r)).collect();
                 for (id, r) in &listed {
                     let mut r = r.clone();
                     r.age = (now - r.age).duration_since(t0);
                     assert_eq!(mirror.get(id), Some(&r), "step {step}: the mirror holds every live peer");
                 }
-                let stats = s.scrape(&[9; 20]).unwrap();
+                let stats = s.scrape(&IH).unwrap();
                 assert!(stats.complete + stats.incomplete >= listed.len() as u32);
             }
         }

@@ -14,6 +14,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use crate::peer_store::{PeerRecord, StoreChanges};
 use ota_proto::api::{Device, NewRelease, Release, TelemetryReport};
+use ota_proto::InfoHash;
 
 /// Errors of the registry that API callers can act on.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +70,8 @@ pub struct DeviceCredential {
 pub struct DeviceActivity {
     /// `(device id, last seen in seconds since the Unix epoch)`.
     pub last_seen: Vec<(String, i64)>,
-    /// `(device id, hex info hash, completed events since the last write)`.
-    pub completions: Vec<(String, String, u32)>,
+    /// `(device id, info hash, completed events since the last write)`.
+    pub completions: Vec<(String, InfoHash, u32)>,
 }
 
 impl DeviceActivity {
@@ -127,6 +128,12 @@ fn placeholders(rows: usize, cols: usize, backend: Backend) -> String {
     s
 }
 
+/// Reads the `info_hash` column (40 hex characters) of a row.
+fn info_hash_column(row: &sqlx::any::AnyRow) -> Result<InfoHash, sqlx::Error> {
+    let text: String = row.try_get("info_hash")?;
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode { index: "info_hash".into(), source: Box::new(e) })
+}
+
 fn valid_label(what: &str, s: &str) -> Result<(), RegistryError> {
     if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(RegistryError::Invalid(format!(
@@ -166,8 +173,8 @@ impl Registry {
     pub async fn register(&self, r: &NewRelease) -> Result<Release, RegistryError> {
         let info = hex::decode(&r.info_hex)
             .map_err(|e| RegistryError::Invalid(format!("release: info_hex: {e}")))?;
-        let ih = hex::encode(ota_proto::metainfo::info_hash(&info));
-        if ih != r.info_hash.to_ascii_lowercase() {
+        let ih = ota_proto::metainfo::info_hash(&info);
+        if ih != r.info_hash {
             return Err(RegistryError::Invalid(format!(
                 "release: info_hash {} does not match the info dictionary ({ih})",
                 r.info_hash
@@ -187,7 +194,7 @@ impl Registry {
             // manifest describes this release, devices check the signature.
             let m: ota_proto::manifest::Manifest = serde_json::from_str(&signed.manifest)
                 .map_err(|e| RegistryError::Invalid(format!("release: manifest: {e}")))?;
-            if !m.info_hash.eq_ignore_ascii_case(&ih) || !m.sha256.eq_ignore_ascii_case(&r.sha256) || m.size != r.size {
+            if m.info_hash != ih || !m.sha256.eq_ignore_ascii_case(&r.sha256) || m.size != r.size {
                 return Err(RegistryError::Invalid("release: manifest does not describe this release".into()));
             }
         }
@@ -202,7 +209,7 @@ impl Registry {
                manifest = excluded.manifest, signature = excluded.signature, etag = excluded.etag,
                rollout_percent = COALESCE($14, releases.rollout_percent)",
         )
-        .bind(&ih)
+        .bind(ih.to_hex())
         .bind(&r.name)
         .bind(&r.version)
         .bind(r.size as i64)
@@ -225,10 +232,10 @@ impl Registry {
     /// such release is registered.
     ///
     /// Errors: a database failure.
-    pub async fn set_rollout(&self, info_hash: &str, percent: u8) -> Result<bool, sqlx::Error> {
+    pub async fn set_rollout(&self, info_hash: &InfoHash, percent: u8) -> Result<bool, sqlx::Error> {
         let r = sqlx::query("UPDATE releases SET rollout_percent = $1 WHERE info_hash = $2")
             .bind(i64::from(percent.min(100)))
-            .bind(info_hash.to_ascii_lowercase())
+            .bind(info_hash.to_hex())
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
@@ -237,10 +244,10 @@ impl Registry {
     /// Records that a release was pushed now.
     ///
     /// Errors: a database failure.
-    pub async fn mark_pushed(&self, info_hash: &str) -> Result<(), sqlx::Error> {
+    pub async fn mark_pushed(&self, info_hash: &InfoHash) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE releases SET pushed_at = $1 WHERE info_hash = $2")
             .bind(now_secs())
-            .bind(info_hash.to_ascii_lowercase())
+            .bind(info_hash.to_hex())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -249,7 +256,7 @@ impl Registry {
     fn row_to_release(row: &sqlx::any::AnyRow) -> Result<StoredRelease, sqlx::Error> {
         Ok(StoredRelease {
             release: Release {
-                info_hash: row.try_get("info_hash")?,
+                info_hash: info_hash_column(row)?,
                 name: row.try_get("name")?,
                 version: row.try_get("version")?,
                 size: row.try_get::<i64, _>("size")? as u64,
@@ -271,10 +278,10 @@ impl Registry {
         })
     }
 
-    /// One release by hex info hash, with its info dictionary.
-    pub async fn get(&self, info_hash: &str) -> Result<Option<StoredRelease>, sqlx::Error> {
+    /// One release by info hash, with its info dictionary.
+    pub async fn get(&self, info_hash: &InfoHash) -> Result<Option<StoredRelease>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM releases WHERE info_hash = $1")
-            .bind(info_hash.to_ascii_lowercase())
+            .bind(info_hash.to_hex())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(Self::row_to_release).transpose()
@@ -303,7 +310,7 @@ impl Registry {
                verified = excluded.verified, error = excluded.error, received_at = excluded.received_at,
                reports = telemetry.reports + 1",
         )
-        .bind(t.info_hash.to_ascii_lowercase())
+        .bind(t.info_hash.to_hex())
         .bind(&t.device)
         .bind(t.bytes_from_peers as i64)
         .bind(t.bytes_from_lan_peers as i64)
@@ -321,16 +328,16 @@ impl Registry {
     }
 
     /// The latest report of each device for a release, by device id.
-    pub async fn telemetry(&self, info_hash: &str) -> Result<Vec<TelemetryReport>, sqlx::Error> {
+    pub async fn telemetry(&self, info_hash: &InfoHash) -> Result<Vec<TelemetryReport>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM telemetry WHERE info_hash = $1 ORDER BY device")
-            .bind(info_hash.to_ascii_lowercase())
+            .bind(info_hash.to_hex())
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
                 Ok(TelemetryReport {
                     device: r.try_get("device")?,
-                    info_hash: r.try_get("info_hash")?,
+                    info_hash: info_hash_column(r)?,
                     bytes_from_peers: r.try_get::<i64, _>("bytes_from_peers")? as u64,
                     bytes_from_lan_peers: r.try_get::<i64, _>("bytes_from_lan_peers")? as u64,
                     bytes_from_internet_peers: r.try_get::<i64, _>("bytes_from_internet_peers")? as u64,
@@ -346,7 +353,6 @@ impl Registry {
     }
 }
 
-/// Hides the password of a database URL for logs and errors.
 impl Registry {
     /// Registers a device and returns its token: 32 random bytes, hex (64
     /// characters). Only the token's SHA-256 is stored, so the token is
@@ -411,13 +417,13 @@ impl Registry {
     }
 
     /// Completed-download counts of one device per release, by info hash.
-    pub async fn device_completions(&self, device_id: &str) -> Result<Vec<(String, u64)>, sqlx::Error> {
+    pub async fn device_completions(&self, device_id: &str) -> Result<Vec<(InfoHash, u64)>, sqlx::Error> {
         let rows = sqlx::query("SELECT info_hash, completed FROM device_completions WHERE device_id = $1 ORDER BY info_hash")
             .bind(device_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("info_hash")?, r.try_get::<i64, _>("completed")?.max(0) as u64)))
+            .map(|r| Ok((info_hash_column(r)?, r.try_get::<i64, _>("completed")?.max(0) as u64)))
             .collect()
     }
 
@@ -467,7 +473,7 @@ impl Registry {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (id, ih, n) in chunk {
-                q = q.bind(id).bind(ih).bind(i64::from(*n));
+                q = q.bind(id).bind(ih.to_hex()).bind(i64::from(*n));
             }
             q.execute(&mut *tx).await?;
         }
@@ -482,11 +488,7 @@ pub struct StoredSwarms {
     /// Live peers as last written, with their ages at load time.
     pub peers: Vec<PeerRecord>,
     /// Completed downloads per swarm (BEP 48 `downloaded`).
-    pub downloaded: Vec<([u8; 20], u32)>,
-}
-
-fn ih20(s: &str) -> Option<[u8; 20]> {
-    hex::decode(s).ok()?.try_into().ok()
+    pub downloaded: Vec<(InfoHash, u32)>,
 }
 
 impl Registry {
@@ -513,7 +515,7 @@ impl Registry {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (ih, id) in chunk {
-                q = q.bind(hex::encode(ih)).bind(id.to_vec());
+                q = q.bind(ih.to_hex()).bind(id.0.to_vec());
             }
             q.execute(&mut *tx).await?;
         }
@@ -536,8 +538,8 @@ impl Registry {
             for p in chunk {
                 let age_ms = i64::try_from(p.age.as_millis()).unwrap_or(i64::MAX);
                 q = q
-                    .bind(hex::encode(p.info_hash))
-                    .bind(p.peer_id.to_vec())
+                    .bind(p.info_hash.to_hex())
+                    .bind(p.peer_id.0.to_vec())
                     .bind(p.addr.ip().to_string())
                     .bind(p.addr.port() as i64)
                     .bind(i64::try_from(p.left).unwrap_or(i64::MAX))
@@ -557,7 +559,7 @@ impl Registry {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (ih, n) in chunk {
-                q = q.bind(hex::encode(ih)).bind(*n as i64);
+                q = q.bind(ih.to_hex()).bind(*n as i64);
             }
             q.execute(&mut *tx).await?;
         }
@@ -578,8 +580,8 @@ impl Registry {
             let ip: String = r.try_get("ip")?;
             let port: i64 = r.try_get("port")?;
             let parsed = (
-                ih20(&info_hash),
-                <[u8; 20]>::try_from(peer_id.as_slice()).ok(),
+                info_hash.parse::<InfoHash>().ok(),
+                ota_proto::PeerId::from_slice(&peer_id).ok(),
                 ip.parse::<std::net::IpAddr>().ok(),
                 u16::try_from(port).ok(),
             );
@@ -603,7 +605,7 @@ impl Registry {
         for r in sqlx::query("SELECT * FROM swarm_counters").fetch_all(&self.pool).await? {
             let info_hash: String = r.try_get("info_hash")?;
             let n: i64 = r.try_get("downloaded")?;
-            if let Some(ih) = ih20(&info_hash) {
+            if let Ok(ih) = info_hash.parse::<InfoHash>() {
                 out.downloaded.push((ih, n.clamp(0, u32::MAX as i64) as u32));
             }
         }

@@ -54,7 +54,8 @@ use tokio_stream::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-use ota_proto::announce::{self, parse_info_hash, AnnounceError};
+use ota_proto::announce::{self, AnnounceError};
+use ota_proto::InfoHash;
 use crate::device_auth::{DeviceAuth, DeviceDirectory, DeviceEntry};
 use crate::peer_store::{PeerStore, StoreConfig};
 use crate::registry::{token_digest, DeviceActivity, DeviceCredential, Registry, RegistryError, StoredRelease};
@@ -66,12 +67,12 @@ use ota_proto::rollout::{Audience, Refusal};
 #[derive(Debug, Clone)]
 struct PushMsg {
     event: PushEvent,
-    info_hash: [u8; 20],
+    info_hash: InfoHash,
     previous_percent: Option<u8>,
 }
 
 /// A device's completed downloads are counted per (device id, info hash).
-type CompletionKey = (Arc<str>, [u8; 20]);
+type CompletionKey = (Arc<str>, InfoHash);
 
 /// Who is calling the API.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ pub struct Tracker {
     public_url: String,
     device_auth: DeviceAuth,
     devices: RwLock<DeviceDirectory>,
-    audiences: RwLock<HashMap<[u8; 20], Audience>>,
+    audiences: RwLock<HashMap<InfoHash, Audience>>,
     /// Completed events per (device id, info hash) not yet written.
     completions: Mutex<HashMap<CompletionKey, u32>>,
 }
@@ -134,14 +135,14 @@ impl Tracker {
         let store = PeerStore::new(settings.store);
         let mut audiences = HashMap::new();
         for r in registry.list().await? {
-            let ih = parse_info_hash(&r.release.info_hash)?;
+            let ih = r.release.info_hash;
             store.register(ih);
             audiences.insert(ih, audience_of(&r));
         }
         let devices = DeviceDirectory::new(registry.device_credentials().await?);
         metrics::gauge!("ota_tracker_devices_registered").set(devices.len() as f64);
         for (ih, a) in &audiences {
-            metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => hex::encode(ih)).set(a.percent as f64);
+            metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => ih.to_hex()).set(a.percent as f64);
         }
         let stored = registry.load_swarms(wall_ms()).await?;
         let now = Instant::now();
@@ -293,14 +294,7 @@ impl Tracker {
 
     fn with_origins(&self, s: StoredRelease) -> Release {
         let mut r = s.release;
-        if let Ok(ih) = parse_info_hash(&r.info_hash) {
-            r.origin_peers = self
-                .store
-                .origin_peers(&ih)
-                .into_iter()
-                .map(|a| a.to_string())
-                .collect();
-        }
+        r.origin_peers = self.store.origin_peers(&r.info_hash).into_iter().map(|a| a.to_string()).collect();
         r
     }
 
@@ -326,7 +320,7 @@ impl Tracker {
     /// Whether the release `info_hash` is offered to `device`: Ok for a
     /// release the tracker does not know (the caller then answers "no such
     /// release").
-    fn offered(&self, info_hash: &[u8; 20], device: &DeviceEntry) -> Result<(), Refusal> {
+    fn offered(&self, info_hash: &InfoHash, device: &DeviceEntry) -> Result<(), Refusal> {
         match self.audiences.read().unwrap().get(info_hash) {
             Some(a) => a.admits(info_hash, &device.device_id, &device.channel, &device.model),
             None => Ok(()),
@@ -337,7 +331,7 @@ impl Tracker {
         let last_seen = self.devices.read().unwrap().take_seen();
         let completions = std::mem::take(&mut *self.completions.lock().unwrap())
             .into_iter()
-            .map(|((id, ih), n)| (id.to_string(), hex::encode(ih), n))
+            .map(|((id, ih), n)| (id.to_string(), ih, n))
             .collect();
         DeviceActivity { last_seen, completions }
     }
@@ -346,9 +340,7 @@ impl Tracker {
         self.devices.read().unwrap().restore_seen(&a.last_seen);
         let mut c = self.completions.lock().unwrap();
         for (id, ih, n) in a.completions {
-            if let Ok(ih) = parse_info_hash(&ih) {
-                *c.entry((id.into(), ih)).or_default() += n;
-            }
+            *c.entry((id.into(), ih)).or_default() += n;
         }
     }
 }
@@ -511,7 +503,7 @@ async fn list_releases(
         all.into_iter()
             .filter(|r| match &caller {
                 Caller::Device(d) => {
-                    parse_info_hash(&r.release.info_hash).is_ok_and(|ih| t.offered(&ih, d).is_ok())
+                    t.offered(&r.release.info_hash, d).is_ok()
                 }
                 _ => true,
             })
@@ -530,18 +522,17 @@ async fn register_release(
     }
     let Json(new) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let release = t.registry.register(&new).await.map_err(ApiError::from_registry)?;
-    let ih = parse_info_hash(&release.info_hash)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let ih = release.info_hash;
     t.store.register(ih);
     let stored = find(&t, &release.info_hash).await?;
     t.audiences.write().unwrap().insert(ih, audience_of(&stored));
-    metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => release.info_hash.clone())
+    metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => release.info_hash.to_hex())
         .set(release.rollout_percent as f64);
     tracing::info!(info_hash = %release.info_hash, name = %release.name, rollout = release.rollout_percent, "release registered");
     Ok(Json(release))
 }
 
-async fn find(t: &Tracker, info_hash: &str) -> Result<StoredRelease, ApiError> {
+async fn find(t: &Tracker, info_hash: &InfoHash) -> Result<StoredRelease, ApiError> {
     t.registry
         .get(info_hash)
         .await?
@@ -550,11 +541,10 @@ async fn find(t: &Tracker, info_hash: &str) -> Result<StoredRelease, ApiError> {
 
 /// The release, if the caller may see it: 403 with the reason for a device
 /// it is not offered to.
-async fn find_for(t: &Tracker, caller: &Caller, info_hash: &str) -> Result<StoredRelease, ApiError> {
+async fn find_for(t: &Tracker, caller: &Caller, info_hash: &InfoHash) -> Result<StoredRelease, ApiError> {
     let r = find(t, info_hash).await?;
     if let Caller::Device(d) = caller {
-        let ih = parse_info_hash(&r.release.info_hash).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-        t.offered(&ih, d).map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+        t.offered(&r.release.info_hash, d).map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
     }
     Ok(r)
 }
@@ -562,7 +552,7 @@ async fn find_for(t: &Tracker, caller: &Caller, info_hash: &str) -> Result<Store
 async fn get_release(
     State(t): State<Arc<Tracker>>,
     headers: HeaderMap,
-    Path(info_hash): Path<String>,
+    Path(info_hash): Path<InfoHash>,
 ) -> Result<Json<Release>, ApiError> {
     let caller = t.caller(&headers)?;
     let r = find_for(&t, &caller, &info_hash).await?;
@@ -581,7 +571,7 @@ struct TorrentQuery {
 async fn get_torrent(
     State(t): State<Arc<Tracker>>,
     headers: HeaderMap,
-    Path(info_hash): Path<String>,
+    Path(info_hash): Path<InfoHash>,
     Query(q): Query<TorrentQuery>,
 ) -> Result<Response, ApiError> {
     let caller = t.caller(&headers)?;
@@ -604,13 +594,13 @@ async fn get_torrent(
 async fn push_release(
     State(t): State<Arc<Tracker>>,
     headers: HeaderMap,
-    Path(info_hash): Path<String>,
+    Path(info_hash): Path<InfoHash>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !t.is_admin(&headers) {
         return Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()));
     }
     let r = find(&t, &info_hash).await?.release;
-    let ih = parse_info_hash(&r.info_hash).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let ih = r.info_hash;
     t.registry.mark_pushed(&r.info_hash).await?;
     if let Some(a) = t.audiences.write().unwrap().get_mut(&ih) {
         a.pushed = true;
@@ -635,7 +625,7 @@ struct RolloutBody {
 async fn set_rollout(
     State(t): State<Arc<Tracker>>,
     headers: HeaderMap,
-    Path(info_hash): Path<String>,
+    Path(info_hash): Path<InfoHash>,
     body: Result<Json<RolloutBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !t.is_admin(&headers) {
@@ -646,7 +636,7 @@ async fn set_rollout(
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("percent must be 0..=100, got {percent}")));
     }
     let r = find(&t, &info_hash).await?;
-    let ih = parse_info_hash(&r.release.info_hash).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let ih = r.release.info_hash;
     if !t.registry.set_rollout(&r.release.info_hash, percent).await? {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no release {info_hash}")));
     }
@@ -657,10 +647,10 @@ async fn set_rollout(
         a.percent = percent;
         (previous, a.pushed)
     };
-    metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => r.release.info_hash.clone()).set(percent as f64);
+    metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => r.release.info_hash.to_hex()).set(percent as f64);
     let mut delivered = 0;
     if pushed && percent > previous {
-        let ev = PushEvent { info_hash: r.release.info_hash.clone(), name: r.release.name, version: r.release.version };
+        let ev = PushEvent { info_hash: r.release.info_hash, name: r.release.name, version: r.release.version };
         delivered = t.push.send(PushMsg { event: ev, info_hash: ih, previous_percent: Some(previous) }).unwrap_or(0);
     }
     tracing::info!(%info_hash, percent, previous, "rollout changed");
@@ -713,7 +703,7 @@ async fn post_telemetry(
 async fn get_telemetry(
     State(t): State<Arc<Tracker>>,
     headers: HeaderMap,
-    Path(info_hash): Path<String>,
+    Path(info_hash): Path<InfoHash>,
 ) -> Result<Json<Vec<TelemetryReport>>, ApiError> {
     // Reports name devices: the admin reads them (anyone with --device-auth off).
     if let Caller::Device(_) = t.caller(&headers)? {
@@ -783,23 +773,22 @@ async fn revoke_device(
 async fn get_peers(
     State(t): State<Arc<Tracker>>,
     headers: HeaderMap,
-    Path(info_hash): Path<String>,
+    Path(info_hash): Path<InfoHash>,
 ) -> Result<Json<Vec<PeerInfo>>, ApiError> {
     if !t.is_admin(&headers) {
         return Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()));
     }
-    let ih = parse_info_hash(&info_hash).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let peers = t
         .store
-        .peers(&ih, Instant::now())
+        .peers(&info_hash, Instant::now())
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no release {info_hash}")))?;
     Ok(Json(
         peers
             .into_iter()
             .map(|p| {
-                let tag = &p.peer_id[..8];
+                let tag = &p.peer_id.0[..8];
                 PeerInfo {
-                    peer_id: hex::encode(p.peer_id),
+                    peer_id: p.peer_id,
                     client: if tag.iter().all(|b| b.is_ascii_graphic()) {
                         String::from_utf8_lossy(tag).into_owned()
                     } else {

@@ -15,6 +15,7 @@ use ota_tracker::registry::Registry;
 use ota_proto::api::{NewRelease, TelemetryReport};
 use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
+use ota_proto::{InfoHash, PeerId};
 
 const ADMIN: &str = "test-admin";
 
@@ -56,14 +57,14 @@ async fn start_auth(db: &str, store: StoreConfig, device_auth: DeviceAuth) -> Ru
     Running { url, stop: Some(tx), task }
 }
 
-fn release() -> (NewRelease, [u8; 20]) {
+fn release() -> (NewRelease, InfoHash) {
     let info = InfoDict { name: "pkg.bin".into(), length: 10, piece_length: 262144, pieces: vec![[7; 20]], private: true }.to_bytes();
     let ih = info_hash(&info);
     (
         NewRelease {
             name: "pkg.bin".into(),
             version: "1.0".into(),
-            info_hash: hex::encode(ih),
+            info_hash: ih,
             size: 10,
             piece_length: 262144,
             sha256: "ab".repeat(32),
@@ -90,7 +91,7 @@ async fn malformed_announces_get_a_bencoded_failure_reason() {
     let (_, ih) = release();
     let good = format!(
         "info_hash={}&peer_id={}&port=6881&uploaded=0&downloaded=0&left=10",
-        encode_binary(&ih),
+        encode_binary(ih.as_ref()),
         encode_binary(b"-XX0001-abcdefghijkl")
     );
     let cases = [
@@ -127,7 +128,7 @@ async fn releases_swarm_push_and_restart() {
     let err = anon.register(&new).await.unwrap_err().to_string();
     assert!(err.contains("401"), "{err}");
     let mut bad = new.clone();
-    bad.info_hash = "00".repeat(20);
+    bad.info_hash = InfoHash([0; 20]);
     assert!(admin.register(&bad).await.unwrap_err().to_string().contains("does not match"));
 
     let mut pushes = anon.subscribe().await.unwrap();
@@ -153,7 +154,7 @@ async fn releases_swarm_push_and_restart() {
         async move {
             let mut q = format!(
                 "{url}/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left={left}",
-                encode_binary(&ih),
+                encode_binary(ih.as_ref()),
                 encode_binary(&[n; 20]),
                 7000 + n as u16
             );
@@ -171,7 +172,7 @@ async fn releases_swarm_push_and_restart() {
     assert_eq!(second, vec!["127.0.0.1:7001".parse().unwrap()], "second leecher gets the first, not the origin");
     let completed = AnnounceParams {
         info_hash: ih,
-        peer_id: [1; 20],
+        peer_id: PeerId([1; 20]),
         port: 7001,
         uploaded: 0,
         downloaded: 10,
@@ -196,7 +197,7 @@ async fn releases_swarm_push_and_restart() {
     let (_, body) = get(&format!(
         "{}/announce?info_hash={}&peer_id={}&port=7003&uploaded=0&downloaded=0&left=10",
         t.url,
-        encode_binary(&ih),
+        encode_binary(ih.as_ref()),
         encode_binary(&[3; 20])
     ))
     .await;
@@ -204,10 +205,10 @@ async fn releases_swarm_push_and_restart() {
     t.stop().await;
 }
 
-fn params(ih: [u8; 20], n: u8, left: u64, event: AnnounceEvent) -> AnnounceParams {
+fn params(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceParams {
     AnnounceParams {
         info_hash: ih,
-        peer_id: [n; 20],
+        peer_id: PeerId([n; 20]),
         port: 7000 + n as u16,
         uploaded: 0,
         downloaded: 10 - left,
@@ -218,10 +219,10 @@ fn params(ih: [u8; 20], n: u8, left: u64, event: AnnounceEvent) -> AnnounceParam
 }
 
 /// The swarm as the admin API shows it, without ages, sorted.
-fn swarm_view(peers: &[ota_proto::api::PeerInfo]) -> Vec<(String, String, u64, bool, bool, Option<String>)> {
+fn swarm_view(peers: &[ota_proto::api::PeerInfo]) -> Vec<(PeerId, String, u64, bool, bool, Option<String>)> {
     let mut v: Vec<_> = peers
         .iter()
-        .map(|p| (p.peer_id.clone(), p.addr.clone(), p.left, p.is_origin, p.granted, p.device.clone()))
+        .map(|p| (p.peer_id, p.addr.clone(), p.left, p.is_origin, p.granted, p.device.clone()))
         .collect();
     v.sort();
     v
@@ -254,7 +255,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     let (_, body) = get(&format!(
         "{}/announce?info_hash={}&peer_id={}&port=7000&uploaded=0&downloaded=0&left=0&origin_token={ADMIN}",
         t.url,
-        encode_binary(&ih),
+        encode_binary(ih.as_ref()),
         encode_binary(&[0; 20])
     ))
     .await;
@@ -326,7 +327,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
     let peers_after = admin.peers(&new.info_hash).await.unwrap();
     assert_eq!(swarm_view(&peers_after), swarm_view(&peers_before), "the shutdown write kept the last change");
-    assert_eq!(peers_after.iter().find(|p| p.peer_id == hex::encode([2u8; 20])).unwrap().left, 4);
+    assert_eq!(peers_after.iter().find(|p| p.peer_id == PeerId([2; 20])).unwrap().left, 4);
     t.stop().await;
 
     // Expiry continues from the stored ages: with a 1 s timeout, a restart
@@ -347,7 +348,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
 async fn next_push(
     s: &mut futures::stream::BoxStream<'static, anyhow::Result<ota_proto::api::PushEvent>>,
     limit: std::time::Duration,
-) -> Option<String> {
+) -> Option<InfoHash> {
     match tokio::time::timeout(limit, s.next()).await {
         Ok(Some(Ok(ev))) => Some(ev.info_hash),
         Ok(other) => panic!("push stream ended: {:?}", other.map(|r| r.map(|e| e.info_hash))),
@@ -380,7 +381,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     assert_eq!(admin.register(&new).await.unwrap().rollout_percent, 0);
     // A second release, signed for channel beta and model m2 only.
     let info_b = InfoDict { name: "b.bin".into(), length: 10, piece_length: 262144, pieces: vec![[8; 20]], private: true }.to_bytes();
-    let ih_b = hex::encode(info_hash(&info_b));
+    let ih_b = info_hash(&info_b);
     let manifest = serde_json::json!({
         "name": "b.bin", "version": "1", "info_hash": ih_b, "size": 10, "sha256": "cd".repeat(32),
         "channel": "beta", "models": ["m2"], "created_at": 0
@@ -388,7 +389,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     .to_string();
     let rel_b = NewRelease {
         name: "b.bin".into(),
-        info_hash: ih_b.clone(),
+        info_hash: ih_b,
         sha256: "cd".repeat(32),
         info_hex: hex::encode(&info_b),
         manifest: Some(ota_proto::manifest::SignedManifest { manifest, signature: "00".repeat(64) }),
@@ -418,7 +419,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     assert!(e.contains("device token required"), "{e}");
     let e = forged.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
     assert!(e.contains("unknown or revoked device token"), "{e}");
-    let (status, body) = get(&format!("{}/scrape?info_hash={}", t.url, encode_binary(&ih))).await;
+    let (status, body) = get(&format!("{}/scrape?info_hash={}", t.url, encode_binary(ih.as_ref()))).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("device token required"));
 
@@ -427,8 +428,8 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         let c = c.clone();
         async move { c.releases().await.unwrap().into_iter().map(|r| r.info_hash).collect::<Vec<_>>() }
     };
-    assert_eq!(listed(&devs[0]).await, Vec::<String>::new(), "A is at 0 %, B is for beta");
-    assert_eq!(listed(&beta).await, vec![ih_b.clone()]);
+    assert_eq!(listed(&devs[0]).await, Vec::<InfoHash>::new(), "A is at 0 %, B is for beta");
+    assert_eq!(listed(&beta).await, vec![ih_b]);
     let e = devs[0].torrent(&ih_b, "").await.unwrap_err().to_string();
     assert!(e.contains("403") && e.contains("channel"), "{e}");
     assert_eq!(listed(&admin).await.len(), 2, "the admin sees every release");
@@ -453,7 +454,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         for (i, s) in streams.iter_mut().enumerate() {
             let newly = in_wave(&ih, &ids[i], step) && !got_first[i];
             if newly {
-                assert_eq!(next_push(s, Duration::from_secs(5)).await, Some(new.info_hash.clone()), "{} at {step} %", ids[i]);
+                assert_eq!(next_push(s, Duration::from_secs(5)).await, Some(new.info_hash), "{} at {step} %", ids[i]);
                 got_first[i] = true;
             }
         }
@@ -483,7 +484,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     assert_eq!(peers[0].device.as_deref(), Some("dev-3"));
     assert_eq!(devs[3].scrape(&ih).await.unwrap().complete, 1, "a device scrapes with its token");
     // Telemetry is filed under the token's device.
-    let report = TelemetryReport { device: "spoofed".into(), info_hash: new.info_hash.clone(), verified: true, ..Default::default() };
+    let report = TelemetryReport { device: "spoofed".into(), info_hash: new.info_hash, verified: true, ..Default::default() };
     devs[3].report(&report).await.unwrap();
     assert_eq!(admin.telemetry(&new.info_hash).await.unwrap()[0].device, "dev-3");
     assert!(devs[3].telemetry(&new.info_hash).await.unwrap_err().to_string().contains("403"), "reports are for the admin");

@@ -34,6 +34,7 @@ use ota_tracker::registry::Registry;
 use ota_proto::api::{NewRelease, PeerInfo};
 use ota_tracker::device_auth::DeviceAuth;
 use ota_tracker::server::{ServerSettings, Tracker};
+use ota_proto::{InfoHash, PeerId};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -88,7 +89,7 @@ async fn start_tracker() -> Running {
 struct Package {
     data: Vec<u8>,
     info: Vec<u8>,
-    ih: [u8; 20],
+    ih: InfoHash,
     release: NewRelease,
 }
 
@@ -109,7 +110,7 @@ fn package(name: &str) -> Package {
     let release = NewRelease {
         name: name.into(),
         version: "1.0".into(),
-        info_hash: hex::encode(ih),
+        info_hash: ih,
         size: data.len() as u64,
         piece_length: PIECE as u64,
         sha256: "ab".repeat(32),
@@ -141,7 +142,7 @@ async fn device_torrent(dev: &TrackerClient, p: &Package) -> Vec<u8> {
 }
 
 /// Polls the scrape until `want` holds, for at most `limit`.
-async fn wait_scrape(c: &TrackerClient, ih: &[u8; 20], limit: Duration, want: impl Fn(&ScrapeStats) -> bool) -> ScrapeStats {
+async fn wait_scrape(c: &TrackerClient, ih: &InfoHash, limit: Duration, want: impl Fn(&ScrapeStats) -> bool) -> ScrapeStats {
     let end = Instant::now() + limit;
     loop {
         let s = c.scrape(ih).await.unwrap();
@@ -164,7 +165,7 @@ async fn peers_tagged(admin: &TrackerClient, p: &Package, tag: &str) -> Vec<Peer
 /// info hash, peer id) of every client that dials it.
 struct FakePeer {
     addr: SocketAddr,
-    peer_id: [u8; 20],
+    peer_id: PeerId,
     handshakes: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -194,7 +195,7 @@ async fn fake_peer(n: u8) -> FakePeer {
     });
     let mut peer_id = *b"-FK0001-000000000000";
     peer_id[19] = b'0' + n;
-    FakePeer { addr, peer_id, handshakes: rx, task }
+    FakePeer { addr, peer_id: PeerId(peer_id), handshakes: rx, task }
 }
 
 async fn announce_fake(c: &TrackerClient, p: &Package, f: &FakePeer) -> Vec<SocketAddr> {
@@ -219,10 +220,10 @@ async fn handshake(f: &mut FakePeer, limit: Duration) -> Result<Vec<u8>, String>
     }
 }
 
-fn check_handshake(h: &[u8], ih: &[u8; 20], tag: &str) {
+fn check_handshake(h: &[u8], ih: &InfoHash, tag: &str) {
     assert_eq!(h[0], 19, "plaintext BitTorrent handshake expected, got {:02x?}", &h[..20]);
     assert_eq!(&h[1..20], b"BitTorrent protocol");
-    assert_eq!(&h[28..48], ih, "handshake for another info hash");
+    assert_eq!(&h[28..48], ih.as_ref(), "handshake for another info hash");
     assert!(h[48..].starts_with(tag.as_bytes()), "peer id {:?} is not {tag}", String::from_utf8_lossy(&h[48..]));
 }
 

@@ -9,12 +9,13 @@ use std::time::Duration;
 use ota_tracker::peer_store::{PeerRecord, StoreChanges};
 use ota_tracker::registry::{Backend, DeviceActivity, Registry, RegistryError};
 use ota_proto::api::{NewRelease, TelemetryReport};
+use ota_proto::{InfoHash, PeerId};
 
 fn release(info: &[u8]) -> NewRelease {
     NewRelease {
         name: "pkg.bin".into(),
         version: "1".into(),
-        info_hash: hex::encode(ota_proto::metainfo::info_hash(info)),
+        info_hash: ota_proto::metainfo::info_hash(info),
         size: 5,
         piece_length: 16384,
         sha256: "ab".repeat(32),
@@ -29,27 +30,27 @@ fn release(info: &[u8]) -> NewRelease {
 
 async fn releases_telemetry_and_devices_persist_across_reopen(url: &str) {
     let info = b"d4:name1:ae".to_vec();
-    let ih = hex::encode(ota_proto::metainfo::info_hash(&info));
+    let ih = ota_proto::metainfo::info_hash(&info);
     let token;
     {
         let reg = Registry::open(url).await.unwrap();
         let r = reg.register(&release(&info)).await.unwrap();
         assert_eq!(r.rollout_percent, 100, "default rollout");
         let mut bad = release(&info);
-        bad.info_hash = "00".repeat(20);
+        bad.info_hash = InfoHash([0; 20]);
         assert!(matches!(reg.register(&bad).await, Err(RegistryError::Invalid(_))));
         let mut over = release(&info);
         over.rollout_percent = Some(101);
         assert!(matches!(reg.register(&over).await, Err(RegistryError::Invalid(_))));
         assert!(reg.set_rollout(&ih, 30).await.unwrap());
-        assert!(!reg.set_rollout(&"11".repeat(20), 30).await.unwrap());
+        assert!(!reg.set_rollout(&InfoHash([0x11; 20]), 30).await.unwrap());
         // Re-registering without a percentage keeps the wave.
         assert_eq!(reg.register(&release(&info)).await.unwrap().rollout_percent, 30);
         reg.mark_pushed(&ih).await.unwrap();
         for (peers, lan) in [(1, 1), (700, 500)] {
             let t = TelemetryReport {
                 device: "d1".into(),
-                info_hash: ih.clone(),
+                info_hash: ih,
                 bytes_from_peers: peers,
                 bytes_from_lan_peers: lan,
                 bytes_from_internet_peers: 200,
@@ -67,10 +68,10 @@ async fn releases_telemetry_and_devices_persist_across_reopen(url: &str) {
         reg.register_device("d2", "beta", "m2").await.unwrap();
         let activity = DeviceActivity {
             last_seen: vec![("d1".into(), 1_700_000_000), ("gone".into(), 5)],
-            completions: vec![("d1".into(), ih.clone(), 2)],
+            completions: vec![("d1".into(), ih, 2)],
         };
         reg.save_device_activity(&activity).await.unwrap();
-        reg.save_device_activity(&DeviceActivity { completions: vec![("d1".into(), ih.clone(), 1)], ..Default::default() })
+        reg.save_device_activity(&DeviceActivity { completions: vec![("d1".into(), ih, 1)], ..Default::default() })
             .await
             .unwrap();
         assert!(reg.revoke_device("d2").await.unwrap());
@@ -92,19 +93,21 @@ async fn releases_telemetry_and_devices_persist_across_reopen(url: &str) {
     let devices = reg.devices().await.unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!((devices[0].device_id.as_str(), devices[0].last_seen, devices[0].completed), ("d1", Some(1_700_000_000), 3));
-    assert_eq!(reg.device_completions("d1").await.unwrap(), vec![(ih.clone(), 3)]);
+    assert_eq!(reg.device_completions("d1").await.unwrap(), vec![(ih, 3)]);
     let creds = reg.device_credentials().await.unwrap();
     assert_eq!(creds.len(), 1);
     assert_eq!(creds[0].token_sha256, ota_tracker::registry::token_digest(&token));
     assert_eq!((creds[0].channel.as_str(), creds[0].model.as_str()), ("stable", "m1"));
 }
 
+const IH: InfoHash = InfoHash([9; 20]);
+
 fn peer(n: u32, age_ms: u64) -> PeerRecord {
     let mut id = [0u8; 20];
     id[..4].copy_from_slice(&n.to_be_bytes());
     PeerRecord {
-        info_hash: [9; 20],
-        peer_id: id,
+        info_hash: IH,
+        peer_id: PeerId(id),
         addr: format!("[::1]:{}", 7000 + (n % 50_000) as u16).parse().unwrap(),
         left: 10,
         stalled: 2,
@@ -121,14 +124,14 @@ async fn swarms_round_trip_with_ages(url: &str) {
         full: false,
         upserts: vec![peer(0, 1000), peer(1, 0), peer(2, 0)],
         removals: vec![],
-        downloaded: vec![([9; 20], 3)],
+        downloaded: vec![(IH, 3)],
     };
     reg.save_swarms(&first, 1_000_000).await.unwrap();
     let second = StoreChanges {
         // A peer listed twice is written once (the last entry).
         upserts: vec![peer(1, 100), peer(1, 500)],
-        removals: vec![([9; 20], peer(2, 0).peer_id)],
-        downloaded: vec![([9; 20], 4)],
+        removals: vec![(IH, peer(2, 0).peer_id)],
+        downloaded: vec![(IH, 4)],
         ..Default::default()
     };
     reg.save_swarms(&second, 1_002_000).await.unwrap();
@@ -137,12 +140,12 @@ async fn swarms_round_trip_with_ages(url: &str) {
     let mut got = reg.load_swarms(1_010_000).await.unwrap();
     got.peers.sort_by_key(|p| p.peer_id);
     assert_eq!(got.peers, vec![peer(0, 11_000), peer(1, 8_500)]);
-    assert_eq!(got.downloaded, vec![([9; 20], 4)]);
+    assert_eq!(got.downloaded, vec![(IH, 4)]);
     // Batches larger than one statement: 2,500 upserts, then 1,200 removals.
     let many = StoreChanges { full: true, upserts: (0..2_500).map(|n| peer(n, 0)).collect(), ..Default::default() };
     reg.save_swarms(&many, 1_010_000).await.unwrap();
     assert_eq!(reg.load_swarms(1_010_000).await.unwrap().peers.len(), 2_500);
-    let gone = StoreChanges { removals: (0..1_200).map(|n| ([9; 20], peer(n, 0).peer_id)).collect(), ..Default::default() };
+    let gone = StoreChanges { removals: (0..1_200).map(|n| (IH, peer(n, 0).peer_id)).collect(), ..Default::default() };
     reg.save_swarms(&gone, 1_010_000).await.unwrap();
     let mut left = reg.load_swarms(1_010_000).await.unwrap().peers;
     left.sort_by_key(|p| p.peer_id);

@@ -94,7 +94,7 @@ async fn coturn_stunclient_reads_the_mapped_address() {
             else {
                 break;
             };
-            if let Some(reply) = ota_tracker::stun::respond(&buf[..n], from).reply() {
+            if let Some(reply) = ota_proto::stun::respond(&buf[..n], from).reply() {
                 sources.push(from);
                 socket.send_to(&reply, from).await.unwrap();
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use ota_tracker::announce::{decode_announce, encode_announce, encode_binary, parse_announce};
+use ota_proto::announce::{decode_announce, encode_announce, encode_binary, parse_announce};
 use ota_tracker::peer_store::{PeerStore, StoreConfig};
 
 const KEYS: [&str; 15] = [

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ota_tracker::announce::{parse_announce, AnnounceError, MAX_NUMWANT, MAX_QUERY_LEN};
+use ota_proto::announce::{parse_announce, AnnounceError, MAX_NUMWANT, MAX_QUERY_LEN};
 
 fuzz_target!(|data: &[u8]| {
     // The server hands the parser the raw query as a `&str` (axum's RawQuery);
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         Err(AnnounceError::TooLong(_)) => assert!(query.len() > MAX_QUERY_LEN),
         Err(e) => {
             // Every refusal renders as a bencoded failure reason.
-            let _ = ota_tracker::announce::encode_failure(&e.to_string());
+            let _ = ota_proto::announce::encode_failure(&e.to_string());
         }
     }
 });

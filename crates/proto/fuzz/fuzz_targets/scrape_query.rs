@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ota_tracker::announce::{encode_scrape, parse_scrape, ScrapeStats, MAX_SCRAPE_HASHES};
+use ota_proto::announce::{encode_scrape, parse_scrape, ScrapeStats, MAX_SCRAPE_HASHES};
 
 fuzz_target!(|data: &[u8]| {
     let query = String::from_utf8_lossy(data);
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let files: Vec<_> = hashes.iter().map(|h| (*h, ScrapeStats::default())).collect();
         let body = encode_scrape(&files);
         for h in &hashes {
-            ota_tracker::announce::decode_scrape(&body, h).expect("own scrape response decodes");
+            ota_proto::announce::decode_scrape(&body, h).expect("own scrape response decodes");
         }
     }
 });
