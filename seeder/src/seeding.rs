@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use librqbit::{AddTorrent, AddTorrentOptions, Session};
+use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session};
 use serde::Serialize;
 
 use ota_client::TrackerClient;
@@ -29,6 +29,7 @@ use ota_proto::metainfo::{torrent_bytes, InfoDict};
 use ota_proto::InfoHash;
 
 use crate::ledger::{now_ms, EgressEntry, EgressPath, Ledger, UploadSampler};
+use crate::lifecycle::Releases;
 use crate::origin_store::S3Location;
 use crate::piece_cache::PieceCache;
 use crate::s3_storage::{S3Counters, S3StorageFactory, S3StorageParams};
@@ -58,14 +59,6 @@ pub struct SeedSettings {
     pub max_s3_requests: usize,
 }
 
-struct Seeded {
-    release: Release,
-    location: S3Location,
-    handle: Arc<librqbit::ManagedTorrent>,
-    /// Set by the storage when a piece read from S3 fails its SHA-1.
-    corrupt: Arc<Mutex<Option<String>>>,
-}
-
 /// Egress of one release, in bytes.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ReleaseEgress {
@@ -83,13 +76,6 @@ pub struct ReleaseEgress {
     pub error: Option<String>,
 }
 
-/// Why a release is not (or no longer) seeded.
-#[derive(Debug, Clone)]
-struct Failed {
-    release: Release,
-    reason: String,
-}
-
 /// The seeding service: one librqbit session, a shared piece cache and S3 counters.
 pub struct Seeder {
     session: Arc<Session>,
@@ -99,14 +85,11 @@ pub struct Seeder {
     cache: Arc<Mutex<PieceCache>>,
     /// S3 traffic counters.
     pub counters: Arc<S3Counters>,
-    seeded: Mutex<HashMap<InfoHash, Seeded>>,
-    failed: Mutex<HashMap<InfoHash, Failed>>,
+    /// Every release's lifecycle state ([`crate::lifecycle`]); never locked across an await.
+    releases: Mutex<Releases<Arc<ManagedTorrent>>>,
     ledger: Ledger,
     sampler: Mutex<UploadSampler>,
     s3_permits: Arc<tokio::sync::Semaphore>,
-    /// Releases whose initial check came out incomplete: when to re-add
-    /// each, and the backoff after that.
-    recheck: Mutex<HashMap<InfoHash, (std::time::Instant, Duration)>>,
 }
 
 impl Seeder {
@@ -139,11 +122,9 @@ impl Seeder {
             s3_permits: Arc::new(tokio::sync::Semaphore::new(settings.max_s3_requests.max(1))),
             settings,
             counters: Arc::default(),
-            seeded: Mutex::new(HashMap::new()),
-            failed: Mutex::new(HashMap::new()),
+            releases: Mutex::new(Releases::new()),
             ledger,
             sampler: Mutex::new(UploadSampler::default()),
-            recheck: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -158,11 +139,7 @@ impl Seeder {
         let releases = self.tracker.releases().await?;
         let mut added = 0;
         for r in releases {
-            if self.seeded.lock().unwrap().contains_key(&r.info_hash)
-                || self.failed.lock().unwrap().contains_key(&r.info_hash)
-                || !r.source.starts_with("s3://")
-                || self.recheck.lock().unwrap().get(&r.info_hash).is_some_and(|(at, _)| std::time::Instant::now() < *at)
-            {
+            if !self.releases.lock().unwrap().should_add(&r, Instant::now()) {
                 continue;
             }
             match self.add_release(&r).await {
@@ -184,7 +161,7 @@ impl Seeder {
         let dict = InfoDict::parse(&info)?;
         let (size, etag) = crate::origin_store::head(&self.s3, &location).await?;
         if let Some(reason) = changed_since_publish(r, &location, size, etag.as_deref()) {
-            self.failed.lock().unwrap().insert(r.info_hash, Failed { release: r.clone(), reason: reason.clone() });
+            self.releases.lock().unwrap().refused(r.clone(), reason.clone());
             anyhow::bail!(reason);
         }
         let announce = format!(
@@ -227,10 +204,7 @@ impl Seeder {
             .with_context(|| format!("librqbit refused release {}", r.info_hash))?;
         let handle = resp.into_handle().context("release was added in list-only mode")?;
         tracing::info!(info_hash = %r.info_hash, %location, "seeding release from S3");
-        self.seeded
-            .lock()
-            .unwrap()
-            .insert(r.info_hash, Seeded { release: r.clone(), location, handle, corrupt });
+        self.releases.lock().unwrap().added(r.clone(), location, handle, corrupt);
         Ok(())
     }
 
@@ -238,18 +212,18 @@ impl Seeder {
     /// left pieces missing (S3 failed for longer than the retry budget), so
     /// that a later sync adds it again and re-checks it. librqbit itself never
     /// re-checks: the origin would stay a leecher that cannot write. Re-adds
-    /// back off from 1 s to 5 min.
+    /// back off from 1 s to 5 min ([`crate::lifecycle::next_backoff`]).
     async fn drop_incomplete(&self) {
         use librqbit::TorrentStatsState as S;
         let incomplete: Vec<(InfoHash, librqbit::api::TorrentIdOrHash)> = self
-            .seeded
+            .releases
             .lock()
             .unwrap()
-            .iter()
+            .seeding()
             .filter_map(|(ih, s)| {
-                let st = s.handle.stats();
+                let st = s.torrent.stats();
                 let checked = matches!(st.state, S::Live | S::Paused | S::Error);
-                (checked && !st.finished).then(|| (*ih, s.handle.id().into()))
+                (checked && !st.finished).then(|| (*ih, s.torrent.id().into()))
             })
             .collect();
         for (ih, id) in incomplete {
@@ -258,22 +232,18 @@ impl Seeder {
                 tracing::warn!(info_hash = %ih, error = %format!("{e:#}"), "cannot remove release");
                 continue;
             }
-            self.seeded.lock().unwrap().remove(&ih);
-            let mut recheck = self.recheck.lock().unwrap();
-            let next = recheck.get(&ih).map_or(Duration::from_secs(1), |(_, d)| (*d * 2).min(Duration::from_secs(300)));
-            recheck.insert(ih, (std::time::Instant::now() + next, next));
+            self.releases.lock().unwrap().recheck_later(&ih, Instant::now());
         }
     }
 
     /// Stops seeding a release for good (until the seeder restarts) and says why.
     async fn stop_release(&self, info_hash: &InfoHash, reason: String) {
-        let Some(s) = self.seeded.lock().unwrap().remove(info_hash) else { return };
-        tracing::error!(%info_hash, location = %s.location, %reason, "stopped seeding release");
-        if let Err(e) = self.session.pause(&s.handle).await {
+        let Some((location, torrent)) = self.releases.lock().unwrap().stop(info_hash, reason.clone()) else { return };
+        tracing::error!(%info_hash, %location, %reason, "stopped seeding release");
+        if let Err(e) = self.session.pause(&torrent).await {
             tracing::warn!(%info_hash, error = %format!("{e:#}"), "cannot pause torrent");
         }
         self.cache.lock().unwrap().remove_release(info_hash);
-        self.failed.lock().unwrap().insert(*info_hash, Failed { release: s.release, reason });
     }
 
     /// Re-checks every seeded release: a piece that failed its SHA-1, or an
@@ -281,10 +251,10 @@ impl Seeder {
     /// error only logs (the next check tries again).
     pub async fn verify_sources(&self) {
         let seeded: Vec<(InfoHash, Release, S3Location, Option<String>)> = self
-            .seeded
+            .releases
             .lock()
             .unwrap()
-            .iter()
+            .seeding()
             .map(|(ih, s)| (*ih, s.release.clone(), s.location.clone(), s.corrupt.lock().unwrap().clone()))
             .collect();
         for (ih, release, location, corrupt) in seeded {
@@ -307,12 +277,12 @@ impl Seeder {
     /// since the last sample to the ledger.
     pub async fn flush_ledger(&self) -> anyhow::Result<()> {
         let snapshots: Vec<(InfoHash, serde_json::Value)> = self
-            .seeded
+            .releases
             .lock()
             .unwrap()
-            .iter()
+            .seeding()
             .filter_map(|(ih, s)| {
-                let live = s.handle.live()?;
+                let live = s.torrent.live()?;
                 let filter = serde_json::from_value(serde_json::json!({"state": "all"})).ok()?;
                 Some((*ih, serde_json::to_value(live.per_peer_stats_snapshot(filter)).ok()?))
             })
@@ -382,19 +352,16 @@ impl Seeder {
 
     /// Whether a release is seeded and its initial check is done.
     pub fn is_seeding(&self, info_hash: &InfoHash) -> bool {
-        self.seeded
-            .lock()
-            .unwrap()
-            .get(info_hash)
-            .is_some_and(|s| s.handle.stats().finished)
+        self.releases.lock().unwrap().seeded(info_hash).is_some_and(|s| s.torrent.stats().finished)
     }
 
     /// The release whose S3 key is `key`, if seeded.
     pub fn release_by_key(&self, key: &str) -> Option<Release> {
-        self.seeded
+        self.releases
             .lock()
             .unwrap()
-            .values()
+            .seeding()
+            .map(|(_, s)| s)
             .find(|s| s.release.source.parse::<S3Location>().is_ok_and(|l| l.key == key))
             .map(|s| s.release.clone())
     }
@@ -405,9 +372,7 @@ impl Seeder {
         self.flush_ledger().await?;
         let totals: HashMap<InfoHash, crate::ledger::ReleaseTotals> =
             self.ledger.totals().await?.into_iter().map(|t| (t.info_hash, t)).collect();
-        let mut rows: Vec<(Release, Option<String>)> =
-            self.seeded.lock().unwrap().values().map(|s| (s.release.clone(), s.handle.stats().error)).collect();
-        rows.extend(self.failed.lock().unwrap().values().map(|f| (f.release.clone(), Some(f.reason.clone()))));
+        let rows = self.releases.lock().unwrap().report(|t| t.stats().error);
         let mut out: Vec<ReleaseEgress> = rows
             .into_iter()
             .map(|(r, error)| {
