@@ -9,9 +9,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::device_auth::DeviceAuth;
-use crate::peer_handout::OriginPolicy;
-use crate::peer_store::StoreConfig;
+use crate::registry::DeviceAuth;
+use crate::swarm::OriginPolicy;
+use crate::swarm::StoreConfig;
 
 /// Command-line and environment settings of `ota-tracker serve`.
 #[derive(Debug, Clone, Args)]
@@ -109,8 +109,7 @@ pub struct TrackerConfig {
     pub worker_threads: Option<usize>,
 }
 
-/// Default UDP address of the STUN responder (IANA port 3478, RFC 8489 §9).
-pub const DEFAULT_STUN_LISTEN: &str = "0.0.0.0:3478";
+use crate::stun::DEFAULT_STUN_LISTEN;
 
 impl TrackerArgs {
     /// Merges flags/env, the TOML file and defaults.

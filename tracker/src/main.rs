@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 use ota_tracker::config::TrackerArgs;
 use ota_tracker::registry::Registry;
-use ota_tracker::server::{ServerSettings, Tracker};
+use ota_tracker::{Tracker, TrackerSettings};
 
 /// ota-tracker: BitTorrent tracker, release registry and push channel for OTA updates.
 #[derive(Parser)]
@@ -32,7 +32,7 @@ async fn serve(cfg: ota_tracker::config::TrackerConfig) -> anyhow::Result<()> {
     let registry = Registry::open(&cfg.database_url).await?;
     let tracker = Tracker::new(
         registry,
-        ServerSettings {
+        TrackerSettings {
             admin_token: cfg.admin_token,
             public_url: cfg.public_url,
             store: cfg.store,

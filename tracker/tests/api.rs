@@ -10,11 +10,11 @@ use futures::StreamExt;
 use ota_proto::announce::{encode_binary, AnnounceEvent};
 use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::metainfo::{info_hash, InfoDict};
-use ota_tracker::peer_store::StoreConfig;
+use ota_tracker::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_proto::api::{NewRelease, TelemetryReport};
-use ota_tracker::device_auth::DeviceAuth;
-use ota_tracker::server::{ServerSettings, Tracker};
+use ota_tracker::DeviceAuth;
+use ota_tracker::{Tracker, TrackerSettings};
 use ota_proto::{InfoHash, PeerId};
 
 const ADMIN: &str = "test-admin";
@@ -46,7 +46,7 @@ async fn start_auth(db: &str, store: StoreConfig, device_auth: DeviceAuth) -> Ru
     let url = format!("http://{}", listener.local_addr().unwrap());
     let tracker: Arc<Tracker> = Tracker::new(
         registry,
-        ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth },
+        TrackerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth },
     )
     .await
     .unwrap();

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 use ota_proto::announce::{AnnounceEvent, ScrapeStats};
 use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
-use ota_tracker::peer_store::StoreConfig;
+use ota_tracker::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_proto::api::{NewRelease, PeerInfo};
-use ota_tracker::device_auth::DeviceAuth;
-use ota_tracker::server::{ServerSettings, Tracker};
+use ota_tracker::DeviceAuth;
+use ota_tracker::{Tracker, TrackerSettings};
 use ota_proto::{InfoHash, PeerId};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -75,7 +75,7 @@ async fn start_tracker() -> Running {
     // Short intervals so that re-announces (if any) come quickly.
     let store = StoreConfig { interval: Duration::from_secs(5), min_interval: Duration::from_secs(5), ..StoreConfig::default() };
     let tracker: Arc<Tracker> =
-        Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Required })
+        Tracker::new(registry, TrackerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Required })
             .await
             .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use ota_tracker::peer_store::{PeerRecord, StoreChanges};
+use ota_tracker::swarm::{PeerRecord, StoreChanges};
 use ota_tracker::registry::{Backend, DeviceActivity, Registry, RegistryError};
 use ota_proto::api::{NewRelease, TelemetryReport};
 use ota_proto::{InfoHash, PeerId};

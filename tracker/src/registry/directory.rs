@@ -1,8 +1,7 @@
 //! Per-device tokens, checked in memory on every announce and API call.
 //!
 //! A device's token is 32 random bytes written as 64 lowercase hex
-//! characters; the database keeps only its SHA-256 (see
-//! [`crate::registry::token_digest`]). The tracker loads every digest at
+//! characters; the database keeps only its SHA-256 ([`token_digest`]). The tracker loads every digest at
 //! start into a [`DeviceDirectory`] and keeps it current on register and
 //! revoke, so an announce costs one SHA-256 and one hash-map look-up, never a
 //! database query. Last-seen times are noted in memory (an atomic store) and
@@ -12,7 +11,26 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use crate::registry::{token_digest, DeviceCredential};
+/// SHA-256 of a device token's text (the 64 hex characters as sent): the
+/// 32-byte digest the database and the directory keep instead of the token.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// What the tracker keeps in memory of a device to check its announces:
+/// loaded by [`super::Registry::device_credentials`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCredential {
+    /// SHA-256 of the device's token (32 bytes).
+    pub token_sha256: [u8; 32],
+    /// Device id.
+    pub device_id: String,
+    /// Update channel, e.g. `stable`.
+    pub channel: String,
+    /// Device model.
+    pub model: String,
+}
 
 /// Whether announces, scrapes and device API calls need a device token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]

@@ -2,7 +2,7 @@
 //!
 //! Pure state machine: the caller passes the clock (`now`), so expiry tests
 //! need no sleeping. One announce updates the announcing peer, asks
-//! [`crate::peer_handout`] for its peer list and returns it.
+//! [`super::handout`] for its peer list and returns it.
 //!
 //! Layout, for announces that cost O(numwant) whatever the swarm size:
 //! - the store is split into [`SHARDS`] shards by info hash, each behind its
@@ -31,7 +31,7 @@ use ota_proto::announce::{
     AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId,
     ScrapeStats,
 };
-use crate::peer_handout::{hand_out, OriginPolicy, Requester, SwarmParts};
+use super::handout::{hand_out, OriginPolicy, Requester, SwarmParts};
 
 /// Number of independently locked shards of a [`PeerStore`].
 pub const SHARDS: usize = 64;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use ota_proto::announce::{decode_announce, encode_announce, encode_binary, parse_announce};
-use ota_tracker::peer_store::{PeerStore, StoreConfig};
+use ota_tracker::swarm::{PeerStore, StoreConfig};
 
 const KEYS: [&str; 15] = [
     "info_hash", "peer_id", "port", "uploaded", "downloaded", "left", "event", "compact",

@@ -1,0 +1,142 @@
+//! The tracker's HTTP server (axum, Kraken's `trackerserver`): thin handlers
+//! over [`Tracker`]'s methods.
+//!
+//! Routes:
+//! - `GET /announce` (BEP 3, BEP 23, BEP 7) and `GET /scrape` (BEP 48). A
+//!   device announces with its token in the query, `/announce?token=HEX&…`:
+//!   BitTorrent clients keep an announce URL's query string and append their
+//!   parameters, and derive the scrape URL (`/scrape?token=HEX`, BEP 48
+//!   convention) from it. (A path form such as `/d/TOKEN/announce` is
+//!   refused by libtorrent's SSRF mitigation for trackers on loopback, which
+//!   allows only paths starting with `/announce`.) The origin seeder
+//!   announces with `origin_token=` (the admin token); with `--device-auth
+//!   off`, anyone may announce. Always HTTP 200 with a bencoded body; errors
+//!   (no or unknown token, release outside the device's rollout wave, …) as
+//!   `failure reason` ([`crate::service::Refusal`]).
+//! - Devices call the API with `Authorization: Bearer TOKEN`; the device id
+//!   comes from the token. Admin calls carry the admin token the same way.
+//! - `GET /api/releases` (the releases offered to the calling device; every
+//!   release for the admin), `POST /api/releases` (admin, a
+//!   [`NewRelease`](ota_proto::api::NewRelease) body), `GET /api/releases/{info_hash}`,
+//!   `GET /api/releases/{info_hash}/torrent` (announce URL `PUBLIC_URL/announce?token=HEX` for a device),
+//!   `POST /api/releases/{info_hash}/push` (admin), `POST /api/releases/{info_hash}/rollout`
+//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry` (admin),
+//!   `GET /api/releases/{info_hash}/peers` (admin, the live swarm as
+//!   [`PeerInfo`](ota_proto::api::PeerInfo) JSON).
+//! - `GET /api/devices`, `POST /api/devices` (a
+//!   [`NewDevice`](ota_proto::api::NewDevice) body; answers a
+//!   [`DeviceToken`](ota_proto::api::DeviceToken), the only time the token
+//!   is shown), `DELETE /api/devices/{id}`: admin.
+//! - `GET /api/push`: server-sent events, event `release` with a
+//!   [`PushEvent`](ota_proto::api::PushEvent) JSON body, only for releases
+//!   offered to the calling device.
+//! - `POST /api/telemetry`: a [`TelemetryReport`](ota_proto::api::TelemetryReport) JSON body.
+//! - `GET /api/subscribers`: number of connected push subscribers.
+//! - `GET /metrics`: Prometheus text format. `GET /health`: `ok`.
+//!
+//! API errors are JSON `{"error": TEXT}` with the status of their
+//! [`ApiError`](crate::service::ApiError) (400, 401, 403, 404, 409, 503); a
+//! malformed `{info_hash}` is a 400.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use ota_common::metrics::metrics_handle;
+
+use crate::persistence;
+use crate::service::Tracker;
+
+mod announce;
+mod api;
+pub mod extract;
+
+/// How long open requests (push subscriptions included) may run on after
+/// shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How often silent peers are swept out of the swarms.
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Tracker {
+    /// The axum router with every route (see the [module docs](self)).
+    /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
+    /// announces read the client's address.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/announce", get(announce::announce))
+            .route("/scrape", get(announce::scrape))
+            .route("/api/devices", get(api::list_devices).post(api::register_device))
+            .route("/api/devices/{device_id}", delete(api::revoke_device))
+            .route("/api/releases/{info_hash}/rollout", post(api::set_rollout))
+            .route("/api/releases", get(api::list_releases).post(api::register_release))
+            .route("/api/releases/{info_hash}", get(api::get_release))
+            .route("/api/releases/{info_hash}/torrent", get(api::get_torrent))
+            .route("/api/releases/{info_hash}/push", post(api::push_release))
+            .route("/api/releases/{info_hash}/telemetry", get(api::get_telemetry))
+            .route("/api/releases/{info_hash}/peers", get(api::get_peers))
+            .route("/api/push", get(api::push_stream))
+            .route("/api/subscribers", get(api::subscribers))
+            .route("/api/telemetry", post(api::post_telemetry))
+            .route("/metrics", get(|| async { metrics_handle().render() }))
+            .route("/health", get(|| async { "ok" }))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, expiring silent peers
+    /// every [`EXPIRY_INTERVAL`] and writing the live peers to the database
+    /// every persist interval ([`persistence::spawn_rounds`]). After `shutdown`, open
+    /// requests (push subscriptions included) get [`SHUTDOWN_GRACE`] to
+    /// finish; then the live peers are written one last time and the server
+    /// returns.
+    ///
+    /// Errors: the listener fails, or the final write of the live peers fails.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let me = self.clone();
+        let expiry = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+            loop {
+                tick.tick().await;
+                me.store.expire(std::time::Instant::now());
+            }
+        });
+        let (persist_stop, persist_stopped) = tokio::sync::watch::channel(false);
+        let me = self.clone();
+        let persister = persistence::spawn_rounds(self.mirror.interval(), persist_stopped, move || {
+            let me = me.clone();
+            async move { me.persist().await }
+        });
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut graceful_rx = stop_rx.clone();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = graceful_rx.wait_for(|s| *s).await;
+        });
+        let r = tokio::select! {
+            r = server => r.map_err(anyhow::Error::from),
+            _ = async {
+                let _ = stop_rx.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Ok(()),
+        };
+        expiry.abort();
+        // The persister stops between writes (never inside one); then the last write.
+        let _ = persist_stop.send(true);
+        let _ = persister.await;
+        let last = self.persist().await;
+        if let Ok(rows) = &last {
+            tracing::info!(rows, "live peers written at shutdown");
+        }
+        r.and(last.map(|_| ()))
+    }
+}

@@ -1,0 +1,115 @@
+//! Announces (BEP 3) and scrapes (BEP 48), after the edge has parsed the
+//! query: who may announce, the device's audience, the swarm update and the
+//! completed-download count.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use ota_common::clock::wall_secs;
+use ota_proto::announce::{AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, ScrapeStats};
+use ota_proto::rollout;
+use ota_proto::InfoHash;
+
+use super::{Caller, Tracker};
+use crate::registry::DeviceAuth;
+
+/// Why an announce or a scrape was refused. The `Display` text is the
+/// bencoded `failure reason` (BEP 3) the client gets, with HTTP 200.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No device token while device authentication is required; the
+    /// field names the request (`announce` or `scrape`).
+    #[error("device token required: {0} with token=HEX in the URL")]
+    TokenRequired(&'static str),
+    /// A `token=` that no registered device holds (unknown, revoked or
+    /// malformed).
+    #[error("unknown or revoked device token")]
+    UnknownToken,
+    /// The release is not offered to this device (rollout wave, channel,
+    /// model).
+    #[error(transparent)]
+    NotOffered(#[from] rollout::Refusal),
+    /// A malformed query, an unregistered info hash or a full swarm.
+    #[error(transparent)]
+    Protocol(#[from] AnnounceError),
+}
+
+impl Tracker {
+    /// The caller of an announce, from its query: `origin_token=` equal to
+    /// the admin token is the origin ([`Caller::Admin`]); else `token=` must
+    /// be a registered device's token; without either, the caller is
+    /// anonymous when device authentication is off.
+    ///
+    /// Errors: [`Refusal::UnknownToken`], or [`Refusal::TokenRequired`]
+    /// without a token while device authentication is required.
+    pub fn announce_caller(&self, origin_token: Option<&str>, token: Option<&str>) -> Result<Caller, Refusal> {
+        if origin_token.is_some_and(|t| self.is_admin_token(t)) {
+            return Ok(Caller::Admin);
+        }
+        match token {
+            Some(t) => self.device(t).map(Caller::Device).ok_or(Refusal::UnknownToken),
+            None if self.device_auth == DeviceAuth::Required => Err(Refusal::TokenRequired("announce")),
+            None => Ok(Caller::Anonymous),
+        }
+    }
+
+    /// The caller of a scrape: `token=` in the query must be a registered
+    /// device's token; without one, the admin bearer token or (with device
+    /// authentication off) nothing.
+    ///
+    /// Errors: [`Refusal::UnknownToken`], or [`Refusal::TokenRequired`].
+    pub fn scrape_caller(&self, token: Option<&str>, bearer: Option<&str>) -> Result<Caller, Refusal> {
+        match token {
+            Some(t) => self.device(t).map(Caller::Device).ok_or(Refusal::UnknownToken),
+            None if bearer.is_some_and(|b| self.is_admin_token(b)) => Ok(Caller::Admin),
+            None if self.device_auth == DeviceAuth::Required => Err(Refusal::TokenRequired("scrape")),
+            None => Ok(Caller::Anonymous),
+        }
+    }
+
+    /// One announce from `caller` (see [`Self::announce_caller`]), sent from
+    /// `remote` (the request's `ip=` wins when given). A device must be in
+    /// the release's audience; its announce carries its device id (whatever
+    /// `device=` said), notes it as seen now, and an `event=completed`
+    /// counts one completed download for it (written in the next
+    /// persistence round). The origin ([`Caller::Admin`]) gets no peers.
+    ///
+    /// Errors: [`Refusal::NotOffered`] for a device outside the release's
+    /// audience; [`Refusal::Protocol`] with
+    /// [`AnnounceError::Unregistered`] for an unknown info hash, or
+    /// [`AnnounceError::Invalid`] when the swarm is full.
+    pub fn announce(
+        &self,
+        mut request: AnnounceRequest,
+        caller: &Caller,
+        remote: IpAddr,
+    ) -> Result<AnnounceResponse, Refusal> {
+        let mut completed_by = None;
+        if let Caller::Device(dev) = caller {
+            self.offered(&request.info_hash, dev)?;
+            dev.seen(wall_secs());
+            request.device = Some(dev.device_id.to_string());
+            if request.event == AnnounceEvent::Completed {
+                completed_by = Some(dev.device_id.clone());
+            }
+        }
+        let is_origin = matches!(caller, Caller::Admin);
+        let addr = SocketAddr::new(request.ip.unwrap_or(remote), request.port);
+        let resp = self.store.announce(&request, addr, is_origin, Instant::now())?;
+        if let Some(id) = completed_by {
+            self.mirror.count_completion(id, request.info_hash);
+        }
+        Ok(resp)
+    }
+
+    /// Scrape counters (BEP 48) of the registered releases among `hashes`
+    /// (unknown ones are left out), or of every release when `hashes` is
+    /// empty.
+    pub fn scrape(&self, hashes: &[InfoHash]) -> Vec<(InfoHash, ScrapeStats)> {
+        if hashes.is_empty() {
+            self.store.scrape_all()
+        } else {
+            hashes.iter().filter_map(|h| self.store.scrape(h).map(|s| (*h, s))).collect()
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The tracker itself, without HTTP: [`Tracker`] holds the registry, the
+//! live swarms, the device directory, release audiences and the push bus,
+//! and its methods are the whole behaviour of the service — announces and
+//! scrapes ([`Tracker::announce`], [`Tracker::scrape`]), releases, devices,
+//! telemetry and pushes. The [`crate::http`] handlers only extract a
+//! request's parts (who calls, which info hash, which body), call one of
+//! these methods and encode the answer; tests call them directly.
+//!
+//! Who calls is a [`Caller`]: the admin (or, in announces, the origin
+//! seeder with the same token), a registered device, or anonymous (only
+//! with [`DeviceAuth::Off`]). Refused announces and scrapes are a
+//! [`Refusal`] (the bencoded `failure reason`, BEP 3); refused API calls an
+//! [`ApiError`] (a JSON error with an HTTP status).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use ota_common::metrics::metrics_handle;
+use ota_proto::rollout::{self, Audience};
+use ota_proto::InfoHash;
+
+use crate::persistence::{self, Mirror};
+use crate::registry::{DeviceAuth, DeviceDirectory, DeviceEntry, Registry, RegistryError, StoredRelease};
+use crate::swarm::{PeerStore, StoreConfig};
+
+mod announce;
+mod devices;
+mod push;
+mod releases;
+
+pub use announce::Refusal;
+pub use push::PushMsg;
+pub use releases::RolloutChange;
+
+/// Who is calling: resolved from the admin token, a device token, or no
+/// credential (see [`Tracker::api_caller`], [`Tracker::announce_caller`],
+/// [`Tracker::scrape_caller`]).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The admin token: the admin on the API, the origin seeder in
+    /// announces (`origin_token=ADMIN`).
+    Admin,
+    /// A registered device, from its token.
+    Device(Arc<DeviceEntry>),
+    /// No credential (allowed only with [`DeviceAuth::Off`]).
+    Anonymous,
+}
+
+/// Why an API call was refused; [`crate::http`] answers each with its HTTP
+/// status and a JSON body `{"error": TEXT}` where TEXT is the `Display`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no token where one is needed, or an unknown or revoked one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: the caller may not see this (a release outside the device's
+    /// audience, or admin-only data).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such release or device.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: a malformed body, path or value.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: the device id is already registered.
+    #[error("{0}")]
+    Conflict(String),
+    /// 503: the database failed (the cause is logged, not shown).
+    #[error("database unavailable")]
+    Database(#[source] sqlx::Error),
+}
+
+impl ApiError {
+    /// The refusal of an admin-only call by anyone else.
+    pub const ADMIN_REQUIRED: ApiError = ApiError::Unauthorized("admin token required");
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        ApiError::Database(e)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(m) => ApiError::BadRequest(m),
+            RegistryError::Exists(id) => ApiError::Conflict(format!("device {id:?} is already registered")),
+            RegistryError::Db(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// Settings of a [`Tracker`] beyond its database.
+#[derive(Debug, Clone)]
+pub struct TrackerSettings {
+    /// Bearer token for the admin API and the origin's announces.
+    pub admin_token: String,
+    /// Base URL devices reach the tracker at, e.g. `http://127.0.0.1:7070`
+    /// (a trailing `/` is dropped); used in the announce URL of served
+    /// `.torrent` files.
+    pub public_url: String,
+    /// Peer store timing, origin policy and persistence interval.
+    pub store: StoreConfig,
+    /// Whether devices must announce and call the API with their token.
+    pub device_auth: DeviceAuth,
+}
+
+/// The tracker's shared state; every method takes `&self` (share it as an
+/// `Arc<Tracker>`).
+pub struct Tracker {
+    pub(crate) registry: Registry,
+    pub(crate) store: PeerStore,
+    /// The persistence round's state (unwritten completions, write lock).
+    pub(crate) mirror: Mirror,
+    pub(crate) push: tokio::sync::broadcast::Sender<PushMsg>,
+    pub(crate) admin_token: String,
+    pub(crate) public_url: String,
+    pub(crate) device_auth: DeviceAuth,
+    pub(crate) devices: RwLock<DeviceDirectory>,
+    pub(crate) audiences: RwLock<HashMap<InfoHash, Audience>>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("public_url", &self.public_url)
+            .field("device_auth", &self.device_auth)
+            .field("peers", &self.store.peer_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audience of a stored release (rollout percentage, manifest channel
+/// and models, pushed or not).
+pub(crate) fn audience_of(r: &StoredRelease) -> Audience {
+    Audience::new(r.release.rollout_percent, r.release.manifest.as_ref().map(|m| m.manifest.as_str()), r.pushed)
+}
+
+impl Tracker {
+    /// Builds the state: registers every stored release in the peer store and
+    /// restores the stored live peers (with the age they have now, so that
+    /// peers silent for longer than the peer timeout, downtime included, are
+    /// dropped) and completed-download counters (see [`persistence::restore`]).
+    ///
+    /// Errors: a database failure.
+    pub async fn new(registry: Registry, settings: TrackerSettings) -> anyhow::Result<Arc<Self>> {
+        let store = PeerStore::new(settings.store);
+        let mut audiences = HashMap::new();
+        for r in registry.list().await? {
+            let ih = r.release.info_hash;
+            store.register(ih);
+            audiences.insert(ih, audience_of(&r));
+        }
+        let devices = DeviceDirectory::new(registry.device_credentials().await?);
+        metrics::gauge!("ota_tracker_devices_registered").set(devices.len() as f64);
+        for (ih, a) in &audiences {
+            metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => ih.to_hex()).set(a.percent as f64);
+        }
+        persistence::restore(&registry, &store).await?;
+        let (push, _) = tokio::sync::broadcast::channel(64);
+        metrics_handle();
+        Ok(Arc::new(Tracker {
+            registry,
+            store,
+            mirror: Mirror::new(settings.store.persist_interval),
+            push,
+            admin_token: settings.admin_token,
+            public_url: settings.public_url.trim_end_matches('/').to_string(),
+            device_auth: settings.device_auth,
+            devices: RwLock::new(devices),
+            audiences: RwLock::new(audiences),
+        }))
+    }
+
+    /// The registry this tracker writes to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The live swarms.
+    pub fn store(&self) -> &PeerStore {
+        &self.store
+    }
+
+    /// One persistence round (see [`Mirror::persist`]): writes the device
+    /// activity and the live swarms' changes since the last round; returns
+    /// the number of rows written.
+    ///
+    /// Errors: a database failure (nothing is lost: the next round rewrites).
+    pub async fn persist(&self) -> anyhow::Result<usize> {
+        self.mirror.persist(&self.registry, &self.store, &self.devices).await
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        token == self.admin_token
+    }
+
+    /// The caller of an API request from its bearer token
+    /// (`Authorization: Bearer TOKEN`, `None` without one): the admin, a
+    /// device, or anonymous.
+    ///
+    /// Errors: [`ApiError::Unauthorized`] for an unknown or revoked token, or
+    /// for no token while device authentication is required.
+    pub fn api_caller(&self, bearer: Option<&str>) -> Result<Caller, ApiError> {
+        match bearer {
+            Some(t) if self.is_admin_token(t) => Ok(Caller::Admin),
+            Some(t) => self
+                .device(t)
+                .map(Caller::Device)
+                .ok_or(ApiError::Unauthorized("unknown or revoked device token")),
+            None if self.device_auth == DeviceAuth::Off => Ok(Caller::Anonymous),
+            None => Err(ApiError::Unauthorized("device token required (Authorization: Bearer TOKEN)")),
+        }
+    }
+
+    /// The registered device holding `token`, if any.
+    pub(crate) fn device(&self, token: &str) -> Option<Arc<DeviceEntry>> {
+        self.devices.read().unwrap_or_else(|e| e.into_inner()).lookup(token).cloned()
+    }
+
+    /// Whether the release `info_hash` is offered to `device`: Ok for a
+    /// release the tracker does not know (the caller then answers "no such
+    /// release").
+    ///
+    /// Errors: the [`rollout::Refusal`] (outside the wave, another channel
+    /// or model).
+    pub fn offered(&self, info_hash: &InfoHash, device: &DeviceEntry) -> Result<(), rollout::Refusal> {
+        match self.audiences.read().unwrap_or_else(|e| e.into_inner()).get(info_hash) {
+            Some(a) => a.admits(info_hash, &device.device_id, &device.channel, &device.model),
+            None => Ok(()),
+        }
+    }
+}
