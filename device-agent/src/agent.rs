@@ -20,8 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use futures::StreamExt;
 
 use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::announce::AnnounceEvent;
@@ -30,10 +29,14 @@ use ota_proto::InfoHash;
 
 use crate::control_socket::{ControlHandler, Request, Response};
 use crate::policy::{check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings};
-use crate::download::{Cancelled, Downloader, FetchControl, FetchProgress};
+use crate::download::Downloader;
+pub use crate::download_state::Installed;
 use crate::download_state::{
     blocks_restart, load_json, now_ms, resolve_release, save_json, ActiveMap, ActiveRelease, HistoryEntry, Outcome,
     PauseReason, Phase, SourceTotals,
+};
+use crate::release_flow::{
+    check_manifest, telemetry_report, Action, FlowConfig, FlowPhase, ReleaseFlow, Update, SAMPLE_INTERVAL,
 };
 
 /// Settings of a running agent.
@@ -73,24 +76,6 @@ pub struct AgentSettings {
     /// Device policies: when downloads may run, storage cap, seeding floor
     /// and ceiling ([`crate::policy`]).
     pub policy: PolicySettings,
-}
-
-/// One installed (verified) release, as kept in `installed.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Installed {
-    /// Package name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Verified package path.
-    pub path: PathBuf,
-    /// SHA-256, hex.
-    pub sha256: String,
-    /// When the device's installer (install hook or `ota-device-agent
-    /// installed`) installed it, ms since the Unix epoch; `None` while only
-    /// downloaded and verified.
-    #[serde(default)]
-    pub installed_at_ms: Option<u64>,
 }
 
 /// What the seeding-stop rule looks at.
@@ -149,43 +134,6 @@ fn load_or_set_aside<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T
             let _ = std::fs::rename(path, &aside);
             T::default()
         }
-    }
-}
-
-/// The agent's view of one release for a running [`Downloader::fetch`].
-struct ReleaseControl {
-    agent: Arc<Agent>,
-    info_hash: InfoHash,
-}
-
-impl FetchControl for ReleaseControl {
-    fn should_pause(&self) -> bool {
-        self.agent.active.lock().unwrap().get(&self.info_hash).is_some_and(|a| a.should_pause())
-    }
-
-    fn cancel_requested(&self) -> bool {
-        self.agent.active.lock().unwrap().get(&self.info_hash).is_some_and(|a| a.cancel_requested)
-    }
-
-    fn on_progress(&self, p: &FetchProgress) {
-        {
-            let mut active = self.agent.active.lock().unwrap();
-            let Some(a) = active.get_mut(&self.info_hash) else { return };
-            a.progress_bytes = p.progress_bytes;
-            a.speed_bps = if p.paused { 0 } else { p.speed_bps };
-            a.received = p.received;
-            a.uploaded = p.uploaded;
-            if p.total_bytes > 0 && p.progress_bytes >= p.total_bytes {
-                a.phase = Phase::Verifying;
-            }
-        }
-        self.agent.save_active_throttled();
-    }
-
-    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
-        let tracker = self.agent.tracker.clone();
-        let ih = self.info_hash;
-        async move { tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default() }.boxed()
     }
 }
 
@@ -384,20 +332,9 @@ impl Agent {
         Ok(())
     }
 
-    /// A telemetry report of this device for `info_hash` with the bytes
-    /// received per source (origin over BitTorrent, LAN and internet peers,
-    /// origin over HTTP); the other fields at their defaults.
+    /// A telemetry report of this device ([`telemetry_report`]).
     fn report(&self, info_hash: &InfoHash, received: &SourceTotals) -> TelemetryReport {
-        TelemetryReport {
-            device: self.settings.device_id.clone(),
-            info_hash: *info_hash,
-            bytes_from_origin: received.origin_bittorrent,
-            bytes_from_peers: received.peers,
-            bytes_from_lan_peers: received.lan_peers,
-            bytes_from_internet_peers: received.internet_peers,
-            bytes_from_origin_http: received.origin_http,
-            ..Default::default()
-        }
+        telemetry_report(&self.settings.device_id, info_hash, received)
     }
 
     /// Starts again every release `active.json` holds unfinished (after a
@@ -502,225 +439,272 @@ impl Agent {
     /// release, resuming from `active.json` and the data on disk when an
     /// earlier run left it unfinished. A refused package is reported with
     /// `verified: false` and its error; every end is recorded in the history.
+    ///
+    /// The decisions are the [`ReleaseFlow`]'s; this performs its actions
+    /// (tracker, librqbit, state files, install hook) and feeds the results
+    /// back, sampling the download every [`SAMPLE_INTERVAL`].
     pub async fn handle_release(self: &Arc<Self>, info_hash: &InfoHash) -> anyhow::Result<Installed> {
-        let release = match self.tracker.release(info_hash).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.finish_active(info_hash, Outcome::Failed, Some(format!("{e:#}")));
-                return Err(e);
+        let mut flow = ReleaseFlow::new(*info_hash, self.flow_config());
+        let mut run = FlowRun::default();
+        let mut tick: Option<tokio::time::Interval> = None;
+        loop {
+            while let Some(action) = flow.poll_action() {
+                self.perform(&mut flow, &mut run, action).await;
             }
-        };
-        let earlier = {
-            let mut active = self.active.lock().unwrap();
-            let a = active.entry(*info_hash).or_insert_with(|| {
-                let mut a = ActiveRelease::new(*info_hash, &release.name, &release.version, release.size, now_ms());
-                if self.policy_blocked.load(Ordering::SeqCst) {
-                    a.paused.insert(PauseReason::Policy);
-                }
-                a
-            });
-            a.phase = Phase::Checking;
-            a.received
-        };
-        self.save_active();
-        let expected_sha256 = match self.check_manifest(&release) {
-            Ok(sha) => sha,
-            Err(e) => {
-                tracing::error!(%info_hash, error = %e, "manifest rejected; not downloading");
-                let report = TelemetryReport {
-                    error: Some(format!("manifest rejected: {e}")),
-                    ..self.report(info_hash, &SourceTotals::default())
-                };
-                self.finish_active(info_hash, Outcome::Rejected, Some(format!("manifest rejected: {e}")));
-                self.send_report(&report).await;
-                return Err(anyhow::anyhow!("manifest rejected: {e}"));
+            if !flow.wants_sample() {
+                break;
             }
-        };
-        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
-            a.manifest_checked = true;
-            a.phase = Phase::Downloading;
-        }
-        self.save_active();
-        if let Err(blocked) = self.check_storage(&release) {
-            tracing::error!(%info_hash, error = %blocked, "release does not fit; not downloading");
-            let report = TelemetryReport {
-                error: Some(format!("storage: {blocked}")),
-                ..self.report(info_hash, &SourceTotals::default())
+            tick.get_or_insert_with(|| tokio::time::interval(SAMPLE_INTERVAL)).tick().await;
+            let Some(handle) = run.torrent.clone() else {
+                flow.handle_download_error("the torrent is not in the session".into());
+                continue;
             };
-            self.send_report(&report).await;
-            self.finish_active(info_hash, Outcome::Failed, Some(format!("storage: {blocked}")));
-            return Err(anyhow::anyhow!("storage: {blocked}"));
+            let (pause, cancel) = self.requests(info_hash);
+            flow.handle_progress(Downloader::sample(&handle, Instant::now(), pause, cancel));
         }
-        let torrent = match self.tracker.torrent(info_hash, &self.settings.device_id).await {
-            Ok(t) => t,
-            Err(e) => {
-                self.finish_active(info_hash, Outcome::Failed, Some(format!("{e:#}")));
-                return Err(e);
-            }
-        };
-        tracing::info!(name = %release.name, version = %release.version, %info_hash, "downloading release");
-        let bar = self.settings.progress_bar.then(|| {
-            let b = indicatif::ProgressBar::new(release.size);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b.set_message(release.name.clone());
-            b
-        });
-        let control = BarControl {
-            inner: ReleaseControl { agent: self.clone(), info_hash: *info_hash },
-            bar: bar.clone(),
-        };
-        let result = self
-            .downloader
-            .fetch(&release, &expected_sha256, torrent, self.settings.download_timeout, earlier, &control)
-            .await;
-        if let Some(b) = &bar {
+        if let Some(b) = run.bar.take() {
             b.finish_and_clear();
         }
-        let mut report = self.report(info_hash, &SourceTotals::default());
-        let outcome = match result {
-            Ok(o) => o,
-            Err(e) => {
-                let cancelled = e.downcast_ref::<Cancelled>().is_some();
-                report.error = Some(format!("{e:#}"));
-                self.finish_active(
-                    info_hash,
-                    if cancelled { Outcome::Cancelled } else { Outcome::Failed },
-                    Some(format!("{e:#}")),
-                );
-                self.send_report(&report).await;
-                return Err(e);
-            }
-        };
-        let received = SourceTotals {
-            origin_bittorrent: outcome.bytes_from_origin,
-            peers: outcome.bytes_from_peers,
-            origin_http: outcome.bytes_from_origin_http,
-            lan_peers: outcome.bytes_from_lan_peers,
-            internet_peers: outcome.bytes_from_internet_peers,
-        };
-        let mut report = TelemetryReport {
-            bytes_uploaded: outcome.bytes_uploaded,
-            duration_ms: outcome.duration_ms,
-            verified: true,
-            ..self.report(info_hash, &received)
-        };
-        let installed = Installed {
-            name: release.name.clone(),
-            version: release.version.clone(),
-            path: outcome.path.clone(),
-            sha256: expected_sha256.clone(),
-            installed_at_ms: None,
-        };
-        self.installed.lock().unwrap().insert(*info_hash, installed.clone());
-        self.save_installed()?;
-        tracing::info!(
-            name = %release.name,
-            from_origin = outcome.bytes_from_origin,
-            from_peers = outcome.bytes_from_peers,
-            ms = outcome.duration_ms,
-            "release verified; seeding"
-        );
-        let (started_at_ms, hook) = {
-            let mut active = self.active.lock().unwrap();
-            let a = active.get_mut(info_hash);
-            let started = a.as_ref().map(|a| a.started_at_ms).unwrap_or_else(now_ms);
-            if let Some(a) = a {
-                a.received = received;
-                a.progress_bytes = release.size;
-                a.speed_bps = 0;
-                a.paused.clear();
-                a.phase = if self.settings.install_hook.is_some() { Phase::Installing } else { Phase::Seeding };
-            }
-            (started, self.settings.install_hook.clone())
-        };
-        self.save_active();
-        let hook_result = match &hook {
-            Some(cmd) => Some(run_install_hook(cmd, &release, &outcome.path).await),
-            None => None,
-        };
-        self.record_history(HistoryEntry {
-            info_hash: *info_hash,
-            name: release.name.clone(),
-            version: release.version.clone(),
-            outcome: if matches!(hook_result, Some(Err(_))) { Outcome::Failed } else { Outcome::Finished },
-            reason: match &hook_result {
-                Some(Err(e)) => Some(format!("install hook failed: {e}")),
-                _ => None,
-            },
-            started_at_ms,
-            ended_at_ms: now_ms(),
-            received,
-        });
-        let installed = match hook_result {
-            Some(Ok(())) => self.mark_installed(info_hash, "install hook succeeded")?,
-            Some(Err(e)) => {
-                tracing::error!(%info_hash, error = %e, "install hook failed");
-                report.error = Some(format!("install hook failed: {e}"));
-                installed
-            }
-            None => installed,
-        };
-        if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
-            a.phase = Phase::Seeding;
+        match flow.end() {
+            Some(Ok(installed)) => Ok(run.marked.unwrap_or_else(|| installed.clone())),
+            Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+            None => Err(anyhow::anyhow!("release flow of {info_hash} stopped in phase {:?}", flow.phase())),
         }
-        self.save_active();
-        self.send_report(&report).await;
-        // librqbit never sends `completed`: tell the tracker at once that this
-        // device is a seeder now, so it is handed out before the next announce.
-        let completed = AnnounceParams {
-            info_hash: *info_hash,
-            peer_id: self.downloader.peer_id(),
-            port: self.downloader.port(),
-            uploaded: outcome.bytes_uploaded,
-            downloaded: release.size,
-            left: 0,
-            event: AnnounceEvent::Completed,
-            device: Some(self.settings.device_id.clone()),
-        };
-        if let Err(e) = self.tracker.announce(&completed).await {
-            tracing::warn!(error = %format!("{e:#}"), "completed announce failed");
-        }
-        self.spawn_seeding_reports(report, release.size);
-        Ok(installed)
     }
 
-    /// The SHA-256 the package must have: from the verified manifest when a
-    /// key is pinned, else from the release record.
-    fn check_manifest(&self, release: &Release) -> Result<String, ota_proto::manifest::ManifestError> {
-        use ota_proto::manifest::{verify, ManifestError};
-        let Some(key) = &self.settings.manifest_key else {
-            return Ok(release.sha256.clone());
-        };
-        let signed = release.manifest.as_ref().ok_or(ManifestError::BadSignature)?;
-        let m = verify(signed, key)?;
-        m.check_for(&release.info_hash, &self.settings.channel, &self.settings.model)?;
-        // Only upgrades: never a version at or below one installed of the same package.
-        if let Some(newest) = self
-            .installed
+    fn flow_config(&self) -> FlowConfig {
+        FlowConfig {
+            device_id: self.settings.device_id.clone(),
+            downloads_dir: self.downloader.downloads_dir().to_path_buf(),
+            download_timeout: self.settings.download_timeout,
+            http_fallback_after: self.downloader.http_fallback_after(),
+            install_hook: self.settings.install_hook.is_some(),
+        }
+    }
+
+    /// The pause (any reason) and cancel requests of a release's entry.
+    fn requests(&self, info_hash: &InfoHash) -> (bool, bool) {
+        self.active
             .lock()
             .unwrap()
-            .values()
-            .filter(|i| i.name == m.name && !ota_proto::manifest::is_newer_version(&m.version, &i.version))
-            .map(|i| i.version.clone())
-            .next()
-        {
-            return Err(ManifestError::NotNewer { offered: m.version, installed: newest });
+            .get(info_hash)
+            .map(|a| (a.should_pause(), a.cancel_requested))
+            .unwrap_or((false, false))
+    }
+
+    /// Performs one action of `flow` and feeds its result back.
+    async fn perform(self: &Arc<Self>, flow: &mut ReleaseFlow, run: &mut FlowRun, action: Action) {
+        let ih = *flow.info_hash();
+        if !matches!(flow.phase(), FlowPhase::Downloading | FlowPhase::Verifying) {
+            if let Some(b) = run.bar.take() {
+                b.finish_and_clear();
+            }
         }
-        Ok(m.sha256)
+        match action {
+            Action::FetchRelease => flow.handle_release(self.tracker.release(&ih).await.map_err(|e| format!("{e:#}"))),
+            Action::Track { name, version, size } => {
+                let earlier = {
+                    let mut active = self.active.lock().unwrap();
+                    let a = active.entry(ih).or_insert_with(|| {
+                        let mut a = ActiveRelease::new(ih, &name, &version, size, now_ms());
+                        if self.policy_blocked.load(Ordering::SeqCst) {
+                            a.paused.insert(PauseReason::Policy);
+                        }
+                        a
+                    });
+                    a.phase = Phase::Checking;
+                    a.received
+                };
+                self.save_active();
+                flow.handle_tracked(earlier);
+            }
+            Action::CheckManifest(release) => {
+                let verdict = {
+                    let installed = self.installed.lock().unwrap();
+                    check_manifest(
+                        &release,
+                        self.settings.manifest_key.as_ref(),
+                        &self.settings.channel,
+                        &self.settings.model,
+                        installed.values().map(|i| (i.name.as_str(), i.version.as_str())),
+                    )
+                };
+                if let Err(e) = &verdict {
+                    tracing::error!(info_hash = %ih, error = %e, "manifest rejected; not downloading");
+                }
+                flow.handle_manifest(verdict);
+            }
+            Action::Update(update) => self.apply(&ih, update, run.bar.as_ref()),
+            Action::CheckStorage { size } => {
+                let verdict = self.check_storage(&ih, size);
+                if let Err(blocked) = &verdict {
+                    tracing::error!(info_hash = %ih, error = %blocked, "release does not fit; not downloading");
+                }
+                flow.handle_policy(verdict);
+            }
+            Action::FetchTorrent => {
+                let torrent = self.tracker.torrent(&ih, &self.settings.device_id).await.map_err(|e| format!("{e:#}"));
+                flow.handle_torrent(Instant::now(), torrent);
+            }
+            Action::StartDownload { torrent, after_fallback } => {
+                if !after_fallback {
+                    if let Some(r) = flow.release() {
+                        tracing::info!(name = %r.name, version = %r.version, info_hash = %ih, "downloading release");
+                        run.bar = self.settings.progress_bar.then(|| progress_bar(r));
+                    }
+                }
+                let (paused, _) = self.requests(&ih);
+                match self.downloader.add(&ih, torrent, paused).await {
+                    Ok(handle) => {
+                        run.torrent = Some(handle);
+                        flow.handle_started(Instant::now());
+                    }
+                    Err(e) => flow.handle_download_error(format!("{e:#}")),
+                }
+            }
+            Action::FetchOrigins => {
+                let origins = self.tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default();
+                let per_peer = run.torrent.as_deref().and_then(Downloader::per_peer);
+                flow.handle_origins(Instant::now(), origins, per_peer);
+            }
+            Action::PauseDownload => {
+                if let Some(h) = &run.torrent {
+                    match self.downloader.pause(h).await {
+                        Ok(()) => tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download paused"),
+                        Err(e) => flow.handle_download_error(format!("{e:#}")),
+                    }
+                }
+            }
+            Action::ResumeDownload => {
+                if let Some(h) = &run.torrent {
+                    match self.downloader.resume(h).await {
+                        Ok(()) => tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download resumed"),
+                        Err(e) => flow.handle_download_error(format!("{e:#}")),
+                    }
+                }
+            }
+            Action::StartHttpFallback { url, etag, torrent, file, after } => {
+                tracing::warn!(info_hash = %ih, after_s = after.as_secs(), "no payload from peers; HTTP fallback");
+                if let Err(e) = self.downloader.take_out(&ih).await {
+                    let e = e.context("cannot take the torrent out for the HTTP fallback");
+                    return flow.handle_download_error(format!("{e:#}"));
+                }
+                run.torrent = None;
+                flow.handle_fallback(self.downloader.fill_over_http(url, etag, &torrent, &file).await);
+            }
+            Action::DeleteDownload => {
+                run.torrent = None;
+                self.downloader.discard(&ih).await;
+            }
+            Action::Verify { path, sha256 } => flow.handle_verified(Downloader::verify(path, sha256).await),
+            Action::RecordVerified { installed, outcome } => {
+                self.installed.lock().unwrap().insert(ih, installed.clone());
+                if let Err(e) = self.save_installed() {
+                    return flow.handle_state_error(format!("{e:#}"));
+                }
+                tracing::info!(
+                    name = %installed.name,
+                    from_origin = outcome.bytes_from_origin,
+                    from_peers = outcome.bytes_from_peers,
+                    ms = outcome.duration_ms,
+                    "release verified; seeding"
+                );
+            }
+            Action::RunInstallHook { path } => {
+                let (Some(cmd), Some(release)) = (self.settings.install_hook.as_deref(), flow.release()) else {
+                    return flow.handle_install(Err("no install hook configured".into()));
+                };
+                let result = run_install_hook(cmd, release, &path).await;
+                if let Err(e) = &result {
+                    tracing::error!(info_hash = %ih, error = %e, "install hook failed");
+                }
+                flow.handle_install(result);
+            }
+            Action::RecordHistory { outcome, reason, received } => {
+                let started_at_ms = self.active.lock().unwrap().get(&ih).map(|a| a.started_at_ms).unwrap_or_else(now_ms);
+                let (name, version) = flow.release().map(|r| (r.name.clone(), r.version.clone())).unwrap_or_default();
+                self.record_history(HistoryEntry {
+                    info_hash: ih,
+                    name,
+                    version,
+                    outcome,
+                    reason,
+                    started_at_ms,
+                    ended_at_ms: now_ms(),
+                    received,
+                });
+            }
+            Action::MarkInstalled { detail } => match self.mark_installed(&ih, &detail) {
+                Ok(i) => run.marked = Some(i),
+                Err(e) => flow.handle_state_error(format!("{e:#}")),
+            },
+            Action::Report(report) => self.send_report(&report).await,
+            Action::AnnounceCompleted { uploaded, downloaded } => {
+                let completed = AnnounceParams {
+                    info_hash: ih,
+                    peer_id: self.downloader.peer_id(),
+                    port: self.downloader.port(),
+                    uploaded,
+                    downloaded,
+                    left: 0,
+                    event: AnnounceEvent::Completed,
+                    device: Some(self.settings.device_id.clone()),
+                };
+                if let Err(e) = self.tracker.announce(&completed).await {
+                    tracing::warn!(error = %format!("{e:#}"), "completed announce failed");
+                }
+            }
+            Action::StartSeeding { report, size } => self.spawn_seeding_reports(*report, size),
+            Action::Finish { outcome, reason } => self.finish_active(&ih, outcome, Some(reason)),
+        }
+    }
+
+    /// Applies a flow's change to the release's `active.json` entry and saves it.
+    fn apply(&self, info_hash: &InfoHash, update: Update, bar: Option<&indicatif::ProgressBar>) {
+        {
+            let mut active = self.active.lock().unwrap();
+            let Some(a) = active.get_mut(info_hash) else { return };
+            match update {
+                Update::ManifestChecked => {
+                    a.manifest_checked = true;
+                    a.phase = Phase::Downloading;
+                }
+                Update::Progress(p) => {
+                    a.progress_bytes = p.progress_bytes;
+                    a.speed_bps = if p.paused { 0 } else { p.speed_bps };
+                    a.received = p.received;
+                    a.uploaded = p.uploaded;
+                    if p.complete() {
+                        a.phase = Phase::Verifying;
+                    }
+                    drop(active);
+                    if let Some(b) = bar {
+                        b.set_position(p.progress_bytes);
+                    }
+                    return self.save_active_throttled();
+                }
+                Update::Verified { received, size, phase } => {
+                    a.received = received;
+                    a.progress_bytes = size;
+                    a.speed_bps = 0;
+                    a.paused.clear();
+                    a.phase = phase;
+                }
+                Update::Seeding => a.phase = Phase::Seeding,
+            }
+        }
+        self.save_active();
     }
 
     /// Storage check before a download: the release must fit the storage
     /// cap beside the other packages under `STATE_DIR/downloads`, and the
     /// file system must have room for what is not on disk yet.
-    fn check_storage(&self, release: &Release) -> Result<(), crate::policy::Blocked> {
-        let downloads = self.settings.state_dir.join("downloads");
-        let this = used_bytes(&self.downloader.folder(&release.info_hash));
-        let others = used_bytes(&downloads).saturating_sub(this);
-        let free = free_bytes(&downloads).ok().map(|f| f.saturating_add(this));
-        check_storage(&self.settings.policy, release.size, others, free)
+    fn check_storage(&self, info_hash: &InfoHash, size: u64) -> Result<(), crate::policy::Blocked> {
+        let downloads = self.downloader.downloads_dir();
+        let this = used_bytes(&self.downloader.folder(info_hash));
+        let others = used_bytes(downloads).saturating_sub(this);
+        let free = free_bytes(downloads).ok().map(|f| f.saturating_add(this));
+        check_storage(&self.settings.policy, size, others, free)
     }
 
     /// Re-checks the download policy every `every` and pauses or resumes
@@ -871,28 +855,24 @@ impl Agent {
     }
 }
 
-/// [`ReleaseControl`] plus the optional stderr progress bar.
-struct BarControl {
-    inner: ReleaseControl,
+/// What the driver of one [`ReleaseFlow`] holds besides the flow: the
+/// torrent in the session, the progress bar, the installed mark.
+#[derive(Default)]
+struct FlowRun {
+    torrent: Option<Arc<librqbit::ManagedTorrent>>,
     bar: Option<indicatif::ProgressBar>,
+    marked: Option<Installed>,
 }
 
-impl FetchControl for BarControl {
-    fn should_pause(&self) -> bool {
-        self.inner.should_pause()
-    }
-    fn cancel_requested(&self) -> bool {
-        self.inner.cancel_requested()
-    }
-    fn on_progress(&self, p: &FetchProgress) {
-        if let Some(b) = &self.bar {
-            b.set_position(p.progress_bytes);
-        }
-        self.inner.on_progress(p);
-    }
-    fn origin_peers(&self) -> futures::future::BoxFuture<'static, Vec<String>> {
-        self.inner.origin_peers()
-    }
+/// The optional stderr progress bar of a download.
+fn progress_bar(release: &Release) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(release.size);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.set_message(release.name.clone());
+    b
 }
 
 /// Runs the install hook `cmd` as `sh -c 'CMD "$1"' ota-install-hook PATH`

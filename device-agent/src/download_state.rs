@@ -7,13 +7,15 @@
 //! - `STATE_DIR/active.json`: [`ActiveRelease`] by info hash — releases
 //!   being downloaded, paused, verified or seeded;
 //! - `STATE_DIR/history.json`: [`HistoryEntry`] list, oldest first —
-//!   finished, failed, cancelled and rejected releases.
+//!   finished, failed, cancelled and rejected releases;
+//! - `STATE_DIR/installed.json`: [`Installed`] by info hash — verified
+//!   releases (and when the device's installer installed them).
 //!
 //! Pure apart from [`load_json`] / [`save_json`]: the pause-reason set and
 //! the phase logic are unit-tested without I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ota_proto::InfoHash;
 use serde::{Deserialize, Serialize};
@@ -169,6 +171,24 @@ impl ActiveRelease {
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.version)
     }
+}
+
+/// One installed (verified) release, as kept in `installed.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Installed {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Verified package path.
+    pub path: PathBuf,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// When the device's installer (install hook or `ota-device-agent
+    /// installed`) installed it, ms since the Unix epoch; `None` while only
+    /// downloaded and verified.
+    #[serde(default)]
+    pub installed_at_ms: Option<u64>,
 }
 
 /// How a release ended on this device.

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod control_socket;
 pub mod download;
 pub mod http_fallback;
-pub mod policy;
 pub mod download_state;
+pub mod policy;
+pub mod release_flow;
 pub mod verify;
