@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest};
-use ota_seeder::seeding::{SeedSettings, Seeder};
+use ota_seeder::seeding::{self, SeedSettings, Seeder};
 use ota_client::TrackerClient;
 
 /// ota-seeder: the S3-backed origin of peer-assisted OTA updates.
@@ -103,28 +103,28 @@ struct SeedArgs {
     #[arg(long, env = "OTA_SEEDER_STATE_DIR", default_value = "ota-seeder-state")]
     state_dir: PathBuf,
     /// Piece cache cap in bytes.
-    #[arg(long, env = "OTA_SEEDER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "OTA_SEEDER_CACHE_BYTES", default_value_t = seeding::DEFAULT_CACHE_BYTES)]
     cache_bytes: u64,
     /// Pieces fetched ahead from S3 after a cache miss (capped at a quarter of the cache).
-    #[arg(long, env = "OTA_SEEDER_READ_AHEAD", default_value_t = 16)]
+    #[arg(long, env = "OTA_SEEDER_READ_AHEAD", default_value_t = seeding::DEFAULT_READ_AHEAD)]
     read_ahead: u32,
     /// Upload cap of the origin over BitTorrent, in bytes/s (0: none).
     #[arg(long, env = "OTA_SEEDER_UPLOAD_LIMIT", default_value_t = 0)]
     upload_limit_bps: u32,
     /// How often to look for new releases, in ms.
-    #[arg(long, env = "OTA_SEEDER_POLL_MS", default_value_t = 1000)]
+    #[arg(long, env = "OTA_SEEDER_POLL_MS", default_value_t = seeding::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     poll_ms: u64,
     /// Egress ledger database URL [default: sqlite://STATE_DIR/ledger.db].
     #[arg(long, env = "OTA_SEEDER_LEDGER_URL")]
     ledger_url: Option<String>,
     /// How often to sample per-peer upload counters into the ledger, in ms.
-    #[arg(long, env = "OTA_SEEDER_LEDGER_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "OTA_SEEDER_LEDGER_INTERVAL_MS", default_value_t = seeding::DEFAULT_LEDGER_INTERVAL.as_millis() as u64)]
     ledger_interval_ms: u64,
     /// How often to re-check each seeded object's ETag in S3, in seconds.
-    #[arg(long, env = "OTA_SEEDER_VERIFY_INTERVAL", default_value_t = 30)]
+    #[arg(long, env = "OTA_SEEDER_VERIFY_INTERVAL", default_value_t = seeding::DEFAULT_VERIFY_INTERVAL.as_secs())]
     verify_interval_secs: u64,
     /// Most concurrent piece GETs to S3.
-    #[arg(long, env = "OTA_SEEDER_MAX_S3_REQUESTS", default_value_t = 16)]
+    #[arg(long, env = "OTA_SEEDER_MAX_S3_REQUESTS", default_value_t = seeding::DEFAULT_MAX_S3_REQUESTS)]
     max_s3_requests: usize,
     #[command(flatten)]
     tracker: TrackerArgs,

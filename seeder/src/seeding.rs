@@ -59,6 +59,40 @@ pub struct SeedSettings {
     pub max_s3_requests: usize,
 }
 
+/// Default piece cache cap, bytes (256 MiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default count of pieces read ahead after a cache miss.
+pub const DEFAULT_READ_AHEAD: u32 = 16;
+/// Default interval between looks for new releases.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Default interval between ETag checks of each seeded object.
+pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(30);
+/// Default interval between ledger samples.
+pub const DEFAULT_LEDGER_INTERVAL: Duration = Duration::from_secs(1);
+/// Default cap on concurrent piece GETs to S3.
+pub const DEFAULT_MAX_S3_REQUESTS: usize = 16;
+
+impl SeedSettings {
+    /// Settings listening on `peer_listen`, with the session folder
+    /// `state_dir`, announcing with `origin_token`; everything else is the
+    /// `seed` command's default (`DEFAULT_*`, no upload cap). Change fields
+    /// with struct update syntax.
+    pub fn new(peer_listen: SocketAddr, state_dir: PathBuf, origin_token: &str) -> Self {
+        SeedSettings {
+            peer_listen,
+            state_dir,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            read_ahead: DEFAULT_READ_AHEAD,
+            upload_limit_bps: None,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            origin_token: origin_token.into(),
+            verify_interval: DEFAULT_VERIFY_INTERVAL,
+            ledger_interval: DEFAULT_LEDGER_INTERVAL,
+            max_s3_requests: DEFAULT_MAX_S3_REQUESTS,
+        }
+    }
+}
+
 /// Egress of one release, in bytes.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ReleaseEgress {

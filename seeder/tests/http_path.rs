@@ -2,8 +2,6 @@
 //! S3-protocol server: whole objects, single ranges, the `.torrent`, 404 for
 //! unpublished keys, and the HTTP egress counter.
 
-mod common;
-
 use std::time::Duration;
 
 use reqwest::header;
@@ -11,29 +9,33 @@ use reqwest::StatusCode;
 use sha1::{Digest, Sha1};
 
 use ota_proto::metainfo::info_from_torrent;
+use ota_seeder::publish::PublishRequest;
+use ota_seeder::seeding::SeedSettings;
+use ota_testkit::package;
+use ota_testkit::stack::{serve_http, wait_seeding, Stack};
 
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 700_001;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serves_objects_ranges_torrents_and_counts_egress() {
-    let stack = common::Stack::start().await;
-    let data = common::package(SIZE, 7);
+    let stack = Stack::start().await;
+    let data = package(SIZE, 7);
     let key = "fw/v2/update.bin";
-    stack.put(key, &data).await;
     // An object in the bucket that was never published must not be served.
     stack.put("fw/v2/secret.bin", b"not published").await;
 
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
-    let published = stack.publish(key, PIECE, Some(base.clone())).await;
+    let req = PublishRequest { http_base: Some(base.clone()), ..stack.publish_request(key, PIECE) };
+    let published = stack.publish_with(&data, &req).await;
     let release = &published.release;
     assert_eq!(release.http_url.as_deref(), Some(format!("{base}/packages/{key}").as_str()));
 
-    let seeder = stack.seeder(common::free_addr(), 8 << 20, 1, None).await;
-    assert!(common::wait_seeding(&seeder, &release.info_hash, Duration::from_secs(30)).await);
-    let app = ota_seeder::http_path::router(seeder.clone());
-    let server = tokio::spawn(async move { axum::serve(http, app).await });
+    let seeder = stack.start_seeder(SeedSettings { cache_bytes: 8 << 20, read_ahead: 1, ..stack.seed_settings() }).await;
+    assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
+    assert!(wait_seeding(&seeder, &release.info_hash, Duration::from_secs(30)).await);
+    let server = serve_http(seeder.clone(), http);
 
     let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let url = release.http_url.clone().unwrap();
@@ -132,16 +134,16 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
 /// Unsatisfiable and non-byte ranges are refused with 416 and count no egress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn range_beyond_the_end_is_416() {
-    let stack = common::Stack::start().await;
-    let data = common::package(1000, 3);
-    stack.put("small.bin", &data).await;
+    let stack = Stack::start().await;
+    let data = package(1000, 3);
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
-    let published = stack.publish("small.bin", PIECE, Some(base.clone())).await;
-    let seeder = stack.seeder(common::free_addr(), 8 << 20, 0, None).await;
-    assert!(common::wait_seeding(&seeder, &published.release.info_hash, Duration::from_secs(30)).await);
-    let app = ota_seeder::http_path::router(seeder.clone());
-    let server = tokio::spawn(async move { axum::serve(http, app).await });
+    let req = PublishRequest { http_base: Some(base.clone()), ..stack.publish_request("small.bin", PIECE) };
+    let published = stack.publish_with(&data, &req).await;
+    let seeder = stack.start_seeder(SeedSettings { cache_bytes: 8 << 20, read_ahead: 0, ..stack.seed_settings() }).await;
+    assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
+    assert!(wait_seeding(&seeder, &published.release.info_hash, Duration::from_secs(30)).await);
+    let server = serve_http(seeder.clone(), http);
 
     let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let r = c.get(format!("{base}/packages/small.bin")).header(header::RANGE, "bytes=5000-").send().await.unwrap();

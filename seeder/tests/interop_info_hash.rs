@@ -8,15 +8,15 @@
 //!
 //! A missing tool fails the test and names the package to install.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
 use sha1::{Digest, Sha1};
 
-use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_proto::metainfo::{info_from_torrent, torrent_bytes, InfoDict};
+use ota_seeder::publish::{hash_object, PublishRequest};
+use ota_testkit::package;
+use ota_testkit::stack::Stack;
 
 const KIB: u64 = 1024;
 
@@ -131,11 +131,11 @@ fn raw_info(t: &[u8]) -> &[u8] {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn info_hash_matches_libtorrent_and_mktorrent_around_piece_multiples() {
-    let stack = common::Stack::start().await;
+    let stack = Stack::start().await;
     let work = stack.dir.path().join("tools");
     for (n, &(size, piece_length, private)) in CASES.iter().enumerate() {
         let name = format!("update-{size}-{piece_length}-{private}.bin");
-        let data = common::package(size as usize, n as u64);
+        let data = package(size as usize, n as u64);
         let folder = work.join(n.to_string());
         std::fs::create_dir_all(&folder).unwrap();
         let file = folder.join(&name);
@@ -145,15 +145,11 @@ async fn info_hash_matches_libtorrent_and_mktorrent_around_piece_multiples() {
         let key = format!("releases/{n}/{name}");
         stack.put(&key, &data).await;
         let req = PublishRequest {
-            location: common::Stack::location(&key),
-            version: "1".into(),
-            piece_length: Some(piece_length),
             tracker_url: "http://127.0.0.1:9".into(),
-            http_base: None,
             private,
-            signing: None,
+            ..stack.publish_request(&key, piece_length)
         };
-        let (release, info) = hash_object(&stack.s3, &req).await.unwrap();
+        let (release, info) = hash_object(stack.s3_client(), &req).await.unwrap();
         let what = format!("size {size}, piece length {piece_length}, private {private}");
         let ih = release.info_hash.to_hex();
         assert_eq!(ih, hex::encode(Sha1::digest(&info)), "{what}");

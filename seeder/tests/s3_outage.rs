@@ -4,10 +4,13 @@
 //! address, finish serving the leecher a byte-identical package, without
 //! ever serving an unverified piece.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use ota_seeder::seeding::SeedSettings;
+use ota_testkit::leecher::{have_bytes, leech, leecher_session};
+use ota_testkit::package;
+use ota_testkit::stack::{wait_seeding, Stack};
 
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 3 * 1024 * 1024 + 12_345; // 13 pieces, the last one short
@@ -32,22 +35,24 @@ async fn leecher_recovers_after_an_s3_outage_longer_than_the_retry_budget() {
 /// piece GETs that failed for good.
 async fn run(outage: Duration) -> u64 {
     let t0 = Instant::now();
-    let mut stack = common::Stack::start().await;
-    let data = common::package(SIZE, 42);
-    stack.put("outage/pkg.bin", &data).await;
-    let published = stack.publish("outage/pkg.bin", PIECE, None).await;
-    let ih = published.release.info_hash.clone();
+    let mut stack = Stack::start().await;
+    let data = package(SIZE, 42);
+    let published = stack.publish("outage/pkg.bin", &data, PIECE).await;
+    let ih = published.release.info_hash;
 
-    let peer = common::free_addr();
-    let seeder = stack.seeder(peer, PIECE, 0, Some(1_000_000)).await;
-    assert!(common::wait_seeding(&seeder, &ih, Duration::from_secs(30)).await, "seeder finished its initial check");
+    let settings =
+        SeedSettings { cache_bytes: PIECE, read_ahead: 0, upload_limit_bps: Some(1_000_000), ..stack.seed_settings() };
+    let peer = settings.peer_listen;
+    let seeder = stack.start_seeder(settings).await;
+    assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
+    assert!(wait_seeding(&seeder, &ih, Duration::from_secs(30)).await, "seeder finished its initial check");
     assert_eq!(seeder.counters.hash_mismatches.load(Ordering::Relaxed), 0);
     let read_after_check = seeder.counters.bytes_read.load(Ordering::Relaxed);
     assert!(read_after_check >= SIZE as u64, "initial check read the object from S3 ({read_after_check} bytes)");
 
     let leech_dir = stack.dir.path().join("leecher");
-    let session = common::leecher_session(&leech_dir).await;
-    let handle = common::leech(&session, &published.info, peer, &leech_dir.join("out")).await;
+    let session = leecher_session(&leech_dir).await;
+    let handle = leech(&session, &published.info, peer, &leech_dir.join("out")).await;
 
     // Wait until the transfer is well under way, then cut S3.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -55,24 +60,24 @@ async fn run(outage: Duration) -> u64 {
         let s = handle.stats();
         assert!(!s.finished, "leecher finished before the outage could start ({} bytes): transfer too fast", s.progress_bytes);
         assert!(s.error.is_none(), "leecher error: {:?}", s.error);
-        if common::have_bytes(&s) >= 2 * PIECE {
+        if have_bytes(&s) >= 2 * PIECE {
             break;
         }
         assert!(Instant::now() < deadline, "leecher made no progress: {s}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stack.stop_s3();
+    stack.s3.stop();
     let at_stop = handle.stats();
-    eprintln!("{:?}: S3 stopped with the leecher at {}/{} bytes", t0.elapsed(), common::have_bytes(&at_stop), at_stop.total_bytes);
-    assert!(!at_stop.finished && common::have_bytes(&at_stop) < at_stop.total_bytes, "outage starts mid-transfer");
+    eprintln!("{:?}: S3 stopped with the leecher at {}/{} bytes", t0.elapsed(), have_bytes(&at_stop), at_stop.total_bytes);
+    assert!(!at_stop.finished && have_bytes(&at_stop) < at_stop.total_bytes, "outage starts mid-transfer");
 
     tokio::time::sleep(outage).await;
     let at_restart = handle.stats();
-    eprintln!("{:?}: restarting S3 with the leecher at {} bytes", t0.elapsed(), common::have_bytes(&at_restart));
+    eprintln!("{:?}: restarting S3 with the leecher at {} bytes", t0.elapsed(), have_bytes(&at_restart));
     // With one cached piece and no read-ahead the origin cannot finish without S3.
     assert!(!at_restart.finished, "leecher finished during the outage: the origin served pieces it could not have");
     let read_at_restart = seeder.counters.bytes_read.load(Ordering::Relaxed);
-    stack.restart_s3().await;
+    stack.s3.restart().await;
 
     let done = tokio::time::timeout(Duration::from_secs(40), handle.wait_until_completed()).await;
     let s = handle.stats();
@@ -123,15 +128,15 @@ async fn run(outage: Duration) -> u64 {
 /// and adds it again with backoff.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn origin_recovers_from_an_s3_outage_during_its_initial_check() {
-    let mut stack = common::Stack::start().await;
-    let data = common::package(SIZE, 43);
-    stack.put("check/pkg.bin", &data).await;
-    let published = stack.publish("check/pkg.bin", PIECE, None).await;
-    let ih = published.release.info_hash.clone();
-    let peer = common::free_addr();
-    let seeder = stack.seeder(peer, 8 << 20, 2, None).await;
+    let mut stack = Stack::start().await;
+    let data = package(SIZE, 43);
+    let published = stack.publish("check/pkg.bin", &data, PIECE).await;
+    let ih = published.release.info_hash;
+    let settings = SeedSettings { cache_bytes: 8 << 20, read_ahead: 2, ..stack.seed_settings() };
+    let peer = settings.peer_listen;
+    let seeder = stack.start_seeder(settings).await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 1);
-    stack.stop_s3();
+    stack.s3.stop();
     // The check cannot finish without S3: 13 pieces, none cached yet.
     let read_at_stop = seeder.counters.bytes_read.load(Ordering::Relaxed);
     assert!(read_at_stop < SIZE as u64, "initial check already done ({read_at_stop} bytes read)");
@@ -139,7 +144,7 @@ async fn origin_recovers_from_an_s3_outage_during_its_initial_check() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(!seeder.is_seeding(&ih), "seeding without S3");
     assert!(seeder.counters.failures.load(Ordering::Relaxed) > 0, "the outage outlasted the retry budget");
-    stack.restart_s3().await;
+    stack.s3.restart().await;
 
     let deadline = Instant::now() + Duration::from_secs(15);
     while !seeder.is_seeding(&ih) && Instant::now() < deadline {
@@ -148,8 +153,8 @@ async fn origin_recovers_from_an_s3_outage_during_its_initial_check() {
     assert!(seeder.is_seeding(&ih), "origin seeds the release within 15 s of S3 coming back: {:?}", seeder.egress().await.unwrap());
 
     let leech_dir = stack.dir.path().join("leecher");
-    let session = common::leecher_session(&leech_dir).await;
-    let handle = common::leech(&session, &published.info, peer, &leech_dir.join("out")).await;
+    let session = leecher_session(&leech_dir).await;
+    let handle = leech(&session, &published.info, peer, &leech_dir.join("out")).await;
     tokio::time::timeout(Duration::from_secs(20), handle.wait_until_completed())
         .await
         .expect("leecher finished within 20 s")

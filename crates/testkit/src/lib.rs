@@ -1,7 +1,18 @@
 //! `ota-testkit` (tests and benches only, not published): one copy of the
 //! setup that tests and benches share — the embedded S3-protocol server
-//! ([`s3_server`], also the runner's embedded default) and free loopback
-//! addresses ([`net`]).
+//! ([`s3_server`], also the runner's embedded default), free loopback
+//! addresses ([`net`]) and deterministic test packages ([`package`](mod@package)).
+//!
+//! With the feature `stack`: a whole origin stack on loopback (`stack`:
+//! S3, an in-process tracker, publishing, S3-backed seeders, waiting
+//! helpers) and plain librqbit leechers (`leecher`).
 
+#[cfg(feature = "stack")]
+pub mod leecher;
 pub mod net;
+pub mod package;
 pub mod s3_server;
+#[cfg(feature = "stack")]
+pub mod stack;
+
+pub use package::package;
