@@ -38,7 +38,10 @@ pub fn router(seeder: Arc<Seeder>) -> Router {
         .route("/packages/{*key}", get(get_package))
         .route("/api/egress", get(egress))
         .route("/api/ledger", get(ledger))
-        .route("/metrics", get(|| async { ota_common::metrics::metrics_handle().render() }))
+        .route(
+            "/metrics",
+            get(|| async { ota_common::metrics::metrics_handle().render() }),
+        )
         .route("/health", get(|| async { "ok" }))
         .with_state(seeder)
 }
@@ -88,7 +91,12 @@ struct HttpMeter {
 impl Drop for HttpMeter {
     fn drop(&mut self) {
         let bytes = self.bytes.load(Ordering::Relaxed);
-        let (seeder, ih, peer, device) = (self.seeder.clone(), self.info_hash, self.peer.clone(), self.device.take());
+        let (seeder, ih, peer, device) = (
+            self.seeder.clone(),
+            self.info_hash,
+            self.peer.clone(),
+            self.device.take(),
+        );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move { seeder.record_http(&ih, peer, device, bytes).await });
         }
@@ -121,7 +129,10 @@ async fn get_package(
         return error(StatusCode::INTERNAL_SERVER_ERROR, "bad release source".into());
     };
     if q.as_deref().is_some_and(|q| q.split('&').any(|p| p == "torrent")) {
-        let t = S3Location { bucket: loc.bucket.clone(), key: format!("{}.torrent", loc.key) };
+        let t = S3Location {
+            bucket: loc.bucket.clone(),
+            key: format!("{}.torrent", loc.key),
+        };
         let out = s.s3().get_object().bucket(&t.bucket).key(&t.key).send().await;
         return match out {
             Ok(o) => match o.body.collect().await {
@@ -131,7 +142,10 @@ async fn get_package(
             Err(e) => error(StatusCode::BAD_GATEWAY, format!("{t}: {}", origin_store::describe(&e))),
         };
     }
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut req = s.s3().get_object().bucket(&loc.bucket).key(&loc.key);
     if let Some(etag) = &release.etag {
         // Never serve bytes of an object that changed since it was published.
@@ -167,7 +181,9 @@ async fn get_package(
         resp = resp.header(header::CONTENT_LENGTH, len);
     }
     if let Some(cr) = &out.content_range {
-        resp = resp.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, cr);
+        resp = resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, cr);
     }
     let meter = Arc::new(HttpMeter {
         seeder: s.clone(),
@@ -182,7 +198,8 @@ async fn get_package(
         }
         chunk
     });
-    resp.body(Body::from_stream(body)).unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    resp.body(Body::from_stream(body))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 fn percent_decode(s: &str) -> String {

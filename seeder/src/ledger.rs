@@ -73,7 +73,11 @@ pub struct UploadSampler {
 impl UploadSampler {
     /// Deltas since the previous sample for `info_hash`, as `(peer, bytes)`
     /// with bytes > 0.
-    pub fn deltas(&mut self, info_hash: &InfoHash, counters: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
+    pub fn deltas(
+        &mut self,
+        info_hash: &InfoHash,
+        counters: impl IntoIterator<Item = (String, u64)>,
+    ) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for (peer, total) in counters {
             let prev = self.last.insert((*info_hash, peer.clone()), total).unwrap_or(0);
@@ -104,7 +108,10 @@ impl Ledger {
     /// Opens (creating if needed) the ledger at `url` and runs its migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let pool = ota_common::db::open_sqlite(url).await.context("egress ledger")?;
-        sqlx::migrate!("./migrations").run(&pool).await.context("ledger migration failed")?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("ledger migration failed")?;
         Ok(Ledger { pool })
     }
 
@@ -160,7 +167,11 @@ impl Ledger {
                 Ok(EgressEntry {
                     at_ms: r.try_get("at_ms")?,
                     info_hash: info_hash_column(r)?,
-                    path: if path == "http" { EgressPath::Http } else { EgressPath::Bittorrent },
+                    path: if path == "http" {
+                        EgressPath::Http
+                    } else {
+                        EgressPath::Bittorrent
+                    },
                     peer: r.try_get("peer")?,
                     device: r.try_get("device")?,
                     bytes: r.try_get::<i64, _>("bytes")? as u64,
@@ -173,7 +184,10 @@ impl Ledger {
 /// The `info_hash` column (40 hex characters) of a ledger row.
 fn info_hash_column(r: &SqliteRow) -> Result<InfoHash, sqlx::Error> {
     let hex: String = r.try_get("info_hash")?;
-    hex.parse().map_err(|e| sqlx::Error::ColumnDecode { index: "info_hash".into(), source: Box::new(e) })
+    hex.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: "info_hash".into(),
+        source: Box::new(e),
+    })
 }
 
 /// Renders rows as CSV with the header `at_ms,info_hash,path,peer,device,bytes`
@@ -209,17 +223,33 @@ mod tests {
     fn sampler_emits_deltas_and_survives_counter_resets() {
         let mut s = UploadSampler::default();
         let (a, b) = (InfoHash([0xa; 20]), InfoHash([0xb; 20]));
-        assert_eq!(s.deltas(&a, [("p1".into(), 100), ("p2".into(), 0)]), vec![("p1".into(), 100)]);
-        assert_eq!(s.deltas(&a, [("p1".into(), 250), ("p2".into(), 5)]), vec![("p1".into(), 150), ("p2".into(), 5)]);
+        assert_eq!(
+            s.deltas(&a, [("p1".into(), 100), ("p2".into(), 0)]),
+            vec![("p1".into(), 100)]
+        );
+        assert_eq!(
+            s.deltas(&a, [("p1".into(), 250), ("p2".into(), 5)]),
+            vec![("p1".into(), 150), ("p2".into(), 5)]
+        );
         assert_eq!(s.deltas(&a, [("p1".into(), 250)]), vec![]);
-        assert_eq!(s.deltas(&a, [("p1".into(), 40)]), vec![("p1".into(), 40)], "reset counter restarts");
-        assert_eq!(s.deltas(&b, [("p1".into(), 7)]), vec![("p1".into(), 7)], "releases are separate");
+        assert_eq!(
+            s.deltas(&a, [("p1".into(), 40)]),
+            vec![("p1".into(), 40)],
+            "reset counter restarts"
+        );
+        assert_eq!(
+            s.deltas(&b, [("p1".into(), 7)]),
+            vec![("p1".into(), 7)],
+            "releases are separate"
+        );
     }
 
     #[tokio::test]
     async fn ledger_totals_and_export() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(&format!("sqlite://{}/l.db", dir.path().display())).await.unwrap();
+        let l = Ledger::open(&format!("sqlite://{}/l.db", dir.path().display()))
+            .await
+            .unwrap();
         let ih = InfoHash([0xab; 20]);
         let e = |path, bytes, device: Option<&str>| EgressEntry {
             at_ms: 1,
@@ -229,10 +259,21 @@ mod tests {
             device: device.map(Into::into),
             bytes,
         };
-        l.record(&[e(EgressPath::Bittorrent, 10, None), e(EgressPath::Http, 5, Some("dev,1")), e(EgressPath::Bittorrent, 3, None)])
-            .await
-            .unwrap();
-        assert_eq!(l.totals().await.unwrap(), vec![ReleaseTotals { info_hash: ih, bittorrent_bytes: 13, http_bytes: 5 }]);
+        l.record(&[
+            e(EgressPath::Bittorrent, 10, None),
+            e(EgressPath::Http, 5, Some("dev,1")),
+            e(EgressPath::Bittorrent, 3, None),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            l.totals().await.unwrap(),
+            vec![ReleaseTotals {
+                info_hash: ih,
+                bittorrent_bytes: 13,
+                http_bytes: 5
+            }]
+        );
         let csv = to_csv(&l.entries().await.unwrap());
         assert_eq!(csv.lines().count(), 4);
         assert!(csv.contains(&format!("1,{ih},http,127.0.0.1:1,\"dev,1\",5")), "{csv}");

@@ -124,13 +124,23 @@ impl<T> Releases<T> {
             Some(ReleaseState::RecheckAt { backoff, .. }) => Some(*backoff),
             _ => None,
         };
-        self.states.insert(release.info_hash, ReleaseState::Seeding(Seeded { release, location, torrent, corrupt, backoff }));
+        self.states.insert(
+            release.info_hash,
+            ReleaseState::Seeding(Seeded {
+                release,
+                location,
+                torrent,
+                corrupt,
+                backoff,
+            }),
+        );
     }
 
     /// The release was refused before it was added (its object changed
     /// since it was published): failed, with `reason`.
     pub fn refused(&mut self, release: Release, reason: String) {
-        self.states.insert(release.info_hash, ReleaseState::Failed { release, reason });
+        self.states
+            .insert(release.info_hash, ReleaseState::Failed { release, reason });
     }
 
     /// Stops a seeding release for good: failed, with `reason`. Returns its
@@ -139,7 +149,13 @@ impl<T> Releases<T> {
     pub fn stop(&mut self, info_hash: &InfoHash, reason: String) -> Option<(S3Location, T)> {
         match self.states.remove(info_hash)? {
             ReleaseState::Seeding(s) => {
-                self.states.insert(*info_hash, ReleaseState::Failed { release: s.release, reason });
+                self.states.insert(
+                    *info_hash,
+                    ReleaseState::Failed {
+                        release: s.release,
+                        reason,
+                    },
+                );
                 Some((s.location, s.torrent))
             }
             other => {
@@ -154,9 +170,17 @@ impl<T> Releases<T> {
     /// backoff, which is returned. `None` (nothing changes) when the release
     /// is not seeding.
     pub fn recheck_later(&mut self, info_hash: &InfoHash, now: Instant) -> Option<Duration> {
-        let ReleaseState::Seeding(s) = self.states.get(info_hash)? else { return None };
+        let ReleaseState::Seeding(s) = self.states.get(info_hash)? else {
+            return None;
+        };
         let backoff = next_backoff(s.backoff);
-        self.states.insert(*info_hash, ReleaseState::RecheckAt { at: now + backoff, backoff });
+        self.states.insert(
+            *info_hash,
+            ReleaseState::RecheckAt {
+                at: now + backoff,
+                backoff,
+            },
+        );
         Some(backoff)
     }
 
@@ -214,7 +238,10 @@ mod tests {
     }
 
     fn loc() -> S3Location {
-        S3Location { bucket: "ota".into(), key: "pkg.bin".into() }
+        S3Location {
+            bucket: "ota".into(),
+            key: "pkg.bin".into(),
+        }
     }
 
     #[test]
@@ -235,12 +262,21 @@ mod tests {
         let mut rs: Releases<&str> = Releases::new();
         let r = release(1, "s3://ota/pkg.bin");
         assert!(rs.should_add(&r, now));
-        assert!(!rs.should_add(&release(2, "https://example.com/pkg.bin"), now), "only s3:// sources");
+        assert!(
+            !rs.should_add(&release(2, "https://example.com/pkg.bin"), now),
+            "only s3:// sources"
+        );
         rs.added(r.clone(), loc(), "torrent-1", Arc::default());
         assert!(!rs.should_add(&r, now), "seeding: not added twice");
-        assert_eq!(rs.seeded(&r.info_hash).map(|s| (s.torrent, s.backoff)), Some(("torrent-1", None)));
+        assert_eq!(
+            rs.seeded(&r.info_hash).map(|s| (s.torrent, s.backoff)),
+            Some(("torrent-1", None))
+        );
         assert_eq!(rs.seeding().count(), 1);
-        assert_eq!(rs.report(|t| Some(format!("{t} error"))), vec![(r, Some("torrent-1 error".into()))]);
+        assert_eq!(
+            rs.report(|t| Some(format!("{t} error"))),
+            vec![(r, Some("torrent-1 error".into()))]
+        );
     }
 
     #[test]
@@ -250,16 +286,30 @@ mod tests {
         let (a, b) = (release(1, "s3://ota/a"), release(2, "s3://ota/b"));
         rs.refused(a.clone(), "a changed".into());
         rs.added(b.clone(), loc(), "torrent-b", Arc::default());
-        assert_eq!(rs.stop(&b.info_hash, "b fails its SHA-1".into()), Some((loc(), "torrent-b")));
-        assert_eq!(rs.stop(&b.info_hash, "again".into()), None, "only a seeding release stops");
-        assert_eq!(rs.recheck_later(&a.info_hash, now), None, "a failed release is never re-checked");
+        assert_eq!(
+            rs.stop(&b.info_hash, "b fails its SHA-1".into()),
+            Some((loc(), "torrent-b"))
+        );
+        assert_eq!(
+            rs.stop(&b.info_hash, "again".into()),
+            None,
+            "only a seeding release stops"
+        );
+        assert_eq!(
+            rs.recheck_later(&a.info_hash, now),
+            None,
+            "a failed release is never re-checked"
+        );
         for r in [&a, &b] {
             assert!(!rs.should_add(r, now + MAX_RECHECK * 10), "never added again");
             assert!(rs.seeded(&r.info_hash).is_none());
         }
         let mut report = rs.report(|_| None);
         report.sort_by_key(|(r, _)| r.info_hash);
-        assert_eq!(report, vec![(a, Some("a changed".into())), (b, Some("b fails its SHA-1".into()))]);
+        assert_eq!(
+            report,
+            vec![(a, Some("a changed".into())), (b, Some("b fails its SHA-1".into()))]
+        );
         assert_eq!(rs.seeding().count(), 0);
     }
 
@@ -272,12 +322,18 @@ mod tests {
         let mut now = t0;
         for (n, expected) in [1u64, 2, 4, 8].into_iter().enumerate() {
             assert_eq!(rs.recheck_later(&r.info_hash, now), Some(Duration::from_secs(expected)));
-            assert!(rs.report(|_| None).is_empty(), "a release waiting for a re-add is not reported");
+            assert!(
+                rs.report(|_| None).is_empty(),
+                "a release waiting for a re-add is not reported"
+            );
             assert!(!rs.should_add(&r, now + Duration::from_secs(expected) - Duration::from_millis(1)));
             now += Duration::from_secs(expected);
             assert!(rs.should_add(&r, now), "due after {expected} s");
             rs.added(r.clone(), loc(), n as u32 + 2, Arc::default());
-            assert_eq!(rs.seeded(&r.info_hash).unwrap().backoff, Some(Duration::from_secs(expected)));
+            assert_eq!(
+                rs.seeded(&r.info_hash).unwrap().backoff,
+                Some(Duration::from_secs(expected))
+            );
         }
         // A complete check keeps seeding; an object that changed while the
         // release waited for its re-add fails it.

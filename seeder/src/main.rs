@@ -1,3 +1,6 @@
+//! `ota-seeder`: the S3-backed origin's command line (`publish`, `seed`,
+//! `ledger`, `keygen`); the work is done by the `ota_seeder` library.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -5,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use ota_client::TrackerClient;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest};
 use ota_seeder::seeding::{self, SeedSettings, Seeder};
-use ota_client::TrackerClient;
 
 /// ota-seeder: the S3-backed origin of peer-assisted OTA updates.
 ///
@@ -31,7 +34,11 @@ enum Command {
     /// Export the egress ledger (every byte the origin sent) as CSV or JSON.
     Ledger {
         /// Ledger database URL.
-        #[arg(long, env = "OTA_SEEDER_LEDGER_URL", default_value = "sqlite://ota-seeder-state/ledger.db")]
+        #[arg(
+            long,
+            env = "OTA_SEEDER_LEDGER_URL",
+            default_value = "sqlite://ota-seeder-state/ledger.db"
+        )]
         ledger_url: String,
         /// Output format: csv or json.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
@@ -229,7 +236,8 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Seed(a) => {
             let s3 = origin_store::client(&a.s3).await;
-            std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create {}", a.state_dir.display()))?;
+            std::fs::create_dir_all(&a.state_dir)
+                .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
             let ledger_url = a
                 .ledger_url
                 .clone()
@@ -260,8 +268,7 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", a.http_listen))?;
             tracing::info!(http = %a.http_listen, peers = %a.peer_listen, "seeder running");
-            let app = ota_seeder::http_path::router(seeder.clone())
-                .into_make_service_with_connect_info::<SocketAddr>();
+            let app = ota_seeder::http_path::router(seeder.clone()).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

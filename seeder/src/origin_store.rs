@@ -55,7 +55,10 @@ impl std::str::FromStr for S3Location {
         if bucket.is_empty() || key.is_empty() {
             anyhow::bail!("{s:?} needs both a bucket and a key");
         }
-        Ok(S3Location { bucket: bucket.into(), key: key.into() })
+        Ok(S3Location {
+            bucket: bucket.into(),
+            key: key.into(),
+        })
     }
 }
 
@@ -107,12 +110,7 @@ pub async fn head(s3: &aws_sdk_s3::Client, loc: &S3Location) -> anyhow::Result<(
 }
 
 /// Reads `len` bytes at `offset` with one ranged GET.
-pub async fn get_range(
-    s3: &aws_sdk_s3::Client,
-    loc: &S3Location,
-    offset: u64,
-    len: u64,
-) -> anyhow::Result<Bytes> {
+pub async fn get_range(s3: &aws_sdk_s3::Client, loc: &S3Location, offset: u64, len: u64) -> anyhow::Result<Bytes> {
     let out = s3
         .get_object()
         .bucket(&loc.bucket)
@@ -152,7 +150,13 @@ mod tests {
     #[test]
     fn parses_s3_urls() {
         let l: S3Location = "s3://bucket/a/b.deb".parse().unwrap();
-        assert_eq!(l, S3Location { bucket: "bucket".into(), key: "a/b.deb".into() });
+        assert_eq!(
+            l,
+            S3Location {
+                bucket: "bucket".into(),
+                key: "a/b.deb".into()
+            }
+        );
         assert_eq!(l.to_string(), "s3://bucket/a/b.deb");
         assert!("http://x/y".parse::<S3Location>().is_err());
         assert!("s3://bucket".parse::<S3Location>().is_err());

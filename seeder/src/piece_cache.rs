@@ -70,7 +70,12 @@ impl PieceCache {
 
     /// Drops every piece of one release.
     pub fn remove_release(&mut self, info_hash: &InfoHash) {
-        let keys: Vec<PieceKey> = self.lru.iter().filter(|(k, _)| &k.0 == info_hash).map(|(k, _)| *k).collect();
+        let keys: Vec<PieceKey> = self
+            .lru
+            .iter()
+            .filter(|(k, _)| &k.0 == info_hash)
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             if let Some(b) = self.lru.pop(&k) {
                 self.bytes -= b.len() as u64;

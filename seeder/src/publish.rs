@@ -9,8 +9,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
 use ota_proto::api::{NewRelease, Release};
+use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
 
 use crate::origin_store::{self, S3Location};
 
@@ -47,7 +47,14 @@ impl PieceHasher {
     /// A hasher for pieces of `piece_length` bytes (> 0).
     pub fn new(piece_length: u64) -> Self {
         assert!(piece_length > 0, "piece length must be positive");
-        PieceHasher { piece_length, in_piece: 0, piece: Sha1::new(), whole: Sha256::new(), pieces: Vec::new(), total: 0 }
+        PieceHasher {
+            piece_length,
+            in_piece: 0,
+            piece: Sha1::new(),
+            whole: Sha256::new(),
+            pieces: Vec::new(),
+            total: 0,
+        }
     }
 
     /// Feeds the next bytes of the object.
@@ -124,10 +131,7 @@ pub struct ManifestSigning {
 ///
 /// Errors: the object is missing ("s3://b/k does not exist"), S3 is
 /// unreachable, or the object changed size while being read.
-pub async fn hash_object(
-    s3: &aws_sdk_s3::Client,
-    req: &PublishRequest,
-) -> anyhow::Result<(NewRelease, Vec<u8>)> {
+pub async fn hash_object(s3: &aws_sdk_s3::Client, req: &PublishRequest) -> anyhow::Result<(NewRelease, Vec<u8>)> {
     let loc = &req.location;
     let (size, etag) = origin_store::head(s3, loc).await?;
     if size == 0 {
@@ -142,7 +146,11 @@ pub async fn hash_object(
         .await
         .map_err(|e| anyhow::anyhow!("cannot read {loc}: {}", origin_store::describe(&e)))?;
     if out.e_tag.is_some() && out.e_tag != etag {
-        anyhow::bail!("{loc} changed while it was being published (ETag {:?} then {:?})", etag, out.e_tag);
+        anyhow::bail!(
+            "{loc} changed while it was being published (ETag {:?} then {:?})",
+            etag,
+            out.e_tag
+        );
     }
     let mut body = out.body;
     let mut hasher = PieceHasher::new(piece_length);
@@ -154,7 +162,14 @@ pub async fn hash_object(
         anyhow::bail!("{loc} changed while it was read ({size} bytes announced, {total} read)");
     }
     let name = loc.key.rsplit('/').next().unwrap_or(&loc.key).to_string();
-    let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: req.private }.to_bytes();
+    let info = InfoDict {
+        name: name.clone(),
+        length: size,
+        piece_length,
+        pieces,
+        private: req.private,
+    }
+    .to_bytes();
     let info_hash = info_hash(&info);
     let manifest = req.signing.as_ref().map(|s| {
         ota_proto::manifest::sign(
@@ -182,7 +197,10 @@ pub async fn hash_object(
         piece_length,
         sha256: hex::encode(sha256),
         info_hex: hex::encode(&info),
-        http_url: req.http_base.as_ref().map(|b| format!("{}/packages/{}", b.trim_end_matches('/'), loc.key)),
+        http_url: req
+            .http_base
+            .as_ref()
+            .map(|b| format!("{}/packages/{}", b.trim_end_matches('/'), loc.key)),
         source: loc.to_string(),
         etag,
         manifest,
@@ -200,10 +218,17 @@ pub async fn publish(
 ) -> anyhow::Result<Published> {
     let (new, info) = hash_object(s3, req).await?;
     let torrent = torrent_bytes(&format!("{}/announce", req.tracker_url.trim_end_matches('/')), &info);
-    let torrent_location = S3Location { bucket: req.location.bucket.clone(), key: format!("{}.torrent", req.location.key) };
+    let torrent_location = S3Location {
+        bucket: req.location.bucket.clone(),
+        key: format!("{}.torrent", req.location.key),
+    };
     origin_store::put(s3, &torrent_location, ByteStream::from(torrent)).await?;
     let release = tracker.register(&new).await.context("registering the release")?;
-    Ok(Published { release, info, torrent_location })
+    Ok(Published {
+        release,
+        info,
+        torrent_location,
+    })
 }
 
 #[cfg(test)]

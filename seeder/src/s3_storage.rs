@@ -121,7 +121,9 @@ impl StorageFactory for S3StorageFactory {
         if len != 1 {
             anyhow::bail!("S3 storage serves single-file torrents only ({len} files)");
         }
-        Ok(S3Storage { inner: self.inner.clone() })
+        Ok(S3Storage {
+            inner: self.inner.clone(),
+        })
     }
 
     fn clone_box(&self) -> librqbit::storage::BoxStorageFactory {
@@ -147,7 +149,11 @@ impl Inner {
         let mut last = None;
         for attempt in 1..=self.retries {
             let got = {
-                let _permit = self.permits.acquire().await.map_err(|_| anyhow::anyhow!("seeder is stopping"))?;
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| anyhow::anyhow!("seeder is stopping"))?;
                 origin_store::get_range(&self.s3, &self.location, start, len).await
             };
             match got {
@@ -257,12 +263,18 @@ impl TorrentStorage for S3Storage {
 
     fn ensure_file_length(&self, _file_id: usize, length: u64) -> anyhow::Result<()> {
         if length != self.inner.length {
-            anyhow::bail!("{} is {} bytes, torrent says {length}", self.inner.location, self.inner.length);
+            anyhow::bail!(
+                "{} is {} bytes, torrent says {length}",
+                self.inner.location,
+                self.inner.length
+            );
         }
         Ok(())
     }
 
     fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
-        Ok(Box::new(S3Storage { inner: self.inner.clone() }))
+        Ok(Box::new(S3Storage {
+            inner: self.inner.clone(),
+        }))
     }
 }

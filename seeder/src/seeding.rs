@@ -178,7 +178,9 @@ impl Seeder {
             }
             match self.add_release(&r).await {
                 Ok(()) => added += 1,
-                Err(e) => tracing::error!(info_hash = %r.info_hash, source = %r.source, error = %format!("{e:#}"), "cannot seed release"),
+                Err(e) => {
+                    tracing::error!(info_hash = %r.info_hash, source = %r.source, error = %format!("{e:#}"), "cannot seed release")
+                }
             }
         }
         Ok(added)
@@ -190,7 +192,10 @@ impl Seeder {
         let info = ota_proto::metainfo::info_from_torrent(&torrent)?;
         let ih = ota_proto::metainfo::info_hash(&info);
         if ih != r.info_hash {
-            anyhow::bail!("tracker served an info dictionary that does not hash to {}", r.info_hash);
+            anyhow::bail!(
+                "tracker served an info dictionary that does not hash to {}",
+                r.info_hash
+            );
         }
         let dict = InfoDict::parse(&info)?;
         let (size, etag) = crate::origin_store::head(&self.s3, &location).await?;
@@ -238,7 +243,10 @@ impl Seeder {
             .with_context(|| format!("librqbit refused release {}", r.info_hash))?;
         let handle = resp.into_handle().context("release was added in list-only mode")?;
         tracing::info!(info_hash = %r.info_hash, %location, "seeding release from S3");
-        self.releases.lock().unwrap().added(r.clone(), location, handle, corrupt);
+        self.releases
+            .lock()
+            .unwrap()
+            .added(r.clone(), location, handle, corrupt);
         Ok(())
     }
 
@@ -272,7 +280,9 @@ impl Seeder {
 
     /// Stops seeding a release for good (until the seeder restarts) and says why.
     async fn stop_release(&self, info_hash: &InfoHash, reason: String) {
-        let Some((location, torrent)) = self.releases.lock().unwrap().stop(info_hash, reason.clone()) else { return };
+        let Some((location, torrent)) = self.releases.lock().unwrap().stop(info_hash, reason.clone()) else {
+            return;
+        };
         tracing::error!(%info_hash, %location, %reason, "stopped seeding release");
         if let Err(e) = self.session.pause(&torrent).await {
             tracing::warn!(%info_hash, error = %format!("{e:#}"), "cannot pause torrent");
@@ -289,7 +299,14 @@ impl Seeder {
             .lock()
             .unwrap()
             .seeding()
-            .map(|(ih, s)| (*ih, s.release.clone(), s.location.clone(), s.corrupt.lock().unwrap().clone()))
+            .map(|(ih, s)| {
+                (
+                    *ih,
+                    s.release.clone(),
+                    s.location.clone(),
+                    s.corrupt.lock().unwrap().clone(),
+                )
+            })
             .collect();
         for (ih, release, location, corrupt) in seeded {
             if let Some(reason) = corrupt {
@@ -336,7 +353,14 @@ impl Seeder {
                     .unwrap_or_default();
                 for (peer, bytes) in sampler.deltas(&ih, counters) {
                     metrics::counter!("ota_seeder_egress_bytes_total", "path" => "bittorrent").increment(bytes);
-                    entries.push(EgressEntry { at_ms: now, info_hash: ih, path: EgressPath::Bittorrent, peer, device: None, bytes });
+                    entries.push(EgressEntry {
+                        at_ms: now,
+                        info_hash: ih,
+                        path: EgressPath::Bittorrent,
+                        peer,
+                        device: None,
+                        bytes,
+                    });
                 }
             }
         }
@@ -347,7 +371,14 @@ impl Seeder {
     /// Records one HTTP response's body bytes in the ledger.
     pub async fn record_http(&self, info_hash: &InfoHash, peer: String, device: Option<String>, bytes: u64) {
         metrics::counter!("ota_seeder_egress_bytes_total", "path" => "http").increment(bytes);
-        let e = EgressEntry { at_ms: now_ms(), info_hash: *info_hash, path: EgressPath::Http, peer, device, bytes };
+        let e = EgressEntry {
+            at_ms: now_ms(),
+            info_hash: *info_hash,
+            path: EgressPath::Http,
+            peer,
+            device,
+            bytes,
+        };
         if let Err(e) = self.ledger.record(&[e]).await {
             tracing::error!(error = %e, "cannot write HTTP egress to the ledger");
         }
@@ -386,7 +417,11 @@ impl Seeder {
 
     /// Whether a release is seeded and its initial check is done.
     pub fn is_seeding(&self, info_hash: &InfoHash) -> bool {
-        self.releases.lock().unwrap().seeded(info_hash).is_some_and(|s| s.torrent.stats().finished)
+        self.releases
+            .lock()
+            .unwrap()
+            .seeded(info_hash)
+            .is_some_and(|s| s.torrent.stats().finished)
     }
 
     /// The release whose S3 key is `key`, if seeded.
@@ -404,8 +439,13 @@ impl Seeder {
     /// payload bytes and HTTP body bytes, with the reason if seeding stopped.
     pub async fn egress(&self) -> anyhow::Result<Vec<ReleaseEgress>> {
         self.flush_ledger().await?;
-        let totals: HashMap<InfoHash, crate::ledger::ReleaseTotals> =
-            self.ledger.totals().await?.into_iter().map(|t| (t.info_hash, t)).collect();
+        let totals: HashMap<InfoHash, crate::ledger::ReleaseTotals> = self
+            .ledger
+            .totals()
+            .await?
+            .into_iter()
+            .map(|t| (t.info_hash, t))
+            .collect();
         let rows = self.releases.lock().unwrap().report(|t| t.stats().error);
         let mut out: Vec<ReleaseEgress> = rows
             .into_iter()
@@ -435,7 +475,10 @@ impl Seeder {
 /// ETag different from the release's.
 fn changed_since_publish(r: &Release, location: &S3Location, size: u64, etag: Option<&str>) -> Option<String> {
     if size != r.size {
-        return Some(format!("{location} is {size} bytes but release {} was published at {}; not serving it", r.info_hash, r.size));
+        return Some(format!(
+            "{location} is {size} bytes but release {} was published at {}; not serving it",
+            r.info_hash, r.size
+        ));
     }
     match (&r.etag, etag) {
         (Some(published), Some(now)) if published != now => Some(format!(

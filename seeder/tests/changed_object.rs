@@ -22,7 +22,10 @@ async fn assert_never_finishes(handle: &librqbit::ManagedTorrent, for_how_long: 
     let deadline = Instant::now() + for_how_long;
     loop {
         let s = handle.stats();
-        assert!(!s.finished, "leecher finished a package the origin should not have served: {s}");
+        assert!(
+            !s.finished,
+            "leecher finished a package the origin should not have served: {s}"
+        );
         if Instant::now() >= deadline {
             return s;
         }
@@ -39,11 +42,18 @@ async fn object_changed_after_seeding_started_is_not_served() {
     let ih = published.release.info_hash;
 
     // One piece of cache, no read-ahead: almost every piece must come from S3 again.
-    let settings = SeedSettings { cache_bytes: PIECE, read_ahead: 0, ..stack.seed_settings() };
+    let settings = SeedSettings {
+        cache_bytes: PIECE,
+        read_ahead: 0,
+        ..stack.seed_settings()
+    };
     let peer = settings.peer_listen;
     let seeder = stack.start_seeder(settings).await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
-    assert!(wait_seeding(&seeder, &ih, Duration::from_secs(30)).await, "seeder passed its initial check");
+    assert!(
+        wait_seeding(&seeder, &ih, Duration::from_secs(30)).await,
+        "seeder passed its initial check"
+    );
     assert_eq!(seeder.counters.hash_mismatches.load(Ordering::Relaxed), 0);
 
     // Someone overwrites the object in place: same length, every piece different.
@@ -56,18 +66,36 @@ async fn object_changed_after_seeding_started_is_not_served() {
     let handle = leech(&session, &published.info, peer, &leech_dir.join("out")).await;
     let s = assert_never_finishes(&handle, Duration::from_secs(10)).await;
     let mismatches = seeder.counters.hash_mismatches.load(Ordering::Relaxed);
-    eprintln!("{:?}: leecher {s}; seeder mismatches {mismatches}, egress {:?}", t0.elapsed(), seeder.egress().await.unwrap());
+    eprintln!(
+        "{:?}: leecher {s}; seeder mismatches {mismatches}, egress {:?}",
+        t0.elapsed(),
+        seeder.egress().await.unwrap()
+    );
     assert!(mismatches > 0, "the origin detected the changed pieces");
     // At most the one piece still in the origin's cache (verified against the
     // original) can have reached the leecher; librqbit counts only verified pieces.
-    assert!(matches!(s.state, librqbit::TorrentStatsState::Live), "leecher is live: {s}");
-    assert!(have_bytes(&s) <= PIECE, "leecher got {} bytes: more than the one cached piece", have_bytes(&s));
-    assert!(seeder.egress().await.unwrap()[0].bittorrent_bytes <= PIECE, "origin uploaded more than the cached piece: {:?}", seeder.egress().await.unwrap());
+    assert!(
+        matches!(s.state, librqbit::TorrentStatsState::Live),
+        "leecher is live: {s}"
+    );
+    assert!(
+        have_bytes(&s) <= PIECE,
+        "leecher got {} bytes: more than the one cached piece",
+        have_bytes(&s)
+    );
+    assert!(
+        seeder.egress().await.unwrap()[0].bittorrent_bytes <= PIECE,
+        "origin uploaded more than the cached piece: {:?}",
+        seeder.egress().await.unwrap()
+    );
     // The periodic source check stops the release and says why.
     seeder.verify_sources().await;
     assert!(!seeder.is_seeding(&ih));
     let why = seeder.egress().await.unwrap()[0].error.clone().unwrap_or_default();
-    assert!(why.contains("changed since it was published") || why.contains("fails its SHA-1"), "{why}");
+    assert!(
+        why.contains("changed since it was published") || why.contains("fails its SHA-1"),
+        "{why}"
+    );
 
     session.stop().await;
     seeder.stop().await;
@@ -82,26 +110,50 @@ async fn object_changed_before_seeding_started_is_not_served() {
     let ih = published.release.info_hash;
     stack.put("early/pkg.bin", &package(SIZE, 4)).await;
 
-    let settings = SeedSettings { cache_bytes: 8 << 20, read_ahead: 2, ..stack.seed_settings() };
+    let settings = SeedSettings {
+        cache_bytes: 8 << 20,
+        read_ahead: 2,
+        ..stack.seed_settings()
+    };
     let peer = settings.peer_listen;
     let seeder = stack.start_seeder(settings).await;
     // The ETag no longer matches the published one: the release is refused
     // before a single byte is read, and the reason is reported.
-    assert_eq!(seeder.sync_releases().await.unwrap(), 0, "the origin refuses the changed object");
+    assert_eq!(
+        seeder.sync_releases().await.unwrap(),
+        0,
+        "the origin refuses the changed object"
+    );
     assert!(!seeder.is_seeding(&ih));
     let egress = seeder.egress().await.unwrap();
     let why = egress[0].error.clone().unwrap_or_default();
     assert!(why.contains("changed since it was published (ETag"), "{why}");
-    assert_eq!(seeder.counters.bytes_read.load(Ordering::Relaxed), 0, "nothing was read from the changed object");
+    assert_eq!(
+        seeder.counters.bytes_read.load(Ordering::Relaxed),
+        0,
+        "nothing was read from the changed object"
+    );
 
     let leech_dir = stack.dir.path().join("leecher");
     let session = leecher_session(&leech_dir).await;
     let handle = leech(&session, &published.info, peer, &leech_dir.join("out")).await;
     let s = assert_never_finishes(&handle, Duration::from_secs(5)).await;
-    assert!(matches!(s.state, librqbit::TorrentStatsState::Live), "leecher is live: {s}");
+    assert!(
+        matches!(s.state, librqbit::TorrentStatsState::Live),
+        "leecher is live: {s}"
+    );
     assert_eq!(have_bytes(&s), 0, "nothing of the changed object reached the leecher");
     // (A seeder that re-adds releases whose check failed may list none right now.)
-    assert_eq!(seeder.egress().await.unwrap().iter().map(|e| e.bittorrent_bytes).sum::<u64>(), 0);
+    assert_eq!(
+        seeder
+            .egress()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.bittorrent_bytes)
+            .sum::<u64>(),
+        0
+    );
 
     session.stop().await;
     seeder.stop().await;

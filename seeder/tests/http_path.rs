@@ -27,17 +27,32 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
 
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
-    let req = PublishRequest { http_base: Some(base.clone()), ..stack.publish_request(key, PIECE) };
+    let req = PublishRequest {
+        http_base: Some(base.clone()),
+        ..stack.publish_request(key, PIECE)
+    };
     let published = stack.publish_with(&data, &req).await;
     let release = &published.release;
-    assert_eq!(release.http_url.as_deref(), Some(format!("{base}/packages/{key}").as_str()));
+    assert_eq!(
+        release.http_url.as_deref(),
+        Some(format!("{base}/packages/{key}").as_str())
+    );
 
-    let seeder = stack.start_seeder(SeedSettings { cache_bytes: 8 << 20, read_ahead: 1, ..stack.seed_settings() }).await;
+    let seeder = stack
+        .start_seeder(SeedSettings {
+            cache_bytes: 8 << 20,
+            read_ahead: 1,
+            ..stack.seed_settings()
+        })
+        .await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
     assert!(wait_seeding(&seeder, &release.info_hash, Duration::from_secs(30)).await);
     let server = serve_http(seeder.clone(), http);
 
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let url = release.http_url.clone().unwrap();
 
     // Whole object.
@@ -47,7 +62,11 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     assert_eq!(r.headers()[header::CONTENT_LENGTH], SIZE.to_string().as_str());
     assert!(r.headers().get(header::CONTENT_RANGE).is_none());
     let body = r.bytes().await.unwrap();
-    assert!(body == data.as_slice(), "whole body is the object ({} bytes)", body.len());
+    assert!(
+        body == data.as_slice(),
+        "whole body is the object ({} bytes)",
+        body.len()
+    );
     let mut expected_http = SIZE as u64;
 
     // HEAD: headers only, no body bytes counted.
@@ -60,7 +79,10 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     // Closed range.
     let r = c.get(&url).header(header::RANGE, "bytes=100-199").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes 100-199/{SIZE}").as_str());
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes 100-199/{SIZE}").as_str()
+    );
     assert_eq!(r.headers()[header::CONTENT_LENGTH], "100");
     assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
     let body = r.bytes().await.unwrap();
@@ -70,7 +92,10 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     // Open range.
     let r = c.get(&url).header(header::RANGE, "bytes=1000-").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes 1000-{}/{SIZE}", SIZE - 1).as_str());
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes 1000-{}/{SIZE}", SIZE - 1).as_str()
+    );
     assert_eq!(r.headers()[header::CONTENT_LENGTH], (SIZE - 1000).to_string().as_str());
     let body = r.bytes().await.unwrap();
     assert!(body == data[1000..], "open range body ({} bytes)", body.len());
@@ -79,7 +104,10 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     // Suffix range: the last 10 bytes.
     let r = c.get(&url).header(header::RANGE, "bytes=-10").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes {}-{}/{SIZE}", SIZE - 10, SIZE - 1).as_str());
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes {}-{}/{SIZE}", SIZE - 10, SIZE - 1).as_str()
+    );
     assert_eq!(&r.bytes().await.unwrap()[..], &data[SIZE - 10..]);
     expected_http += 10;
 
@@ -94,7 +122,11 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/x-bittorrent");
     let torrent = r.bytes().await.unwrap();
     let info = info_from_torrent(&torrent).unwrap();
-    assert_eq!(hex::encode(Sha1::digest(&info)), release.info_hash.to_hex(), "?torrent info hash is the release's");
+    assert_eq!(
+        hex::encode(Sha1::digest(&info)),
+        release.info_hash.to_hex(),
+        "?torrent info hash is the release's"
+    );
     assert_eq!(info, published.info);
 
     // Unknown and unpublished keys.
@@ -103,10 +135,26 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{missing}");
         let _ = r.bytes().await.unwrap();
     }
-    assert_eq!(c.get(format!("{base}/health")).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
 
     // Egress: body bytes of the package only (not the .torrent, not errors).
-    let e: serde_json::Value = c.get(format!("{base}/api/egress")).send().await.unwrap().json().await.unwrap();
+    let e: serde_json::Value = c
+        .get(format!("{base}/api/egress"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let releases = e["releases"].as_array().expect("releases array");
     assert_eq!(releases.len(), 1, "{e}");
     assert_eq!(releases[0]["info_hash"], release.info_hash.to_hex());
@@ -117,7 +165,14 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     assert!(e["s3_bytes_read"].as_u64().unwrap() >= SIZE as u64, "{e}");
 
     // Prometheus counters (process-wide, so at least what this test served).
-    let metrics = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let http_line = metrics
         .lines()
         .find(|l| l.starts_with("ota_seeder_egress_bytes_total{path=\"http\"}"))
@@ -138,18 +193,40 @@ async fn range_beyond_the_end_is_416() {
     let data = package(1000, 3);
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
-    let req = PublishRequest { http_base: Some(base.clone()), ..stack.publish_request("small.bin", PIECE) };
+    let req = PublishRequest {
+        http_base: Some(base.clone()),
+        ..stack.publish_request("small.bin", PIECE)
+    };
     let published = stack.publish_with(&data, &req).await;
-    let seeder = stack.start_seeder(SeedSettings { cache_bytes: 8 << 20, read_ahead: 0, ..stack.seed_settings() }).await;
+    let seeder = stack
+        .start_seeder(SeedSettings {
+            cache_bytes: 8 << 20,
+            read_ahead: 0,
+            ..stack.seed_settings()
+        })
+        .await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
     assert!(wait_seeding(&seeder, &published.release.info_hash, Duration::from_secs(30)).await);
     let server = serve_http(seeder.clone(), http);
 
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let r = c.get(format!("{base}/packages/small.bin")).header(header::RANGE, "bytes=5000-").send().await.unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("{base}/packages/small.bin"))
+        .header(header::RANGE, "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     let _ = r.bytes().await.unwrap();
-    let r = c.get(format!("{base}/packages/small.bin")).header(header::RANGE, "items=0-1").send().await.unwrap();
+    let r = c
+        .get(format!("{base}/packages/small.bin"))
+        .header(header::RANGE, "items=0-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     let _ = r.bytes().await.unwrap();
     assert_eq!(seeder.egress().await.unwrap()[0].http_bytes, 0);

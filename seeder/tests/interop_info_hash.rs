@@ -74,22 +74,36 @@ fn libtorrent_hashes(file: &Path, piece_length: u64, private: bool, ours: &Path)
     let stdout = String::from_utf8_lossy(&out.stdout);
     let f: Vec<&str> = stdout.split_whitespace().collect();
     assert_eq!(f.len(), 5, "unexpected libtorrent output {stdout:?}");
-    (f[0].to_lowercase(), f[1].parse().unwrap(), f[2].to_lowercase(), f[3].parse().unwrap(), f[4] == "True")
+    (
+        f[0].to_lowercase(),
+        f[1].parse().unwrap(),
+        f[2].to_lowercase(),
+        f[3].parse().unwrap(),
+        f[4] == "True",
+    )
 }
 
 /// Runs mktorrent and returns the `.torrent` bytes.
 fn mktorrent(file: &Path, piece_length: u64, private: bool, out: &Path) -> Vec<u8> {
     assert!(piece_length.is_power_of_two());
     let mut cmd = Command::new("mktorrent");
-    cmd.arg("-l").arg(piece_length.trailing_zeros().to_string()).arg("-a").arg("http://x/announce").arg("-o").arg(out);
+    cmd.arg("-l")
+        .arg(piece_length.trailing_zeros().to_string())
+        .arg("-a")
+        .arg("http://x/announce")
+        .arg("-o")
+        .arg(out);
     if private {
         cmd.arg("-p");
     }
-    let res = cmd
-        .arg(file)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run mktorrent: {e}; install the Debian package mktorrent (apt-get install mktorrent)"));
-    assert!(res.status.success(), "mktorrent failed: {}", String::from_utf8_lossy(&res.stderr));
+    let res = cmd.arg(file).output().unwrap_or_else(|e| {
+        panic!("cannot run mktorrent: {e}; install the Debian package mktorrent (apt-get install mktorrent)")
+    });
+    assert!(
+        res.status.success(),
+        "mktorrent failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     std::fs::read(out).unwrap()
 }
 
@@ -155,7 +169,11 @@ async fn info_hash_matches_libtorrent_and_mktorrent_around_piece_multiples() {
         assert_eq!(ih, hex::encode(Sha1::digest(&info)), "{what}");
         let dict = InfoDict::parse(&info).unwrap();
         assert_eq!(dict.name, name);
-        assert_eq!(dict.pieces.len() as u64, size.div_ceil(piece_length), "{what}: piece count");
+        assert_eq!(
+            dict.pieces.len() as u64,
+            size.div_ceil(piece_length),
+            "{what}: piece count"
+        );
         let ours = folder.join("ours.torrent");
         std::fs::write(&ours, torrent_bytes("http://x/announce", &info)).unwrap();
 
@@ -171,9 +189,21 @@ async fn info_hash_matches_libtorrent_and_mktorrent_around_piece_multiples() {
         // mktorrent: compare the raw info dictionary byte for byte.
         let mk = mktorrent(&file, piece_length, private, &folder.join("mk.torrent"));
         let mk_info = raw_info(&mk);
-        assert_eq!(hex::encode(Sha1::digest(mk_info)), ih, "{what}: info hash differs from mktorrent's");
-        assert_eq!(mk_info, info.as_slice(), "{what}: info dictionary differs from mktorrent's");
-        assert_eq!(info_from_torrent(&mk).unwrap(), info, "{what}: info_from_torrent of mktorrent's file");
+        assert_eq!(
+            hex::encode(Sha1::digest(mk_info)),
+            ih,
+            "{what}: info hash differs from mktorrent's"
+        );
+        assert_eq!(
+            mk_info,
+            info.as_slice(),
+            "{what}: info dictionary differs from mktorrent's"
+        );
+        assert_eq!(
+            info_from_torrent(&mk).unwrap(),
+            info,
+            "{what}: info_from_torrent of mktorrent's file"
+        );
         eprintln!("{what}: {} (libtorrent and mktorrent agree)", release.info_hash);
     }
     stack.shutdown().await;

@@ -35,11 +35,25 @@ async fn info_dictionary_matches_an_independent_computation_around_piece_multipl
         let (release, info) = hash_object(&s3.client, &request(&key, pl)).await.unwrap();
         // Independent: hash each piece of the in-memory copy.
         let pieces: Vec<[u8; 20]> = data.chunks(pl as usize).map(|c| Sha1::digest(c).into()).collect();
-        assert_eq!(pieces.len() as u64, size.div_ceil(pl), "no extra piece at an exact multiple");
-        let expected = InfoDict { name: key.clone(), length: size, piece_length: pl, pieces, private: true }.to_bytes();
+        assert_eq!(
+            pieces.len() as u64,
+            size.div_ceil(pl),
+            "no extra piece at an exact multiple"
+        );
+        let expected = InfoDict {
+            name: key.clone(),
+            length: size,
+            piece_length: pl,
+            pieces,
+            private: true,
+        }
+        .to_bytes();
         assert_eq!(info, expected, "size {size}");
         assert_eq!(release.info_hash.to_hex(), hex::encode(Sha1::digest(&expected)));
-        assert_eq!(release.sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data)));
+        assert_eq!(
+            release.sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+        );
     }
 }
 
@@ -47,12 +61,20 @@ async fn info_dictionary_matches_an_independent_computation_around_piece_multipl
 async fn publishing_a_missing_key_fails_with_a_clear_message() {
     let (_dir, s3) = s3().await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ota-seeder"))
-        .args(["publish", "s3://ota/no/such/package.deb", "--tracker", "http://127.0.0.1:9"])
+        .args([
+            "publish",
+            "s3://ota/no/such/package.deb",
+            "--tracker",
+            "http://127.0.0.1:9",
+        ])
         .envs(s3.client_env())
         .output()
         .await
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("error: s3://ota/no/such/package.deb does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("error: s3://ota/no/such/package.deb does not exist"),
+        "{stderr}"
+    );
 }

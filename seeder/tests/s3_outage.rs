@@ -40,15 +40,25 @@ async fn run(outage: Duration) -> u64 {
     let published = stack.publish("outage/pkg.bin", &data, PIECE).await;
     let ih = published.release.info_hash;
 
-    let settings =
-        SeedSettings { cache_bytes: PIECE, read_ahead: 0, upload_limit_bps: Some(1_000_000), ..stack.seed_settings() };
+    let settings = SeedSettings {
+        cache_bytes: PIECE,
+        read_ahead: 0,
+        upload_limit_bps: Some(1_000_000),
+        ..stack.seed_settings()
+    };
     let peer = settings.peer_listen;
     let seeder = stack.start_seeder(settings).await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
-    assert!(wait_seeding(&seeder, &ih, Duration::from_secs(30)).await, "seeder finished its initial check");
+    assert!(
+        wait_seeding(&seeder, &ih, Duration::from_secs(30)).await,
+        "seeder finished its initial check"
+    );
     assert_eq!(seeder.counters.hash_mismatches.load(Ordering::Relaxed), 0);
     let read_after_check = seeder.counters.bytes_read.load(Ordering::Relaxed);
-    assert!(read_after_check >= SIZE as u64, "initial check read the object from S3 ({read_after_check} bytes)");
+    assert!(
+        read_after_check >= SIZE as u64,
+        "initial check read the object from S3 ({read_after_check} bytes)"
+    );
 
     let leech_dir = stack.dir.path().join("leecher");
     let session = leecher_session(&leech_dir).await;
@@ -58,7 +68,11 @@ async fn run(outage: Duration) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = handle.stats();
-        assert!(!s.finished, "leecher finished before the outage could start ({} bytes): transfer too fast", s.progress_bytes);
+        assert!(
+            !s.finished,
+            "leecher finished before the outage could start ({} bytes): transfer too fast",
+            s.progress_bytes
+        );
         assert!(s.error.is_none(), "leecher error: {:?}", s.error);
         if have_bytes(&s) >= 2 * PIECE {
             break;
@@ -68,14 +82,29 @@ async fn run(outage: Duration) -> u64 {
     }
     stack.s3.stop();
     let at_stop = handle.stats();
-    eprintln!("{:?}: S3 stopped with the leecher at {}/{} bytes", t0.elapsed(), have_bytes(&at_stop), at_stop.total_bytes);
-    assert!(!at_stop.finished && have_bytes(&at_stop) < at_stop.total_bytes, "outage starts mid-transfer");
+    eprintln!(
+        "{:?}: S3 stopped with the leecher at {}/{} bytes",
+        t0.elapsed(),
+        have_bytes(&at_stop),
+        at_stop.total_bytes
+    );
+    assert!(
+        !at_stop.finished && have_bytes(&at_stop) < at_stop.total_bytes,
+        "outage starts mid-transfer"
+    );
 
     tokio::time::sleep(outage).await;
     let at_restart = handle.stats();
-    eprintln!("{:?}: restarting S3 with the leecher at {} bytes", t0.elapsed(), have_bytes(&at_restart));
+    eprintln!(
+        "{:?}: restarting S3 with the leecher at {} bytes",
+        t0.elapsed(),
+        have_bytes(&at_restart)
+    );
     // With one cached piece and no read-ahead the origin cannot finish without S3.
-    assert!(!at_restart.finished, "leecher finished during the outage: the origin served pieces it could not have");
+    assert!(
+        !at_restart.finished,
+        "leecher finished during the outage: the origin served pieces it could not have"
+    );
     let read_at_restart = seeder.counters.bytes_read.load(Ordering::Relaxed);
     stack.s3.restart().await;
 
@@ -89,10 +118,15 @@ async fn run(outage: Duration) -> u64 {
         seeder.counters.hash_mismatches.load(Ordering::Relaxed),
         seeder.egress().await.unwrap(),
     );
-    done.expect("leecher finished within 40 s of S3 coming back").expect("leecher download succeeded");
+    done.expect("leecher finished within 40 s of S3 coming back")
+        .expect("leecher download succeeded");
     let got = std::fs::read(leech_dir.join("out").join("pkg.bin")).unwrap();
     assert!(got == data, "leecher's package is byte-identical");
-    assert_eq!(seeder.counters.hash_mismatches.load(Ordering::Relaxed), 0, "no piece failed its SHA-1 at the origin");
+    assert_eq!(
+        seeder.counters.hash_mismatches.load(Ordering::Relaxed),
+        0,
+        "no piece failed its SHA-1 at the origin"
+    );
     assert!(
         seeder.counters.bytes_read.load(Ordering::Relaxed) > read_at_restart,
         "the origin read the rest from the restarted S3 server"
@@ -108,8 +142,16 @@ async fn run(outage: Duration) -> u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(egress.len(), 1);
-    assert!(egress[0].error.is_none(), "origin torrent not in error: {:?}", egress[0].error);
-    assert!(egress[0].bittorrent_bytes >= SIZE as u64, "origin counted its upload: {:?}", egress[0]);
+    assert!(
+        egress[0].error.is_none(),
+        "origin torrent not in error: {:?}",
+        egress[0].error
+    );
+    assert!(
+        egress[0].bittorrent_bytes >= SIZE as u64,
+        "origin counted its upload: {:?}",
+        egress[0]
+    );
     assert!(seeder.is_seeding(&ih), "origin still seeding after the outage");
     let failures = seeder.counters.failures.load(Ordering::Relaxed);
 
@@ -132,25 +174,39 @@ async fn origin_recovers_from_an_s3_outage_during_its_initial_check() {
     let data = package(SIZE, 43);
     let published = stack.publish("check/pkg.bin", &data, PIECE).await;
     let ih = published.release.info_hash;
-    let settings = SeedSettings { cache_bytes: 8 << 20, read_ahead: 2, ..stack.seed_settings() };
+    let settings = SeedSettings {
+        cache_bytes: 8 << 20,
+        read_ahead: 2,
+        ..stack.seed_settings()
+    };
     let peer = settings.peer_listen;
     let seeder = stack.start_seeder(settings).await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 1);
     stack.s3.stop();
     // The check cannot finish without S3: 13 pieces, none cached yet.
     let read_at_stop = seeder.counters.bytes_read.load(Ordering::Relaxed);
-    assert!(read_at_stop < SIZE as u64, "initial check already done ({read_at_stop} bytes read)");
+    assert!(
+        read_at_stop < SIZE as u64,
+        "initial check already done ({read_at_stop} bytes read)"
+    );
     let sync = tokio::spawn(seeder.clone().run_sync_loop());
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(!seeder.is_seeding(&ih), "seeding without S3");
-    assert!(seeder.counters.failures.load(Ordering::Relaxed) > 0, "the outage outlasted the retry budget");
+    assert!(
+        seeder.counters.failures.load(Ordering::Relaxed) > 0,
+        "the outage outlasted the retry budget"
+    );
     stack.s3.restart().await;
 
     let deadline = Instant::now() + Duration::from_secs(15);
     while !seeder.is_seeding(&ih) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(seeder.is_seeding(&ih), "origin seeds the release within 15 s of S3 coming back: {:?}", seeder.egress().await.unwrap());
+    assert!(
+        seeder.is_seeding(&ih),
+        "origin seeds the release within 15 s of S3 coming back: {:?}",
+        seeder.egress().await.unwrap()
+    );
 
     let leech_dir = stack.dir.path().join("leecher");
     let session = leecher_session(&leech_dir).await;
@@ -159,7 +215,10 @@ async fn origin_recovers_from_an_s3_outage_during_its_initial_check() {
         .await
         .expect("leecher finished within 20 s")
         .expect("leecher download succeeded");
-    assert!(std::fs::read(leech_dir.join("out").join("pkg.bin")).unwrap() == data, "byte-identical");
+    assert!(
+        std::fs::read(leech_dir.join("out").join("pkg.bin")).unwrap() == data,
+        "byte-identical"
+    );
     assert_eq!(seeder.counters.hash_mismatches.load(Ordering::Relaxed), 0);
 
     sync.abort();

@@ -14,7 +14,10 @@ use ota_proto::metainfo::torrent_bytes;
 /// A leecher session storing under `dir` (created if needed).
 pub async fn leecher_session(dir: &Path) -> Arc<Session> {
     std::fs::create_dir_all(dir).expect("leecher folder");
-    PeerSession::leecher().start(dir.to_path_buf()).await.expect("start the leecher session")
+    PeerSession::leecher()
+        .start(dir.to_path_buf())
+        .await
+        .expect("start the leecher session")
 }
 
 /// Adds the release with info dictionary `info` to `session`, talking to

@@ -60,7 +60,9 @@ impl TestS3 {
     /// keys, sets the keys in the process environment and creates
     /// [`BUCKET`].
     pub async fn start(root: &Path) -> TestS3 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the S3 server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the S3 server");
         let addr = listener.local_addr().expect("S3 server address");
         let server = Self::serve(root, listener);
         let client = origin_store::client(&S3Args {
@@ -69,8 +71,18 @@ impl TestS3 {
             s3_path_style: true,
         })
         .await;
-        client.create_bucket().bucket(BUCKET).send().await.expect("create the test bucket");
-        TestS3 { client, root: root.to_path_buf(), addr, server: Some(server) }
+        client
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("create the test bucket");
+        TestS3 {
+            client,
+            root: root.to_path_buf(),
+            addr,
+            server: Some(server),
+        }
     }
 
     fn serve(root: &Path, listener: tokio::net::TcpListener) -> S3Server {
@@ -94,7 +106,14 @@ impl TestS3 {
 
     /// Uploads (or overwrites) `key` in [`BUCKET`].
     pub async fn put(&self, key: &str, data: &[u8]) {
-        self.client.put_object().bucket(BUCKET).key(key).body(data.to_vec().into()).send().await.expect("put object");
+        self.client
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(data.to_vec().into())
+            .send()
+            .await
+            .expect("put object");
     }
 
     /// Stops the server; every open connection is cut.
@@ -134,20 +153,36 @@ impl StackTracker {
     /// tokens off, database under `db_dir`.
     async fn start(db_dir: &Path) -> StackTracker {
         std::fs::create_dir_all(db_dir).expect("tracker folder");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the tracker");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the tracker");
         let url = format!("http://{}", listener.local_addr().expect("tracker address"));
-        let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display())).await.expect("tracker registry");
-        let store =
-            StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
-        let settings =
-            TrackerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off };
+        let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display()))
+            .await
+            .expect("tracker registry");
+        let store = StoreConfig {
+            interval: Duration::from_secs(1),
+            min_interval: Duration::from_secs(1),
+            ..StoreConfig::default()
+        };
+        let settings = TrackerSettings {
+            admin_token: ADMIN.into(),
+            public_url: url.clone(),
+            store,
+            device_auth: DeviceAuth::Off,
+        };
         let tracker: Arc<Tracker> = Tracker::new(registry, settings).await.expect("start the tracker");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(tracker.serve(listener, async {
             let _ = stop_rx.await;
         }));
         let client = TrackerClient::new(&url, Some(ADMIN.into()));
-        StackTracker { url, client, stop_tx: Some(stop_tx), server: Some(server) }
+        StackTracker {
+            url,
+            client,
+            stop_tx: Some(stop_tx),
+            server: Some(server),
+        }
     }
 
     async fn shutdown(&mut self) {
@@ -203,7 +238,10 @@ impl Stack {
 
     /// `s3://ota/KEY`.
     pub fn location(key: &str) -> S3Location {
-        S3Location { bucket: BUCKET.into(), key: key.into() }
+        S3Location {
+            bucket: BUCKET.into(),
+            key: key.into(),
+        }
     }
 
     /// Uploads (or overwrites) an object.
@@ -243,14 +281,19 @@ impl Stack {
             .send()
             .await
             .expect("put object");
-        publish(&self.s3.client, &self.tracker.client, req).await.expect("publish")
+        publish(&self.s3.client, &self.tracker.client, req)
+            .await
+            .expect("publish")
     }
 
     /// [`seed_settings`] for a seeder of this stack: its folder under
     /// [`Self::dir`], origin token [`ADMIN`].
     pub fn seed_settings(&self) -> SeedSettings {
         let s = seed_settings(PathBuf::new(), ADMIN);
-        SeedSettings { state_dir: self.dir.path().join(format!("seeder-{}", s.peer_listen.port())), ..s }
+        SeedSettings {
+            state_dir: self.dir.path().join(format!("seeder-{}", s.peer_listen.port())),
+            ..s
+        }
     }
 
     /// Starts a seeder of this stack's S3 and tracker ([`start_seeder`]).
@@ -283,9 +326,12 @@ pub fn seed_settings(state_dir: PathBuf, origin_token: &str) -> SeedSettings {
 /// caller syncs it (`sync_releases`) or runs its loops, and stops it.
 pub async fn start_seeder(s3: &aws_sdk_s3::Client, tracker: &TrackerClient, settings: SeedSettings) -> Arc<Seeder> {
     std::fs::create_dir_all(&settings.state_dir).expect("seeder folder");
-    let ledger =
-        Ledger::open(&format!("sqlite://{}/ledger.db", settings.state_dir.display())).await.expect("open the ledger");
-    Seeder::start(s3.clone(), tracker.clone(), ledger, settings).await.expect("start the seeder")
+    let ledger = Ledger::open(&format!("sqlite://{}/ledger.db", settings.state_dir.display()))
+        .await
+        .expect("open the ledger");
+    Seeder::start(s3.clone(), tracker.clone(), ledger, settings)
+        .await
+        .expect("start the seeder")
 }
 
 /// Serves the seeder's HTTP path (package, `?torrent`, egress, metrics) on
@@ -316,7 +362,11 @@ pub async fn wait_seeding(seeder: &Seeder, info_hash: &InfoHash, within: Duratio
 pub async fn wait_origin(tracker: &TrackerClient, info_hash: &InfoHash, n: usize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if tracker.release(info_hash).await.is_ok_and(|r| r.origin_peers.len() == n) {
+        if tracker
+            .release(info_hash)
+            .await
+            .is_ok_and(|r| r.origin_peers.len() == n)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
