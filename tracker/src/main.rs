@@ -1,56 +1,45 @@
-use clap::{Parser, Subcommand};
-use ota_tracker::config::TrackerArgs;
-use ota_tracker::registry::Registry;
-use ota_tracker::{Tracker, TrackerSettings};
+//! `ota-tracker serve`: the tracker binary. Reads its settings
+//! ([`ota_tracker::config`]), opens the registry, starts the STUN responder
+//! and serves HTTP until SIGINT or SIGTERM, then writes the live peers one
+//! last time.
 
-/// ota-tracker: BitTorrent tracker, release registry and push channel for OTA updates.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use std::sync::Arc;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Run the tracker server.
-    Serve(TrackerArgs),
-}
+use clap::Parser;
+use ota_tracker::config::{expand_args, Cli, Command, TrackerArgs};
+use ota_tracker::{Registry, Tracker};
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     ota_common::logging::init_logging("info");
-    let Cli { command: Command::Serve(args) } = Cli::parse();
-    let cfg = args.resolve()?;
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let Cli { command: Command::Serve(args) } = Cli::parse_from(expand_args(std::env::args().collect())?);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.worker_threads {
+    if let Some(n) = args.worker_threads() {
         runtime.worker_threads(n);
     }
-    runtime.enable_all().build()?.block_on(serve(cfg))
+    runtime.enable_all().build()?.block_on(serve(args))
 }
 
-async fn serve(cfg: ota_tracker::config::TrackerConfig) -> anyhow::Result<()> {
-    let registry = Registry::open(&cfg.database_url).await?;
-    let tracker = Tracker::new(
-        registry,
-        TrackerSettings {
-            admin_token: cfg.admin_token,
-            public_url: cfg.public_url,
-            store: cfg.store,
-            device_auth: cfg.device_auth,
-        },
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
+    let registry = Registry::open(&args.database_url).await?;
+    let tracker = Tracker::new(registry, args.settings()).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "tracker listening");
-    if let Some(addr) = cfg.stun_listen {
+    if let Some(addr) = args.stun_listen() {
         match tokio::net::UdpSocket::bind(addr).await {
             Ok(socket) => {
                 tracing::info!(addr = %socket.local_addr()?, "STUN responder listening");
-                tokio::spawn(ota_tracker::stun::serve(std::sync::Arc::new(socket)));
+                tokio::spawn(ota_tracker::stun::serve(Arc::new(socket)));
             }
-            Err(e) if !cfg.stun_listen_explicit => {
+            Err(e) if !args.stun_listen_explicit() => {
                 tracing::warn!(%addr, error = %e, "STUN responder off: cannot bind its default address");
             }
             Err(e) => anyhow::bail!("cannot listen for STUN on {addr}: {e}"),

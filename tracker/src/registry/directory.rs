@@ -33,8 +33,7 @@ pub struct DeviceCredential {
 }
 
 /// Whether announces, scrapes and device API calls need a device token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DeviceAuth {
     /// A valid device token (or the admin/origin token) is required.
     #[default]
