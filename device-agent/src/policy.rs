@@ -226,12 +226,8 @@ pub fn read_power(dir: &Path) -> PowerState {
                     out.battery_percent = Some(out.battery_percent.map_or(c, |b| b.min(c)));
                 }
             }
-            Some(_) => {
-                if read("online").as_deref() == Some("1") {
-                    out.external_power = true;
-                }
-            }
-            None => {}
+            Some(_) if read("online").as_deref() == Some("1") => out.external_power = true,
+            Some(_) | None => {}
         }
     }
     out

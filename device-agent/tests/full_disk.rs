@@ -44,7 +44,7 @@ impl Drop for Tmpfs {
 async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     // The origin is listed to every device: a stopped agent still listed as a
     // seeder must not starve the later ones.
-    let stack = Stack::start_with(ota_tracker::peer_handout::OriginPolicy::Always).await;
+    let stack = Stack::start_with(ota_tracker::OriginPolicy::Always).await;
     let small = package(200_000, 3);
     let big = package(3_000_000, 4);
     let small_rel = stack.publish("fw/small.bin", &small, 65_536, None).await;
@@ -64,7 +64,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     // Too big for the free space: refused before any byte is fetched.
     let err = format!("{:#}", agent.handle_release(&big_rel.info_hash).await.unwrap_err());
     assert!(err.contains("no space left: the package needs 3000000 bytes"), "{err}");
-    assert!(!state.join("downloads").join(&big_rel.info_hash).exists());
+    assert!(!common::download_folder(&state, &big_rel.info_hash).exists());
     let reports = stack.tracker.client.telemetry(&big_rel.info_hash).await.unwrap();
     assert!(reports[0].error.as_deref().unwrap_or("").contains("no space left"), "{reports:?}");
     assert_eq!(std::fs::read(state.join("installed.json")).unwrap(), installed_json, "installed list intact");
@@ -74,7 +74,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     disk.resize("5m");
     let run = {
         let agent = agent.clone();
-        let ih = big_rel.info_hash.clone();
+        let ih = big_rel.info_hash;
         tokio::spawn(async move { agent.handle_release(&ih).await })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -95,7 +95,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     }
     let err = format!("{:#}", tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap().unwrap_err());
     assert!(err.contains("No space left on device"), "{err}");
-    assert!(!state.join("downloads").join(&big_rel.info_hash).exists(), "partial data deleted");
+    assert!(!common::download_folder(&state, &big_rel.info_hash).exists(), "partial data deleted");
     let reports = stack.tracker.client.telemetry(&big_rel.info_hash).await.unwrap();
     assert!(reports.iter().any(|r| r.error.as_deref().unwrap_or("").contains("No space left on device")), "{reports:?}");
     // Other state is kept: the installed package and its record.
@@ -122,7 +122,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     capped.handle_release(&small_rel.info_hash).await.unwrap();
     let err = format!("{:#}", capped.handle_release(&big_rel.info_hash).await.unwrap_err());
     assert!(err.contains("does not fit the storage cap: 200000 of 2000000 bytes in use"), "{err}");
-    assert!(!capped_state.join("downloads").join(&big_rel.info_hash).exists());
+    assert!(!common::download_folder(&capped_state, &big_rel.info_hash).exists());
     capped.stop().await;
 
     seeder.stop().await;

@@ -22,7 +22,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     let data = package(1_000_003, 1);
     let release = stack.publish("fw/fallback.bin", &data, PIECE, Some(base.clone())).await;
     let seeder = stack.seeder(None).await;
-    let http_server = Stack::serve_http(seeder.clone(), http);
+    let http_server = common::serve_http(seeder.clone(), http);
 
     // The device's tracker knows the release but has no BitTorrent seeder for
     // it (the origin seeds on another tracker): peers deliver nothing.
@@ -81,7 +81,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     });
     let err = format!("{:#}", agent.handle_release(&bad_release.info_hash).await.unwrap_err());
     assert!(err.contains("failed its SHA-1 check"), "{err}");
-    assert!(!state.join("downloads").join(&bad_release.info_hash).exists(), "nothing of the refused package is kept");
+    assert!(!common::download_folder(&state, &bad_release.info_hash).exists(), "nothing of the refused package is kept");
     let r = &lonely.client.telemetry(&bad_release.info_hash).await.unwrap()[0];
     assert!(!r.verified);
     assert!(r.error.as_deref().unwrap_or("").contains("SHA-1"), "{r:?}");

@@ -18,7 +18,7 @@ const PIECE: u64 = 65_536;
 async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     // The origin is listed to every device (with the default on-demand
     // policy the tracker withholds it from a device that has a seeding peer).
-    let stack = Stack::start_with(ota_tracker::peer_handout::OriginPolicy::Always).await;
+    let stack = Stack::start_with(ota_tracker::OriginPolicy::Always).await;
     let data = package(6_000_000, 9);
     let release = stack.publish("fw/mal.bin", &data, PIECE, None).await;
     // The origin sends at most 1 MB/s: librqbit keeps about 2 MB of requests

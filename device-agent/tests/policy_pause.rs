@@ -13,7 +13,7 @@ use ota_device_agent::policy::PolicySettings;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metered_network_pauses_until_the_command_says_unmetered() {
-    let stack = Stack::start_with(ota_tracker::peer_handout::OriginPolicy::Always).await;
+    let stack = Stack::start_with(ota_tracker::OriginPolicy::Always).await;
     let data = package(500_000, 5);
     let release = stack.publish("fw/policy.bin", &data, 65_536, None).await;
     let seeder = stack.seeder(None).await;
@@ -44,7 +44,7 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
     let run = {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let agent = agent.clone();
-        let ih = release.info_hash.clone();
+        let ih = release.info_hash;
         tokio::spawn(async move { agent.handle_release(&ih).await })
     };
     while agent.active().get(&release.info_hash).is_none() && Instant::now() < deadline {

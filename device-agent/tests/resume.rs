@@ -22,14 +22,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ota_testkit::s3_server::S3Server;
-use ota_seeder::origin_store::{self, S3Args, S3Location};
-use ota_seeder::publish::{hash_object, PublishRequest};
+use ota_proto::InfoHash;
 use ota_seeder::seeding::{SeedSettings, Seeder};
 use rand::RngCore;
 
 mod common;
-use common::{TestTracker, ADMIN};
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 24 * 1024 * 1024 + 4321;
 /// Origin upload cap, bytes/s: the download takes ~13 s, leaving time to
@@ -42,82 +39,48 @@ fn agent_bin() -> &'static str {
 
 /// Tracker + S3 + seeder, with one published release.
 struct Stack {
-    _s3: S3Server,
-    tracker: TestTracker,
+    stack: common::Stack,
     seeder: Arc<Seeder>,
-    info_hash: String,
+    info_hash: InfoHash,
     package: Vec<u8>,
     name: String,
 }
 
 fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind(SocketAddr::new(ip, 0)).unwrap().local_addr().unwrap().port()
+    common::free_port_on(ip).unwrap()
 }
 
 impl Stack {
     /// Starts everything with the tracker and the seeder's peer wire on `ip`.
-    async fn start(dir: &Path, ip: IpAddr) -> Stack {
-        let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s3_server = S3Server::start(&dir.join("s3"), s3_listener, "resume-access", "resume-secret-key").unwrap();
-        // Same credentials in every test of this binary; the endpoint is passed explicitly.
-        for (k, v) in s3_server.client_env().into_iter().filter(|(k, _)| k.starts_with("AWS_")) {
-            std::env::set_var(k, v);
-        }
-        let s3 = origin_store::client(&S3Args {
-            s3_endpoint: Some(s3_server.endpoint()),
-            s3_region: "us-east-1".into(),
-            s3_path_style: true,
-        })
-        .await;
-        s3.create_bucket().bucket("ota").send().await.unwrap();
-
-        let tracker = TestTracker::start_on(&dir.join("tracker"), ip, Default::default()).await;
-        let (url, client) = (&tracker.url, &tracker.client);
-
+    async fn start(ip: IpAddr) -> Stack {
+        let stack = common::Stack::start_on(ip, Default::default()).await;
         let mut package = vec![0u8; SIZE];
         rand::thread_rng().fill_bytes(&mut package);
         let name = "update.bin".to_string();
-        s3.put_object().bucket("ota").key(&name).body(package.clone().into()).send().await.unwrap();
-        let req = PublishRequest {
-            location: S3Location { bucket: "ota".into(), key: name.clone() },
-            version: "1.0".into(),
-            piece_length: Some(PIECE),
-            tracker_url: url.clone(),
-            http_base: None,
-            private: true,
-            signing: None,
-        };
-        let (new, _info) = hash_object(&s3, &req).await.unwrap();
-        client.register(&new).await.unwrap();
-        let info_hash = new.info_hash.clone();
+        let req = ota_seeder::publish::PublishRequest { version: "1.0".into(), ..stack.publish_request(&name, PIECE, None) };
+        let new = stack.hash(&package, &req).await;
+        stack.tracker.client.register(&new).await.unwrap();
+        let info_hash = new.info_hash;
 
-        let ledger = ota_seeder::ledger::Ledger::open(&format!("sqlite://{}/ledger.db", dir.display())).await.unwrap();
-        let seeder = Seeder::start(
-            s3.clone(),
-            client.clone(),
-            ledger,
-            SeedSettings {
-                peer_listen: SocketAddr::new(ip, free_port(ip)),
-                state_dir: dir.join("seeder"),
-                cache_bytes: 64 << 20,
-                read_ahead: 4,
-                upload_limit_bps: Some(UPLOAD_LIMIT),
-                poll_interval: Duration::from_millis(200),
-                origin_token: ADMIN.into(),
-                verify_interval: Duration::from_secs(300),
-                ledger_interval: Duration::from_secs(1),
-                max_s3_requests: 4,
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(seeder.sync_releases().await.unwrap(), 1);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client.release(&info_hash).await.unwrap().origin_peers.is_empty() {
-            assert!(Instant::now() < deadline, "the origin never announced");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Stack { _s3: s3_server, tracker, seeder, info_hash, package, name }
+        let settings = SeedSettings {
+            peer_listen: SocketAddr::new(ip, free_port(ip)),
+            cache_bytes: 64 << 20,
+            read_ahead: 4,
+            upload_limit_bps: Some(UPLOAD_LIMIT),
+            verify_interval: Duration::from_secs(300),
+            max_s3_requests: 4,
+            ..stack.seed_settings(None)
+        };
+        let seeder = stack.seeder_with(settings).await;
+        assert!(
+            common::wait_origin(&stack.tracker.client, &info_hash, 1, Duration::from_secs(60)).await,
+            "the origin never announced"
+        );
+        Stack { stack, seeder, info_hash, package, name }
+    }
+
+    fn tracker(&self) -> &common::TestTracker {
+        &self.stack.tracker
     }
 
     /// Payload bytes the origin sent for the release over BitTorrent.
@@ -128,18 +91,18 @@ impl Stack {
 
     async fn push_when_subscribed(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.tracker.client.subscribers().await.unwrap_or(0) < n {
+        while self.tracker().client.subscribers().await.unwrap_or(0) < n {
             assert!(Instant::now() < deadline, "the agent never subscribed");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(self.tracker.client.push(&self.info_hash).await.unwrap() >= 1);
+        assert!(self.tracker().client.push(&self.info_hash).await.unwrap() >= 1);
     }
 
     /// Waits (bounded) for the agent's telemetry report on the release.
     async fn wait_report(&self, agent: &mut AgentProc, within: Duration) -> ota_proto::api::TelemetryReport {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(r) = self.tracker.client.telemetry(&self.info_hash).await.unwrap().into_iter().find(|r| r.verified || r.error.is_some()) {
+            if let Some(r) = self.tracker().client.telemetry(&self.info_hash).await.unwrap().into_iter().find(|r| r.verified || r.error.is_some()) {
                 return r;
             }
             agent.assert_alive();
@@ -150,7 +113,7 @@ impl Stack {
 
     async fn stop(self) {
         self.seeder.stop().await;
-        self.tracker.shutdown().await;
+        self.stack.tracker.shutdown().await;
     }
 }
 
@@ -251,7 +214,7 @@ fn assert_refetch_at_most(egress: u64, interruptions: u64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = Stack::start(dir.path(), IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let stack = Stack::start(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
     let state = dir.path().join("agent");
     // No daemon yet: the CLI says so.
     let (ok, _, err) = cli(&state, &["status"]).await;
@@ -261,7 +224,7 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     let hook = dir.path().join("hook.sh");
     std::fs::write(&hook, format!("#!/bin/sh\necho \"$1 $OTA_RELEASE_NAME $OTA_RELEASE_VERSION $OTA_INFO_HASH\" > {}\n", hook_out.display())).unwrap();
     let hook_cmd = format!("sh {}", hook.display());
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))), &["--install-hook", &hook_cmd], &dir.path().join("agent.log"));
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))), &["--install-hook", &hook_cmd], &dir.path().join("agent.log"));
     stack.push_when_subscribed(1).await;
     wait_progress(&state, &mut agent, 0.3).await;
 
@@ -295,7 +258,7 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     assert!(report.bytes_from_origin >= SIZE as u64, "bytes before and after the pause are counted: {report:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_refetch_at_most(stack.egress().await, 1, "pause/resume");
-    let path = state.join("downloads").join(&stack.info_hash).join(&stack.name);
+    let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
     assert_eq!(std::fs::read(&path).unwrap(), stack.package);
 
     // The install hook got the package path and the release in its environment.
@@ -316,21 +279,21 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
 async fn kill_9_and_restart_resume_from_the_state_folder() {
     let dir = tempfile::tempdir().unwrap();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let stack = Stack::start(dir.path(), lo).await;
+    let stack = Stack::start(lo).await;
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(lo, free_port(lo));
     let hook = "sh -c 'echo disk full >&2; exit 3'";
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", hook], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", hook], &log);
     stack.push_when_subscribed(1).await;
     let before = wait_progress(&state, &mut agent, 0.25).await;
     agent.kill9();
     assert!(state.join("agent.sock").exists(), "kill -9 leaves the socket file behind");
     let active: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("active.json")).unwrap()).unwrap();
-    assert_eq!(active[&stack.info_hash]["phase"], "downloading", "{active}");
+    assert_eq!(active[stack.info_hash.to_hex().as_str()]["phase"], "downloading", "{active}");
 
     // Same state folder, same flags, no push: the state folder alone resumes it.
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", hook], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", hook], &log);
     let report = stack.wait_report(&mut agent, Duration::from_secs(120)).await;
     assert!(report.verified, "{report:?}");
     let err = report.error.clone().unwrap_or_default();
@@ -339,7 +302,7 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let egress = stack.egress().await;
     assert!(before < SIZE as u64, "killed mid-download");
     assert_refetch_at_most(egress, 1, "kill -9/restart");
-    let path = state.join("downloads").join(&stack.info_hash).join(&stack.name);
+    let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
     assert_eq!(std::fs::read(&path).unwrap(), stack.package);
     let (ok, out, _) = cli(&state, &["history"]).await;
     assert!(ok && out.contains("failed") && out.contains("install hook failed"), "{out}");
@@ -352,11 +315,11 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     // After another kill -9 and restart the verified release is seeded again
     // (installed, not superseded), with nothing downloaded.
     agent.kill9();
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
-        let peers = stack.tracker.client.peers(&stack.info_hash).await.unwrap();
+        let peers = stack.tracker().client.peers(&stack.info_hash).await.unwrap();
         let announced = peers.iter().any(|p| p.device.as_deref() == Some("dev-resume") && p.left == 0 && p.addr == listen.to_string());
         if seeding && announced {
             break;
@@ -374,18 +337,18 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
 async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let stack = Stack::start(dir.path(), lo).await;
+    let stack = Stack::start(lo).await;
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(lo, free_port(lo));
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
     stack.push_when_subscribed(1).await;
     wait_progress(&state, &mut agent, 0.1).await;
-    let (ok, out, err) = cli(&state, &["cancel", &stack.info_hash]).await;
+    let (ok, out, err) = cli(&state, &["cancel", &stack.info_hash.to_hex()]).await;
     assert!(ok && out.contains("cancelled: update.bin@1.0"), "{out}{err}");
     let report = stack.wait_report(&mut agent, Duration::from_secs(60)).await;
     assert!(!report.verified && report.error.as_deref() == Some("cancelled by the user"), "{report:?}");
-    assert!(!state.join("downloads").join(&stack.info_hash).exists(), "partial data deleted");
+    assert!(!common::download_folder(&state, &stack.info_hash).exists(), "partial data deleted");
     let s = status(&state).await.unwrap();
     assert_eq!(s["releases"], serde_json::json!([]));
     let (_, out, _) = cli(&state, &["history", "--json"]).await;
@@ -393,7 +356,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     assert_eq!(h["history"][0]["outcome"], "cancelled");
     // A restart and a new push do not start it again.
     drop(agent);
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
     // The log is appended to: the second "subscribed" line is the new agent's.
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(&log).unwrap_or_default().matches("subscribed to pushes").count() < 2 {
@@ -401,10 +364,10 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
         assert!(Instant::now() < deadline, "the restarted agent never subscribed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(stack.tracker.client.push(&stack.info_hash).await.unwrap() >= 1);
+    assert!(stack.tracker().client.push(&stack.info_hash).await.unwrap() >= 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     agent.assert_alive();
-    assert!(!state.join("downloads").join(&stack.info_hash).exists());
+    assert!(!common::download_folder(&state, &stack.info_hash).exists());
     let (ok, out, _) = cli(&state, &["status"]).await;
     assert!(ok && out.contains("no active release"), "{out}");
     drop(agent);
@@ -429,7 +392,7 @@ impl Drop for PidFileGuard {
 async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let stack = Stack::start(dir.path(), lo).await;
+    let stack = Stack::start(lo).await;
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(lo, free_port(lo));
     let log = dir.path().join("agent.log");
@@ -448,7 +411,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     )
     .unwrap();
     let hook_cmd = format!("sh {}", hook.display());
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", &hook_cmd], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", &hook_cmd], &log);
     stack.push_when_subscribed(1).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(mark.exists() && status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "installing")) {
@@ -460,7 +423,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     // The orphaned hook is killed by PID too.
     drop(PidFileGuard(pid_file.clone()));
 
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker.url, listen, &["--install-hook", &hook_cmd], &log);
+    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", &hook_cmd], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
@@ -471,7 +434,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
         assert!(Instant::now() < deadline, "the hook did not run again; log:\n{}", agent.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let path = state.join("downloads").join(&stack.info_hash).join(&stack.name);
+    let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
     assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), path.display().to_string());
     let (_, out, _) = cli(&state, &["history", "--json"]).await;
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -537,11 +500,11 @@ impl Drop for Netns {
 async fn link_down_and_up_in_a_network_namespace_resumes_without_a_restart() {
     let netns = Netns::create();
     let dir = tempfile::tempdir().unwrap();
-    let stack = Stack::start(dir.path(), IpAddr::V4(netns.host_ip)).await;
+    let stack = Stack::start(IpAddr::V4(netns.host_ip)).await;
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(IpAddr::V4(netns.ns_ip), 46_881);
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&["ip", "netns", "exec", &netns.name], &state, &stack.tracker.url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&["ip", "netns", "exec", &netns.name], &state, &stack.tracker().url, listen, &[], &log);
     let pid = agent.child.id();
     stack.push_when_subscribed(1).await;
     let before = wait_progress(&state, &mut agent, 0.3).await;
@@ -563,7 +526,7 @@ async fn link_down_and_up_in_a_network_namespace_resumes_without_a_restart() {
     assert!(before < SIZE as u64);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_refetch_at_most(stack.egress().await, 1, "link down/up");
-    let path = state.join("downloads").join(&stack.info_hash).join(&stack.name);
+    let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
     assert_eq!(std::fs::read(&path).unwrap(), stack.package);
     drop(agent);
     stack.stop().await;

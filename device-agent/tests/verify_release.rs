@@ -3,50 +3,16 @@
 //! installed byte for byte; a release whose manifest SHA-256 does not match
 //! the package is refused and no copy is kept.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use ota_testkit::s3_server::S3Server;
-use ota_device_agent::agent::{Agent, AgentSettings};
-use ota_device_agent::download::Downloader;
-use ota_seeder::origin_store::{self, S3Args, S3Location};
-use ota_seeder::publish::{hash_object, PublishRequest};
-use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_client::TrackerClient;
-use ota_tracker::peer_store::StoreConfig;
-use ota_tracker::registry::Registry;
-use ota_tracker::device_auth::DeviceAuth;
-use ota_tracker::server::{ServerSettings, Tracker};
-
-const ADMIN: &str = "agent-test-admin";
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
+use common::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn installs_a_good_release_and_refuses_a_tampered_one() {
-    let dir = tempfile::tempdir().unwrap();
-    // Real S3 protocol server.
-    let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let s3_server = S3Server::start(&dir.path().join("s3"), s3_listener, "agent-access", "agent-secret-key").unwrap();
-    for (k, v) in s3_server.client_env() {
-        std::env::set_var(k, v);
-    }
-    let s3 = origin_store::client(&S3Args { s3_endpoint: Some(s3_server.endpoint()), s3_region: "us-east-1".into(), s3_path_style: true }).await;
-    s3.create_bucket().bucket("ota").send().await.unwrap();
-
-    // Tracker.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
-    let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
-    let tracker: Arc<Tracker> = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off }).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tracker.serve(listener, async {
-        let _ = stop_rx.await;
-    }));
-    let client = TrackerClient::new(&url, Some(ADMIN.into()));
+    let stack = Stack::start().await;
+    let client = &stack.tracker.client;
 
     // Four packages: one published honestly; one whose signed manifest gives
     // a SHA-256 the package does not have; one signed with another key; one
@@ -60,21 +26,15 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let same_version: Vec<u8> = (0..100_000u32).map(|i| (i % 229) as u8).collect();
     let mut hashes = Vec::new();
     for (key, data, case) in [("good.bin", &good, 0), ("tampered.bin", &bad, 1), ("stranger.bin", &other, 2), ("altered.bin", &altered, 3), ("again/good.bin", &same_version, 4)] {
-        s3.put_object().bucket("ota").key(key).body(data.clone().into()).send().await.unwrap();
-        let req = PublishRequest {
-            location: S3Location { bucket: "ota".into(), key: key.into() },
-            version: "1".into(),
-            piece_length: Some(262_144),
-            tracker_url: url.clone(),
-            http_base: None,
-            private: true,
+        let req = ota_seeder::publish::PublishRequest {
             signing: Some(ota_seeder::publish::ManifestSigning {
                 key: if case == 2 { stranger.clone() } else { maker.clone() },
                 channel: "stable".into(),
                 models: vec!["gw-100".into()],
             }),
+            ..stack.publish_request(key, 262_144, None)
         };
-        let (mut new, _info) = hash_object(&s3, &req).await.unwrap();
+        let mut new = stack.hash(data, &req).await;
         let signed = new.manifest.clone().unwrap();
         if case == 1 {
             let mut m: ota_proto::manifest::Manifest = serde_json::from_str(&signed.manifest).unwrap();
@@ -92,72 +52,31 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     }
 
     // The S3-backed seeder.
-    let ledger = ota_seeder::ledger::Ledger::open(&format!("sqlite://{}/ledger.db", dir.path().display())).await.unwrap();
-    let seeder = Seeder::start(
-        s3.clone(),
-        client.clone(),
-        ledger,
-        SeedSettings {
-            peer_listen: free_addr(),
-            state_dir: dir.path().join("seeder"),
-            cache_bytes: 8 << 20,
-            read_ahead: 1,
-            upload_limit_bps: None,
-            poll_interval: Duration::from_millis(200),
-            origin_token: ADMIN.into(),
-            verify_interval: Duration::from_secs(30),
-            ledger_interval: Duration::from_secs(1),
-            max_s3_requests: 4,
-        },
-    )
-    .await
-    .unwrap();
+    let seeder = stack.start_seeder_unsynced().await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 5);
     for ih in &hashes {
-        for _ in 0..100 {
-            if client.release(ih).await.unwrap().origin_peers.len() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(client.release(ih).await.unwrap().origin_peers.len(), 1, "origin announced {ih}");
+        assert!(common::wait_origin(client, ih, 1, Duration::from_secs(10)).await, "origin announced {ih}");
     }
 
     // The agent.
-    let state = dir.path().join("agent");
-    let downloader = Downloader::start(&state, free_addr()).await.unwrap();
-    let agent = Agent::new(
-        TrackerClient::new(&url, None),
-        downloader,
-        AgentSettings {
-            device_id: "dev-test".into(),
-            state_dir: state.clone(),
-            download_timeout: Duration::from_secs(60),
-            catch_up: false,
-            progress_bar: false,
-            report_interval: Duration::from_secs(1),
-            manifest_key: Some(maker.verifying_key()),
-            channel: "stable".into(),
-            model: "gw-100".into(),
-            poll_interval: None,
-            policy: Default::default(),
-            install_hook: None,
-        },
-    );
+    let state = stack.dir.path().join("agent");
+    let mut settings = common::settings("dev-test", &state);
+    settings.manifest_key = Some(maker.verifying_key());
+    let agent = common::agent_with(&stack.tracker.url, settings, None).await;
     let installed = agent.handle_release(&hashes[0]).await.unwrap();
     assert_eq!(std::fs::read(&installed.path).unwrap(), good, "byte-identical package");
 
     let err = format!("{:#}", agent.handle_release(&hashes[1]).await.unwrap_err());
     assert!(err.contains("SHA-256 mismatch"), "{err}");
-    assert!(!state.join("downloads").join(&hashes[1]).exists(), "no copy of the refused package is kept");
+    assert!(!common::download_folder(&state, &hashes[1]).exists(), "no copy of the refused package is kept");
     // Another good.bin at the installed version is not an upgrade.
     let err = format!("{:#}", agent.handle_release(&hashes[4]).await.unwrap_err());
     assert!(err.contains("version 1 is not newer than the installed 1"), "{err}");
-    assert!(!state.join("downloads").join(&hashes[4]).exists());
+    assert!(!common::download_folder(&state, &hashes[4]).exists());
     for ih in &hashes[2..4] {
         let err = format!("{:#}", agent.handle_release(ih).await.unwrap_err());
         assert!(err.contains("manifest rejected: manifest signature does not verify"), "{err}");
-        assert!(!state.join("downloads").join(ih).exists(), "a rejected manifest is never downloaded");
+        assert!(!common::download_folder(&state, ih).exists(), "a rejected manifest is never downloaded");
         let r = &client.telemetry(ih).await.unwrap()[0];
         assert!(r.error.as_deref().unwrap_or("").contains("manifest rejected"), "{r:?}");
     }
@@ -181,6 +100,5 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
 
     agent.stop().await;
     seeder.stop().await;
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    stack.tracker.shutdown().await;
 }

@@ -1,3 +1,0 @@
-//! Test support shared by the tracker's integration tests.
-
-pub mod pg;
