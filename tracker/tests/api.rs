@@ -2,59 +2,27 @@
 //! release API, the push channel and persistence across a restart (releases,
 //! and the live swarm: peers, their ages, origin grants and counters).
 
-mod common;
-
-use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use ota_proto::announce::{encode_binary, AnnounceEvent};
 use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::metainfo::{info_hash, InfoDict};
-use ota_tracker::StoreConfig;
 use ota_tracker::registry::Registry;
 use ota_proto::api::{NewRelease, TelemetryReport};
+use ota_testkit::tracker::{TestTracker, TestTrackerBuilder};
 use ota_tracker::DeviceAuth;
-use ota_tracker::{Tracker, TrackerSettings};
 use ota_proto::{InfoHash, PeerId};
 
 const ADMIN: &str = "test-admin";
 
-struct Running {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A tracker on `db` with the admin token [`ADMIN`] (device tokens off).
+fn tracker(db: &str) -> TestTrackerBuilder {
+    TestTracker::builder().database_url(db).admin_token(ADMIN)
 }
 
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn start(db: &str) -> Running {
-    start_with(db, StoreConfig::default()).await
-}
-
-async fn start_with(db: &str, store: StoreConfig) -> Running {
-    start_auth(db, store, DeviceAuth::Off).await
-}
-
-async fn start_auth(db: &str, store: StoreConfig, device_auth: DeviceAuth) -> Running {
-    let registry = Registry::open(db).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let tracker: Arc<Tracker> = Tracker::new(
-        registry,
-        TrackerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth },
-    )
-    .await
-    .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(tracker.serve(listener, async {
-        let _ = rx.await;
-    }));
-    Running { url, stop: Some(tx), task }
+async fn start(db: &str) -> TestTracker {
+    tracker(db).start().await
 }
 
 fn release() -> (NewRelease, InfoHash) {
@@ -104,13 +72,13 @@ async fn malformed_announces_get_a_bencoded_failure_reason() {
         (format!("{good}&x={}", "a".repeat(5000)), "longer than"),
     ];
     for (q, expect) in cases {
-        let (status, body) = get(&format!("{}/announce?{q}", t.url)).await;
+        let (status, body) = get(&format!("{}/announce?{q}", t.url())).await;
         assert_eq!(status, 200, "a failure is still HTTP 200");
         let text = String::from_utf8_lossy(&body);
         assert!(text.starts_with("d14:failure reason"), "{text}");
         assert!(text.contains(expect), "{q:.60} -> {text}");
     }
-    let (status, body) = get(&format!("{}/scrape?info_hash=%00", t.url)).await;
+    let (status, body) = get(&format!("{}/scrape?info_hash=%00", t.url())).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("failure reason"));
     t.stop().await;
@@ -121,8 +89,8 @@ async fn releases_swarm_push_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/t.db", dir.path().display());
     let t = start(&db).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
-    let anon = TrackerClient::new(&t.url, None);
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
+    let anon = TrackerClient::new(t.url(), None);
     let (new, ih) = release();
 
     let err = anon.register(&new).await.unwrap_err().to_string();
@@ -136,12 +104,22 @@ async fn releases_swarm_push_and_restart() {
         if anon.subscribers().await.unwrap() == 1 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     admin.register(&new).await.unwrap();
     assert_eq!(admin.push(&new.info_hash).await.unwrap(), 1);
-    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), pushes.next()).await.unwrap().unwrap().unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), pushes.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ev.info_hash, new.info_hash);
+
+    // The {info_hash} path segment: 40 hex characters of either case, else 400.
+    let (status, body) = get(&format!("{}/api/releases/{}", t.url(), new.info_hash.to_hex().to_uppercase())).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = get(&format!("{}/api/releases/not-a-hash", t.url())).await;
+    assert_eq!(status, 400);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("not 40 hex characters"), "{err}");
+    let (status, _) = get(&format!("{}/api/releases/{}", t.url(), "0".repeat(40))).await;
+    assert_eq!(status, 404, "a well-formed unknown info hash");
 
     // The served .torrent carries the device id and keeps the info hash.
     let torrent = anon.torrent(&new.info_hash, "dev-9").await.unwrap();
@@ -150,7 +128,7 @@ async fn releases_swarm_push_and_restart() {
 
     // An origin announce and two devices.
     let announce = |n: u8, left: u64, origin: bool| {
-        let url = t.url.clone();
+        let url = t.url().to_string();
         async move {
             let mut q = format!(
                 "{url}/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left={left}",
@@ -183,20 +161,22 @@ async fn releases_swarm_push_and_restart() {
     admin.announce(&completed).await.unwrap();
     let releases = anon.releases().await.unwrap();
     assert_eq!(releases[0].origin_peers, vec!["127.0.0.1:7000".to_string()]);
-    let metrics = reqwest::get(format!("{}/metrics", t.url)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", t.url())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ota_tracker_announces_total"), "{metrics}");
+    let addr = t.addr();
     t.stop().await;
 
-    // Releases survive a restart.
-    let t = start(&db).await;
-    let anon = TrackerClient::new(&t.url, None);
+    // Releases survive a restart (on the same address).
+    let t = tracker(&db).listen(addr).start().await;
+    assert_eq!(t.addr(), addr);
+    let anon = TrackerClient::new(t.url(), None);
     let after = anon.releases().await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].info_hash, new.info_hash);
     // The swarm is still tracked (registered) after the restart.
     let (_, body) = get(&format!(
         "{}/announce?info_hash={}&peer_id={}&port=7003&uploaded=0&downloaded=0&left=10",
-        t.url,
+        t.url(),
         encode_binary(ih.as_ref()),
         encode_binary(&[3; 20])
     ))
@@ -236,25 +216,23 @@ async fn live_swarm_survives_a_graceful_restart_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_swarm_survives_a_graceful_restart_postgres() {
-    let pg = common::pg::PgCluster::start();
+    let pg = ota_testkit::pg::PgCluster::start();
     live_swarm_survives_a_graceful_restart(&pg.create_db("restart").await).await;
 }
 
 async fn live_swarm_survives_a_graceful_restart(db: &str) {
     use std::collections::BTreeSet;
     use std::net::SocketAddr;
-    use std::time::Duration;
     let db = db.to_string();
-    let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
-    let t = start_with(&db, fast).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let t = tracker(&db).persist_interval(Duration::from_millis(200)).start().await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     let (new, ih) = release();
     admin.register(&new).await.unwrap();
 
     // Origin (port 7000, announced with the origin token), then devices 1..=3.
     let (_, body) = get(&format!(
         "{}/announce?info_hash={}&peer_id={}&port=7000&uploaded=0&downloaded=0&left=0&origin_token={ADMIN}",
-        t.url,
+        t.url(),
         encode_binary(ih.as_ref()),
         encode_binary(&[0; 20])
     ))
@@ -266,8 +244,8 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     admin.announce(&params(ih, 3, 10, AnnounceEvent::Started)).await.unwrap();
     admin.announce(&params(ih, 3, 0, AnnounceEvent::Completed)).await.unwrap();
     // What a new leecher gets before the restart (then it leaves again).
-    let probe = |t: &Running| {
-        let c = TrackerClient::new(&t.url, None);
+    let probe = |t: &TestTracker| {
+        let c = TrackerClient::new(t.url(), None);
         async move {
             let got = c.announce(&params(ih, 9, 10, AnnounceEvent::Started)).await.unwrap().1;
             c.announce(&params(ih, 9, 10, AnnounceEvent::Stopped)).await.unwrap();
@@ -299,9 +277,8 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
 
     // Restart with a write interval far longer than the test: only the
     // start-up rewrite and the shutdown write happen.
-    let slow = StoreConfig { persist_interval: Duration::from_secs(3600), ..StoreConfig::default() };
-    let t = start_with(&db, slow).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let t = tracker(&db).persist_interval(Duration::from_secs(3600)).start().await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     assert_eq!(admin.scrape(&ih).await.unwrap(), scrape_before, "same counters after the restart");
     let gap_ms = stopped_at.elapsed().as_millis() as u64;
     let peers_after = admin.peers(&new.info_hash).await.unwrap();
@@ -324,7 +301,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     t.stop().await;
 
     let t = start(&db).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     let peers_after = admin.peers(&new.info_hash).await.unwrap();
     assert_eq!(swarm_view(&peers_after), swarm_view(&peers_before), "the shutdown write kept the last change");
     assert_eq!(peers_after.iter().find(|p| p.peer_id == PeerId([2; 20])).unwrap().left, 4);
@@ -333,9 +310,8 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     // Expiry continues from the stored ages: with a 1 s timeout, a restart
     // after 1.5 s of silence finds an empty swarm (counters stay).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let short = StoreConfig { peer_timeout: Duration::from_secs(1), ..StoreConfig::default() };
-    let t = start_with(&db, short).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let t = tracker(&db).peer_timeout(Duration::from_secs(1)).start().await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     assert!(admin.peers(&new.info_hash).await.unwrap().is_empty());
     let s = admin.scrape(&ih).await.unwrap();
     assert_eq!((s.complete, s.downloaded, s.incomplete), (0, 1, 0));
@@ -364,18 +340,16 @@ async fn device_tokens_and_rollout_waves_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn device_tokens_and_rollout_waves_postgres() {
-    let pg = common::pg::PgCluster::start();
+    let pg = ota_testkit::pg::PgCluster::start();
     device_tokens_and_rollout_waves(&pg.create_db("devices").await).await;
 }
 
 async fn device_tokens_and_rollout_waves(db: &str) {
     use ota_proto::rollout::in_wave;
-    use std::time::Duration;
     let db = db.to_string();
-    let fast = StoreConfig { persist_interval: Duration::from_millis(200), ..StoreConfig::default() };
-    let t = start_auth(&db, fast, DeviceAuth::Required).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
-    let anon = TrackerClient::new(&t.url, None);
+    let t = tracker(&db).persist_interval(Duration::from_millis(200)).device_auth(DeviceAuth::Required).start().await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
+    let anon = TrackerClient::new(t.url(), None);
     let (mut new, ih) = release();
     new.rollout_percent = Some(0);
     assert_eq!(admin.register(&new).await.unwrap().rollout_percent, 0);
@@ -404,22 +378,22 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     let mut devs = Vec::new();
     for id in &ids {
         let token = admin.register_device(id, "stable", "m1").await.unwrap();
-        devs.push(TrackerClient::new(&t.url, None).with_device_token(Some(token)));
+        devs.push(TrackerClient::new(t.url(), None).with_device_token(Some(token)));
     }
     assert!(admin.register_device("dev-0", "stable", "m1").await.unwrap_err().to_string().contains("409"));
-    let beta = TrackerClient::new(&t.url, None)
+    let beta = TrackerClient::new(t.url(), None)
         .with_device_token(Some(admin.register_device("beta-1", "beta", "m2").await.unwrap()));
     assert_eq!(admin.devices().await.unwrap().len(), 17);
 
     // Without a valid token: API 401, announce and scrape refused (HTTP 200, bencoded reason).
     assert!(anon.releases().await.unwrap_err().to_string().contains("401"));
-    let forged = TrackerClient::new(&t.url, None).with_device_token(Some("ab".repeat(32)));
+    let forged = TrackerClient::new(t.url(), None).with_device_token(Some("ab".repeat(32)));
     assert!(forged.releases().await.unwrap_err().to_string().contains("401"));
     let e = anon.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
     assert!(e.contains("device token required"), "{e}");
     let e = forged.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
     assert!(e.contains("unknown or revoked device token"), "{e}");
-    let (status, body) = get(&format!("{}/scrape?info_hash={}", t.url, encode_binary(ih.as_ref()))).await;
+    let (status, body) = get(&format!("{}/scrape?info_hash={}", t.url(), encode_binary(ih.as_ref()))).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("device token required"));
 
@@ -500,7 +474,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     let dev3 = dev3.unwrap();
     assert_eq!(dev3.completed, 1);
     assert!(dev3.last_seen.is_some());
-    let metrics = reqwest::get(format!("{}/metrics", t.url)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", t.url())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ota_tracker_devices_registered"), "{metrics}");
     assert!(metrics.contains(&format!("ota_tracker_rollout_percent{{info_hash=\"{}\"}} 100", new.info_hash)), "{metrics}");
 
@@ -520,10 +494,10 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     t.stop().await;
 
     // Devices, tokens and waves survive a restart.
-    let t = start_auth(&db, StoreConfig::default(), DeviceAuth::Required).await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let t = tracker(&db).device_auth(DeviceAuth::Required).start().await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     assert_eq!(admin.devices().await.unwrap().len(), 16);
-    let again = TrackerClient::new(&t.url, None).with_device_token(devs[3].device_token().map(String::from));
+    let again = TrackerClient::new(t.url(), None).with_device_token(devs[3].device_token().map(String::from));
     assert_eq!(again.release(&new.info_hash).await.unwrap().rollout_percent, 100);
     again.announce(&params(ih, 3, 0, AnnounceEvent::None)).await.unwrap();
     t.stop().await;

@@ -23,17 +23,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ota_proto::announce::{AnnounceEvent, ScrapeStats};
 use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
-use ota_tracker::StoreConfig;
-use ota_tracker::registry::Registry;
 use ota_proto::api::{NewRelease, PeerInfo};
+use ota_testkit::net::free_port;
+use ota_testkit::tracker::TestTracker;
 use ota_tracker::DeviceAuth;
-use ota_tracker::{Tracker, TrackerSettings};
 use ota_proto::{InfoHash, PeerId};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -45,44 +43,15 @@ const PIECE: usize = 16384;
 
 // ---------------------------------------------------------------- tracker
 
-struct Running {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-async fn start_tracker() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    // Short intervals so that re-announces (if any) come quickly.
-    let store = StoreConfig { interval: Duration::from_secs(5), min_interval: Duration::from_secs(5), ..StoreConfig::default() };
-    let tracker: Arc<Tracker> =
-        Tracker::new(registry, TrackerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Required })
-            .await
-            .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(tracker.serve(listener, async {
-        let _ = rx.await;
-    }));
-    Running { url, stop: Some(tx), task: Some(task), _dir: dir }
+/// A tracker as in production: device tokens required; 5 s announce
+/// intervals so that re-announces (if any) come quickly.
+async fn start_tracker() -> TestTracker {
+    TestTracker::builder()
+        .admin_token(ADMIN)
+        .device_auth(DeviceAuth::Required)
+        .announce_interval(Duration::from_secs(5))
+        .start()
+        .await
 }
 
 /// A small package (5 pieces, the last one short) and its release.
@@ -127,9 +96,8 @@ fn package(name: &str) -> Package {
 /// Registers a device and returns a client acting as it (its token in
 /// announce URLs and API calls): device tokens are required here, as in
 /// production.
-async fn device(admin: &TrackerClient, id: &str) -> TrackerClient {
-    let token = admin.register_device(id, "stable", "test-model").await.unwrap();
-    TrackerClient::new(admin.base(), None).with_device_token(Some(token))
+async fn device(t: &TestTracker, id: &str) -> TrackerClient {
+    t.device_client(id, "stable", "test-model").await
 }
 
 /// The release's `.torrent` as the tracker serves it to `dev`: its announce
@@ -266,9 +234,6 @@ fn require(path: &str, package: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 // --------------------------------------------------------------- libtorrent
 
@@ -437,21 +402,21 @@ impl Libtorrent {
 #[tokio::test(flavor = "multi_thread")]
 async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     let t = start_tracker().await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let admin = t.client();
     let p = package("lt-pkg.bin");
     admin.register(&p.release).await.unwrap();
     let mut fakes = vec![fake_peer(1).await, fake_peer(2).await];
-    let fake_dev = device(&admin, "fake-peers").await;
+    let fake_dev = device(&t, "fake-peers").await;
     for f in &fakes {
         announce_fake(&fake_dev, &p, f).await;
     }
     // Without a token, libtorrent's announce is refused with a reason.
-    let mut anon = Libtorrent::start(&torrent_bytes(&format!("{}/announce", t.url), &p.info)).await;
+    let mut anon = Libtorrent::start(&torrent_bytes(&format!("{}/announce", t.url()), &p.info)).await;
     let refused = anon.wait_event("tracker_error", &["tracker_reply"], Duration::from_secs(30)).await;
     assert!(refused.to_string().contains("device token required"), "{refused}");
     drop(anon);
 
-    let lt_dev = device(&admin, "libtorrent").await;
+    let lt_dev = device(&t, "libtorrent").await;
     let mut lt = Libtorrent::start(&device_torrent(&lt_dev, &p).await).await;
     let fail = ["tracker_error", "tracker_warning", "listen_failed", "torrent_error", "timeout"];
     let reply = lt.wait_event("tracker_reply", &fail, Duration::from_secs(30)).await;
@@ -505,7 +470,7 @@ impl Transmission {
         let download = dir.path().join("download");
         std::fs::create_dir_all(&config).unwrap();
         std::fs::create_dir_all(&download).unwrap();
-        let (rpc_port, peer_port) = (free_port(), free_port());
+        let (rpc_port, peer_port) = (free_port().unwrap(), free_port().unwrap());
         let settings = json!({
             "dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
             "port-forwarding-enabled": false,
@@ -634,17 +599,17 @@ impl Transmission {
 #[tokio::test(flavor = "multi_thread")]
 async fn transmission_announces_and_receives_the_handed_out_peers() {
     let t = start_tracker().await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let admin = t.client();
     let p = package("tr-pkg.bin");
     admin.register(&p.release).await.unwrap();
     let fakes = [fake_peer(1).await, fake_peer(2).await];
-    let fake_dev = device(&admin, "fake-peers").await;
+    let fake_dev = device(&t, "fake-peers").await;
     for f in &fakes {
         announce_fake(&fake_dev, &p, f).await;
     }
 
     let mut tr = Transmission::start().await;
-    let tr_dev = device(&admin, "transmission").await;
+    let tr_dev = device(&t, "transmission").await;
     let id = tr.add(&device_torrent(&tr_dev, &p).await).await;
     let stats = tr.wait_announced(id, Duration::from_secs(30)).await;
     // Client side: Transmission parsed both peers the tracker handed out.
@@ -652,7 +617,7 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     // ... and the swarm counts of the announce response (BEP 3 complete/incomplete).
     assert_eq!((stats["seederCount"].as_i64(), stats["leecherCount"].as_i64()), (Some(0), Some(3)), "{stats}");
     let announced = stats["announce"].as_str().unwrap_or("");
-    assert!(announced.starts_with(&format!("{}/announce?token=", t.url)), "{stats}");
+    assert!(announced.starts_with(&format!("{}/announce?token=", t.url())), "{stats}");
 
     // Tracker side: Transmission 3.00 (`-TR3000-`) is in the swarm as a leecher.
     let mine = peers_tagged(&admin, &p, "-TR").await;
@@ -677,11 +642,11 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     let t = start_tracker().await;
-    let admin = TrackerClient::new(&t.url, Some(ADMIN.into()));
+    let admin = t.client();
     let p = package("both-pkg.bin");
     admin.register(&p.release).await.unwrap();
-    let tr_torrent = device_torrent(&device(&admin, "transmission").await, &p).await;
-    let lt_torrent = device_torrent(&device(&admin, "libtorrent").await, &p).await;
+    let tr_torrent = device_torrent(&device(&t, "transmission").await, &p).await;
+    let lt_torrent = device_torrent(&device(&t, "libtorrent").await, &p).await;
 
     // Transmission holds the whole package: it verifies it and announces as a seeder.
     let mut tr = Transmission::start().await;

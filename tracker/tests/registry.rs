@@ -1,8 +1,6 @@
 //! The registry against both databases it supports: SQLite (a temporary
-//! file) and PostgreSQL (a throwaway cluster, see `common/pg.rs`). Each
+//! file) and PostgreSQL (a throwaway cluster, `ota_testkit::pg`). Each
 //! scenario runs on both with the same migrations.
-
-mod common;
 
 use std::time::Duration;
 
@@ -168,7 +166,7 @@ async fn sqlite_registry() {
 
 #[tokio::test]
 async fn postgres_registry() {
-    let pg = common::pg::PgCluster::start();
+    let pg = ota_testkit::pg::PgCluster::start();
     let url = pg.create_db("reg_a").await;
     assert_eq!(Registry::open(&url).await.unwrap().backend(), Backend::Postgres);
     releases_telemetry_and_devices_persist_across_reopen(&url).await;

@@ -5,14 +5,20 @@
 //!
 //! With the feature `stack`: a whole origin stack on loopback (`stack`:
 //! S3, an in-process tracker, publishing, S3-backed seeders, waiting
-//! helpers) and plain librqbit leechers (`leecher`).
+//! helpers) and plain librqbit leechers (`leecher`). With `tracker`: an
+//! in-process tracker on loopback (`tracker::TestTracker`). With `pg`: a
+//! throwaway PostgreSQL cluster (`pg::PgCluster`).
 
 #[cfg(feature = "stack")]
 pub mod leecher;
 pub mod net;
 pub mod package;
+#[cfg(feature = "pg")]
+pub mod pg;
 pub mod s3_server;
 #[cfg(feature = "stack")]
 pub mod stack;
+#[cfg(feature = "tracker")]
+pub mod tracker;
 
 pub use package::package;

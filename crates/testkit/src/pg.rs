@@ -1,15 +1,25 @@
-//! A throwaway PostgreSQL cluster for tests: `initdb` into a temporary
+//! A throwaway PostgreSQL cluster for tests (feature `pg`): `initdb` into a temporary
 //! directory (as the `postgres` user when the test runs as root, since
 //! PostgreSQL refuses to run as root), a server listening on 127.0.0.1 at a
 //! free port and on a Unix socket inside that directory, stopped (`pg_ctl
 //! stop -m immediate`, then SIGKILL to the PID in `postmaster.pid` if it is
-//! still alive) and removed on drop. Needs Debian's `postgresql` package:
-//! missing binaries fail the test with a message naming the package.
+//! still alive) and removed on drop. Needs Debian's `postgresql` package
+//! (the binaries under `/usr/lib/postgresql/VERSION/bin`): missing binaries
+//! fail the test with a message naming the package.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let pg = ota_testkit::pg::PgCluster::start();
+//! let url = pg.create_db("reg_a").await; // postgres://postgres@127.0.0.1:PORT/reg_a
+//! # }
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A running throwaway cluster.
+/// A running throwaway cluster: superuser `postgres`, trust
+/// authentication, `fsync=off`; stopped and deleted on drop.
+#[derive(Debug)]
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -26,7 +36,7 @@ fn pg_bin() -> PathBuf {
         .collect();
     found.sort();
     found.pop().unwrap_or_else(|| {
-        panic!("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin: install Debian's postgresql package (.ci/run does)")
+        panic!("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin: install Debian's postgresql package (apt-get install -y --no-install-recommends postgresql)")
     })
 }
 
@@ -58,7 +68,11 @@ fn run(mut c: Command, what: &str) {
 }
 
 impl PgCluster {
-    /// Creates and starts a cluster; waits until it accepts connections.
+    /// Creates and starts a cluster on a free loopback port; waits (at most
+    /// 60 s) until it accepts connections.
+    ///
+    /// Panics when the PostgreSQL binaries are missing or `initdb` /
+    /// `pg_ctl start` fail (their output is in the message).
     pub fn start() -> PgCluster {
         let bin = pg_bin();
         let dir = tempfile::Builder::new().prefix("ota-pg-").tempdir().expect("temp dir");
@@ -76,7 +90,7 @@ impl PgCluster {
         let mut init = as_postgres(&bin, "initdb");
         init.args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"]).arg(&data);
         run(init, "initdb");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::net::free_port().expect("a free loopback port");
         let mut start = as_postgres(&bin, "pg_ctl");
         start
             .args(["-D"])
@@ -91,12 +105,21 @@ impl PgCluster {
         cluster
     }
 
-    /// URL of database `db` on this cluster.
+    /// The TCP port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of database `db` on this cluster:
+    /// `postgres://postgres@127.0.0.1:PORT/DB`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// Creates an empty database and returns its URL.
+    /// Creates an empty database `db` (a plain SQL identifier) and returns
+    /// its URL.
+    ///
+    /// Panics when the server cannot be reached or the database exists.
     pub async fn create_db(&self, db: &str) -> String {
         use sqlx::Connection;
         let mut c = sqlx::postgres::PgConnection::connect(&self.url("postgres")).await.expect("connect to postgres");
