@@ -45,7 +45,9 @@ pub fn is_lan_ip(ip: std::net::IpAddr) -> bool {
 /// Whether a peer `ip:port` (as librqbit keys peers) is at a LAN address;
 /// an address that does not parse counts as internet.
 pub fn is_lan_addr(addr: &str) -> bool {
-    addr.parse::<std::net::SocketAddr>().map(|a| is_lan_ip(a.ip())).unwrap_or(false)
+    addr.parse::<std::net::SocketAddr>()
+        .map(|a| is_lan_ip(a.ip()))
+        .unwrap_or(false)
 }
 
 /// Splits per-peer fetched bytes into origin and peer bytes.
@@ -82,7 +84,10 @@ pub fn per_peer_bytes(snapshot: &serde_json::Value) -> HashMap<String, (u64, u64
                     let c = &p["counters"];
                     (
                         addr.clone(),
-                        (c["fetched_bytes"].as_u64().unwrap_or(0), c["uploaded_bytes"].as_u64().unwrap_or(0)),
+                        (
+                            c["fetched_bytes"].as_u64().unwrap_or(0),
+                            c["uploaded_bytes"].as_u64().unwrap_or(0),
+                        ),
                     )
                 })
                 .collect()
@@ -104,22 +109,76 @@ mod tests {
         let m = per_peer_bytes(&snap);
         assert_eq!(m["127.0.0.1:40002"], (200, 70));
         let s = split_by_source(m.iter().map(|(a, (f, _))| (a.as_str(), *f)), &["127.0.0.1:6881".into()]);
-        assert_eq!(s, SourceBytes { origin: 1000, peers: 500, lan_peers: 500, internet_peers: 0 });
+        assert_eq!(
+            s,
+            SourceBytes {
+                origin: 1000,
+                peers: 500,
+                lan_peers: 500,
+                internet_peers: 0
+            }
+        );
         let none = split_by_source(m.iter().map(|(a, (f, _))| (a.as_str(), *f)), &[]);
-        assert_eq!(none, SourceBytes { origin: 0, peers: 1500, lan_peers: 1500, internet_peers: 0 });
+        assert_eq!(
+            none,
+            SourceBytes {
+                origin: 0,
+                peers: 1500,
+                lan_peers: 1500,
+                internet_peers: 0
+            }
+        );
         let mixed = split_by_source(
-            [("8.8.8.8:6881", 7), ("192.168.1.4:6881", 11), ("[2001:db8::1]:6881", 13), ("[fd00::2]:6881", 17), ("bogus", 19)],
+            [
+                ("8.8.8.8:6881", 7),
+                ("192.168.1.4:6881", 11),
+                ("[2001:db8::1]:6881", 13),
+                ("[fd00::2]:6881", 17),
+                ("bogus", 19),
+            ],
             &["8.8.8.8:6881".into()],
         );
-        assert_eq!(mixed, SourceBytes { origin: 7, peers: 60, lan_peers: 28, internet_peers: 32 });
+        assert_eq!(
+            mixed,
+            SourceBytes {
+                origin: 7,
+                peers: 60,
+                lan_peers: 28,
+                internet_peers: 32
+            }
+        );
     }
 
     #[test]
     fn lan_ranges() {
-        let lan = ["10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.0.9", "100.64.0.1", "100.127.255.254", "127.0.0.1",
-            "169.254.3.4", "::1", "fc00::1", "fdff::1", "fe80::1", "febf::1", "::ffff:192.168.1.1"];
-        let internet = ["8.8.8.8", "172.32.0.1", "172.15.255.255", "100.63.255.255", "100.128.0.1", "192.169.0.1",
-            "2001:db8::1", "fec0::1", "::ffff:8.8.8.8", "1.1.1.1"];
+        let lan = [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.0.9",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "169.254.3.4",
+            "::1",
+            "fc00::1",
+            "fdff::1",
+            "fe80::1",
+            "febf::1",
+            "::ffff:192.168.1.1",
+        ];
+        let internet = [
+            "8.8.8.8",
+            "172.32.0.1",
+            "172.15.255.255",
+            "100.63.255.255",
+            "100.128.0.1",
+            "192.169.0.1",
+            "2001:db8::1",
+            "fec0::1",
+            "::ffff:8.8.8.8",
+            "1.1.1.1",
+        ];
         for a in lan {
             assert!(is_lan_ip(a.parse().unwrap()), "{a} is LAN");
         }

@@ -2,6 +2,11 @@
 //! catch up on the newest release at each (re)connect, download each new
 //! release once, verify it, keep seeding, and report bytes by source.
 //!
+//! Each release's decisions are made by a sans-IO [`ReleaseFlow`];
+//! [`Agent::handle_release`] is its driver: it performs the flow's actions
+//! (tracker calls, librqbit operations through [`Downloader`], state files,
+//! the install hook, reports) and feeds the results back.
+//!
 //! Verified releases are recorded in `STATE_DIR/installed.json`, so a
 //! restarted agent does not fetch them again. Releases in progress are kept
 //! in `STATE_DIR/active.json` and resumed at start (see
@@ -28,12 +33,14 @@ use ota_proto::api::{Release, TelemetryReport};
 use ota_proto::InfoHash;
 
 use crate::control_socket::{ControlHandler, Request, Response};
-use crate::policy::{check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings};
 use crate::download::Downloader;
 pub use crate::download_state::Installed;
 use crate::download_state::{
     blocks_restart, load_json, now_ms, resolve_release, save_json, ActiveMap, ActiveRelease, HistoryEntry, Outcome,
     PauseReason, Phase, SourceTotals,
+};
+use crate::policy::{
+    check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings,
 };
 use crate::release_flow::{
     check_manifest, telemetry_report, Action, FlowConfig, FlowPhase, ReleaseFlow, Update, SAMPLE_INTERVAL,
@@ -186,7 +193,10 @@ impl Agent {
     pub fn set_policy_block(&self, blocked: bool) {
         self.policy_blocked.store(blocked, Ordering::SeqCst);
         let mut active = self.active.lock().unwrap();
-        for a in active.values_mut().filter(|a| matches!(a.phase, Phase::Checking | Phase::Downloading)) {
+        for a in active
+            .values_mut()
+            .filter(|a| matches!(a.phase, Phase::Checking | Phase::Downloading))
+        {
             if blocked {
                 a.paused.insert(PauseReason::Policy);
             } else {
@@ -207,7 +217,11 @@ impl Agent {
 
     /// Saves `active.json` at most once a second (progress updates).
     fn save_active_throttled(&self) {
-        let due = self.last_saved.lock().unwrap().is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        let due = self
+            .last_saved
+            .lock()
+            .unwrap()
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if due {
             self.save_active();
         }
@@ -327,7 +341,10 @@ impl Agent {
         }
         self.save_active();
         tracing::info!(name = %release.name, version = %release.version, %info_hash, "seeding again after a restart");
-        let report = TelemetryReport { verified: true, ..self.report(info_hash, &received) };
+        let report = TelemetryReport {
+            verified: true,
+            ..self.report(info_hash, &received)
+        };
         self.spawn_seeding_reports(report, release.size);
         Ok(())
     }
@@ -347,7 +364,12 @@ impl Agent {
         for (ih, phase) in pending {
             let hook_cut_short = phase == Phase::Installing
                 && self.settings.install_hook.is_some()
-                && self.installed.lock().unwrap().get(&ih).is_some_and(|i| i.installed_at_ms.is_none());
+                && self
+                    .installed
+                    .lock()
+                    .unwrap()
+                    .get(&ih)
+                    .is_some_and(|i| i.installed_at_ms.is_none());
             if hook_cut_short {
                 let me = self.clone();
                 tokio::spawn(async move {
@@ -365,8 +387,10 @@ impl Agent {
     /// Runs the install hook again for a verified release whose hook was
     /// cut short, records the result in the history and reports it.
     async fn rerun_install_hook(self: &Arc<Self>, info_hash: &InfoHash) -> anyhow::Result<()> {
-        let (Some(cmd), Some(inst)) = (self.settings.install_hook.clone(), self.installed.lock().unwrap().get(info_hash).cloned())
-        else {
+        let (Some(cmd), Some(inst)) = (
+            self.settings.install_hook.clone(),
+            self.installed.lock().unwrap().get(info_hash).cloned(),
+        ) else {
             anyhow::bail!("no install hook or release {info_hash} not verified");
         };
         let release = self.tracker.release(info_hash).await?;
@@ -383,13 +407,20 @@ impl Agent {
             info_hash: *info_hash,
             name: release.name.clone(),
             version: release.version.clone(),
-            outcome: if result.is_ok() { Outcome::Finished } else { Outcome::Failed },
+            outcome: if result.is_ok() {
+                Outcome::Finished
+            } else {
+                Outcome::Failed
+            },
             reason: result.as_ref().err().map(|e| format!("install hook failed: {e}")),
             started_at_ms,
             ended_at_ms: now_ms(),
             received,
         });
-        let mut report = TelemetryReport { verified: true, ..self.report(info_hash, &received) };
+        let mut report = TelemetryReport {
+            verified: true,
+            ..self.report(info_hash, &received)
+        };
         match result {
             Ok(()) => {
                 self.mark_installed(info_hash, "install hook succeeded")?;
@@ -454,7 +485,9 @@ impl Agent {
             if !flow.wants_sample() {
                 break;
             }
-            tick.get_or_insert_with(|| tokio::time::interval(SAMPLE_INTERVAL)).tick().await;
+            tick.get_or_insert_with(|| tokio::time::interval(SAMPLE_INTERVAL))
+                .tick()
+                .await;
             let Some(handle) = run.torrent.clone() else {
                 flow.handle_download_error("the torrent is not in the session".into());
                 continue;
@@ -468,7 +501,10 @@ impl Agent {
         match flow.end() {
             Some(Ok(installed)) => Ok(run.marked.unwrap_or_else(|| installed.clone())),
             Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
-            None => Err(anyhow::anyhow!("release flow of {info_hash} stopped in phase {:?}", flow.phase())),
+            None => Err(anyhow::anyhow!(
+                "release flow of {info_hash} stopped in phase {:?}",
+                flow.phase()
+            )),
         }
     }
 
@@ -543,10 +579,17 @@ impl Agent {
                 flow.handle_policy(verdict);
             }
             Action::FetchTorrent => {
-                let torrent = self.tracker.torrent(&ih, &self.settings.device_id).await.map_err(|e| format!("{e:#}"));
+                let torrent = self
+                    .tracker
+                    .torrent(&ih, &self.settings.device_id)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
                 flow.handle_torrent(Instant::now(), torrent);
             }
-            Action::StartDownload { torrent, after_fallback } => {
+            Action::StartDownload {
+                torrent,
+                after_fallback,
+            } => {
                 if !after_fallback {
                     if let Some(r) = flow.release() {
                         tracing::info!(name = %r.name, version = %r.version, info_hash = %ih, "downloading release");
@@ -563,14 +606,21 @@ impl Agent {
                 }
             }
             Action::FetchOrigins => {
-                let origins = self.tracker.release(&ih).await.map(|r| r.origin_peers).unwrap_or_default();
+                let origins = self
+                    .tracker
+                    .release(&ih)
+                    .await
+                    .map(|r| r.origin_peers)
+                    .unwrap_or_default();
                 let per_peer = run.torrent.as_deref().and_then(Downloader::per_peer);
                 flow.handle_origins(Instant::now(), origins, per_peer);
             }
             Action::PauseDownload => {
                 if let Some(h) = &run.torrent {
                     match self.downloader.pause(h).await {
-                        Ok(()) => tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download paused"),
+                        Ok(()) => {
+                            tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download paused")
+                        }
                         Err(e) => flow.handle_download_error(format!("{e:#}")),
                     }
                 }
@@ -578,12 +628,20 @@ impl Agent {
             Action::ResumeDownload => {
                 if let Some(h) = &run.torrent {
                     match self.downloader.resume(h).await {
-                        Ok(()) => tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download resumed"),
+                        Ok(()) => {
+                            tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download resumed")
+                        }
                         Err(e) => flow.handle_download_error(format!("{e:#}")),
                     }
                 }
             }
-            Action::StartHttpFallback { url, etag, torrent, file, after } => {
+            Action::StartHttpFallback {
+                url,
+                etag,
+                torrent,
+                file,
+                after,
+            } => {
                 tracing::warn!(info_hash = %ih, after_s = after.as_secs(), "no payload from peers; HTTP fallback");
                 if let Err(e) = self.downloader.take_out(&ih).await {
                     let e = e.context("cannot take the torrent out for the HTTP fallback");
@@ -620,9 +678,22 @@ impl Agent {
                 }
                 flow.handle_install(result);
             }
-            Action::RecordHistory { outcome, reason, received } => {
-                let started_at_ms = self.active.lock().unwrap().get(&ih).map(|a| a.started_at_ms).unwrap_or_else(now_ms);
-                let (name, version) = flow.release().map(|r| (r.name.clone(), r.version.clone())).unwrap_or_default();
+            Action::RecordHistory {
+                outcome,
+                reason,
+                received,
+            } => {
+                let started_at_ms = self
+                    .active
+                    .lock()
+                    .unwrap()
+                    .get(&ih)
+                    .map(|a| a.started_at_ms)
+                    .unwrap_or_else(now_ms);
+                let (name, version) = flow
+                    .release()
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .unwrap_or_default();
                 self.record_history(HistoryEntry {
                     info_hash: ih,
                     name,
@@ -741,7 +812,9 @@ impl Agent {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(me.settings.report_interval).await;
-                let Some(up) = me.downloader.uploaded(&report.info_hash) else { break };
+                let Some(up) = me.downloader.uploaded(&report.info_hash) else {
+                    break;
+                };
                 if let Some(a) = me.active.lock().unwrap().get_mut(&report.info_hash) {
                     a.uploaded = up;
                 }
@@ -798,7 +871,9 @@ impl Agent {
     /// Polls the release list every `poll_interval` (if set) and considers the
     /// newest release, in case a push was missed.
     async fn run_poll_loop(self: Arc<Self>) {
-        let Some(every) = self.settings.poll_interval else { return };
+        let Some(every) = self.settings.poll_interval else {
+            return;
+        };
         loop {
             tokio::time::sleep(every).await;
             match self.tracker.releases().await {
@@ -913,9 +988,17 @@ impl ControlHandler for Agent {
         match request {
             Request::Status => {
                 let releases: Vec<ActiveRelease> = self.active.lock().unwrap().values().cloned().collect();
-                Response { ok: true, releases: Some(releases), ..Default::default() }
+                Response {
+                    ok: true,
+                    releases: Some(releases),
+                    ..Default::default()
+                }
             }
-            Request::History => Response { ok: true, history: Some(self.history()), ..Default::default() },
+            Request::History => Response {
+                ok: true,
+                history: Some(self.history()),
+                ..Default::default()
+            },
             Request::Pause { release } => self.change_downloads(release.as_deref(), "paused", |a| {
                 a.paused.insert(PauseReason::User);
             }),
@@ -928,9 +1011,17 @@ impl ControlHandler for Agent {
             Request::Installed { release } => {
                 let ih = {
                     let installed = self.installed.lock().unwrap();
-                    resolve_release(&release, installed.iter().map(|(ih, i)| (ih, i.name.as_str(), i.version.as_str())))
+                    resolve_release(
+                        &release,
+                        installed
+                            .iter()
+                            .map(|(ih, i)| (ih, i.name.as_str(), i.version.as_str())),
+                    )
                 };
-                match ih.map_err(anyhow::Error::msg).and_then(|ih| self.mark_installed(&ih, "reported by the device's installer")) {
+                match ih
+                    .map_err(anyhow::Error::msg)
+                    .and_then(|ih| self.mark_installed(&ih, "reported by the device's installer"))
+                {
                     Ok(i) => Response::done(format!("{}@{} marked installed", i.name, i.version)),
                     Err(e) => Response::failed(format!("{e:#}")),
                 }
@@ -946,7 +1037,12 @@ impl Agent {
         let mut active = self.active.lock().unwrap();
         let targets: Vec<InfoHash> = match spec {
             Some(spec) => {
-                match resolve_release(spec, active.values().map(|a| (&a.info_hash, a.name.as_str(), a.version.as_str()))) {
+                match resolve_release(
+                    spec,
+                    active
+                        .values()
+                        .map(|a| (&a.info_hash, a.name.as_str(), a.version.as_str())),
+                ) {
                     Ok(ih) => vec![ih],
                     Err(e) => return Response::failed(e),
                 }
@@ -958,7 +1054,11 @@ impl Agent {
             let Some(a) = active.get_mut(ih) else { continue };
             if !matches!(a.phase, Phase::Checking | Phase::Downloading) {
                 if spec.is_some() {
-                    return Response::failed(format!("{} is {} already; only unfinished downloads can be {verb}", a.label(), a.state_label()));
+                    return Response::failed(format!(
+                        "{} is {} already; only unfinished downloads can be {verb}",
+                        a.label(),
+                        a.state_label()
+                    ));
                 }
                 continue;
             }
@@ -988,13 +1088,32 @@ mod seeding_rule_tests {
             seeding_for: Duration::from_secs(secs),
         };
         let default = PolicySettings::default();
-        assert!(!should_stop_seeding(&f(true, false, 0, 10), &default), "seeded until superseded");
-        assert!(!should_stop_seeding(&f(false, true, 0, 10), &default), "never before installation");
+        assert!(
+            !should_stop_seeding(&f(true, false, 0, 10), &default),
+            "seeded until superseded"
+        );
+        assert!(
+            !should_stop_seeding(&f(false, true, 0, 10), &default),
+            "never before installation"
+        );
         assert!(should_stop_seeding(&f(true, true, 0, 10), &default));
-        let ratio = PolicySettings { seed_ratio: Some(1.0), ..Default::default() };
-        assert!(!should_stop_seeding(&f(true, true, 999, 10), &ratio), "ratio floor holds even when superseded");
-        assert!(should_stop_seeding(&f(true, false, 1000, 10), &ratio), "ratio met and installed");
-        let max = PolicySettings { seed_ratio: Some(5.0), seed_max_secs: Some(60), ..Default::default() };
+        let ratio = PolicySettings {
+            seed_ratio: Some(1.0),
+            ..Default::default()
+        };
+        assert!(
+            !should_stop_seeding(&f(true, true, 999, 10), &ratio),
+            "ratio floor holds even when superseded"
+        );
+        assert!(
+            should_stop_seeding(&f(true, false, 1000, 10), &ratio),
+            "ratio met and installed"
+        );
+        let max = PolicySettings {
+            seed_ratio: Some(5.0),
+            seed_max_secs: Some(60),
+            ..Default::default()
+        };
         assert!(should_stop_seeding(&f(false, false, 0, 60), &max), "ceiling wins");
     }
 }

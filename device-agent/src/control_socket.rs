@@ -90,12 +90,20 @@ pub struct Response {
 impl Response {
     /// `{"ok":true,"message":…}`.
     pub fn done(message: impl Into<String>) -> Self {
-        Response { ok: true, message: Some(message.into()), ..Default::default() }
+        Response {
+            ok: true,
+            message: Some(message.into()),
+            ..Default::default()
+        }
     }
 
     /// `{"ok":false,"error":…}`.
     pub fn failed(error: impl Into<String>) -> Self {
-        Response { ok: false, error: Some(error.into()), ..Default::default() }
+        Response {
+            ok: false,
+            error: Some(error.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -131,7 +139,9 @@ pub async fn serve(path: &Path, handler: Arc<dyn ControlHandler>) -> anyhow::Res
     tracing::info!(socket = %path.display(), "control socket listening");
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 if let Err(e) = answer(stream, handler).await {
@@ -173,7 +183,10 @@ pub async fn request(path: &Path, req: &Request) -> anyhow::Result<Response> {
     out.push(b'\n');
     w.write_all(&out).await?;
     let mut line = String::new();
-    BufReader::new(r).read_line(&mut line).await.context("the agent closed the connection")?;
+    BufReader::new(r)
+        .read_line(&mut line)
+        .await
+        .context("the agent closed the connection")?;
     serde_json::from_str(line.trim()).with_context(|| format!("the agent answered something unexpected: {line:?}"))
 }
 
@@ -195,9 +208,17 @@ mod tests {
     #[test]
     fn requests_are_tagged_json_lines() {
         assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
-        assert_eq!(serde_json::to_string(&Request::Pause { release: None }).unwrap(), r#"{"cmd":"pause"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Pause { release: None }).unwrap(),
+            r#"{"cmd":"pause"}"#
+        );
         let r: Request = serde_json::from_str(r#"{"cmd":"cancel","release":"p@1"}"#).unwrap();
-        assert_eq!(r, Request::Cancel { release: Some("p@1".into()) });
+        assert_eq!(
+            r,
+            Request::Cancel {
+                release: Some("p@1".into())
+            }
+        );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
     }
 
@@ -206,7 +227,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = default_socket_path(dir.path());
         let missing = request(&path, &Request::Status).await.unwrap_err();
-        assert!(format!("{missing:#}").contains("is `ota-device-agent run` running"), "{missing:#}");
+        assert!(
+            format!("{missing:#}").contains("is `ota-device-agent run` running"),
+            "{missing:#}"
+        );
         // A stale socket file (as after kill -9) is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let task = serve(&path, Arc::new(Echo)).await.unwrap();
@@ -214,14 +238,20 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let r = request(&path, &Request::Installed { release: "p@1".into() }).await.unwrap();
+        let r = request(&path, &Request::Installed { release: "p@1".into() })
+            .await
+            .unwrap();
         assert_eq!(r, Response::done("installed p@1"));
         let r = request(&path, &Request::Pause { release: None }).await.unwrap();
         assert!(r.ok);
         let r = request(&path, &Request::History).await.unwrap();
         assert!(!r.ok && r.error.unwrap().contains("unexpected History"));
         // A second daemon on the same socket is refused.
-        assert!(serve(&path, Arc::new(Echo)).await.unwrap_err().to_string().contains("already running"));
+        assert!(serve(&path, Arc::new(Echo))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("already running"));
         // Garbage gets a clear error, not a hang.
         let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
         s.write_all(b"hello\n").await.unwrap();

@@ -102,7 +102,12 @@ impl Downloader {
     /// again), paused or not.
     ///
     /// Errors: librqbit refuses the torrent.
-    pub(crate) async fn add(&self, info_hash: &InfoHash, torrent: Vec<u8>, paused: bool) -> anyhow::Result<Arc<ManagedTorrent>> {
+    pub(crate) async fn add(
+        &self,
+        info_hash: &InfoHash,
+        torrent: Vec<u8>,
+        paused: bool,
+    ) -> anyhow::Result<Arc<ManagedTorrent>> {
         self.session
             .add_torrent(
                 AddTorrent::from_bytes(torrent),
@@ -121,7 +126,12 @@ impl Downloader {
 
     /// A [`Sample`] of a running torrent at `now`, with the agent's pause
     /// and cancel requests.
-    pub(crate) fn sample(handle: &ManagedTorrent, now: Instant, pause_requested: bool, cancel_requested: bool) -> Sample {
+    pub(crate) fn sample(
+        handle: &ManagedTorrent,
+        now: Instant,
+        pause_requested: bool,
+        cancel_requested: bool,
+    ) -> Sample {
         let s = handle.stats();
         Sample {
             now,
@@ -146,11 +156,17 @@ impl Downloader {
     /// live period; `None` when it is not live.
     pub(crate) fn per_peer(handle: &ManagedTorrent) -> Option<Vec<(String, u64)>> {
         let live = handle.live()?;
-        let snapshot = serde_json::to_value(
-            live.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()),
+        let snapshot =
+            serde_json::to_value(live.per_peer_stats_snapshot(
+                serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default(),
+            ))
+            .unwrap_or_default();
+        Some(
+            per_peer_bytes(&snapshot)
+                .into_iter()
+                .map(|(a, (fetched, _))| (a, fetched))
+                .collect(),
         )
-        .unwrap_or_default();
-        Some(per_peer_bytes(&snapshot).into_iter().map(|(a, (fetched, _))| (a, fetched)).collect())
     }
 
     /// Pauses a torrent (librqbit keeps its verified pieces; only the pieces
@@ -182,7 +198,11 @@ impl Downloader {
         torrent: &[u8],
         file: &Path,
     ) -> Result<u64, String> {
-        let device = self.http_fallback.as_ref().map(|f| f.device.clone()).unwrap_or_default();
+        let device = self
+            .http_fallback
+            .as_ref()
+            .map(|f| f.device.clone())
+            .unwrap_or_default();
         let src = HttpSource { url, etag, device };
         let filled = match PieceTable::from_torrent(torrent) {
             Ok(table) => fill_missing(&self.http, &src, &table, file).await,
@@ -245,9 +265,17 @@ impl Downloader {
             if s.finished {
                 return Ok(());
             }
-            if s.error.is_some() || Instant::now() > deadline || matches!(s.state, TorrentStatsState::Live) && s.progress_bytes < s.total_bytes {
+            if s.error.is_some()
+                || Instant::now() > deadline
+                || matches!(s.state, TorrentStatsState::Live) && s.progress_bytes < s.total_bytes
+            {
                 let _ = self.session.delete(handle.id().into(), false).await;
-                anyhow::bail!("librqbit did not find {} complete on disk ({} of {} bytes)", release.name, s.progress_bytes, s.total_bytes);
+                anyhow::bail!(
+                    "librqbit did not find {} complete on disk ({} of {} bytes)",
+                    release.name,
+                    s.progress_bytes,
+                    s.total_bytes
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -259,15 +287,24 @@ impl Downloader {
     /// peer that sent it and reconnects later with exponential backoff; it
     /// has no per-peer ban).
     pub fn peer_errors(&self, info_hash: &InfoHash) -> BTreeMap<String, u32> {
-        let Some(handle) = self.session.get(torrent_id(info_hash)) else { return BTreeMap::new() };
-        let Some(live) = handle.live() else { return BTreeMap::new() };
-        let snap = serde_json::to_value(
-            live.per_peer_stats_snapshot(serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default()),
-        )
-        .unwrap_or_default();
+        let Some(handle) = self.session.get(torrent_id(info_hash)) else {
+            return BTreeMap::new();
+        };
+        let Some(live) = handle.live() else {
+            return BTreeMap::new();
+        };
+        let snap =
+            serde_json::to_value(live.per_peer_stats_snapshot(
+                serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default(),
+            ))
+            .unwrap_or_default();
         snap["peers"]
             .as_object()
-            .map(|m| m.iter().map(|(a, p)| (a.clone(), p["counters"]["errors"].as_u64().unwrap_or(0) as u32)).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(a, p)| (a.clone(), p["counters"]["errors"].as_u64().unwrap_or(0) as u32))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -278,7 +315,9 @@ impl Downloader {
 
     /// Bytes uploaded so far for a release (its seeding counter), if present.
     pub fn uploaded(&self, info_hash: &InfoHash) -> Option<u64> {
-        self.session.get(torrent_id(info_hash)).map(|h| h.stats().uploaded_bytes)
+        self.session
+            .get(torrent_id(info_hash))
+            .map(|h| h.stats().uploaded_bytes)
     }
 
     /// This agent's peer id (Azureus style, `-OA0100-` + 12 random characters).

@@ -256,7 +256,9 @@ pub fn resolve_release<'a>(
         }
     }
     match hits.len() {
-        0 => Err(format!("no release {spec} known to this agent (give an info hash or name@version)")),
+        0 => Err(format!(
+            "no release {spec} known to this agent (give an info hash or name@version)"
+        )),
         1 => Ok(hits.remove(0)),
         n => Err(format!("{spec} names {n} releases; give the info hash")),
     }
@@ -323,9 +325,13 @@ mod tests {
         let c = [(&ih1, "pkg", "1.0"), (&ih2, "pkg", "2.0")];
         assert_eq!(resolve_release(&"A".repeat(40), c), Ok(ih1));
         assert_eq!(resolve_release("pkg@2.0", c), Ok(ih2));
-        assert!(resolve_release("pkg@3.0", c).unwrap_err().contains("no release pkg@3.0"));
+        assert!(resolve_release("pkg@3.0", c)
+            .unwrap_err()
+            .contains("no release pkg@3.0"));
         let dup = [(&ih1, "pkg", "1.0"), (&ih2, "pkg", "1.0")];
-        assert!(resolve_release("pkg@1.0", dup).unwrap_err().contains("names 2 releases"));
+        assert!(resolve_release("pkg@1.0", dup)
+            .unwrap_err()
+            .contains("names 2 releases"));
     }
 
     #[test]
@@ -340,9 +346,16 @@ mod tests {
             ended_at_ms: 1,
             received: SourceTotals::default(),
         };
-        let h = vec![e(0xa, Outcome::Cancelled), e(0xb, Outcome::Failed), e(0xc, Outcome::Rejected)];
+        let h = vec![
+            e(0xa, Outcome::Cancelled),
+            e(0xb, Outcome::Failed),
+            e(0xc, Outcome::Rejected),
+        ];
         assert!(blocks_restart(&h, &InfoHash([0xa; 20])));
-        assert!(!blocks_restart(&h, &InfoHash([0xb; 20])), "a failed download is retried");
+        assert!(
+            !blocks_restart(&h, &InfoHash([0xb; 20])),
+            "a failed download is retried"
+        );
         assert!(blocks_restart(&h, &InfoHash([0xc; 20])));
         assert!(!blocks_restart(&h, &InfoHash([0xd; 20])));
     }
@@ -361,10 +374,16 @@ mod tests {
         m.insert(ih, a);
         save_json(&p, &m).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains(&format!("\"{}\": {{", "ab".repeat(20))), "keyed by the hex info hash: {text}");
+        assert!(
+            text.contains(&format!("\"{}\": {{", "ab".repeat(20))),
+            "keyed by the hex info hash: {text}"
+        );
         let back: ActiveMap = load_json(&p).unwrap();
         assert_eq!(back, m);
         std::fs::write(&p, b"{not json").unwrap();
-        assert!(load_json::<ActiveMap>(&p).unwrap_err().to_string().contains("is not valid"));
+        assert!(load_json::<ActiveMap>(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("is not valid"));
     }
 }

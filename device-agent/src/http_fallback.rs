@@ -70,7 +70,9 @@ impl PieceTable {
     pub fn from_torrent(torrent: &[u8]) -> Result<Self, FallbackError> {
         let t = librqbit::torrent_from_bytes(torrent).map_err(|e| FallbackError::Torrent(e.to_string()))?;
         let info = &t.info.data;
-        let size = info.length.ok_or_else(|| FallbackError::Torrent("not a single-file torrent".into()))?;
+        let size = info
+            .length
+            .ok_or_else(|| FallbackError::Torrent("not a single-file torrent".into()))?;
         Self::new(info.piece_length as u64, size, info.pieces.as_ref())
     }
 
@@ -82,10 +84,20 @@ impl PieceTable {
         }
         let count = size.div_ceil(piece_length);
         if pieces.len() as u64 != count * 20 {
-            return Err(FallbackError::Torrent(format!("{} hash bytes for {count} pieces", pieces.len())));
+            return Err(FallbackError::Torrent(format!(
+                "{} hash bytes for {count} pieces",
+                pieces.len()
+            )));
         }
-        let hashes = pieces.chunks_exact(20).map(|c| c.try_into().expect("20 bytes")).collect();
-        Ok(PieceTable { piece_length, size, hashes })
+        let hashes = pieces
+            .chunks_exact(20)
+            .map(|c| c.try_into().expect("20 bytes"))
+            .collect();
+        Ok(PieceTable {
+            piece_length,
+            size,
+            hashes,
+        })
     }
 
     /// Number of pieces.
@@ -118,7 +130,11 @@ pub struct StallWatch {
 impl StallWatch {
     /// Starts watching at `now` with `bytes` received so far.
     pub fn new(after: Duration, bytes: u64, now: Instant) -> Self {
-        StallWatch { after, last_bytes: bytes, since: now }
+        StallWatch {
+            after,
+            last_bytes: bytes,
+            since: now,
+        }
     }
 
     /// Records the counter at `now`; true when it has not grown for `after`.
@@ -192,11 +208,17 @@ pub async fn fetch_piece(
     let status = resp.status();
     if status != reqwest::StatusCode::PARTIAL_CONTENT {
         let body = resp.text().await.unwrap_or_default();
-        return Err(http(format!("status {status}: {}", body.chars().take(200).collect::<String>())));
+        return Err(http(format!(
+            "status {status}: {}",
+            body.chars().take(200).collect::<String>()
+        )));
     }
     let body = resp.bytes().await.map_err(|e| http(e.to_string()))?;
     if !table.check(i, &body) {
-        return Err(FallbackError::BadPiece { piece: i, got: body.len() });
+        return Err(FallbackError::BadPiece {
+            piece: i,
+            got: body.len(),
+        });
     }
     Ok(body.to_vec())
 }
@@ -215,7 +237,9 @@ pub async fn fill_missing(
 ) -> Result<u64, FallbackError> {
     let missing = {
         let (t, f) = (table.clone(), file.to_path_buf());
-        tokio::task::spawn_blocking(move || missing_pieces(&t, &f)).await.map_err(std::io::Error::other)??
+        tokio::task::spawn_blocking(move || missing_pieces(&t, &f))
+            .await
+            .map_err(std::io::Error::other)??
     };
     tracing::info!(pieces = missing.len(), url = %src.url, "fetching missing pieces over HTTP");
     let mut written = 0u64;
@@ -225,7 +249,11 @@ pub async fn fill_missing(
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(file)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(file)?;
     if f.metadata()?.len() < table.size {
         f.set_len(table.size)?;
     }
@@ -244,7 +272,10 @@ mod tests {
     use super::*;
 
     fn table_for(data: &[u8], pl: u64) -> PieceTable {
-        let pieces: Vec<u8> = data.chunks(pl as usize).flat_map(|c| Sha1::digest(c).to_vec()).collect();
+        let pieces: Vec<u8> = data
+            .chunks(pl as usize)
+            .flat_map(|c| Sha1::digest(c).to_vec())
+            .collect();
         PieceTable::new(pl, data.len() as u64, &pieces).unwrap()
     }
 
@@ -259,7 +290,10 @@ mod tests {
         let mut bad = data[..1000].to_vec();
         bad[7] ^= 1;
         assert!(!t.check(0, &bad));
-        assert!(PieceTable::new(1000, 2500, &[0u8; 40]).is_err(), "hash count must match");
+        assert!(
+            PieceTable::new(1000, 2500, &[0u8; 40]).is_err(),
+            "hash count must match"
+        );
         assert!(PieceTable::new(0, 1, &[]).is_err());
     }
 

@@ -2,13 +2,26 @@
 //! tracker, downloads releases over BitTorrent (librqbit), verifies the
 //! package SHA-256 against the release, keeps seeding, and reports bytes
 //! received per source (origin vs other devices).
+//!
+//! Modules:
+//! - [`release_flow`]: one release's life as a sans-IO state machine
+//!   (phases, events in, actions out); no I/O, unit-tested.
+//! - [`agent`]: the daemon — push subscription, polling, resuming, and the
+//!   driver that performs a flow's actions; the control-socket handler.
+//! - [`download`]: the librqbit session and torrent operations.
+//! - [`http_fallback`]: missing pieces over HTTP, SHA-1 checked.
+//! - [`verify`]: the package's SHA-256.
+//! - [`accounting`]: bytes per source (origin, LAN and internet peers).
+//! - [`policy`]: device policies (network, battery, storage, seeding).
+//! - [`download_state`]: `active.json`, `history.json`, `installed.json`.
+//! - [`control_socket`]: the CLI's Unix socket protocol.
 
 pub mod accounting;
 pub mod agent;
 pub mod control_socket;
 pub mod download;
-pub mod http_fallback;
 pub mod download_state;
+pub mod http_fallback;
 pub mod policy;
 pub mod release_flow;
 pub mod verify;

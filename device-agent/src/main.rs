@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use ota_client::TrackerClient;
 use ota_device_agent::agent::{Agent, AgentSettings};
 use ota_device_agent::control_socket::{self, Request};
 use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_device_agent::download_state::ActiveRelease;
 use ota_device_agent::policy::PolicySettings;
-use ota_client::TrackerClient;
 
 /// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
 ///
@@ -92,7 +92,9 @@ struct SocketArgs {
 
 impl SocketArgs {
     fn path(&self) -> PathBuf {
-        self.control_socket.clone().unwrap_or_else(|| control_socket::default_socket_path(&self.state_dir))
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| control_socket::default_socket_path(&self.state_dir))
     }
 }
 
@@ -188,12 +190,17 @@ async fn run() -> anyhow::Result<()> {
             None
         }
     };
-    let downloader = Downloader::start(&a.state_dir, a.peer_listen).await?.with_http_fallback(
-        (a.http_fallback_after_secs > 0)
-            .then(|| HttpFallback { after: Duration::from_secs(a.http_fallback_after_secs), device: a.device_id.clone() }),
-    );
+    let downloader = Downloader::start(&a.state_dir, a.peer_listen)
+        .await?
+        .with_http_fallback((a.http_fallback_after_secs > 0).then(|| HttpFallback {
+            after: Duration::from_secs(a.http_fallback_after_secs),
+            device: a.device_id.clone(),
+        }));
     downloader.set_upload_limit(a.policy.upload_limit_bps);
-    let socket_path = a.control_socket.clone().unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
+    let socket_path = a
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
     let agent = Agent::new(
         TrackerClient::new(&a.tracker, None).with_device_token(a.device_token),
         downloader,
@@ -320,7 +327,10 @@ fn render_history(h: &[ota_device_agent::download_state::HistoryEntry]) -> Strin
     if h.is_empty() {
         return "no history yet\n".into();
     }
-    let mut out = format!("{:<24} {:<30} {:<10} {:>9} {:>12}  {}\n", "ended (UTC)", "release", "outcome", "time s", "received", "reason");
+    let mut out = format!(
+        "{:<24} {:<30} {:<10} {:>9} {:>12}  {}\n",
+        "ended (UTC)", "release", "outcome", "time s", "received", "reason"
+    );
     for e in h {
         let ended = chrono::DateTime::from_timestamp_millis(e.ended_at_ms as i64)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -329,7 +339,10 @@ fn render_history(h: &[ota_device_agent::download_state::HistoryEntry]) -> Strin
             "{:<24} {:<30} {:<10} {:>9.1} {:>12}  {}\n",
             ended,
             format!("{}@{}", e.name, e.version),
-            serde_json::to_value(e.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            serde_json::to_value(e.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             e.ended_at_ms.saturating_sub(e.started_at_ms) as f64 / 1000.0,
             indicatif::HumanBytes(e.received.total()).to_string(),
             e.reason.as_deref().unwrap_or("")
@@ -363,11 +376,20 @@ mod tests {
             reason: Some("cancelled by the user".into()),
             started_at_ms: 1_700_000_000_000,
             ended_at_ms: 1_700_000_002_500,
-            received: SourceTotals { origin_bittorrent: 2048, ..Default::default() },
+            received: SourceTotals {
+                origin_bittorrent: 2048,
+                ..Default::default()
+            },
         }];
         let out = render_history(&h);
         assert!(out.contains("2023-11-14 22:13:22"), "{out}");
-        assert!(out.contains("pkg@1.2") && out.contains("cancelled") && out.contains("2.5"), "{out}");
-        assert!(out.contains("2.00 KiB") && out.contains("cancelled by the user"), "{out}");
+        assert!(
+            out.contains("pkg@1.2") && out.contains("cancelled") && out.contains("2.5"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2.00 KiB") && out.contains("cancelled by the user"),
+            "{out}"
+        );
     }
 }

@@ -85,7 +85,10 @@ impl PolicySettings {
 
     /// The librqbit session rate limits these settings ask for (upload cap only).
     pub fn session_limits(&self) -> librqbit::limits::LimitsConfig {
-        librqbit::limits::LimitsConfig { upload_bps: self.upload_limit_bps, download_bps: None }
+        librqbit::limits::LimitsConfig {
+            upload_bps: self.upload_limit_bps,
+            download_bps: None,
+        }
     }
 }
 
@@ -213,7 +216,9 @@ pub fn seeding_done(policy: &PolicySettings, uploaded: u64, size: u64, installed
 /// reads as "no battery, no external power".
 pub fn read_power(dir: &Path) -> PowerState {
     let mut out = PowerState::default();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let read = |f: &str| std::fs::read_to_string(p.join(f)).map(|s| s.trim().to_string()).ok();
@@ -243,7 +248,8 @@ pub fn default_route_interface(route_table: &str) -> Option<String> {
             let f: Vec<&str> = l.split_whitespace().collect();
             let (iface, dest, flags, metric) = (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?);
             let flags = u32::from_str_radix(flags, 16).ok()?;
-            (*dest == "00000000" && flags & 1 == 1).then(|| (metric.parse::<u64>().unwrap_or(u64::MAX), iface.to_string()))
+            (*dest == "00000000" && flags & 1 == 1)
+                .then(|| (metric.parse::<u64>().unwrap_or(u64::MAX), iface.to_string()))
         })
         .min()
         .map(|(_, i)| i)
@@ -261,7 +267,11 @@ pub fn read_up_interfaces(net_dir: &Path) -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name() != "lo")
-                .filter(|e| std::fs::read_to_string(e.path().join("operstate")).map(|s| s.trim() == "up").unwrap_or(false))
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("operstate"))
+                        .map(|s| s.trim() == "up")
+                        .unwrap_or(false)
+                })
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
@@ -290,7 +300,10 @@ pub struct NetworkPaths {
 
 impl Default for NetworkPaths {
     fn default() -> Self {
-        NetworkPaths { route_file: "/proc/net/route".into(), net_dir: "/sys/class/net".into() }
+        NetworkPaths {
+            route_file: "/proc/net/route".into(),
+            net_dir: "/sys/class/net".into(),
+        }
     }
 }
 
@@ -324,12 +337,19 @@ pub async fn network_unmetered(policy: &PolicySettings, paths: &NetworkPaths) ->
     }
     let route = read_default_route_interface(&paths.route_file);
     let up = read_up_interfaces(&paths.net_dir);
-    Some(interfaces_unmetered(&policy.unmetered_interfaces, route.as_deref(), &up))
+    Some(interfaces_unmetered(
+        &policy.unmetered_interfaces,
+        route.as_deref(),
+        &up,
+    ))
 }
 
 /// Observes the device: network (per `policy`) and power.
 pub async fn observe(policy: &PolicySettings, paths: &NetworkPaths) -> Conditions {
-    Conditions { unmetered: network_unmetered(policy, paths).await, power: read_power(&policy.power_supply_dir) }
+    Conditions {
+        unmetered: network_unmetered(policy, paths).await,
+        power: read_power(&policy.power_supply_dir),
+    }
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path`
@@ -378,53 +398,114 @@ mod tests {
 
     #[test]
     fn network_rule_needs_an_unmetered_network() {
-        let p = PolicySettings { unmetered_interfaces: vec!["eth0".into()], ..pol() };
-        let c = |u| Conditions { unmetered: u, ..Default::default() };
+        let p = PolicySettings {
+            unmetered_interfaces: vec!["eth0".into()],
+            ..pol()
+        };
+        let c = |u| Conditions {
+            unmetered: u,
+            ..Default::default()
+        };
         assert_eq!(download_allowed(&p, &c(Some(true))), Ok(()));
         assert_eq!(download_allowed(&p, &c(Some(false))), Err(Blocked::Metered));
         assert_eq!(download_allowed(&p, &c(None)), Err(Blocked::Metered));
-        let p = PolicySettings { unmetered_command: Some("true".into()), ..pol() };
+        let p = PolicySettings {
+            unmetered_command: Some("true".into()),
+            ..pol()
+        };
         assert_eq!(download_allowed(&p, &c(Some(false))), Err(Blocked::Metered));
         assert!(Blocked::Metered.is_transient());
     }
 
     #[test]
     fn battery_rule() {
-        let p = PolicySettings { min_battery_percent: Some(30), ..pol() };
-        let c = |b, ac| Conditions { unmetered: None, power: PowerState { battery_percent: b, external_power: ac } };
-        assert_eq!(download_allowed(&p, &c(Some(29), false)), Err(Blocked::LowBattery { percent: 29, min: 30 }));
+        let p = PolicySettings {
+            min_battery_percent: Some(30),
+            ..pol()
+        };
+        let c = |b, ac| Conditions {
+            unmetered: None,
+            power: PowerState {
+                battery_percent: b,
+                external_power: ac,
+            },
+        };
+        assert_eq!(
+            download_allowed(&p, &c(Some(29), false)),
+            Err(Blocked::LowBattery { percent: 29, min: 30 })
+        );
         assert_eq!(download_allowed(&p, &c(Some(30), false)), Ok(()));
         assert_eq!(download_allowed(&p, &c(Some(5), true)), Ok(()), "charging");
-        assert_eq!(download_allowed(&p, &c(None, false)), Ok(()), "no battery: mains device");
-        assert_eq!(download_allowed(&pol(), &c(Some(1), false)), Ok(()), "no minimum configured");
+        assert_eq!(
+            download_allowed(&p, &c(None, false)),
+            Ok(()),
+            "no battery: mains device"
+        );
+        assert_eq!(
+            download_allowed(&pol(), &c(Some(1), false)),
+            Ok(()),
+            "no minimum configured"
+        );
     }
 
     #[test]
     fn storage_rules() {
-        let p = PolicySettings { storage_cap_bytes: Some(1000), ..pol() };
+        let p = PolicySettings {
+            storage_cap_bytes: Some(1000),
+            ..pol()
+        };
         assert_eq!(check_storage(&p, 600, 400, None), Ok(()));
-        assert_eq!(check_storage(&p, 601, 400, None), Err(Blocked::StorageCap { needed: 601, used: 400, cap: 1000 }));
+        assert_eq!(
+            check_storage(&p, 601, 400, None),
+            Err(Blocked::StorageCap {
+                needed: 601,
+                used: 400,
+                cap: 1000
+            })
+        );
         assert_eq!(check_storage(&pol(), 10_000, 10_000, Some(10_000)), Ok(()));
-        assert_eq!(check_storage(&pol(), 10_001, 0, Some(10_000)), Err(Blocked::NoSpace { needed: 10_001, free: 10_000 }));
+        assert_eq!(
+            check_storage(&pol(), 10_001, 0, Some(10_000)),
+            Err(Blocked::NoSpace {
+                needed: 10_001,
+                free: 10_000
+            })
+        );
         assert!(!Blocked::NoSpace { needed: 1, free: 0 }.is_transient());
-        assert!(Blocked::StorageCap { needed: 1, used: 0, cap: 0 }.to_string().contains("storage cap"));
+        assert!(Blocked::StorageCap {
+            needed: 1,
+            used: 0,
+            cap: 0
+        }
+        .to_string()
+        .contains("storage cap"));
     }
 
     #[test]
     fn seeding_floor_and_ceiling() {
         let s = |secs| Duration::from_secs(secs);
         // Ratio 2, until installed, at most 1 h.
-        let p = PolicySettings { seed_ratio: Some(2.0), seed_max_secs: Some(3600), ..pol() };
+        let p = PolicySettings {
+            seed_ratio: Some(2.0),
+            seed_max_secs: Some(3600),
+            ..pol()
+        };
         assert!(!seeding_done(&p, 1999, 1000, true, s(10)), "ratio not reached");
         assert!(seeding_done(&p, 2000, 1000, true, s(10)), "ratio reached and installed");
         assert!(!seeding_done(&p, 5000, 1000, false, s(10)), "not installed yet");
         assert!(seeding_done(&p, 0, 1000, false, s(3600)), "maximum time wins");
-        let p = PolicySettings { seed_until_installed: false, ..p };
+        let p = PolicySettings {
+            seed_until_installed: false,
+            ..p
+        };
         assert!(seeding_done(&p, 5000, 1000, false, s(10)));
         // No ratio, no maximum: forever.
         assert!(!seeding_done(&pol(), u64::MAX, 1, true, s(1 << 40)));
         // Ratio 0 with install floor: stop once installed.
-        let p = PolicySettings { seed_ratio: Some(0.0), ..pol() };
+        let p = PolicySettings {
+            seed_ratio: Some(0.0),
+            ..pol()
+        };
         assert!(!seeding_done(&p, 0, 1000, false, s(1)));
         assert!(seeding_done(&p, 0, 1000, true, s(1)));
     }
@@ -442,11 +523,23 @@ mod tests {
         };
         mk("BAT0", &[("type", "Battery"), ("capacity", "42"), ("present", "1")]);
         mk("AC", &[("type", "Mains"), ("online", "0")]);
-        assert_eq!(read_power(d.path()), PowerState { battery_percent: Some(42), external_power: false });
+        assert_eq!(
+            read_power(d.path()),
+            PowerState {
+                battery_percent: Some(42),
+                external_power: false
+            }
+        );
         mk("BAT1", &[("type", "Battery"), ("capacity", "17")]);
         mk("BAT2", &[("type", "Battery"), ("capacity", "3"), ("present", "0")]);
         mk("AC", &[("type", "Mains"), ("online", "1")]);
-        assert_eq!(read_power(d.path()), PowerState { battery_percent: Some(17), external_power: true });
+        assert_eq!(
+            read_power(d.path()),
+            PowerState {
+                battery_percent: Some(17),
+                external_power: true
+            }
+        );
     }
 
     #[test]
@@ -456,7 +549,11 @@ mod tests {
             eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
             eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
             wlan0\t00000000\t0101A8C0\t0002\t0\t0\t1\t00000000\t0\t0\t0\n";
-        assert_eq!(default_route_interface(table).as_deref(), Some("eth0"), "lowest metric among routes that are up");
+        assert_eq!(
+            default_route_interface(table).as_deref(),
+            Some("eth0"),
+            "lowest metric among routes that are up"
+        );
         assert_eq!(default_route_interface("Iface\tDestination\n"), None);
         let un = vec!["eth0".to_string(), "wlan0".to_string()];
         assert!(interfaces_unmetered(&un, Some("eth0"), &[]));
@@ -470,7 +567,10 @@ mod tests {
             std::fs::create_dir_all(d.path().join(i)).unwrap();
             std::fs::write(d.path().join(i).join("operstate"), format!("{st}\n")).unwrap();
         }
-        assert_eq!(read_up_interfaces(d.path()), vec!["eth0".to_string(), "wlan0".to_string()]);
+        assert_eq!(
+            read_up_interfaces(d.path()),
+            vec!["eth0".to_string(), "wlan0".to_string()]
+        );
         let rf = d.path().join("route");
         std::fs::write(&rf, table).unwrap();
         assert_eq!(read_default_route_interface(&rf).as_deref(), Some("eth0"));
@@ -479,18 +579,42 @@ mod tests {
     #[tokio::test]
     async fn unmetered_by_command_or_interfaces() {
         let d = tempfile::tempdir().unwrap();
-        let paths = NetworkPaths { route_file: d.path().join("route"), net_dir: d.path().join("net") };
+        let paths = NetworkPaths {
+            route_file: d.path().join("route"),
+            net_dir: d.path().join("net"),
+        };
         assert_eq!(network_unmetered(&pol(), &paths).await, None);
-        let p = PolicySettings { unmetered_command: Some("exit 0".into()), ..pol() };
+        let p = PolicySettings {
+            unmetered_command: Some("exit 0".into()),
+            ..pol()
+        };
         assert_eq!(network_unmetered(&p, &paths).await, Some(true));
-        let p = PolicySettings { unmetered_command: Some("exit 3".into()), ..pol() };
+        let p = PolicySettings {
+            unmetered_command: Some("exit 3".into()),
+            ..pol()
+        };
         assert_eq!(network_unmetered(&p, &paths).await, Some(false));
         std::fs::create_dir_all(d.path().join("net/eth0")).unwrap();
         std::fs::write(d.path().join("net/eth0/operstate"), "up\n").unwrap();
-        let p = PolicySettings { unmetered_interfaces: vec!["eth0".into()], ..pol() };
-        assert_eq!(network_unmetered(&p, &paths).await, Some(true), "no route file: up interfaces decide");
-        std::fs::write(&paths.route_file, "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\nwwan0\t00000000\t0\t0003\t0\t0\t0\n").unwrap();
-        assert_eq!(network_unmetered(&p, &paths).await, Some(false), "default route via wwan0");
+        let p = PolicySettings {
+            unmetered_interfaces: vec!["eth0".into()],
+            ..pol()
+        };
+        assert_eq!(
+            network_unmetered(&p, &paths).await,
+            Some(true),
+            "no route file: up interfaces decide"
+        );
+        std::fs::write(
+            &paths.route_file,
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\nwwan0\t00000000\t0\t0003\t0\t0\t0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            network_unmetered(&p, &paths).await,
+            Some(false),
+            "default route via wwan0"
+        );
     }
 
     #[test]
@@ -523,7 +647,13 @@ mod tests {
         )
         .unwrap();
         let args = ota_common::config::expand_config_file(
-            vec!["x".into(), "--config".into(), f.display().to_string(), "--seed-max-secs".into(), "60".into()],
+            vec![
+                "x".into(),
+                "--config".into(),
+                f.display().to_string(),
+                "--seed-max-secs".into(),
+                "60".into(),
+            ],
             "OTA_POLICY_TEST_NO_SUCH_VAR",
         )
         .unwrap();

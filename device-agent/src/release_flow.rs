@@ -84,7 +84,10 @@ pub enum FlowPhase {
 impl FlowPhase {
     /// Whether the flow is over (it yields no new action after its last ones).
     pub fn is_end(self) -> bool {
-        matches!(self, FlowPhase::Seeding | FlowPhase::Failed | FlowPhase::Rejected | FlowPhase::Cancelled)
+        matches!(
+            self,
+            FlowPhase::Seeding | FlowPhase::Failed | FlowPhase::Rejected | FlowPhase::Cancelled
+        )
     }
 }
 
@@ -481,7 +484,11 @@ impl ReleaseFlow {
         }
         match result {
             Ok(release) => {
-                self.push(Action::Track { name: release.name.clone(), version: release.version.clone(), size: release.size });
+                self.push(Action::Track {
+                    name: release.name.clone(),
+                    version: release.version.clone(),
+                    size: release.size,
+                });
                 self.release = Some(release);
                 self.wait = Wait::Tracked;
             }
@@ -519,7 +526,10 @@ impl ReleaseFlow {
             }
             Err(e) => {
                 let reason = format!("manifest rejected: {e}");
-                self.push(Action::Finish { outcome: Outcome::Rejected, reason: reason.clone() });
+                self.push(Action::Finish {
+                    outcome: Outcome::Rejected,
+                    reason: reason.clone(),
+                });
                 self.push(Action::Report(Box::new(self.error_report(&reason))));
                 self.end_with(FlowPhase::Rejected, reason);
             }
@@ -541,7 +551,10 @@ impl ReleaseFlow {
             Err(blocked) => {
                 let reason = format!("storage: {blocked}");
                 self.push(Action::Report(Box::new(self.error_report(&reason))));
-                self.push(Action::Finish { outcome: Outcome::Failed, reason: reason.clone() });
+                self.push(Action::Finish {
+                    outcome: Outcome::Failed,
+                    reason: reason.clone(),
+                });
                 self.end_with(FlowPhase::Failed, reason);
             }
         }
@@ -569,7 +582,10 @@ impl ReleaseFlow {
                     stall: None,
                     uploaded: 0,
                 });
-                self.push(Action::StartDownload { torrent: self.torrent.clone(), after_fallback: false });
+                self.push(Action::StartDownload {
+                    torrent: self.torrent.clone(),
+                    after_fallback: false,
+                });
                 self.wait = Wait::Started;
             }
             Err(e) => self.end_quietly(e),
@@ -655,7 +671,11 @@ impl ReleaseFlow {
         // counts bytes *checked*, not bytes verified: reporting it would show
         // a fresh download as complete (and mark it verifying) before a byte
         // has arrived.
-        let verified = if s.state == TorrentState::Initializing { 0 } else { s.progress_bytes };
+        let verified = if s.state == TorrentState::Initializing {
+            0
+        } else {
+            s.progress_bytes
+        };
         let progress = FetchProgress {
             progress_bytes: verified,
             total_bytes: s.total_bytes,
@@ -675,7 +695,9 @@ impl ReleaseFlow {
         }
         if paused {
             // A pause is not a stall: the clock restarts on resume.
-            d.stall = fallback.as_ref().map(|(after, _)| StallWatch::new(*after, s.progress_bytes, s.now));
+            d.stall = fallback
+                .as_ref()
+                .map(|(after, _)| StallWatch::new(*after, s.progress_bytes, s.now));
         } else if let (Some(w), Some((after, url))) = (d.stall.as_mut(), fallback) {
             if s.state == TorrentState::Live && w.stalled(s.progress_bytes, s.now) {
                 d.stall = None;
@@ -683,7 +705,13 @@ impl ReleaseFlow {
                 d.live_now = SourceTotals::default();
                 let etag = self.release.as_ref().and_then(|r| r.etag.clone());
                 self.wait = Wait::Fallback;
-                self.push(Action::StartHttpFallback { url, etag, torrent: self.torrent.clone(), file: path, after });
+                self.push(Action::StartHttpFallback {
+                    url,
+                    etag,
+                    torrent: self.torrent.clone(),
+                    file: path,
+                    after,
+                });
                 return;
             }
         }
@@ -697,7 +725,11 @@ impl ReleaseFlow {
             _ => {}
         }
         if d.active > timeout {
-            self.fail_download(Outcome::Failed, format!("download did not finish within {} s", timeout.as_secs()), true);
+            self.fail_download(
+                Outcome::Failed,
+                format!("download did not finish within {} s", timeout.as_secs()),
+                true,
+            );
         }
     }
 
@@ -713,7 +745,10 @@ impl ReleaseFlow {
                 if let Some(d) = self.download.as_mut() {
                     d.acc.origin_http += n;
                 }
-                self.push(Action::StartDownload { torrent: self.torrent.clone(), after_fallback: true });
+                self.push(Action::StartDownload {
+                    torrent: self.torrent.clone(),
+                    after_fallback: true,
+                });
                 self.wait = Wait::Restarted;
             }
             Err(e) => self.fail_download(Outcome::Failed, format!("HTTP fallback failed: {e}"), true),
@@ -782,7 +817,9 @@ impl ReleaseFlow {
 
     /// The fallback delay and URL when the fallback is on and the release has one.
     fn fallback(&self) -> Option<(Duration, String)> {
-        self.config.http_fallback_after.zip(self.release.as_ref().and_then(|r| r.http_url.clone()))
+        self.config
+            .http_fallback_after
+            .zip(self.release.as_ref().and_then(|r| r.http_url.clone()))
     }
 
     fn package_path(&self) -> PathBuf {
@@ -799,7 +836,10 @@ impl ReleaseFlow {
 
     /// Ends with no report (release record or torrent unavailable).
     fn end_quietly(&mut self, reason: String) {
-        self.push(Action::Finish { outcome: Outcome::Failed, reason: reason.clone() });
+        self.push(Action::Finish {
+            outcome: Outcome::Failed,
+            reason: reason.clone(),
+        });
         self.end_with(FlowPhase::Failed, reason);
     }
 
@@ -815,9 +855,16 @@ impl ReleaseFlow {
         if delete {
             self.push(Action::DeleteDownload);
         }
-        self.push(Action::Finish { outcome, reason: reason.clone() });
+        self.push(Action::Finish {
+            outcome,
+            reason: reason.clone(),
+        });
         self.push(Action::Report(Box::new(self.error_report(&reason))));
-        let phase = if outcome == Outcome::Cancelled { FlowPhase::Cancelled } else { FlowPhase::Failed };
+        let phase = if outcome == Outcome::Cancelled {
+            FlowPhase::Cancelled
+        } else {
+            FlowPhase::Failed
+        };
         self.end_with(phase, reason);
     }
 
@@ -851,16 +898,27 @@ impl ReleaseFlow {
             verified: true,
             ..telemetry_report(&self.config.device_id, &self.info_hash, &received)
         });
-        self.push(Action::RecordVerified { installed: installed.clone(), outcome: outcome.clone() });
+        self.push(Action::RecordVerified {
+            installed: installed.clone(),
+            outcome: outcome.clone(),
+        });
         self.installed = Some(installed);
         self.outcome = Some(outcome.clone());
         if self.config.install_hook {
             self.phase = FlowPhase::Installing;
-            self.push(Action::Update(Update::Verified { received, size, phase: Phase::Installing }));
+            self.push(Action::Update(Update::Verified {
+                received,
+                size,
+                phase: Phase::Installing,
+            }));
             self.push(Action::RunInstallHook { path: outcome.path });
             self.wait = Wait::Install;
         } else {
-            self.push(Action::Update(Update::Verified { received, size, phase: Phase::Seeding }));
+            self.push(Action::Update(Update::Verified {
+                received,
+                size,
+                phase: Phase::Seeding,
+            }));
             self.seed(None);
         }
     }
@@ -878,19 +936,31 @@ impl ReleaseFlow {
             _ => None,
         };
         self.push(Action::RecordHistory {
-            outcome: if hook_error.is_some() { Outcome::Failed } else { Outcome::Finished },
+            outcome: if hook_error.is_some() {
+                Outcome::Failed
+            } else {
+                Outcome::Finished
+            },
             reason: hook_error.clone(),
             received: outcome.received(),
         });
         if matches!(hook, Some(Ok(()))) {
-            self.push(Action::MarkInstalled { detail: "install hook succeeded".into() });
+            self.push(Action::MarkInstalled {
+                detail: "install hook succeeded".into(),
+            });
         }
         report.error = hook_error;
         self.push(Action::Update(Update::Seeding));
         self.push(Action::Report(Box::new(report.clone())));
         let size = self.size();
-        self.push(Action::AnnounceCompleted { uploaded: outcome.bytes_uploaded, downloaded: size });
-        self.push(Action::StartSeeding { report: Box::new(report), size });
+        self.push(Action::AnnounceCompleted {
+            uploaded: outcome.bytes_uploaded,
+            downloaded: size,
+        });
+        self.push(Action::StartSeeding {
+            report: Box::new(report),
+            size,
+        });
         self.phase = FlowPhase::Seeding;
         self.wait = Wait::Nothing;
         self.end = Some(Ok(installed));
@@ -948,10 +1018,14 @@ pub fn check_manifest<'a>(
     let m = verify(signed, key)?;
     m.check_for(&release.info_hash, channel, model)?;
     // Only upgrades: never a version at or below one installed of the same package.
-    if let Some((_, newest)) =
-        installed.into_iter().find(|(name, version)| *name == m.name && !is_newer_version(&m.version, version))
+    if let Some((_, newest)) = installed
+        .into_iter()
+        .find(|(name, version)| *name == m.name && !is_newer_version(&m.version, version))
     {
-        return Err(ManifestError::NotNewer { offered: m.version, installed: newest.to_string() });
+        return Err(ManifestError::NotNewer {
+            offered: m.version,
+            installed: newest.to_string(),
+        });
     }
     Ok(m.sha256)
 }
@@ -1052,18 +1126,37 @@ mod tests {
         assert_eq!(flow.phase(), FlowPhase::Offered);
         assert_eq!(drain(&mut flow), [Action::FetchRelease]);
         flow.handle_release(Ok(release.clone()));
-        assert_eq!(drain(&mut flow), [Action::Track { name: "fw.bin".into(), version: "2.0".into(), size: 1000 }]);
+        assert_eq!(
+            drain(&mut flow),
+            [Action::Track {
+                name: "fw.bin".into(),
+                version: "2.0".into(),
+                size: 1000
+            }]
+        );
         flow.handle_tracked(earlier);
         assert_eq!(drain(&mut flow), [Action::CheckManifest(Box::new(release))]);
         flow.handle_manifest(Ok("cd".repeat(32)));
         assert_eq!(flow.phase(), FlowPhase::ManifestChecked);
-        assert_eq!(drain(&mut flow), [Action::Update(Update::ManifestChecked), Action::CheckStorage { size: 1000 }]);
+        assert_eq!(
+            drain(&mut flow),
+            [
+                Action::Update(Update::ManifestChecked),
+                Action::CheckStorage { size: 1000 }
+            ]
+        );
         flow.handle_policy(Ok(()));
         assert_eq!(flow.phase(), FlowPhase::PolicyChecked);
         assert_eq!(drain(&mut flow), [Action::FetchTorrent]);
         flow.handle_torrent(t0, Ok(b"torrent".to_vec()));
         assert_eq!(flow.phase(), FlowPhase::Downloading);
-        assert_eq!(drain(&mut flow), [Action::StartDownload { torrent: b"torrent".to_vec(), after_fallback: false }]);
+        assert_eq!(
+            drain(&mut flow),
+            [Action::StartDownload {
+                torrent: b"torrent".to_vec(),
+                after_fallback: false
+            }]
+        );
         assert!(!flow.wants_sample());
         flow.handle_started(t0);
         assert_eq!(drain(&mut flow), [Action::FetchOrigins]);
@@ -1094,7 +1187,10 @@ mod tests {
     fn a_release_goes_from_offered_to_seeding() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let earlier = SourceTotals { origin_bittorrent: 100, ..Default::default() };
+        let earlier = SourceTotals {
+            origin_bittorrent: 100,
+            ..Default::default()
+        };
         let mut flow = downloading(config(false), release(None), earlier, t0);
 
         let a = {
@@ -1104,7 +1200,15 @@ mod tests {
         let p = progress_of(&a);
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!((p.progress_bytes, p.speed_bps, p.paused), (400, 0, false));
-        assert_eq!(p.received, SourceTotals { origin_bittorrent: 300, peers: 100, lan_peers: 100, ..Default::default() });
+        assert_eq!(
+            p.received,
+            SourceTotals {
+                origin_bittorrent: 300,
+                peers: 100,
+                lan_peers: 100,
+                ..Default::default()
+            }
+        );
         flow.handle_progress(live(t0 + s(2), 700, &[(ORIGIN, 400), (PEER, 200)]));
         assert_eq!(progress_of(&drain(&mut flow)).speed_bps, 300);
 
@@ -1115,14 +1219,27 @@ mod tests {
         flow.handle_progress(done);
         let a = drain(&mut flow);
         assert!(progress_of(&a).complete());
-        assert_eq!(a[1], Action::Verify { path: package(), sha256: "cd".repeat(32) });
+        assert_eq!(
+            a[1],
+            Action::Verify {
+                path: package(),
+                sha256: "cd".repeat(32)
+            }
+        );
         assert_eq!(flow.phase(), FlowPhase::Verifying);
         assert!(!flow.wants_sample());
         flow.handle_verified(Ok(()));
         assert_eq!(drain(&mut flow), [Action::FetchOrigins]);
-        flow.handle_origins(t0 + s(4), vec![ORIGIN.into(), PEER.into()], Some(vec![(ORIGIN.into(), 500), (PEER.into(), 450)]));
+        flow.handle_origins(
+            t0 + s(4),
+            vec![ORIGIN.into(), PEER.into()],
+            Some(vec![(ORIGIN.into(), 500), (PEER.into(), 450)]),
+        );
 
-        let received = SourceTotals { origin_bittorrent: 1050, ..Default::default() };
+        let received = SourceTotals {
+            origin_bittorrent: 1050,
+            ..Default::default()
+        };
         let installed = Installed {
             name: "fw.bin".into(),
             version: "2.0".into(),
@@ -1149,13 +1266,30 @@ mod tests {
         assert_eq!(
             drain(&mut flow),
             [
-                Action::RecordVerified { installed: installed.clone(), outcome },
-                Action::Update(Update::Verified { received, size: 1000, phase: Phase::Seeding }),
-                Action::RecordHistory { outcome: Outcome::Finished, reason: None, received },
+                Action::RecordVerified {
+                    installed: installed.clone(),
+                    outcome
+                },
+                Action::Update(Update::Verified {
+                    received,
+                    size: 1000,
+                    phase: Phase::Seeding
+                }),
+                Action::RecordHistory {
+                    outcome: Outcome::Finished,
+                    reason: None,
+                    received
+                },
                 Action::Update(Update::Seeding),
                 Action::Report(Box::new(report.clone())),
-                Action::AnnounceCompleted { uploaded: 77, downloaded: 1000 },
-                Action::StartSeeding { report: Box::new(report), size: 1000 },
+                Action::AnnounceCompleted {
+                    uploaded: 77,
+                    downloaded: 1000
+                },
+                Action::StartSeeding {
+                    report: Box::new(report),
+                    size: 1000
+                },
             ]
         );
         assert_eq!(flow.phase(), FlowPhase::Seeding);
@@ -1177,7 +1311,17 @@ mod tests {
         flow.handle_origins(t0, vec![], None);
         let a = drain(&mut flow);
         assert!(matches!(&a[0], Action::RecordVerified { .. }), "{a:?}");
-        assert_eq!(a[1], Action::Update(Update::Verified { received: SourceTotals { origin_bittorrent: 1000, ..Default::default() }, size: 1000, phase: Phase::Installing }));
+        assert_eq!(
+            a[1],
+            Action::Update(Update::Verified {
+                received: SourceTotals {
+                    origin_bittorrent: 1000,
+                    ..Default::default()
+                },
+                size: 1000,
+                phase: Phase::Installing
+            })
+        );
         assert_eq!(a[2], Action::RunInstallHook { path: package() });
         assert_eq!(a.len(), 3);
         assert_eq!(flow.phase(), FlowPhase::Installing);
@@ -1190,8 +1334,23 @@ mod tests {
         let mut ok = to_installing(t0);
         ok.handle_install(Ok(()));
         let a = drain(&mut ok);
-        assert!(matches!(&a[0], Action::RecordHistory { outcome: Outcome::Finished, reason: None, .. }), "{a:?}");
-        assert_eq!(a[1], Action::MarkInstalled { detail: "install hook succeeded".into() });
+        assert!(
+            matches!(
+                &a[0],
+                Action::RecordHistory {
+                    outcome: Outcome::Finished,
+                    reason: None,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(
+            a[1],
+            Action::MarkInstalled {
+                detail: "install hook succeeded".into()
+            }
+        );
         assert_eq!(a[2], Action::Update(Update::Seeding));
         assert!(report_in(&a).verified && report_in(&a).error.is_none());
         assert_eq!(ok.phase(), FlowPhase::Seeding);
@@ -1200,13 +1359,23 @@ mod tests {
         failed.handle_install(Err("exit status: 3: disk full".into()));
         let a = drain(&mut failed);
         let why = "install hook failed: exit status: 3: disk full".to_string();
-        assert!(matches!(&a[0], Action::RecordHistory { outcome: Outcome::Failed, reason: Some(r), .. } if *r == why), "{a:?}");
-        assert!(!a.iter().any(|a| matches!(a, Action::MarkInstalled { .. })), "not installed");
+        assert!(
+            matches!(&a[0], Action::RecordHistory { outcome: Outcome::Failed, reason: Some(r), .. } if *r == why),
+            "{a:?}"
+        );
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::MarkInstalled { .. })),
+            "not installed"
+        );
         let r = report_in(&a);
         assert!(r.verified, "the package itself is fine");
         assert_eq!(r.error.as_deref(), Some(why.as_str()));
         assert!(matches!(a.last(), Some(Action::StartSeeding { report, .. }) if report.error.is_some()));
-        assert_eq!(failed.phase(), FlowPhase::Seeding, "a verified package seeds even when its hook fails");
+        assert_eq!(
+            failed.phase(),
+            FlowPhase::Seeding,
+            "a verified package seeds even when its hook fails"
+        );
 
         // installed.json cannot be written: the flow ends there.
         let mut broken = to_installing(t0);
@@ -1230,20 +1399,58 @@ mod tests {
             models: vec!["gw-100".into()],
             created_at: 1,
         };
-        let signed = Release { manifest: Some(sign(&manifest, &maker)), ..release(None) };
+        let signed = Release {
+            manifest: Some(sign(&manifest, &maker)),
+            ..release(None)
+        };
         let key = maker.verifying_key();
         let none: [(&str, &str); 0] = [];
-        assert_eq!(check_manifest(&release(None), None, "stable", "gw-100", none), Ok("cd".repeat(32)), "no key: the record's hash");
-        assert_eq!(check_manifest(&signed, Some(&key), "stable", "gw-100", none), Ok("ef".repeat(32)), "the manifest's hash");
-        assert_eq!(check_manifest(&release(None), Some(&key), "stable", "gw-100", none), Err(ManifestError::BadSignature));
+        assert_eq!(
+            check_manifest(&release(None), None, "stable", "gw-100", none),
+            Ok("cd".repeat(32)),
+            "no key: the record's hash"
+        );
+        assert_eq!(
+            check_manifest(&signed, Some(&key), "stable", "gw-100", none),
+            Ok("ef".repeat(32)),
+            "the manifest's hash"
+        );
+        assert_eq!(
+            check_manifest(&release(None), Some(&key), "stable", "gw-100", none),
+            Err(ManifestError::BadSignature)
+        );
         let stranger = generate_signing_key().verifying_key();
-        assert_eq!(check_manifest(&signed, Some(&stranger), "stable", "gw-100", none), Err(ManifestError::BadSignature));
-        assert!(matches!(check_manifest(&signed, Some(&key), "beta", "gw-100", none), Err(ManifestError::WrongChannel { .. })));
-        assert!(matches!(check_manifest(&signed, Some(&key), "stable", "gw-200", none), Err(ManifestError::WrongModel { .. })));
-        let other = Release { info_hash: InfoHash([1; 20]), ..signed.clone() };
-        assert!(matches!(check_manifest(&other, Some(&key), "stable", "gw-100", none), Err(ManifestError::WrongRelease { .. })));
-        let not_newer = check_manifest(&signed, Some(&key), "stable", "gw-100", [("other.bin", "9.0"), ("fw.bin", "2.0")]);
-        assert_eq!(not_newer.unwrap_err().to_string(), "version 2.0 is not newer than the installed 2.0");
+        assert_eq!(
+            check_manifest(&signed, Some(&stranger), "stable", "gw-100", none),
+            Err(ManifestError::BadSignature)
+        );
+        assert!(matches!(
+            check_manifest(&signed, Some(&key), "beta", "gw-100", none),
+            Err(ManifestError::WrongChannel { .. })
+        ));
+        assert!(matches!(
+            check_manifest(&signed, Some(&key), "stable", "gw-200", none),
+            Err(ManifestError::WrongModel { .. })
+        ));
+        let other = Release {
+            info_hash: InfoHash([1; 20]),
+            ..signed.clone()
+        };
+        assert!(matches!(
+            check_manifest(&other, Some(&key), "stable", "gw-100", none),
+            Err(ManifestError::WrongRelease { .. })
+        ));
+        let not_newer = check_manifest(
+            &signed,
+            Some(&key),
+            "stable",
+            "gw-100",
+            [("other.bin", "9.0"), ("fw.bin", "2.0")],
+        );
+        assert_eq!(
+            not_newer.unwrap_err().to_string(),
+            "version 2.0 is not newer than the installed 2.0"
+        );
         assert!(check_manifest(&signed, Some(&key), "stable", "gw-100", [("fw.bin", "1.9")]).is_ok());
     }
 
@@ -1258,9 +1465,18 @@ mod tests {
         flow.handle_manifest(Err(ManifestError::BadSignature));
         let why = "manifest rejected: manifest signature does not verify with the pinned public key";
         let a = drain(&mut flow);
-        assert_eq!(a[0], Action::Finish { outcome: Outcome::Rejected, reason: why.into() });
+        assert_eq!(
+            a[0],
+            Action::Finish {
+                outcome: Outcome::Rejected,
+                reason: why.into()
+            }
+        );
         let r = report_in(&a);
-        assert_eq!((r.verified, r.error.as_deref(), r.bytes_from_origin), (false, Some(why), 0));
+        assert_eq!(
+            (r.verified, r.error.as_deref(), r.bytes_from_origin),
+            (false, Some(why), 0)
+        );
         assert_eq!(a.len(), 2);
         assert_eq!(flow.phase(), FlowPhase::Rejected);
         assert_eq!(flow.end(), Some(&Err(why.to_string())));
@@ -1282,7 +1498,13 @@ mod tests {
         let a = drain(&mut flow);
         assert_eq!(report_in(&a).error.as_deref(), Some(why));
         assert!(matches!(a[0], Action::Report(_)), "reported, then recorded: {a:?}");
-        assert_eq!(a[1], Action::Finish { outcome: Outcome::Failed, reason: why.into() });
+        assert_eq!(
+            a[1],
+            Action::Finish {
+                outcome: Outcome::Failed,
+                reason: why.into()
+            }
+        );
         assert_eq!(flow.phase(), FlowPhase::Failed);
     }
 
@@ -1292,14 +1514,29 @@ mod tests {
         let mut flow = downloading(config(false), release(None), SourceTotals::default(), t0);
         flow.handle_progress(live(t0, 1000, &[(ORIGIN, 1000)]));
         drain(&mut flow);
-        flow.handle_verified(Err(format!("SHA-256 mismatch: manifest says {}, package is {}", "cd".repeat(32), "00".repeat(32))));
+        flow.handle_verified(Err(format!(
+            "SHA-256 mismatch: manifest says {}, package is {}",
+            "cd".repeat(32),
+            "00".repeat(32)
+        )));
         let a = drain(&mut flow);
         assert_eq!(a[0], Action::DeleteDownload);
-        let Action::Finish { outcome: Outcome::Failed, reason } = &a[1] else { panic!("{a:?}") };
-        assert!(reason.starts_with("package fw.bin refused: SHA-256 mismatch"), "{reason}");
+        let Action::Finish {
+            outcome: Outcome::Failed,
+            reason,
+        } = &a[1]
+        else {
+            panic!("{a:?}")
+        };
+        assert!(
+            reason.starts_with("package fw.bin refused: SHA-256 mismatch"),
+            "{reason}"
+        );
         let r = report_in(&a);
         assert!(!r.verified && r.error.as_ref() == Some(reason));
-        assert!(!a.iter().any(|a| matches!(a, Action::RecordVerified { .. } | Action::StartSeeding { .. })));
+        assert!(!a
+            .iter()
+            .any(|a| matches!(a, Action::RecordVerified { .. } | Action::StartSeeding { .. })));
         assert_eq!(flow.phase(), FlowPhase::Failed);
     }
 
@@ -1308,7 +1545,10 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let url = "http://origin/packages/fw.bin";
-        let patient = FlowConfig { download_timeout: s(600), ..config(false) };
+        let patient = FlowConfig {
+            download_timeout: s(600),
+            ..config(false)
+        };
         let mut flow = downloading(patient, release(Some(url)), SourceTotals::default(), t0);
         flow.handle_progress(live(t0 + s(1), 256, &[(ORIGIN, 256)]));
         flow.handle_progress(live(t0 + s(30), 256, &[(ORIGIN, 256)]));
@@ -1338,7 +1578,13 @@ mod tests {
         );
         assert!(!flow.wants_sample(), "waits for the HTTP pieces");
         flow.handle_fallback(Ok(744));
-        assert_eq!(drain(&mut flow), [Action::StartDownload { torrent: b"torrent".to_vec(), after_fallback: true }]);
+        assert_eq!(
+            drain(&mut flow),
+            [Action::StartDownload {
+                torrent: b"torrent".to_vec(),
+                after_fallback: true
+            }]
+        );
         flow.handle_started(t0 + s(72));
         assert!(drain(&mut flow).is_empty(), "the origin list is not asked again");
         assert!(flow.wants_sample());
@@ -1352,13 +1598,20 @@ mod tests {
         drain(&mut flow);
         flow.handle_origins(t0 + s(107), vec![], Some(vec![]));
         let r = report_in(&drain(&mut flow)).clone();
-        assert_eq!((r.bytes_from_origin, r.bytes_from_origin_http, r.verified), (256, 744, true), "{r:?}");
+        assert_eq!(
+            (r.bytes_from_origin, r.bytes_from_origin_http, r.verified),
+            (256, 744, true),
+            "{r:?}"
+        );
 
         // Without an HTTP URL (or with the fallback off) a stall only waits.
         let mut no_url = downloading(config(false), release(None), SourceTotals::default(), t0);
         no_url.handle_progress(live(t0 + s(59), 0, &[]));
         assert!(drain(&mut no_url).iter().all(|a| matches!(a, Action::Update(_))));
-        let off = FlowConfig { http_fallback_after: None, ..config(false) };
+        let off = FlowConfig {
+            http_fallback_after: None,
+            ..config(false)
+        };
         let mut no_fallback = downloading(off, release(Some(url)), SourceTotals::default(), t0);
         no_fallback.handle_progress(live(t0 + s(59), 0, &[]));
         assert!(drain(&mut no_fallback).iter().all(|a| matches!(a, Action::Update(_))));
@@ -1370,11 +1623,19 @@ mod tests {
         let mut flow = downloading(config(false), release(Some("http://o/p")), SourceTotals::default(), t0);
         flow.handle_progress(live(t0 + Duration::from_secs(31), 0, &[]));
         assert!(matches!(drain(&mut flow)[1], Action::StartHttpFallback { .. }));
-        flow.handle_fallback(Err("piece 0 from HTTP failed its SHA-1 check (got 256 bytes); not written".into()));
+        flow.handle_fallback(Err(
+            "piece 0 from HTTP failed its SHA-1 check (got 256 bytes); not written".into(),
+        ));
         let a = drain(&mut flow);
         assert_eq!(a[0], Action::DeleteDownload);
         let why = "HTTP fallback failed: piece 0 from HTTP failed its SHA-1 check (got 256 bytes); not written";
-        assert_eq!(a[1], Action::Finish { outcome: Outcome::Failed, reason: why.into() });
+        assert_eq!(
+            a[1],
+            Action::Finish {
+                outcome: Outcome::Failed,
+                reason: why.into()
+            }
+        );
         assert_eq!(report_in(&a).error.as_deref(), Some(why));
     }
 
@@ -1405,11 +1666,20 @@ mod tests {
         flow.handle_progress(live(t0 + s(312), 400, &[(ORIGIN, 100)]));
         assert_eq!(progress_of(&drain(&mut flow)).received.origin_bittorrent, 400);
         flow.handle_progress(live(t0 + s(360), 400, &[(ORIGIN, 100)]));
-        assert!(drain(&mut flow).iter().all(|a| matches!(a, Action::Update(_))), "58 s unpaused");
+        assert!(
+            drain(&mut flow).iter().all(|a| matches!(a, Action::Update(_))),
+            "58 s unpaused"
+        );
         flow.handle_progress(live(t0 + s(363), 400, &[(ORIGIN, 100)]));
         let a = drain(&mut flow);
         assert_eq!(a[1], Action::DeleteDownload);
-        assert_eq!(a[2], Action::Finish { outcome: Outcome::Failed, reason: "download did not finish within 60 s".into() });
+        assert_eq!(
+            a[2],
+            Action::Finish {
+                outcome: Outcome::Failed,
+                reason: "download did not finish within 60 s".into()
+            }
+        );
         assert_eq!(flow.phase(), FlowPhase::Failed);
 
         let mut cancelled = downloading(config(false), release(None), SourceTotals::default(), t0);
@@ -1418,7 +1688,13 @@ mod tests {
         cancelled.handle_progress(cancel);
         let a = drain(&mut cancelled);
         assert_eq!(a[0], Action::DeleteDownload, "partial data deleted");
-        assert_eq!(a[1], Action::Finish { outcome: Outcome::Cancelled, reason: "cancelled by the user".into() });
+        assert_eq!(
+            a[1],
+            Action::Finish {
+                outcome: Outcome::Cancelled,
+                reason: "cancelled by the user".into()
+            }
+        );
         assert_eq!(report_in(&a).error.as_deref(), Some("cancelled by the user"));
         assert_eq!(cancelled.phase(), FlowPhase::Cancelled);
         assert_eq!(cancelled.end(), Some(&Err("cancelled by the user".into())));
@@ -1445,7 +1721,10 @@ mod tests {
         flow.handle_release(Err("get release: tracker answered 404 Not Found: ".into()));
         assert_eq!(
             drain(&mut flow),
-            [Action::Finish { outcome: Outcome::Failed, reason: "get release: tracker answered 404 Not Found: ".into() }]
+            [Action::Finish {
+                outcome: Outcome::Failed,
+                reason: "get release: tracker answered 404 Not Found: ".into()
+            }]
         );
         assert_eq!(flow.phase(), FlowPhase::Failed);
 
@@ -1457,7 +1736,13 @@ mod tests {
         flow.handle_policy(Ok(()));
         drain(&mut flow);
         flow.handle_torrent(t0, Err("connection refused".into()));
-        assert_eq!(drain(&mut flow), [Action::Finish { outcome: Outcome::Failed, reason: "connection refused".into() }]);
+        assert_eq!(
+            drain(&mut flow),
+            [Action::Finish {
+                outcome: Outcome::Failed,
+                reason: "connection refused".into()
+            }]
+        );
 
         // librqbit refuses the torrent: reported, files left alone.
         let mut flow = ReleaseFlow::new(IH, config(false));
@@ -1469,19 +1754,31 @@ mod tests {
         drain(&mut flow);
         flow.handle_download_error("librqbit refused the torrent: bad bencode".into());
         let a = drain(&mut flow);
-        assert_eq!(a[0], Action::Finish { outcome: Outcome::Failed, reason: "librqbit refused the torrent: bad bencode".into() });
+        assert_eq!(
+            a[0],
+            Action::Finish {
+                outcome: Outcome::Failed,
+                reason: "librqbit refused the torrent: bad bencode".into()
+            }
+        );
         assert!(matches!(a[1], Action::Report(_)) && a.len() == 2);
 
         // The torrent fails (a full disk): nothing kept.
         let mut flow = downloading(config(false), release(None), SourceTotals::default(), t0);
         let mut err = live(t0, 300, &[]);
-        (err.state, err.error) = (TorrentState::Other, Some("No space left on device (os error 28)".into()));
+        (err.state, err.error) = (
+            TorrentState::Other,
+            Some("No space left on device (os error 28)".into()),
+        );
         flow.handle_progress(err);
         let a = drain(&mut flow);
         assert_eq!(a[0], Action::DeleteDownload);
         assert_eq!(
             a[1],
-            Action::Finish { outcome: Outcome::Failed, reason: "download failed: No space left on device (os error 28)".into() }
+            Action::Finish {
+                outcome: Outcome::Failed,
+                reason: "download failed: No space left on device (os error 28)".into()
+            }
         );
     }
 

@@ -29,7 +29,10 @@ pub enum VerifyError {
 
 /// Hex SHA-256 of a file, read in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> Result<String, VerifyError> {
-    let io = |source| VerifyError::Io { path: path.display().to_string(), source };
+    let io = |source| VerifyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -47,7 +50,10 @@ pub fn sha256_file(path: &Path) -> Result<String, VerifyError> {
 pub fn verify_package(path: &Path, expected_hex: &str) -> Result<(), VerifyError> {
     let actual = sha256_file(path)?;
     if !actual.eq_ignore_ascii_case(expected_hex) {
-        return Err(VerifyError::Mismatch { expected: expected_hex.to_ascii_lowercase(), actual });
+        return Err(VerifyError::Mismatch {
+            expected: expected_hex.to_ascii_lowercase(),
+            actual,
+        });
     }
     Ok(())
 }
@@ -66,6 +72,9 @@ mod tests {
         verify_package(&p, &good.to_uppercase()).unwrap();
         let err = verify_package(&p, &"0".repeat(64)).unwrap_err();
         assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
-        assert!(matches!(verify_package(&dir.path().join("none"), good), Err(VerifyError::Io { .. })));
+        assert!(matches!(
+            verify_package(&dir.path().join("none"), good),
+            Err(VerifyError::Io { .. })
+        ));
     }
 }

@@ -23,13 +23,21 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).status().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
         assert!(ok.success(), "mount tmpfs (the test needs root)");
         Tmpfs(at.to_path_buf())
     }
 
     fn resize(&self, size: &str) {
-        let ok = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status().unwrap();
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -66,9 +74,19 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     assert!(err.contains("no space left: the package needs 3000000 bytes"), "{err}");
     assert!(!common::download_folder(&state, &big_rel.info_hash).exists());
     let reports = stack.tracker.client.telemetry(&big_rel.info_hash).await.unwrap();
-    assert!(reports[0].error.as_deref().unwrap_or("").contains("no space left"), "{reports:?}");
-    assert_eq!(std::fs::read(state.join("installed.json")).unwrap(), installed_json, "installed list intact");
-    assert!(agent.history().iter().any(|h| h.info_hash == big_rel.info_hash), "failure recorded in the history");
+    assert!(
+        reports[0].error.as_deref().unwrap_or("").contains("no space left"),
+        "{reports:?}"
+    );
+    assert_eq!(
+        std::fs::read(state.join("installed.json")).unwrap(),
+        installed_json,
+        "installed list intact"
+    );
+    assert!(
+        agent.history().iter().any(|h| h.info_hash == big_rel.info_hash),
+        "failure recorded in the history"
+    );
 
     // Room for the package at the start, but the disk fills up while it downloads.
     disk.resize("5m");
@@ -78,7 +96,12 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
         tokio::spawn(async move { agent.handle_release(&ih).await })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.active().get(&big_rel.info_hash).is_none_or(|a| a.progress_bytes == 0) && Instant::now() < deadline {
+    while agent
+        .active()
+        .get(&big_rel.info_hash)
+        .is_none_or(|a| a.progress_bytes == 0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let filler = state.join("filler");
@@ -93,11 +116,26 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
             }
         }
     }
-    let err = format!("{:#}", tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap().unwrap_err());
+    let err = format!(
+        "{:#}",
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err()
+    );
     assert!(err.contains("No space left on device"), "{err}");
-    assert!(!common::download_folder(&state, &big_rel.info_hash).exists(), "partial data deleted");
+    assert!(
+        !common::download_folder(&state, &big_rel.info_hash).exists(),
+        "partial data deleted"
+    );
     let reports = stack.tracker.client.telemetry(&big_rel.info_hash).await.unwrap();
-    assert!(reports.iter().any(|r| r.error.as_deref().unwrap_or("").contains("No space left on device")), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.error.as_deref().unwrap_or("").contains("No space left on device")),
+        "{reports:?}"
+    );
     // Other state is kept: the installed package and its record.
     assert_eq!(std::fs::read(&small_installed.path).unwrap(), small);
     assert!(agent.installed().contains_key(&small_rel.info_hash));
@@ -111,9 +149,14 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
 
     // Storage cap: 2 MB for packages; with the small one kept, the big one does not fit.
     let capped_state = stack.dir.path().join("capped");
-    let downloader = ota_device_agent::download::Downloader::start(&capped_state, common::free_addr()).await.unwrap();
+    let downloader = ota_device_agent::download::Downloader::start(&capped_state, common::free_addr())
+        .await
+        .unwrap();
     let mut settings = common::settings("dev-capped", &capped_state);
-    settings.policy = PolicySettings { storage_cap_bytes: Some(2_000_000), ..Default::default() };
+    settings.policy = PolicySettings {
+        storage_cap_bytes: Some(2_000_000),
+        ..Default::default()
+    };
     let capped = ota_device_agent::agent::Agent::new(
         ota_client::TrackerClient::new(&stack.tracker.url, None),
         downloader,
@@ -121,7 +164,10 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     );
     capped.handle_release(&small_rel.info_hash).await.unwrap();
     let err = format!("{:#}", capped.handle_release(&big_rel.info_hash).await.unwrap_err());
-    assert!(err.contains("does not fit the storage cap: 200000 of 2000000 bytes in use"), "{err}");
+    assert!(
+        err.contains("does not fit the storage cap: 200000 of 2000000 bytes in use"),
+        "{err}"
+    );
     assert!(!common::download_folder(&capped_state, &big_rel.info_hash).exists());
     capped.stop().await;
 

@@ -28,23 +28,43 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     // it (the origin seeds on another tracker): peers deliver nothing.
     let lonely = TestTracker::start(&stack.dir.path().join("lonely")).await;
     lonely.client.register(&release).await.unwrap();
-    assert!(lonely.client.release(&release.info_hash).await.unwrap().origin_peers.is_empty());
+    assert!(lonely
+        .client
+        .release(&release.info_hash)
+        .await
+        .unwrap()
+        .origin_peers
+        .is_empty());
 
     let state = stack.dir.path().join("agent");
     let agent = common::agent(&lonely.url, "dev-http", &state, Some(Duration::from_secs(2))).await;
     let installed = agent.handle_release(&release.info_hash).await.unwrap();
-    assert!(std::fs::read(&installed.path).unwrap() == data, "byte-identical package");
-    assert_eq!(ota_device_agent::verify::sha256_file(&installed.path).unwrap(), release.sha256);
+    assert!(
+        std::fs::read(&installed.path).unwrap() == data,
+        "byte-identical package"
+    );
+    assert_eq!(
+        ota_device_agent::verify::sha256_file(&installed.path).unwrap(),
+        release.sha256
+    );
     let r = &lonely.client.telemetry(&release.info_hash).await.unwrap()[0];
     assert!(r.verified, "{r:?}");
-    assert_eq!(r.bytes_from_origin_http, data.len() as u64, "every byte came over HTTP: {r:?}");
+    assert_eq!(
+        r.bytes_from_origin_http,
+        data.len() as u64,
+        "every byte came over HTTP: {r:?}"
+    );
     assert_eq!(r.bytes_from_origin + r.bytes_from_peers, 0, "{r:?}");
     // The origin's ledger saw the HTTP bytes (flushed every second).
     let mut http_bytes = 0;
     for _ in 0..50 {
         seeder.flush_ledger().await.unwrap();
         let e = seeder.egress().await.unwrap();
-        http_bytes = e.iter().find(|e| e.info_hash == release.info_hash).map(|e| e.http_bytes).unwrap_or(0);
+        http_bytes = e
+            .iter()
+            .find(|e| e.info_hash == release.info_hash)
+            .map(|e| e.http_bytes)
+            .unwrap_or(0);
         if http_bytes >= data.len() as u64 {
             break;
         }
@@ -66,12 +86,20 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
         axum::routing::get(move |headers: axum::http::HeaderMap| {
             let served = served.clone();
             async move {
-                let r = headers[header::RANGE].to_str().unwrap().trim_start_matches("bytes=").to_string();
+                let r = headers[header::RANGE]
+                    .to_str()
+                    .unwrap()
+                    .trim_start_matches("bytes=")
+                    .to_string();
                 let (a, b) = r.split_once('-').unwrap();
                 let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
                 let mut body = served[a..=b].to_vec();
                 body[0] ^= 0x55;
-                (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", served.len()))], body)
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    [(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", served.len()))],
+                    body,
+                )
                     .into_response()
             }
         }),
@@ -81,7 +109,10 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     });
     let err = format!("{:#}", agent.handle_release(&bad_release.info_hash).await.unwrap_err());
     assert!(err.contains("failed its SHA-1 check"), "{err}");
-    assert!(!common::download_folder(&state, &bad_release.info_hash).exists(), "nothing of the refused package is kept");
+    assert!(
+        !common::download_folder(&state, &bad_release.info_hash).exists(),
+        "nothing of the refused package is kept"
+    );
     let r = &lonely.client.telemetry(&bad_release.info_hash).await.unwrap()[0];
     assert!(!r.verified);
     assert!(r.error.as_deref().unwrap_or("").contains("SHA-1"), "{r:?}");

@@ -32,7 +32,11 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     let b = common::agent(&stack.tracker.url, "dev-bad", &stack.dir.path().join("b"), None).await;
     let b_installed = b.handle_release(&release.info_hash).await.unwrap();
     {
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&b_installed.path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&b_installed.path)
+            .unwrap();
         let mut byte = [0u8; 1];
         for i in 0..data.len().div_ceil(PIECE as usize) {
             let at = i as u64 * PIECE + 100;
@@ -54,7 +58,10 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     let c_state = stack.dir.path().join("c");
     let c = common::agent(&stack.tracker.url, "dev-victim", &c_state, None).await;
     let c_installed = c.handle_release(&release.info_hash).await.unwrap();
-    assert!(std::fs::read(&c_installed.path).unwrap() == data, "the package stays correct");
+    assert!(
+        std::fs::read(&c_installed.path).unwrap() == data,
+        "the package stays correct"
+    );
 
     let b_uploaded = b.downloader().uploaded(&release.info_hash).unwrap_or(0) - b_uploaded_before;
     assert!(b_uploaded > 0, "the bad peer did send (corrupt) data");
@@ -62,11 +69,23 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     let r = r.iter().find(|r| r.device == "dev-victim").unwrap();
     assert!(r.verified);
     assert!(r.bytes_from_peers > 0, "bytes from the bad peer were received: {r:?}");
-    assert!(r.bytes_from_origin >= data.len() as u64 - PIECE, "the refused pieces came again from the origin: {r:?}");
-    assert!(r.bytes_from_origin + r.bytes_from_peers > data.len() as u64, "some pieces were fetched twice: {r:?}");
+    assert!(
+        r.bytes_from_origin >= data.len() as u64 - PIECE,
+        "the refused pieces came again from the origin: {r:?}"
+    );
+    assert!(
+        r.bytes_from_origin + r.bytes_from_peers > data.len() as u64,
+        "some pieces were fetched twice: {r:?}"
+    );
 
     // librqbit dropped B after a hash failure: B's error counter, not the origin's.
-    let origin = stack.tracker.client.release(&release.info_hash).await.unwrap().origin_peers;
+    let origin = stack
+        .tracker
+        .client
+        .release(&release.info_hash)
+        .await
+        .unwrap()
+        .origin_peers;
     let b_addr = format!("127.0.0.1:{}", b.downloader().port());
     let deadline = Instant::now() + Duration::from_secs(5);
     let errors = loop {
@@ -77,9 +96,16 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // (B may also show up under the ephemeral port of a connection it dialled.)
-    assert!(errors.get(&b_addr).is_some_and(|n| *n > 0), "the bad peer {b_addr} was dropped at least once: {errors:?}");
+    assert!(
+        errors.get(&b_addr).is_some_and(|n| *n > 0),
+        "the bad peer {b_addr} was dropped at least once: {errors:?}"
+    );
     for o in &origin {
-        assert_eq!(errors.get(o).copied().unwrap_or(0), 0, "the origin was never dropped: {errors:?}");
+        assert_eq!(
+            errors.get(o).copied().unwrap_or(0),
+            0,
+            "the origin was never dropped: {errors:?}"
+        );
     }
 
     c.stop().await;

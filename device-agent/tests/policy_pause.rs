@@ -21,7 +21,9 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
 
     let flag = stack.dir.path().join("unmetered");
     let state = stack.dir.path().join("agent");
-    let downloader = ota_device_agent::download::Downloader::start(&state, common::free_addr()).await.unwrap();
+    let downloader = ota_device_agent::download::Downloader::start(&state, common::free_addr())
+        .await
+        .unwrap();
     let mut settings = common::settings("dev-policy", &state);
     // The command leaves a mark each time it runs, so the test knows the
     // policy loop has given its first verdict.
@@ -47,7 +49,7 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
         let ih = release.info_hash;
         tokio::spawn(async move { agent.handle_release(&ih).await })
     };
-    while agent.active().get(&release.info_hash).is_none() && Instant::now() < deadline {
+    while !agent.active().contains_key(&release.info_hash) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -57,7 +59,11 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
     assert!(!run.is_finished());
 
     std::fs::write(&flag, b"").unwrap();
-    let installed = tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap().unwrap();
+    let installed = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(std::fs::read(&installed.path).unwrap() == data);
 
     policy_loop.abort();

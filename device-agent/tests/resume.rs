@@ -57,7 +57,10 @@ impl Stack {
         let mut package = vec![0u8; SIZE];
         rand::thread_rng().fill_bytes(&mut package);
         let name = "update.bin".to_string();
-        let req = ota_seeder::publish::PublishRequest { version: "1.0".into(), ..stack.publish_request(&name, PIECE, None) };
+        let req = ota_seeder::publish::PublishRequest {
+            version: "1.0".into(),
+            ..stack.publish_request(&name, PIECE, None)
+        };
         let new = stack.hash(&package, &req).await;
         stack.tracker.client.register(&new).await.unwrap();
         let info_hash = new.info_hash;
@@ -76,7 +79,13 @@ impl Stack {
             common::wait_origin(&stack.tracker.client, &info_hash, 1, Duration::from_secs(60)).await,
             "the origin never announced"
         );
-        Stack { stack, seeder, info_hash, package, name }
+        Stack {
+            stack,
+            seeder,
+            info_hash,
+            package,
+            name,
+        }
     }
 
     fn tracker(&self) -> &common::TestTracker {
@@ -86,7 +95,10 @@ impl Stack {
     /// Payload bytes the origin sent for the release over BitTorrent.
     async fn egress(&self) -> u64 {
         let e = self.seeder.egress().await.unwrap();
-        e.iter().find(|r| r.info_hash == self.info_hash).map(|r| r.bittorrent_bytes).unwrap_or(0)
+        e.iter()
+            .find(|r| r.info_hash == self.info_hash)
+            .map(|r| r.bittorrent_bytes)
+            .unwrap_or(0)
     }
 
     async fn push_when_subscribed(&self, n: usize) {
@@ -102,11 +114,23 @@ impl Stack {
     async fn wait_report(&self, agent: &mut AgentProc, within: Duration) -> ota_proto::api::TelemetryReport {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(r) = self.tracker().client.telemetry(&self.info_hash).await.unwrap().into_iter().find(|r| r.verified || r.error.is_some()) {
+            if let Some(r) = self
+                .tracker()
+                .client
+                .telemetry(&self.info_hash)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.verified || r.error.is_some())
+            {
                 return r;
             }
             agent.assert_alive();
-            assert!(Instant::now() < deadline, "no report within {within:?}; agent log:\n{}", agent.log());
+            assert!(
+                Instant::now() < deadline,
+                "no report within {within:?}; agent log:\n{}",
+                agent.log()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -125,7 +149,14 @@ struct AgentProc {
 
 impl AgentProc {
     /// `prefix` runs it inside something (e.g. `ip netns exec NS`).
-    fn spawn(prefix: &[&str], state: &Path, tracker: &str, peer_listen: SocketAddr, extra: &[&str], log: &Path) -> AgentProc {
+    fn spawn(
+        prefix: &[&str],
+        state: &Path,
+        tracker: &str,
+        peer_listen: SocketAddr,
+        extra: &[&str],
+        log: &Path,
+    ) -> AgentProc {
         let (program, pre): (&str, &[&str]) = match prefix.split_first() {
             Some((p, rest)) => (p, rest),
             None => (agent_bin(), &[]),
@@ -135,15 +166,33 @@ impl AgentProc {
         if !prefix.is_empty() {
             cmd.arg(agent_bin());
         }
-        cmd.args(["run", "--device-id", "dev-resume", "--tracker", tracker, "--no-catch-up", "--poll-interval-secs", "0"])
-            .args(["--report-interval-secs", "1", "--peer-listen", &peer_listen.to_string(), "--state-dir"])
-            .arg(state)
-            .args(extra)
-            .env("RUST_LOG", "info,librqbit=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap());
-        AgentProc { child: cmd.spawn().unwrap(), log: log.to_path_buf() }
+        cmd.args([
+            "run",
+            "--device-id",
+            "dev-resume",
+            "--tracker",
+            tracker,
+            "--no-catch-up",
+            "--poll-interval-secs",
+            "0",
+        ])
+        .args([
+            "--report-interval-secs",
+            "1",
+            "--peer-listen",
+            &peer_listen.to_string(),
+            "--state-dir",
+        ])
+        .arg(state)
+        .args(extra)
+        .env("RUST_LOG", "info,librqbit=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap());
+        AgentProc {
+            child: cmd.spawn().unwrap(),
+            log: log.to_path_buf(),
+        }
     }
 
     fn assert_alive(&mut self) {
@@ -154,7 +203,14 @@ impl AgentProc {
 
     fn log(&self) -> String {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        s.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        s.lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// SIGKILL by PID, then reap.
@@ -179,7 +235,11 @@ async fn cli(state: &Path, args: &[&str]) -> (bool, String, String) {
         .output()
         .await
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// `status --json` parsed; `None` while the daemon does not answer.
@@ -199,7 +259,11 @@ async fn wait_progress(state: &Path, agent: &mut AgentProc, fraction: f64) -> u6
             }
         }
         agent.assert_alive();
-        assert!(Instant::now() < deadline, "no progress to {fraction}; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {fraction}; log:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -208,7 +272,10 @@ fn assert_refetch_at_most(egress: u64, interruptions: u64, what: &str) {
     let extra = egress.saturating_sub(SIZE as u64);
     eprintln!("{what}: origin sent {egress} bytes for a {SIZE}-byte package: {extra} bytes fetched again ({interruptions} interruption(s), piece {PIECE})");
     assert!(egress >= SIZE as u64, "{what}: the whole package came from the origin");
-    assert!(extra <= interruptions * PIECE, "{what}: {extra} bytes fetched again, more than {interruptions} piece(s)");
+    assert!(
+        extra <= interruptions * PIECE,
+        "{what}: {extra} bytes fetched again, more than {interruptions} piece(s)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -222,9 +289,26 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
 
     let hook_out = dir.path().join("hook.out");
     let hook = dir.path().join("hook.sh");
-    std::fs::write(&hook, format!("#!/bin/sh\necho \"$1 $OTA_RELEASE_NAME $OTA_RELEASE_VERSION $OTA_INFO_HASH\" > {}\n", hook_out.display())).unwrap();
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$1 $OTA_RELEASE_NAME $OTA_RELEASE_VERSION $OTA_INFO_HASH\" > {}\n",
+            hook_out.display()
+        ),
+    )
+    .unwrap();
     let hook_cmd = format!("sh {}", hook.display());
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))), &["--install-hook", &hook_cmd], &dir.path().join("agent.log"));
+    let mut agent = AgentProc::spawn(
+        &[],
+        &state,
+        &stack.tracker().url,
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ),
+        &["--install-hook", &hook_cmd],
+        &dir.path().join("agent.log"),
+    );
     stack.push_when_subscribed(1).await;
     wait_progress(&state, &mut agent, 0.3).await;
 
@@ -235,7 +319,10 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(&state).await.unwrap();
-        if s["releases"][0]["phase"] == "downloading" && s["releases"][0]["paused"] == serde_json::json!(["user"]) && s["releases"][0]["speed_bps"] == 0 {
+        if s["releases"][0]["phase"] == "downloading"
+            && s["releases"][0]["paused"] == serde_json::json!(["user"])
+            && s["releases"][0]["speed_bps"] == 0
+        {
             break;
         }
         assert!(Instant::now() < deadline, "never paused: {s}");
@@ -248,14 +335,23 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     assert!(during < SIZE as u64, "paused before the end");
     let (ok, table, _) = cli(&state, &["status"]).await;
     eprintln!("status while paused:\n{table}");
-    assert!(ok && table.contains("paused(user)") && table.contains("update.bin@1.0"), "{table}");
-    assert!(table.contains('#') && table.contains("MiB/24.00 MiB"), "a progress bar: {table}");
+    assert!(
+        ok && table.contains("paused(user)") && table.contains("update.bin@1.0"),
+        "{table}"
+    );
+    assert!(
+        table.contains('#') && table.contains("MiB/24.00 MiB"),
+        "a progress bar: {table}"
+    );
 
     let (ok, out, err) = cli(&state, &["resume"]).await;
     assert!(ok && out.contains("resumed: update.bin@1.0"), "{out}{err}");
     let report = stack.wait_report(&mut agent, Duration::from_secs(120)).await;
     assert!(report.verified && report.error.is_none(), "{report:?}");
-    assert!(report.bytes_from_origin >= SIZE as u64, "bytes before and after the pause are counted: {report:?}");
+    assert!(
+        report.bytes_from_origin >= SIZE as u64,
+        "bytes before and after the pause are counted: {report:?}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_refetch_at_most(stack.egress().await, 1, "pause/resume");
     let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
@@ -263,11 +359,19 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
 
     // The install hook got the package path and the release in its environment.
     let hook_line = std::fs::read_to_string(&hook_out).unwrap();
-    assert_eq!(hook_line.trim(), format!("{} update.bin 1.0 {}", path.display(), stack.info_hash));
+    assert_eq!(
+        hook_line.trim(),
+        format!("{} update.bin 1.0 {}", path.display(), stack.info_hash)
+    );
     let (ok, out, _) = cli(&state, &["history", "--json"]).await;
     assert!(ok);
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let outcomes: Vec<&str> = h["history"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["finished", "installed"]);
     let s = status(&state).await.unwrap();
     assert_eq!(s["releases"][0]["phase"], "seeding");
@@ -284,20 +388,44 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let listen = SocketAddr::new(lo, free_port(lo));
     let hook = "sh -c 'echo disk full >&2; exit 3'";
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", hook], &log);
+    let mut agent = AgentProc::spawn(
+        &[],
+        &state,
+        &stack.tracker().url,
+        listen,
+        &["--install-hook", hook],
+        &log,
+    );
     stack.push_when_subscribed(1).await;
     let before = wait_progress(&state, &mut agent, 0.25).await;
     agent.kill9();
-    assert!(state.join("agent.sock").exists(), "kill -9 leaves the socket file behind");
+    assert!(
+        state.join("agent.sock").exists(),
+        "kill -9 leaves the socket file behind"
+    );
     let active: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("active.json")).unwrap()).unwrap();
-    assert_eq!(active[stack.info_hash.to_hex().as_str()]["phase"], "downloading", "{active}");
+    assert_eq!(
+        active[stack.info_hash.to_hex().as_str()]["phase"],
+        "downloading",
+        "{active}"
+    );
 
     // Same state folder, same flags, no push: the state folder alone resumes it.
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", hook], &log);
+    let mut agent = AgentProc::spawn(
+        &[],
+        &state,
+        &stack.tracker().url,
+        listen,
+        &["--install-hook", hook],
+        &log,
+    );
     let report = stack.wait_report(&mut agent, Duration::from_secs(120)).await;
     assert!(report.verified, "{report:?}");
     let err = report.error.clone().unwrap_or_default();
-    assert!(err.contains("install hook failed") && err.contains("disk full"), "the hook's failure is reported: {err}");
+    assert!(
+        err.contains("install hook failed") && err.contains("disk full"),
+        "the hook's failure is reported: {err}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let egress = stack.egress().await;
     assert!(before < SIZE as u64, "killed mid-download");
@@ -305,7 +433,10 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
     assert_eq!(std::fs::read(&path).unwrap(), stack.package);
     let (ok, out, _) = cli(&state, &["history"]).await;
-    assert!(ok && out.contains("failed") && out.contains("install hook failed"), "{out}");
+    assert!(
+        ok && out.contains("failed") && out.contains("install hook failed"),
+        "{out}"
+    );
     // The device's installer reports success later.
     let (ok, out, err) = cli(&state, &["installed", "update.bin@1.0"]).await;
     assert!(ok && out.contains("update.bin@1.0 marked installed"), "{out}{err}");
@@ -318,14 +449,22 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
+        let seeding = status(&state)
+            .await
+            .is_some_and(|s| s["releases"][0]["phase"] == "seeding");
         let peers = stack.tracker().client.peers(&stack.info_hash).await.unwrap();
-        let announced = peers.iter().any(|p| p.device.as_deref() == Some("dev-resume") && p.left == 0 && p.addr == listen.to_string());
+        let announced = peers
+            .iter()
+            .any(|p| p.device.as_deref() == Some("dev-resume") && p.left == 0 && p.addr == listen.to_string());
         if seeding && announced {
             break;
         }
         agent.assert_alive();
-        assert!(Instant::now() < deadline, "not seeding again: {peers:?}; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "not seeding again: {peers:?}; log:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(stack.egress().await, egress, "nothing fetched to seed again");
@@ -347,8 +486,14 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     let (ok, out, err) = cli(&state, &["cancel", &stack.info_hash.to_hex()]).await;
     assert!(ok && out.contains("cancelled: update.bin@1.0"), "{out}{err}");
     let report = stack.wait_report(&mut agent, Duration::from_secs(60)).await;
-    assert!(!report.verified && report.error.as_deref() == Some("cancelled by the user"), "{report:?}");
-    assert!(!common::download_folder(&state, &stack.info_hash).exists(), "partial data deleted");
+    assert!(
+        !report.verified && report.error.as_deref() == Some("cancelled by the user"),
+        "{report:?}"
+    );
+    assert!(
+        !common::download_folder(&state, &stack.info_hash).exists(),
+        "partial data deleted"
+    );
     let s = status(&state).await.unwrap();
     assert_eq!(s["releases"], serde_json::json!([]));
     let (_, out, _) = cli(&state, &["history", "--json"]).await;
@@ -359,7 +504,12 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
     // The log is appended to: the second "subscribed" line is the new agent's.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&log).unwrap_or_default().matches("subscribed to pushes").count() < 2 {
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("subscribed to pushes")
+        .count()
+        < 2
+    {
         agent.assert_alive();
         assert!(Instant::now() < deadline, "the restarted agent never subscribed");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -396,7 +546,11 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(lo, free_port(lo));
     let log = dir.path().join("agent.log");
-    let (pid_file, mark, done) = (dir.path().join("hook.pid"), dir.path().join("hook.mark"), dir.path().join("hook.done"));
+    let (pid_file, mark, done) = (
+        dir.path().join("hook.pid"),
+        dir.path().join("hook.mark"),
+        dir.path().join("hook.done"),
+    );
     let _hook_guard = PidFileGuard(pid_file.clone());
     // First run: hangs (until killed); second run: succeeds.
     let hook = dir.path().join("hook.sh");
@@ -411,36 +565,75 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     )
     .unwrap();
     let hook_cmd = format!("sh {}", hook.display());
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", &hook_cmd], &log);
+    let mut agent = AgentProc::spawn(
+        &[],
+        &state,
+        &stack.tracker().url,
+        listen,
+        &["--install-hook", &hook_cmd],
+        &log,
+    );
     stack.push_when_subscribed(1).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !(mark.exists() && status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "installing")) {
+    while !(mark.exists()
+        && status(&state)
+            .await
+            .is_some_and(|s| s["releases"][0]["phase"] == "installing"))
+    {
         agent.assert_alive();
-        assert!(Instant::now() < deadline, "the hook never started; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "the hook never started; log:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     agent.kill9();
     // The orphaned hook is killed by PID too.
     drop(PidFileGuard(pid_file.clone()));
 
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &["--install-hook", &hook_cmd], &log);
+    let mut agent = AgentProc::spawn(
+        &[],
+        &state,
+        &stack.tracker().url,
+        listen,
+        &["--install-hook", &hook_cmd],
+        &log,
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seeding = status(&state).await.is_some_and(|s| s["releases"][0]["phase"] == "seeding");
+        let seeding = status(&state)
+            .await
+            .is_some_and(|s| s["releases"][0]["phase"] == "seeding");
         if done.exists() && seeding {
             break;
         }
         agent.assert_alive();
-        assert!(Instant::now() < deadline, "the hook did not run again; log:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "the hook did not run again; log:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let path = common::download_folder(&state, &stack.info_hash).join(&stack.name);
-    assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), path.display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        path.display().to_string()
+    );
     let (_, out, _) = cli(&state, &["history", "--json"]).await;
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let outcomes: Vec<&str> = h["history"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["finished", "installed"]);
-    assert!(h["history"][0]["received"]["origin_bittorrent"].as_u64().unwrap() >= SIZE as u64, "{h}");
+    assert!(
+        h["history"][0]["received"]["origin_bittorrent"].as_u64().unwrap() >= SIZE as u64,
+        "{h}"
+    );
     drop(agent);
     stack.stop().await;
 }
@@ -455,8 +648,16 @@ struct Netns {
 }
 
 fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip").args(args).output().expect("iproute2 `ip` is needed (apt-get install iproute2)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 `ip` is needed (apt-get install iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Netns {
@@ -476,7 +677,15 @@ impl Netns {
         ip(&["link", "set", &ns_if, "netns", &ns.name]);
         ip(&["addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_if]);
         ip(&["link", "set", &ns.host_if, "up"]);
-        ip(&["-n", &ns.name, "addr", "add", &format!("{}/30", ns.ns_ip), "dev", &ns_if]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{}/30", ns.ns_ip),
+            "dev",
+            &ns_if,
+        ]);
         ip(&["-n", &ns.name, "link", "set", &ns_if, "up"]);
         ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
         ns
@@ -491,8 +700,12 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes the pair; the host end is deleted
         // explicitly in case the namespace side never moved there.
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
     }
 }
 
@@ -504,7 +717,14 @@ async fn link_down_and_up_in_a_network_namespace_resumes_without_a_restart() {
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(IpAddr::V4(netns.ns_ip), 46_881);
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&["ip", "netns", "exec", &netns.name], &state, &stack.tracker().url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(
+        &["ip", "netns", "exec", &netns.name],
+        &state,
+        &stack.tracker().url,
+        listen,
+        &[],
+        &log,
+    );
     let pid = agent.child.id();
     stack.push_when_subscribed(1).await;
     let before = wait_progress(&state, &mut agent, 0.3).await;

@@ -25,7 +25,13 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let altered: Vec<u8> = (0..200_000u32).map(|i| (i % 233) as u8).collect();
     let same_version: Vec<u8> = (0..100_000u32).map(|i| (i % 229) as u8).collect();
     let mut hashes = Vec::new();
-    for (key, data, case) in [("good.bin", &good, 0), ("tampered.bin", &bad, 1), ("stranger.bin", &other, 2), ("altered.bin", &altered, 3), ("again/good.bin", &same_version, 4)] {
+    for (key, data, case) in [
+        ("good.bin", &good, 0),
+        ("tampered.bin", &bad, 1),
+        ("stranger.bin", &other, 2),
+        ("altered.bin", &altered, 3),
+        ("again/good.bin", &same_version, 4),
+    ] {
         let req = ota_seeder::publish::PublishRequest {
             signing: Some(ota_seeder::publish::ManifestSigning {
                 key: if case == 2 { stranger.clone() } else { maker.clone() },
@@ -45,7 +51,10 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
         if case == 3 {
             let text = signed.manifest.replace("\"version\":\"1\"", "\"version\":\"9\"");
             assert_ne!(text, signed.manifest);
-            new.manifest = Some(ota_proto::manifest::SignedManifest { manifest: text, ..signed });
+            new.manifest = Some(ota_proto::manifest::SignedManifest {
+                manifest: text,
+                ..signed
+            });
         }
         client.register(&new).await.unwrap();
         hashes.push(new.info_hash);
@@ -55,7 +64,10 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let seeder = stack.start_seeder_unsynced().await;
     assert_eq!(seeder.sync_releases().await.unwrap(), 5);
     for ih in &hashes {
-        assert!(common::wait_origin(client, ih, 1, Duration::from_secs(10)).await, "origin announced {ih}");
+        assert!(
+            common::wait_origin(client, ih, 1, Duration::from_secs(10)).await,
+            "origin announced {ih}"
+        );
     }
 
     // The agent.
@@ -68,15 +80,24 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
 
     let err = format!("{:#}", agent.handle_release(&hashes[1]).await.unwrap_err());
     assert!(err.contains("SHA-256 mismatch"), "{err}");
-    assert!(!common::download_folder(&state, &hashes[1]).exists(), "no copy of the refused package is kept");
+    assert!(
+        !common::download_folder(&state, &hashes[1]).exists(),
+        "no copy of the refused package is kept"
+    );
     // Another good.bin at the installed version is not an upgrade.
     let err = format!("{:#}", agent.handle_release(&hashes[4]).await.unwrap_err());
     assert!(err.contains("version 1 is not newer than the installed 1"), "{err}");
     assert!(!common::download_folder(&state, &hashes[4]).exists());
     for ih in &hashes[2..4] {
         let err = format!("{:#}", agent.handle_release(ih).await.unwrap_err());
-        assert!(err.contains("manifest rejected: manifest signature does not verify"), "{err}");
-        assert!(!common::download_folder(&state, ih).exists(), "a rejected manifest is never downloaded");
+        assert!(
+            err.contains("manifest rejected: manifest signature does not verify"),
+            "{err}"
+        );
+        assert!(
+            !common::download_folder(&state, ih).exists(),
+            "a rejected manifest is never downloaded"
+        );
         let r = &client.telemetry(ih).await.unwrap()[0];
         assert!(r.error.as_deref().unwrap_or("").contains("manifest rejected"), "{r:?}");
     }
@@ -89,8 +110,15 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     assert!(reports[0].error.as_deref().unwrap_or("").contains("SHA-256 mismatch"));
     let good_report = &client.telemetry(&hashes[0]).await.unwrap()[0];
     assert!(good_report.verified);
-    assert_eq!(good_report.bytes_from_origin + good_report.bytes_from_peers, good.len() as u64);
-    assert_eq!(good_report.bytes_from_origin, good.len() as u64, "only the origin was there to serve it");
+    assert_eq!(
+        good_report.bytes_from_origin + good_report.bytes_from_peers,
+        good.len() as u64
+    );
+    assert_eq!(
+        good_report.bytes_from_origin,
+        good.len() as u64,
+        "only the origin was there to serve it"
+    );
 
     // The origin's ledger holds what it sent: the good package once, over BitTorrent.
     let egress = seeder.egress().await.unwrap();

@@ -50,22 +50,33 @@ impl TestTracker {
         std::fs::create_dir_all(db_dir).unwrap();
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display())).await.unwrap();
+        let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display()))
+            .await
+            .unwrap();
         let store = StoreConfig {
             interval: Duration::from_secs(1),
             min_interval: Duration::from_secs(1),
             origin_policy,
             ..StoreConfig::default()
         };
-        let settings =
-            TrackerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off };
+        let settings = TrackerSettings {
+            admin_token: ADMIN.into(),
+            public_url: url.clone(),
+            store,
+            device_auth: DeviceAuth::Off,
+        };
         let tracker: Arc<Tracker> = Tracker::new(registry, settings).await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(tracker.serve(listener, async {
             let _ = stop_rx.await;
         }));
         let client = TrackerClient::new(&url, Some(ADMIN.into()));
-        TestTracker { url, client, stop_tx: Some(stop_tx), server: Some(server) }
+        TestTracker {
+            url,
+            client,
+            stop_tx: Some(stop_tx),
+            server: Some(server),
+        }
     }
 
     pub(crate) async fn shutdown(mut self) {
@@ -107,7 +118,10 @@ impl Stack {
     /// announce URL this stack's tracker, private, unsigned.
     pub(crate) fn publish_request(&self, key: &str, piece_length: u64, http_base: Option<String>) -> PublishRequest {
         PublishRequest {
-            location: ota_seeder::origin_store::S3Location { bucket: BUCKET.into(), key: key.into() },
+            location: ota_seeder::origin_store::S3Location {
+                bucket: BUCKET.into(),
+                key: key.into(),
+            },
             version: "1".into(),
             piece_length: Some(piece_length),
             tracker_url: self.tracker.url.clone(),
@@ -120,8 +134,16 @@ impl Stack {
     /// Uploads `data` as `key`, hashes it (piece length `piece_length`,
     /// HTTP path under `http_base` if set) and registers it with the
     /// tracker; returns the registered release.
-    pub(crate) async fn publish(&self, key: &str, data: &[u8], piece_length: u64, http_base: Option<String>) -> NewRelease {
-        let new = self.hash(data, &self.publish_request(key, piece_length, http_base)).await;
+    pub(crate) async fn publish(
+        &self,
+        key: &str,
+        data: &[u8],
+        piece_length: u64,
+        http_base: Option<String>,
+    ) -> NewRelease {
+        let new = self
+            .hash(data, &self.publish_request(key, piece_length, http_base))
+            .await;
         self.tracker.client.register(&new).await.unwrap();
         new
     }
@@ -182,12 +204,21 @@ pub(crate) fn settings(device: &str, state: &Path) -> AgentSettings {
 }
 
 /// An agent talking to `tracker_url`, with the HTTP fallback after `fallback_after` if set.
-pub(crate) async fn agent(tracker_url: &str, device: &str, state: &Path, fallback_after: Option<Duration>) -> Arc<Agent> {
+pub(crate) async fn agent(
+    tracker_url: &str,
+    device: &str,
+    state: &Path,
+    fallback_after: Option<Duration>,
+) -> Arc<Agent> {
     agent_with(tracker_url, settings(device, state), fallback_after).await
 }
 
 /// An agent with the given settings talking to `tracker_url`.
-pub(crate) async fn agent_with(tracker_url: &str, settings: AgentSettings, fallback_after: Option<Duration>) -> Arc<Agent> {
+pub(crate) async fn agent_with(
+    tracker_url: &str,
+    settings: AgentSettings,
+    fallback_after: Option<Duration>,
+) -> Arc<Agent> {
     let device = settings.device_id.clone();
     let downloader = Downloader::start(&settings.state_dir, free_addr())
         .await
