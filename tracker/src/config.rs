@@ -81,10 +81,20 @@ pub struct TrackerArgs {
     /// Database URL: `sqlite://PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL; the database must
     /// exist). Same schema and migrations on both.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite://ota-tracker.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://ota-tracker.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Bearer token for the admin API; the origin also announces with it.
-    #[arg(long, env = "OTA_ADMIN_TOKEN", hide_env_values = true, default_value = "dev-admin-token")]
+    #[arg(
+        long,
+        env = "OTA_ADMIN_TOKEN",
+        hide_env_values = true,
+        default_value = "dev-admin-token"
+    )]
     pub admin_token: String,
     /// Seconds between announces handed to clients (`interval` and `min
     /// interval`); at least 1.
@@ -167,12 +177,19 @@ fn known_keys() -> BTreeSet<String> {
 /// surface as clap's "unexpected argument '--typo'").
 fn check_keys(path: &str) -> anyhow::Result<()> {
     // Unreadable or invalid files are reported by expand_config_file.
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let Ok(table) = text.parse::<toml::Table>() else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
     let known = known_keys();
     if let Some(bad) = table.keys().find(|k| !known.contains(k.as_str())) {
         let list: Vec<&str> = known.iter().map(String::as_str).collect();
-        anyhow::bail!("config file {path}: unknown key {bad:?} (known keys: {})", list.join(", "));
+        anyhow::bail!(
+            "config file {path}: unknown key {bad:?} (known keys: {})",
+            list.join(", ")
+        );
     }
     Ok(())
 }
@@ -181,7 +198,9 @@ impl TrackerArgs {
     /// The base URL in served `.torrent` files: `--public-url`, else
     /// `http://LISTEN`.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// Peer store timing and origin policy: announce interval (at least
@@ -246,7 +265,9 @@ mod tests {
     fn parse(args: &[&str]) -> anyhow::Result<TrackerArgs> {
         let mut full = vec!["ota-tracker".to_string(), "serve".to_string()];
         full.extend(args.iter().map(|s| s.to_string()));
-        let Cli { command: Command::Serve(a) } = Cli::try_parse_from(expand_args(full)?)?;
+        let Cli {
+            command: Command::Serve(a),
+        } = Cli::try_parse_from(expand_args(full)?)?;
         Ok(a)
     }
 
@@ -256,7 +277,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
         let file = path.to_str().unwrap();
-        std::fs::write(&path, "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\ndevice_auth = \"off\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "announce_interval = 5\norigin_slots = 0\nadmin_token = \"file\"\ndevice_auth = \"off\"\n",
+        )
+        .unwrap();
         let c = parse(&["--config", file, "--admin-token", "flag"]).unwrap();
         assert_eq!(c.admin_token, "flag");
         let s = c.store_config();
@@ -284,8 +309,16 @@ mod tests {
         std::env::remove_var("OTA_TRACKER_ORIGIN_SLOTS");
         std::env::remove_var("OTA_TRACKER_PEER_TIMEOUT");
         let from_file = from_file.unwrap().store_config();
-        assert_eq!(from_file.origin_policy, OriginPolicy::OnDemand { slots: 3 }, "file beats environment");
-        assert_eq!(from_file.peer_timeout, Duration::from_secs(99), "environment beats the default");
+        assert_eq!(
+            from_file.origin_policy,
+            OriginPolicy::OnDemand { slots: 3 },
+            "file beats environment"
+        );
+        assert_eq!(
+            from_file.peer_timeout,
+            Duration::from_secs(99),
+            "environment beats the default"
+        );
         assert_eq!(from_flag.unwrap().origin_slots, 2, "flag beats file and environment");
         assert_eq!(from_env.unwrap().origin_slots, 7);
         assert_eq!(parse(&[]).unwrap().origin_slots, 1, "default");
@@ -293,10 +326,16 @@ mod tests {
         // Unknown keys are refused, naming the key.
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let e = parse(&["--config", file]).unwrap_err().to_string();
-        assert!(e.contains("unknown key \"no_such_key\"") && e.contains("announce_interval"), "{e}");
+        assert!(
+            e.contains("unknown key \"no_such_key\"") && e.contains("announce_interval"),
+            "{e}"
+        );
         std::fs::write(&path, "announce_interval = \"soon\"\n").unwrap();
         assert!(parse(&["--config", file]).is_err(), "a value of the wrong type");
-        assert!(parse(&["--config", "/no/such/file.toml"]).unwrap_err().to_string().contains("cannot read"));
+        assert!(parse(&["--config", "/no/such/file.toml"])
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
     }
 
     #[test]
@@ -318,10 +357,23 @@ mod tests {
     #[test]
     fn every_setting_is_a_file_key() {
         let keys = known_keys();
-        for k in ["listen", "public_url", "database_url", "admin_token", "announce_interval", "peer_timeout"] {
+        for k in [
+            "listen",
+            "public_url",
+            "database_url",
+            "admin_token",
+            "announce_interval",
+            "peer_timeout",
+        ] {
             assert!(keys.contains(k), "{k} missing from {keys:?}");
         }
-        for k in ["origin_slots", "persist_interval", "stun_listen", "worker_threads", "device_auth"] {
+        for k in [
+            "origin_slots",
+            "persist_interval",
+            "stun_listen",
+            "worker_threads",
+            "device_auth",
+        ] {
             assert!(keys.contains(k), "{k} missing from {keys:?}");
         }
         assert!(!keys.contains("config") && !keys.contains("help"));

@@ -18,7 +18,9 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    let Cli { command: Command::Serve(args) } = Cli::parse_from(expand_args(std::env::args().collect())?);
+    let Cli {
+        command: Command::Serve(args),
+    } = Cli::parse_from(expand_args(std::env::args().collect())?);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.worker_threads() {
         runtime.worker_threads(n);
@@ -46,8 +48,8 @@ async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
         }
     }
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

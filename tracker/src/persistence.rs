@@ -41,7 +41,11 @@ pub async fn restore(registry: &Registry, store: &PeerStore) -> anyhow::Result<(
     }
     store.mark_full_resync();
     if !stored.peers.is_empty() {
-        tracing::info!(restored, stored = stored.peers.len(), "live peers restored from the database");
+        tracing::info!(
+            restored,
+            stored = stored.peers.len(),
+            "live peers restored from the database"
+        );
     }
     Ok(())
 }
@@ -59,7 +63,11 @@ pub struct Mirror {
 impl Mirror {
     /// A mirror written every `interval` (at least [`MIN_INTERVAL`]).
     pub fn new(interval: Duration) -> Self {
-        Mirror { lock: tokio::sync::Mutex::new(()), interval: interval.max(MIN_INTERVAL), completions: Mutex::default() }
+        Mirror {
+            lock: tokio::sync::Mutex::new(()),
+            interval: interval.max(MIN_INTERVAL),
+            completions: Mutex::default(),
+        }
     }
 
     /// Time between two rounds.
@@ -70,7 +78,12 @@ impl Mirror {
     /// Notes one completed download (announce event `completed`) of
     /// `info_hash` by device `device_id`, written in the next round.
     pub fn count_completion(&self, device_id: Arc<str>, info_hash: InfoHash) {
-        *self.completions.lock().unwrap_or_else(|e| e.into_inner()).entry((device_id, info_hash)).or_default() += 1;
+        *self
+            .completions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((device_id, info_hash))
+            .or_default() += 1;
     }
 
     /// One round: writes devices' last-seen times (from `devices`) and
@@ -120,7 +133,10 @@ impl Mirror {
     }
 
     fn restore_device_activity(&self, devices: &RwLock<DeviceDirectory>, a: DeviceActivity) {
-        devices.read().unwrap_or_else(|e| e.into_inner()).restore_seen(&a.last_seen);
+        devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore_seen(&a.last_seen);
         let mut c = self.completions.lock().unwrap_or_else(|e| e.into_inner());
         for (id, ih, n) in a.completions {
             *c.entry((id.into(), ih)).or_default() += n;

@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use ota_proto::announce::{encode_binary, AnnounceEvent};
 use ota_client::{AnnounceParams, TrackerClient};
-use ota_proto::metainfo::{info_hash, InfoDict};
-use ota_tracker::registry::Registry;
+use ota_proto::announce::{encode_binary, AnnounceEvent};
 use ota_proto::api::{NewRelease, TelemetryReport};
-use ota_testkit::tracker::{TestTracker, TestTrackerBuilder};
-use ota_tracker::DeviceAuth;
+use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_proto::{InfoHash, PeerId};
+use ota_testkit::tracker::{TestTracker, TestTrackerBuilder};
+use ota_tracker::registry::Registry;
+use ota_tracker::DeviceAuth;
 
 const ADMIN: &str = "test-admin";
 
@@ -26,7 +26,14 @@ async fn start(db: &str) -> TestTracker {
 }
 
 fn release() -> (NewRelease, InfoHash) {
-    let info = InfoDict { name: "pkg.bin".into(), length: 10, piece_length: 262144, pieces: vec![[7; 20]], private: true }.to_bytes();
+    let info = InfoDict {
+        name: "pkg.bin".into(),
+        length: 10,
+        piece_length: 262144,
+        pieces: vec![[7; 20]],
+        private: true,
+    }
+    .to_bytes();
     let ih = info_hash(&info);
     (
         NewRelease {
@@ -97,7 +104,12 @@ async fn releases_swarm_push_and_restart() {
     assert!(err.contains("401"), "{err}");
     let mut bad = new.clone();
     bad.info_hash = InfoHash([0; 20]);
-    assert!(admin.register(&bad).await.unwrap_err().to_string().contains("does not match"));
+    assert!(admin
+        .register(&bad)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("does not match"));
 
     let mut pushes = anon.subscribe().await.unwrap();
     for _ in 0..50 {
@@ -108,23 +120,38 @@ async fn releases_swarm_push_and_restart() {
     }
     admin.register(&new).await.unwrap();
     assert_eq!(admin.push(&new.info_hash).await.unwrap(), 1);
-    let ev = tokio::time::timeout(Duration::from_secs(5), pushes.next()).await.unwrap().unwrap().unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), pushes.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(ev.info_hash, new.info_hash);
 
     // The {info_hash} path segment: 40 hex characters of either case, else 400.
-    let (status, body) = get(&format!("{}/api/releases/{}", t.url(), new.info_hash.to_hex().to_uppercase())).await;
+    let (status, body) = get(&format!(
+        "{}/api/releases/{}",
+        t.url(),
+        new.info_hash.to_hex().to_uppercase()
+    ))
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, body) = get(&format!("{}/api/releases/not-a-hash", t.url())).await;
     assert_eq!(status, 400);
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(err["error"].as_str().unwrap().contains("not 40 hex characters"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("not 40 hex characters"),
+        "{err}"
+    );
     let (status, _) = get(&format!("{}/api/releases/{}", t.url(), "0".repeat(40))).await;
     assert_eq!(status, 404, "a well-formed unknown info hash");
 
     // The served .torrent carries the device id and keeps the info hash.
     let torrent = anon.torrent(&new.info_hash, "dev-9").await.unwrap();
     assert!(String::from_utf8_lossy(&torrent).contains("/announce?device=dev%2D9"));
-    assert_eq!(info_hash(&ota_proto::metainfo::info_from_torrent(&torrent).unwrap()), ih);
+    assert_eq!(
+        info_hash(&ota_proto::metainfo::info_from_torrent(&torrent).unwrap()),
+        ih
+    );
 
     // An origin announce and two devices.
     let announce = |n: u8, left: u64, origin: bool| {
@@ -145,9 +172,17 @@ async fn releases_swarm_push_and_restart() {
     };
     assert!(announce(0, 0, true).await.is_empty(), "the origin is given no peers");
     let first = announce(1, 10, false).await;
-    assert_eq!(first, vec!["127.0.0.1:7000".parse().unwrap()], "first leecher gets the origin");
+    assert_eq!(
+        first,
+        vec!["127.0.0.1:7000".parse().unwrap()],
+        "first leecher gets the origin"
+    );
     let second = announce(2, 10, false).await;
-    assert_eq!(second, vec!["127.0.0.1:7001".parse().unwrap()], "second leecher gets the first, not the origin");
+    assert_eq!(
+        second,
+        vec!["127.0.0.1:7001".parse().unwrap()],
+        "second leecher gets the first, not the origin"
+    );
     let completed = AnnounceParams {
         info_hash: ih,
         peer_id: PeerId([1; 20]),
@@ -161,7 +196,12 @@ async fn releases_swarm_push_and_restart() {
     admin.announce(&completed).await.unwrap();
     let releases = anon.releases().await.unwrap();
     assert_eq!(releases[0].origin_peers, vec!["127.0.0.1:7000".to_string()]);
-    let metrics = reqwest::get(format!("{}/metrics", t.url())).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", t.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("ota_tracker_announces_total"), "{metrics}");
     let addr = t.addr();
     t.stop().await;
@@ -202,7 +242,16 @@ fn params(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceParam
 fn swarm_view(peers: &[ota_proto::api::PeerInfo]) -> Vec<(PeerId, String, u64, bool, bool, Option<String>)> {
     let mut v: Vec<_> = peers
         .iter()
-        .map(|p| (p.peer_id, p.addr.clone(), p.left, p.is_origin, p.granted, p.device.clone()))
+        .map(|p| {
+            (
+                p.peer_id,
+                p.addr.clone(),
+                p.left,
+                p.is_origin,
+                p.granted,
+                p.device.clone(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -238,11 +287,28 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     ))
     .await;
     ota_proto::announce::decode_announce(&body).unwrap();
-    let first = admin.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap().1;
-    assert_eq!(first, vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()], "device 1 holds the origin grant");
-    admin.announce(&params(ih, 2, 10, AnnounceEvent::Started)).await.unwrap();
-    admin.announce(&params(ih, 3, 10, AnnounceEvent::Started)).await.unwrap();
-    admin.announce(&params(ih, 3, 0, AnnounceEvent::Completed)).await.unwrap();
+    let first = admin
+        .announce(&params(ih, 1, 10, AnnounceEvent::Started))
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(
+        first,
+        vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()],
+        "device 1 holds the origin grant"
+    );
+    admin
+        .announce(&params(ih, 2, 10, AnnounceEvent::Started))
+        .await
+        .unwrap();
+    admin
+        .announce(&params(ih, 3, 10, AnnounceEvent::Started))
+        .await
+        .unwrap();
+    admin
+        .announce(&params(ih, 3, 0, AnnounceEvent::Completed))
+        .await
+        .unwrap();
     // What a new leecher gets before the restart (then it leaves again).
     let probe = |t: &TestTracker| {
         let c = TrackerClient::new(t.url(), None);
@@ -253,9 +319,20 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
         }
     };
     let handed_before = probe(&t).await;
-    assert_eq!(handed_before.len(), 3, "devices 1, 2, 3 (not the origin): {handed_before:?}");
+    assert_eq!(
+        handed_before.len(),
+        3,
+        "devices 1, 2, 3 (not the origin): {handed_before:?}"
+    );
     let scrape_before = admin.scrape(&ih).await.unwrap();
-    assert_eq!((scrape_before.complete, scrape_before.downloaded, scrape_before.incomplete), (2, 1, 2));
+    assert_eq!(
+        (
+            scrape_before.complete,
+            scrape_before.downloaded,
+            scrape_before.incomplete
+        ),
+        (2, 1, 2)
+    );
     let peers_before = admin.peers(&new.info_hash).await.unwrap();
     assert_eq!(peers_before.len(), 4);
     assert_eq!(peers_before.iter().filter(|p| p.granted).count(), 1);
@@ -279,10 +356,18 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     // start-up rewrite and the shutdown write happen.
     let t = tracker(&db).persist_interval(Duration::from_secs(3600)).start().await;
     let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
-    assert_eq!(admin.scrape(&ih).await.unwrap(), scrape_before, "same counters after the restart");
+    assert_eq!(
+        admin.scrape(&ih).await.unwrap(),
+        scrape_before,
+        "same counters after the restart"
+    );
     let gap_ms = stopped_at.elapsed().as_millis() as u64;
     let peers_after = admin.peers(&new.info_hash).await.unwrap();
-    assert_eq!(swarm_view(&peers_after), swarm_view(&peers_before), "same swarm after the restart");
+    assert_eq!(
+        swarm_view(&peers_after),
+        swarm_view(&peers_before),
+        "same swarm after the restart"
+    );
     for p in &peers_after {
         let before = peers_before.iter().find(|b| b.peer_id == p.peer_id).unwrap();
         assert!(
@@ -292,7 +377,11 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
             p.age_ms
         );
     }
-    assert_eq!(probe(&t).await, handed_before, "a new leecher gets the same peers after the restart");
+    assert_eq!(
+        probe(&t).await,
+        handed_before,
+        "a new leecher gets the same peers after the restart"
+    );
     let releases = admin.releases().await.unwrap();
     assert_eq!(releases[0].origin_peers, vec!["127.0.0.1:7000".to_string()]);
     // A change made now is written only by the graceful shutdown.
@@ -303,8 +392,15 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     let t = start(&db).await;
     let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     let peers_after = admin.peers(&new.info_hash).await.unwrap();
-    assert_eq!(swarm_view(&peers_after), swarm_view(&peers_before), "the shutdown write kept the last change");
-    assert_eq!(peers_after.iter().find(|p| p.peer_id == PeerId([2; 20])).unwrap().left, 4);
+    assert_eq!(
+        swarm_view(&peers_after),
+        swarm_view(&peers_before),
+        "the shutdown write kept the last change"
+    );
+    assert_eq!(
+        peers_after.iter().find(|p| p.peer_id == PeerId([2; 20])).unwrap().left,
+        4
+    );
     t.stop().await;
 
     // Expiry continues from the stored ages: with a 1 s timeout, a restart
@@ -317,7 +413,10 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
     assert_eq!((s.complete, s.downloaded, s.incomplete), (0, 1, 0));
     t.stop().await;
     let reg = Registry::open(&db).await.unwrap();
-    assert!(reg.load_swarms(0).await.unwrap().peers.is_empty(), "expired rows are deleted from the database");
+    assert!(
+        reg.load_swarms(0).await.unwrap().peers.is_empty(),
+        "expired rows are deleted from the database"
+    );
 }
 
 /// Waits up to `limit` for the next push on `s`; None when none came.
@@ -347,14 +446,25 @@ async fn device_tokens_and_rollout_waves_postgres() {
 async fn device_tokens_and_rollout_waves(db: &str) {
     use ota_proto::rollout::in_wave;
     let db = db.to_string();
-    let t = tracker(&db).persist_interval(Duration::from_millis(200)).device_auth(DeviceAuth::Required).start().await;
+    let t = tracker(&db)
+        .persist_interval(Duration::from_millis(200))
+        .device_auth(DeviceAuth::Required)
+        .start()
+        .await;
     let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
     let anon = TrackerClient::new(t.url(), None);
     let (mut new, ih) = release();
     new.rollout_percent = Some(0);
     assert_eq!(admin.register(&new).await.unwrap().rollout_percent, 0);
     // A second release, signed for channel beta and model m2 only.
-    let info_b = InfoDict { name: "b.bin".into(), length: 10, piece_length: 262144, pieces: vec![[8; 20]], private: true }.to_bytes();
+    let info_b = InfoDict {
+        name: "b.bin".into(),
+        length: 10,
+        piece_length: 262144,
+        pieces: vec![[8; 20]],
+        private: true,
+    }
+    .to_bytes();
     let ih_b = info_hash(&info_b);
     let manifest = serde_json::json!({
         "name": "b.bin", "version": "1", "info_hash": ih_b, "size": 10, "sha256": "cd".repeat(32),
@@ -366,21 +476,34 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         info_hash: ih_b,
         sha256: "cd".repeat(32),
         info_hex: hex::encode(&info_b),
-        manifest: Some(ota_proto::manifest::SignedManifest { manifest, signature: "00".repeat(64) }),
+        manifest: Some(ota_proto::manifest::SignedManifest {
+            manifest,
+            signature: "00".repeat(64),
+        }),
         rollout_percent: None,
         ..new.clone()
     };
     admin.register(&rel_b).await.unwrap();
 
     // Device registration: admin only, ids unique, the token shown once.
-    assert!(anon.register_device("x", "stable", "m1").await.unwrap_err().to_string().contains("401"));
+    assert!(anon
+        .register_device("x", "stable", "m1")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("401"));
     let ids: Vec<String> = (0..16).map(|i| format!("dev-{i}")).collect();
     let mut devs = Vec::new();
     for id in &ids {
         let token = admin.register_device(id, "stable", "m1").await.unwrap();
         devs.push(TrackerClient::new(t.url(), None).with_device_token(Some(token)));
     }
-    assert!(admin.register_device("dev-0", "stable", "m1").await.unwrap_err().to_string().contains("409"));
+    assert!(admin
+        .register_device("dev-0", "stable", "m1")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("409"));
     let beta = TrackerClient::new(t.url(), None)
         .with_device_token(Some(admin.register_device("beta-1", "beta", "m2").await.unwrap()));
     assert_eq!(admin.devices().await.unwrap().len(), 17);
@@ -389,9 +512,17 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     assert!(anon.releases().await.unwrap_err().to_string().contains("401"));
     let forged = TrackerClient::new(t.url(), None).with_device_token(Some("ab".repeat(32)));
     assert!(forged.releases().await.unwrap_err().to_string().contains("401"));
-    let e = anon.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    let e = anon
+        .announce(&params(ih, 1, 10, AnnounceEvent::Started))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("device token required"), "{e}");
-    let e = forged.announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    let e = forged
+        .announce(&params(ih, 1, 10, AnnounceEvent::Started))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown or revoked device token"), "{e}");
     let (status, body) = get(&format!("{}/scrape?info_hash={}", t.url(), encode_binary(ih.as_ref()))).await;
     assert_eq!(status, 200);
@@ -400,9 +531,20 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     // Channel and model from the manifest: only the beta/m2 device sees release B.
     let listed = |c: &TrackerClient| {
         let c = c.clone();
-        async move { c.releases().await.unwrap().into_iter().map(|r| r.info_hash).collect::<Vec<_>>() }
+        async move {
+            c.releases()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.info_hash)
+                .collect::<Vec<_>>()
+        }
     };
-    assert_eq!(listed(&devs[0]).await, Vec::<InfoHash>::new(), "A is at 0 %, B is for beta");
+    assert_eq!(
+        listed(&devs[0]).await,
+        Vec::<InfoHash>::new(),
+        "A is at 0 %, B is for beta"
+    );
     assert_eq!(listed(&beta).await, vec![ih_b]);
     let e = devs[0].torrent(&ih_b, "").await.unwrap_err().to_string();
     assert!(e.contains("403") && e.contains("channel"), "{e}");
@@ -420,7 +562,11 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     admin.push(&new.info_hash).await.unwrap();
-    let e = devs[0].announce(&params(ih, 1, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    let e = devs[0]
+        .announce(&params(ih, 1, 10, AnnounceEvent::Started))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rollout wave"), "{e}");
     let mut got_first = vec![false; devs.len()];
     for step in [50u8, 100] {
@@ -428,7 +574,12 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         for (i, s) in streams.iter_mut().enumerate() {
             let newly = in_wave(&ih, &ids[i], step) && !got_first[i];
             if newly {
-                assert_eq!(next_push(s, Duration::from_secs(5)).await, Some(new.info_hash), "{} at {step} %", ids[i]);
+                assert_eq!(
+                    next_push(s, Duration::from_secs(5)).await,
+                    Some(new.info_hash),
+                    "{} at {step} %",
+                    ids[i]
+                );
                 got_first[i] = true;
             }
         }
@@ -438,9 +589,17 @@ async fn device_tokens_and_rollout_waves(db: &str) {
         }
         if step == 50 {
             let inside = ids.iter().filter(|id| in_wave(&ih, id, 50)).count();
-            assert!(inside > 0 && inside < ids.len(), "16 devices split by a 50 % wave: {inside}");
+            assert!(
+                inside > 0 && inside < ids.len(),
+                "16 devices split by a 50 % wave: {inside}"
+            );
             for (i, d) in devs.iter().enumerate() {
-                assert_eq!(listed(d).await.contains(&new.info_hash), in_wave(&ih, &ids[i], 50), "{}", ids[i]);
+                assert_eq!(
+                    listed(d).await.contains(&new.info_hash),
+                    in_wave(&ih, &ids[i], 50),
+                    "{}",
+                    ids[i]
+                );
             }
         }
     }
@@ -448,24 +607,52 @@ async fn device_tokens_and_rollout_waves(db: &str) {
 
     // A device announces with its token; the tracker takes the id from it.
     let torrent = devs[3].torrent(&new.info_hash, "ignored").await.unwrap();
-    assert!(String::from_utf8_lossy(&torrent).contains("/announce?token="), "the announce URL carries the token");
+    assert!(
+        String::from_utf8_lossy(&torrent).contains("/announce?token="),
+        "the announce URL carries the token"
+    );
     let mut p = params(ih, 3, 10, AnnounceEvent::Started);
     p.device = Some("spoofed".into());
     devs[3].announce(&p).await.unwrap();
-    devs[3].announce(&params(ih, 3, 0, AnnounceEvent::Completed)).await.unwrap();
+    devs[3]
+        .announce(&params(ih, 3, 0, AnnounceEvent::Completed))
+        .await
+        .unwrap();
     let peers = admin.peers(&new.info_hash).await.unwrap();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].device.as_deref(), Some("dev-3"));
-    assert_eq!(devs[3].scrape(&ih).await.unwrap().complete, 1, "a device scrapes with its token");
+    assert_eq!(
+        devs[3].scrape(&ih).await.unwrap().complete,
+        1,
+        "a device scrapes with its token"
+    );
     // Telemetry is filed under the token's device.
-    let report = TelemetryReport { device: "spoofed".into(), info_hash: new.info_hash, verified: true, ..Default::default() };
+    let report = TelemetryReport {
+        device: "spoofed".into(),
+        info_hash: new.info_hash,
+        verified: true,
+        ..Default::default()
+    };
     devs[3].report(&report).await.unwrap();
     assert_eq!(admin.telemetry(&new.info_hash).await.unwrap()[0].device, "dev-3");
-    assert!(devs[3].telemetry(&new.info_hash).await.unwrap_err().to_string().contains("403"), "reports are for the admin");
+    assert!(
+        devs[3]
+            .telemetry(&new.info_hash)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("403"),
+        "reports are for the admin"
+    );
     // Last seen and completions reach the database in the next persistence round.
     let mut dev3 = None;
     for _ in 0..50 {
-        dev3 = admin.devices().await.unwrap().into_iter().find(|d| d.device_id == "dev-3");
+        dev3 = admin
+            .devices()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.device_id == "dev-3");
         if dev3.as_ref().is_some_and(|d| d.completed == 1) {
             break;
         }
@@ -474,20 +661,44 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     let dev3 = dev3.unwrap();
     assert_eq!(dev3.completed, 1);
     assert!(dev3.last_seen.is_some());
-    let metrics = reqwest::get(format!("{}/metrics", t.url())).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", t.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("ota_tracker_devices_registered"), "{metrics}");
-    assert!(metrics.contains(&format!("ota_tracker_rollout_percent{{info_hash=\"{}\"}} 100", new.info_hash)), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "ota_tracker_rollout_percent{{info_hash=\"{}\"}} 100",
+            new.info_hash
+        )),
+        "{metrics}"
+    );
 
     // Lowering the wave stops new announces from devices outside it.
     admin.set_rollout(&new.info_hash, 0).await.unwrap();
-    let e = devs[3].announce(&params(ih, 3, 0, AnnounceEvent::None)).await.unwrap_err().to_string();
+    let e = devs[3]
+        .announce(&params(ih, 3, 0, AnnounceEvent::None))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rollout wave"), "{e}");
     admin.set_rollout(&new.info_hash, 100).await.unwrap();
 
     // Revocation: the token stops working at once.
     admin.revoke_device("dev-5").await.unwrap();
-    assert!(admin.revoke_device("dev-5").await.unwrap_err().to_string().contains("404"));
-    let e = devs[5].announce(&params(ih, 5, 10, AnnounceEvent::Started)).await.unwrap_err().to_string();
+    assert!(admin
+        .revoke_device("dev-5")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("404"));
+    let e = devs[5]
+        .announce(&params(ih, 5, 10, AnnounceEvent::Started))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown or revoked"), "{e}");
     assert!(devs[5].releases().await.unwrap_err().to_string().contains("401"));
     drop(streams);

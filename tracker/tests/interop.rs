@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ota_proto::announce::{AnnounceEvent, ScrapeStats};
 use ota_client::{AnnounceParams, TrackerClient};
-use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
+use ota_proto::announce::{AnnounceEvent, ScrapeStats};
 use ota_proto::api::{NewRelease, PeerInfo};
+use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
+use ota_proto::{InfoHash, PeerId};
 use ota_testkit::net::free_port;
 use ota_testkit::tracker::TestTracker;
 use ota_tracker::DeviceAuth;
-use ota_proto::{InfoHash, PeerId};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -73,8 +73,14 @@ fn package(name: &str) -> Package {
         })
         .collect();
     let pieces = data.chunks(PIECE).map(|c| Sha1::digest(c).into()).collect();
-    let info = InfoDict { name: name.into(), length: data.len() as u64, piece_length: PIECE as u64, pieces, private: true }
-        .to_bytes();
+    let info = InfoDict {
+        name: name.into(),
+        length: data.len() as u64,
+        piece_length: PIECE as u64,
+        pieces,
+        private: true,
+    }
+    .to_bytes();
     let ih = info_hash(&info);
     let release = NewRelease {
         name: name.into(),
@@ -90,7 +96,12 @@ fn package(name: &str) -> Package {
         manifest: None,
         rollout_percent: None,
     };
-    Package { data, info, ih, release }
+    Package {
+        data,
+        info,
+        ih,
+        release,
+    }
 }
 
 /// Registers a device and returns a client acting as it (its token in
@@ -110,7 +121,12 @@ async fn device_torrent(dev: &TrackerClient, p: &Package) -> Vec<u8> {
 }
 
 /// Polls the scrape until `want` holds, for at most `limit`.
-async fn wait_scrape(c: &TrackerClient, ih: &InfoHash, limit: Duration, want: impl Fn(&ScrapeStats) -> bool) -> ScrapeStats {
+async fn wait_scrape(
+    c: &TrackerClient,
+    ih: &InfoHash,
+    limit: Duration,
+    want: impl Fn(&ScrapeStats) -> bool,
+) -> ScrapeStats {
     let end = Instant::now() + limit;
     loop {
         let s = c.scrape(ih).await.unwrap();
@@ -123,7 +139,13 @@ async fn wait_scrape(c: &TrackerClient, ih: &InfoHash, limit: Duration, want: im
 
 /// The tracker's view of the peers whose id starts with `tag`.
 async fn peers_tagged(admin: &TrackerClient, p: &Package, tag: &str) -> Vec<PeerInfo> {
-    admin.peers(&p.release.info_hash).await.unwrap().into_iter().filter(|x| x.client.starts_with(tag)).collect()
+    admin
+        .peers(&p.release.info_hash)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.client.starts_with(tag))
+        .collect()
 }
 
 // ------------------------------------------------------------- fake peers
@@ -151,7 +173,9 @@ async fn fake_peer(n: u8) -> FakePeer {
     let task = tokio::spawn(async move {
         // Bounded: at most 16 connections, each read at most 5 s.
         for _ in 0..16 {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 68];
@@ -163,7 +187,12 @@ async fn fake_peer(n: u8) -> FakePeer {
     });
     let mut peer_id = *b"-FK0001-000000000000";
     peer_id[19] = b'0' + n;
-    FakePeer { addr, peer_id: PeerId(peer_id), handshakes: rx, task }
+    FakePeer {
+        addr,
+        peer_id: PeerId(peer_id),
+        handshakes: rx,
+        task,
+    }
 }
 
 async fn announce_fake(c: &TrackerClient, p: &Package, f: &FakePeer) -> Vec<SocketAddr> {
@@ -184,15 +213,27 @@ async fn announce_fake(c: &TrackerClient, p: &Package, f: &FakePeer) -> Vec<Sock
 async fn handshake(f: &mut FakePeer, limit: Duration) -> Result<Vec<u8>, String> {
     match tokio::time::timeout(limit, f.handshakes.recv()).await {
         Ok(Some(h)) => Ok(h),
-        _ => Err(format!("no connection to the handed-out peer {} within {limit:?}", f.addr)),
+        _ => Err(format!(
+            "no connection to the handed-out peer {} within {limit:?}",
+            f.addr
+        )),
     }
 }
 
 fn check_handshake(h: &[u8], ih: &InfoHash, tag: &str) {
-    assert_eq!(h[0], 19, "plaintext BitTorrent handshake expected, got {:02x?}", &h[..20]);
+    assert_eq!(
+        h[0],
+        19,
+        "plaintext BitTorrent handshake expected, got {:02x?}",
+        &h[..20]
+    );
     assert_eq!(&h[1..20], b"BitTorrent protocol");
     assert_eq!(&h[28..48], ih.as_ref(), "handshake for another info hash");
-    assert!(h[48..].starts_with(tag.as_bytes()), "peer id {:?} is not {tag}", String::from_utf8_lossy(&h[48..]));
+    assert!(
+        h[48..].starts_with(tag.as_bytes()),
+        "peer id {:?} is not {tag}",
+        String::from_utf8_lossy(&h[48..])
+    );
 }
 
 // --------------------------------------------------------- child processes
@@ -213,7 +254,10 @@ impl ChildGuard {
 
     /// Waits at most `limit` for the child to exit by itself.
     async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait()).await.ok().and_then(|r| r.ok())
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
     }
 }
 
@@ -233,7 +277,6 @@ fn require(path: &str, package: &str) {
         "{path} not found: install it with `apt-get install -y {package}` (this test does not skip)"
     );
 }
-
 
 // --------------------------------------------------------------- libtorrent
 
@@ -320,7 +363,10 @@ impl Libtorrent {
     /// Starts a session on `torrent` with an empty save directory.
     async fn start(torrent: &[u8]) -> Libtorrent {
         require(PYTHON, "python3");
-        let probe = std::process::Command::new(PYTHON).args(["-c", "import libtorrent"]).output().unwrap();
+        let probe = std::process::Command::new(PYTHON)
+            .args(["-c", "import libtorrent"])
+            .output()
+            .unwrap();
         assert!(
             probe.status.success(),
             "{PYTHON} cannot import libtorrent: install it with `apt-get install -y python3-libtorrent` ({})",
@@ -347,7 +393,17 @@ impl Libtorrent {
             .expect("cannot start /usr/bin/python3");
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let stdin = child.stdin.take().unwrap();
-        Libtorrent { guard: ChildGuard { child, what: "libtorrent client", stderr }, lines, stdin, seen: Vec::new(), dir }
+        Libtorrent {
+            guard: ChildGuard {
+                child,
+                what: "libtorrent client",
+                stderr,
+            },
+            lines,
+            stdin,
+            seen: Vec::new(),
+            dir,
+        }
     }
 
     fn save_dir(&self) -> PathBuf {
@@ -377,7 +433,10 @@ impl Libtorrent {
             self.seen.push(v.clone());
             let ev = v["event"].as_str().unwrap_or("");
             if fail_on.contains(&ev) {
-                panic!("libtorrent reported {v} while waiting for {event:?}; output so far {:?}", self.seen);
+                panic!(
+                    "libtorrent reported {v} while waiting for {event:?}; output so far {:?}",
+                    self.seen
+                );
             }
             if ev == event {
                 return v;
@@ -395,7 +454,10 @@ impl Libtorrent {
         self.command("quit").await;
         self.wait_event("bye", &[], Duration::from_secs(15)).await;
         let status = self.guard.wait_exit(Duration::from_secs(10)).await;
-        assert!(status.is_some_and(|s| s.success()), "libtorrent client exit: {status:?}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "libtorrent client exit: {status:?}"
+        );
     }
 }
 
@@ -412,30 +474,52 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     }
     // Without a token, libtorrent's announce is refused with a reason.
     let mut anon = Libtorrent::start(&torrent_bytes(&format!("{}/announce", t.url()), &p.info)).await;
-    let refused = anon.wait_event("tracker_error", &["tracker_reply"], Duration::from_secs(30)).await;
+    let refused = anon
+        .wait_event("tracker_error", &["tracker_reply"], Duration::from_secs(30))
+        .await;
     assert!(refused.to_string().contains("device token required"), "{refused}");
     drop(anon);
 
     let lt_dev = device(&t, "libtorrent").await;
     let mut lt = Libtorrent::start(&device_torrent(&lt_dev, &p).await).await;
-    let fail = ["tracker_error", "tracker_warning", "listen_failed", "torrent_error", "timeout"];
+    let fail = [
+        "tracker_error",
+        "tracker_warning",
+        "listen_failed",
+        "torrent_error",
+        "timeout",
+    ];
     let reply = lt.wait_event("tracker_reply", &fail, Duration::from_secs(30)).await;
-    assert_eq!(reply["num_peers"], 2, "libtorrent should have received both handed-out peers: {reply}");
+    assert_eq!(
+        reply["num_peers"], 2,
+        "libtorrent should have received both handed-out peers: {reply}"
+    );
 
     // Client side: libtorrent dials both handed-out peers, for this torrent.
     for f in fakes.iter_mut() {
-        let h = handshake(f, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}; libtorrent said {:?}", lt.seen));
+        let h = handshake(f, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{e}; libtorrent said {:?}", lt.seen));
         check_handshake(&h, &p.ih, "-LT");
     }
 
     // Tracker side: the client is in the swarm, seen as a leecher.
-    let mine = peers_tagged(&admin, &p, "-LT").await;
-    assert_eq!(mine.len(), 1, "one libtorrent peer in the swarm: {:?}", admin.peers(&p.release.info_hash).await.unwrap());
+    let mine = peers_tagged(admin, &p, "-LT").await;
+    assert_eq!(
+        mine.len(),
+        1,
+        "one libtorrent peer in the swarm: {:?}",
+        admin.peers(&p.release.info_hash).await.unwrap()
+    );
     assert_eq!(mine[0].left, p.data.len() as u64);
     let lt_addr: SocketAddr = mine[0].addr.parse().unwrap();
     assert_eq!(lt_addr.ip().to_string(), "127.0.0.1");
     let added = lt.seen.iter().find(|v| v["event"] == "added").unwrap().clone();
-    assert_eq!(added["listen_port"].as_u64(), Some(lt_addr.port() as u64), "announced port is the listen port");
+    assert_eq!(
+        added["listen_port"].as_u64(),
+        Some(lt_addr.port() as u64),
+        "announced port is the listen port"
+    );
     let s = admin.scrape(&p.ih).await.unwrap();
     assert_eq!((s.complete, s.incomplete), (0, 3), "two fake peers and libtorrent");
     // ... and it is handed out to the next peer that announces.
@@ -444,9 +528,9 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
 
     // A clean exit sends `stopped`: the tracker drops the client.
     lt.quit().await;
-    let s = wait_scrape(&admin, &p.ih, Duration::from_secs(10), |s| s.incomplete == 2).await;
+    let s = wait_scrape(admin, &p.ih, Duration::from_secs(10), |s| s.incomplete == 2).await;
     assert_eq!(s.incomplete, 2, "libtorrent's stopped announce should remove it");
-    assert!(peers_tagged(&admin, &p, "-LT").await.is_empty());
+    assert!(peers_tagged(admin, &p, "-LT").await.is_empty());
     t.stop().await;
 }
 
@@ -483,7 +567,11 @@ impl Transmission {
             "encryption": 0, "blocklist-enabled": false, "start-added-torrents": true,
             "message-level": 2, "cache-size-mb": 1
         });
-        std::fs::write(config.join("settings.json"), serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
+        std::fs::write(
+            config.join("settings.json"),
+            serde_json::to_vec_pretty(&settings).unwrap(),
+        )
+        .unwrap();
         let stderr = dir.path().join("stderr.txt");
         let child = tokio::process::Command::new("/usr/bin/transmission-daemon")
             .arg("--foreground")
@@ -496,9 +584,16 @@ impl Transmission {
             .spawn()
             .expect("cannot start transmission-daemon");
         let mut tr = Transmission {
-            guard: ChildGuard { child, what: "transmission-daemon", stderr },
+            guard: ChildGuard {
+                child,
+                what: "transmission-daemon",
+                stderr,
+            },
             rpc: format!("http://127.0.0.1:{rpc_port}/transmission/rpc"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
             session: String::new(),
             peer_port,
             dir,
@@ -510,9 +605,16 @@ impl Transmission {
                 break;
             }
             if let Ok(Some(status)) = tr.guard.child.try_wait() {
-                panic!("transmission-daemon exited with {status}; stderr:\n{}", tr.guard.stderr_text());
+                panic!(
+                    "transmission-daemon exited with {status}; stderr:\n{}",
+                    tr.guard.stderr_text()
+                );
             }
-            assert!(Instant::now() < end, "transmission RPC did not come up; stderr:\n{}", tr.guard.stderr_text());
+            assert!(
+                Instant::now() < end,
+                "transmission RPC did not come up; stderr:\n{}",
+                tr.guard.stderr_text()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tr
@@ -552,7 +654,10 @@ impl Transmission {
     async fn call(&mut self, method: &str, arguments: Value) -> Value {
         match self.try_call(method, arguments).await {
             Ok(v) => v,
-            Err(e) => panic!("transmission RPC {method} failed: {e:#}; stderr:\n{}", self.guard.stderr_text()),
+            Err(e) => panic!(
+                "transmission RPC {method} failed: {e:#}; stderr:\n{}",
+                self.guard.stderr_text()
+            ),
         }
     }
 
@@ -561,8 +666,15 @@ impl Transmission {
         let path = self.dir.path().join("pkg.torrent");
         std::fs::write(&path, torrent).unwrap();
         let download = self.download_dir();
-        let r = self.call("torrent-add", json!({ "filename": path, "download-dir": download, "paused": false })).await;
-        r["torrent-added"]["id"].as_i64().unwrap_or_else(|| panic!("torrent-add: {r}"))
+        let r = self
+            .call(
+                "torrent-add",
+                json!({ "filename": path, "download-dir": download, "paused": false }),
+            )
+            .await;
+        r["torrent-added"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("torrent-add: {r}"))
     }
 
     async fn torrent(&mut self, id: i64, fields: &[&str]) -> Value {
@@ -574,7 +686,9 @@ impl Transmission {
     async fn wait_announced(&mut self, id: i64, limit: Duration) -> Value {
         let end = Instant::now() + limit;
         loop {
-            let t = self.torrent(id, &["trackerStats", "error", "errorString", "status"]).await;
+            let t = self
+                .torrent(id, &["trackerStats", "error", "errorString", "status"])
+                .await;
             let ts = t["trackerStats"][0].clone();
             if ts["hasAnnounced"] == true && ts["lastAnnounceSucceeded"] == true {
                 return ts;
@@ -615,23 +729,43 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     // Client side: Transmission parsed both peers the tracker handed out.
     assert_eq!(stats["lastAnnouncePeerCount"], 2, "tracker stats: {stats}");
     // ... and the swarm counts of the announce response (BEP 3 complete/incomplete).
-    assert_eq!((stats["seederCount"].as_i64(), stats["leecherCount"].as_i64()), (Some(0), Some(3)), "{stats}");
+    assert_eq!(
+        (stats["seederCount"].as_i64(), stats["leecherCount"].as_i64()),
+        (Some(0), Some(3)),
+        "{stats}"
+    );
     let announced = stats["announce"].as_str().unwrap_or("");
-    assert!(announced.starts_with(&format!("{}/announce?token=", t.url())), "{stats}");
+    assert!(
+        announced.starts_with(&format!("{}/announce?token=", t.url())),
+        "{stats}"
+    );
 
     // Tracker side: Transmission 3.00 (`-TR3000-`) is in the swarm as a leecher.
-    let mine = peers_tagged(&admin, &p, "-TR").await;
-    assert_eq!(mine.len(), 1, "one Transmission peer: {:?}", admin.peers(&p.release.info_hash).await.unwrap());
-    assert_eq!(mine[0].addr, format!("127.0.0.1:{}", tr.peer_port), "announced address is its peer port");
+    let mine = peers_tagged(admin, &p, "-TR").await;
+    assert_eq!(
+        mine.len(),
+        1,
+        "one Transmission peer: {:?}",
+        admin.peers(&p.release.info_hash).await.unwrap()
+    );
+    assert_eq!(
+        mine[0].addr,
+        format!("127.0.0.1:{}", tr.peer_port),
+        "announced address is its peer port"
+    );
     assert_eq!(mine[0].left, p.data.len() as u64);
     let s = admin.scrape(&p.ih).await.unwrap();
     assert_eq!((s.complete, s.incomplete), (0, 3), "two fake peers and Transmission");
     let handed = announce_fake(&fake_dev, &p, &fakes[0]).await;
-    assert!(handed.contains(&mine[0].addr.parse().unwrap()), "{:?} not handed out: {handed:?}", mine[0].addr);
+    assert!(
+        handed.contains(&mine[0].addr.parse().unwrap()),
+        "{:?} not handed out: {handed:?}",
+        mine[0].addr
+    );
 
     // Stopping the torrent sends `stopped`: the tracker drops it.
     tr.call("torrent-stop", json!({ "ids": [id] })).await;
-    let s = wait_scrape(&admin, &p.ih, Duration::from_secs(15), |s| s.incomplete == 2).await;
+    let s = wait_scrape(admin, &p.ih, Duration::from_secs(15), |s| s.incomplete == 2).await;
     assert_eq!(s.incomplete, 2, "Transmission's stopped announce should remove it");
     tr.close().await;
     t.stop().await;
@@ -668,7 +802,13 @@ async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     let before = admin.scrape(&p.ih).await.unwrap();
     // libtorrent, empty, gets Transmission from the tracker and downloads from it.
     let mut lt = Libtorrent::start(&lt_torrent).await;
-    let fail = ["tracker_error", "tracker_warning", "listen_failed", "torrent_error", "timeout"];
+    let fail = [
+        "tracker_error",
+        "tracker_warning",
+        "listen_failed",
+        "torrent_error",
+        "timeout",
+    ];
     let reply = lt.wait_event("tracker_reply", &fail, Duration::from_secs(30)).await;
     assert_eq!(reply["num_peers"], 1, "the seeder was handed out: {reply}");
     lt.wait_event("finished", &fail, Duration::from_secs(60)).await;
@@ -685,10 +825,16 @@ async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     );
     // libtorrent announces `completed`; the tracker counts the download.
     let want = before.downloaded + 1;
-    let s = wait_scrape(&admin, &p.ih, Duration::from_secs(20), |s| s.complete == 2 && s.downloaded == want).await;
+    let s = wait_scrape(admin, &p.ih, Duration::from_secs(20), |s| {
+        s.complete == 2 && s.downloaded == want
+    })
+    .await;
     assert_eq!((s.complete, s.downloaded, s.incomplete), (2, want, 0));
     let uploaded = tr.torrent(id, &["uploadedEver"]).await;
-    assert!(uploaded["uploadedEver"].as_u64().unwrap_or(0) >= p.data.len() as u64, "Transmission uploaded: {uploaded}");
+    assert!(
+        uploaded["uploadedEver"].as_u64().unwrap_or(0) >= p.data.len() as u64,
+        "Transmission uploaded: {uploaded}"
+    );
     lt.quit().await;
     tr.close().await;
     t.stop().await;

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use ota_tracker::swarm::{PeerRecord, StoreChanges};
-use ota_tracker::registry::{Backend, DeviceActivity, Registry, RegistryError};
 use ota_proto::api::{NewRelease, TelemetryReport};
 use ota_proto::{InfoHash, PeerId};
+use ota_tracker::registry::{Backend, DeviceActivity, Registry, RegistryError};
+use ota_tracker::swarm::{PeerRecord, StoreChanges};
 
 fn release(info: &[u8]) -> NewRelease {
     NewRelease {
@@ -61,17 +61,26 @@ async fn releases_telemetry_and_devices_persist_across_reopen(url: &str) {
         }
         token = reg.register_device("d1", "stable", "m1").await.unwrap();
         assert_eq!(token.len(), 64);
-        assert!(matches!(reg.register_device("d1", "stable", "m1").await, Err(RegistryError::Exists(_))));
-        assert!(matches!(reg.register_device("bad id", "stable", "m1").await, Err(RegistryError::Invalid(_))));
+        assert!(matches!(
+            reg.register_device("d1", "stable", "m1").await,
+            Err(RegistryError::Exists(_))
+        ));
+        assert!(matches!(
+            reg.register_device("bad id", "stable", "m1").await,
+            Err(RegistryError::Invalid(_))
+        ));
         reg.register_device("d2", "beta", "m2").await.unwrap();
         let activity = DeviceActivity {
             last_seen: vec![("d1".into(), 1_700_000_000), ("gone".into(), 5)],
             completions: vec![("d1".into(), ih, 2)],
         };
         reg.save_device_activity(&activity).await.unwrap();
-        reg.save_device_activity(&DeviceActivity { completions: vec![("d1".into(), ih, 1)], ..Default::default() })
-            .await
-            .unwrap();
+        reg.save_device_activity(&DeviceActivity {
+            completions: vec![("d1".into(), ih, 1)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         assert!(reg.revoke_device("d2").await.unwrap());
         assert!(!reg.revoke_device("d2").await.unwrap());
     }
@@ -84,13 +93,25 @@ async fn releases_telemetry_and_devices_persist_across_reopen(url: &str) {
     let back = reg.telemetry(&ih).await.unwrap();
     assert_eq!(back.len(), 1, "one row per device: the latest report");
     assert_eq!(
-        (back[0].bytes_from_peers, back[0].bytes_from_lan_peers, back[0].bytes_from_internet_peers, back[0].bytes_from_origin_http),
+        (
+            back[0].bytes_from_peers,
+            back[0].bytes_from_lan_peers,
+            back[0].bytes_from_internet_peers,
+            back[0].bytes_from_origin_http
+        ),
         (700, 500, 200, 33)
     );
     assert!(back[0].verified);
     let devices = reg.devices().await.unwrap();
     assert_eq!(devices.len(), 1);
-    assert_eq!((devices[0].device_id.as_str(), devices[0].last_seen, devices[0].completed), ("d1", Some(1_700_000_000), 3));
+    assert_eq!(
+        (
+            devices[0].device_id.as_str(),
+            devices[0].last_seen,
+            devices[0].completed
+        ),
+        ("d1", Some(1_700_000_000), 3)
+    );
     assert_eq!(reg.device_completions("d1").await.unwrap(), vec![(ih, 3)]);
     let creds = reg.device_credentials().await.unwrap();
     assert_eq!(creds.len(), 1);
@@ -140,16 +161,27 @@ async fn swarms_round_trip_with_ages(url: &str) {
     assert_eq!(got.peers, vec![peer(0, 11_000), peer(1, 8_500)]);
     assert_eq!(got.downloaded, vec![(IH, 4)]);
     // Batches larger than one statement: 2,500 upserts, then 1,200 removals.
-    let many = StoreChanges { full: true, upserts: (0..2_500).map(|n| peer(n, 0)).collect(), ..Default::default() };
+    let many = StoreChanges {
+        full: true,
+        upserts: (0..2_500).map(|n| peer(n, 0)).collect(),
+        ..Default::default()
+    };
     reg.save_swarms(&many, 1_010_000).await.unwrap();
     assert_eq!(reg.load_swarms(1_010_000).await.unwrap().peers.len(), 2_500);
-    let gone = StoreChanges { removals: (0..1_200).map(|n| (IH, peer(n, 0).peer_id)).collect(), ..Default::default() };
+    let gone = StoreChanges {
+        removals: (0..1_200).map(|n| (IH, peer(n, 0).peer_id)).collect(),
+        ..Default::default()
+    };
     reg.save_swarms(&gone, 1_010_000).await.unwrap();
     let mut left = reg.load_swarms(1_010_000).await.unwrap().peers;
     left.sort_by_key(|p| p.peer_id);
     assert_eq!(left.len(), 1_300);
     assert_eq!(left[0], peer(1_200, 0));
-    let full = StoreChanges { full: true, upserts: vec![peer(5, 0)], ..Default::default() };
+    let full = StoreChanges {
+        full: true,
+        upserts: vec![peer(5, 0)],
+        ..Default::default()
+    };
     reg.save_swarms(&full, 1_010_000).await.unwrap();
     let got = reg.load_swarms(1_010_000).await.unwrap();
     assert_eq!(got.peers, vec![peer(5, 0)]);

@@ -20,7 +20,9 @@ async fn responder() -> SocketAddr {
 }
 
 fn binding_request(id: TransactionId) -> Vec<u8> {
-    let msg = StunMessageBuilder::new(BINDING, MessageClass::Request).with_transaction_id(id).build();
+    let msg = StunMessageBuilder::new(BINDING, MessageClass::Request)
+        .with_transaction_id(id)
+        .build();
     let mut buf = [0u8; 64];
     let n = MessageEncoderBuilder::default().build().encode(&mut buf, &msg).unwrap();
     buf[..n].to_vec()
@@ -70,7 +72,11 @@ async fn garbage_is_never_answered_and_the_responder_keeps_going() {
         }
         client.send(&d).await.unwrap();
     }
-    assert_eq!(recv(&client, Duration::from_millis(300)).await, None, "garbage answered");
+    assert_eq!(
+        recv(&client, Duration::from_millis(300)).await,
+        None,
+        "garbage answered"
+    );
     let id = TransactionId::default();
     client.send(&binding_request(id)).await.unwrap();
     let reply = recv(&client, Duration::from_secs(5)).await.expect("still answering");
@@ -114,7 +120,11 @@ async fn coturn_stunclient_reads_the_mapped_address() {
     .await
     .expect("turnutils_stunclient finished within 20 s")
     .expect("turnutils_stunclient runs (apt-get install coturn)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "turnutils_stunclient failed: {text}");
     let sources = server.await.unwrap();
     assert_eq!(sources.len(), 1, "one binding request answered; client said: {text}");

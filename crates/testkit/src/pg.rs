@@ -88,7 +88,8 @@ impl PgCluster {
         }
         let data = dir.path().join("data");
         let mut init = as_postgres(&bin, "initdb");
-        init.args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"]).arg(&data);
+        init.args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data);
         run(init, "initdb");
         let port = crate::net::free_port().expect("a free loopback port");
         let mut start = as_postgres(&bin, "pg_ctl");
@@ -98,7 +99,10 @@ impl PgCluster {
             .args(["-l"])
             .arg(dir.path().join("log"))
             .args(["-w", "-t", "60", "-o"])
-            .arg(format!("-h 127.0.0.1 -p {port} -k {} -c fsync=off", dir.path().display()))
+            .arg(format!(
+                "-h 127.0.0.1 -p {port} -k {} -c fsync=off",
+                dir.path().display()
+            ))
             .arg("start");
         let cluster = PgCluster { dir, bin, port };
         run(start, "pg_ctl start");
@@ -122,8 +126,13 @@ impl PgCluster {
     /// Panics when the server cannot be reached or the database exists.
     pub async fn create_db(&self, db: &str) -> String {
         use sqlx::Connection;
-        let mut c = sqlx::postgres::PgConnection::connect(&self.url("postgres")).await.expect("connect to postgres");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut c).await.expect("create database");
+        let mut c = sqlx::postgres::PgConnection::connect(&self.url("postgres"))
+            .await
+            .expect("connect to postgres");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut c)
+            .await
+            .expect("create database");
         c.close().await.ok();
         self.url(db)
     }
@@ -138,7 +147,9 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         let pid = self.postmaster_pid();
         let mut stop = as_postgres(&self.bin, "pg_ctl");
-        stop.args(["-D"]).arg(self.dir.path().join("data")).args(["-m", "immediate", "-w", "-t", "20", "stop"]);
+        stop.args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "-t", "20", "stop"]);
         let _ = stop.output();
         if let Some(pid) = pid {
             if Path::new(&format!("/proc/{pid}")).exists() {

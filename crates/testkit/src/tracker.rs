@@ -164,7 +164,10 @@ impl TestTrackerBuilder {
     pub async fn start(self) -> TestTracker {
         let (dir, url) = match self.database {
             Database::Temporary => {
-                let dir = tempfile::Builder::new().prefix("ota-test-tracker-").tempdir().expect("temporary folder");
+                let dir = tempfile::Builder::new()
+                    .prefix("ota-test-tracker-")
+                    .tempdir()
+                    .expect("temporary folder");
                 let url = sqlite_url(dir.path());
                 (Some(dir), url)
             }
@@ -174,7 +177,9 @@ impl TestTrackerBuilder {
             }
             Database::Url(url) => (None, url),
         };
-        let registry = Registry::open(&url).await.unwrap_or_else(|e| panic!("tracker registry {url}: {e:#}"));
+        let registry = Registry::open(&url)
+            .await
+            .unwrap_or_else(|e| panic!("tracker registry {url}: {e:#}"));
         let listener = bind(self.listen).await;
         let addr = listener.local_addr().expect("tracker address");
         let url = format!("http://{addr}");
@@ -184,7 +189,9 @@ impl TestTrackerBuilder {
             store: self.store,
             device_auth: self.device_auth,
         };
-        let tracker = Tracker::new(registry, settings).await.unwrap_or_else(|e| panic!("start the tracker: {e:#}"));
+        let tracker = Tracker::new(registry, settings)
+            .await
+            .unwrap_or_else(|e| panic!("start the tracker: {e:#}"));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(tracker.clone().serve(listener, async {
             let _ = stop_rx.await;

@@ -90,9 +90,11 @@ pub(super) async fn push_stream(
     State(t): Shared,
     caller: Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = t
-        .push_events(caller)
-        .filter_map(|ev| Some(Ok(Event::default().event("release").data(serde_json::to_string(&ev).ok()?))));
+    let events = t.push_events(caller).filter_map(|ev| {
+        Some(Ok(Event::default()
+            .event("release")
+            .data(serde_json::to_string(&ev).ok()?)))
+    });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

@@ -33,7 +33,10 @@ impl IntoResponse for ApiError {
 
 /// The bearer token of `Authorization: Bearer TOKEN`, if any.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Proof that the request carries the admin token
@@ -75,7 +78,9 @@ impl<S: Send + Sync> FromRequestParts<S> for InfoHashPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        raw.parse().map(InfoHashPath).map_err(|e: ota_proto::ids::IdError| ApiError::BadRequest(e.to_string()))
+        raw.parse()
+            .map(InfoHashPath)
+            .map_err(|e: ota_proto::ids::IdError| ApiError::BadRequest(e.to_string()))
     }
 }
 

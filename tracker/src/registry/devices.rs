@@ -66,7 +66,9 @@ impl Registry {
     }
 
     /// Deletes a device (its token stops working); returns false when no
-    /// such device is registered.
+    /// such device is registered. Its completion counts stay.
+    ///
+    /// Errors: a database failure.
     pub async fn revoke_device(&self, device_id: &str) -> Result<bool, sqlx::Error> {
         let r = sqlx::query("DELETE FROM devices WHERE device_id = $1")
             .bind(device_id)
@@ -76,6 +78,8 @@ impl Registry {
     }
 
     /// Every registered device by id, with its completed downloads.
+    ///
+    /// Errors: a database failure.
     pub async fn devices(&self) -> Result<Vec<Device>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT d.device_id, d.channel, d.model, d.created_at, d.last_seen,
@@ -98,12 +102,17 @@ impl Registry {
             .collect()
     }
 
-    /// Completed-download counts of one device per release, by info hash.
+    /// Completed-download counts (announce event `completed`) of one
+    /// device per release, by info hash.
+    ///
+    /// Errors: a database failure, or a stored info hash that is not 40
+    /// hex characters.
     pub async fn device_completions(&self, device_id: &str) -> Result<Vec<(InfoHash, u64)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT info_hash, completed FROM device_completions WHERE device_id = $1 ORDER BY info_hash")
-            .bind(device_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT info_hash, completed FROM device_completions WHERE device_id = $1 ORDER BY info_hash")
+                .bind(device_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((info_hash_column(r)?, r.try_get::<i64, _>("completed")?.max(0) as u64)))
             .collect()
@@ -112,6 +121,8 @@ impl Registry {
     /// Every device's token digest, id, channel and model (for the
     /// tracker's in-memory check of announces). Rows with a malformed
     /// digest are skipped with a warning.
+    ///
+    /// Errors: a database failure.
     pub async fn device_credentials(&self) -> Result<Vec<DeviceCredential>, sqlx::Error> {
         let rows = sqlx::query("SELECT device_id, token_sha256, channel, model FROM devices")
             .fetch_all(&self.pool)
@@ -124,7 +135,12 @@ impl Registry {
                 tracing::warn!(%device_id, "skipping a device with a malformed token digest");
                 continue;
             };
-            out.push(DeviceCredential { token_sha256, device_id, channel: r.try_get("channel")?, model: r.try_get("model")? });
+            out.push(DeviceCredential {
+                token_sha256,
+                device_id,
+                channel: r.try_get("channel")?,
+                model: r.try_get("model")?,
+            });
         }
         Ok(out)
     }

@@ -93,7 +93,12 @@ impl DeviceDirectory {
         self.by_id.insert(id.clone(), c.token_sha256);
         self.by_digest.insert(
             c.token_sha256,
-            Arc::new(DeviceEntry { device_id: id, channel: c.channel, model: c.model, unsaved_seen: AtomicI64::new(0) }),
+            Arc::new(DeviceEntry {
+                device_id: id,
+                channel: c.channel,
+                model: c.model,
+                unsaved_seen: AtomicI64::new(0),
+            }),
         );
     }
 
@@ -143,7 +148,9 @@ impl DeviceDirectory {
     pub fn restore_seen(&self, seen: &[(String, i64)]) {
         for (id, t) in seen {
             if let Some(e) = self.by_id.get(id.as_str()).and_then(|d| self.by_digest.get(d)) {
-                let _ = e.unsaved_seen.compare_exchange(0, *t, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = e
+                    .unsaved_seen
+                    .compare_exchange(0, *t, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
     }
@@ -154,7 +161,12 @@ mod tests {
     use super::*;
 
     fn cred(id: &str, token: &str) -> DeviceCredential {
-        DeviceCredential { token_sha256: token_digest(token), device_id: id.into(), channel: "c".into(), model: "m".into() }
+        DeviceCredential {
+            token_sha256: token_digest(token),
+            device_id: id.into(),
+            channel: "c".into(),
+            model: "m".into(),
+        }
     }
 
     #[test]

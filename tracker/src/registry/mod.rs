@@ -88,7 +88,10 @@ fn placeholders(rows: usize, cols: usize, backend: Backend) -> String {
 /// Reads the `info_hash` column (40 hex characters) of a row.
 fn info_hash_column(row: &sqlx::any::AnyRow) -> Result<InfoHash, sqlx::Error> {
     let text: String = row.try_get("info_hash")?;
-    text.parse().map_err(|e| sqlx::Error::ColumnDecode { index: "info_hash".into(), source: Box::new(e) })
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: "info_hash".into(),
+        source: Box::new(e),
+    })
 }
 
 impl Registry {

@@ -20,7 +20,6 @@ pub struct StoredRelease {
 }
 
 impl Registry {
-
     /// Validates and stores a release; registering the same info hash again
     /// replaces its metadata (and its rollout percentage when given).
     ///
@@ -28,8 +27,7 @@ impl Registry {
     /// info dictionary does not hash to `info_hash`, or the rollout
     /// percentage is above 100.
     pub async fn register(&self, r: &NewRelease) -> Result<Release, RegistryError> {
-        let info = hex::decode(&r.info_hex)
-            .map_err(|e| RegistryError::Invalid(format!("release: info_hex: {e}")))?;
+        let info = hex::decode(&r.info_hex).map_err(|e| RegistryError::Invalid(format!("release: info_hex: {e}")))?;
         let ih = ota_proto::metainfo::info_hash(&info);
         if ih != r.info_hash {
             return Err(RegistryError::Invalid(format!(
@@ -38,13 +36,19 @@ impl Registry {
             )));
         }
         if r.sha256.len() != 64 || hex::decode(&r.sha256).is_err() {
-            return Err(RegistryError::Invalid("release: sha256 must be 64 hex characters".into()));
+            return Err(RegistryError::Invalid(
+                "release: sha256 must be 64 hex characters".into(),
+            ));
         }
         if r.name.is_empty() || r.name.contains('/') {
-            return Err(RegistryError::Invalid("release: name must be non-empty, without '/'".into()));
+            return Err(RegistryError::Invalid(
+                "release: name must be non-empty, without '/'".into(),
+            ));
         }
         if r.rollout_percent.is_some_and(|p| p > 100) {
-            return Err(RegistryError::Invalid("release: rollout_percent must be 0..=100".into()));
+            return Err(RegistryError::Invalid(
+                "release: rollout_percent must be 0..=100".into(),
+            ));
         }
         if let Some(signed) = &r.manifest {
             // The tracker does not hold the public key; it checks that the
@@ -52,7 +56,9 @@ impl Registry {
             let m: ota_proto::manifest::Manifest = serde_json::from_str(&signed.manifest)
                 .map_err(|e| RegistryError::Invalid(format!("release: manifest: {e}")))?;
             if m.info_hash != ih || !m.sha256.eq_ignore_ascii_case(&r.sha256) || m.size != r.size {
-                return Err(RegistryError::Invalid("release: manifest does not describe this release".into()));
+                return Err(RegistryError::Invalid(
+                    "release: manifest does not describe this release".into(),
+                ));
             }
         }
         let created_at = wall_secs();
@@ -124,8 +130,13 @@ impl Registry {
                 created_at: row.try_get("created_at")?,
                 origin_peers: Vec::new(),
                 etag: row.try_get("etag")?,
-                manifest: match (row.try_get::<Option<String>, _>("manifest")?, row.try_get::<Option<String>, _>("signature")?) {
-                    (Some(manifest), Some(signature)) => Some(ota_proto::manifest::SignedManifest { manifest, signature }),
+                manifest: match (
+                    row.try_get::<Option<String>, _>("manifest")?,
+                    row.try_get::<Option<String>, _>("signature")?,
+                ) {
+                    (Some(manifest), Some(signature)) => {
+                        Some(ota_proto::manifest::SignedManifest { manifest, signature })
+                    }
                     _ => None,
                 },
                 rollout_percent: row.try_get::<i64, _>("rollout_percent")?.clamp(0, 100) as u8,
@@ -135,7 +146,10 @@ impl Registry {
         })
     }
 
-    /// One release by info hash, with its info dictionary.
+    /// One release by info hash, with its info dictionary; `None` when not
+    /// registered.
+    ///
+    /// Errors: a database failure.
     pub async fn get(&self, info_hash: &InfoHash) -> Result<Option<StoredRelease>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM releases WHERE info_hash = $1")
             .bind(info_hash.to_hex())
@@ -144,7 +158,9 @@ impl Registry {
         row.as_ref().map(Self::row_to_release).transpose()
     }
 
-    /// All releases, newest first.
+    /// All releases, newest first (by registration time, then info hash).
+    ///
+    /// Errors: a database failure.
     pub async fn list(&self) -> Result<Vec<StoredRelease>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM releases ORDER BY created_at DESC, info_hash")
             .fetch_all(&self.pool)
@@ -153,7 +169,10 @@ impl Registry {
     }
 
     /// Stores one telemetry report: it replaces the device's previous report
-    /// for the release (the count of reports goes up).
+    /// for the release (the count of reports goes up). The release need not
+    /// be registered (the API checks that).
+    ///
+    /// Errors: a database failure.
     pub async fn add_telemetry(&self, t: &TelemetryReport) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO telemetry (info_hash, device, bytes_from_peers, bytes_from_lan_peers, bytes_from_internet_peers,
@@ -185,6 +204,8 @@ impl Registry {
     }
 
     /// The latest report of each device for a release, by device id.
+    ///
+    /// Errors: a database failure.
     pub async fn telemetry(&self, info_hash: &InfoHash) -> Result<Vec<TelemetryReport>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM telemetry WHERE info_hash = $1 ORDER BY device")
             .bind(info_hash.to_hex())

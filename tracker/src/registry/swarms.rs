@@ -22,7 +22,7 @@ pub struct StoredSwarms {
 
 impl Registry {
     /// Writes peer-store changes in one transaction, with multi-row
-    /// statements of up to [`BATCH_ROWS`] rows (`INSERT … VALUES (…), (…)
+    /// statements of up to 1,000 rows (`INSERT … VALUES (…), (…)
     /// ON CONFLICT DO UPDATE`, `DELETE … WHERE (info_hash, peer_id) IN
     /// (VALUES …)`). `now_ms` is the wall clock (milliseconds since the Unix
     /// epoch) at which the changes were taken: a peer's `last_seen_ms` is
@@ -51,8 +51,12 @@ impl Registry {
         // One row per key and statement (PostgreSQL refuses to update a row
         // twice in one INSERT … ON CONFLICT); the last entry wins.
         let mut seen = HashSet::with_capacity(changes.upserts.len());
-        let mut upserts: Vec<&PeerRecord> =
-            changes.upserts.iter().rev().filter(|p| seen.insert((p.info_hash, p.peer_id))).collect();
+        let mut upserts: Vec<&PeerRecord> = changes
+            .upserts
+            .iter()
+            .rev()
+            .filter(|p| seen.insert((p.info_hash, p.peer_id)))
+            .collect();
         upserts.reverse();
         for chunk in upserts.chunks(BATCH_ROWS) {
             let sql = format!(
@@ -131,7 +135,10 @@ impl Registry {
                 age: std::time::Duration::from_millis(now_ms.saturating_sub(last_seen_ms).max(0) as u64),
             });
         }
-        for r in sqlx::query("SELECT * FROM swarm_counters").fetch_all(&self.pool).await? {
+        for r in sqlx::query("SELECT * FROM swarm_counters")
+            .fetch_all(&self.pool)
+            .await?
+        {
             let info_hash: String = r.try_get("info_hash")?;
             let n: i64 = r.try_get("downloaded")?;
             if let Ok(ih) = info_hash.parse::<InfoHash>() {

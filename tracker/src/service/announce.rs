@@ -109,7 +109,10 @@ impl Tracker {
         if hashes.is_empty() {
             self.store.scrape_all()
         } else {
-            hashes.iter().filter_map(|h| self.store.scrape(h).map(|s| (*h, s))).collect()
+            hashes
+                .iter()
+                .filter_map(|h| self.store.scrape(h).map(|s| (*h, s)))
+                .collect()
         }
     }
 }

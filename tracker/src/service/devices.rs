@@ -20,7 +20,10 @@ impl Tracker {
     /// Errors: [`ApiError::BadRequest`] for an invalid id, channel or model,
     /// [`ApiError::Conflict`] when the id is taken, or a database failure.
     pub async fn register_device(&self, new: NewDevice) -> Result<DeviceToken, ApiError> {
-        let token = self.registry.register_device(&new.device_id, &new.channel, &new.model).await?;
+        let token = self
+            .registry
+            .register_device(&new.device_id, &new.channel, &new.model)
+            .await?;
         let n = {
             let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
             devices.insert(DeviceCredential {
@@ -33,7 +36,10 @@ impl Tracker {
         };
         metrics::gauge!("ota_tracker_devices_registered").set(n as f64);
         tracing::info!(device = %new.device_id, "device registered");
-        Ok(DeviceToken { device_id: new.device_id, token })
+        Ok(DeviceToken {
+            device_id: new.device_id,
+            token,
+        })
     }
 
     /// Revokes a device: its token stops working at once.

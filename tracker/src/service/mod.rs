@@ -136,7 +136,11 @@ impl std::fmt::Debug for Tracker {
 /// The audience of a stored release (rollout percentage, manifest channel
 /// and models, pushed or not).
 pub(crate) fn audience_of(r: &StoredRelease) -> Audience {
-    Audience::new(r.release.rollout_percent, r.release.manifest.as_ref().map(|m| m.manifest.as_str()), r.pushed)
+    Audience::new(
+        r.release.rollout_percent,
+        r.release.manifest.as_ref().map(|m| m.manifest.as_str()),
+        r.pushed,
+    )
 }
 
 impl Tracker {
@@ -213,13 +217,19 @@ impl Tracker {
                 .map(Caller::Device)
                 .ok_or(ApiError::Unauthorized("unknown or revoked device token")),
             None if self.device_auth == DeviceAuth::Off => Ok(Caller::Anonymous),
-            None => Err(ApiError::Unauthorized("device token required (Authorization: Bearer TOKEN)")),
+            None => Err(ApiError::Unauthorized(
+                "device token required (Authorization: Bearer TOKEN)",
+            )),
         }
     }
 
     /// The registered device holding `token`, if any.
     pub(crate) fn device(&self, token: &str) -> Option<Arc<DeviceEntry>> {
-        self.devices.read().unwrap_or_else(|e| e.into_inner()).lookup(token).cloned()
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(token)
+            .cloned()
     }
 
     /// Whether the release `info_hash` is offered to `device`: Ok for a

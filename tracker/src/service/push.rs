@@ -27,7 +27,9 @@ impl Tracker {
         let Caller::Device(d) = caller else { return true };
         let ih = &msg.event.info_hash;
         self.offered(ih, d).is_ok()
-            && !msg.previous_percent.is_some_and(|p| ota_proto::rollout::in_wave(ih, &d.device_id, p))
+            && !msg
+                .previous_percent
+                .is_some_and(|p| ota_proto::rollout::in_wave(ih, &d.device_id, p))
     }
 
     /// The release events `caller` gets from now on (see

@@ -29,7 +29,10 @@ impl Tracker {
     ///
     /// Errors: [`ApiError::NotFound`], or a database failure.
     pub async fn find(&self, info_hash: &InfoHash) -> Result<StoredRelease, ApiError> {
-        self.registry.get(info_hash).await?.ok_or_else(|| ApiError::NotFound(format!("no release {info_hash}")))
+        self.registry
+            .get(info_hash)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no release {info_hash}")))
     }
 
     /// The release, if `caller` may see it.
@@ -39,7 +42,8 @@ impl Tracker {
     pub async fn find_for(&self, caller: &Caller, info_hash: &InfoHash) -> Result<StoredRelease, ApiError> {
         let r = self.find(info_hash).await?;
         if let Caller::Device(d) = caller {
-            self.offered(info_hash, d).map_err(|e| ApiError::Forbidden(e.to_string()))?;
+            self.offered(info_hash, d)
+                .map_err(|e| ApiError::Forbidden(e.to_string()))?;
         }
         Ok(r)
     }
@@ -47,7 +51,12 @@ impl Tracker {
     /// The release as the API shows it, with the origins live in its swarm.
     fn with_origins(&self, s: StoredRelease) -> Release {
         let mut r = s.release;
-        r.origin_peers = self.store.origin_peers(&r.info_hash).into_iter().map(|a| a.to_string()).collect();
+        r.origin_peers = self
+            .store
+            .origin_peers(&r.info_hash)
+            .into_iter()
+            .map(|a| a.to_string())
+            .collect();
         r
     }
 
@@ -83,7 +92,10 @@ impl Tracker {
         let ih = release.info_hash;
         self.store.register(ih);
         let stored = self.find(&ih).await?;
-        self.audiences.write().unwrap_or_else(|e| e.into_inner()).insert(ih, audience_of(&stored));
+        self.audiences
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ih, audience_of(&stored));
         metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => ih.to_hex()).set(release.rollout_percent as f64);
         tracing::info!(info_hash = %ih, name = %release.name, rollout = release.rollout_percent, "release registered");
         Ok(release)
@@ -119,7 +131,10 @@ impl Tracker {
         device: Option<&str>,
     ) -> Result<Vec<u8>, ApiError> {
         let r = self.find_for(caller, info_hash).await?;
-        Ok(ota_proto::metainfo::torrent_bytes(&self.announce_url(caller, bearer, device), &r.info))
+        Ok(ota_proto::metainfo::torrent_bytes(
+            &self.announce_url(caller, bearer, device),
+            &r.info,
+        ))
     }
 
     /// Pushes a release to the subscribers it is offered to; returns how
@@ -129,11 +144,26 @@ impl Tracker {
     pub async fn push_release(&self, info_hash: &InfoHash) -> Result<usize, ApiError> {
         let r = self.find(info_hash).await?.release;
         self.registry.mark_pushed(info_hash).await?;
-        if let Some(a) = self.audiences.write().unwrap_or_else(|e| e.into_inner()).get_mut(info_hash) {
+        if let Some(a) = self
+            .audiences
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(info_hash)
+        {
             a.pushed = true;
         }
-        let event = PushEvent { info_hash: r.info_hash, name: r.name, version: r.version };
-        let delivered = self.push.send(PushMsg { event, previous_percent: None }).unwrap_or(0);
+        let event = PushEvent {
+            info_hash: r.info_hash,
+            name: r.name,
+            version: r.version,
+        };
+        let delivered = self
+            .push
+            .send(PushMsg {
+                event,
+                previous_percent: None,
+            })
+            .unwrap_or(0);
         metrics::counter!("ota_tracker_pushes_total").increment(1);
         tracing::info!(%info_hash, delivered, "release pushed");
         Ok(delivered)
@@ -162,11 +192,26 @@ impl Tracker {
         metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => info_hash.to_hex()).set(percent as f64);
         let mut delivered = 0;
         if pushed && percent > previous {
-            let event = PushEvent { info_hash: *info_hash, name: r.release.name, version: r.release.version };
-            delivered = self.push.send(PushMsg { event, previous_percent: Some(previous) }).unwrap_or(0);
+            let event = PushEvent {
+                info_hash: *info_hash,
+                name: r.release.name,
+                version: r.release.version,
+            };
+            delivered = self
+                .push
+                .send(PushMsg {
+                    event,
+                    previous_percent: Some(previous),
+                })
+                .unwrap_or(0);
         }
         tracing::info!(%info_hash, percent, previous, "rollout changed");
-        Ok(RolloutChange { info_hash: *info_hash, percent, previous_percent: previous, delivered })
+        Ok(RolloutChange {
+            info_hash: *info_hash,
+            percent,
+            previous_percent: previous,
+            delivered,
+        })
     }
 
     /// Stores a telemetry report; a device's report is filed under the

@@ -34,7 +34,10 @@ mod tests {
     fn listen_values() {
         assert_eq!(parse_listen("off").unwrap(), None);
         assert_eq!(parse_listen("").unwrap(), None);
-        assert_eq!(parse_listen("0.0.0.0:3478").unwrap(), Some("0.0.0.0:3478".parse().unwrap()));
+        assert_eq!(
+            parse_listen("0.0.0.0:3478").unwrap(),
+            Some("0.0.0.0:3478".parse().unwrap())
+        );
         assert!(parse_listen("3478").is_err());
     }
 }

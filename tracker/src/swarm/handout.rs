@@ -179,7 +179,11 @@ mod tests {
         let origins: Vec<P> = swarm.iter().copied().filter(|p| p.2).collect();
         let seeders: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 == 0).collect();
         let leechers: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 > 0).collect();
-        let parts = SwarmParts { origins: &origins, seeders: &seeders, leechers: &leechers };
+        let parts = SwarmParts {
+            origins: &origins,
+            seeders: &seeders,
+            leechers: &leechers,
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let h = hand_out(&r, parts, |p| p.0 == id, grants, policy, numwant, &mut rng);
         (h.peers.iter().map(|p| p.0).collect(), h.granted)
@@ -235,11 +239,23 @@ mod tests {
         // 1,000 seeders and 3,000 leechers; the requester is leecher 7.
         let seeders: Vec<u32> = (0..1000).collect();
         let leechers: Vec<u32> = (1000..4000).collect();
-        let parts = SwarmParts { origins: &[][..], seeders: &seeders, leechers: &leechers };
+        let parts = SwarmParts {
+            origins: &[][..],
+            seeders: &seeders,
+            leechers: &leechers,
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut seen_seeders = std::collections::HashSet::new();
         for _ in 0..40 {
-            let h = hand_out(&req(5, 0, false), parts, |p| *p == 1007, 1, OriginPolicy::default(), 50, &mut rng);
+            let h = hand_out(
+                &req(5, 0, false),
+                parts,
+                |p| *p == 1007,
+                1,
+                OriginPolicy::default(),
+                50,
+                &mut rng,
+            );
             assert_eq!(h.peers.len(), 50);
             let ids: std::collections::HashSet<u32> = h.peers.iter().map(|p| **p).collect();
             assert_eq!(ids.len(), 50, "no peer twice");
@@ -249,8 +265,20 @@ mod tests {
         // 40 draws of 50 out of 1,000: a fixed prefix would show only 50.
         assert!(seen_seeders.len() > 500, "{} distinct seeders", seen_seeders.len());
         // Few seeders: the rest comes from leechers, never the requester.
-        let parts = SwarmParts { origins: &[][..], seeders: &seeders[..3], leechers: &leechers };
-        let h = hand_out(&req(5, 0, false), parts, |p| *p == 1007, 1, OriginPolicy::default(), 200, &mut rng);
+        let parts = SwarmParts {
+            origins: &[][..],
+            seeders: &seeders[..3],
+            leechers: &leechers,
+        };
+        let h = hand_out(
+            &req(5, 0, false),
+            parts,
+            |p| *p == 1007,
+            1,
+            OriginPolicy::default(),
+            200,
+            &mut rng,
+        );
         assert_eq!(h.peers.len(), 200);
         assert_eq!(h.peers[..3].iter().map(|p| **p).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert!(h.peers.iter().all(|p| **p != 1007));

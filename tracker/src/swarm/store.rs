@@ -27,21 +27,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ota_proto::announce::{
-    AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId,
-    ScrapeStats,
-};
 use super::handout::{hand_out, OriginPolicy, Requester, SwarmParts};
+use ota_proto::announce::{
+    AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId, ScrapeStats,
+};
 
 /// Number of independently locked shards of a [`PeerStore`].
 pub const SHARDS: usize = 64;
 
-/// Timing and policy of the peer store.
+/// Timing and policy of the peer store. [`Default`]: 60 s interval, 30 s
+/// minimum interval, 180 s peer timeout, one origin slot, 50,000 peers per
+/// swarm, 5 s persist interval.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
-    /// Announce interval handed to clients.
+    /// Announce interval handed to clients (BEP 3 `interval`, whole seconds
+    /// on the wire).
     pub interval: Duration,
-    /// Minimum announce interval handed to clients (librqbit re-announces at this).
+    /// Minimum announce interval handed to clients (`min interval`, whole
+    /// seconds; librqbit re-announces at this).
     pub min_interval: Duration,
     /// A peer silent for this long is dropped.
     pub peer_timeout: Duration,
@@ -476,7 +479,11 @@ impl PeerStore {
             // The origin never dials out: devices come to it when the policy says.
             return Ok(response(config, swarm, Vec::new()));
         }
-        let requester = Requester { left: req.left, stalled, granted: granted_before };
+        let requester = Requester {
+            left: req.left,
+            stalled,
+            granted: granted_before,
+        };
         let parts = SwarmParts {
             origins: &swarm.lists[Kind::Origin as usize],
             seeders: &swarm.lists[Kind::Seeder as usize],
@@ -493,7 +500,14 @@ impl PeerStore {
             req.numwant,
             &mut rand::thread_rng(),
         );
-        let peers = handout.peers.iter().map(|p| PeerAddr { peer_id: p.id, addr: p.addr() }).collect();
+        let peers = handout
+            .peers
+            .iter()
+            .map(|p| PeerAddr {
+                peer_id: p.id,
+                addr: p.addr(),
+            })
+            .collect();
         let granted = handout.granted;
         if granted != granted_before {
             if let Some(p) = swarm.get_mut(&req.peer_id) {
@@ -532,7 +546,9 @@ impl PeerStore {
     /// Returns the number of peers dropped.
     pub fn expire(&self, now: Instant) -> usize {
         let cutoff = self.clock.ns(now).saturating_sub(self.timeout_ns());
-        self.each_shard().map(|mut s| s.swarms.values_mut().map(|sw| sw.sweep(cutoff)).sum::<usize>()).sum()
+        self.each_shard()
+            .map(|mut s| s.swarms.values_mut().map(|sw| sw.sweep(cutoff)).sum::<usize>())
+            .sum()
     }
 
     /// The live peers of one swarm with their ages at `now`, seeders first,
@@ -617,7 +633,9 @@ impl PeerStore {
                             p.flags &= !DIRTY;
                         }
                     }
-                    changes.upserts.extend(swarm.all().map(|(k, p)| record(ih, k, p, now_ns)));
+                    changes
+                        .upserts
+                        .extend(swarm.all().map(|(k, p)| record(ih, k, p, now_ns)));
                     changes.downloaded.push((*ih, swarm.downloaded));
                     swarm.removed.clear();
                     swarm.dirty = false;
@@ -626,7 +644,10 @@ impl PeerStore {
                 }
                 if swarm.dirty {
                     swarm.dirty = false;
-                    for (k, list) in [Kind::Origin, Kind::Seeder, Kind::Leecher].into_iter().zip(swarm.lists.iter_mut()) {
+                    for (k, list) in [Kind::Origin, Kind::Seeder, Kind::Leecher]
+                        .into_iter()
+                        .zip(swarm.lists.iter_mut())
+                    {
                         for p in list.iter_mut().filter(|p| p.flags & DIRTY != 0) {
                             p.flags &= !DIRTY;
                             changes.upserts.push(record(ih, k, p, now_ns));
@@ -636,7 +657,10 @@ impl PeerStore {
                 // A peer removed then back again is an upsert only.
                 let removed = std::mem::take(&mut swarm.removed);
                 changes.removals.extend(
-                    removed.into_iter().filter(|id| !swarm.index.contains_key(id)).map(|id| (*ih, id)),
+                    removed
+                        .into_iter()
+                        .filter(|id| !swarm.index.contains_key(id))
+                        .map(|id| (*ih, id)),
                 );
                 if swarm.downloaded_dirty {
                     swarm.downloaded_dirty = false;
@@ -657,15 +681,17 @@ impl PeerStore {
 
     /// Live peers across all swarms.
     pub fn peer_count(&self) -> usize {
-        self.each_shard().map(|s| s.swarms.values().map(Swarm::len).sum::<usize>()).sum()
+        self.each_shard()
+            .map(|s| s.swarms.values().map(Swarm::len).sum::<usize>())
+            .sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
     use ota_proto::announce::DEFAULT_NUMWANT;
+    use std::collections::HashSet;
 
     const IH: InfoHash = InfoHash([9; 20]);
 
@@ -705,16 +731,30 @@ mod tests {
         let t0 = Instant::now();
         let s = PeerStore::new(StoreConfig::default());
         s.register(IH);
-        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0).unwrap();
-        let first = s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0).unwrap();
+        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
+            .unwrap();
+        let first = s
+            .announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0)
+            .unwrap();
         assert_eq!(first.peers.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![addr(0)]);
-        let second = s.announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0).unwrap();
+        let second = s
+            .announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0)
+            .unwrap();
         assert_eq!(second.peers.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![addr(1)]);
         assert_eq!(s.origin_peers(&IH), vec![addr(0)]);
         // Peer 1 finishes without sending `completed` (librqbit never does).
-        s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t0).unwrap();
-        assert_eq!(s.scrape(&IH).unwrap(), ScrapeStats { complete: 2, downloaded: 1, incomplete: 1 });
-        s.announce(&announce(2, 10, AnnounceEvent::Stopped), addr(2), false, t0).unwrap();
+        s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t0)
+            .unwrap();
+        assert_eq!(
+            s.scrape(&IH).unwrap(),
+            ScrapeStats {
+                complete: 2,
+                downloaded: 1,
+                incomplete: 1
+            }
+        );
+        s.announce(&announce(2, 10, AnnounceEvent::Stopped), addr(2), false, t0)
+            .unwrap();
         assert_eq!(s.scrape(&IH).unwrap().incomplete, 0);
         s.expire(t0 + Duration::from_secs(181));
         assert_eq!(s.peer_count(), 0);
@@ -726,18 +766,25 @@ mod tests {
         let s = PeerStore::new(StoreConfig::default());
         s.register(IH);
         assert!(s.take_changes(t0).is_empty());
-        s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0).unwrap();
-        s.announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0).unwrap();
+        s.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0)
+            .unwrap();
+        s.announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0)
+            .unwrap();
         let t1 = t0 + Duration::from_secs(5);
         let c = s.take_changes(t1);
         assert!(!c.full);
         assert_eq!(c.upserts.len(), 2);
-        assert!(c.upserts.iter().all(|r| r.age == Duration::from_secs(5) && r.left == 10));
+        assert!(c
+            .upserts
+            .iter()
+            .all(|r| r.age == Duration::from_secs(5) && r.left == 10));
         assert!(c.removals.is_empty() && c.downloaded.is_empty());
         assert!(s.take_changes(t1).is_empty(), "changes are handed out once");
 
-        s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t1).unwrap();
-        s.announce(&announce(2, 10, AnnounceEvent::Stopped), addr(2), false, t1).unwrap();
+        s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t1)
+            .unwrap();
+        s.announce(&announce(2, 10, AnnounceEvent::Stopped), addr(2), false, t1)
+            .unwrap();
         let c = s.take_changes(t1);
         assert_eq!(c.upserts.iter().map(|r| r.peer_id.0[0]).collect::<Vec<_>>(), vec![1]);
         assert_eq!(c.removals, vec![(IH, PeerId([2; 20]))]);
@@ -747,7 +794,8 @@ mod tests {
         let c = s.take_changes(t1);
         assert_eq!(c.removals, vec![(IH, PeerId([1; 20]))]);
 
-        s.announce(&announce(3, 10, AnnounceEvent::Started), addr(3), false, t1).unwrap();
+        s.announce(&announce(3, 10, AnnounceEvent::Started), addr(3), false, t1)
+            .unwrap();
         s.mark_full_resync();
         let c = s.take_changes(t1);
         assert!(c.full);
@@ -779,11 +827,20 @@ mod tests {
         assert!(!s.restore(&other, t0), "unregistered swarm");
         assert!(s.restore_downloaded(&IH, 4));
         assert!(s.take_changes(t0).is_empty(), "restored rows are already stored");
-        assert_eq!(s.scrape(&IH).unwrap(), ScrapeStats { complete: 1, downloaded: 4, incomplete: 1 });
+        assert_eq!(
+            s.scrape(&IH).unwrap(),
+            ScrapeStats {
+                complete: 1,
+                downloaded: 4,
+                incomplete: 1
+            }
+        );
         let listed = s.peers(&IH, t0).unwrap();
         assert_eq!(listed, vec![rec(0, 10), rec(1, 170)]);
         // Peer 1 still holds the origin grant: a new leecher does not get the origin.
-        let r = s.announce(&announce(4, 10, AnnounceEvent::Started), addr(4), false, t0).unwrap();
+        let r = s
+            .announce(&announce(4, 10, AnnounceEvent::Started), addr(4), false, t0)
+            .unwrap();
         assert!(r.peers.iter().all(|p| p.addr != addr(0)), "{:?}", r.peers);
         // Expiry continues from the restored age.
         s.expire(t0 + Duration::from_secs(11));
@@ -796,7 +853,10 @@ mod tests {
         let shard = s.shard(ih);
         let sw = &shard.swarms[ih];
         let mut n = 0;
-        for (k, list) in [Kind::Origin, Kind::Seeder, Kind::Leecher].into_iter().zip(sw.lists.iter()) {
+        for (k, list) in [Kind::Origin, Kind::Seeder, Kind::Leecher]
+            .into_iter()
+            .zip(sw.lists.iter())
+        {
             for (i, p) in list.iter().enumerate() {
                 assert_eq!(sw.index[&p.id], Slot::new(k, i));
                 assert_eq!(Kind::of(k == Kind::Origin, p.left), k);
@@ -818,7 +878,10 @@ mod tests {
             (x >> 33) % n
         };
         let t0 = Instant::now();
-        let config = StoreConfig { max_peers_per_swarm: 40, ..StoreConfig::default() };
+        let config = StoreConfig {
+            max_peers_per_swarm: 40,
+            ..StoreConfig::default()
+        };
         let s = PeerStore::new(config);
         s.register(IH);
         // Model of the live peers: id -> (left, is_origin, last announce second).
@@ -883,7 +946,11 @@ mod tests {
                 for (id, r) in &listed {
                     let mut r = r.clone();
                     r.age = (now - r.age).duration_since(t0);
-                    assert_eq!(mirror.get(id), Some(&r), "step {step}: the mirror holds every live peer");
+                    assert_eq!(
+                        mirror.get(id),
+                        Some(&r),
+                        "step {step}: the mirror holds every live peer"
+                    );
                 }
                 let stats = s.scrape(&IH).unwrap();
                 assert!(stats.complete + stats.incomplete >= listed.len() as u32);
