@@ -60,12 +60,12 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     // 1 MB/s from the origin: the big download takes about 3 s.
     let seeder = stack.seeder(Some(1_000_000)).await;
     for ih in [&small_rel.info_hash, &big_rel.info_hash] {
-        assert!(common::wait_origin(&stack.tracker.client, ih, 1, Duration::from_secs(30)).await);
+        assert!(common::wait_origin(stack.tracker.client(), ih, 1, Duration::from_secs(30)).await);
     }
 
     let state = stack.dir.path().join("agent");
     let disk = Tmpfs::mount(&state, "1m");
-    let agent = common::agent(&stack.tracker.url, "dev-disk", &state, None).await;
+    let agent = common::agent(stack.tracker.url(), "dev-disk", &state, None).await;
     let small_installed = agent.handle_release(&small_rel.info_hash).await.unwrap();
     let installed_json = std::fs::read(state.join("installed.json")).unwrap();
 
@@ -73,7 +73,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
     let err = format!("{:#}", agent.handle_release(&big_rel.info_hash).await.unwrap_err());
     assert!(err.contains("no space left: the package needs 3000000 bytes"), "{err}");
     assert!(!common::download_folder(&state, &big_rel.info_hash).exists());
-    let reports = stack.tracker.client.telemetry(&big_rel.info_hash).await.unwrap();
+    let reports = stack.tracker.client().telemetry(&big_rel.info_hash).await.unwrap();
     assert!(
         reports[0].error.as_deref().unwrap_or("").contains("no space left"),
         "{reports:?}"
@@ -129,7 +129,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
         !common::download_folder(&state, &big_rel.info_hash).exists(),
         "partial data deleted"
     );
-    let reports = stack.tracker.client.telemetry(&big_rel.info_hash).await.unwrap();
+    let reports = stack.tracker.client().telemetry(&big_rel.info_hash).await.unwrap();
     assert!(
         reports
             .iter()
@@ -158,7 +158,7 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
         ..Default::default()
     };
     let capped = ota_device_agent::agent::Agent::new(
-        ota_client::TrackerClient::new(&stack.tracker.url, None),
+        ota_client::TrackerClient::new(stack.tracker.url(), None),
         downloader,
         settings,
     );
@@ -173,5 +173,5 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
 
     seeder.stop().await;
     drop(disk);
-    stack.tracker.shutdown().await;
+    stack.tracker.stop().await;
 }

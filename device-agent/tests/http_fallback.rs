@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 
-use common::{package, Stack, TestTracker};
+use common::{package, Stack};
 
 const PIECE: u64 = 65_536;
 
@@ -26,10 +26,10 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
 
     // The device's tracker knows the release but has no BitTorrent seeder for
     // it (the origin seeds on another tracker): peers deliver nothing.
-    let lonely = TestTracker::start(&stack.dir.path().join("lonely")).await;
-    lonely.client.register(&release).await.unwrap();
+    let lonely = common::loopback_tracker(&stack.dir.path().join("lonely")).await;
+    lonely.client().register(&release).await.unwrap();
     assert!(lonely
-        .client
+        .client()
         .release(&release.info_hash)
         .await
         .unwrap()
@@ -37,7 +37,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
         .is_empty());
 
     let state = stack.dir.path().join("agent");
-    let agent = common::agent(&lonely.url, "dev-http", &state, Some(Duration::from_secs(2))).await;
+    let agent = common::agent(lonely.url(), "dev-http", &state, Some(Duration::from_secs(2))).await;
     let installed = agent.handle_release(&release.info_hash).await.unwrap();
     assert!(
         std::fs::read(&installed.path).unwrap() == data,
@@ -47,7 +47,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
         ota_device_agent::verify::sha256_file(&installed.path).unwrap(),
         release.sha256
     );
-    let r = &lonely.client.telemetry(&release.info_hash).await.unwrap()[0];
+    let r = &lonely.client().telemetry(&release.info_hash).await.unwrap()[0];
     assert!(r.verified, "{r:?}");
     assert_eq!(
         r.bytes_from_origin_http,
@@ -79,7 +79,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     let bad_data = package(300_000, 2);
     let mut bad_release = stack.publish("fw/evil.bin", &bad_data, PIECE, None).await;
     bad_release.http_url = Some(evil_url);
-    lonely.client.register(&bad_release).await.unwrap();
+    lonely.client().register(&bad_release).await.unwrap();
     let served = bad_data.clone();
     let app = axum::Router::new().route(
         "/packages/evil.bin",
@@ -113,7 +113,7 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
         !common::download_folder(&state, &bad_release.info_hash).exists(),
         "nothing of the refused package is kept"
     );
-    let r = &lonely.client.telemetry(&bad_release.info_hash).await.unwrap()[0];
+    let r = &lonely.client().telemetry(&bad_release.info_hash).await.unwrap()[0];
     assert!(!r.verified);
     assert!(r.error.as_deref().unwrap_or("").contains("SHA-1"), "{r:?}");
     assert_eq!(agent.installed().len(), 1);
@@ -122,6 +122,6 @@ async fn completes_over_http_when_no_peer_delivers_and_refuses_a_tampered_body()
     seeder.stop().await;
     evil_server.abort();
     http_server.abort();
-    lonely.shutdown().await;
-    stack.tracker.shutdown().await;
+    lonely.stop().await;
+    stack.tracker.stop().await;
 }

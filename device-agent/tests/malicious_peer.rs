@@ -24,12 +24,12 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     // The origin sends at most 1 MB/s: librqbit keeps about 2 MB of requests
     // in flight per peer, so the fast bad peer gets asked for pieces.
     let seeder = stack.seeder(Some(1_000_000)).await;
-    assert!(common::wait_origin(&stack.tracker.client, &release.info_hash, 1, Duration::from_secs(30)).await);
+    assert!(common::wait_origin(stack.tracker.client(), &release.info_hash, 1, Duration::from_secs(30)).await);
 
     // Device B gets the package honestly, then its file is altered on disk:
     // one byte flipped in every piece. librqbit does not re-check what it
     // uploads, so B now serves corrupt pieces.
-    let b = common::agent(&stack.tracker.url, "dev-bad", &stack.dir.path().join("b"), None).await;
+    let b = common::agent(stack.tracker.url(), "dev-bad", &stack.dir.path().join("b"), None).await;
     let b_installed = b.handle_release(&release.info_hash).await.unwrap();
     {
         let mut f = std::fs::OpenOptions::new()
@@ -56,7 +56,7 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
 
     // Device C downloads with B and the origin as its peers.
     let c_state = stack.dir.path().join("c");
-    let c = common::agent(&stack.tracker.url, "dev-victim", &c_state, None).await;
+    let c = common::agent(stack.tracker.url(), "dev-victim", &c_state, None).await;
     let c_installed = c.handle_release(&release.info_hash).await.unwrap();
     assert!(
         std::fs::read(&c_installed.path).unwrap() == data,
@@ -65,7 +65,7 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
 
     let b_uploaded = b.downloader().uploaded(&release.info_hash).unwrap_or(0) - b_uploaded_before;
     assert!(b_uploaded > 0, "the bad peer did send (corrupt) data");
-    let r = &stack.tracker.client.telemetry(&release.info_hash).await.unwrap();
+    let r = &stack.tracker.client().telemetry(&release.info_hash).await.unwrap();
     let r = r.iter().find(|r| r.device == "dev-victim").unwrap();
     assert!(r.verified);
     assert!(r.bytes_from_peers > 0, "bytes from the bad peer were received: {r:?}");
@@ -81,7 +81,7 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     // librqbit dropped B after a hash failure: B's error counter, not the origin's.
     let origin = stack
         .tracker
-        .client
+        .client()
         .release(&release.info_hash)
         .await
         .unwrap()
@@ -111,5 +111,5 @@ async fn corrupt_pieces_from_a_peer_are_refetched_and_the_peer_dropped() {
     c.stop().await;
     b.stop().await;
     seeder.stop().await;
-    stack.tracker.shutdown().await;
+    stack.tracker.stop().await;
 }

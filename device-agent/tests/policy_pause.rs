@@ -17,7 +17,7 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
     let data = package(500_000, 5);
     let release = stack.publish("fw/policy.bin", &data, 65_536, None).await;
     let seeder = stack.seeder(None).await;
-    assert!(common::wait_origin(&stack.tracker.client, &release.info_hash, 1, Duration::from_secs(30)).await);
+    assert!(common::wait_origin(stack.tracker.client(), &release.info_hash, 1, Duration::from_secs(30)).await);
 
     let flag = stack.dir.path().join("unmetered");
     let state = stack.dir.path().join("agent");
@@ -33,7 +33,7 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
         ..Default::default()
     };
     let agent = ota_device_agent::agent::Agent::new(
-        ota_client::TrackerClient::new(&stack.tracker.url, None),
+        ota_client::TrackerClient::new(stack.tracker.url(), None),
         downloader,
         settings,
     );
@@ -69,5 +69,5 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
     policy_loop.abort();
     agent.stop().await;
     seeder.stop().await;
-    stack.tracker.shutdown().await;
+    stack.tracker.stop().await;
 }

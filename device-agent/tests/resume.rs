@@ -62,7 +62,7 @@ impl Stack {
             ..stack.publish_request(&name, PIECE, None)
         };
         let new = stack.hash(&package, &req).await;
-        stack.tracker.client.register(&new).await.unwrap();
+        stack.tracker.client().register(&new).await.unwrap();
         let info_hash = new.info_hash;
 
         let settings = SeedSettings {
@@ -76,7 +76,7 @@ impl Stack {
         };
         let seeder = stack.seeder_with(settings).await;
         assert!(
-            common::wait_origin(&stack.tracker.client, &info_hash, 1, Duration::from_secs(60)).await,
+            common::wait_origin(stack.tracker.client(), &info_hash, 1, Duration::from_secs(60)).await,
             "the origin never announced"
         );
         Stack {
@@ -103,11 +103,11 @@ impl Stack {
 
     async fn push_when_subscribed(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.tracker().client.subscribers().await.unwrap_or(0) < n {
+        while self.tracker().client().subscribers().await.unwrap_or(0) < n {
             assert!(Instant::now() < deadline, "the agent never subscribed");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(self.tracker().client.push(&self.info_hash).await.unwrap() >= 1);
+        assert!(self.tracker().client().push(&self.info_hash).await.unwrap() >= 1);
     }
 
     /// Waits (bounded) for the agent's telemetry report on the release.
@@ -116,7 +116,7 @@ impl Stack {
         loop {
             if let Some(r) = self
                 .tracker()
-                .client
+                .client()
                 .telemetry(&self.info_hash)
                 .await
                 .unwrap()
@@ -137,7 +137,7 @@ impl Stack {
 
     async fn stop(self) {
         self.seeder.stop().await;
-        self.stack.tracker.shutdown().await;
+        self.stack.tracker.stop().await;
     }
 }
 
@@ -301,7 +301,7 @@ async fn pause_and_resume_through_the_cli_fetch_no_verified_piece_twice() {
     let mut agent = AgentProc::spawn(
         &[],
         &state,
-        &stack.tracker().url,
+        stack.tracker().url(),
         SocketAddr::new(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -391,7 +391,7 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let mut agent = AgentProc::spawn(
         &[],
         &state,
-        &stack.tracker().url,
+        stack.tracker().url(),
         listen,
         &["--install-hook", hook],
         &log,
@@ -414,7 +414,7 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     let mut agent = AgentProc::spawn(
         &[],
         &state,
-        &stack.tracker().url,
+        stack.tracker().url(),
         listen,
         &["--install-hook", hook],
         &log,
@@ -446,13 +446,13 @@ async fn kill_9_and_restart_resume_from_the_state_folder() {
     // After another kill -9 and restart the verified release is seeded again
     // (installed, not superseded), with nothing downloaded.
     agent.kill9();
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, stack.tracker().url(), listen, &[], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seeding = status(&state)
             .await
             .is_some_and(|s| s["releases"][0]["phase"] == "seeding");
-        let peers = stack.tracker().client.peers(&stack.info_hash).await.unwrap();
+        let peers = stack.tracker().client().peers(&stack.info_hash).await.unwrap();
         let announced = peers
             .iter()
             .any(|p| p.device.as_deref() == Some("dev-resume") && p.left == 0 && p.addr == listen.to_string());
@@ -480,7 +480,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     let state = dir.path().join("agent");
     let listen = SocketAddr::new(lo, free_port(lo));
     let log = dir.path().join("agent.log");
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, stack.tracker().url(), listen, &[], &log);
     stack.push_when_subscribed(1).await;
     wait_progress(&state, &mut agent, 0.1).await;
     let (ok, out, err) = cli(&state, &["cancel", &stack.info_hash.to_hex()]).await;
@@ -501,7 +501,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
     assert_eq!(h["history"][0]["outcome"], "cancelled");
     // A restart and a new push do not start it again.
     drop(agent);
-    let mut agent = AgentProc::spawn(&[], &state, &stack.tracker().url, listen, &[], &log);
+    let mut agent = AgentProc::spawn(&[], &state, stack.tracker().url(), listen, &[], &log);
     // The log is appended to: the second "subscribed" line is the new agent's.
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(&log)
@@ -514,7 +514,7 @@ async fn cancel_deletes_the_partial_data_and_is_not_resumed() {
         assert!(Instant::now() < deadline, "the restarted agent never subscribed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(stack.tracker().client.push(&stack.info_hash).await.unwrap() >= 1);
+    assert!(stack.tracker().client().push(&stack.info_hash).await.unwrap() >= 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     agent.assert_alive();
     assert!(!common::download_folder(&state, &stack.info_hash).exists());
@@ -568,7 +568,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     let mut agent = AgentProc::spawn(
         &[],
         &state,
-        &stack.tracker().url,
+        stack.tracker().url(),
         listen,
         &["--install-hook", &hook_cmd],
         &log,
@@ -595,7 +595,7 @@ async fn an_install_hook_cut_short_by_kill_9_runs_again_after_restart() {
     let mut agent = AgentProc::spawn(
         &[],
         &state,
-        &stack.tracker().url,
+        stack.tracker().url(),
         listen,
         &["--install-hook", &hook_cmd],
         &log,
@@ -720,7 +720,7 @@ async fn link_down_and_up_in_a_network_namespace_resumes_without_a_restart() {
     let mut agent = AgentProc::spawn(
         &["ip", "netns", "exec", &netns.name],
         &state,
-        &stack.tracker().url,
+        stack.tracker().url(),
         listen,
         &[],
         &log,

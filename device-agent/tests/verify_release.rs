@@ -12,7 +12,7 @@ use common::Stack;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let stack = Stack::start().await;
-    let client = &stack.tracker.client;
+    let client = &stack.tracker.client();
 
     // Four packages: one published honestly; one whose signed manifest gives
     // a SHA-256 the package does not have; one signed with another key; one
@@ -74,7 +74,7 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
     let state = stack.dir.path().join("agent");
     let mut settings = common::settings("dev-test", &state);
     settings.manifest_key = Some(maker.verifying_key());
-    let agent = common::agent_with(&stack.tracker.url, settings, None).await;
+    let agent = common::agent_with(stack.tracker.url(), settings, None).await;
     let installed = agent.handle_release(&hashes[0]).await.unwrap();
     assert_eq!(std::fs::read(&installed.path).unwrap(), good, "byte-identical package");
 
@@ -128,5 +128,5 @@ async fn installs_a_good_release_and_refuses_a_tampered_one() {
 
     agent.stop().await;
     seeder.stop().await;
-    stack.tracker.shutdown().await;
+    stack.tracker.stop().await;
 }

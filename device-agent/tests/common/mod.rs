@@ -1,12 +1,12 @@
-//! Shared setup of the agent's integration tests: the testkit's embedded
-//! S3 server, in-process trackers (with an origin policy and a listen
-//! address of the test's choosing), the testkit's S3-backed seeder with its
-//! HTTP path, and agents, all on 127.0.0.1 (or a test's own address).
+//! Shared setup of the agent's integration tests, on ota-testkit: its
+//! embedded S3 server, its in-process tracker (with the origin policy and
+//! listen address a test chooses), its S3-backed seeder with the HTTP path,
+//! and agents, all on 127.0.0.1 (or a test's own address).
 
 // Each test binary uses part of it.
 #![allow(dead_code, unused_imports)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,74 +19,30 @@ use ota_proto::InfoHash;
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
 use ota_testkit::stack::{start_seeder, TestS3, BUCKET};
-use ota_tracker::{DeviceAuth, OriginPolicy, Registry, StoreConfig, Tracker, TrackerSettings};
+use ota_tracker::OriginPolicy;
 
 pub(crate) use ota_testkit::net::{free_addr, free_port_on};
 pub(crate) use ota_testkit::package;
 pub(crate) use ota_testkit::stack::{serve_http, wait_origin, ADMIN};
+pub(crate) use ota_testkit::tracker::TestTracker;
 
-/// An in-process tracker: 1 s announce interval, device tokens off, admin
-/// token [`ADMIN`].
-pub(crate) struct TestTracker {
-    pub(crate) url: String,
-    pub(crate) client: TrackerClient,
-    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+/// The testkit's in-process tracker for these tests: registry under
+/// `db_dir`, listening on a free port of `ip`, 1 s announce interval, device
+/// tokens off, admin token [`ADMIN`] (the seeders' origin token).
+pub(crate) async fn start_tracker(db_dir: &Path, ip: IpAddr, origin_policy: OriginPolicy) -> TestTracker {
+    TestTracker::builder()
+        .db_dir(db_dir)
+        .ip(ip)
+        .admin_token(ADMIN)
+        .origin_policy(origin_policy)
+        .announce_interval(Duration::from_secs(1))
+        .start()
+        .await
 }
 
-impl TestTracker {
-    /// A tracker on 127.0.0.1 with the default origin policy (origin on demand).
-    pub(crate) async fn start(db_dir: &Path) -> TestTracker {
-        Self::start_with(db_dir, OriginPolicy::default()).await
-    }
-
-    /// A tracker on 127.0.0.1 with the given origin policy.
-    pub(crate) async fn start_with(db_dir: &Path, origin_policy: OriginPolicy) -> TestTracker {
-        Self::start_on(db_dir, IpAddr::V4(Ipv4Addr::LOCALHOST), origin_policy).await
-    }
-
-    /// A tracker listening on `ip` (any free port) with the given origin policy.
-    pub(crate) async fn start_on(db_dir: &Path, ip: IpAddr, origin_policy: OriginPolicy) -> TestTracker {
-        std::fs::create_dir_all(db_dir).unwrap();
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display()))
-            .await
-            .unwrap();
-        let store = StoreConfig {
-            interval: Duration::from_secs(1),
-            min_interval: Duration::from_secs(1),
-            origin_policy,
-            ..StoreConfig::default()
-        };
-        let settings = TrackerSettings {
-            admin_token: ADMIN.into(),
-            public_url: url.clone(),
-            store,
-            device_auth: DeviceAuth::Off,
-        };
-        let tracker: Arc<Tracker> = Tracker::new(registry, settings).await.unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tracker.serve(listener, async {
-            let _ = stop_rx.await;
-        }));
-        let client = TrackerClient::new(&url, Some(ADMIN.into()));
-        TestTracker {
-            url,
-            client,
-            stop_tx: Some(stop_tx),
-            server: Some(server),
-        }
-    }
-
-    pub(crate) async fn shutdown(mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(s) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
-        }
-    }
+/// [`start_tracker`] on 127.0.0.1 with the default origin policy (origin on demand).
+pub(crate) async fn loopback_tracker(db_dir: &Path) -> TestTracker {
+    start_tracker(db_dir, IpAddr::V4(Ipv4Addr::LOCALHOST), OriginPolicy::default()).await
 }
 
 /// The testkit's S3 server and a tracker, under one temporary folder.
@@ -110,7 +66,7 @@ impl Stack {
     pub(crate) async fn start_on(ip: IpAddr, origin_policy: OriginPolicy) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let s3 = TestS3::start(&dir.path().join("s3")).await;
-        let tracker = TestTracker::start_on(&dir.path().join("tracker"), ip, origin_policy).await;
+        let tracker = start_tracker(&dir.path().join("tracker"), ip, origin_policy).await;
         Stack { dir, s3, tracker }
     }
 
@@ -124,7 +80,7 @@ impl Stack {
             },
             version: "1".into(),
             piece_length: Some(piece_length),
-            tracker_url: self.tracker.url.clone(),
+            tracker_url: self.tracker.url().to_string(),
             http_base,
             private: true,
             signing: None,
@@ -144,7 +100,7 @@ impl Stack {
         let new = self
             .hash(data, &self.publish_request(key, piece_length, http_base))
             .await;
-        self.tracker.client.register(&new).await.unwrap();
+        self.tracker.client().register(&new).await.unwrap();
         new
     }
 
@@ -174,14 +130,14 @@ impl Stack {
 
     /// Starts a seeder with `settings` and syncs it.
     pub(crate) async fn seeder_with(&self, settings: SeedSettings) -> Arc<Seeder> {
-        let seeder = start_seeder(&self.s3.client, &self.tracker.client, settings).await;
+        let seeder = start_seeder(&self.s3.client, self.tracker.client(), settings).await;
         seeder.sync_releases().await.unwrap();
         seeder
     }
 
     /// Starts a seeder with the test settings; the caller syncs it.
     pub(crate) async fn start_seeder_unsynced(&self) -> Arc<Seeder> {
-        start_seeder(&self.s3.client, &self.tracker.client, self.seed_settings(None)).await
+        start_seeder(&self.s3.client, self.tracker.client(), self.seed_settings(None)).await
     }
 }
 
