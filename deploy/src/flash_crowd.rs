@@ -338,7 +338,7 @@ async fn run_in(
     let release: Release = serde_json::from_slice(&out.stdout).context("publish printed no release")?;
     tracing::info!(info_hash = %release.info_hash, size = release.size, ms = publish_started.elapsed().as_millis() as u64, "published");
 
-    let ih = release.info_hash.clone();
+    let ih = release.info_hash;
     wait_for("the origin to seed", Duration::from_secs(300), procs, || async {
         tracker.release(&ih).await.ok().filter(|r| !r.origin_peers.is_empty())
     })

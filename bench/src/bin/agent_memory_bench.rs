@@ -21,14 +21,10 @@ use ota_peer::PeerSession;
 use ota_deploy::processes::ProcessGroup;
 use ota_testkit::net::free_port;
 use ota_seeder::publish::{piece_length_for, PieceHasher};
-use ota_client::TrackerClient;
-use ota_tracker::device_auth::DeviceAuth;
 use ota_proto::metainfo::{info_hash, InfoDict};
-use ota_tracker::peer_handout::OriginPolicy;
-use ota_tracker::peer_store::StoreConfig;
-use ota_tracker::registry::Registry;
+use ota_testkit::tracker::TestTracker;
+use ota_tracker::{OriginPolicy, StoreConfig};
 use ota_proto::api::NewRelease;
-use ota_tracker::server::{ServerSettings, Tracker};
 
 const ADMIN: &str = "agent-memory-bench";
 
@@ -114,19 +110,19 @@ async fn main() -> anyhow::Result<()> {
     let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: true }.to_bytes();
     let ih = info_hash(&info);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let registry = Registry::open(&format!("sqlite://{}/tracker.db", work.path().display())).await?;
-    let store = StoreConfig {
-        interval: Duration::from_secs(2),
-        min_interval: Duration::from_secs(1),
-        origin_policy: OriginPolicy::Always,
-        ..StoreConfig::default()
-    };
-    let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off })
-        .await?;
-    tokio::spawn(tracker.serve(listener, std::future::pending()));
-    let client = TrackerClient::new(&url, Some(ADMIN.into()));
+    let tracker = TestTracker::builder()
+        .db_dir(work.path())
+        .admin_token(ADMIN)
+        .store(StoreConfig {
+            interval: Duration::from_secs(2),
+            min_interval: Duration::from_secs(1),
+            origin_policy: OriginPolicy::Always,
+            ..StoreConfig::default()
+        })
+        .start()
+        .await;
+    let url = tracker.url().to_string();
+    let client = tracker.client().clone();
     client
         .register(&NewRelease {
             name: name.clone(),

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ota_tracker::peer_store::{PeerRecord, StoreChanges};
+use ota_tracker::swarm::store::{PeerRecord, StoreChanges};
 use ota_tracker::registry::Registry;
 
 /// Times persistence rounds of N changed live peers.

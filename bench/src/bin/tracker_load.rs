@@ -146,7 +146,7 @@ impl Pool {
         let h = mix(self.seed ^ (idx as u64).wrapping_mul(0x100_0000_01B3));
         // Distinct ports within a swarm (opentracker keys peers by ip:port).
         let port = 1025 + (p + s * 37) % 64_000;
-        let left = if h % 5 == 0 { 0 } else { 1 + (h >> 8) % SIZE };
+        let left = if h.is_multiple_of(5) { 0 } else { 1 + (h >> 8) % SIZE };
         let first = !self.started[idx].swap(true, Ordering::Relaxed);
         let mut q = format!(
             "info_hash={}&peer_id=-OL0001-{:012}&port={port}&uploaded=0&downloaded={}&left={left}&compact=1",

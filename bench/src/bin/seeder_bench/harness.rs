@@ -63,41 +63,9 @@ pub(crate) fn publish_request(loc: &S3Location, tracker_url: &str) -> PublishReq
     }
 }
 
-/// An `ota_tracker` server in this process.
-pub(crate) struct InProcTracker {
-    pub(crate) url: String,
-    pub(crate) client: TrackerClient,
-    pub(crate) stop_tx: tokio::sync::oneshot::Sender<()>,
-    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcTracker {
-    pub(crate) async fn start(dir: &Path) -> anyhow::Result<Self> {
-        use ota_tracker::peer_store::StoreConfig;
-        use ota_tracker::registry::Registry;
-        use ota_tracker::device_auth::DeviceAuth;
-        use ota_tracker::server::{ServerSettings, Tracker};
-        std::fs::create_dir_all(dir)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let registry = Registry::open(&format!("sqlite://{}/tracker.db", dir.display())).await?;
-        let store = StoreConfig { interval: Duration::from_secs(1), min_interval: Duration::from_secs(1), ..StoreConfig::default() };
-        let tracker = Tracker::new(registry, ServerSettings { admin_token: ADMIN.into(), public_url: url.clone(), store, device_auth: DeviceAuth::Off }).await?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(tracker.serve(listener, async {
-            let _ = stop_rx.await;
-        }));
-        let client = TrackerClient::new(&url, Some(ADMIN.into()));
-        Ok(InProcTracker { url, client, stop_tx, task })
-    }
-
-    pub(crate) async fn stop(self) {
-        let _ = self.stop_tx.send(());
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
-        }
-    }
+/// The in-process tracker every section announces to (announce interval 1 s).
+pub(crate) async fn start_tracker(dir: &Path) -> TestTracker {
+    TestTracker::builder().db_dir(dir).admin_token(ADMIN).announce_interval(Duration::from_secs(1)).start().await
 }
 
 /// What one leecher got.

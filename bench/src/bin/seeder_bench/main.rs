@@ -41,10 +41,10 @@ use seeding::*;
 use ota_deploy::processes::ProcessGroup;
 use ota_testkit::net::free_port;
 use ota_testkit::s3_server::S3Server;
+use ota_testkit::tracker::TestTracker;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_client::TrackerClient;
 use ota_proto::metainfo::torrent_bytes;
 use ota_proto::api::NewRelease;
 
@@ -197,8 +197,8 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
         step("uploading to the embedded S3 server");
         upload(&s3, &loc, &file).await?;
 
-        let tracker = InProcTracker::start(&work.join("tracker-a")).await?;
-        let req = publish_request(&loc, &tracker.url);
+        let tracker = start_tracker(&work.join("tracker-a")).await;
+        let req = publish_request(&loc, tracker.url());
 
         let mut published = None;
         if want("publish") {
@@ -261,8 +261,8 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
                 Some(p) => p,
                 None => tokio::time::timeout(timeout, hash_object(&s3, &req)).await.context("hash_object timed out")??,
             };
-            tracker.client.register(&new).await.context("registering the release")?;
-            let torrent = torrent_bytes(&format!("{}/announce", tracker.url), &info);
+            tracker.client().register(&new).await.context("registering the release")?;
+            let torrent = torrent_bytes(&format!("{}/announce", tracker.url()), &info);
             let mut seed = SeedResult { object_bytes: size, variants: Vec::new() };
             for (i, cap_mib) in [cli.cache_mib, cli.small_cache_mib].into_iter().enumerate() {
                 step(&format!("section 2: S3 seeder with a {cap_mib} MiB cache -> 1 leecher"));

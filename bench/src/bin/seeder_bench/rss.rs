@@ -13,7 +13,7 @@ pub(crate) async fn bench_rss(
 ) -> anyhow::Result<RssResult> {
     anyhow::ensure!(cli.releases >= 1 && cli.release_mib >= 1, "--releases and --release-mib must be positive");
     std::fs::create_dir_all(dir)?;
-    let tracker = InProcTracker::start(&dir.join("tracker")).await?;
+    let tracker = start_tracker(&dir.join("tracker")).await;
     let r = async {
         let size = cli.release_mib * MIB;
         step(&format!("section 4: publishing {} releases of {} MiB", cli.releases, cli.release_mib));
@@ -25,8 +25,8 @@ pub(crate) async fn bench_rss(
             let loc = S3Location { bucket: BUCKET.into(), key: name.clone() };
             upload(s3, &loc, &file).await?;
             std::fs::remove_file(&file)?;
-            let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, &tracker.url))).await.context("hash_object timed out")??;
-            tracker.client.register(&new).await?;
+            let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, tracker.url()))).await.context("hash_object timed out")??;
+            tracker.client().register(&new).await?;
             releases.push((new, info));
         }
 
@@ -34,7 +34,7 @@ pub(crate) async fn bench_rss(
         let peer: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http = format!("127.0.0.1:{}", free_port()?);
         let mut env = s3_server.client_env();
-        env.push(("OTA_TRACKER_URL".into(), tracker.url.clone()));
+        env.push(("OTA_TRACKER_URL".into(), tracker.url().to_string()));
         env.push(("OTA_ADMIN_TOKEN".into(), ADMIN.into()));
         let s = |v: &str| v.to_string();
         let t = Instant::now();
@@ -77,7 +77,7 @@ pub(crate) async fn bench_rss(
             anyhow::ensure!(Instant::now() < deadline, "timed out waiting for the seeder to seed {} releases", releases.len());
             for (i, (new, _)) in releases.iter().enumerate() {
                 if !listed[i] {
-                    listed[i] = tracker.client.release(&new.info_hash).await.is_ok_and(|r| !r.origin_peers.is_empty());
+                    listed[i] = tracker.client().release(&new.info_hash).await.is_ok_and(|r| !r.origin_peers.is_empty());
                 }
             }
             if let Some(b) = seeder_s3_bytes(&http).await {
@@ -116,7 +116,7 @@ pub(crate) async fn bench_rss(
         let picks: Vec<usize> = (0..n).map(|k| k * releases.len() / n.max(1)).collect();
         let results: Vec<anyhow::Result<Leeched>> = futures::stream::iter(picks.into_iter().map(|i| {
             let (new, info) = &releases[i];
-            let torrent = torrent_bytes(&format!("{}/announce", tracker.url), info);
+            let torrent = torrent_bytes(&format!("{}/announce", tracker.url()), info);
             let ldir = dir.join(format!("leecher-{i:02}"));
             let name = new.name.clone();
             async move {

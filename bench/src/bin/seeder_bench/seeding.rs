@@ -7,7 +7,7 @@ use super::*;
 pub(crate) async fn bench_s3_seeder(
     cli: &Cli,
     s3: &aws_sdk_s3::Client,
-    tracker: &InProcTracker,
+    tracker: &TestTracker,
     release: &NewRelease,
     torrent: &[u8],
     cache_bytes: u64,
@@ -19,7 +19,7 @@ pub(crate) async fn bench_s3_seeder(
     let peer: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let seeder = Seeder::start(
         s3.clone(),
-        tracker.client.clone(),
+        tracker.client().clone(),
         ledger,
         SeedSettings {
             peer_listen: peer,
@@ -36,13 +36,12 @@ pub(crate) async fn bench_s3_seeder(
     )
     .await?;
     let r = async {
-        let ih = release.info_hash.clone();
+        let ih = release.info_hash;
         let t = Instant::now();
         seeder.sync_releases().await?;
         // Watch when the tracker lists the origin, next to when the check is over.
         let listed = {
-            let client = tracker.client.clone();
-            let ih = ih.clone();
+            let client = tracker.client().clone();
             tokio::spawn(async move {
                 for _ in 0..3000 {
                     if client.release(&ih).await.is_ok_and(|r| r.origin_peers.contains(&peer.to_string())) {
