@@ -2,7 +2,7 @@
 //! S3-protocol server: whole objects, single ranges, the `.torrent`, 404 for
 //! unpublished keys, and the HTTP egress counter.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header;
 use reqwest::StatusCode;
@@ -12,7 +12,7 @@ use ota_proto::metainfo::info_from_torrent;
 use ota_seeder::publish::PublishRequest;
 use ota_seeder::seeding::SeedSettings;
 use ota_testkit::package;
-use ota_testkit::stack::{serve_http, wait_seeding, Stack};
+use ota_testkit::stack::{serve_http, Stack};
 
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 700_001;
@@ -38,15 +38,12 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
         Some(format!("{base}/packages/{key}").as_str())
     );
 
-    let seeder = stack
-        .start_seeder(SeedSettings {
-            cache_bytes: 8 << 20,
-            read_ahead: 1,
-            ..stack.seed_settings()
-        })
-        .await;
-    assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
-    assert!(wait_seeding(&seeder, &release.info_hash, Duration::from_secs(30)).await);
+    let settings = SeedSettings {
+        cache_bytes: 8 << 20,
+        read_ahead: 1,
+        ..stack.seed_settings()
+    };
+    let seeder = stack.start_seeding(settings, &release.info_hash).await;
     let server = serve_http(seeder.clone(), http);
 
     let c = reqwest::Client::builder()
@@ -147,14 +144,23 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     );
 
     // Egress: body bytes of the package only (not the .torrent, not errors).
-    let e: serde_json::Value = c
-        .get(format!("{base}/api/egress"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Each response is written to the ledger once its body has ended, by a
+    // task of its own: give the last writes a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let e: serde_json::Value = loop {
+        let e: serde_json::Value = c
+            .get(format!("{base}/api/egress"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if e["releases"][0]["http_bytes"].as_u64() >= Some(expected_http) || Instant::now() > deadline {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let releases = e["releases"].as_array().expect("releases array");
     assert_eq!(releases.len(), 1, "{e}");
     assert_eq!(releases[0]["info_hash"], release.info_hash.to_hex());
@@ -198,15 +204,12 @@ async fn range_beyond_the_end_is_416() {
         ..stack.publish_request("small.bin", PIECE)
     };
     let published = stack.publish_with(&data, &req).await;
-    let seeder = stack
-        .start_seeder(SeedSettings {
-            cache_bytes: 8 << 20,
-            read_ahead: 0,
-            ..stack.seed_settings()
-        })
-        .await;
-    assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
-    assert!(wait_seeding(&seeder, &published.release.info_hash, Duration::from_secs(30)).await);
+    let settings = SeedSettings {
+        cache_bytes: 8 << 20,
+        read_ahead: 0,
+        ..stack.seed_settings()
+    };
+    let seeder = stack.start_seeding(settings, &published.release.info_hash).await;
     let server = serve_http(seeder.clone(), http);
 
     let c = reqwest::Client::builder()

@@ -163,7 +163,7 @@ async fn info_hash_matches_libtorrent_and_mktorrent_around_piece_multiples() {
             private,
             ..stack.publish_request(&key, piece_length)
         };
-        let (release, info) = hash_object(stack.s3_client(), &req).await.unwrap();
+        let (release, info) = hash_object(&stack.s3.client, &req).await.unwrap();
         let what = format!("size {size}, piece length {piece_length}, private {private}");
         let ih = release.info_hash.to_hex();
         assert_eq!(ih, hex::encode(Sha1::digest(&info)), "{what}");

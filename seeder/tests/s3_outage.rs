@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ota_seeder::seeding::SeedSettings;
 use ota_testkit::leecher::{have_bytes, leech, leecher_session};
 use ota_testkit::package;
-use ota_testkit::stack::{wait_seeding, Stack};
+use ota_testkit::stack::Stack;
 
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 3 * 1024 * 1024 + 12_345; // 13 pieces, the last one short
@@ -47,12 +47,7 @@ async fn run(outage: Duration) -> u64 {
         ..stack.seed_settings()
     };
     let peer = settings.peer_listen;
-    let seeder = stack.start_seeder(settings).await;
-    assert_eq!(seeder.sync_releases().await.unwrap(), 1, "seeder added the release");
-    assert!(
-        wait_seeding(&seeder, &ih, Duration::from_secs(30)).await,
-        "seeder finished its initial check"
-    );
+    let seeder = stack.start_seeding(settings, &ih).await;
     assert_eq!(seeder.counters.hash_mismatches.load(Ordering::Relaxed), 0);
     let read_after_check = seeder.counters.bytes_read.load(Ordering::Relaxed);
     assert!(

@@ -1,17 +1,28 @@
 //! A whole origin stack on 127.0.0.1 for integration tests (feature
 //! `stack`): the embedded S3 server with one bucket ([`TestS3`]), an
-//! in-process tracker, publishing, S3-backed seeders, and waiting helpers.
+//! in-process tracker ([`TestTracker`]), publishing, S3-backed seeders, and
+//! waiting helpers.
 //! Leechers come from [`crate::leecher`].
 //!
-//! ```ignore
+//! ```no_run
+//! # async fn example() {
+//! use ota_seeder::seeding::SeedSettings;
+//! use ota_testkit::leecher::{leech, leecher_session};
+//! use ota_testkit::package;
+//! use ota_testkit::stack::Stack;
+//!
 //! let stack = Stack::start().await;
 //! let published = stack.publish("fw/update.bin", &package(700_000, 1), 256 * 1024).await;
-//! let seeder = stack.start_seeder(stack.seed_settings()).await;
-//! assert_eq!(seeder.sync_releases().await.unwrap(), 1);
-//! assert!(wait_seeding(&seeder, &published.release.info_hash, Duration::from_secs(30)).await);
-//! // ... leech from seeder's peer address, or serve_http(seeder.clone(), listener) ...
+//! let settings = SeedSettings { read_ahead: 0, ..stack.seed_settings() };
+//! let peer = settings.peer_listen;
+//! let seeder = stack.start_seeding(settings, &published.release.info_hash).await;
+//! let session = leecher_session(&stack.dir.path().join("leecher")).await;
+//! let torrent = leech(&session, &published.info, peer, &stack.dir.path().join("out")).await;
+//! torrent.wait_until_completed().await.unwrap();
+//! session.stop().await;
 //! seeder.stop().await;
 //! stack.shutdown().await;
+//! # }
 //! ```
 //!
 //! Everything panics on failure: this is test setup. Every stack uses the
@@ -30,13 +41,13 @@ use ota_seeder::ledger::Ledger;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest, Published};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_tracker::{DeviceAuth, Registry, StoreConfig, Tracker, TrackerSettings};
 
 use crate::net::free_addr;
 use crate::s3_server::S3Server;
+use crate::tracker::{TestTracker, DEFAULT_ADMIN};
 
 /// The tracker's admin token, also the seeders' origin token.
-pub const ADMIN: &str = "testkit-admin-token";
+pub const ADMIN: &str = DEFAULT_ADMIN;
 /// S3 access key of every test stack.
 pub const ACCESS_KEY: &str = "testkit-access";
 /// S3 secret key of every test stack.
@@ -140,70 +151,18 @@ impl TestS3 {
     }
 }
 
-/// The in-process tracker of a [`Stack`].
-struct StackTracker {
-    url: String,
-    client: TrackerClient,
-    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl StackTracker {
-    /// A tracker on a free loopback port: 1 s announce interval, device
-    /// tokens off, database under `db_dir`.
-    async fn start(db_dir: &Path) -> StackTracker {
-        std::fs::create_dir_all(db_dir).expect("tracker folder");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the tracker");
-        let url = format!("http://{}", listener.local_addr().expect("tracker address"));
-        let registry = Registry::open(&format!("sqlite://{}/t.db", db_dir.display()))
-            .await
-            .expect("tracker registry");
-        let store = StoreConfig {
-            interval: Duration::from_secs(1),
-            min_interval: Duration::from_secs(1),
-            ..StoreConfig::default()
-        };
-        let settings = TrackerSettings {
-            admin_token: ADMIN.into(),
-            public_url: url.clone(),
-            store,
-            device_auth: DeviceAuth::Off,
-        };
-        let tracker: Arc<Tracker> = Tracker::new(registry, settings).await.expect("start the tracker");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tracker.serve(listener, async {
-            let _ = stop_rx.await;
-        }));
-        let client = TrackerClient::new(&url, Some(ADMIN.into()));
-        StackTracker {
-            url,
-            client,
-            stop_tx: Some(stop_tx),
-            server: Some(server),
-        }
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(s) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
-        }
-    }
-}
-
 /// S3, a tracker and a temporary folder; seeders and leechers are added by
 /// the test.
 pub struct Stack {
     /// Temporary folder of everything (S3 objects, databases, seeder state);
     /// removed when the stack is dropped.
     pub dir: tempfile::TempDir,
-    /// The S3 server and its client.
+    /// The S3 server and its client (`s3.client`, `s3.endpoint()`).
     pub s3: TestS3,
-    tracker: StackTracker,
+    /// The tracker (`tracker.url()`, `tracker.client()` with the admin
+    /// token, `tracker.admin_token()`): 1 s announce interval, device tokens
+    /// off, registry under [`Self::dir`].
+    pub tracker: TestTracker,
 }
 
 impl Stack {
@@ -212,28 +171,13 @@ impl Stack {
     pub async fn start() -> Stack {
         let dir = tempfile::tempdir().expect("temporary folder");
         let s3 = TestS3::start(&dir.path().join("s3")).await;
-        let tracker = StackTracker::start(&dir.path().join("tracker")).await;
+        let tracker = TestTracker::builder()
+            .db_dir(dir.path().join("tracker"))
+            .admin_token(ADMIN)
+            .announce_interval(Duration::from_secs(1))
+            .start()
+            .await;
         Stack { dir, s3, tracker }
-    }
-
-    /// The S3 client.
-    pub fn s3_client(&self) -> &aws_sdk_s3::Client {
-        &self.s3.client
-    }
-
-    /// The tracker's base URL (`http://127.0.0.1:PORT`).
-    pub fn tracker_url(&self) -> &str {
-        &self.tracker.url
-    }
-
-    /// A tracker client with the admin token.
-    pub fn tracker(&self) -> &TrackerClient {
-        &self.tracker.client
-    }
-
-    /// The tracker's admin token (also the origin token).
-    pub fn admin_token(&self) -> &'static str {
-        ADMIN
     }
 
     /// `s3://ota/KEY`.
@@ -257,7 +201,7 @@ impl Stack {
             location: Self::location(key),
             version: "1".into(),
             piece_length: Some(piece_length),
-            tracker_url: self.tracker.url.clone(),
+            tracker_url: self.tracker.url().to_string(),
             http_base: None,
             private: true,
             signing: None,
@@ -281,7 +225,7 @@ impl Stack {
             .send()
             .await
             .expect("put object");
-        publish(&self.s3.client, &self.tracker.client, req)
+        publish(&self.s3.client, self.tracker.client(), req)
             .await
             .expect("publish")
     }
@@ -298,12 +242,28 @@ impl Stack {
 
     /// Starts a seeder of this stack's S3 and tracker ([`start_seeder`]).
     pub async fn start_seeder(&self, settings: SeedSettings) -> Arc<Seeder> {
-        start_seeder(&self.s3.client, &self.tracker.client, settings).await
+        start_seeder(&self.s3.client, self.tracker.client(), settings).await
     }
 
-    /// Stops the tracker; S3 stops when the stack is dropped.
-    pub async fn shutdown(mut self) {
-        self.tracker.shutdown().await;
+    /// Starts a seeder ([`Self::start_seeder`]), syncs it once and waits
+    /// up to 30 s until `info_hash` has passed its initial check.
+    ///
+    /// Panics when the sync fails or the release is not seeding by then.
+    pub async fn start_seeding(&self, settings: SeedSettings, info_hash: &InfoHash) -> Arc<Seeder> {
+        let seeder = self.start_seeder(settings).await;
+        seeder.sync_releases().await.expect("sync the seeder's releases");
+        assert!(
+            wait_seeding(&seeder, info_hash, Duration::from_secs(30)).await,
+            "seeder did not pass its initial check of {info_hash} within 30 s: {:?}",
+            seeder.egress().await
+        );
+        seeder
+    }
+
+    /// Stops the tracker gracefully ([`TestTracker::stop`]); S3 stops when
+    /// the stack is dropped.
+    pub async fn shutdown(self) {
+        self.tracker.stop().await;
     }
 }
 
