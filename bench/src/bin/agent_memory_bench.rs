@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use librqbit::{AddTorrent, AddTorrentOptions, Session};
+use librqbit::Session;
 use ota_peer::PeerSession;
 
 use ota_deploy::processes::ProcessGroup;
@@ -80,14 +80,7 @@ async fn seeding_peer(dir: &Path, package: &Path, name: &str, torrent: Vec<u8>) 
     let port = free_port()?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let session = PeerSession::listening(addr).start(dir.to_path_buf()).await?;
-    let handle = session
-        .add_torrent(
-            AddTorrent::from_bytes(torrent),
-            Some(AddTorrentOptions { overwrite: true, output_folder: Some(dir.display().to_string()), ..Default::default() }),
-        )
-        .await?
-        .into_handle()
-        .context("list-only torrent")?;
+    let handle = ota_peer::add_torrent(&session, torrent, dir, None).await?;
     tokio::time::timeout(Duration::from_secs(300), handle.wait_until_completed())
         .await
         .context("seeding peer's initial check took over 300 s")??;

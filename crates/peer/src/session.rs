@@ -6,8 +6,10 @@
 //! once.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
-use librqbit::{ListenerMode, ListenerOptions, SessionOptions};
+use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions};
 use ota_proto::PeerId;
 
 /// How a librqbit session is set up.
@@ -85,13 +87,43 @@ impl PeerSession {
     /// names its own output folder.
     ///
     /// Errors: the listen port is taken, or librqbit cannot start.
-    pub async fn start(&self, dir: std::path::PathBuf) -> anyhow::Result<std::sync::Arc<librqbit::Session>> {
+    pub async fn start(&self, dir: std::path::PathBuf) -> anyhow::Result<Arc<Session>> {
         let what = match self.listen {
             Some(l) => format!("cannot start the BitTorrent session on {l}"),
             None => "cannot start the BitTorrent session".to_string(),
         };
-        librqbit::Session::new_with_opts(dir, self.options()).await.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
+        Session::new_with_opts(dir, self.options()).await.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
     }
+}
+
+/// Adds a `.torrent` (its bytes) to `session`, storing its file under
+/// `folder` (existing data there is kept and checked piece by piece:
+/// librqbit's `overwrite`), talking to `initial_peers` at once when given
+/// (besides the trackers, if the session talks to them).
+///
+/// Errors: librqbit refuses the torrent (malformed, or already added), or
+/// adds it list-only.
+pub async fn add_torrent(
+    session: &Arc<Session>,
+    torrent: Vec<u8>,
+    folder: &Path,
+    initial_peers: Option<Vec<SocketAddr>>,
+) -> anyhow::Result<Arc<ManagedTorrent>> {
+    session
+        .add_torrent(
+            AddTorrent::from_bytes(torrent),
+            Some(AddTorrentOptions {
+                overwrite: true,
+                disable_trackers: initial_peers.is_some(),
+                initial_peers,
+                output_folder: Some(folder.display().to_string()),
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("librqbit refused the torrent: {e:#}"))?
+        .into_handle()
+        .ok_or_else(|| anyhow::anyhow!("librqbit added the torrent list-only"))
 }
 
 #[cfg(test)]

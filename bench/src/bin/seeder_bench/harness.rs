@@ -88,21 +88,7 @@ pub(crate) async fn leech(torrent: Vec<u8>, name: &str, peer: SocketAddr, dir: &
         .context("cannot start the leecher session")?;
     let r = async {
         let t = Instant::now();
-        let handle = session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    disable_trackers: true,
-                    initial_peers: Some(vec![peer]),
-                    output_folder: Some(dir.display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("leecher refused the torrent")?
-            .into_handle()
-            .context("list-only")?;
+        let handle = ota_peer::add_torrent(&session, torrent, dir, Some(vec![peer])).await.context("leecher")?;
         tokio::time::timeout(timeout, handle.wait_until_completed())
             .await
             .with_context(|| format!("leecher did not finish within {} s ({})", timeout.as_secs(), handle.stats()))?

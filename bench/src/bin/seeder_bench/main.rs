@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use librqbit::{AddTorrent, AddTorrentOptions};
 use ota_peer::PeerSession;
 use serde::Serialize;
 

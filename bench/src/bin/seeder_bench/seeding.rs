@@ -94,20 +94,7 @@ pub(crate) async fn bench_file_seeder(release: &NewRelease, torrent: &[u8], data
         .context("cannot start the file seeder session")?;
     let r = async {
         let t = Instant::now();
-        let handle = session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent.to_vec()),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    disable_trackers: true,
-                    output_folder: Some(data_dir.display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("file seeder refused the torrent")?
-            .into_handle()
-            .context("list-only")?;
+        let handle = ota_peer::add_torrent(&session, torrent.to_vec(), data_dir, None).await.context("file seeder")?;
         wait_until("the file seeder's initial check", timeout, || handle.stats().finished).await?;
         let check_secs = t.elapsed().as_secs_f64();
         let l = leech(torrent.to_vec(), &release.name, peer, &dir.join("leecher"), timeout).await?;
