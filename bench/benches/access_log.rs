@@ -45,7 +45,10 @@ fn main() {
         scan_log(LogFormat::S3, reader, "bench", &mut tally).expect("scan");
         let report = tally.report(LogFormat::S3);
         let secs = started.elapsed().as_secs_f64();
-        assert_eq!(report.total_bytes, totals.egress_bytes, "scan disagrees with the generator");
+        assert_eq!(
+            report.total_bytes, totals.egress_bytes,
+            "scan disagrees with the generator"
+        );
         assert_eq!(report.lines, totals.lines);
         let mb_s = totals.log_bytes as f64 / 1e6 / secs;
         best = best.max(mb_s);

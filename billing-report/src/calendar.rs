@@ -32,7 +32,11 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month as u32, day as u32)
 }
@@ -98,6 +102,9 @@ mod tests {
         assert_eq!(HourUtc::from_civil(2019, 2, 6, 0).to_string(), "2019-02-06T00");
         assert_eq!(HourUtc::from_unix_seconds(1_549_411_238).to_string(), "2019-02-06T00");
         assert_eq!(HourUtc::from_unix_seconds(-1).to_string(), "1969-12-31T23");
-        assert_eq!(serde_json::to_string(&HourUtc::from_civil(2024, 2, 29, 23)).unwrap(), "\"2024-02-29T23\"");
+        assert_eq!(
+            serde_json::to_string(&HourUtc::from_civil(2024, 2, 29, 23)).unwrap(),
+            "\"2024-02-29T23\""
+        );
     }
 }

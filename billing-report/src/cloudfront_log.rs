@@ -34,7 +34,12 @@ pub struct CloudFrontColumns {
 impl Default for CloudFrontColumns {
     /// The documented standard-log column order: `date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem …`.
     fn default() -> Self {
-        CloudFrontColumns { date: 0, time: 1, sc_bytes: 3, uri_stem: 7 }
+        CloudFrontColumns {
+            date: 0,
+            time: 1,
+            sc_bytes: 3,
+            uri_stem: 7,
+        }
     }
 }
 
@@ -46,10 +51,17 @@ impl CloudFrontColumns {
         let names: Vec<&str> = names.split_whitespace().collect();
         let find = |name: &str| names.iter().position(|n| *n == name);
         match (find("date"), find("time"), find("sc-bytes"), find("cs-uri-stem")) {
-            (Some(date), Some(time), Some(sc_bytes), Some(uri_stem)) => Ok(CloudFrontColumns { date, time, sc_bytes, uri_stem }),
+            (Some(date), Some(time), Some(sc_bytes), Some(uri_stem)) => Ok(CloudFrontColumns {
+                date,
+                time,
+                sc_bytes,
+                uri_stem,
+            }),
             _ => {
-                let missing: Vec<&str> =
-                    ["date", "time", "sc-bytes", "cs-uri-stem"].into_iter().filter(|n| find(n).is_none()).collect();
+                let missing: Vec<&str> = ["date", "time", "sc-bytes", "cs-uri-stem"]
+                    .into_iter()
+                    .filter(|n| find(n).is_none())
+                    .collect();
                 Err(format!("#Fields: directive lacks {}", missing.join(", ")))
             }
         }
@@ -105,7 +117,9 @@ impl CloudFrontParser {
     /// A parser expecting the documented default column order until a
     /// `#Fields:` directive says otherwise.
     pub fn new() -> Self {
-        CloudFrontParser { columns: Ok(CloudFrontColumns::default()) }
+        CloudFrontParser {
+            columns: Ok(CloudFrontColumns::default()),
+        }
     }
 
     /// The current column layout, if usable.
@@ -136,7 +150,9 @@ impl CloudFrontParser {
         }
         let columns = match &self.columns {
             Ok(columns) => *columns,
-            Err((at, _)) => return LineOutcome::Malformed(format!("no usable #Fields: directive (the one on line {at} is not)")),
+            Err((at, _)) => {
+                return LineOutcome::Malformed(format!("no usable #Fields: directive (the one on line {at} is not)"))
+            }
         };
         match parse_record(&columns, line) {
             Ok(event) => LineOutcome::Event(event),
@@ -165,12 +181,20 @@ fn parse_record<'a>(columns: &CloudFrontColumns, line: &'a str) -> Result<Egress
         }
     }
     if count <= last {
-        return Err(format!("expected at least {} tab-separated fields, found {count}", last + 1));
+        return Err(format!(
+            "expected at least {} tab-separated fields, found {count}",
+            last + 1
+        ));
     }
     let (year, month, day) = parse_date(date).ok_or_else(|| format!("date: expected YYYY-MM-DD, found `{date}`"))?;
     let hour = parse_hour(time).ok_or_else(|| format!("time: expected HH:MM:SS, found `{time}`"))?;
-    let bytes = parse_bytes(sc_bytes).ok_or_else(|| format!("sc-bytes: expected a byte count or -, found `{sc_bytes}`"))?;
-    Ok(EgressEvent { key: uri_stem, hour: HourUtc::from_civil(year, month, day, hour), bytes })
+    let bytes =
+        parse_bytes(sc_bytes).ok_or_else(|| format!("sc-bytes: expected a byte count or -, found `{sc_bytes}`"))?;
+    Ok(EgressEvent {
+        key: uri_stem,
+        hour: HourUtc::from_civil(year, month, day, hour),
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -180,7 +204,21 @@ mod tests {
     const FIELDS: &str = "#Fields: date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(Referer) cs(User-Agent) cs-uri-query";
 
     fn row(date: &str, time: &str, bytes: &str, stem: &str) -> String {
-        [date, time, "FRA56-C1", bytes, "192.0.2.10", "GET", "d111111abcdef8.cloudfront.net", stem, "200", "-", "device-agent/0.1", "-"].join("\t")
+        [
+            date,
+            time,
+            "FRA56-C1",
+            bytes,
+            "192.0.2.10",
+            "GET",
+            "d111111abcdef8.cloudfront.net",
+            stem,
+            "200",
+            "-",
+            "device-agent/0.1",
+            "-",
+        ]
+        .join("\t")
     }
 
     #[test]
@@ -189,10 +227,18 @@ mod tests {
         assert_eq!(p.parse_line(1, "#Version: 1.0"), LineOutcome::Ignored);
         assert_eq!(p.parse_line(2, FIELDS), LineOutcome::Ignored);
         let line = row("2019-12-04", "21:02:31", "4096", "/pkg/update.bin");
-        let LineOutcome::Event(e) = p.parse_line(3, &line) else { panic!() };
-        assert_eq!((e.key, e.hour.to_string(), e.bytes), ("/pkg/update.bin", "2019-12-04T21".into(), 4096));
+        let LineOutcome::Event(e) = p.parse_line(3, &line) else {
+            panic!()
+        };
+        assert_eq!(
+            (e.key, e.hour.to_string(), e.bytes),
+            ("/pkg/update.bin", "2019-12-04T21".into(), 4096)
+        );
         let line = row("2019-12-04", "21:02:31", "-", "/x");
-        assert!(matches!(p.parse_line(4, &line), LineOutcome::Event(EgressEvent { bytes: 0, .. })));
+        assert!(matches!(
+            p.parse_line(4, &line),
+            LineOutcome::Event(EgressEvent { bytes: 0, .. })
+        ));
         assert_eq!(p.parse_line(5, ""), LineOutcome::Ignored);
     }
 
@@ -200,11 +246,27 @@ mod tests {
     fn columns_come_from_the_fields_directive() {
         let mut p = CloudFrontParser::new();
         p.parse_line(1, "#Fields: cs-uri-stem sc-bytes time date");
-        assert_eq!(p.columns(), Some(CloudFrontColumns { date: 3, time: 2, sc_bytes: 1, uri_stem: 0 }));
-        let LineOutcome::Event(e) = p.parse_line(2, "/a\t10\t00:59:59\t2024-02-29") else { panic!() };
+        assert_eq!(
+            p.columns(),
+            Some(CloudFrontColumns {
+                date: 3,
+                time: 2,
+                sc_bytes: 1,
+                uri_stem: 0
+            })
+        );
+        let LineOutcome::Event(e) = p.parse_line(2, "/a\t10\t00:59:59\t2024-02-29") else {
+            panic!()
+        };
         assert_eq!((e.key, e.hour.to_string(), e.bytes), ("/a", "2024-02-29T00".into(), 10));
-        assert_eq!(p.parse_line(3, "#Fields: date time cs-uri-stem"), LineOutcome::Malformed("#Fields: directive lacks sc-bytes".into()));
-        assert_eq!(p.parse_line(4, "/a\t10\t00:59:59\t2024-02-29"), LineOutcome::Malformed("no usable #Fields: directive (the one on line 3 is not)".into()));
+        assert_eq!(
+            p.parse_line(3, "#Fields: date time cs-uri-stem"),
+            LineOutcome::Malformed("#Fields: directive lacks sc-bytes".into())
+        );
+        assert_eq!(
+            p.parse_line(4, "/a\t10\t00:59:59\t2024-02-29"),
+            LineOutcome::Malformed("no usable #Fields: directive (the one on line 3 is not)".into())
+        );
     }
 
     #[test]
@@ -214,9 +276,21 @@ mod tests {
             LineOutcome::Malformed(m) => m,
             other => panic!("{other:?}"),
         };
-        assert_eq!(msg(&mut p, "2019-12-04\t21:02:31\tFRA"), "expected at least 8 tab-separated fields, found 3");
-        assert_eq!(msg(&mut p, &row("2019-02-30", "21:02:31", "1", "/x")), "date: expected YYYY-MM-DD, found `2019-02-30`");
-        assert_eq!(msg(&mut p, &row("2019-12-04", "24:00:00", "1", "/x")), "time: expected HH:MM:SS, found `24:00:00`");
-        assert_eq!(msg(&mut p, &row("2019-12-04", "21:02:31", "lots", "/x")), "sc-bytes: expected a byte count or -, found `lots`");
+        assert_eq!(
+            msg(&mut p, "2019-12-04\t21:02:31\tFRA"),
+            "expected at least 8 tab-separated fields, found 3"
+        );
+        assert_eq!(
+            msg(&mut p, &row("2019-02-30", "21:02:31", "1", "/x")),
+            "date: expected YYYY-MM-DD, found `2019-02-30`"
+        );
+        assert_eq!(
+            msg(&mut p, &row("2019-12-04", "24:00:00", "1", "/x")),
+            "time: expected HH:MM:SS, found `24:00:00`"
+        );
+        assert_eq!(
+            msg(&mut p, &row("2019-12-04", "21:02:31", "lots", "/x")),
+            "sc-bytes: expected a byte count or -, found `lots`"
+        );
     }
 }

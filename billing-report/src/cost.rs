@@ -114,7 +114,11 @@ impl PriceTable {
     /// has `up_to_gb` (GB), strictly increasing and positive; the last has none;
     /// prices (USD per GB) are finite and non-negative; `bytes_per_gb > 0`.
     pub fn new(name: Option<String>, bytes_per_gb: u64, tiers: Vec<Tier>) -> Result<Self, PriceError> {
-        let table = PriceTable { name, bytes_per_gb, tiers };
+        let table = PriceTable {
+            name,
+            bytes_per_gb,
+            tiers,
+        };
         table.validate()?;
         Ok(table)
     }
@@ -122,7 +126,8 @@ impl PriceTable {
     /// Parses and validates a TOML price table (see the module docs for the
     /// layout). Errors carry the TOML parser's message with line and column.
     pub fn from_toml_str(text: &str) -> Result<Self, PriceError> {
-        let table: PriceTable = toml::from_str(text).map_err(|e| PriceError::Toml(e.to_string().trim_end().to_owned()))?;
+        let table: PriceTable =
+            toml::from_str(text).map_err(|e| PriceError::Toml(e.to_string().trim_end().to_owned()))?;
         table.validate()?;
         Ok(table)
     }
@@ -139,7 +144,10 @@ impl PriceTable {
         for (i, tier) in self.tiers.iter().enumerate() {
             let err = |message: String| PriceError::Tier { tier: i + 1, message };
             if !(tier.usd_per_gb.is_finite() && tier.usd_per_gb >= 0.0) {
-                return Err(err(format!("usd_per_gb must be a finite non-negative number, found {}", tier.usd_per_gb)));
+                return Err(err(format!(
+                    "usd_per_gb must be a finite non-negative number, found {}",
+                    tier.usd_per_gb
+                )));
             }
             match (tier.up_to_gb, i == last) {
                 (Some(_), true) => return Err(err("the last tier must not have up_to_gb (it is open-ended)".into())),
@@ -176,7 +184,11 @@ impl PriceTable {
             }
             let upper = tier.up_to_gb.unwrap_or(f64::INFINITY);
             let gb = total_gb.min(upper) - lower;
-            charges.push(TierCharge { gb, usd_per_gb: tier.usd_per_gb, usd: gb * tier.usd_per_gb });
+            charges.push(TierCharge {
+                gb,
+                usd_per_gb: tier.usd_per_gb,
+                usd: gb * tier.usd_per_gb,
+            });
             lower = upper;
         }
         charges
@@ -299,7 +311,13 @@ pub fn cost_report(report: &Report, prices: &PriceTable, fleet: Option<&FleetPar
         .map(|r| {
             let cs = prices.cost_usd(r.client_server_bytes as f64);
             let p2p = prices.cost_usd(r.p2p_bytes as f64);
-            RunCost { scenario: r.scenario.clone(), run: r.run.clone(), client_server_usd: cs, p2p_usd: p2p, saved_usd: cs - p2p }
+            RunCost {
+                scenario: r.scenario.clone(),
+                run: r.run.clone(),
+                client_server_usd: cs,
+                p2p_usd: p2p,
+                saved_usd: cs - p2p,
+            }
         })
         .collect();
     let scenarios = report
@@ -318,7 +336,12 @@ pub fn cost_report(report: &Report, prices: &PriceTable, fleet: Option<&FleetPar
             }
         })
         .collect();
-    CostReport { price_table: prices.clone(), fleet: fleet.cloned(), scenarios, runs }
+    CostReport {
+        price_table: prices.clone(),
+        fleet: fleet.cloned(),
+        scenarios,
+        runs,
+    }
 }
 
 #[cfg(test)]
@@ -365,7 +388,13 @@ mod tests {
         let t = PriceTable::from_toml_str(&format!("bytes_per_gb = {BINARY_GB_BYTES}\n{TWO_TIERS}")).unwrap();
         assert!(close(t.cost_usd(2.0 * BINARY_GB_BYTES as f64), 0.17));
         let example = PriceTable::from_toml_str(include_str!("../prices/cloudfront-2026-example.toml")).unwrap();
-        assert_eq!(example.tiers[0], Tier { up_to_gb: Some(10_240.0), usd_per_gb: 0.085 });
+        assert_eq!(
+            example.tiers[0],
+            Tier {
+                up_to_gb: Some(10_240.0),
+                usd_per_gb: 0.085
+            }
+        );
         assert!(example.tiers.last().unwrap().up_to_gb.is_none());
         assert!(close(example.cost_usd(15_360.0 * 1e9), 1_280.0));
     }
@@ -375,29 +404,65 @@ mod tests {
         let err = |text: &str| PriceTable::from_toml_str(text).unwrap_err().to_string();
         assert_eq!(err("name = \"x\"\ntier = []"), "price table has no [[tier]]");
         assert!(err("").contains("missing field `tier`"), "{}", err(""));
-        assert_eq!(err("[[tier]]\nup_to_gb = 5\nusd_per_gb = 1\n"), "tier 1: the last tier must not have up_to_gb (it is open-ended)");
-        assert_eq!(err("[[tier]]\nusd_per_gb = 1\n[[tier]]\nusd_per_gb = 1\n"), "tier 1: only the last tier may omit up_to_gb");
+        assert_eq!(
+            err("[[tier]]\nup_to_gb = 5\nusd_per_gb = 1\n"),
+            "tier 1: the last tier must not have up_to_gb (it is open-ended)"
+        );
+        assert_eq!(
+            err("[[tier]]\nusd_per_gb = 1\n[[tier]]\nusd_per_gb = 1\n"),
+            "tier 1: only the last tier may omit up_to_gb"
+        );
         assert!(err("[[tier]]\nup_to_gb = 5\nusd_per_gb = 1\n[[tier]]\nup_to_gb = 5\nusd_per_gb = 1\n[[tier]]\nusd_per_gb = 1\n")
             .starts_with("tier 2: up_to_gb must be finite and greater than the previous bound (5 GB)"));
         assert!(err("[[tier]]\nusd_per_gb = -1\n").starts_with("tier 1: usd_per_gb must be"));
         assert!(err("[[tier]]\nusd_per_GB = 1\n").contains("unknown field `usd_per_GB`"));
-        assert_eq!(err("bytes_per_gb = 0\n[[tier]]\nusd_per_gb = 1\n"), "bytes_per_gb must be positive");
+        assert_eq!(
+            err("bytes_per_gb = 0\n[[tier]]\nusd_per_gb = 1\n"),
+            "bytes_per_gb must be positive"
+        );
     }
 
     #[test]
     fn cost_of_a_scenario_and_fleet_projection() {
-        let t = PriceTable::new(None, DECIMAL_GB_BYTES, vec![
-            Tier { up_to_gb: Some(10.0), usd_per_gb: 1.0 },
-            Tier { up_to_gb: None, usd_per_gb: 0.5 },
-        ])
+        let t = PriceTable::new(
+            None,
+            DECIMAL_GB_BYTES,
+            vec![
+                Tier {
+                    up_to_gb: Some(10.0),
+                    usd_per_gb: 1.0,
+                },
+                Tier {
+                    up_to_gb: None,
+                    usd_per_gb: 0.5,
+                },
+            ],
+        )
         .unwrap();
-        let rec = |run: &str, cs: u64, p2p: u64| RunRecord { scenario: "s".into(), run: run.into(), client_server_bytes: cs, p2p_bytes: p2p };
+        let rec = |run: &str, cs: u64, p2p: u64| RunRecord {
+            scenario: "s".into(),
+            run: run.into(),
+            client_server_bytes: cs,
+            p2p_bytes: p2p,
+        };
         // Run 1: D_cs = 20 GB → 10 + 5 = $15; D_p2p = 4 GB → $4; saved $11.
         // Run 2: D_cs = 20 GB → $15; D_p2p = 12 GB → 10 + 1 = $11; saved $4.
-        let report = summarize(&[rec("1", 20_000_000_000, 4_000_000_000), rec("2", 20_000_000_000, 12_000_000_000)]).unwrap();
-        let fleet = FleetParams { devices: 1000, package_bytes: 100_000_000, releases_per_month: 0.5 };
+        let report = summarize(&[
+            rec("1", 20_000_000_000, 4_000_000_000),
+            rec("2", 20_000_000_000, 12_000_000_000),
+        ])
+        .unwrap();
+        let fleet = FleetParams {
+            devices: 1000,
+            package_bytes: 100_000_000,
+            releases_per_month: 0.5,
+        };
         let c = cost_report(&report, &t, Some(&fleet));
-        assert!(close(c.runs[0].client_server_usd, 15.0) && close(c.runs[0].p2p_usd, 4.0) && close(c.runs[0].saved_usd, 11.0));
+        assert!(
+            close(c.runs[0].client_server_usd, 15.0)
+                && close(c.runs[0].p2p_usd, 4.0)
+                && close(c.runs[0].saved_usd, 11.0)
+        );
         assert!(close(c.runs[1].p2p_usd, 11.0) && close(c.runs[1].saved_usd, 4.0));
         let s = &c.scenarios[0];
         assert!(close(s.mean_client_server_usd, 15.0) && close(s.mean_p2p_usd, 7.5) && close(s.mean_saved_usd, 7.5));
@@ -405,8 +470,16 @@ mod tests {
         // with P2P 20 GB → 10 + 5 = $15.
         let f = s.fleet.as_ref().unwrap();
         assert!(close(f.mean_saving_pct, 60.0));
-        assert!(close(f.monthly_client_server_bytes, 50e9) && close(f.monthly_p2p_bytes, 20e9) && close(f.monthly_saved_bytes, 30e9));
-        assert!(close(f.monthly_client_server_usd, 30.0) && close(f.monthly_p2p_usd, 15.0) && close(f.monthly_saved_usd, 15.0));
+        assert!(
+            close(f.monthly_client_server_bytes, 50e9)
+                && close(f.monthly_p2p_bytes, 20e9)
+                && close(f.monthly_saved_bytes, 30e9)
+        );
+        assert!(
+            close(f.monthly_client_server_usd, 30.0)
+                && close(f.monthly_p2p_usd, 15.0)
+                && close(f.monthly_saved_usd, 15.0)
+        );
         // A negative saving projects more bytes with P2P than without.
         let worse = project_fleet(&t, &fleet, -10.0);
         assert!(close(worse.monthly_p2p_bytes, 55e9) && close(worse.monthly_saved_usd, -2.5));

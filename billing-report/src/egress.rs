@@ -106,7 +106,11 @@ impl EgressTally {
             LineOutcome::Malformed(message) => {
                 self.malformed += 1;
                 if self.examples.len() < MAX_MALFORMED_EXAMPLES {
-                    self.examples.push(MalformedLine { source: source.to_owned(), line, message });
+                    self.examples.push(MalformedLine {
+                        source: source.to_owned(),
+                        line,
+                        message,
+                    });
                 }
             }
         }
@@ -127,7 +131,11 @@ impl EgressTally {
         let mut objects: Vec<ObjectEgress> = self
             .objects
             .iter()
-            .map(|(key, c)| ObjectEgress { key: key.clone(), requests: c.requests, bytes: c.bytes })
+            .map(|(key, c)| ObjectEgress {
+                key: key.clone(),
+                requests: c.requests,
+                bytes: c.bytes,
+            })
             .collect();
         objects.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.key.cmp(&b.key)));
         EgressReport {
@@ -140,7 +148,15 @@ impl EgressTally {
             malformed_lines: self.malformed,
             malformed_examples: self.examples.clone(),
             objects,
-            hours: self.hours.iter().map(|(hour, c)| HourEgress { hour: *hour, requests: c.requests, bytes: c.bytes }).collect(),
+            hours: self
+                .hours
+                .iter()
+                .map(|(hour, c)| HourEgress {
+                    hour: *hour,
+                    requests: c.requests,
+                    bytes: c.bytes,
+                })
+                .collect(),
         }
     }
 }
@@ -281,23 +297,70 @@ mod tests {
     fn tally_groups_and_caps_examples() {
         let mut t = EgressTally::new();
         let h = HourUtc::from_civil(2020, 1, 1, 5);
-        t.record("f", 1, LineOutcome::Event(EgressEvent { key: "a", hour: h, bytes: 10 }));
-        t.record("f", 2, LineOutcome::Event(EgressEvent { key: "b", hour: h, bytes: 30 }));
-        t.record("f", 3, LineOutcome::Event(EgressEvent { key: "a", hour: HourUtc(h.0 - 1), bytes: 25 }));
+        t.record(
+            "f",
+            1,
+            LineOutcome::Event(EgressEvent {
+                key: "a",
+                hour: h,
+                bytes: 10,
+            }),
+        );
+        t.record(
+            "f",
+            2,
+            LineOutcome::Event(EgressEvent {
+                key: "b",
+                hour: h,
+                bytes: 30,
+            }),
+        );
+        t.record(
+            "f",
+            3,
+            LineOutcome::Event(EgressEvent {
+                key: "a",
+                hour: HourUtc(h.0 - 1),
+                bytes: 25,
+            }),
+        );
         t.record("f", 4, LineOutcome::Ignored);
         for i in 0..7 {
             t.record("f", 5 + i, LineOutcome::Malformed(format!("bad {i}")));
         }
         let r = t.report(LogFormat::S3);
-        assert_eq!((r.total_bytes, r.total_requests, r.lines, r.ignored_lines, r.malformed_lines), (65, 3, 11, 1, 7));
-        assert_eq!(r.objects, [
-            ObjectEgress { key: "a".into(), requests: 2, bytes: 35 },
-            ObjectEgress { key: "b".into(), requests: 1, bytes: 30 },
-        ]);
-        assert_eq!(r.hours.iter().map(|h| (h.hour.to_string(), h.bytes)).collect::<Vec<_>>(), [
-            ("2020-01-01T04".to_string(), 25),
-            ("2020-01-01T05".to_string(), 40),
-        ]);
+        assert_eq!(
+            (
+                r.total_bytes,
+                r.total_requests,
+                r.lines,
+                r.ignored_lines,
+                r.malformed_lines
+            ),
+            (65, 3, 11, 1, 7)
+        );
+        assert_eq!(
+            r.objects,
+            [
+                ObjectEgress {
+                    key: "a".into(),
+                    requests: 2,
+                    bytes: 35
+                },
+                ObjectEgress {
+                    key: "b".into(),
+                    requests: 1,
+                    bytes: 30
+                },
+            ]
+        );
+        assert_eq!(
+            r.hours
+                .iter()
+                .map(|h| (h.hour.to_string(), h.bytes))
+                .collect::<Vec<_>>(),
+            [("2020-01-01T04".to_string(), 25), ("2020-01-01T05".to_string(), 40),]
+        );
         assert_eq!(r.malformed_examples.len(), MAX_MALFORMED_EXAMPLES);
         assert_eq!(r.malformed_examples[0].to_string(), "f: line 5: bad 0");
     }
@@ -309,14 +372,24 @@ mod tests {
         let input = format!("a\r\n\n{long}\nb\n{exact}\nlast");
         let mut seen = Vec::new();
         for_each_line(input.as_bytes(), |n, l| {
-            seen.push((n, match l {
-                RawLine::Text(t) if t.len() > 10 => format!("<{}>", t.len()),
-                RawLine::Text(t) => t.to_owned(),
-                RawLine::TooLong => "TOO LONG".into(),
-            }))
+            seen.push((
+                n,
+                match l {
+                    RawLine::Text(t) if t.len() > 10 => format!("<{}>", t.len()),
+                    RawLine::Text(t) => t.to_owned(),
+                    RawLine::TooLong => "TOO LONG".into(),
+                },
+            ))
         })
         .unwrap();
-        let expected = [(1, "a".to_string()), (2, "".into()), (3, "TOO LONG".into()), (4, "b".into()), (5, format!("<{MAX_LINE_BYTES}>")), (6, "last".into())];
+        let expected = [
+            (1, "a".to_string()),
+            (2, "".into()),
+            (3, "TOO LONG".into()),
+            (4, "b".into()),
+            (5, format!("<{MAX_LINE_BYTES}>")),
+            (6, "last".into()),
+        ];
         assert_eq!(seen, expected);
         let mut count = 0;
         for_each_line(&b""[..], |_, _| count += 1).unwrap();

@@ -40,7 +40,11 @@ const PEAK_RSS_ENV: &str = "OTA_BILLING_REPORT_PEAK_RSS";
 const LOG_READ_BUFFER: usize = 256 * 1024;
 
 #[derive(Parser)]
-#[command(name = "ota-billing-report", version, about = "Bytes and money saved by peer-assisted OTA updates")]
+#[command(
+    name = "ota-billing-report",
+    version,
+    about = "Bytes and money saved by peer-assisted OTA updates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -151,7 +155,11 @@ fn savings(
             if !(releases_per_month.is_finite() && releases_per_month >= 0.0) {
                 bail!("--releases-per-month must be a finite number >= 0, found {releases_per_month}");
             }
-            Some(FleetParams { devices, package_bytes, releases_per_month })
+            Some(FleetParams {
+                devices,
+                package_bytes,
+                releases_per_month,
+            })
         }
         _ => None,
     };
@@ -164,7 +172,13 @@ fn savings(
     Ok(render_with_cost(&report, cost.as_ref(), format))
 }
 
-fn egress(s3_logs: Vec<PathBuf>, cloudfront_logs: Vec<PathBuf>, ledgers: Vec<PathBuf>, format: Format, prices: Option<PathBuf>) -> Result<String> {
+fn egress(
+    s3_logs: Vec<PathBuf>,
+    cloudfront_logs: Vec<PathBuf>,
+    ledgers: Vec<PathBuf>,
+    format: Format,
+    prices: Option<PathBuf>,
+) -> Result<String> {
     let prices = prices.as_deref().map(load_prices).transpose()?;
     let (log_format, paths) = if !s3_logs.is_empty() {
         (LogFormat::S3, s3_logs)
@@ -178,17 +192,31 @@ fn egress(s3_logs: Vec<PathBuf>, cloudfront_logs: Vec<PathBuf>, ledgers: Vec<Pat
         let name = display_name(path);
         if path.as_os_str() == "-" {
             let stdin = std::io::stdin();
-            scan_log(log_format, BufReader::with_capacity(LOG_READ_BUFFER, stdin.lock()), &name, &mut tally)
+            scan_log(
+                log_format,
+                BufReader::with_capacity(LOG_READ_BUFFER, stdin.lock()),
+                &name,
+                &mut tally,
+            )
         } else {
             let file = File::open(path).with_context(|| format!("{name}: cannot open"))?;
-            scan_log(log_format, BufReader::with_capacity(LOG_READ_BUFFER, file), &name, &mut tally)
+            scan_log(
+                log_format,
+                BufReader::with_capacity(LOG_READ_BUFFER, file),
+                &name,
+                &mut tally,
+            )
         }
         .with_context(|| format!("{name}: read error"))?;
     }
     let mut report = tally.report(log_format);
     report.total_usd = prices.map(|p| p.cost_usd(report.total_bytes as f64));
     if report.malformed_lines > 0 {
-        let first = report.malformed_examples.first().map(|m| format!("; first: {m}")).unwrap_or_default();
+        let first = report
+            .malformed_examples
+            .first()
+            .map(|m| format!("; first: {m}"))
+            .unwrap_or_default();
         eprintln!("warning: {} malformed line(s) skipped{first}", report.malformed_lines);
     }
     Ok(render_egress(&report, format))
@@ -196,10 +224,32 @@ fn egress(s3_logs: Vec<PathBuf>, cloudfront_logs: Vec<PathBuf>, ledgers: Vec<Pat
 
 fn run(cli: Cli) -> Result<String> {
     match cli.command {
-        Command::Savings { inputs, format, prices, fleet_devices, package_bytes, releases_per_month, plot_dir, font } => {
-            savings(inputs, format, prices, fleet_devices, package_bytes, releases_per_month, plot_dir, font)
-        }
-        Command::Egress { s3_logs, cloudfront_logs, ledgers, format, prices } => egress(s3_logs, cloudfront_logs, ledgers, format, prices),
+        Command::Savings {
+            inputs,
+            format,
+            prices,
+            fleet_devices,
+            package_bytes,
+            releases_per_month,
+            plot_dir,
+            font,
+        } => savings(
+            inputs,
+            format,
+            prices,
+            fleet_devices,
+            package_bytes,
+            releases_per_month,
+            plot_dir,
+            font,
+        ),
+        Command::Egress {
+            s3_logs,
+            cloudfront_logs,
+            ledgers,
+            format,
+            prices,
+        } => egress(s3_logs, cloudfront_logs, ledgers, format, prices),
     }
 }
 

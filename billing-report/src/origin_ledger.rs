@@ -37,7 +37,11 @@ pub fn parse_line(line: &str) -> LineOutcome<'_> {
     let Ok(bytes) = bytes.parse::<u64>() else {
         return LineOutcome::Malformed(format!("bytes: {bytes:?} is not a byte count"));
     };
-    LineOutcome::Event(EgressEvent { key: info_hash, hour: HourUtc(at_ms.div_euclid(3_600_000)), bytes })
+    LineOutcome::Event(EgressEvent {
+        key: info_hash,
+        hour: HourUtc(at_ms.div_euclid(3_600_000)),
+        bytes,
+    })
 }
 
 #[cfg(test)]

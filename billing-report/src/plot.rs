@@ -91,7 +91,11 @@ pub fn find_font() -> Option<PathBuf> {
         collect_fonts(Path::new(root), 4, &mut found);
     }
     found.sort();
-    let sans = found.iter().find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("Sans")));
+    let sans = found.iter().find(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains("Sans"))
+    });
     sans.or(found.first()).cloned()
 }
 
@@ -101,7 +105,11 @@ fn collect_fonts(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() && depth > 0 {
             collect_fonts(&path, depth - 1, found);
-        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("ttf") || e.eq_ignore_ascii_case("otf")) {
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("ttf") || e.eq_ignore_ascii_case("otf"))
+        {
             found.push(path);
         }
     }
@@ -150,7 +158,11 @@ pub fn scenario_file_stem(index: usize, name: &str) -> String {
         }
     }
     let slug = slug.trim_end_matches('-');
-    format!("scenario-{:02}-{}", index + 1, if slug.is_empty() { "unnamed" } else { slug })
+    format!(
+        "scenario-{:02}-{}",
+        index + 1,
+        if slug.is_empty() { "unnamed" } else { slug }
+    )
 }
 
 /// File-name stem of the across-scenarios figure.
@@ -178,14 +190,29 @@ pub fn human_bytes(bytes: f64) -> String {
 /// the font search of [`load_font`]. Returns the paths written.
 pub fn write_plots(report: &Report, dir: &Path, font: Option<&Path>) -> Result<Vec<PathBuf>, PlotError> {
     load_font(font)?;
-    std::fs::create_dir_all(dir).map_err(|source| PlotError::Dir { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| PlotError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut written = Vec::new();
     for (index, scenario) in report.scenarios.iter().enumerate() {
         let runs: Vec<&RunSaving> = report.runs.iter().filter(|r| r.scenario == scenario.name).collect();
         let stem = scenario_file_stem(index, &scenario.name);
-        written.extend(write_both(dir, &stem, SCENARIO_SIZE, |a| draw_scenario(a, scenario, &runs), |a| draw_scenario(a, scenario, &runs))?);
+        written.extend(write_both(
+            dir,
+            &stem,
+            SCENARIO_SIZE,
+            |a| draw_scenario(a, scenario, &runs),
+            |a| draw_scenario(a, scenario, &runs),
+        )?);
     }
-    written.extend(write_both(dir, SUMMARY_FILE_STEM, SUMMARY_SIZE, |a| draw_summary(a, report), |a| draw_summary(a, report))?);
+    written.extend(write_both(
+        dir,
+        SUMMARY_FILE_STEM,
+        SUMMARY_SIZE,
+        |a| draw_summary(a, report),
+        |a| draw_summary(a, report),
+    )?);
     Ok(written)
 }
 
@@ -199,10 +226,14 @@ fn write_both(
 ) -> Result<Vec<PathBuf>, PlotError> {
     let svg_path = dir.join(format!("{stem}.svg"));
     let png_path = dir.join(format!("{stem}.png"));
-    svg(SVGBackend::new(&svg_path, size).into_drawing_area())
-        .map_err(|message| PlotError::Draw { path: svg_path.clone(), message })?;
-    png(BitMapBackend::new(&png_path, size).into_drawing_area())
-        .map_err(|message| PlotError::Draw { path: png_path.clone(), message })?;
+    svg(SVGBackend::new(&svg_path, size).into_drawing_area()).map_err(|message| PlotError::Draw {
+        path: svg_path.clone(),
+        message,
+    })?;
+    png(BitMapBackend::new(&png_path, size).into_drawing_area()).map_err(|message| PlotError::Draw {
+        path: png_path.clone(),
+        message,
+    })?;
     Ok(vec![svg_path, png_path])
 }
 
@@ -231,9 +262,16 @@ fn padded_range(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<
 /// Headroom above the data for legends, fraction of the data span.
 const LEGEND_ROOM: f64 = 0.35;
 
-fn draw_scenario<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &ScenarioSummary, runs: &[&RunSaving]) -> Result<(), String> {
+fn draw_scenario<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    s: &ScenarioSummary,
+    runs: &[&RunSaving],
+) -> Result<(), String> {
     root.fill(&WHITE).map_err(de)?;
-    let title = format!("Scenario {} — {} run(s), mean saving W {:.2} %", s.name, s.runs, s.mean_saving_pct);
+    let title = format!(
+        "Scenario {} — {} run(s), mean saving W {:.2} %",
+        s.name, s.runs, s.mean_saving_pct
+    );
     let root = root.titled(&title, (FONT, 24)).map_err(de)?;
     let half = root.dim_in_pixel().1 as i32 / 2;
     let (top, bottom) = root.split_vertically(half);
@@ -243,10 +281,17 @@ fn draw_scenario<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &ScenarioS
     let x_range = -0.5..(n as f64 - 0.5);
     let x_labels = n.min(MAX_X_LABELS) + 1;
 
-    let bytes_range = padded_range(runs.iter().flat_map(|r| [r.client_server_bytes as f64, r.p2p_bytes as f64]), LEGEND_ROOM);
+    let bytes_range = padded_range(
+        runs.iter()
+            .flat_map(|r| [r.client_server_bytes as f64, r.p2p_bytes as f64]),
+        LEGEND_ROOM,
+    );
     let mut chart = ChartBuilder::on(&top)
         .margin(12)
-        .caption("CDN bytes per run: D_cs (client-server) and D_p2p (peer-assisted)", (FONT, 18))
+        .caption(
+            "CDN bytes per run: D_cs (client-server) and D_p2p (peer-assisted)",
+            (FONT, 18),
+        )
         .x_label_area_size(36)
         .y_label_area_size(90)
         .build_cartesian_2d(x_range.clone(), bytes_range)
@@ -263,14 +308,20 @@ fn draw_scenario<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &ScenarioS
         .map_err(de)?;
     chart
         .draw_series(runs.iter().enumerate().map(|(i, r)| {
-            Rectangle::new([(i as f64 - 0.4, 0.0), (i as f64, r.client_server_bytes as f64)], CS_COLOR.filled())
+            Rectangle::new(
+                [(i as f64 - 0.4, 0.0), (i as f64, r.client_server_bytes as f64)],
+                CS_COLOR.filled(),
+            )
         }))
         .map_err(de)?
         .label("D_cs, without P2P")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], CS_COLOR.filled()));
     chart
         .draw_series(runs.iter().enumerate().map(|(i, r)| {
-            Rectangle::new([(i as f64, 0.0), (i as f64 + 0.4, r.p2p_bytes as f64)], P2P_COLOR.filled())
+            Rectangle::new(
+                [(i as f64, 0.0), (i as f64 + 0.4, r.p2p_bytes as f64)],
+                P2P_COLOR.filled(),
+            )
         }))
         .map_err(de)?
         .label("D_p2p, with P2P")
@@ -284,7 +335,10 @@ fn draw_scenario<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &ScenarioS
         .draw()
         .map_err(de)?;
 
-    let saving_range = padded_range(runs.iter().map(|r| r.saving_pct).chain([s.mean_saving_pct]), LEGEND_ROOM);
+    let saving_range = padded_range(
+        runs.iter().map(|r| r.saving_pct).chain([s.mean_saving_pct]),
+        LEGEND_ROOM,
+    );
     let mut chart = ChartBuilder::on(&bottom)
         .margin(12)
         .caption("Saving per run: W = (D_cs − D_p2p) / D_cs", (FONT, 18))
@@ -308,10 +362,17 @@ fn draw_scenario<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &ScenarioS
         .map_err(de)?
         .label("W per run")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SAVING_COLOR.stroke_width(2)));
-    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, SAVING_COLOR.filled()))).map_err(de)?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 4, SAVING_COLOR.filled())))
+        .map_err(de)?;
     let mean = s.mean_saving_pct;
     chart
-        .draw_series(DashedLineSeries::new(vec![(-0.5, mean), (n as f64 - 0.5, mean)], 8, 6, BLACK.stroke_width(2)))
+        .draw_series(DashedLineSeries::new(
+            vec![(-0.5, mean), (n as f64 - 0.5, mean)],
+            8,
+            6,
+            BLACK.stroke_width(2),
+        ))
         .map_err(de)?
         .label(format!("mean W = {mean:.2} % (stdev {:.2})", s.stdev_saving_pct))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
@@ -333,12 +394,20 @@ fn draw_summary<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Repor
     let label = |x: &f64| category_label(&names, *x);
     let m = scenarios.len();
     let y_range = padded_range(
-        scenarios.iter().flat_map(|s| [s.mean_saving_pct - s.stdev_saving_pct, s.mean_saving_pct + s.stdev_saving_pct]),
+        scenarios.iter().flat_map(|s| {
+            [
+                s.mean_saving_pct - s.stdev_saving_pct,
+                s.mean_saving_pct + s.stdev_saving_pct,
+            ]
+        }),
         LEGEND_ROOM,
     );
     let mut chart = ChartBuilder::on(&root)
         .margin(16)
-        .caption("Mean saving W per scenario, ± population standard deviation", (FONT, 22))
+        .caption(
+            "Mean saving W per scenario, ± population standard deviation",
+            (FONT, 22),
+        )
         .x_label_area_size(40)
         .y_label_area_size(80)
         .build_cartesian_2d(-0.5..(m as f64 - 0.5), y_range)
@@ -356,7 +425,10 @@ fn draw_summary<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Repor
     chart
         .draw_series(scenarios.iter().enumerate().map(|(i, s)| {
             let (x, w) = (i as f64, s.mean_saving_pct);
-            Rectangle::new([(x - 0.3, w.min(0.0)), (x + 0.3, w.max(0.0))], SAVING_COLOR.mix(0.8).filled())
+            Rectangle::new(
+                [(x - 0.3, w.min(0.0)), (x + 0.3, w.max(0.0))],
+                SAVING_COLOR.mix(0.8).filled(),
+            )
         }))
         .map_err(de)?
         .label("mean W")
@@ -364,7 +436,11 @@ fn draw_summary<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Repor
     let style = ERROR_COLOR.stroke_width(2);
     chart
         .draw_series(scenarios.iter().enumerate().flat_map(|(i, s)| {
-            let (x, lo, hi) = (i as f64, s.mean_saving_pct - s.stdev_saving_pct, s.mean_saving_pct + s.stdev_saving_pct);
+            let (x, lo, hi) = (
+                i as f64,
+                s.mean_saving_pct - s.stdev_saving_pct,
+                s.mean_saving_pct + s.stdev_saving_pct,
+            );
             [
                 PathElement::new(vec![(x, lo), (x, hi)], style),
                 PathElement::new(vec![(x - 0.1, lo), (x + 0.1, lo)], style),
@@ -377,7 +453,11 @@ fn draw_summary<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Repor
     chart
         .draw_series(scenarios.iter().enumerate().map(|(i, s)| {
             let text = format!("{:.1} ± {:.1} %", s.mean_saving_pct, s.stdev_saving_pct);
-            Text::new(text, (i as f64 + 0.12, s.mean_saving_pct), (FONT, 14).into_font().color(&BLACK))
+            Text::new(
+                text,
+                (i as f64 + 0.12, s.mean_saving_pct),
+                (FONT, 14).into_font().color(&BLACK),
+            )
         }))
         .map_err(de)?;
     chart
@@ -397,7 +477,10 @@ mod tests {
 
     #[test]
     fn file_stems_and_labels() {
-        assert_eq!(scenario_file_stem(0, "Flash crowd, 100 peers!"), "scenario-01-flash-crowd-100-peers");
+        assert_eq!(
+            scenario_file_stem(0, "Flash crowd, 100 peers!"),
+            "scenario-01-flash-crowd-100-peers"
+        );
         assert_eq!(scenario_file_stem(11, "???"), "scenario-12-unnamed");
         assert_eq!(human_bytes(999.0), "999 B");
         assert_eq!(human_bytes(1_500_000_000.0), "1.50 GB");

@@ -152,7 +152,11 @@ fn rows_with_cost(report: &Report, cost: Option<&CostReport>) -> (Vec<Vec<String
                 s.ci95_saving_pct.map_or("n/a".into(), |c| format!("{c:.2}")),
             ];
             if let Some(c) = cost.and_then(|c| c.scenarios.get(i)) {
-                row.extend([usd(c.mean_client_server_usd), usd(c.mean_p2p_usd), usd(c.mean_saved_usd)]);
+                row.extend([
+                    usd(c.mean_client_server_usd),
+                    usd(c.mean_p2p_usd),
+                    usd(c.mean_saved_usd),
+                ]);
             }
             row
         })
@@ -199,12 +203,26 @@ fn text_table(header: &[&str], left: usize, rows: &[Vec<String>]) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (c, &w))| if i < left { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .map(|(i, (c, &w))| {
+                if i < left {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
             .collect();
         padded.join("  ").trim_end().to_owned() + "\n"
     };
     let mut out = line(header.to_vec());
-    out += &line(widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>().iter().map(String::as_str).collect());
+    out += &line(
+        widths
+            .iter()
+            .map(|&w| "-".repeat(w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
     for row in rows {
         out += &line(row.iter().map(String::as_str).collect());
     }
@@ -245,7 +263,9 @@ pub fn table_with_cost(report: &Report, cost: Option<&CostReport>) -> String {
 fn md_table(header: &[&str], left: usize, rows: &[Vec<String>]) -> String {
     let esc = |c: &str| c.replace('|', "\\|");
     let mut out = format!("| {} |\n", header.join(" | "));
-    let align: Vec<&str> = (0..header.len()).map(|i| if i < left { ":---" } else { "---:" }).collect();
+    let align: Vec<&str> = (0..header.len())
+        .map(|i| if i < left { ":---" } else { "---:" })
+        .collect();
     let _ = writeln!(out, "| {} |", align.join(" | "));
     for row in rows {
         let cells: Vec<String> = row.iter().map(|c| esc(c)).collect();
@@ -279,7 +299,11 @@ pub fn markdown_with_cost(report: &Report, cost: Option<&CostReport>) -> String 
         md_table(&run_header, 2, &runs),
     );
     if let Some(fleet) = fleet_rows(cost) {
-        let _ = write!(out, "## Fleet projection (per month)\n\n{}\n", md_table(&FLEET_HEADER, 1, &fleet));
+        let _ = write!(
+            out,
+            "## Fleet projection (per month)\n\n{}\n",
+            md_table(&FLEET_HEADER, 1, &fleet)
+        );
     }
     out + &range_line(report) + &cost_lines(cost)
 }
@@ -343,7 +367,11 @@ pub fn csv_with_cost(report: &Report, cost: Option<&CostReport>) -> String {
     }
     out.push('\n');
     for (line, c) in lines.zip(&cost.scenarios) {
-        let _ = write!(out, "{line},{},{},{}", c.mean_client_server_usd, c.mean_p2p_usd, c.mean_saved_usd);
+        let _ = write!(
+            out,
+            "{line},{},{},{}",
+            c.mean_client_server_usd, c.mean_p2p_usd, c.mean_saved_usd
+        );
         if let Some(f) = &c.fleet {
             let _ = write!(
                 out,
@@ -391,7 +419,11 @@ pub fn json_with_cost(report: &Report, cost: Option<&CostReport>) -> String {
             .zip(&cost.runs)
             .map(|(base, c)| Priced {
                 base,
-                cost: RunCostFields { client_server_usd: c.client_server_usd, p2p_usd: c.p2p_usd, saved_usd: c.saved_usd },
+                cost: RunCostFields {
+                    client_server_usd: c.client_server_usd,
+                    p2p_usd: c.p2p_usd,
+                    saved_usd: c.saved_usd,
+                },
             })
             .collect(),
         lowest_mean_saving_pct: report.lowest_mean_saving_pct,
@@ -454,13 +486,33 @@ fn gb(bytes: u64) -> String {
 }
 
 fn egress_rows(report: &EgressReport) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let objects = report.objects.iter().map(|o| vec![o.key.clone(), o.requests.to_string(), o.bytes.to_string(), gb(o.bytes)]).collect();
-    let hours = report.hours.iter().map(|h| vec![h.hour.to_string(), h.requests.to_string(), h.bytes.to_string(), gb(h.bytes)]).collect();
+    let objects = report
+        .objects
+        .iter()
+        .map(|o| vec![o.key.clone(), o.requests.to_string(), o.bytes.to_string(), gb(o.bytes)])
+        .collect();
+    let hours = report
+        .hours
+        .iter()
+        .map(|h| {
+            vec![
+                h.hour.to_string(),
+                h.requests.to_string(),
+                h.bytes.to_string(),
+                gb(h.bytes),
+            ]
+        })
+        .collect();
     (objects, hours)
 }
 
 fn egress_footer(report: &EgressReport) -> String {
-    let mut out = format!("total: {} bytes ({} GB) in {} request(s)", report.total_bytes, gb(report.total_bytes), report.total_requests);
+    let mut out = format!(
+        "total: {} bytes ({} GB) in {} request(s)",
+        report.total_bytes,
+        gb(report.total_bytes),
+        report.total_requests
+    );
     if let Some(usd) = report.total_usd {
         let _ = write!(out, ", {usd:.2} USD as one month's traffic");
     }
@@ -508,10 +560,20 @@ pub fn render_egress(report: &EgressReport, format: Format) -> String {
         ),
         Format::Csv => {
             // With a price table, a `usd` column holds the total's cost (other rows empty).
-            let (usd_header, usd_empty) = if report.total_usd.is_some() { (",usd", ",") } else { ("", "") };
+            let (usd_header, usd_empty) = if report.total_usd.is_some() {
+                (",usd", ",")
+            } else {
+                ("", "")
+            };
             let mut out = format!("kind,name,requests,bytes{usd_header}\n");
             for o in &report.objects {
-                let _ = writeln!(out, "object,{},{},{}{usd_empty}", csv_field(&o.key), o.requests, o.bytes);
+                let _ = writeln!(
+                    out,
+                    "object,{},{},{}{usd_empty}",
+                    csv_field(&o.key),
+                    o.requests,
+                    o.bytes
+                );
             }
             for h in &report.hours {
                 let _ = writeln!(out, "hour,{},{},{}{usd_empty}", h.hour, h.requests, h.bytes);
@@ -530,8 +592,18 @@ mod tests {
     use crate::savings::{summarize, RunRecord};
 
     fn report() -> Report {
-        let rec = |s: &str, r: &str, cs, p2p| RunRecord { scenario: s.into(), run: r.into(), client_server_bytes: cs, p2p_bytes: p2p };
-        summarize(&[rec("flash, 100", "1", 100, 60), rec("flash, 100", "2", 100, 40), rec("solo|x", "1", 1000, 1100)]).unwrap()
+        let rec = |s: &str, r: &str, cs, p2p| RunRecord {
+            scenario: s.into(),
+            run: r.into(),
+            client_server_bytes: cs,
+            p2p_bytes: p2p,
+        };
+        summarize(&[
+            rec("flash, 100", "1", 100, 60),
+            rec("flash, 100", "2", 100, 40),
+            rec("solo|x", "1", 1000, 1100),
+        ])
+        .unwrap()
     }
 
     fn keys(v: &serde_json::Value) -> Vec<&str> {
@@ -543,14 +615,34 @@ mod tests {
     #[test]
     fn json_shape() {
         let v: serde_json::Value = serde_json::from_str(&render(&report(), Format::Json)).unwrap();
-        assert_eq!(keys(&v), ["highest_mean_saving_pct", "lowest_mean_saving_pct", "runs", "scenarios"]);
+        assert_eq!(
+            keys(&v),
+            ["highest_mean_saving_pct", "lowest_mean_saving_pct", "runs", "scenarios"]
+        );
         let mut scenario_keys = vec![
-            "name", "runs", "mean_client_server_bytes", "mean_p2p_bytes", "mean_saving_pct", "stdev_saving_pct",
-            "ci95_saving_pct", "stdev_client_server_bytes", "stdev_p2p_bytes",
+            "name",
+            "runs",
+            "mean_client_server_bytes",
+            "mean_p2p_bytes",
+            "mean_saving_pct",
+            "stdev_saving_pct",
+            "ci95_saving_pct",
+            "stdev_client_server_bytes",
+            "stdev_p2p_bytes",
         ];
         scenario_keys.sort_unstable();
         assert_eq!(keys(&v["scenarios"][0]), scenario_keys);
-        assert_eq!(keys(&v["runs"][0]), ["client_server_bytes", "gain_bytes", "p2p_bytes", "run", "saving_pct", "scenario"]);
+        assert_eq!(
+            keys(&v["runs"][0]),
+            [
+                "client_server_bytes",
+                "gain_bytes",
+                "p2p_bytes",
+                "run",
+                "saving_pct",
+                "scenario"
+            ]
+        );
         assert_eq!(v["scenarios"][1]["ci95_saving_pct"], serde_json::Value::Null);
         assert_eq!(v["runs"][2]["gain_bytes"], -100);
         assert_eq!(v["lowest_mean_saving_pct"], -10.0);
@@ -573,7 +665,10 @@ mod tests {
         let out = render(&report(), Format::Table);
         let block: Vec<&str> = out.split("\n\n").next().unwrap().lines().collect();
         assert_eq!(block.len(), 4);
-        assert!(block[2].starts_with("flash, 100") && block[2].ends_with("127.06"), "{out}");
+        assert!(
+            block[2].starts_with("flash, 100") && block[2].ends_with("127.06"),
+            "{out}"
+        );
         assert!(block[3].ends_with("n/a"));
         let width = |l: &str| l.chars().count();
         assert!(block.iter().all(|l| width(l) == width(block[0])), "{out}");
@@ -584,7 +679,10 @@ mod tests {
     fn markdown_tables() {
         let out = render(&report(), Format::Markdown);
         assert!(out.contains("| scenario | runs | mean D_cs (bytes)"));
-        assert!(out.contains("| solo\\|x | 1 | 1000 | 0 | 1100 | 0 | -10.00 | 0.00 | n/a |"), "{out}");
+        assert!(
+            out.contains("| solo\\|x | 1 | 1000 | 0 | 1100 | 0 | -10.00 | 0.00 | n/a |"),
+            "{out}"
+        );
         assert!(out.contains("| flash, 100 | 1 | 100 | 60 | 40 | 40.00 |"), "{out}");
     }
 }

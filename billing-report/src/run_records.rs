@@ -80,10 +80,7 @@ fn split_fields(line: &str) -> Result<Vec<String>, String> {
 
 fn parse_row(fields: &[String]) -> Result<RunRecord, String> {
     let [scenario, run, cs, p2p] = fields else {
-        return Err(format!(
-            "expected 4 fields ({CSV_HEADER}), found {}",
-            fields.len()
-        ));
+        return Err(format!("expected 4 fields ({CSV_HEADER}), found {}", fields.len()));
     };
     let number = |name: &str, value: &str| {
         value
@@ -115,7 +112,10 @@ pub fn parse_csv<R: Read>(reader: R) -> Result<Vec<RunRecord>, RecordsError> {
         let Some((i, line)) = lines.next() else {
             return Err(RecordsError::EmptyCsv);
         };
-        let line = line.map_err(|e| RecordsError::Row { line: i + 1, message: e.to_string() })?;
+        let line = line.map_err(|e| RecordsError::Row {
+            line: i + 1,
+            message: e.to_string(),
+        })?;
         let line = line.strip_prefix('\u{feff}').unwrap_or(&line).trim_end_matches('\r');
         if !line.trim().is_empty() {
             break line.to_owned();
@@ -161,7 +161,15 @@ mod tests {
     fn parses_valid_csv() {
         let recs = csv("\u{feff}scenario,run,client_server_bytes,p2p_bytes\r\na,1,100,60\r\n\"b, quoted \"\"x\"\"\", r2 , 5 ,0\r\n\r\n").unwrap();
         assert_eq!(recs.len(), 2);
-        assert_eq!(recs[0], RunRecord { scenario: "a".into(), run: "1".into(), client_server_bytes: 100, p2p_bytes: 60 });
+        assert_eq!(
+            recs[0],
+            RunRecord {
+                scenario: "a".into(),
+                run: "1".into(),
+                client_server_bytes: 100,
+                p2p_bytes: 60
+            }
+        );
         assert_eq!(recs[1].scenario, "b, quoted \"x\"");
         assert_eq!(recs[1].run, "r2");
         assert_eq!((recs[1].client_server_bytes, recs[1].p2p_bytes), (5, 0));
@@ -175,7 +183,11 @@ mod tests {
         let err = csv(&format!("{CSV_HEADER}\n\na,2,100\n")).unwrap_err();
         assert!(err.to_string().starts_with("line 3: expected 4 fields"), "{err}");
         let err = csv(&format!("{CSV_HEADER}\na,1,-5,0\n")).unwrap_err();
-        assert!(err.to_string().starts_with("line 2: client_server_bytes: invalid digit"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("line 2: client_server_bytes: invalid digit"),
+            "{err}"
+        );
         let err = csv(&format!("{CSV_HEADER}\n\"a,1,5,0\n")).unwrap_err();
         assert_eq!(err.to_string(), "line 2: unterminated quoted field");
         let err = csv(&format!("{CSV_HEADER}\n,1,5,0\n")).unwrap_err();
@@ -199,7 +211,15 @@ mod tests {
             r#"[{"scenario":"a","run":"1","client_server_bytes":100,"p2p_bytes":40,"peers":12}]"#.as_bytes(),
         )
         .unwrap();
-        assert_eq!(recs, [RunRecord { scenario: "a".into(), run: "1".into(), client_server_bytes: 100, p2p_bytes: 40 }]);
+        assert_eq!(
+            recs,
+            [RunRecord {
+                scenario: "a".into(),
+                run: "1".into(),
+                client_server_bytes: 100,
+                p2p_bytes: 40
+            }]
+        );
         let err = parse_json(r#"[{"scenario":"a","run":"1","p2p_bytes":40}]"#.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("client_server_bytes"), "{err}");
         assert!(matches!(parse_json(" \n".as_bytes()), Err(RecordsError::EmptyJson)));

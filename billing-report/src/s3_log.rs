@@ -89,7 +89,8 @@ fn two_digits(b: &[u8]) -> Option<u32> {
 /// (e.g. `06/Feb/2019:00:00:38 +0000`), into seconds since the Unix epoch (UTC).
 pub fn parse_time(text: &str) -> Option<i64> {
     let b = text.as_bytes();
-    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' ' {
+    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' '
+    {
         return None;
     }
     let day = two_digits(&b[0..2])?;
@@ -109,7 +110,11 @@ pub fn parse_time(text: &str) -> Option<i64> {
         _ => return None,
     };
     let year = i64::from(two_digits(&b[7..9])? * 100 + two_digits(&b[9..11])?);
-    let (hour, minute, second) = (two_digits(&b[12..14])?, two_digits(&b[15..17])?, two_digits(&b[18..20])?);
+    let (hour, minute, second) = (
+        two_digits(&b[12..14])?,
+        two_digits(&b[15..17])?,
+        two_digits(&b[18..20])?,
+    );
     let sign = match b[21] {
         b'+' => 1,
         b'-' => -1,
@@ -155,9 +160,15 @@ fn parse_record(line: &str) -> Result<Option<EgressEvent<'_>>, String> {
         }
     }
     let [_, _, time, _, _, _, _, key, _, _, _, bytes_sent] = fields;
-    let seconds = parse_time(time).ok_or_else(|| format!("time: expected [dd/Mon/yyyy:HH:MM:SS +hhmm], found [{time}]"))?;
-    let bytes = parse_bytes(bytes_sent).ok_or_else(|| format!("bytes_sent: expected a byte count or -, found `{bytes_sent}`"))?;
-    Ok(Some(EgressEvent { key, hour: HourUtc::from_unix_seconds(seconds), bytes }))
+    let seconds =
+        parse_time(time).ok_or_else(|| format!("time: expected [dd/Mon/yyyy:HH:MM:SS +hhmm], found [{time}]"))?;
+    let bytes = parse_bytes(bytes_sent)
+        .ok_or_else(|| format!("bytes_sent: expected a byte count or -, found `{bytes_sent}`"))?;
+    Ok(Some(EgressEvent {
+        key,
+        hour: HourUtc::from_unix_seconds(seconds),
+        bytes,
+    }))
 }
 
 #[cfg(test)]
@@ -183,7 +194,10 @@ mod tests {
     fn get_object_line() {
         let line = get("06/Feb/2019:00:00:38 +0000", "pkg/update-1.2.bin", "1048576");
         let e = event(&line);
-        assert_eq!((e.key, e.hour.to_string(), e.bytes), ("pkg/update-1.2.bin", "2019-02-06T00".into(), 1_048_576));
+        assert_eq!(
+            (e.key, e.hour.to_string(), e.bytes),
+            ("pkg/update-1.2.bin", "2019-02-06T00".into(), 1_048_576)
+        );
         let line = get("31/Dec/2019:23:59:59 -0130", "k", "-");
         let e = event(&line);
         assert_eq!((e.hour.to_string(), e.bytes), ("2020-01-01T01".into(), 0));
@@ -207,15 +221,25 @@ mod tests {
             LineOutcome::Malformed(m) => m,
             other => panic!("{other:?}"),
         };
-        assert!(msg("garbage").starts_with("expected at least 12 space-separated fields"), "{}", msg("garbage"));
+        assert!(
+            msg("garbage").starts_with("expected at least 12 space-separated fields"),
+            "{}",
+            msg("garbage")
+        );
         assert!(msg("o b [06/Feb/2019:00:00:38 +0000").starts_with("unterminated [bracketed]"));
         assert!(msg("o b [t] ip r id REST.GET.OBJECT k \"GET /k").starts_with("unterminated \"quoted\""));
         assert!(msg("o b [t]x ip").starts_with("no space after field `t`"));
         let bad_time = get("06/Feb/2019:24:00:38 +0000", "k", "1");
-        assert_eq!(msg(&bad_time), "time: expected [dd/Mon/yyyy:HH:MM:SS +hhmm], found [06/Feb/2019:24:00:38 +0000]");
+        assert_eq!(
+            msg(&bad_time),
+            "time: expected [dd/Mon/yyyy:HH:MM:SS +hhmm], found [06/Feb/2019:24:00:38 +0000]"
+        );
         assert!(msg(&get("30/Feb/2019:00:00:38 +0000", "k", "1")).starts_with("time:"));
         assert!(msg(&get("06/Fev/2019:00:00:38 +0000", "k", "1")).starts_with("time:"));
-        assert_eq!(msg(&get("06/Feb/2019:00:00:38 +0000", "k", "12x")), "bytes_sent: expected a byte count or -, found `12x`");
+        assert_eq!(
+            msg(&get("06/Feb/2019:00:00:38 +0000", "k", "12x")),
+            "bytes_sent: expected a byte count or -, found `12x`"
+        );
         assert!(msg(&get("06/Feb/2019:00:00:38 +0000", "k", "-5")).starts_with("bytes_sent:"));
     }
 

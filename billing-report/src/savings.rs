@@ -99,9 +99,8 @@ pub enum SavingsError {
 
 /// Two-sided 95 % Student t critical values for 1..=30 degrees of freedom.
 const T95: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
+    2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
 ];
 
 /// Two-sided 95 % Student t critical value for `df` degrees of freedom
@@ -268,7 +267,10 @@ mod tests {
         let err = summarize(&[rec("a", "1", 1, 0), rec("flash", "r7", 0, 3)]).unwrap_err();
         assert!(matches!(err, SavingsError::ZeroClientServerBytes { .. }));
         let msg = err.to_string();
-        assert!(msg.contains("\"flash\"") && msg.contains("\"r7\"") && msg.contains("client_server_bytes is 0"), "{msg}");
+        assert!(
+            msg.contains("\"flash\"") && msg.contains("\"r7\"") && msg.contains("client_server_bytes is 0"),
+            "{msg}"
+        );
     }
 
     #[test]

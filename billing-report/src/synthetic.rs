@@ -48,7 +48,9 @@ pub struct SyntheticTotals {
     pub malformed: u64,
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Appends synthetic line `i` (with its `\n`) to `out` and says what it is (pure).
 pub fn s3_line(i: u64, out: &mut String) -> SyntheticLine {
@@ -56,7 +58,11 @@ pub fn s3_line(i: u64, out: &mut String) -> SyntheticLine {
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let second_of_day = seconds.rem_euclid(86_400);
     let (h, m, s) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
-    let key = format!("ota/releases/2026.{:02}/device-model-{:02}/update-full.zip", i % 4, i % DISTINCT_KEYS);
+    let key = format!(
+        "ota/releases/2026.{:02}/device-model-{:02}/update-full.zip",
+        i % 4,
+        i % DISTINCT_KEYS
+    );
     let kind = if i % 50_000 == 49_999 {
         SyntheticLine::Malformed
     } else if i % 1000 == 999 {
@@ -64,7 +70,11 @@ pub fn s3_line(i: u64, out: &mut String) -> SyntheticLine {
     } else {
         SyntheticLine::GetObject(i.wrapping_mul(7919) % 1_048_577)
     };
-    let operation = if kind == SyntheticLine::Other { "REST.HEAD.OBJECT" } else { "REST.GET.OBJECT" };
+    let operation = if kind == SyntheticLine::Other {
+        "REST.HEAD.OBJECT"
+    } else {
+        "REST.GET.OBJECT"
+    };
     let _ = write!(
         out,
         "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be ota-updates [{day:02}/{}/{year}:{h:02}:{m:02}:{s:02} +0000] 198.51.100.{} - {:016X} {operation} {key}",
@@ -155,7 +165,10 @@ mod tests {
         let mut tally = EgressTally::new();
         scan_log(LogFormat::S3, &log[..], "synthetic", &mut tally).unwrap();
         let r = tally.report(LogFormat::S3);
-        assert_eq!((r.lines, r.total_requests, r.total_bytes), (totals.lines, totals.get_objects, totals.egress_bytes));
+        assert_eq!(
+            (r.lines, r.total_requests, r.total_bytes),
+            (totals.lines, totals.get_objects, totals.egress_bytes)
+        );
         assert_eq!((r.ignored_lines, r.malformed_lines), (totals.other, totals.malformed));
         assert_eq!(r.objects.len() as u64, DISTINCT_KEYS);
         assert_eq!(r.hours[0].hour.to_string(), "2026-01-01T00");

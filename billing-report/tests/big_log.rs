@@ -66,12 +66,19 @@ fn pipe_synthetic_log(megabytes: u64) -> Run {
     assert!(out.status.success(), "{stderr}");
     let from_time = field_kib(&stderr, "Maximum resident set size (kbytes):");
     let from_proc = field_kib(&stderr, "peak RSS (VmHWM):");
-    let peak_rss_kib = from_time.or(from_proc).unwrap_or_else(|| panic!("no peak RSS in stderr: {stderr}"));
+    let peak_rss_kib = from_time
+        .or(from_proc)
+        .unwrap_or_else(|| panic!("no peak RSS in stderr: {stderr}"));
     eprintln!(
         "{megabytes} MB log ({} lines) in {seconds:.1} s: peak RSS {peak_rss_kib} KiB (/usr/bin/time: {from_time:?}, VmHWM: {from_proc:?})",
         totals.lines
     );
-    Run { totals, json: serde_json::from_slice(&out.stdout).unwrap(), peak_rss_kib, seconds }
+    Run {
+        totals,
+        json: serde_json::from_slice(&out.stdout).unwrap(),
+        peak_rss_kib,
+        seconds,
+    }
 }
 
 fn check_totals(run: &Run) {
@@ -86,7 +93,10 @@ fn check_totals(run: &Run) {
 
 #[test]
 fn big_log_streams_in_flat_memory() {
-    let megabytes = std::env::var("BIG_LOG_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let megabytes = std::env::var("BIG_LOG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let small = pipe_synthetic_log(1);
     check_totals(&small);
     let big = pipe_synthetic_log(megabytes);
@@ -103,8 +113,18 @@ fn big_log_streams_in_flat_memory() {
     let hours = big.json["hours"].as_array().unwrap();
     assert_eq!(hours[0]["hour"], "2026-01-01T00");
     assert_eq!(hours.len() as u64, (big.totals.lines - 1) / 3600 + 1);
-    assert!(big.peak_rss_kib < PEAK_RSS_LIMIT_KIB, "peak RSS {} KiB >= {PEAK_RSS_LIMIT_KIB} KiB", big.peak_rss_kib);
+    assert!(
+        big.peak_rss_kib < PEAK_RSS_LIMIT_KIB,
+        "peak RSS {} KiB >= {PEAK_RSS_LIMIT_KIB} KiB",
+        big.peak_rss_kib
+    );
     let growth = big.peak_rss_kib.saturating_sub(small.peak_rss_kib);
-    assert!(growth < GROWTH_LIMIT_KIB, "peak RSS grew by {growth} KiB from 1 MB to {megabytes} MB");
-    eprintln!("throughput through the debug build and the pipe: {:.1} MB/s", big.totals.log_bytes as f64 / 1e6 / big.seconds);
+    assert!(
+        growth < GROWTH_LIMIT_KIB,
+        "peak RSS grew by {growth} KiB from 1 MB to {megabytes} MB"
+    );
+    eprintln!(
+        "throughput through the debug build and the pipe: {:.1} MB/s",
+        big.totals.log_bytes as f64 / 1e6 / big.seconds
+    );
 }

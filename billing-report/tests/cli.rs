@@ -42,28 +42,62 @@ fn failure(out: &Output) -> String {
 #[test]
 fn json_report_from_csv_and_json_inputs() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write(dir.path(), "a.csv", &format!("{HEADER}\nflash,1,100,60\nflash,2,100,40\n"));
+    let csv = write(
+        dir.path(),
+        "a.csv",
+        &format!("{HEADER}\nflash,1,100,60\nflash,2,100,40\n"),
+    );
     let json = write(
         dir.path(),
         "b.JSON",
         r#"[{"scenario":"solo","run":"x","client_server_bytes":200,"p2p_bytes":250,"swarm":3}]"#,
     );
-    let out = savings(&["--input", csv.to_str().unwrap(), "--input", json.to_str().unwrap(), "--format", "json"], None);
+    let out = savings(
+        &[
+            "--input",
+            csv.to_str().unwrap(),
+            "--input",
+            json.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
     let v: serde_json::Value = serde_json::from_str(&ok_stdout(&out)).unwrap();
     let keys = |v: &serde_json::Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
     };
-    assert_eq!(keys(&v), ["highest_mean_saving_pct", "lowest_mean_saving_pct", "runs", "scenarios"]);
+    assert_eq!(
+        keys(&v),
+        ["highest_mean_saving_pct", "lowest_mean_saving_pct", "runs", "scenarios"]
+    );
     assert_eq!(
         keys(&v["scenarios"][0]),
         [
-            "ci95_saving_pct", "mean_client_server_bytes", "mean_p2p_bytes", "mean_saving_pct", "name", "runs",
-            "stdev_client_server_bytes", "stdev_p2p_bytes", "stdev_saving_pct",
+            "ci95_saving_pct",
+            "mean_client_server_bytes",
+            "mean_p2p_bytes",
+            "mean_saving_pct",
+            "name",
+            "runs",
+            "stdev_client_server_bytes",
+            "stdev_p2p_bytes",
+            "stdev_saving_pct",
         ]
     );
-    assert_eq!(keys(&v["runs"][0]), ["client_server_bytes", "gain_bytes", "p2p_bytes", "run", "saving_pct", "scenario"]);
+    assert_eq!(
+        keys(&v["runs"][0]),
+        [
+            "client_server_bytes",
+            "gain_bytes",
+            "p2p_bytes",
+            "run",
+            "saving_pct",
+            "scenario"
+        ]
+    );
     let flash = &v["scenarios"][0];
     assert_eq!(flash["name"], "flash");
     assert_eq!(flash["runs"], 2);
@@ -83,16 +117,29 @@ fn stdin_csv_with_table_markdown_and_csv_formats() {
     assert!(table.starts_with("scenario  runs"), "{table}");
     assert!(table.contains("lowest 50.00%, highest 50.00%"), "{table}");
     let md = ok_stdout(&savings(&["--input", "-", "--format", "markdown"], Some(&input)));
-    assert!(md.contains("| flash | 2 | 100 | 0 | 50 | 10 | 50.00 | 10.00 | 127.06 |"), "{md}");
+    assert!(
+        md.contains("| flash | 2 | 100 | 0 | 50 | 10 | 50.00 | 10.00 | 127.06 |"),
+        "{md}"
+    );
     let csv = ok_stdout(&savings(&["--input", "-", "--format", "csv"], Some(&input)));
     assert!(csv.starts_with("scenario,runs,mean_client_server_bytes,"), "{csv}");
-    assert!(csv.lines().nth(1).unwrap().starts_with("flash,2,100,0,50,10,50,10,127.0"), "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("flash,2,100,0,50,10,50,10,127.0"),
+        "{csv}"
+    );
 }
 
 #[test]
 fn malformed_row_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "bad.csv", &format!("{HEADER}\nflash,1,100,60\nflash,2,100,4o\n"));
+    let path = write(
+        dir.path(),
+        "bad.csv",
+        &format!("{HEADER}\nflash,1,100,60\nflash,2,100,4o\n"),
+    );
     let err = failure(&savings(&["--input", path.to_str().unwrap()], None));
     assert!(err.contains("bad.csv: line 3: p2p_bytes: invalid digit"), "{err}");
 }
@@ -115,9 +162,19 @@ fn empty_file_and_wrong_header() {
 fn zero_client_server_bytes_names_file_scenario_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let ok = write(dir.path(), "ok.csv", &format!("{HEADER}\nflash,1,100,60\n"));
-    let zero = write(dir.path(), "zero.json", r#"[{"scenario":"flash","run":"r9","client_server_bytes":0,"p2p_bytes":5}]"#);
-    let err = failure(&savings(&["--input", ok.to_str().unwrap(), "--input", zero.to_str().unwrap()], None));
-    assert!(err.contains("zero.json: scenario \"flash\" run \"r9\": client_server_bytes is 0"), "{err}");
+    let zero = write(
+        dir.path(),
+        "zero.json",
+        r#"[{"scenario":"flash","run":"r9","client_server_bytes":0,"p2p_bytes":5}]"#,
+    );
+    let err = failure(&savings(
+        &["--input", ok.to_str().unwrap(), "--input", zero.to_str().unwrap()],
+        None,
+    ));
+    assert!(
+        err.contains("zero.json: scenario \"flash\" run \"r9\": client_server_bytes is 0"),
+        "{err}"
+    );
 }
 
 #[test]

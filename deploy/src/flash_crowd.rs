@@ -158,7 +158,9 @@ where
         if let Some(v) = f().await {
             return Ok(v);
         }
-        procs.check_alive().with_context(|| format!("while waiting for {what}"))?;
+        procs
+            .check_alive()
+            .with_context(|| format!("while waiting for {what}"))?;
         if Instant::now() > deadline {
             anyhow::bail!("timed out after {} s waiting for {what}", timeout.as_secs());
         }
@@ -240,7 +242,10 @@ async fn run_in(
         &logs.join("tracker.log"),
     )?;
     let tracker = TrackerClient::new(&tracker_url, Some(admin.clone()));
-    wait_for("the tracker", Duration::from_secs(30), procs, || async { tracker.releases().await.ok() }).await?;
+    wait_for("the tracker", Duration::from_secs(30), procs, || async {
+        tracker.releases().await.ok()
+    })
+    .await?;
 
     let mut s3_env = s3.client_env();
     s3_env.push((s("OTA_TRACKER_URL"), tracker_url.clone()));
@@ -296,7 +301,10 @@ async fn run_in(
                 s("--manifest-public-key"),
                 public_key.clone(),
             ],
-            &[(s("OTA_TRACKER_URL"), tracker_url.clone()), (s("OTA_DEVICE_TOKEN"), token)],
+            &[
+                (s("OTA_TRACKER_URL"), tracker_url.clone()),
+                (s("OTA_DEVICE_TOKEN"), token),
+            ],
             &logs.join(format!("{id}.log")),
         )?;
     }
@@ -307,7 +315,11 @@ async fn run_in(
     .await?;
 
     // Publish: upload the package to S3 and register it, as a device maker would.
-    let name = package.file_name().and_then(|n| n.to_str()).unwrap_or("package.bin").to_string();
+    let name = package
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("package.bin")
+        .to_string();
     let summary_path = work.join("published.json");
     let mut publish_args = vec![
         s("publish"),
@@ -353,16 +365,25 @@ async fn run_in(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(release.name.clone());
-    let reports = wait_for("every agent to verify the package", Duration::from_secs(args.timeout_secs), procs, || async {
-        let reports = tracker.telemetry(&ih).await.ok()?;
-        if let Some(failed) = reports.iter().find(|r| r.error.is_some()) {
-            // A failed device is reported at once rather than after the timeout.
-            return Some(Err(anyhow::anyhow!("{} failed: {}", failed.device, failed.error.clone().unwrap_or_default())));
-        }
-        let verified = reports.iter().filter(|r| r.verified).count();
-        bar.set_position(verified as u64);
-        (verified >= n).then_some(Ok(reports))
-    })
+    let reports = wait_for(
+        "every agent to verify the package",
+        Duration::from_secs(args.timeout_secs),
+        procs,
+        || async {
+            let reports = tracker.telemetry(&ih).await.ok()?;
+            if let Some(failed) = reports.iter().find(|r| r.error.is_some()) {
+                // A failed device is reported at once rather than after the timeout.
+                return Some(Err(anyhow::anyhow!(
+                    "{} failed: {}",
+                    failed.device,
+                    failed.error.clone().unwrap_or_default()
+                )));
+            }
+            let verified = reports.iter().filter(|r| r.verified).count();
+            bar.set_position(verified as u64);
+            (verified >= n).then_some(Ok(reports))
+        },
+    )
     .await??;
     bar.finish_and_clear();
     let distribution_ms = pushed_at.elapsed().as_millis() as u64;
@@ -370,7 +391,10 @@ async fn run_in(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reports = tracker.telemetry(&ih).await.unwrap_or(reports);
 
-    let egress: serde_json::Value = reqwest::get(format!("http://{seeder_http}/api/egress")).await?.json().await?;
+    let egress: serde_json::Value = reqwest::get(format!("http://{seeder_http}/api/egress"))
+        .await?
+        .json()
+        .await?;
     let origin_egress_bytes = egress["releases"]
         .as_array()
         .and_then(|a| a.iter().find(|r| r["info_hash"] == ih.to_hex().as_str()))
@@ -378,12 +402,20 @@ async fn run_in(
         .context("the seeder does not list the release")?;
 
     if let Some(path) = &args.ledger_out {
-        let csv = reqwest::get(format!("http://{seeder_http}/api/ledger?format=csv")).await?.text().await?;
+        let csv = reqwest::get(format!("http://{seeder_http}/api/ledger?format=csv"))
+            .await?
+            .text()
+            .await?;
         std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut devices = Vec::new();
     for r in reports {
-        let path = work.join("agents").join(&r.device).join("downloads").join(ih.to_hex()).join(&release.name);
+        let path = work
+            .join("agents")
+            .join(&r.device)
+            .join("downloads")
+            .join(ih.to_hex())
+            .join(&release.name);
         let identical = files_identical(&path, package).unwrap_or(false);
         devices.push(DeviceResult {
             device: r.device,
@@ -459,7 +491,9 @@ pub fn render(s: &Summary) -> String {
 /// Appends the run to a JSON array of [`RunRecord`]s (created if missing).
 pub fn append_record(path: &Path, scenario: &str, s: &Summary) -> anyhow::Result<()> {
     let mut records: Vec<RunRecord> = match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is not a JSON array of records", path.display()))?,
+        Ok(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("{} is not a JSON array of records", path.display()))?
+        }
         Err(_) => Vec::new(),
     };
     let run = format!("run-{}", records.iter().filter(|r| r.scenario == scenario).count() + 1);

@@ -40,10 +40,20 @@ impl ProcessGroup {
     /// writing its stderr to `log`.
     ///
     /// Errors: the binary is missing (build the workspace first) or cannot start.
-    pub fn spawn(&mut self, name: &str, program: &str, args: &[String], envs: &[(String, String)], log: &Path) -> anyhow::Result<u32> {
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        program: &str,
+        args: &[String],
+        envs: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<u32> {
         let path = bin_dir()?.join(program);
         if !path.exists() {
-            anyhow::bail!("{} not found: build the workspace first (cargo build --release)", path.display());
+            anyhow::bail!(
+                "{} not found: build the workspace first (cargo build --release)",
+                path.display()
+            );
         }
         let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = tokio::process::Command::new(&path);
@@ -60,10 +70,16 @@ impl ProcessGroup {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", path.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))?;
         let pid = child.id().context("child has no PID")?;
         tracing::debug!(name, pid, "started");
-        self.procs.push(Proc { name: name.to_string(), pid, child });
+        self.procs.push(Proc {
+            name: name.to_string(),
+            pid,
+            child,
+        });
         Ok(pid)
     }
 

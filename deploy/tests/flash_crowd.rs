@@ -10,7 +10,9 @@ fn four_agents_get_identical_copies_and_everything_is_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
     // A few MB, not a multiple of the piece length.
     let size = 3 * 1024 * 1024 + 12_345;
-    let package: Vec<u8> = (0..size as u64).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let package: Vec<u8> = (0..size as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let pkg_path = dir.path().join("update-1.2.3.bin");
     std::fs::write(&pkg_path, &package).unwrap();
     let summary_path = dir.path().join("summary.json");
@@ -47,7 +49,10 @@ fn four_agents_get_identical_copies_and_everything_is_cleaned_up() {
     // Every process the run started is gone, and so is its work folder.
     for pid in s["pids"].as_array().unwrap() {
         let pid = pid.as_u64().unwrap();
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still running");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still running"
+        );
     }
     let work = s["work_dir"].as_str().unwrap();
     assert!(!Path::new(work).exists(), "work folder {work} left behind");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session, TorrentStatsState};
+use librqbit::{AddTorrentOptions, ManagedTorrent, Session, TorrentStatsState};
 
 use ota_peer::peer_id::{random_peer_id, AGENT_PREFIX};
 use ota_peer::PeerSession;
@@ -108,20 +108,16 @@ impl Downloader {
         torrent: Vec<u8>,
         paused: bool,
     ) -> anyhow::Result<Arc<ManagedTorrent>> {
-        self.session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    paused,
-                    output_folder: Some(self.folder(info_hash).display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("librqbit refused the torrent")?
-            .into_handle()
-            .context("torrent added in list-only mode")
+        ota_peer::add_torrent(
+            &self.session,
+            torrent,
+            &self.folder(info_hash),
+            AddTorrentOptions {
+                paused,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// A [`Sample`] of a running torrent at `now`, with the agent's pause
@@ -245,20 +241,7 @@ impl Downloader {
         })
         .await?
         .with_context(|| format!("package {} on disk cannot be seeded", release.name))?;
-        let handle = self
-            .session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    output_folder: Some(folder.display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("librqbit refused the torrent")?
-            .into_handle()
-            .context("torrent added in list-only mode")?;
+        let handle = ota_peer::add_torrent(&self.session, torrent, &folder, AddTorrentOptions::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let s = handle.stats();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session};
+use librqbit::{AddTorrentOptions, ManagedTorrent, Session};
 use serde::Serialize;
 
 use ota_client::TrackerClient;
@@ -228,20 +228,17 @@ impl Seeder {
             permits: self.s3_permits.clone(),
             corrupt: corrupt.clone(),
         });
-        let resp = self
-            .session
-            .add_torrent(
-                AddTorrent::from_bytes(torrent_bytes(&announce, &info)),
-                Some(AddTorrentOptions {
-                    overwrite: true,
-                    storage_factory: Some(librqbit::storage::StorageFactoryExt::boxed(factory)),
-                    output_folder: Some(self.settings.state_dir.join(r.info_hash.to_hex()).display().to_string()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .with_context(|| format!("librqbit refused release {}", r.info_hash))?;
-        let handle = resp.into_handle().context("release was added in list-only mode")?;
+        let handle = ota_peer::add_torrent(
+            &self.session,
+            torrent_bytes(&announce, &info),
+            &self.settings.state_dir.join(r.info_hash.to_hex()),
+            AddTorrentOptions {
+                storage_factory: Some(librqbit::storage::StorageFactoryExt::boxed(factory)),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("release {}", r.info_hash))?;
         tracing::info!(info_hash = %r.info_hash, %location, "seeding release from S3");
         self.releases
             .lock()

@@ -19,12 +19,12 @@ use librqbit::Session;
 use ota_peer::PeerSession;
 
 use ota_deploy::processes::ProcessGroup;
-use ota_testkit::net::free_port;
-use ota_seeder::publish::{piece_length_for, PieceHasher};
+use ota_proto::api::NewRelease;
 use ota_proto::metainfo::{info_hash, InfoDict};
+use ota_seeder::publish::{piece_length_for, PieceHasher};
+use ota_testkit::net::free_port;
 use ota_testkit::tracker::TestTracker;
 use ota_tracker::{OriginPolicy, StoreConfig};
-use ota_proto::api::NewRelease;
 
 const ADMIN: &str = "agent-memory-bench";
 
@@ -53,7 +53,8 @@ struct Cli {
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
 fn hash_file(path: &Path, piece_length: u64) -> anyhow::Result<(Vec<[u8; 20]>, [u8; 32], u64)> {
@@ -80,7 +81,7 @@ async fn seeding_peer(dir: &Path, package: &Path, name: &str, torrent: Vec<u8>) 
     let port = free_port()?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let session = PeerSession::listening(addr).start(dir.to_path_buf()).await?;
-    let handle = ota_peer::add_torrent(&session, torrent, dir, None).await?;
+    let handle = ota_peer::add_torrent(&session, torrent, dir, Default::default()).await?;
     tokio::time::timeout(Duration::from_secs(300), handle.wait_until_completed())
         .await
         .context("seeding peer's initial check took over 300 s")??;
@@ -96,11 +97,22 @@ async fn main() -> anyhow::Result<()> {
         None => ota_deploy::package::default_package(&cli.cache_dir)?,
     };
     let work = tempfile::tempdir()?;
-    let name = package.file_name().and_then(|n| n.to_str()).context("package has no file name")?.to_string();
+    let name = package
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("package has no file name")?
+        .to_string();
     let size = std::fs::metadata(&package)?.len();
     let piece_length = piece_length_for(size);
     let (pieces, sha256, _) = hash_file(&package, piece_length)?;
-    let info = InfoDict { name: name.clone(), length: size, piece_length, pieces, private: true }.to_bytes();
+    let info = InfoDict {
+        name: name.clone(),
+        length: size,
+        piece_length,
+        pieces,
+        private: true,
+    }
+    .to_bytes();
     let ih = info_hash(&info);
 
     let tracker = TestTracker::builder()
@@ -169,7 +181,12 @@ async fn main() -> anyhow::Result<()> {
             let log = std::fs::read_to_string(work.path().join("agent.log")).unwrap_or_default();
             anyhow::bail!("{e}\n{log}");
         }
-        if let Some(r) = client.telemetry(&ih).await?.into_iter().find(|r| r.device == "bench-agent") {
+        if let Some(r) = client
+            .telemetry(&ih)
+            .await?
+            .into_iter()
+            .find(|r| r.device == "bench-agent")
+        {
             break r;
         }
         if Instant::now() > deadline {

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ota_tracker::swarm::store::{PeerRecord, StoreChanges};
 use ota_tracker::registry::Registry;
+use ota_tracker::swarm::store::{PeerRecord, StoreChanges};
 
 /// Times persistence rounds of N changed live peers.
 #[derive(Parser)]
@@ -53,12 +53,30 @@ async fn main() -> anyhow::Result<()> {
     let backend = format!("{:?}", reg.backend()).to_lowercase();
     let now_ms = 1_800_000_000_000;
     let rounds = [
-        ("insert", StoreChanges { full: true, upserts: (0..a.peers).map(|n| peer(n, a.peers_per_swarm, 1000)).collect(), ..Default::default() }),
-        ("update", StoreChanges { upserts: (0..a.peers).map(|n| peer(n, a.peers_per_swarm, 0)).collect(), ..Default::default() }),
+        (
+            "insert",
+            StoreChanges {
+                full: true,
+                upserts: (0..a.peers).map(|n| peer(n, a.peers_per_swarm, 1000)).collect(),
+                ..Default::default()
+            },
+        ),
+        (
+            "update",
+            StoreChanges {
+                upserts: (0..a.peers).map(|n| peer(n, a.peers_per_swarm, 0)).collect(),
+                ..Default::default()
+            },
+        ),
         (
             "remove",
             StoreChanges {
-                removals: (0..a.peers).map(|n| { let p = peer(n, a.peers_per_swarm, 0); (p.info_hash, p.peer_id) }).collect(),
+                removals: (0..a.peers)
+                    .map(|n| {
+                        let p = peer(n, a.peers_per_swarm, 0);
+                        (p.info_hash, p.peer_id)
+                    })
+                    .collect(),
                 ..Default::default()
             },
         ),

@@ -24,8 +24,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
 use ota_proto::announce::encode_binary;
-use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_proto::api::NewRelease;
+use ota_proto::metainfo::{info_hash, InfoDict};
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -112,8 +112,14 @@ fn info_dict(seed: u64, i: usize) -> Vec<u8> {
             h
         })
         .collect();
-    InfoDict { name: format!("bench-{seed}-{i}.bin"), length: SIZE, piece_length: 262_144, pieces, private: false }
-        .to_bytes()
+    InfoDict {
+        name: format!("bench-{seed}-{i}.bin"),
+        length: SIZE,
+        piece_length: 262_144,
+        pieces,
+        private: false,
+    }
+    .to_bytes()
 }
 
 /// The fixed request pool: info hashes and per-peer identity.
@@ -137,7 +143,12 @@ impl Pool {
             })
             .collect();
         let n = swarms.len() * peers_per_swarm;
-        Ok(Pool { seed, swarms, peers_per_swarm, started: (0..n).map(|_| AtomicBool::new(false)).collect() })
+        Ok(Pool {
+            seed,
+            swarms,
+            peers_per_swarm,
+            started: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        })
     }
 
     /// Query string of one announce by peer `p` of swarm `s`.
@@ -181,7 +192,14 @@ struct Reply {
 
 impl Conn {
     fn new(addr: SocketAddr, host: String, close: bool) -> Self {
-        Conn { addr, host, close, stream: None, buf: Vec::with_capacity(16 * 1024), connects: 0 }
+        Conn {
+            addr,
+            host,
+            close,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+            connects: 0,
+        }
     }
 
     async fn get(&mut self, path_query: &str) -> anyhow::Result<Reply> {
@@ -312,13 +330,26 @@ fn parse_target(s: &str) -> anyhow::Result<Target> {
         Some((l, u)) if !l.contains('/') => (l.to_string(), u.to_string()),
         _ => (s.to_string(), s.to_string()),
     };
-    let rest = url.strip_prefix("http://").context("target URL must start with http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/announce".into()));
-    let addr: SocketAddr = host.parse().with_context(|| format!("target host must be IP:PORT, got {host}"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("target URL must start with http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/announce".into()));
+    let addr: SocketAddr = host
+        .parse()
+        .with_context(|| format!("target host must be IP:PORT, got {host}"))?;
     if !addr.ip().is_loopback() {
         bail!("only loopback targets are allowed, got {addr}");
     }
-    Ok(Target { label, url: url.clone(), addr, host: host.to_string(), path })
+    Ok(Target {
+        label,
+        url: url.clone(),
+        addr,
+        host: host.to_string(),
+        path,
+    })
 }
 
 async fn register(t: &Target, pool: &Pool, token: &str) -> anyhow::Result<()> {
@@ -344,9 +375,18 @@ async fn register(t: &Target, pool: &Pool, token: &str) -> anyhow::Result<()> {
                     manifest: None,
                     rollout_percent: None,
                 };
-                let r = client.post(format!("{base}/api/releases")).bearer_auth(token).json(&body).send().await?;
+                let r = client
+                    .post(format!("{base}/api/releases"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await?;
                 if !r.status().is_success() {
-                    bail!("register {i}: HTTP {} {}", r.status(), r.text().await.unwrap_or_default());
+                    bail!(
+                        "register {i}: HTTP {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
                 }
                 Ok(())
             }
@@ -377,8 +417,14 @@ async fn run_target(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
         let pool = pool.clone();
-        let (addr, host, path, close, cap, seed) =
-            (t.addr, t.host.clone(), t.path.clone(), args.connection_close, args.max_requests_per_worker, args.seed);
+        let (addr, host, path, close, cap, seed) = (
+            t.addr,
+            t.host.clone(),
+            t.path.clone(),
+            args.connection_close,
+            args.max_requests_per_worker,
+            args.seed,
+        );
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(w as u64));
             let mut conn = Conn::new(addr, host, close);
@@ -396,9 +442,8 @@ async fn run_target(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<
                 let dt = t0.elapsed();
                 let measured = t0 >= measure_from && t0 < end;
                 let outcome = match res {
-                    Ok(Ok(reply)) if reply.status == 200 => peers_in(&reply.body).ok_or_else(|| {
-                        String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]).into_owned()
-                    }),
+                    Ok(Ok(reply)) if reply.status == 200 => peers_in(&reply.body)
+                        .ok_or_else(|| String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]).into_owned()),
                     Ok(Ok(reply)) => Err(format!("HTTP {}", reply.status)),
                     Ok(Err(e)) => Err(format!("{e:#}")),
                     Err(_) => {
@@ -455,11 +500,19 @@ async fn run_target(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<
         eprintln!("{}: first error: {e}", t.label);
     }
     let rps = n as f64 / args.duration_secs.max(1) as f64;
-    let avg_peers = if all.ok > 0 { all.peers as f64 / all.ok as f64 } else { 0.0 };
+    let avg_peers = if all.ok > 0 {
+        all.peers as f64 / all.ok as f64
+    } else {
+        0.0
+    };
     Ok(format!(
         "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {} | {} |",
         t.label,
-        if args.connection_close { "new conn/request" } else { "keep-alive" },
+        if args.connection_close {
+            "new conn/request"
+        } else {
+            "keep-alive"
+        },
         rps,
         pct(0.50),
         pct(0.99),
@@ -478,7 +531,13 @@ async fn fill(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
         let pool = pool.clone();
-        let (addr, host, path, close, c) = (t.addr, t.host.clone(), t.path.clone(), args.connection_close, args.concurrency);
+        let (addr, host, path, close, c) = (
+            t.addr,
+            t.host.clone(),
+            t.path.clone(),
+            args.connection_close,
+            args.concurrency,
+        );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(addr, host, close);
             let (mut ok, mut err) = (0u64, 0u64);
@@ -516,7 +575,11 @@ async fn fill(args: &Args, t: &Target, pool: Arc<Pool>) -> anyhow::Result<()> {
             eprintln!("fill error: {f}");
         }
     }
-    println!("{}: announced {ok} peers ({err} errors) in {:.1} s", t.label, started.elapsed().as_secs_f64());
+    println!(
+        "{}: announced {ok} peers ({err} errors) in {:.1} s",
+        t.label,
+        started.elapsed().as_secs_f64()
+    );
     if err > 0 {
         bail!("{err} announces failed");
     }

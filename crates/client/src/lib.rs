@@ -98,7 +98,11 @@ impl TrackerClient {
     /// Errors: tracker unreachable, 400 for an invalid id, channel or model,
     /// 401 for a wrong admin token, 409 when the id is taken.
     pub async fn register_device(&self, device_id: &str, channel: &str, model: &str) -> anyhow::Result<String> {
-        let body = NewDevice { device_id: device_id.into(), channel: channel.into(), model: model.into() };
+        let body = NewDevice {
+            device_id: device_id.into(),
+            channel: channel.into(),
+            model: model.into(),
+        };
         let resp = self
             .admin(self.http.post(format!("{}/api/devices", self.base)).json(&body))
             .send()
@@ -110,13 +114,19 @@ impl TrackerClient {
 
     /// Every registered device (admin).
     pub async fn devices(&self) -> anyhow::Result<Vec<Device>> {
-        let resp = self.admin(self.http.get(format!("{}/api/devices", self.base))).send().await?;
+        let resp = self
+            .admin(self.http.get(format!("{}/api/devices", self.base)))
+            .send()
+            .await?;
         Ok(Self::check(resp, "list devices").await?.json().await?)
     }
 
     /// Revokes a device's token (admin). Errors: 404 for an unknown device.
     pub async fn revoke_device(&self, device_id: &str) -> anyhow::Result<()> {
-        let resp = self.admin(self.http.delete(format!("{}/api/devices/{device_id}", self.base))).send().await?;
+        let resp = self
+            .admin(self.http.delete(format!("{}/api/devices/{device_id}", self.base)))
+            .send()
+            .await?;
         Self::check(resp, "revoke device").await?;
         Ok(())
     }
@@ -184,13 +194,19 @@ impl TrackerClient {
 
     /// All releases, newest first.
     pub async fn releases(&self) -> anyhow::Result<Vec<Release>> {
-        let resp = self.auth(self.http.get(format!("{}/api/releases", self.base))).send().await?;
+        let resp = self
+            .auth(self.http.get(format!("{}/api/releases", self.base)))
+            .send()
+            .await?;
         Ok(Self::check(resp, "list releases").await?.json().await?)
     }
 
     /// One release by hex info hash.
     pub async fn release(&self, info_hash: &InfoHash) -> anyhow::Result<Release> {
-        let resp = self.auth(self.http.get(format!("{}/api/releases/{info_hash}", self.base))).send().await?;
+        let resp = self
+            .auth(self.http.get(format!("{}/api/releases/{info_hash}", self.base)))
+            .send()
+            .await?;
         Ok(Self::check(resp, "get release").await?.json().await?)
     }
 
@@ -232,7 +248,10 @@ impl TrackerClient {
             a.downloaded,
             a.left
         );
-        let body = Self::check(self.http.get(url).send().await?, "announce").await?.bytes().await?;
+        let body = Self::check(self.http.get(url).send().await?, "announce")
+            .await?
+            .bytes()
+            .await?;
         ota_proto::announce::decode_announce(&body)
     }
 
@@ -253,8 +272,15 @@ impl TrackerClient {
     /// Errors: tracker unreachable, a `failure reason`, a malformed response,
     /// or a response without this info hash (unregistered).
     pub async fn scrape(&self, info_hash: &InfoHash) -> anyhow::Result<ota_proto::announce::ScrapeStats> {
-        let url = format!("{}info_hash={}", self.tracker_url("scrape"), ota_proto::announce::encode_binary(&info_hash.0));
-        let body = Self::check(self.admin(self.http.get(url)).send().await?, "scrape").await?.bytes().await?;
+        let url = format!(
+            "{}info_hash={}",
+            self.tracker_url("scrape"),
+            ota_proto::announce::encode_binary(&info_hash.0)
+        );
+        let body = Self::check(self.admin(self.http.get(url)).send().await?, "scrape")
+            .await?
+            .bytes()
+            .await?;
         ota_proto::announce::decode_scrape(&body, info_hash)
     }
 
@@ -267,22 +293,29 @@ impl TrackerClient {
 
     /// Sends a telemetry report.
     pub async fn report(&self, t: &TelemetryReport) -> anyhow::Result<()> {
-        let resp = self.auth(self.http.post(format!("{}/api/telemetry", self.base)).json(t)).send().await?;
+        let resp = self
+            .auth(self.http.post(format!("{}/api/telemetry", self.base)).json(t))
+            .send()
+            .await?;
         Self::check(resp, "telemetry").await?;
         Ok(())
     }
 
     /// The latest report of each device for a release.
     pub async fn telemetry(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<TelemetryReport>> {
-        let resp = self.auth(self.http.get(format!("{}/api/releases/{info_hash}/telemetry", self.base))).send().await?;
+        let resp = self
+            .auth(
+                self.http
+                    .get(format!("{}/api/releases/{info_hash}/telemetry", self.base)),
+            )
+            .send()
+            .await?;
         Ok(Self::check(resp, "telemetry").await?.json().await?)
     }
 
     /// Subscribes to the push channel (server-sent events). The stream ends
     /// when the connection drops; callers reconnect with backoff.
-    pub async fn subscribe(
-        &self,
-    ) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
+    pub async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
         use eventsource_stream::Eventsource;
         let resp = self
             .auth(self.http.get(format!("{}/api/push", self.base)))
@@ -291,15 +324,16 @@ impl TrackerClient {
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         let resp = Self::check(resp, "subscribe").await?;
-        Ok(resp.bytes_stream().eventsource().filter_map(|ev| async move {
-            match ev {
-                Ok(ev) if ev.event == "release" => {
-                    Some(serde_json::from_str(&ev.data).context("bad push event"))
+        Ok(resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|ev| async move {
+                match ev {
+                    Ok(ev) if ev.event == "release" => Some(serde_json::from_str(&ev.data).context("bad push event")),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(anyhow::anyhow!("push channel: {e}"))),
                 }
-                Ok(_) => None,
-                Err(e) => Some(Err(anyhow::anyhow!("push channel: {e}"))),
-            }
-        })
-        .boxed())
+            })
+            .boxed())
     }
 }

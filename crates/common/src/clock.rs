@@ -29,7 +29,10 @@ impl Clock for SystemClock {
 
 /// Wall-clock milliseconds since the Unix epoch (0 before 1970).
 pub fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Wall-clock seconds since the Unix epoch (0 before 1970).
@@ -48,7 +51,11 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock at the current instant and the given wall-clock time (ms since the epoch).
     pub fn new(wall_start_ms: i64) -> Self {
-        ManualClock { start: Instant::now(), offset: Mutex::new(Duration::ZERO), wall_start_ms }
+        ManualClock {
+            start: Instant::now(),
+            offset: Mutex::new(Duration::ZERO),
+            wall_start_ms,
+        }
     }
 
     /// Moves the clock forward by `d`.

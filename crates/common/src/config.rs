@@ -70,7 +70,11 @@ mod file_tests {
     fn config_file_becomes_leading_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "cache_bytes = 10\nverbose = true\nquiet = false\npeer = [\"a\", \"b\"]\n").unwrap();
+        std::fs::write(
+            &p,
+            "cache_bytes = 10\nverbose = true\nquiet = false\npeer = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
         let args: Vec<String> = ["prog", "seed", "--config", p.to_str().unwrap(), "--cache-bytes", "20"]
             .iter()
             .map(|s| s.to_string())
@@ -78,11 +82,22 @@ mod file_tests {
         let out = expand_config_file(args, "OTA_TEST_NO_SUCH_VAR").unwrap();
         assert_eq!(
             out,
-            ["prog", "seed", "--cache-bytes", "10", "--peer", "a", "--peer", "b", "--verbose", "--cache-bytes", "20"]
+            [
+                "prog",
+                "seed",
+                "--cache-bytes",
+                "10",
+                "--peer",
+                "a",
+                "--peer",
+                "b",
+                "--verbose",
+                "--cache-bytes",
+                "20"
+            ]
         );
         std::fs::write(&p, "[nested]\nx = 1\n").unwrap();
         let args = vec!["prog".to_string(), format!("--config={}", p.display())];
         assert!(expand_config_file(args, "OTA_TEST_NO_SUCH_VAR").is_err());
     }
 }
-

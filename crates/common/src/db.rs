@@ -82,6 +82,10 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let (_pool, backend) = open_any(&url).await.unwrap();
         assert_eq!(backend, Backend::Sqlite);
-        assert!(open_any("mysql://x").await.unwrap_err().to_string().contains("expected sqlite"));
+        assert!(open_any("mysql://x")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("expected sqlite"));
     }
 }

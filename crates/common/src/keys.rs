@@ -18,7 +18,11 @@ fn hex32(text: &str) -> anyhow::Result<[u8; 32]> {
 
 fn read_small(path: &Path, what: &str) -> anyhow::Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
-    anyhow::ensure!(meta.len() <= MAX_KEY_FILE, "{what} {} is larger than {MAX_KEY_FILE} bytes", path.display());
+    anyhow::ensure!(
+        meta.len() <= MAX_KEY_FILE,
+        "{what} {} is larger than {MAX_KEY_FILE} bytes",
+        path.display()
+    );
     std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
@@ -27,7 +31,9 @@ fn read_small(path: &Path, what: &str) -> anyhow::Result<String> {
 /// Errors: an unreadable file, one over 4 KiB, or not 64 hex characters.
 pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = read_small(path, "signing key")?;
-    Ok(SigningKey::from_bytes(&hex32(&text).with_context(|| format!("signing key {}", path.display()))?))
+    Ok(SigningKey::from_bytes(
+        &hex32(&text).with_context(|| format!("signing key {}", path.display()))?,
+    ))
 }
 
 /// Reads a public key: 64 hex characters, given inline or in a file.

@@ -10,4 +10,3 @@ pub fn init_logging(default_filter: &str) {
         .with_writer(std::io::stderr)
         .init();
 }
-

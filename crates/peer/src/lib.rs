@@ -7,4 +7,4 @@ pub mod peer_id;
 pub mod session;
 
 pub use peer_id::random_peer_id;
-pub use session::{add_torrent, PeerSession};
+pub use session::{add_torrent, from_peers, PeerSession};

@@ -47,7 +47,11 @@ pub struct PeerSession {
 impl PeerSession {
     /// A session listening on `listen` (TCP only) that talks to trackers.
     pub fn listening(listen: SocketAddr) -> Self {
-        PeerSession { listen: Some(listen), trackers: true, ..Default::default() }
+        PeerSession {
+            listen: Some(listen),
+            trackers: true,
+            ..Default::default()
+        }
     }
 
     /// A session with no listener that talks only to the peers it is given.
@@ -92,14 +96,18 @@ impl PeerSession {
             Some(l) => format!("cannot start the BitTorrent session on {l}"),
             None => "cannot start the BitTorrent session".to_string(),
         };
-        Session::new_with_opts(dir, self.options()).await.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
+        Session::new_with_opts(dir, self.options())
+            .await
+            .map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
     }
 }
 
 /// Adds a `.torrent` (its bytes) to `session`, storing its file under
-/// `folder` (existing data there is kept and checked piece by piece:
-/// librqbit's `overwrite`), talking to `initial_peers` at once when given
-/// (besides the trackers, if the session talks to them).
+/// `folder`. Existing data there is kept and checked piece by piece
+/// (librqbit's `overwrite`), so a restart or a resumed download never fetches
+/// a verified piece again. `options` carries the rest (`paused`,
+/// `initial_peers`, `storage_factory`, …); its `overwrite` and
+/// `output_folder` are set here.
 ///
 /// Errors: librqbit refuses the torrent (malformed, or already added), or
 /// adds it list-only.
@@ -107,23 +115,30 @@ pub async fn add_torrent(
     session: &Arc<Session>,
     torrent: Vec<u8>,
     folder: &Path,
-    initial_peers: Option<Vec<SocketAddr>>,
+    options: AddTorrentOptions,
 ) -> anyhow::Result<Arc<ManagedTorrent>> {
     session
         .add_torrent(
             AddTorrent::from_bytes(torrent),
             Some(AddTorrentOptions {
                 overwrite: true,
-                disable_trackers: initial_peers.is_some(),
-                initial_peers,
                 output_folder: Some(folder.display().to_string()),
-                ..Default::default()
+                ..options
             }),
         )
         .await
         .map_err(|e| anyhow::anyhow!("librqbit refused the torrent: {e:#}"))?
         .into_handle()
         .ok_or_else(|| anyhow::anyhow!("librqbit added the torrent list-only"))
+}
+
+/// Options of a torrent that dials these peers at once (and no tracker).
+pub fn from_peers(peers: Vec<SocketAddr>) -> AddTorrentOptions {
+    AddTorrentOptions {
+        disable_trackers: true,
+        initial_peers: Some(peers),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ fn bench(c: &mut Criterion) {
     let q = query();
     let mut g = c.benchmark_group("announce");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("parse_announce", |b| b.iter(|| parse_announce(std::hint::black_box(&q)).unwrap()));
+    g.bench_function("parse_announce", |b| {
+        b.iter(|| parse_announce(std::hint::black_box(&q)).unwrap())
+    });
     let resp = response(50);
     g.bench_function("encode_announce_compact_50_peers", |b| {
         b.iter(|| encode_announce(std::hint::black_box(&resp), true, false))
@@ -47,8 +49,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encode_announce_dict_50_peers", |b| {
         b.iter(|| encode_announce(std::hint::black_box(&resp), false, false))
     });
-    let scrape: String = (0..74).map(|i| format!("info_hash={}&", encode_binary(&[i as u8; 20]))).collect();
-    g.bench_function("parse_scrape_74_hashes", |b| b.iter(|| parse_scrape(std::hint::black_box(&scrape)).unwrap()));
+    let scrape: String = (0..74)
+        .map(|i| format!("info_hash={}&", encode_binary(&[i as u8; 20])))
+        .collect();
+    g.bench_function("parse_scrape_74_hashes", |b| {
+        b.iter(|| parse_scrape(std::hint::black_box(&scrape)).unwrap())
+    });
     g.finish();
 }
 

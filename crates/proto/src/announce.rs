@@ -194,10 +194,7 @@ pub fn parse_announce(query: &str) -> Result<AnnounceRequest, AnnounceError> {
             b"numwant" => numwant = number::<usize>("numwant", &v)?.min(MAX_NUMWANT),
             b"ip" => {
                 let s = text("ip", &v)?;
-                ip = Some(
-                    s.parse()
-                        .map_err(|_| AnnounceError::Invalid("ip", format!("{s:?}")))?,
-                );
+                ip = Some(s.parse().map_err(|_| AnnounceError::Invalid("ip", format!("{s:?}")))?);
             }
             b"key" => key = Some(text("key", &v)?),
             b"trackerid" => trackerid = Some(text("trackerid", &v)?),
@@ -283,12 +280,7 @@ fn int(v: impl Into<i64>) -> Value {
 }
 
 fn dict(entries: Vec<(&str, Value)>) -> Value {
-    Value::Dict(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v))
-            .collect(),
-    )
+    Value::Dict(entries.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
 }
 
 fn encode(v: &Value) -> Vec<u8> {
@@ -449,7 +441,11 @@ pub fn decode_scrape(bytes: &[u8], info_hash: &InfoHash) -> anyhow::Result<Scrap
         Some(Value::Int(i)) => u32::try_from(*i).map_err(|_| anyhow::anyhow!("scrape {k} out of range: {i}")),
         _ => anyhow::bail!("scrape entry has no {k}"),
     };
-    Ok(ScrapeStats { complete: get("complete")?, downloaded: get("downloaded")?, incomplete: get("incomplete")? })
+    Ok(ScrapeStats {
+        complete: get("complete")?,
+        downloaded: get("downloaded")?,
+        incomplete: get("incomplete")?,
+    })
 }
 
 /// Percent-encodes raw bytes for a query string (every byte outside
@@ -497,9 +493,15 @@ mod tests {
         let no_left = query("").replace("&left=100", "");
         assert_eq!(parse_announce(&no_left), Err(AnnounceError::Missing("left")));
         let bad_port = query("").replace("port=6881", "port=70000");
-        assert!(matches!(parse_announce(&bad_port), Err(AnnounceError::Invalid("port", _))));
+        assert!(matches!(
+            parse_announce(&bad_port),
+            Err(AnnounceError::Invalid("port", _))
+        ));
         let zero_port = query("").replace("port=6881", "port=0");
-        assert!(matches!(parse_announce(&zero_port), Err(AnnounceError::Invalid("port", _))));
+        assert!(matches!(
+            parse_announce(&zero_port),
+            Err(AnnounceError::Invalid("port", _))
+        ));
         assert!(matches!(
             parse_announce(&query("&event=bogus")),
             Err(AnnounceError::Invalid("event", _))
@@ -517,8 +519,14 @@ mod tests {
             complete: 1,
             incomplete: 2,
             peers: vec![
-                PeerAddr { peer_id: PeerId([1; 20]), addr: "127.0.0.1:7000".parse().unwrap() },
-                PeerAddr { peer_id: PeerId([2; 20]), addr: "[::1]:7001".parse().unwrap() },
+                PeerAddr {
+                    peer_id: PeerId([1; 20]),
+                    addr: "127.0.0.1:7000".parse().unwrap(),
+                },
+                PeerAddr {
+                    peer_id: PeerId([2; 20]),
+                    addr: "[::1]:7001".parse().unwrap(),
+                },
             ],
         };
         let bytes = encode_announce(&resp, true, false);
@@ -531,7 +539,10 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{s}");
         let (interval, peers) = decode_announce(&bytes).unwrap();
         assert_eq!(interval, 30);
-        assert_eq!(peers, vec!["127.0.0.1:7000".parse().unwrap(), "[::1]:7001".parse().unwrap()]);
+        assert_eq!(
+            peers,
+            vec!["127.0.0.1:7000".parse().unwrap(), "[::1]:7001".parse().unwrap()]
+        );
         let dict_form = encode_announce(&resp, false, false);
         assert_eq!(decode_announce(&dict_form).unwrap().1.len(), 2);
     }
@@ -544,15 +555,30 @@ mod tests {
 
     #[test]
     fn scrape_parses_many_and_encodes() {
-        let q = format!("info_hash={}&info_hash={}", encode_binary(&[1; 20]), encode_binary(&[2; 20]));
+        let q = format!(
+            "info_hash={}&info_hash={}",
+            encode_binary(&[1; 20]),
+            encode_binary(&[2; 20])
+        );
         assert_eq!(parse_scrape(&q).unwrap(), vec![InfoHash([1; 20]), InfoHash([2; 20])]);
-        let enc = encode_scrape(&[(InfoHash([1; 20]), ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 })]);
+        let enc = encode_scrape(&[(
+            InfoHash([1; 20]),
+            ScrapeStats {
+                complete: 3,
+                downloaded: 4,
+                incomplete: 5,
+            },
+        )]);
         let s = String::from_utf8_lossy(&enc);
         assert!(s.starts_with("d5:filesd20:"), "{s}");
         assert!(s.contains("8:completei3e10:downloadedi4e10:incompletei5e"), "{s}");
         assert_eq!(
             decode_scrape(&enc, &InfoHash([1; 20])).unwrap(),
-            ScrapeStats { complete: 3, downloaded: 4, incomplete: 5 }
+            ScrapeStats {
+                complete: 3,
+                downloaded: 4,
+                incomplete: 5
+            }
         );
         assert!(decode_scrape(&enc, &InfoHash([2; 20])).is_err());
         assert!(decode_scrape(&encode_failure("x"), &InfoHash([1; 20])).is_err());
@@ -575,10 +601,51 @@ mod tests {
 
     /// Fragments that steer random queries into every branch of the parsers.
     const TOKENS: &[&str] = &[
-        "info_hash", "peer_id", "port", "uploaded", "downloaded", "left", "event", "compact", "no_peer_id",
-        "numwant", "ip", "key", "trackerid", "device", "origin_token", "=", "=", "&", "&", "&&", "%", "%2", "%zz",
-        "%ff", "%00", "%C3%A9", "%e2%82", "0", "1", "true", "65535", "65536", "-1", "+5", "18446744073709551616",
-        "started", "stopped", "completed", "empty", "::1", "127.0.0.1", "[::1]", "\u{e9}", "\u{10FFFF}", " ",
+        "info_hash",
+        "peer_id",
+        "port",
+        "uploaded",
+        "downloaded",
+        "left",
+        "event",
+        "compact",
+        "no_peer_id",
+        "numwant",
+        "ip",
+        "key",
+        "trackerid",
+        "device",
+        "origin_token",
+        "=",
+        "=",
+        "&",
+        "&",
+        "&&",
+        "%",
+        "%2",
+        "%zz",
+        "%ff",
+        "%00",
+        "%C3%A9",
+        "%e2%82",
+        "0",
+        "1",
+        "true",
+        "65535",
+        "65536",
+        "-1",
+        "+5",
+        "18446744073709551616",
+        "started",
+        "stopped",
+        "completed",
+        "empty",
+        "::1",
+        "127.0.0.1",
+        "[::1]",
+        "\u{e9}",
+        "\u{10FFFF}",
+        " ",
     ];
 
     /// One random query: raw random bytes (lossy UTF-8), a string of tokens
@@ -586,7 +653,11 @@ mod tests {
     fn random_query(rng: &mut Rng, valid: &str) -> String {
         match rng.below(3) {
             0 => {
-                let len = if rng.below(100) == 0 { MAX_QUERY_LEN + rng.below(64) } else { rng.below(300) };
+                let len = if rng.below(100) == 0 {
+                    MAX_QUERY_LEN + rng.below(64)
+                } else {
+                    rng.below(300)
+                };
                 let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
@@ -642,7 +713,10 @@ mod tests {
                         assert_eq!(e, AnnounceError::TooLong(MAX_QUERY_LEN));
                     }
                     let body = encode_failure(&e.to_string());
-                    assert!(decode_announce(&body).is_err(), "case {i}: a failure must decode as one");
+                    assert!(
+                        decode_announce(&body).is_err(),
+                        "case {i}: a failure must decode as one"
+                    );
                 }
             }
             let s = std::panic::catch_unwind(|| parse_scrape(&q));

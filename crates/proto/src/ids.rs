@@ -34,7 +34,10 @@ pub enum IdError {
 }
 
 fn parse_hex20(what: &'static str, s: &str) -> Result<[u8; 20], IdError> {
-    let bad = || IdError::BadHex { what, value: s.chars().take(64).collect() };
+    let bad = || IdError::BadHex {
+        what,
+        value: s.chars().take(64).collect(),
+    };
     if s.len() != 40 {
         return Err(bad());
     }
@@ -144,7 +147,13 @@ mod tests {
         assert!("zz".repeat(20).parse::<InfoHash>().is_err());
         assert!(format!("{}/", "ab".repeat(20)).parse::<InfoHash>().is_err());
         assert!("../../etc/passwd".parse::<InfoHash>().is_err());
-        assert_eq!(PeerId::from_slice(&[1; 19]), Err(IdError::BadLength { what: "peer id", len: 19 }));
+        assert_eq!(
+            PeerId::from_slice(&[1; 19]),
+            Err(IdError::BadLength {
+                what: "peer id",
+                len: 19
+            })
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ pub fn is_newer_version(offered: &str, installed: &str) -> bool {
 pub fn sign(manifest: &Manifest, key: &SigningKey) -> SignedManifest {
     let text = serde_json::to_string(manifest).expect("a manifest always serializes");
     let sig: Signature = key.sign(text.as_bytes());
-    SignedManifest { manifest: text, signature: hex::encode(sig.to_bytes()) }
+    SignedManifest {
+        manifest: text,
+        signature: hex::encode(sig.to_bytes()),
+    }
 }
 
 /// Verifies the signature (strict RFC 8032 verification) and parses the
@@ -136,13 +139,22 @@ impl Manifest {
     /// on `channel` of `model`.
     pub fn check_for(&self, info_hash: &InfoHash, channel: &str, model: &str) -> Result<(), ManifestError> {
         if self.info_hash != *info_hash {
-            return Err(ManifestError::WrongRelease { manifest: self.info_hash.to_hex(), release: info_hash.to_hex() });
+            return Err(ManifestError::WrongRelease {
+                manifest: self.info_hash.to_hex(),
+                release: info_hash.to_hex(),
+            });
         }
         if self.channel != channel {
-            return Err(ManifestError::WrongChannel { manifest: self.channel.clone(), device: channel.into() });
+            return Err(ManifestError::WrongChannel {
+                manifest: self.channel.clone(),
+                device: channel.into(),
+            });
         }
         if !self.models.is_empty() && !self.models.iter().any(|m| m == model) {
-            return Err(ManifestError::WrongModel { models: self.models.clone(), device: model.into() });
+            return Err(ManifestError::WrongModel {
+                models: self.models.clone(),
+                device: model.into(),
+            });
         }
         Ok(())
     }
@@ -178,11 +190,23 @@ mod tests {
         let key = generate_signing_key();
         let signed = sign(&manifest(), &key);
         assert_eq!(verify(&signed, &key.verifying_key()).unwrap(), manifest());
-        let tampered = SignedManifest { manifest: signed.manifest.replace("cdcd", "cdce"), ..signed.clone() };
-        assert_eq!(verify(&tampered, &key.verifying_key()), Err(ManifestError::BadSignature));
+        let tampered = SignedManifest {
+            manifest: signed.manifest.replace("cdcd", "cdce"),
+            ..signed.clone()
+        };
+        assert_eq!(
+            verify(&tampered, &key.verifying_key()),
+            Err(ManifestError::BadSignature)
+        );
         let other = generate_signing_key();
-        assert_eq!(verify(&signed, &other.verifying_key()), Err(ManifestError::BadSignature));
-        let garbage = SignedManifest { signature: "zz".into(), ..signed };
+        assert_eq!(
+            verify(&signed, &other.verifying_key()),
+            Err(ManifestError::BadSignature)
+        );
+        let garbage = SignedManifest {
+            signature: "zz".into(),
+            ..signed
+        };
         assert_eq!(verify(&garbage, &key.verifying_key()), Err(ManifestError::BadSignature));
     }
 
@@ -190,9 +214,18 @@ mod tests {
     fn manifest_must_be_for_this_release_channel_and_model() {
         let m = manifest();
         m.check_for(&InfoHash([0xab; 20]), "stable", "gw-100").unwrap();
-        assert!(matches!(m.check_for(&InfoHash([0; 20]), "stable", "gw-100"), Err(ManifestError::WrongRelease { .. })));
-        assert!(matches!(m.check_for(&InfoHash([0xab; 20]), "beta", "gw-100"), Err(ManifestError::WrongChannel { .. })));
-        assert!(matches!(m.check_for(&InfoHash([0xab; 20]), "stable", "gw-200"), Err(ManifestError::WrongModel { .. })));
+        assert!(matches!(
+            m.check_for(&InfoHash([0; 20]), "stable", "gw-100"),
+            Err(ManifestError::WrongRelease { .. })
+        ));
+        assert!(matches!(
+            m.check_for(&InfoHash([0xab; 20]), "beta", "gw-100"),
+            Err(ManifestError::WrongChannel { .. })
+        ));
+        assert!(matches!(
+            m.check_for(&InfoHash([0xab; 20]), "stable", "gw-200"),
+            Err(ManifestError::WrongModel { .. })
+        ));
         let all = Manifest { models: vec![], ..m };
         all.check_for(&InfoHash([0xab; 20]), "stable", "anything").unwrap();
     }

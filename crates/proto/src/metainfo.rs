@@ -110,7 +110,13 @@ impl InfoDict {
             );
         }
         let private = matches!(d.get(b"private".as_slice()), Some(Value::Int(1)));
-        Ok(InfoDict { name, length, piece_length, pieces, private })
+        Ok(InfoDict {
+            name,
+            length,
+            piece_length,
+            pieces,
+            private,
+        })
     }
 }
 
@@ -134,14 +140,26 @@ mod tests {
 
     #[test]
     fn info_dict_round_trips_and_checks_piece_count() {
-        let d = InfoDict { name: "a.deb".into(), length: 32768, piece_length: 16384, pieces: vec![[1; 20], [2; 20]], private: false };
+        let d = InfoDict {
+            name: "a.deb".into(),
+            length: 32768,
+            piece_length: 16384,
+            pieces: vec![[1; 20], [2; 20]],
+            private: false,
+        };
         let b = d.to_bytes();
         assert!(b.starts_with(b"d6:lengthi32768e4:name5:a.deb12:piece lengthi16384e6:pieces40:"));
         assert_eq!(InfoDict::parse(&b).unwrap(), d);
         let t = torrent_bytes("http://x/announce", &b);
         assert_eq!(info_from_torrent(&t).unwrap(), b);
-        let wrong = InfoDict { pieces: vec![[1; 20]; 3], ..d };
-        assert!(InfoDict::parse(&wrong.to_bytes()).unwrap_err().to_string().contains("3 piece hashes"));
+        let wrong = InfoDict {
+            pieces: vec![[1; 20]; 3],
+            ..d
+        };
+        assert!(InfoDict::parse(&wrong.to_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("3 piece hashes"));
         assert_eq!(piece_count(32768, 16384), 2);
         assert_eq!(piece_count(32769, 16384), 3);
         assert_eq!(piece_count(0, 16384), 0);
@@ -152,7 +170,9 @@ mod tests {
         let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
         let t = torrent_bytes("http://127.0.0.1:1/announce?device=d1", info);
         let v: serde_bencode::value::Value = serde_bencode::from_bytes(&t).unwrap();
-        let serde_bencode::value::Value::Dict(d) = v else { panic!() };
+        let serde_bencode::value::Value::Dict(d) = v else {
+            panic!()
+        };
         let reencoded = serde_bencode::to_bytes(&d[b"info".as_slice()]).unwrap();
         assert_eq!(reencoded, info.to_vec());
         assert_eq!(info_hash(&reencoded), info_hash(info));

@@ -88,7 +88,10 @@ impl Audience {
     pub fn admits(&self, info_hash: &InfoHash, device_id: &str, channel: &str, model: &str) -> Result<(), Refusal> {
         if let Some(c) = &self.channel {
             if c != channel {
-                return Err(Refusal::Channel { release: c.clone(), device: channel.into() });
+                return Err(Refusal::Channel {
+                    release: c.clone(),
+                    device: channel.into(),
+                });
             }
         }
         if !self.models.is_empty() && !self.models.iter().any(|m| m == model) {
@@ -111,7 +114,10 @@ mod tests {
         let ids: Vec<String> = (0..10_000).map(|i| format!("device-{i}")).collect();
         let at = |p: u8| ids.iter().filter(|d| in_wave(&ih, d, p)).count();
         let quarter = at(25);
-        assert!((2_300..=2_700).contains(&quarter), "25 % wave holds {quarter} of 10,000");
+        assert!(
+            (2_300..=2_700).contains(&quarter),
+            "25 % wave holds {quarter} of 10,000"
+        );
         assert_eq!(at(0), 0);
         assert_eq!(at(100), 10_000);
         // Every device of a smaller wave is in every larger wave.
@@ -122,7 +128,10 @@ mod tests {
         }
         // Another release draws another sample.
         let other = InfoHash([8u8; 20]);
-        let same = ids.iter().filter(|d| in_wave(&ih, d, 25) == in_wave(&other, d, 25)).count();
+        let same = ids
+            .iter()
+            .filter(|d| in_wave(&ih, d, 25) == in_wave(&other, d, 25))
+            .count();
         assert!(same < 9_000, "waves of two releases coincide for {same} devices");
         // Buckets are spread over 0..100.
         let mut hist = [0u32; 100];
@@ -142,10 +151,16 @@ mod tests {
         let a = Audience::new(100, Some(&manifest), false);
         let ih = InfoHash([1u8; 20]);
         assert_eq!(a.admits(&ih, "d", "beta", "m2"), Ok(()));
-        assert!(matches!(a.admits(&ih, "d", "stable", "m2"), Err(Refusal::Channel { .. })));
+        assert!(matches!(
+            a.admits(&ih, "d", "stable", "m2"),
+            Err(Refusal::Channel { .. })
+        ));
         assert_eq!(a.admits(&ih, "d", "beta", "m3"), Err(Refusal::Model("m3".into())));
         let none = Audience::new(0, None, false);
-        assert_eq!(none.admits(&ih, "d", "any", "any"), Err(Refusal::OutsideWave { percent: 0 }));
+        assert_eq!(
+            none.admits(&ih, "d", "any", "any"),
+            Err(Refusal::OutsideWave { percent: 0 })
+        );
         assert_eq!(Audience::new(100, None, false).admits(&ih, "d", "any", "any"), Ok(()));
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use librqbit::{AddTorrent, AddTorrentOptions, ManagedTorrent, Session, TorrentStats, TorrentStatsState};
+use librqbit::{ManagedTorrent, Session, TorrentStats, TorrentStatsState};
 use ota_peer::PeerSession;
 use ota_proto::metainfo::torrent_bytes;
 
@@ -23,21 +23,14 @@ pub async fn leecher_session(dir: &Path) -> Arc<Session> {
 /// Adds the release with info dictionary `info` to `session`, talking to
 /// `peer` only, downloading into `folder`.
 pub async fn leech(session: &Arc<Session>, info: &[u8], peer: SocketAddr, folder: &Path) -> Arc<ManagedTorrent> {
-    session
-        .add_torrent(
-            AddTorrent::from_bytes(torrent_bytes("http://127.0.0.1:9/announce", info)),
-            Some(AddTorrentOptions {
-                overwrite: true,
-                disable_trackers: true,
-                initial_peers: Some(vec![peer]),
-                output_folder: Some(folder.display().to_string()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .expect("add the torrent")
-        .into_handle()
-        .expect("a live torrent handle")
+    ota_peer::add_torrent(
+        session,
+        torrent_bytes("http://127.0.0.1:9/announce", info),
+        folder,
+        ota_peer::from_peers(vec![peer]),
+    )
+    .await
+    .expect("add the torrent")
 }
 
 /// Verified bytes a torrent holds. librqbit's `progress_bytes` counts

@@ -22,7 +22,10 @@ pub fn free_port_on(ip: IpAddr) -> std::io::Result<u16> {
 ///
 /// Panics when no port can be bound (tests only).
 pub fn free_addr() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port().expect("a free loopback port"))
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        free_port().expect("a free loopback port"),
+    )
 }
 
 #[cfg(test)]

@@ -29,7 +29,12 @@ impl S3Server {
     /// key pair. Buckets are sub-folders of `root`.
     ///
     /// Errors: `root` is not a usable folder.
-    pub fn start(root: &Path, listener: tokio::net::TcpListener, access_key: &str, secret_key: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        root: &Path,
+        listener: tokio::net::TcpListener,
+        access_key: &str,
+        secret_key: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
         let mut builder = S3ServiceBuilder::new(fs);
@@ -57,7 +62,12 @@ impl S3Server {
                 }
             }
         });
-        Ok(S3Server { addr, access_key: access_key.into(), secret_key: secret_key.into(), task })
+        Ok(S3Server {
+            addr,
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            task,
+        })
     }
 
     /// Environment for an aws-sdk-s3 client of this server: the static

@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 pub(crate) fn num_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
 }
@@ -16,7 +15,10 @@ pub(crate) fn step(what: &str) {
 pub(crate) fn write_random(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     use rand::{RngCore, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut f = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
@@ -30,7 +32,9 @@ pub(crate) fn write_random(path: &Path, size: u64, seed: u64) -> anyhow::Result<
 }
 
 pub(crate) async fn upload(s3: &aws_sdk_s3::Client, loc: &S3Location, file: &Path) -> anyhow::Result<()> {
-    let body = aws_sdk_s3::primitives::ByteStream::from_path(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(file)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?;
     origin_store::put(s3, loc, body).await
 }
 
@@ -65,7 +69,12 @@ pub(crate) fn publish_request(loc: &S3Location, tracker_url: &str) -> PublishReq
 
 /// The in-process tracker every section announces to (announce interval 1 s).
 pub(crate) async fn start_tracker(dir: &Path) -> TestTracker {
-    TestTracker::builder().db_dir(dir).admin_token(ADMIN).announce_interval(Duration::from_secs(1)).start().await
+    TestTracker::builder()
+        .db_dir(dir)
+        .admin_token(ADMIN)
+        .announce_interval(Duration::from_secs(1))
+        .start()
+        .await
 }
 
 /// What one leecher got.
@@ -78,25 +87,50 @@ pub(crate) struct Leeched {
 /// A fresh plain librqbit session (no DHT, no LSD, no trackers, loopback
 /// listener) downloads `torrent` from `peer` into `dir`; timed from add to
 /// completion. The session is stopped before returning.
-pub(crate) async fn leech(torrent: Vec<u8>, name: &str, peer: SocketAddr, dir: &Path, timeout: Duration) -> anyhow::Result<Leeched> {
+pub(crate) async fn leech(
+    torrent: Vec<u8>,
+    name: &str,
+    peer: SocketAddr,
+    dir: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Leeched> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let session = PeerSession { trackers: false, ..PeerSession::listening(listen) }
-        .start(dir.to_path_buf())
-        .await
-        .context("cannot start the leecher session")?;
+    let session = PeerSession {
+        trackers: false,
+        ..PeerSession::listening(listen)
+    }
+    .start(dir.to_path_buf())
+    .await
+    .context("cannot start the leecher session")?;
     let r = async {
         let t = Instant::now();
-        let handle = ota_peer::add_torrent(&session, torrent, dir, Some(vec![peer])).await.context("leecher")?;
+        let handle = ota_peer::add_torrent(&session, torrent, dir, ota_peer::from_peers(vec![peer]))
+            .await
+            .context("leecher")?;
         tokio::time::timeout(timeout, handle.wait_until_completed())
             .await
-            .with_context(|| format!("leecher did not finish within {} s ({})", timeout.as_secs(), handle.stats()))?
+            .with_context(|| {
+                format!(
+                    "leecher did not finish within {} s ({})",
+                    timeout.as_secs(),
+                    handle.stats()
+                )
+            })?
             .context("leecher failed")?;
         let secs = t.elapsed().as_secs_f64();
         let stats = handle.stats();
-        let fetched = stats.live.as_ref().map(|l| l.snapshot.fetched_bytes).unwrap_or(stats.progress_bytes);
-        anyhow::Ok(Leeched { secs, fetched, path: dir.join(name) })
+        let fetched = stats
+            .live
+            .as_ref()
+            .map(|l| l.snapshot.fetched_bytes)
+            .unwrap_or(stats.progress_bytes);
+        anyhow::Ok(Leeched {
+            secs,
+            fetched,
+            path: dir.join(name),
+        })
     }
     .await;
     session.stop().await;
@@ -127,9 +161,13 @@ pub(crate) async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration
 
 /// VmRSS and VmHWM of a process, MiB.
 pub(crate) fn proc_mem_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<f64> {
-        let line = s.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
         let kb: f64 = line.split_whitespace().nth(1).context("malformed line")?.parse()?;
         Ok(kb / 1024.0)
     };
@@ -137,7 +175,17 @@ pub(crate) fn proc_mem_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
 }
 
 pub(crate) async fn seeder_s3_bytes(http: &str) -> Option<u64> {
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
-    let v: serde_json::Value = c.get(format!("http://{http}/api/egress")).send().await.ok()?.json().await.ok()?;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let v: serde_json::Value = c
+        .get(format!("http://{http}/api/egress"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     v["s3_bytes_read"].as_u64()
 }

@@ -38,14 +38,14 @@ use rss::*;
 use seeding::*;
 
 use ota_deploy::processes::ProcessGroup;
-use ota_testkit::net::free_port;
-use ota_testkit::s3_server::S3Server;
-use ota_testkit::tracker::TestTracker;
+use ota_proto::api::NewRelease;
+use ota_proto::metainfo::torrent_bytes;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{hash_object, PublishRequest};
 use ota_seeder::seeding::{SeedSettings, Seeder};
-use ota_proto::metainfo::torrent_bytes;
-use ota_proto::api::NewRelease;
+use ota_testkit::net::free_port;
+use ota_testkit::s3_server::S3Server;
+use ota_testkit::tracker::TestTracker;
 
 const BUCKET: &str = "bench";
 const ACCESS_KEY: &str = "bench-access";
@@ -118,8 +118,14 @@ fn main() {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     ota_common::logging::init_logging("warn,librqbit=error");
-    let threads = cli.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+    let threads = cli
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -166,9 +172,17 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
     };
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    let mut report = Report { machine: format!("{machine}, {} cores", num_cores()), worker_threads: threads, ..Default::default() };
+    let mut report = Report {
+        machine: format!("{machine}, {} cores", num_cores()),
+        worker_threads: threads,
+        ..Default::default()
+    };
 
     let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     report.s3_server = "ota_testkit::s3_server::S3Server (s3s-fs)".into();
@@ -179,7 +193,11 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
         s3_path_style: true,
     })
     .await;
-    s3.create_bucket().bucket(BUCKET).send().await.map_err(|e| anyhow::anyhow!("create bucket: {}", origin_store::describe(&e)))?;
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("create bucket: {}", origin_store::describe(&e)))?;
     let want = |s: &str| cli.sections.iter().any(|x| x == s);
     let timeout = Duration::from_secs(cli.step_timeout_secs);
 
@@ -192,7 +210,10 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
         let file = data_dir.join(name);
         step(&format!("generating {} MiB of random bytes", cli.object_mib));
         write_random(&file, size, 1)?;
-        let loc = S3Location { bucket: BUCKET.into(), key: name.into() };
+        let loc = S3Location {
+            bucket: BUCKET.into(),
+            key: name.into(),
+        };
         step("uploading to the embedded S3 server");
         upload(&s3, &loc, &file).await?;
 
@@ -201,20 +222,34 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
 
         let mut published = None;
         if want("publish") {
-            let mut r = PublishResult { object_bytes: size, ..Default::default() };
+            let mut r = PublishResult {
+                object_bytes: size,
+                ..Default::default()
+            };
             for i in 0..cli.repeats.max(1) {
-                step(&format!("section 1: raw GET and hash_object, run {}/{}", i + 1, cli.repeats.max(1)));
+                step(&format!(
+                    "section 1: raw GET and hash_object, run {}/{}",
+                    i + 1,
+                    cli.repeats.max(1)
+                ));
                 let t = Instant::now();
-                let n = tokio::time::timeout(timeout, raw_get(&s3, &loc)).await.context("raw GET timed out")??;
+                let n = tokio::time::timeout(timeout, raw_get(&s3, &loc))
+                    .await
+                    .context("raw GET timed out")??;
                 r.raw_get_secs.push(t.elapsed().as_secs_f64());
                 anyhow::ensure!(n == size, "raw GET read {n} bytes of {size}");
                 let t = Instant::now();
-                let out = tokio::time::timeout(timeout, hash_object(&s3, &req)).await.context("hash_object timed out")??;
+                let out = tokio::time::timeout(timeout, hash_object(&s3, &req))
+                    .await
+                    .context("hash_object timed out")??;
                 r.publish_secs.push(t.elapsed().as_secs_f64());
                 r.piece_length = out.0.piece_length;
                 published = Some(out);
             }
-            step(&format!("section 1: {} piece-sized ranged GETs, one at a time", cli.probe_gets));
+            step(&format!(
+                "section 1: {} piece-sized ranged GETs, one at a time",
+                cli.probe_gets
+            ));
             let piece = r.piece_length.max(1);
             let pieces = size.div_ceil(piece);
             let mut lat = Vec::new();
@@ -222,7 +257,9 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
                 let start = i * piece;
                 let len = piece.min(size - start);
                 let t = Instant::now();
-                tokio::time::timeout(timeout, origin_store::get_range(&s3, &loc, start, len)).await.context("ranged GET timed out")??;
+                tokio::time::timeout(timeout, origin_store::get_range(&s3, &loc, start, len))
+                    .await
+                    .context("ranged GET timed out")??;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             if !lat.is_empty() {
@@ -258,18 +295,38 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
         if want("seed") {
             let (new, info) = match published {
                 Some(p) => p,
-                None => tokio::time::timeout(timeout, hash_object(&s3, &req)).await.context("hash_object timed out")??,
+                None => tokio::time::timeout(timeout, hash_object(&s3, &req))
+                    .await
+                    .context("hash_object timed out")??,
             };
-            tracker.client().register(&new).await.context("registering the release")?;
+            tracker
+                .client()
+                .register(&new)
+                .await
+                .context("registering the release")?;
             let torrent = torrent_bytes(&format!("{}/announce", tracker.url()), &info);
-            let mut seed = SeedResult { object_bytes: size, variants: Vec::new() };
+            let mut seed = SeedResult {
+                object_bytes: size,
+                variants: Vec::new(),
+            };
             for (i, cap_mib) in [cli.cache_mib, cli.small_cache_mib].into_iter().enumerate() {
                 step(&format!("section 2: S3 seeder with a {cap_mib} MiB cache -> 1 leecher"));
-                let v = bench_s3_seeder(cli, &s3, &tracker, &new, &torrent, cap_mib * MIB, &work.join(format!("s3seed-{i}")), timeout).await?;
+                let v = bench_s3_seeder(
+                    cli,
+                    &s3,
+                    &tracker,
+                    &new,
+                    &torrent,
+                    cap_mib * MIB,
+                    &work.join(format!("s3seed-{i}")),
+                    timeout,
+                )
+                .await?;
                 seed.variants.push(v);
             }
             step("section 2: librqbit file storage -> 1 leecher");
-            seed.variants.push(bench_file_seeder(&new, &torrent, &data_dir, &work.join("fileseed"), timeout).await?);
+            seed.variants
+                .push(bench_file_seeder(&new, &torrent, &data_dir, &work.join("fileseed"), timeout).await?);
             report.seed = Some(seed);
         }
         tracker.stop().await;

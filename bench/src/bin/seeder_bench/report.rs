@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 #[derive(Debug, Clone, Serialize, Default)]
 pub(crate) struct PublishResult {
     pub(crate) object_bytes: u64,
@@ -113,14 +112,31 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
         let runs = |v: &[f64]| v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(" / ");
         rows.push([
             "1".into(),
-            format!("raw S3 GetObject, stream and discard ({} MiB, best of {})", mib(p.object_bytes), p.raw_get_secs.len()),
-            format!("**{:.0} MB/s** ({:.2} s; runs {} s)", p.raw_get_mb_s, best(&p.raw_get_secs), runs(&p.raw_get_secs)),
+            format!(
+                "raw S3 GetObject, stream and discard ({} MiB, best of {})",
+                mib(p.object_bytes),
+                p.raw_get_secs.len()
+            ),
+            format!(
+                "**{:.0} MB/s** ({:.2} s; runs {} s)",
+                p.raw_get_mb_s,
+                best(&p.raw_get_secs),
+                runs(&p.raw_get_secs)
+            ),
             String::new(),
         ]);
         rows.push([
             "1".into(),
-            format!("publish `hash_object` (SHA-1/piece of {} KiB + SHA-256)", p.piece_length / 1024),
-            format!("**{:.0} MB/s** ({:.2} s; runs {} s)", p.publish_mb_s, best(&p.publish_secs), runs(&p.publish_secs)),
+            format!(
+                "publish `hash_object` (SHA-1/piece of {} KiB + SHA-256)",
+                p.piece_length / 1024
+            ),
+            format!(
+                "**{:.0} MB/s** ({:.2} s; runs {} s)",
+                p.publish_mb_s,
+                best(&p.publish_secs),
+                runs(&p.publish_secs)
+            ),
             String::new(),
         ]);
         rows.push([
@@ -138,7 +154,11 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
         if p.probe_gets > 0 {
             rows.push([
                 "1".into(),
-                format!("ranged GET of one {} KiB piece, one at a time ({} GETs)", p.piece_length / 1024, p.probe_gets),
+                format!(
+                    "ranged GET of one {} KiB piece, one at a time ({} GETs)",
+                    p.piece_length / 1024,
+                    p.probe_gets
+                ),
                 format!(
                     "mean **{:.1} ms** (p50 {:.1}, p90 {:.1}, max {:.1} ms) = {:.0} MB/s",
                     p.probe_mean_ms,
@@ -160,9 +180,15 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
                     v.initial_check_secs,
                     mb_s(s.object_bytes, v.initial_check_secs),
                     mb(b),
-                    v.tracker_listed_origin_secs.map(|l| format!("; tracker listed the origin after {l:.2} s")).unwrap_or_default()
+                    v.tracker_listed_origin_secs
+                        .map(|l| format!("; tracker listed the origin after {l:.2} s"))
+                        .unwrap_or_default()
                 ),
-                None => format!("initial check {:.2} s ({:.0} MB/s) from the local file", v.initial_check_secs, mb_s(s.object_bytes, v.initial_check_secs)),
+                None => format!(
+                    "initial check {:.2} s ({:.0} MB/s) from the local file",
+                    v.initial_check_secs,
+                    mb_s(s.object_bytes, v.initial_check_secs)
+                ),
             };
             rows.push([
                 "2".into(),
@@ -180,7 +206,12 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
         if let Some(f) = file {
             for v in s.variants.iter().filter(|v| v.cache_bytes.is_some()) {
                 let ratio = v.leech_mb_s / f.leech_mb_s;
-                rows.push(["2".into(), format!("ratio {} / file storage", v.name), format!("**{ratio:.2}**"), format!("≥ 0.8: {}", verdict(ratio >= 0.8))]);
+                rows.push([
+                    "2".into(),
+                    format!("ratio {} / file storage", v.name),
+                    format!("**{ratio:.2}**"),
+                    format!("≥ 0.8: {}", verdict(ratio >= 0.8)),
+                ]);
             }
         }
         for v in s.variants.iter().filter(|v| v.cache_bytes.is_some()) {
@@ -199,11 +230,24 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
         }
     }
     if let Some(m) = &r.rss {
-        let what = format!("`ota-seeder seed` (pid {}), {} releases × {} MiB, cache {} MiB", m.pid, m.releases, mib(m.release_bytes), mib(m.cache_bytes));
+        let what = format!(
+            "`ota-seeder seed` (pid {}), {} releases × {} MiB, cache {} MiB",
+            m.pid,
+            m.releases,
+            mib(m.release_bytes),
+            mib(m.cache_bytes)
+        );
         rows.push([
             "4".into(),
-            format!("{what}: all seeded ({:.1} s, {:.0} MB read from S3 by the initial checks)", m.seed_all_secs, mb(m.initial_check_s3_bytes)),
-            format!("VmRSS **{:.0} MiB**, VmHWM {:.0} MiB", m.rss_seeded_mib, m.hwm_seeded_mib),
+            format!(
+                "{what}: all seeded ({:.1} s, {:.0} MB read from S3 by the initial checks)",
+                m.seed_all_secs,
+                mb(m.initial_check_s3_bytes)
+            ),
+            format!(
+                "VmRSS **{:.0} MiB**, VmHWM {:.0} MiB",
+                m.rss_seeded_mib, m.hwm_seeded_mib
+            ),
             format!("VmHWM − cache cap: {:+.0} MiB", m.hwm_seeded_mib - mib(m.cache_bytes)),
         ]);
         rows.push([

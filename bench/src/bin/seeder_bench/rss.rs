@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 pub(crate) async fn bench_rss(
     cli: &Cli,
     s3: &aws_sdk_s3::Client,
@@ -11,21 +10,32 @@ pub(crate) async fn bench_rss(
     procs: &mut ProcessGroup,
     timeout: Duration,
 ) -> anyhow::Result<RssResult> {
-    anyhow::ensure!(cli.releases >= 1 && cli.release_mib >= 1, "--releases and --release-mib must be positive");
+    anyhow::ensure!(
+        cli.releases >= 1 && cli.release_mib >= 1,
+        "--releases and --release-mib must be positive"
+    );
     std::fs::create_dir_all(dir)?;
     let tracker = start_tracker(&dir.join("tracker")).await;
     let r = async {
         let size = cli.release_mib * MIB;
-        step(&format!("section 4: publishing {} releases of {} MiB", cli.releases, cli.release_mib));
+        step(&format!(
+            "section 4: publishing {} releases of {} MiB",
+            cli.releases, cli.release_mib
+        ));
         let mut releases = Vec::new();
         for i in 0..cli.releases {
             let name = format!("release-{i:02}.bin");
             let file = dir.join(&name);
             write_random(&file, size, 1000 + i as u64)?;
-            let loc = S3Location { bucket: BUCKET.into(), key: name.clone() };
+            let loc = S3Location {
+                bucket: BUCKET.into(),
+                key: name.clone(),
+            };
             upload(s3, &loc, &file).await?;
             std::fs::remove_file(&file)?;
-            let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, tracker.url()))).await.context("hash_object timed out")??;
+            let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, tracker.url())))
+                .await
+                .context("hash_object timed out")??;
             tracker.client().register(&new).await?;
             releases.push((new, info));
         }
@@ -74,16 +84,26 @@ pub(crate) async fn bench_rss(
         let mut last: Option<(u64, Instant)> = None;
         let (checked_bytes, seeded_at) = loop {
             procs.check_alive().context("while waiting for the seeder")?;
-            anyhow::ensure!(Instant::now() < deadline, "timed out waiting for the seeder to seed {} releases", releases.len());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "timed out waiting for the seeder to seed {} releases",
+                releases.len()
+            );
             for (i, (new, _)) in releases.iter().enumerate() {
                 if !listed[i] {
-                    listed[i] = tracker.client().release(&new.info_hash).await.is_ok_and(|r| !r.origin_peers.is_empty());
+                    listed[i] = tracker
+                        .client()
+                        .release(&new.info_hash)
+                        .await
+                        .is_ok_and(|r| !r.origin_peers.is_empty());
                 }
             }
             if let Some(b) = seeder_s3_bytes(&http).await {
                 if listed.iter().all(|l| *l) && b >= total {
                     match last {
-                        Some((prev, since)) if prev == b && since.elapsed() >= Duration::from_secs(1) => break (b, since),
+                        Some((prev, since)) if prev == b && since.elapsed() >= Duration::from_secs(1) => {
+                            break (b, since)
+                        }
                         Some((prev, _)) if prev == b => {}
                         _ => last = Some((b, Instant::now())),
                     }
@@ -95,7 +115,10 @@ pub(crate) async fn bench_rss(
         let (rss_seeded, hwm_seeded) = proc_mem_mib(pid)?;
 
         let n = cli.downloads.min(releases.len());
-        step(&format!("section 4: {n} leechers ({} at once)", cli.parallel_leechers.max(1)));
+        step(&format!(
+            "section 4: {n} leechers ({} at once)",
+            cli.parallel_leechers.max(1)
+        ));
         let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = {
             let stop = sampler_stop.clone();

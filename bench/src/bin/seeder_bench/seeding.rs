@@ -22,16 +22,12 @@ pub(crate) async fn bench_s3_seeder(
         tracker.client().clone(),
         ledger,
         SeedSettings {
-            peer_listen: peer,
-            state_dir: dir.join("state"),
             cache_bytes,
             read_ahead: cli.read_ahead,
-            upload_limit_bps: None,
             poll_interval: Duration::from_secs(1),
-            origin_token: ADMIN.into(),
             verify_interval: Duration::from_secs(300),
-            ledger_interval: Duration::from_secs(1),
             max_s3_requests: cli.max_s3_requests,
+            ..SeedSettings::new(peer, dir.join("state"), ADMIN)
         },
     )
     .await?;
@@ -44,7 +40,11 @@ pub(crate) async fn bench_s3_seeder(
             let client = tracker.client().clone();
             tokio::spawn(async move {
                 for _ in 0..3000 {
-                    if client.release(&ih).await.is_ok_and(|r| r.origin_peers.contains(&peer.to_string())) {
+                    if client
+                        .release(&ih)
+                        .await
+                        .is_ok_and(|r| r.origin_peers.contains(&peer.to_string()))
+                    {
                         return Some(t.elapsed());
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -54,14 +54,24 @@ pub(crate) async fn bench_s3_seeder(
         };
         wait_until("the seeder's initial check", timeout, || seeder.is_seeding(&ih)).await?;
         let check_secs = t.elapsed().as_secs_f64();
-        let listed_secs = tokio::time::timeout(Duration::from_secs(60), listed).await.ok().and_then(|r| r.ok()).flatten().map(|d| d.as_secs_f64());
+        let listed_secs = tokio::time::timeout(Duration::from_secs(60), listed)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten()
+            .map(|d| d.as_secs_f64());
         // Let any read-ahead started by the check land before sampling.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = seeder.counters.bytes_read.load(Ordering::Relaxed);
         let l = leech(torrent.to_vec(), &release.name, peer, &dir.join("leecher"), timeout).await?;
         let after = seeder.counters.bytes_read.load(Ordering::Relaxed);
         let identical = sha256_file(l.path.clone()).await? == release.sha256;
-        let ledger_bt = seeder.egress().await?.iter().find(|e| e.info_hash == ih).map(|e| e.bittorrent_bytes);
+        let ledger_bt = seeder
+            .egress()
+            .await?
+            .iter()
+            .find(|e| e.info_hash == ih)
+            .map(|e| e.bittorrent_bytes);
         let _ = std::fs::remove_dir_all(dir.join("leecher"));
         let during = after - before;
         anyhow::Ok(SeedVariant {
@@ -84,17 +94,28 @@ pub(crate) async fn bench_s3_seeder(
     r
 }
 
-pub(crate) async fn bench_file_seeder(release: &NewRelease, torrent: &[u8], data_dir: &Path, dir: &Path, timeout: Duration) -> anyhow::Result<SeedVariant> {
+pub(crate) async fn bench_file_seeder(
+    release: &NewRelease,
+    torrent: &[u8],
+    data_dir: &Path,
+    dir: &Path,
+    timeout: Duration,
+) -> anyhow::Result<SeedVariant> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let peer: SocketAddr = ([127, 0, 0, 1], port).into();
-    let session = PeerSession { trackers: false, ..PeerSession::listening(peer) }
-        .start(dir.join("state"))
-        .await
-        .context("cannot start the file seeder session")?;
+    let session = PeerSession {
+        trackers: false,
+        ..PeerSession::listening(peer)
+    }
+    .start(dir.join("state"))
+    .await
+    .context("cannot start the file seeder session")?;
     let r = async {
         let t = Instant::now();
-        let handle = ota_peer::add_torrent(&session, torrent.to_vec(), data_dir, None).await.context("file seeder")?;
+        let handle = ota_peer::add_torrent(&session, torrent.to_vec(), data_dir, Default::default())
+            .await
+            .context("file seeder")?;
         wait_until("the file seeder's initial check", timeout, || handle.stats().finished).await?;
         let check_secs = t.elapsed().as_secs_f64();
         let l = leech(torrent.to_vec(), &release.name, peer, &dir.join("leecher"), timeout).await?;
