@@ -1,33 +1,17 @@
 //! End-to-end tests of `ota-billing-report egress` on small hand-written
 //! Amazon S3 server access logs and CloudFront standard access logs.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ota-billing-report");
+use std::process::Output;
+
+use common::write;
+
 const OWNER: &str = "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be";
 const PRICES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/prices/cloudfront-2026-example.toml");
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
 fn egress(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("egress")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.as_bytes()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    common::run("egress", args, stdin)
 }
 
 fn ok_json(out: &Output) -> serde_json::Value {

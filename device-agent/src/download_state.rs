@@ -264,12 +264,9 @@ pub fn resolve_release<'a>(
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (wall clock).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    ota_common::clock::wall_ms().max(0) as u64
 }
 
 /// Reads a JSON file; a missing file gives `T::default()`.

@@ -96,12 +96,9 @@ pub struct Ledger {
     pool: SqlitePool,
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now (wall clock).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    ota_common::clock::wall_ms()
 }
 
 impl Ledger {

@@ -181,10 +181,7 @@ pub async fn hash_object(s3: &aws_sdk_s3::Client, req: &PublishRequest) -> anyho
                 sha256: hex::encode(sha256),
                 channel: s.channel.clone(),
                 models: s.models.clone(),
-                created_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
+                created_at: ota_common::clock::wall_secs(),
             },
             &s.key,
         )

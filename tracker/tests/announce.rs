@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use ota_proto::announce::{AnnounceError, AnnounceEvent, AnnounceRequest, DEFAULT_NUMWANT};
+use ota_proto::announce::{AnnounceError, AnnounceEvent, AnnounceRequest};
 use ota_proto::api::{NewDevice, NewRelease};
 use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_proto::rollout;
@@ -55,23 +55,7 @@ fn release() -> NewRelease {
 }
 
 fn request(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
-    AnnounceRequest {
-        info_hash: ih,
-        peer_id: PeerId([n; 20]),
-        port: 7000 + n as u16,
-        uploaded: 0,
-        downloaded: 0,
-        left,
-        event,
-        compact: true,
-        no_peer_id: false,
-        numwant: DEFAULT_NUMWANT,
-        ip: None,
-        key: None,
-        trackerid: None,
-        device: None,
-        origin_token: None,
-    }
+    AnnounceRequest::new(ih, PeerId([n; 20]), 7000 + n as u16, left, event)
 }
 
 fn ip(last: u8) -> IpAddr {

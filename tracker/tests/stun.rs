@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ota_proto::stun::binding_request;
 use stun_rs::attributes::stun::XorMappedAddress;
-use stun_rs::methods::BINDING;
-use stun_rs::{MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunMessageBuilder, TransactionId};
+use stun_rs::{MessageClass, MessageDecoderBuilder, TransactionId};
 use tokio::net::UdpSocket;
 
 /// Starts the responder on an ephemeral loopback port; the task ends with the test's runtime.
@@ -17,15 +17,6 @@ async fn responder() -> SocketAddr {
     let addr = socket.local_addr().unwrap();
     tokio::spawn(ota_tracker::stun::serve(Arc::new(socket)));
     addr
-}
-
-fn binding_request(id: TransactionId) -> Vec<u8> {
-    let msg = StunMessageBuilder::new(BINDING, MessageClass::Request)
-        .with_transaction_id(id)
-        .build();
-    let mut buf = [0u8; 64];
-    let n = MessageEncoderBuilder::default().build().encode(&mut buf, &msg).unwrap();
-    buf[..n].to_vec()
 }
 
 /// Waits at most `wait` for one datagram.

@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: one configuration mechanism (flags > TOML file > environment).
 //! - [`logging`]: `tracing` to stderr.
-//! - [`clock`]: an injectable clock for pure timing logic.
+//! - [`clock`]: the wall clock, read in one place (pure logic takes `now`).
 //! - [`keys`]: manifest signing key files (ed25519).
 //! - [`db`] (feature `db`): SQLite and PostgreSQL opening through sqlx.
 //! - [`metrics`] (feature `metrics`): the Prometheus recorder.

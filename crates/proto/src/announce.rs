@@ -73,6 +73,33 @@ pub struct AnnounceRequest {
     pub origin_token: Option<String>,
 }
 
+impl AnnounceRequest {
+    /// A request with the required parameters (BEP 3) and the defaults of
+    /// everything optional: nothing uploaded or downloaded yet, compact
+    /// peers, [`DEFAULT_NUMWANT`] peers wanted, no `ip`, `key`, `trackerid`,
+    /// `device` or `origin_token`. `left` is in bytes; `port` is the
+    /// peer-wire port.
+    pub fn new(info_hash: InfoHash, peer_id: PeerId, port: u16, left: u64, event: AnnounceEvent) -> Self {
+        AnnounceRequest {
+            info_hash,
+            peer_id,
+            port,
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event,
+            compact: true,
+            no_peer_id: false,
+            numwant: DEFAULT_NUMWANT,
+            ip: None,
+            key: None,
+            trackerid: None,
+            device: None,
+            origin_token: None,
+        }
+    }
+}
+
 /// Why a query was refused. Its `Display` text is what goes into the
 /// bencoded `failure reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

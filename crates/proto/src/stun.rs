@@ -124,19 +124,25 @@ pub fn respond(datagram: &[u8], source: SocketAddr) -> Verdict {
     }
 }
 
+/// Encodes a Binding request (RFC 8489 §5, no attributes) with transaction
+/// id `id`: 20 bytes, what a client sends to learn its server-reflexive
+/// address.
+pub fn binding_request(id: stun_rs::TransactionId) -> Vec<u8> {
+    let msg = StunMessageBuilder::new(BINDING, MessageClass::Request)
+        .with_transaction_id(id)
+        .build();
+    let mut buf = [0u8; MESSAGE_HEADER_SIZE];
+    let n = MessageEncoderBuilder::default()
+        .build()
+        .encode(&mut buf, &msg)
+        .expect("a Binding request without attributes fits in its 20-byte header");
+    buf[..n].to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use stun_rs::TransactionId;
-
-    fn request(id: TransactionId) -> Vec<u8> {
-        let msg = StunMessageBuilder::new(BINDING, MessageClass::Request)
-            .with_transaction_id(id)
-            .build();
-        let mut buf = [0u8; 64];
-        let n = MessageEncoderBuilder::default().build().encode(&mut buf, &msg).unwrap();
-        buf[..n].to_vec()
-    }
 
     fn decode(bytes: &[u8]) -> stun_rs::StunMessage {
         MessageDecoderBuilder::default().build().decode(bytes).unwrap().0
@@ -147,7 +153,7 @@ mod tests {
         for source in ["203.0.113.7:40000", "[2001:db8::5]:3478"] {
             let source: SocketAddr = source.parse().unwrap();
             let id = TransactionId::default();
-            let reply = respond(&request(id), source).reply().expect("an answer");
+            let reply = respond(&binding_request(id), source).reply().expect("an answer");
             let msg = decode(&reply);
             assert_eq!(msg.class(), MessageClass::SuccessResponse);
             assert_eq!(msg.method(), BINDING);
@@ -185,7 +191,9 @@ mod tests {
     #[test]
     fn responses_indications_and_garbage_are_not_answered() {
         let source: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let ok = respond(&request(TransactionId::default()), source).reply().unwrap();
+        let ok = respond(&binding_request(TransactionId::default()), source)
+            .reply()
+            .unwrap();
         assert_eq!(respond(&ok, source), Verdict::Ignored, "a response is never answered");
         let ind = StunMessageBuilder::new(BINDING, MessageClass::Indication).build();
         let mut buf = [0u8; 64];
@@ -194,7 +202,7 @@ mod tests {
         assert_eq!(respond(b"", source), Verdict::NotStun);
         assert_eq!(respond(b"GET /announce HTTP/1.1\r\n\r\n", source), Verdict::NotStun);
         // Right cookie, length field beyond the datagram.
-        let mut bad = request(TransactionId::default());
+        let mut bad = binding_request(TransactionId::default());
         bad[3] = 0x40;
         assert!(matches!(respond(&bad, source), Verdict::Malformed(_)));
     }
@@ -208,7 +216,7 @@ mod tests {
             (x >> 33) as u8
         };
         let source: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let valid = request(TransactionId::default());
+        let valid = binding_request(TransactionId::default());
         for i in 0..100_000 {
             let len = next() as usize % 120;
             let mut d: Vec<u8> = (0..len).map(|_| next()).collect();

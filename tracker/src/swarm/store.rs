@@ -690,29 +690,12 @@ impl PeerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ota_proto::announce::DEFAULT_NUMWANT;
     use std::collections::HashSet;
 
     const IH: InfoHash = InfoHash([9; 20]);
 
     fn announce(n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
-        AnnounceRequest {
-            info_hash: IH,
-            peer_id: PeerId([n; 20]),
-            port: 7000 + n as u16,
-            uploaded: 0,
-            downloaded: 0,
-            left,
-            event,
-            compact: true,
-            no_peer_id: false,
-            numwant: DEFAULT_NUMWANT,
-            ip: None,
-            key: None,
-            trackerid: None,
-            device: None,
-            origin_token: None,
-        }
+        AnnounceRequest::new(IH, PeerId([n; 20]), 7000 + n as u16, left, event)
     }
 
     fn addr(n: u8) -> SocketAddr {
