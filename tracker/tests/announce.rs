@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use ota_proto::announce::{AnnounceError, AnnounceEvent, AnnounceRequest};
 use ota_proto::api::{NewDevice, NewRelease};
-use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_proto::rollout;
 use ota_proto::{InfoHash, PeerId};
 use ota_tracker::service::Refusal;
@@ -30,28 +29,7 @@ async fn tracker(dir: &tempfile::TempDir, device_auth: DeviceAuth) -> Arc<Tracke
 }
 
 fn release() -> NewRelease {
-    let info = InfoDict {
-        name: "a.bin".into(),
-        length: 10,
-        piece_length: 16384,
-        pieces: vec![[3; 20]],
-        private: true,
-    }
-    .to_bytes();
-    NewRelease {
-        name: "a.bin".into(),
-        version: "1".into(),
-        info_hash: info_hash(&info),
-        size: 10,
-        piece_length: 16384,
-        sha256: "ab".repeat(32),
-        info_hex: hex::encode(&info),
-        http_url: None,
-        source: "s3://b/a.bin".into(),
-        etag: None,
-        manifest: None,
-        rollout_percent: None,
-    }
+    ota_testkit::release("a.bin", 10, 16384)
 }
 
 fn request(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {

@@ -26,32 +26,12 @@ async fn start(db: &str) -> TestTracker {
 }
 
 fn release() -> (NewRelease, InfoHash) {
-    let info = InfoDict {
-        name: "pkg.bin".into(),
-        length: 10,
-        piece_length: 262144,
-        pieces: vec![[7; 20]],
-        private: true,
-    }
-    .to_bytes();
-    let ih = info_hash(&info);
-    (
-        NewRelease {
-            name: "pkg.bin".into(),
-            version: "1.0".into(),
-            info_hash: ih,
-            size: 10,
-            piece_length: 262144,
-            sha256: "ab".repeat(32),
-            info_hex: hex::encode(&info),
-            http_url: None,
-            source: "s3://b/pkg.bin".into(),
-            etag: None,
-            manifest: None,
-            rollout_percent: None,
-        },
-        ih,
-    )
+    let r = NewRelease {
+        version: "1.0".into(),
+        ..ota_testkit::release("pkg.bin", 10, 262144)
+    };
+    let ih = r.info_hash;
+    (r, ih)
 }
 
 async fn get(url: &str) -> (u16, Vec<u8>) {

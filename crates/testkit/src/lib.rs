@@ -1,7 +1,8 @@
 //! `ota-testkit` (tests and benches only, not published): one copy of the
 //! setup that tests and benches share — the embedded S3-protocol server
 //! ([`s3_server`], also the runner's embedded default), free loopback
-//! addresses ([`net`]) and deterministic test packages ([`package`](mod@package)).
+//! addresses ([`net`]), deterministic test packages ([`package`](mod@package))
+//! and release registrations without package bytes ([`release`](mod@release)).
 //!
 //! With the feature `stack`: a whole origin stack on loopback (`stack`:
 //! S3, an in-process tracker, publishing, S3-backed seeders, waiting
@@ -15,6 +16,7 @@ pub mod net;
 pub mod package;
 #[cfg(feature = "pg")]
 pub mod pg;
+pub mod release;
 pub mod s3_server;
 #[cfg(feature = "stack")]
 pub mod stack;
@@ -22,3 +24,4 @@ pub mod stack;
 pub mod tracker;
 
 pub use package::package;
+pub use release::release;
