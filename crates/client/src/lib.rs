@@ -4,6 +4,13 @@
 //! and the benches. HTTP/JSON against the tracker's `/api`, BEP 3 announces
 //! and BEP 48 scrapes against `/announce` and `/scrape`, and the push channel
 //! (server-sent events).
+//!
+//! Every response is read with a size limit ([`limits`], checked against
+//! `Content-Length` before reading and while reading, so nothing past the
+//! limit is buffered) and a timeout ([`REQUEST_TIMEOUT`] for a whole call,
+//! [`READ_TIMEOUT`] between two reads of the push stream): a tracker, or
+//! anyone on the path of a plain-http URL, cannot make a client buffer
+//! without end or wait forever.
 
 use std::time::Duration;
 
@@ -13,6 +20,190 @@ use futures::StreamExt;
 
 use ota_proto::api::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
 use ota_proto::{InfoHash, PeerId};
+
+/// Size limits of the responses the client reads, bytes.
+pub mod limits {
+    /// One release record (`GET /api/releases/{ih}`), signed manifest included.
+    pub const RELEASE_JSON: u64 = 1 << 20;
+    /// The release list (`GET /api/releases`).
+    pub const RELEASE_LIST: u64 = 16 << 20;
+    /// A `.torrent` file: 20 bytes of SHA-1 per piece, so 16 MiB covers
+    /// 800 000 pieces (50 GiB in 64 KiB pieces).
+    pub const TORRENT: u64 = 16 << 20;
+    /// An announce or scrape response, a telemetry list, a small JSON answer.
+    pub const SMALL: u64 = 1 << 20;
+    /// Admin listings (devices, peers, telemetry of a whole fleet).
+    pub const ADMIN_LIST: u64 = 64 << 20;
+    /// The part of an error body kept for the error message.
+    pub const ERROR_BODY: u64 = 4 << 10;
+    /// One server-sent event of the push channel (its lines up to the blank
+    /// line that ends it; keep-alive comments count too).
+    pub const PUSH_EVENT: u64 = 64 << 10;
+}
+
+/// Longest a call may take, connection to last body byte (not the push
+/// subscription, which lasts; see [`READ_TIMEOUT`]).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait between two reads of a response, the push stream
+/// included (the tracker sends a keep-alive every 15 s): past it the
+/// connection is dropped, and the agent reconnects.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A response body larger than its limit (declared in `Content-Length` or
+/// found while reading; the rest is not read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLarge {
+    /// What was being read.
+    pub what: String,
+    /// The limit, bytes.
+    pub limit: u64,
+    /// The `Content-Length` the server declared, if it did.
+    pub declared: Option<u64>,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.declared {
+            Some(n) => write!(
+                f,
+                "{}: response of {n} bytes is over the limit of {} bytes",
+                self.what, self.limit
+            ),
+            None => write!(
+                f,
+                "{}: response is over the limit of {} bytes; not read further",
+                self.what, self.limit
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Why [`read_limited`] failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The body is over the limit.
+    TooLarge(TooLarge),
+    /// The connection failed or timed out while reading.
+    Http(reqwest::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(t) => t.fmt(f),
+            ReadError::Http(e) => write!(f, "reading the response failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::TooLarge(t) => Some(t),
+            ReadError::Http(e) => Some(e),
+        }
+    }
+}
+
+/// Reads a response body of at most `limit` bytes: refused at once when
+/// its `Content-Length` is larger, and reading stops at the first chunk
+/// that goes past the limit (at most `limit` bytes plus one chunk are ever
+/// held). `what` names the response in the error.
+///
+/// Errors: [`ReadError::TooLarge`], or [`ReadError::Http`] when the
+/// connection fails or a timeout of the request or client passes.
+pub async fn read_limited(mut resp: reqwest::Response, limit: u64, what: &str) -> Result<Vec<u8>, ReadError> {
+    let too_large = |declared| {
+        ReadError::TooLarge(TooLarge {
+            what: what.to_string(),
+            limit,
+            declared,
+        })
+    };
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(declared));
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit).min(1 << 20) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large(None));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Counts the bytes of the server-sent event being received and refuses
+/// one longer than `limit` (an event ends at a blank line; `\r` is
+/// ignored). Pure: fed the stream's chunks in order.
+#[derive(Debug, Clone)]
+pub struct EventSizeGuard {
+    limit: u64,
+    line: u64,
+    event: u64,
+}
+
+impl EventSizeGuard {
+    /// A guard for events of at most `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        EventSizeGuard {
+            limit,
+            line: 0,
+            event: 0,
+        }
+    }
+
+    /// Accounts for the next chunk of the stream.
+    ///
+    /// Errors: the current event is now longer than the limit.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), TooLarge> {
+        for &b in chunk {
+            match b {
+                b'\n' => {
+                    if self.line == 0 {
+                        self.event = 0;
+                    }
+                    self.line = 0;
+                }
+                b'\r' => {}
+                _ => {
+                    self.line += 1;
+                    self.event += 1;
+                    if self.event > self.limit {
+                        return Err(TooLarge {
+                            what: "push event".into(),
+                            limit: self.limit,
+                            declared: None,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the push stream failed.
+#[derive(Debug)]
+enum PushError {
+    TooLarge(TooLarge),
+    Http(reqwest::Error),
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::TooLarge(t) => t.fmt(f),
+            PushError::Http(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PushError {}
 
 /// Parameters of [`TrackerClient::announce`] (BEP 3).
 #[derive(Debug, Clone)]
@@ -49,11 +240,14 @@ pub struct TrackerClient {
 impl TrackerClient {
     /// A client for the tracker at `base` (e.g. `http://127.0.0.1:7070`).
     /// `admin_token` is needed only for [`Self::register`] and [`Self::push`].
+    /// Connections time out after 5 s, reads after [`READ_TIMEOUT`], calls
+    /// (but the push subscription) after [`REQUEST_TIMEOUT`].
     pub fn new(base: &str, admin_token: Option<String>) -> Self {
         TrackerClient {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
+                .read_timeout(READ_TIMEOUT)
                 .build()
                 .expect("reqwest client"),
             admin_token,
@@ -105,10 +299,12 @@ impl TrackerClient {
         };
         let resp = self
             .admin(self.http.post(format!("{}/api/devices", self.base)).json(&body))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
-        let t: DeviceToken = Self::check(resp, "register device").await?.json().await?;
+        let t: DeviceToken = serde_json::from_slice(&Self::body(resp, "register device", limits::SMALL).await?)
+            .context("register device")?;
         Ok(t.token)
     }
 
@@ -116,15 +312,20 @@ impl TrackerClient {
     pub async fn devices(&self) -> anyhow::Result<Vec<Device>> {
         let resp = self
             .admin(self.http.get(format!("{}/api/devices", self.base)))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(Self::check(resp, "list devices").await?.json().await?)
+        Ok(
+            serde_json::from_slice(&Self::body(resp, "list devices", limits::ADMIN_LIST).await?)
+                .context("list devices")?,
+        )
     }
 
     /// Revokes a device's token (admin). Errors: 404 for an unknown device.
     pub async fn revoke_device(&self, device_id: &str) -> anyhow::Result<()> {
         let resp = self
             .admin(self.http.delete(format!("{}/api/devices/{device_id}", self.base)))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
         Self::check(resp, "revoke device").await?;
@@ -142,9 +343,11 @@ impl TrackerClient {
                     .post(format!("{}/api/releases/{info_hash}/rollout", self.base))
                     .json(&serde_json::json!({ "percent": percent })),
             )
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        let v: serde_json::Value = Self::check(resp, "set rollout").await?.json().await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&Self::body(resp, "set rollout", limits::SMALL).await?).context("set rollout")?;
         Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
     }
 
@@ -153,13 +356,29 @@ impl TrackerClient {
         &self.base
     }
 
+    /// `resp` if its status is a success; else an error with the status
+    /// and the first [`limits::ERROR_BODY`] bytes of the body.
     async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.text().await.unwrap_or_default();
-        anyhow::bail!("{what}: tracker answered {status}: {body}")
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 >= limits::ERROR_BODY {
+                body.truncate(limits::ERROR_BODY as usize);
+                break;
+            }
+        }
+        anyhow::bail!("{what}: tracker answered {status}: {}", String::from_utf8_lossy(&body))
+    }
+
+    /// The body of a successful response, at most `limit` bytes.
+    async fn body(resp: reqwest::Response, what: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+        let resp = Self::check(resp, what).await?;
+        Ok(read_limited(resp, limit, what).await?)
     }
 
     fn admin(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -174,10 +393,14 @@ impl TrackerClient {
     pub async fn register(&self, r: &NewRelease) -> anyhow::Result<Release> {
         let resp = self
             .admin(self.http.post(format!("{}/api/releases", self.base)).json(r))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
-        Ok(Self::check(resp, "register release").await?.json().await?)
+        Ok(
+            serde_json::from_slice(&Self::body(resp, "register release", limits::RELEASE_JSON).await?)
+                .context("register release")?,
+        )
     }
 
     /// Pushes a release to subscribed devices (admin); returns how many
@@ -185,10 +408,12 @@ impl TrackerClient {
     pub async fn push(&self, info_hash: &InfoHash) -> anyhow::Result<usize> {
         let resp = self
             .admin(self.http.post(format!("{}/api/releases/{info_hash}/push", self.base)))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
-        let v: serde_json::Value = Self::check(resp, "push").await?.json().await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&Self::body(resp, "push", limits::SMALL).await?).context("push")?;
         Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
     }
 
@@ -196,18 +421,26 @@ impl TrackerClient {
     pub async fn releases(&self) -> anyhow::Result<Vec<Release>> {
         let resp = self
             .auth(self.http.get(format!("{}/api/releases", self.base)))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(Self::check(resp, "list releases").await?.json().await?)
+        Ok(
+            serde_json::from_slice(&Self::body(resp, "list releases", limits::RELEASE_LIST).await?)
+                .context("list releases")?,
+        )
     }
 
     /// One release by hex info hash.
     pub async fn release(&self, info_hash: &InfoHash) -> anyhow::Result<Release> {
         let resp = self
             .auth(self.http.get(format!("{}/api/releases/{info_hash}", self.base)))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(Self::check(resp, "get release").await?.json().await?)
+        Ok(
+            serde_json::from_slice(&Self::body(resp, "get release", limits::RELEASE_JSON).await?)
+                .context("get release")?,
+        )
     }
 
     /// The `.torrent` file of a release. With a device token its announce
@@ -216,9 +449,10 @@ impl TrackerClient {
         let resp = self
             .auth(self.http.get(format!("{}/api/releases/{info_hash}/torrent", self.base)))
             .query(&[("device", device)])
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(Self::check(resp, "get torrent").await?.bytes().await?.to_vec())
+        Ok(Self::body(resp, "get torrent", limits::TORRENT).await?)
     }
 
     /// Sends one BEP 3 announce to `{base}/announce` (with `device` when
@@ -248,10 +482,8 @@ impl TrackerClient {
             a.downloaded,
             a.left
         );
-        let body = Self::check(self.http.get(url).send().await?, "announce")
-            .await?
-            .bytes()
-            .await?;
+        let resp = self.http.get(url).timeout(REQUEST_TIMEOUT).send().await?;
+        let body = Self::body(resp, "announce", limits::SMALL).await?;
         ota_proto::announce::decode_announce(&body)
     }
 
@@ -261,10 +493,11 @@ impl TrackerClient {
     pub async fn peers(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<PeerInfo>> {
         let resp = self
             .admin(self.http.get(format!("{}/api/releases/{info_hash}/peers", self.base)))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
-        Ok(Self::check(resp, "list peers").await?.json().await?)
+        Ok(serde_json::from_slice(&Self::body(resp, "list peers", limits::ADMIN_LIST).await?).context("list peers")?)
     }
 
     /// BEP 48 scrape of one swarm.
@@ -277,17 +510,21 @@ impl TrackerClient {
             self.tracker_url("scrape"),
             ota_proto::announce::encode_binary(&info_hash.0)
         );
-        let body = Self::check(self.admin(self.http.get(url)).send().await?, "scrape")
-            .await?
-            .bytes()
-            .await?;
+        let resp = self.admin(self.http.get(url)).timeout(REQUEST_TIMEOUT).send().await?;
+        let body = Self::body(resp, "scrape", limits::SMALL).await?;
         ota_proto::announce::decode_scrape(&body, info_hash)
     }
 
     /// Number of devices subscribed to the push channel.
     pub async fn subscribers(&self) -> anyhow::Result<usize> {
-        let resp = self.http.get(format!("{}/api/subscribers", self.base)).send().await?;
-        let v: serde_json::Value = Self::check(resp, "subscribers").await?.json().await?;
+        let resp = self
+            .http
+            .get(format!("{}/api/subscribers", self.base))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&Self::body(resp, "subscribers", limits::SMALL).await?).context("subscribers")?;
         Ok(v["subscribers"].as_u64().unwrap_or(0) as usize)
     }
 
@@ -310,11 +547,13 @@ impl TrackerClient {
             )
             .send()
             .await?;
-        Ok(Self::check(resp, "telemetry").await?.json().await?)
+        Ok(serde_json::from_slice(&Self::body(resp, "telemetry", limits::ADMIN_LIST).await?).context("telemetry")?)
     }
 
     /// Subscribes to the push channel (server-sent events). The stream ends
-    /// when the connection drops; callers reconnect with backoff.
+    /// when the connection drops, when nothing (not even a keep-alive) is
+    /// read for [`READ_TIMEOUT`], or with an error when one event is longer
+    /// than [`limits::PUSH_EVENT`] bytes; callers reconnect with backoff.
     pub async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
         use eventsource_stream::Eventsource;
         let resp = self
@@ -324,8 +563,24 @@ impl TrackerClient {
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         let resp = Self::check(resp, "subscribe").await?;
+        let mut guard = EventSizeGuard::new(limits::PUSH_EVENT);
         Ok(resp
             .bytes_stream()
+            .map(move |chunk| match chunk {
+                Ok(c) => match guard.feed(&c) {
+                    Ok(()) => Ok(c),
+                    Err(e) => Err(PushError::TooLarge(e)),
+                },
+                Err(e) => Err(PushError::Http(e)),
+            })
+            // The first error ends the stream (the caller reconnects).
+            .scan(false, |failed, item| {
+                let out = if *failed { None } else { Some(item) };
+                if matches!(out, Some(Err(_))) {
+                    *failed = true;
+                }
+                futures::future::ready(out)
+            })
             .eventsource()
             .filter_map(|ev| async move {
                 match ev {
@@ -335,5 +590,25 @@ impl TrackerClient {
                 }
             })
             .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_longer_than_the_limit_is_refused_and_blank_lines_reset_the_count() {
+        let mut g = EventSizeGuard::new(10);
+        g.feed(b"data: 1234\n\n").unwrap_err();
+        let mut g = EventSizeGuard::new(10);
+        g.feed(b"data: 12\n\n:\n\ndata: 34\r\n\r\n").unwrap();
+        // Many short lines without the blank line that ends an event.
+        let mut g = EventSizeGuard::new(10);
+        g.feed(b"data: 1\ndata: 2\n").unwrap_err();
+        // One endless line, fed in chunks.
+        let mut g = EventSizeGuard::new(10);
+        g.feed(b"data:").unwrap();
+        g.feed(b"xxxxxx").unwrap_err();
     }
 }

@@ -10,6 +10,7 @@
 //! - [`metainfo`]: info dictionaries and `.torrent` files (BEP 3, BEP 27).
 //! - [`manifest`]: signed release manifests (ed25519, RFC 8032).
 //! - [`api`]: the tracker API's JSON types.
+//! - [`names`]: validation of package names used as file names.
 //! - [`rollout`]: rollout-wave bucketing and release audiences.
 //! - [`stun`]: the STUN binding responder's codec (RFC 8489, stun-rs).
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod ids;
 pub mod manifest;
 pub mod metainfo;
+pub mod names;
 pub mod rollout;
 pub mod stun;
 

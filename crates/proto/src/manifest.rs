@@ -78,6 +78,18 @@ pub enum ManifestError {
         /// The device's model.
         device: String,
     },
+    /// The release record (or its `.torrent`) states another package name
+    /// or size than the signed manifest: the manifest's word is the one
+    /// that counts, and the release is refused.
+    #[error("the release's {field} is {release:?}, the signed manifest says {manifest:?}")]
+    Mismatch {
+        /// Which field differs: `name` or `size`.
+        field: &'static str,
+        /// The manifest's value.
+        manifest: String,
+        /// The release record's value.
+        release: String,
+    },
     /// The release is not newer than one already installed.
     #[error("version {offered} is not newer than the installed {installed}")]
     NotNewer {
