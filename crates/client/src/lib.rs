@@ -600,7 +600,7 @@ mod tests {
     #[test]
     fn an_event_longer_than_the_limit_is_refused_and_blank_lines_reset_the_count() {
         let mut g = EventSizeGuard::new(10);
-        g.feed(b"data: 1234\n\n").unwrap_err();
+        g.feed(b"data: 12345\n\n").unwrap_err();
         let mut g = EventSizeGuard::new(10);
         g.feed(b"data: 12\n\n:\n\ndata: 34\r\n\r\n").unwrap();
         // Many short lines without the blank line that ends an event.
