@@ -19,12 +19,13 @@
 //! lifting a user pause), and every seeding stop goes through
 //! [`should_stop_seeding`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 
 use ota_client::{AnnounceParams, TrackerClient};
@@ -36,14 +37,15 @@ use crate::control_socket::{ControlHandler, Request, Response};
 use crate::download::Downloader;
 pub use crate::download_state::Installed;
 use crate::download_state::{
-    blocks_restart, load_json, now_ms, resolve_release, save_json, ActiveMap, ActiveRelease, HistoryEntry, Outcome,
-    PauseReason, Phase, SourceTotals,
+    blocks_restart, cap_history, load_json, now_ms, raise_max, resolve_release, save_json, ActiveMap, ActiveRelease,
+    HistoryEntry, MaxVersions, Outcome, PauseReason, Phase, RecentSet, SourceTotals, MAX_ATTEMPTED, MAX_HISTORY,
 };
 use crate::policy::{
     check_storage, download_allowed, free_bytes, seeding_done, used_bytes, NetworkPaths, PolicySettings,
 };
 use crate::release_flow::{
-    check_manifest, telemetry_report, Action, FlowConfig, FlowPhase, ReleaseFlow, Update, SAMPLE_INTERVAL,
+    check_manifest, check_release_record, check_torrent, telemetry_report, Action, FlowConfig, FlowPhase, ReleaseFlow,
+    Update, SAMPLE_INTERVAL,
 };
 
 /// Settings of a running agent.
@@ -80,6 +82,9 @@ pub struct AgentSettings {
     /// error reported. `None`: the device's installer calls
     /// `ota-device-agent installed RELEASE` itself.
     pub install_hook: Option<String>,
+    /// Longest the install hook may run; past it the hook (its whole
+    /// process group) is killed and the release's hook counts as failed.
+    pub install_hook_timeout: Duration,
     /// Device policies: when downloads may run, storage cap, seeding floor
     /// and ceiling ([`crate::policy`]).
     pub policy: PolicySettings,
@@ -122,8 +127,11 @@ pub struct Agent {
     tracker: TrackerClient,
     downloader: Downloader,
     settings: AgentSettings,
-    attempted: Mutex<HashSet<InfoHash>>,
+    attempted: Mutex<RecentSet>,
+    /// Releases whose flow [`Agent::consider`] started and that still run.
+    in_flight: Mutex<std::collections::HashSet<InfoHash>>,
     installed: Mutex<BTreeMap<InfoHash, Installed>>,
+    max_versions: Mutex<MaxVersions>,
     active: Mutex<ActiveMap>,
     history: Mutex<Vec<HistoryEntry>>,
     policy_blocked: AtomicBool,
@@ -144,11 +152,56 @@ fn load_or_set_aside<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T
     }
 }
 
+/// Loads `installed.json` and `installed.max.json` (the highest version
+/// verified per package). A corrupt `installed.json` is set aside when the
+/// max file still guards against downgrades; when neither can be read the
+/// agent refuses to start (and moves nothing).
+fn load_installed(state_dir: &Path) -> anyhow::Result<(BTreeMap<InfoHash, Installed>, MaxVersions)> {
+    let path = state_dir.join("installed.json");
+    let max_path = state_dir.join("installed.max.json");
+    let max: Option<MaxVersions> = match load_json(&max_path) {
+        Ok(m) if max_path.exists() => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "installed.max.json unreadable");
+            None
+        }
+    };
+    let installed: BTreeMap<InfoHash, Installed> = match (load_json(&path), &max) {
+        (Ok(i), _) => i,
+        (Err(e), Some(_)) => {
+            let aside = path.with_extension("corrupt");
+            tracing::error!(error = %e, moved_to = %aside.display(),
+                "installed.json unreadable; starting without it (installed.max.json still refuses downgrades)");
+            let _ = std::fs::rename(&path, &aside);
+            BTreeMap::new()
+        }
+        (Err(e), None) => anyhow::bail!(
+            "{e}, and {} is missing or unreadable: the agent cannot tell which versions are installed \
+             and would accept downgrades; refusing to start. Restore {} from a backup, or delete it \
+             deliberately to start with no installed release",
+            max_path.display(),
+            path.display()
+        ),
+    };
+    let mut max = max.unwrap_or_default();
+    for i in installed.values() {
+        raise_max(&mut max, &i.name, &i.version);
+    }
+    Ok((installed, max))
+}
+
 impl Agent {
     /// Builds an agent over a started [`Downloader`], loading
-    /// `installed.json`, `active.json` and `history.json` from the state folder.
-    pub fn new(tracker: TrackerClient, downloader: Downloader, settings: AgentSettings) -> Arc<Self> {
-        let installed: BTreeMap<InfoHash, Installed> = load_or_set_aside(&settings.state_dir.join("installed.json"));
+    /// `installed.json`, `installed.max.json`, `active.json` and
+    /// `history.json` from the state folder (the history cut to its newest
+    /// [`MAX_HISTORY`] entries).
+    ///
+    /// Errors: `installed.json` is unreadable (empty, corrupt) and
+    /// `installed.max.json` is missing or unreadable too, so downgrades
+    /// could not be refused.
+    pub fn new(tracker: TrackerClient, downloader: Downloader, settings: AgentSettings) -> anyhow::Result<Arc<Self>> {
+        let (installed, max_versions) = load_installed(&settings.state_dir)?;
         let mut active: ActiveMap = load_or_set_aside(&settings.state_dir.join("active.json"));
         // Unfinished downloads are resumed from here; seeding from
         // `installed.json` (see `resume_seeding`).
@@ -158,18 +211,21 @@ impl Agent {
             a.cancel_requested = false;
             a.paused.remove(&PauseReason::Policy);
         }
-        let history: Vec<HistoryEntry> = load_or_set_aside(&settings.state_dir.join("history.json"));
-        Arc::new(Agent {
+        let mut history: Vec<HistoryEntry> = load_or_set_aside(&settings.state_dir.join("history.json"));
+        cap_history(&mut history, MAX_HISTORY);
+        Ok(Arc::new(Agent {
             tracker,
             downloader,
             settings,
-            attempted: Mutex::new(HashSet::new()),
+            attempted: Mutex::new(RecentSet::new(MAX_ATTEMPTED)),
+            in_flight: Mutex::new(Default::default()),
             installed: Mutex::new(installed),
+            max_versions: Mutex::new(max_versions),
             active: Mutex::new(active),
             history: Mutex::new(history),
             policy_blocked: AtomicBool::new(false),
             last_saved: Mutex::new(None),
-        })
+        }))
     }
 
     /// The agent's BitTorrent side.
@@ -231,6 +287,7 @@ impl Agent {
         let snapshot = {
             let mut h = self.history.lock().unwrap();
             h.push(entry);
+            cap_history(&mut h, MAX_HISTORY);
             h.clone()
         };
         if let Err(e) = save_json(&self.settings.state_dir.join("history.json"), &snapshot) {
@@ -305,10 +362,23 @@ impl Agent {
         }
     }
 
+    /// Seeds a verified release again: its name, version, path and SHA-256
+    /// come from `installed.json`; the tracker's record and torrent must
+    /// match them ([`check_release_record`], [`check_torrent`]).
     async fn reseed(self: &Arc<Self>, info_hash: &InfoHash, inst: &Installed) -> anyhow::Result<()> {
-        let release = self.tracker.release(info_hash).await?;
+        let mut release = self.tracker.release(info_hash).await?;
+        check_release_record(&release, info_hash).map_err(anyhow::Error::msg)?;
+        let size = std::fs::metadata(&inst.path)
+            .with_context(|| format!("package {} missing", inst.path.display()))?
+            .len();
+        release.name = inst.name.clone();
+        release.version = inst.version.clone();
+        release.size = size;
         let torrent = self.tracker.torrent(info_hash, &self.settings.device_id).await?;
-        self.downloader.seed_verified(&release, &inst.sha256, torrent).await?;
+        check_torrent(&torrent, info_hash, &inst.name, size).map_err(|e| anyhow::anyhow!("torrent refused: {e}"))?;
+        self.downloader
+            .seed_verified(info_hash, &inst.path, &inst.sha256, torrent)
+            .await?;
         let received = self
             .history
             .lock()
@@ -385,7 +455,8 @@ impl Agent {
     }
 
     /// Runs the install hook again for a verified release whose hook was
-    /// cut short, records the result in the history and reports it.
+    /// cut short (after checking the package's SHA-256 again), records the
+    /// result in the history and reports it.
     async fn rerun_install_hook(self: &Arc<Self>, info_hash: &InfoHash) -> anyhow::Result<()> {
         let (Some(cmd), Some(inst)) = (
             self.settings.install_hook.clone(),
@@ -393,9 +464,28 @@ impl Agent {
         ) else {
             anyhow::bail!("no install hook or release {info_hash} not verified");
         };
-        let release = self.tracker.release(info_hash).await?;
         tracing::info!(%info_hash, "the install hook was cut short; running it again");
-        let result = run_install_hook(&cmd, &release, &inst.path).await;
+        // The package may have changed on disk since it was verified: check
+        // it again, and never hand a changed one to the hook.
+        let result = match Downloader::verify(inst.path.clone(), inst.sha256.clone()).await {
+            Ok(()) => {
+                let hook = HookRelease {
+                    name: inst.name.clone(),
+                    version: inst.version.clone(),
+                    info_hash: *info_hash,
+                };
+                run_install_hook(&cmd, &hook, &inst.path, self.settings.install_hook_timeout).await
+            }
+            Err(e) => {
+                tracing::error!(%info_hash, error = %e, "package changed since it was verified; install hook not run");
+                Err(format!("package changed since it was verified, not installed: {e}"))
+            }
+        };
+        let release = HookRelease {
+            name: inst.name.clone(),
+            version: inst.version.clone(),
+            info_hash: *info_hash,
+        };
         let (started_at_ms, received) = self
             .active
             .lock()
@@ -440,29 +530,43 @@ impl Agent {
         self.installed.lock().unwrap().clone()
     }
 
+    /// Saves `installed.max.json` (first: it is the downgrade guard) and
+    /// `installed.json`, each fsynced ([`save_json`]).
     fn save_installed(&self) -> anyhow::Result<()> {
-        let path = self.settings.state_dir.join("installed.json");
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&*self.installed.lock().unwrap())?)?;
-        std::fs::rename(&tmp, &path)?;
+        let installed = self.installed.lock().unwrap().clone();
+        let max = {
+            let mut max = self.max_versions.lock().unwrap();
+            for i in installed.values() {
+                raise_max(&mut max, &i.name, &i.version);
+            }
+            max.clone()
+        };
+        save_json(&self.settings.state_dir.join("installed.max.json"), &max)?;
+        save_json(&self.settings.state_dir.join("installed.json"), &installed)?;
         Ok(())
     }
 
     /// Starts handling a release unless it was installed or attempted
     /// already, or the user cancelled it, or its manifest was refused.
+    ///
+    /// The attempted set keeps the newest [`MAX_ATTEMPTED`] releases; a
+    /// release whose flow still runs is never started twice.
     pub fn consider(self: &Arc<Self>, info_hash: &InfoHash) {
         if self.installed.lock().unwrap().contains_key(info_hash)
             || blocks_restart(&self.history.lock().unwrap(), info_hash)
+            || self.in_flight.lock().unwrap().contains(info_hash)
             || !self.attempted.lock().unwrap().insert(*info_hash)
         {
             return;
         }
+        self.in_flight.lock().unwrap().insert(*info_hash);
         let me = self.clone();
         let ih = *info_hash;
         tokio::spawn(async move {
             if let Err(e) = me.handle_release(&ih).await {
                 tracing::error!(info_hash = %ih, error = %format!("{e:#}"), "release not installed");
             }
+            me.in_flight.lock().unwrap().remove(&ih);
         });
     }
 
@@ -557,12 +661,16 @@ impl Agent {
             Action::CheckManifest(release) => {
                 let verdict = {
                     let installed = self.installed.lock().unwrap();
+                    let max = self.max_versions.lock().unwrap();
                     check_manifest(
                         &release,
                         self.settings.manifest_key.as_ref(),
                         &self.settings.channel,
                         &self.settings.model,
-                        installed.values().map(|i| (i.name.as_str(), i.version.as_str())),
+                        installed
+                            .values()
+                            .map(|i| (i.name.as_str(), i.version.as_str()))
+                            .chain(max.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
                     )
                 };
                 if let Err(e) = &verdict {
@@ -657,6 +765,11 @@ impl Agent {
             Action::Verify { path, sha256 } => flow.handle_verified(Downloader::verify(path, sha256).await),
             Action::RecordVerified { installed, outcome } => {
                 self.installed.lock().unwrap().insert(ih, installed.clone());
+                raise_max(
+                    &mut self.max_versions.lock().unwrap(),
+                    &installed.name,
+                    &installed.version,
+                );
                 if let Err(e) = self.save_installed() {
                     return flow.handle_state_error(format!("{e:#}"));
                 }
@@ -672,7 +785,13 @@ impl Agent {
                 let (Some(cmd), Some(release)) = (self.settings.install_hook.as_deref(), flow.release()) else {
                     return flow.handle_install(Err("no install hook configured".into()));
                 };
-                let result = run_install_hook(cmd, release, &path).await;
+                let result = run_install_hook(
+                    cmd,
+                    &HookRelease::of(release),
+                    &path,
+                    self.settings.install_hook_timeout,
+                )
+                .await;
                 if let Err(e) = &result {
                     tracing::error!(info_hash = %ih, error = %e, "install hook failed");
                 }
@@ -950,15 +1069,44 @@ fn progress_bar(release: &Release) -> indicatif::ProgressBar {
     b
 }
 
+/// What the install hook is told about the release (its environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRelease {
+    /// Package name (`OTA_RELEASE_NAME`).
+    pub name: String,
+    /// Version (`OTA_RELEASE_VERSION`).
+    pub version: String,
+    /// Info hash (`OTA_INFO_HASH`, 40 hex characters).
+    pub info_hash: InfoHash,
+}
+
+impl HookRelease {
+    /// The name, version and info hash of a release record.
+    pub fn of(release: &Release) -> Self {
+        HookRelease {
+            name: release.name.clone(),
+            version: release.version.clone(),
+            info_hash: release.info_hash,
+        }
+    }
+}
+
 /// Runs the install hook `cmd` as `sh -c 'CMD "$1"' ota-install-hook PATH`
-/// with OTA_RELEASE_NAME, OTA_RELEASE_VERSION and OTA_INFO_HASH set.
+/// with OTA_RELEASE_NAME, OTA_RELEASE_VERSION and OTA_INFO_HASH set, in
+/// its own process group, for at most `timeout`.
 ///
-/// Errors (as text for telemetry and history): the shell cannot start, or
-/// the hook exits non-zero (its exit status and the last 500 bytes of its
-/// stderr).
-pub async fn run_install_hook(cmd: &str, release: &Release, package: &Path) -> Result<(), String> {
-    tracing::info!(hook = %cmd, package = %package.display(), "running the install hook");
-    let out = tokio::process::Command::new("sh")
+/// Errors (as text for telemetry and history): the shell cannot start, the
+/// hook runs longer than `timeout` (its whole process group is killed with
+/// SIGKILL), or it exits non-zero (its exit status and the last 500 bytes
+/// of its stderr).
+pub async fn run_install_hook(
+    cmd: &str,
+    release: &HookRelease,
+    package: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    tracing::info!(hook = %cmd, package = %package.display(), timeout_s = timeout.as_secs(), "running the install hook");
+    let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{cmd} \"$1\""))
         .arg("ota-install-hook")
@@ -967,20 +1115,67 @@ pub async fn run_install_hook(cmd: &str, release: &Release, package: &Path) -> R
         .env("OTA_RELEASE_VERSION", &release.version)
         .env("OTA_INFO_HASH", release.info_hash.to_hex())
         .stdin(std::process::Stdio::null())
-        .output()
-        .await
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|e| format!("cannot run the install hook: {e}"))?;
-    if out.status.success() {
+    let mut child = child;
+    let pgid = child.id();
+    // Only the stderr tail is kept (a chatty hook cannot fill the memory).
+    let stderr = child.stderr.take().map(|mut e| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut tail: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = e.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 8192 {
+                    tail.drain(..tail.len() - 4096);
+                }
+            }
+            tail
+        })
+    });
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(r) => r.map_err(|e| format!("cannot run the install hook: {e}"))?,
+        Err(_) => {
+            if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill(2) with a negative pid signals that process
+                // group; it has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+            return Err(format!(
+                "the install hook did not finish within {} s; killed",
+                timeout.as_secs()
+            ));
+        }
+    };
+    if status.success() {
         return Ok(());
     }
-    let err = String::from_utf8_lossy(&out.stderr);
+    let stderr = match stderr {
+        Some(t) => tokio::time::timeout(Duration::from_secs(1), t)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let err = String::from_utf8_lossy(&stderr);
     let tail: String = {
         let t = err.trim();
         let cut = t.len().saturating_sub(500);
         let cut = (cut..=t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
         t[cut..].to_string()
     };
-    Err(format!("{}: {}", out.status, tail))
+    Err(format!("{status}: {tail}"))
 }
 
 impl ControlHandler for Agent {

@@ -118,9 +118,12 @@ pub fn default_socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("agent.sock")
 }
 
-/// Binds the socket at `path` (mode 0600) and answers requests with
+/// Binds the socket at `path` (mode 0600 from the start, [`bind_private`])
+/// and answers requests with
 /// `handler` until the returned task is aborted. A stale socket file left
-/// by a killed daemon is replaced; a live one is an error.
+/// by a killed daemon is replaced; a live one is an error. A failing
+/// `accept` (e.g. out of file descriptors) is retried after an
+/// [`AcceptBackoff`] delay, never in a busy loop.
 ///
 /// Errors: another daemon answers on `path`, or the socket cannot be bound.
 pub async fn serve(path: &Path, handler: Arc<dyn ControlHandler>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -130,17 +133,24 @@ pub async fn serve(path: &Path, handler: Arc<dyn ControlHandler>) -> anyhow::Res
         }
         std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-    }
+    let listener = bind_private(path)?;
     tracing::info!(socket = %path.display(), "control socket listening");
     Ok(tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff.reset();
+                    stream
+                }
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays in
+                    // the backlog and accept fails again at once, so wait.
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "control socket accept failed");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
             };
             let handler = handler.clone();
             tokio::spawn(async move {
@@ -150,6 +160,54 @@ pub async fn serve(path: &Path, handler: Arc<dyn ControlHandler>) -> anyhow::Res
             });
         }
     }))
+}
+
+/// Binds a Unix socket at `path` that is mode 0600 from the moment it
+/// exists: the process umask is 0177 around `bind(2)` (and restored after),
+/// so no other user can connect in a window before a `chmod`.
+///
+/// Errors: the socket cannot be bound (path taken, folder missing, …).
+pub fn bind_private(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    // SAFETY: umask(2) only swaps the process's file-mode mask; it cannot
+    // fail and touches no memory. The mask is process-wide: files created
+    // by other threads during this call get 0600 at most, never more.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    bound.with_context(|| format!("cannot bind {}", path.display()))
+}
+
+/// Delay between failed `accept` calls: 10 ms doubling to 1 s, reset by a
+/// successful accept.
+#[derive(Debug, Clone)]
+pub struct AcceptBackoff {
+    next: std::time::Duration,
+}
+
+impl AcceptBackoff {
+    /// First delay.
+    pub const MIN: std::time::Duration = std::time::Duration::from_millis(10);
+    /// Longest delay.
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The delay to wait after this failure (each one doubles the next).
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    /// Back to [`Self::MIN`] (after a successful accept).
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff { next: Self::MIN }
+    }
 }
 
 async fn answer(stream: tokio::net::UnixStream, handler: Arc<dyn ControlHandler>) -> anyhow::Result<()> {

@@ -23,7 +23,6 @@ use librqbit::{AddTorrentOptions, ManagedTorrent, Session, TorrentStatsState};
 
 use ota_peer::peer_id::{random_peer_id, AGENT_PREFIX};
 use ota_peer::PeerSession;
-use ota_proto::api::Release;
 use ota_proto::{InfoHash, PeerId};
 
 use crate::accounting::per_peer_bytes;
@@ -46,8 +45,13 @@ pub struct Downloader {
 pub struct HttpFallback {
     /// Fetch missing pieces over HTTP after peers delivered no payload byte for this long.
     pub after: Duration,
-    /// This device's id, sent to the origin as `X-Device-Id`.
+    /// This device's id, sent to the origin as `X-Device-Id` (informative:
+    /// the origin takes the device from its token).
     pub device: String,
+    /// This device's token, sent to the origin as `Authorization: Bearer
+    /// TOKEN` (required by the seeder's `/packages/{key}` when device auth
+    /// is on).
+    pub token: Option<String>,
 }
 
 impl Downloader {
@@ -75,7 +79,11 @@ impl Downloader {
             peer_id,
             port: peer_listen.port(),
             http_fallback: None,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .build()
+                .context("HTTP client")?,
         })
     }
 
@@ -194,12 +202,17 @@ impl Downloader {
         torrent: &[u8],
         file: &Path,
     ) -> Result<u64, String> {
-        let device = self
+        let (device, token) = self
             .http_fallback
             .as_ref()
-            .map(|f| f.device.clone())
+            .map(|f| (f.device.clone(), f.token.clone()))
             .unwrap_or_default();
-        let src = HttpSource { url, etag, device };
+        let src = HttpSource {
+            url,
+            etag,
+            device,
+            token,
+        };
         let filled = match PieceTable::from_torrent(torrent) {
             Ok(table) => fill_missing(&self.http, &src, &table, file).await,
             Err(e) => Err(e),
@@ -229,18 +242,35 @@ impl Downloader {
     /// checks the package's SHA-256 on disk first, then adds the torrent,
     /// whose piece check finds it complete, so nothing is downloaded.
     ///
-    /// Errors: the package is missing or changed (nothing is added), or
-    /// librqbit refuses the torrent or does not find it complete within
-    /// 120 s (the torrent is removed, the files kept).
-    pub async fn seed_verified(&self, release: &Release, sha256: &str, torrent: Vec<u8>) -> anyhow::Result<()> {
-        let folder = self.folder(&release.info_hash);
-        let path = folder.join(&release.name);
+    /// `path` is the package as recorded in `installed.json`; it must be
+    /// in [`Downloader::folder`] of `info_hash`, and `torrent` must have
+    /// been checked against it ([`crate::release_flow::check_torrent`]).
+    ///
+    /// Errors: the package is not in the release's folder, missing or
+    /// changed (nothing is added), or librqbit refuses the torrent or does
+    /// not find it complete within 120 s (the torrent is removed, the files
+    /// kept).
+    pub async fn seed_verified(
+        &self,
+        info_hash: &InfoHash,
+        path: &Path,
+        sha256: &str,
+        torrent: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let folder = self.folder(info_hash);
+        anyhow::ensure!(
+            path.parent() == Some(folder.as_path()),
+            "package {} is not in the release's folder {}",
+            path.display(),
+            folder.display()
+        );
         tokio::task::spawn_blocking({
             let sha = sha256.to_string();
+            let path = path.to_path_buf();
             move || verify_package(&path, &sha)
         })
         .await?
-        .with_context(|| format!("package {} on disk cannot be seeded", release.name))?;
+        .with_context(|| format!("package {} on disk cannot be seeded", path.display()))?;
         let handle = ota_peer::add_torrent(&self.session, torrent, &folder, AddTorrentOptions::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -255,7 +285,7 @@ impl Downloader {
                 let _ = self.session.delete(handle.id().into(), false).await;
                 anyhow::bail!(
                     "librqbit did not find {} complete on disk ({} of {} bytes)",
-                    release.name,
+                    path.display(),
                     s.progress_bytes,
                     s.total_bytes
                 );

@@ -2,14 +2,20 @@
 //! in the state folder so that a restarted agent (even after `kill -9`)
 //! resumes its downloads without a new push.
 //!
-//! Files (JSON, written to a temporary file then renamed, so a crash never
-//! leaves a half-written file):
+//! Files (JSON, written to a temporary file, fsynced, then renamed, so a
+//! crash never leaves a half-written file):
 //! - `STATE_DIR/active.json`: [`ActiveRelease`] by info hash — releases
 //!   being downloaded, paused, verified or seeded;
 //! - `STATE_DIR/history.json`: [`HistoryEntry`] list, oldest first —
 //!   finished, failed, cancelled and rejected releases;
 //! - `STATE_DIR/installed.json`: [`Installed`] by info hash — verified
-//!   releases (and when the device's installer installed them).
+//!   releases (and when the device's installer installed them);
+//! - `STATE_DIR/installed.max.json`: [`MaxVersions`] — the highest version
+//!   of each package verified, the downgrade guard that survives a lost
+//!   `installed.json`.
+//!
+//! Files are fsynced (file and folder) before and after the rename; the
+//! history keeps the newest [`MAX_HISTORY`] entries.
 //!
 //! Pure apart from [`load_json`] / [`save_json`]: the pause-reason set and
 //! the phase logic are unit-tested without I/O.
@@ -281,12 +287,107 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> anyho
     }
 }
 
-/// Writes `value` as pretty JSON to `path` atomically (temporary file + rename).
+/// Writes `value` as pretty JSON to `path` atomically and durably: a
+/// temporary file is written and fsynced, renamed over `path`, and the
+/// folder is fsynced, so after a crash or power loss `path` holds either
+/// the old or the new content, never an empty or partial file.
+///
+/// Errors: the file or its folder cannot be written or synced.
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(value)?)?;
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// Most history entries kept (`history.json`); older ones are dropped.
+pub const MAX_HISTORY: usize = 1000;
+
+/// Most releases remembered as attempted in one run; the oldest are forgotten.
+pub const MAX_ATTEMPTED: usize = 1000;
+
+/// Drops the oldest entries of `history` beyond `cap`.
+pub fn cap_history(history: &mut Vec<HistoryEntry>, cap: usize) {
+    if history.len() > cap {
+        let extra = history.len() - cap;
+        history.drain(..extra);
+    }
+}
+
+/// A set of info hashes that keeps at most `cap`, forgetting the oldest
+/// inserted first.
+#[derive(Debug, Clone)]
+pub struct RecentSet {
+    cap: usize,
+    order: std::collections::VecDeque<InfoHash>,
+    set: std::collections::HashSet<InfoHash>,
+}
+
+impl RecentSet {
+    /// An empty set holding at most `cap` (at least 1) info hashes.
+    pub fn new(cap: usize) -> Self {
+        RecentSet {
+            cap: cap.max(1),
+            order: Default::default(),
+            set: Default::default(),
+        }
+    }
+
+    /// Inserts `ih`; returns false when it was there already. Past the
+    /// cap, the oldest entry is dropped.
+    pub fn insert(&mut self, ih: InfoHash) -> bool {
+        if !self.set.insert(ih) {
+            return false;
+        }
+        self.order.push_back(ih);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Whether `ih` is in the set.
+    pub fn contains(&self, ih: &InfoHash) -> bool {
+        self.set.contains(ih)
+    }
+
+    /// Number of entries (at most the cap).
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// The highest version of each package ever verified on this device
+/// (`STATE_DIR/installed.max.json`, package name → version): kept apart
+/// from `installed.json` so that losing or corrupting that file never
+/// re-enables a downgrade.
+pub type MaxVersions = BTreeMap<String, String>;
+
+/// Raises `max[name]` to `version` when it is newer (or absent).
+pub fn raise_max(max: &mut MaxVersions, name: &str, version: &str) {
+    match max.get(name) {
+        Some(v) if !ota_proto::manifest::is_newer_version(version, v) => {}
+        _ => {
+            max.insert(name.to_string(), version.to_string());
+        }
+    }
 }
 
 /// The active releases file content.

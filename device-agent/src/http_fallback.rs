@@ -46,6 +46,15 @@ pub enum FallbackError {
         /// Body length received, bytes.
         got: usize,
     },
+    /// The origin declared (`Content-Length`) or sent more bytes than the
+    /// piece has: refused without reading (or buffering) past the piece.
+    #[error("piece {piece} from HTTP: {reason}; not written")]
+    Oversized {
+        /// Piece index.
+        piece: u32,
+        /// What was too large.
+        reason: String,
+    },
     /// Reading or writing the package file failed (e.g. no space left).
     #[error("package file: {0}")]
     Io(#[from] std::io::Error),
@@ -183,12 +192,21 @@ pub struct HttpSource {
     pub etag: Option<String>,
     /// This device's id, sent as `X-Device-Id` for the origin's ledger.
     pub device: String,
+    /// This device's token, sent as `Authorization: Bearer TOKEN` (the
+    /// origin's `/packages/{key}` takes the device from it).
+    pub token: Option<String>,
 }
 
-/// Fetches piece `i` with one Range request and checks it.
+/// Longest one piece request may take, connection to last byte.
+pub const PIECE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Fetches piece `i` with one Range request (at most [`PIECE_TIMEOUT`])
+/// and checks it. The body's `Content-Length` must be the piece's length,
+/// and no more than the piece is ever read or buffered.
 ///
 /// Errors: [`FallbackError::Http`] (request failed or a status other than
-/// 206/200), [`FallbackError::BadPiece`] (wrong length or SHA-1).
+/// 206), [`FallbackError::Oversized`] (a longer body declared or sent),
+/// [`FallbackError::BadPiece`] (wrong length or SHA-1).
 pub async fn fetch_piece(
     client: &reqwest::Client,
     src: &HttpSource,
@@ -200,27 +218,46 @@ pub async fn fetch_piece(
     let mut req = client
         .get(&src.url)
         .header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1))
-        .header("x-device-id", &src.device);
+        .header("x-device-id", &src.device)
+        .timeout(PIECE_TIMEOUT);
+    if let Some(token) = &src.token {
+        req = req.bearer_auth(token);
+    }
     if let Some(etag) = &src.etag {
         req = req.header(reqwest::header::IF_MATCH, etag);
     }
     let resp = req.send().await.map_err(|e| http(e.to_string()))?;
     let status = resp.status();
+    let want = r.end - r.start;
     if status != reqwest::StatusCode::PARTIAL_CONTENT {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(http(format!(
-            "status {status}: {}",
-            body.chars().take(200).collect::<String>()
-        )));
+        let body = ota_client::read_limited(resp, 200, "error body")
+            .await
+            .unwrap_or_default();
+        return Err(http(format!("status {status}: {}", String::from_utf8_lossy(&body))));
     }
-    let body = resp.bytes().await.map_err(|e| http(e.to_string()))?;
+    if let Some(n) = resp.content_length().filter(|n| *n != want) {
+        return Err(FallbackError::Oversized {
+            piece: i,
+            reason: format!("Content-Length {n}, the piece is {want} bytes"),
+        });
+    }
+    let body = match ota_client::read_limited(resp, want, "piece").await {
+        Ok(b) => b,
+        Err(ota_client::ReadError::TooLarge(_)) => {
+            return Err(FallbackError::Oversized {
+                piece: i,
+                reason: format!("body longer than the piece's {want} bytes"),
+            })
+        }
+        Err(e) => return Err(http(e.to_string())),
+    };
     if !table.check(i, &body) {
         return Err(FallbackError::BadPiece {
             piece: i,
             got: body.len(),
         });
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 /// Fetches every piece of `file` that is missing or broken, verifies each

@@ -154,6 +154,10 @@ struct RunArgs {
     /// `ota-device-agent installed RELEASE`.
     #[arg(long, env = "OTA_AGENT_INSTALL_HOOK")]
     install_hook: Option<String>,
+    /// Longest the install hook may run, in seconds; past it the hook and
+    /// its children are killed and the installation counts as failed.
+    #[arg(long, env = "OTA_AGENT_INSTALL_HOOK_TIMEOUT", default_value_t = 600)]
+    install_hook_timeout_secs: u64,
     /// When peers deliver no payload byte for this many seconds during a
     /// download, fetch the missing pieces from the release's HTTP URL
     /// (each SHA-1 checked). 0 turns the fallback off.
@@ -195,6 +199,7 @@ async fn run() -> anyhow::Result<()> {
         .with_http_fallback((a.http_fallback_after_secs > 0).then(|| HttpFallback {
             after: Duration::from_secs(a.http_fallback_after_secs),
             device: a.device_id.clone(),
+            token: a.device_token.clone(),
         }));
     downloader.set_upload_limit(a.policy.upload_limit_bps);
     let socket_path = a
@@ -216,9 +221,10 @@ async fn run() -> anyhow::Result<()> {
             model: a.model,
             poll_interval: (a.poll_interval_secs > 0).then(|| Duration::from_secs(a.poll_interval_secs)),
             install_hook: a.install_hook,
+            install_hook_timeout: Duration::from_secs(a.install_hook_timeout_secs.max(1)),
             policy: a.policy,
         },
-    );
+    )?;
     let control = control_socket::serve(&socket_path, agent.clone()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

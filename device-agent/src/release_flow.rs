@@ -477,12 +477,26 @@ impl ReleaseFlow {
     }
 
     /// Answer to [`Action::FetchRelease`]: the release record, or the
-    /// tracker's error (the flow fails; history, no report).
+    /// tracker's error (the flow fails; history, no report). A record for
+    /// another info hash than the one asked for, or whose name is not a
+    /// plain file name ([`check_release_record`]), is refused at once
+    /// ([`FlowPhase::Rejected`]: history, report, never started again on its
+    /// own), before anything is written.
     pub fn handle_release(&mut self, result: Result<Release, String>) {
         if !self.expect(Wait::Release) {
             return;
         }
         match result {
+            Ok(release) if check_release_record(&release, &self.info_hash).is_err() => {
+                let e = check_release_record(&release, &self.info_hash).unwrap_err();
+                let reason = format!("release record refused: {e}");
+                self.push(Action::Finish {
+                    outcome: Outcome::Rejected,
+                    reason: reason.clone(),
+                });
+                self.push(Action::Report(Box::new(self.error_report(&reason))));
+                self.end_with(FlowPhase::Rejected, reason);
+            }
             Ok(release) => {
                 self.push(Action::Track {
                     name: release.name.clone(),
@@ -562,12 +576,29 @@ impl ReleaseFlow {
 
     /// Answer to [`Action::FetchTorrent`] at `now`: the `.torrent` (the
     /// download starts) or the tracker's error (the flow fails; history, no
-    /// report).
+    /// report). A torrent that is not the release's ([`check_torrent`]:
+    /// another info hash, name or length) fails the flow with a report
+    /// before anything is written.
     pub fn handle_torrent(&mut self, now: Instant, result: Result<Vec<u8>, String>) {
         if !self.expect(Wait::Torrent) {
             return;
         }
+        let (name, size) = self
+            .release
+            .as_ref()
+            .map(|r| (r.name.clone(), r.size))
+            .unwrap_or_default();
         match result {
+            Ok(torrent) if check_torrent(&torrent, &self.info_hash, &name, size).is_err() => {
+                let e = check_torrent(&torrent, &self.info_hash, &name, size).unwrap_err();
+                let reason = format!("torrent refused: {e}");
+                self.push(Action::Report(Box::new(self.error_report(&reason))));
+                self.push(Action::Finish {
+                    outcome: Outcome::Failed,
+                    reason: reason.clone(),
+                });
+                self.end_with(FlowPhase::Failed, reason);
+            }
             Ok(torrent) => {
                 self.torrent = torrent;
                 self.phase = FlowPhase::Downloading;
@@ -996,13 +1027,65 @@ pub fn telemetry_report(device: &str, info_hash: &InfoHash, received: &SourceTot
     }
 }
 
+/// Checks a release record from the tracker before any of it is used:
+/// it is for `requested` (the info hash the agent asked for, which names
+/// the download folder) and its name is a plain file name
+/// ([`ota_proto::names::check_file_name`]: not empty, no `/`, no `..`, not
+/// absolute, no NUL), so `downloads/INFO_HASH/NAME` stays in its folder.
+///
+/// Errors: the text of the first rule broken.
+pub fn check_release_record(release: &Release, requested: &InfoHash) -> Result<(), String> {
+    if release.info_hash != *requested {
+        return Err(format!(
+            "the tracker answered with release {} for {requested}",
+            release.info_hash
+        ));
+    }
+    ota_proto::names::check_file_name(&release.name).map_err(|e| format!("package name: {e}"))
+}
+
+/// Checks that `torrent` (from the tracker) is the release's: its info
+/// hash (SHA-1 of the info dictionary's raw bytes, as librqbit computes it)
+/// is `info_hash`, it is a single-file torrent (no `files`, no symlink)
+/// whose file is `name` and `size` bytes long. `name` and `size` are the
+/// release's, checked against the signed manifest when a key is pinned.
+///
+/// Errors: the text of the first mismatch, or why the torrent does not parse.
+pub fn check_torrent(torrent: &[u8], info_hash: &InfoHash, name: &str, size: u64) -> Result<(), String> {
+    let t = librqbit::torrent_from_bytes(torrent).map_err(|e| format!("not a torrent: {e}"))?;
+    let got = InfoHash(t.info_hash.0);
+    if got != *info_hash {
+        return Err(format!("its info hash is {got}, the release's is {info_hash}"));
+    }
+    let info = &t.info.data;
+    if info.files.is_some() || info.symlink_path.is_some() {
+        return Err("not a single-file torrent".into());
+    }
+    let torrent_name = info
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
+        .unwrap_or_default();
+    if torrent_name != name {
+        return Err(format!("its file is named {torrent_name:?}, the release's is {name:?}"));
+    }
+    if info.length != Some(size) {
+        return Err(format!(
+            "its file is {} bytes, the release's is {size}",
+            info.length.unwrap_or(0)
+        ));
+    }
+    Ok(())
+}
+
 /// The SHA-256 a release's package must have: from its verified manifest
 /// when a key is pinned (signed by `key`, for this release, `channel` and
 /// `model`, and newer than any `installed` version of the same package —
 /// `installed` lists (name, version)), else from the release record.
 ///
 /// Errors: the manifest is missing, does not verify, is for another
-/// release, channel or model, or is not an upgrade.
+/// release, channel or model, names another package name or size than the
+/// record ([`ManifestError::Mismatch`]), or is not an upgrade.
 pub fn check_manifest<'a>(
     release: &Release,
     key: Option<&ed25519_dalek::VerifyingKey>,
@@ -1017,6 +1100,22 @@ pub fn check_manifest<'a>(
     let signed = release.manifest.as_ref().ok_or(ManifestError::BadSignature)?;
     let m = verify(signed, key)?;
     m.check_for(&release.info_hash, channel, model)?;
+    // The record's name and size become a path and a length: they must be
+    // the signed ones.
+    if m.name != release.name {
+        return Err(ManifestError::Mismatch {
+            field: "name",
+            manifest: m.name,
+            release: release.name.clone(),
+        });
+    }
+    if m.size != release.size {
+        return Err(ManifestError::Mismatch {
+            field: "size",
+            manifest: m.size.to_string(),
+            release: release.size.to_string(),
+        });
+    }
     // Only upgrades: never a version at or below one installed of the same package.
     if let Some((_, newest)) = installed
         .into_iter()
@@ -1064,7 +1163,24 @@ mod tests {
     use super::*;
     use ota_proto::manifest::{generate_signing_key, sign, Manifest};
 
-    const IH: InfoHash = InfoHash([0xab; 20]);
+    /// The test release's `.torrent`: `fw.bin`, 1000 bytes in 256-byte pieces.
+    fn torrent() -> Vec<u8> {
+        let info = ota_proto::metainfo::InfoDict {
+            name: "fw.bin".into(),
+            length: 1000,
+            piece_length: 256,
+            pieces: vec![[7; 20]; 4],
+            private: true,
+        };
+        ota_proto::metainfo::torrent_bytes("http://t/announce", &info.to_bytes())
+    }
+
+    /// The test release's info hash (its torrent's).
+    #[allow(non_snake_case)]
+    fn IH() -> InfoHash {
+        let info = ota_proto::metainfo::info_from_torrent(&torrent()).unwrap();
+        ota_proto::metainfo::info_hash(&info)
+    }
     const ORIGIN: &str = "10.0.0.1:6881";
     const PEER: &str = "192.168.1.7:6881";
 
@@ -1082,7 +1198,7 @@ mod tests {
         Release {
             name: "fw.bin".into(),
             version: "2.0".into(),
-            info_hash: IH,
+            info_hash: IH(),
             size: 1000,
             piece_length: 256,
             sha256: "cd".repeat(32),
@@ -1097,7 +1213,7 @@ mod tests {
     }
 
     fn package() -> PathBuf {
-        PathBuf::from(format!("/state/downloads/{}/fw.bin", "ab".repeat(20)))
+        PathBuf::from(format!("/state/downloads/{}/fw.bin", IH().to_hex()))
     }
 
     fn drain(flow: &mut ReleaseFlow) -> Vec<Action> {
@@ -1122,7 +1238,7 @@ mod tests {
     /// Drives a fresh flow to a running download (origins fetched) at `t0`,
     /// with `earlier` bytes from an earlier run; checks each step.
     fn downloading(config: FlowConfig, release: Release, earlier: SourceTotals, t0: Instant) -> ReleaseFlow {
-        let mut flow = ReleaseFlow::new(IH, config);
+        let mut flow = ReleaseFlow::new(IH(), config);
         assert_eq!(flow.phase(), FlowPhase::Offered);
         assert_eq!(drain(&mut flow), [Action::FetchRelease]);
         flow.handle_release(Ok(release.clone()));
@@ -1148,12 +1264,12 @@ mod tests {
         flow.handle_policy(Ok(()));
         assert_eq!(flow.phase(), FlowPhase::PolicyChecked);
         assert_eq!(drain(&mut flow), [Action::FetchTorrent]);
-        flow.handle_torrent(t0, Ok(b"torrent".to_vec()));
+        flow.handle_torrent(t0, Ok(torrent()));
         assert_eq!(flow.phase(), FlowPhase::Downloading);
         assert_eq!(
             drain(&mut flow),
             [Action::StartDownload {
-                torrent: b"torrent".to_vec(),
+                torrent: torrent(),
                 after_fallback: false
             }]
         );
@@ -1256,7 +1372,7 @@ mod tests {
         };
         let report = TelemetryReport {
             device: "dev-1".into(),
-            info_hash: IH,
+            info_hash: IH(),
             bytes_from_origin: 1050,
             bytes_uploaded: 77,
             duration_ms: 4000,
@@ -1392,7 +1508,7 @@ mod tests {
         let manifest = Manifest {
             name: "fw.bin".into(),
             version: "2.0".into(),
-            info_hash: IH,
+            info_hash: IH(),
             size: 1000,
             sha256: "ef".repeat(32),
             channel: "stable".into(),
@@ -1456,7 +1572,7 @@ mod tests {
 
     #[test]
     fn a_refused_manifest_rejects_the_release_before_any_download() {
-        let mut flow = ReleaseFlow::new(IH, config(false));
+        let mut flow = ReleaseFlow::new(IH(), config(false));
         drain(&mut flow);
         flow.handle_release(Ok(release(None)));
         drain(&mut flow);
@@ -1487,7 +1603,7 @@ mod tests {
 
     #[test]
     fn the_storage_policy_refuses_before_the_torrent_is_fetched() {
-        let mut flow = ReleaseFlow::new(IH, config(false));
+        let mut flow = ReleaseFlow::new(IH(), config(false));
         drain(&mut flow);
         flow.handle_release(Ok(release(None)));
         flow.handle_tracked(SourceTotals::default());
@@ -1571,7 +1687,7 @@ mod tests {
             Action::StartHttpFallback {
                 url: url.into(),
                 etag: Some("\"e1\"".into()),
-                torrent: b"torrent".to_vec(),
+                torrent: torrent(),
                 file: package(),
                 after: s(30),
             }
@@ -1581,7 +1697,7 @@ mod tests {
         assert_eq!(
             drain(&mut flow),
             [Action::StartDownload {
-                torrent: b"torrent".to_vec(),
+                torrent: torrent(),
                 after_fallback: true
             }]
         );
@@ -1716,7 +1832,7 @@ mod tests {
     fn tracker_and_librqbit_failures_end_the_flow() {
         let t0 = Instant::now();
         // No release record: history only (nothing to report about).
-        let mut flow = ReleaseFlow::new(IH, config(false));
+        let mut flow = ReleaseFlow::new(IH(), config(false));
         drain(&mut flow);
         flow.handle_release(Err("get release: tracker answered 404 Not Found: ".into()));
         assert_eq!(
@@ -1729,7 +1845,7 @@ mod tests {
         assert_eq!(flow.phase(), FlowPhase::Failed);
 
         // No torrent: the same.
-        let mut flow = ReleaseFlow::new(IH, config(false));
+        let mut flow = ReleaseFlow::new(IH(), config(false));
         flow.handle_release(Ok(release(None)));
         flow.handle_tracked(SourceTotals::default());
         flow.handle_manifest(Ok("cd".repeat(32)));
@@ -1745,12 +1861,12 @@ mod tests {
         );
 
         // librqbit refuses the torrent: reported, files left alone.
-        let mut flow = ReleaseFlow::new(IH, config(false));
+        let mut flow = ReleaseFlow::new(IH(), config(false));
         flow.handle_release(Ok(release(None)));
         flow.handle_tracked(SourceTotals::default());
         flow.handle_manifest(Ok("cd".repeat(32)));
         flow.handle_policy(Ok(()));
-        flow.handle_torrent(t0, Ok(vec![1]));
+        flow.handle_torrent(t0, Ok(torrent()));
         drain(&mut flow);
         flow.handle_download_error("librqbit refused the torrent: bad bencode".into());
         let a = drain(&mut flow);
@@ -1780,6 +1896,75 @@ mod tests {
                 reason: "download failed: No space left on device (os error 28)".into()
             }
         );
+    }
+
+    #[test]
+    fn a_record_for_another_hash_or_with_a_path_for_a_name_is_rejected_before_anything_is_written() {
+        for (name, ih) in [
+            ("../x", IH()),
+            ("/etc/cron.d/x", IH()),
+            ("", IH()),
+            ("fw.bin", InfoHash([1; 20])),
+        ] {
+            let mut flow = ReleaseFlow::new(IH(), config(false));
+            drain(&mut flow);
+            flow.handle_release(Ok(Release {
+                name: name.into(),
+                info_hash: ih,
+                ..release(None)
+            }));
+            let a = drain(&mut flow);
+            assert_eq!(flow.phase(), FlowPhase::Rejected, "{name:?}");
+            assert!(
+                matches!(&a[0], Action::Finish { outcome: Outcome::Rejected, reason } if reason.starts_with("release record refused")),
+                "{a:?}"
+            );
+            assert!(
+                matches!(a[1], Action::Report(_)) && a.len() == 2,
+                "no Track, no download: {a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_torrent_of_another_hash_name_or_size_is_refused_before_the_download() {
+        let other = |name: &str, length: u64| {
+            let info = ota_proto::metainfo::InfoDict {
+                name: name.into(),
+                length,
+                piece_length: 256,
+                pieces: vec![[7; 20]; length.div_ceil(256) as usize],
+                private: true,
+            };
+            ota_proto::metainfo::torrent_bytes("http://t/announce", &info.to_bytes())
+        };
+        assert_eq!(check_torrent(&torrent(), &IH(), "fw.bin", 1000), Ok(()));
+        let e = check_torrent(&other("fw.bin", 999), &IH(), "fw.bin", 1000).unwrap_err();
+        assert!(e.contains("info hash"), "{e}");
+        // The right hash is checked first; name and size of the info dict too.
+        let evil = other("../evil", 1000);
+        let evil_ih = ota_proto::metainfo::info_hash(&ota_proto::metainfo::info_from_torrent(&evil).unwrap());
+        let e = check_torrent(&evil, &evil_ih, "fw.bin", 1000).unwrap_err();
+        assert!(e.contains("named \"../evil\""), "{e}");
+        let e = check_torrent(&torrent(), &IH(), "fw.bin", 1001).unwrap_err();
+        assert!(e.contains("1000 bytes"), "{e}");
+        assert!(check_torrent(b"garbage", &IH(), "fw.bin", 1000).is_err());
+
+        let mut flow = ReleaseFlow::new(IH(), config(false));
+        flow.handle_release(Ok(release(None)));
+        flow.handle_tracked(SourceTotals::default());
+        flow.handle_manifest(Ok("cd".repeat(32)));
+        flow.handle_policy(Ok(()));
+        drain(&mut flow);
+        flow.handle_torrent(Instant::now(), Ok(other("fw.bin", 999)));
+        let a = drain(&mut flow);
+        assert_eq!(flow.phase(), FlowPhase::Failed);
+        assert!(matches!(a[0], Action::Report(_)), "{a:?}");
+        assert!(
+            matches!(&a[1], Action::Finish { reason, .. } if reason.starts_with("torrent refused")),
+            "{a:?}"
+        );
+        assert_eq!(a.len(), 2, "no StartDownload, no DeleteDownload: {a:?}");
     }
 
     #[test]

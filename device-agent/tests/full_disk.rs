@@ -161,7 +161,8 @@ async fn full_disk_is_reported_and_survived_and_the_storage_cap_refuses() {
         ota_client::TrackerClient::new(stack.tracker.url(), None),
         downloader,
         settings,
-    );
+    )
+    .unwrap();
     capped.handle_release(&small_rel.info_hash).await.unwrap();
     let err = format!("{:#}", capped.handle_release(&big_rel.info_hash).await.unwrap_err());
     assert!(

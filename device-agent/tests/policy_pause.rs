@@ -36,7 +36,8 @@ async fn metered_network_pauses_until_the_command_says_unmetered() {
         ota_client::TrackerClient::new(stack.tracker.url(), None),
         downloader,
         settings,
-    );
+    )
+    .unwrap();
     let policy_loop = tokio::spawn(agent.clone().run_policy_loop(Duration::from_millis(100)));
     // Let the loop see the metered network before the download starts.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -156,6 +156,7 @@ pub(crate) fn settings(device: &str, state: &Path) -> AgentSettings {
         poll_interval: None,
         policy: Default::default(),
         install_hook: None,
+        install_hook_timeout: Duration::from_secs(600),
     }
 }
 
@@ -179,8 +180,12 @@ pub(crate) async fn agent_with(
     let downloader = Downloader::start(&settings.state_dir, free_addr())
         .await
         .unwrap()
-        .with_http_fallback(fallback_after.map(|after| HttpFallback { after, device }));
-    Agent::new(TrackerClient::new(tracker_url, None), downloader, settings)
+        .with_http_fallback(fallback_after.map(|after| HttpFallback {
+            after,
+            device,
+            token: None,
+        }));
+    Agent::new(TrackerClient::new(tracker_url, None), downloader, settings).unwrap()
 }
 
 /// `STATE/downloads/INFO_HASH`: where the agent keeps a release's package.
