@@ -391,10 +391,13 @@ async fn run_in(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reports = tracker.telemetry(&ih).await.unwrap_or(reports);
 
-    let egress: serde_json::Value = reqwest::get(format!("http://{seeder_http}/api/egress"))
-        .await?
-        .json()
-        .await?;
+    // The seeder's API takes the admin token (its --api-token default).
+    let seeder_api = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{seeder_http}{path}"))
+            .bearer_auth(&admin)
+    };
+    let egress: serde_json::Value = seeder_api("/api/egress").send().await?.json().await?;
     let origin_egress_bytes = egress["releases"]
         .as_array()
         .and_then(|a| a.iter().find(|r| r["info_hash"] == ih.to_hex().as_str()))
@@ -402,10 +405,7 @@ async fn run_in(
         .context("the seeder does not list the release")?;
 
     if let Some(path) = &args.ledger_out {
-        let csv = reqwest::get(format!("http://{seeder_http}/api/ledger?format=csv"))
-            .await?
-            .text()
-            .await?;
+        let csv = seeder_api("/api/ledger?format=csv").send().await?.text().await?;
         std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut devices = Vec::new();

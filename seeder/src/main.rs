@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use ota_client::TrackerClient;
+use ota_seeder::http_path::{self, HttpSettings, PackageAuth};
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest};
 use ota_seeder::seeding::{self, SeedSettings, Seeder};
@@ -133,6 +134,17 @@ struct SeedArgs {
     /// Most concurrent piece GETs to S3.
     #[arg(long, env = "OTA_SEEDER_MAX_S3_REQUESTS", default_value_t = seeding::DEFAULT_MAX_S3_REQUESTS)]
     max_s3_requests: usize,
+    /// Bearer token of /api/egress, /api/ledger and /metrics [default: the admin token].
+    #[arg(long, env = "OTA_SEEDER_API_TOKEN")]
+    api_token: Option<String>,
+    /// Who may download /packages/*: `required` (whoever the tracker offers
+    /// the release to, checked with the request's `Authorization: Bearer
+    /// DEVICE_TOKEN`) or `off` (anyone: the plain client-server baseline).
+    #[arg(long, env = "OTA_SEEDER_PACKAGE_AUTH", value_enum, default_value_t = PackageAuth::Required)]
+    package_auth: PackageAuth,
+    /// How long the tracker's verdict on a (token, release) is reused, in seconds.
+    #[arg(long, env = "OTA_SEEDER_PACKAGE_AUTH_TTL", default_value_t = http_path::DEFAULT_VERDICT_TTL.as_secs())]
+    package_auth_ttl_secs: u64,
     #[command(flatten)]
     tracker: TrackerArgs,
     #[command(flatten)]
@@ -225,16 +237,28 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger { ledger_url, format } => {
+            use futures::TryStreamExt;
+            use std::io::Write;
             let ledger = ota_seeder::ledger::Ledger::open(&sqlite_rwc(&ledger_url)).await?;
-            let entries = ledger.entries().await?;
-            if format == "json" {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+            let format = if format == "json" {
+                ota_seeder::ledger::ExportFormat::Json
             } else {
-                print!("{}", ota_seeder::ledger::to_csv(&entries));
+                ota_seeder::ledger::ExportFormat::Csv
+            };
+            let mut chunks = std::pin::pin!(ledger.export(format));
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = chunks.try_next().await? {
+                out.write_all(&chunk)?;
             }
+            out.flush()?;
             Ok(())
         }
         Command::Seed(a) => {
+            let http_settings = HttpSettings {
+                package_auth: a.package_auth,
+                verdict_ttl: Duration::from_secs(a.package_auth_ttl_secs),
+                ..HttpSettings::new(a.api_token.clone().or_else(|| Some(a.tracker.admin_token.clone())))
+            };
             let s3 = origin_store::client(&a.s3).await;
             std::fs::create_dir_all(&a.state_dir)
                 .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
@@ -268,7 +292,8 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", a.http_listen))?;
             tracing::info!(http = %a.http_listen, peers = %a.peer_listen, "seeder running");
-            let app = ota_seeder::http_path::router(seeder.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let app =
+                http_path::router(seeder.clone(), http_settings).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -129,11 +129,23 @@ pub struct ManifestSigning {
 
 /// Streams the object once, writes `KEY.torrent` and builds the release.
 ///
+/// The release records the object's ETag: the seeder serves the object
+/// only while S3 still answers with that ETag (`If-Match` on the HTTP
+/// path, a check every verify interval while seeding), so size alone never
+/// decides whether the object changed.
+///
 /// Errors: the object is missing ("s3://b/k does not exist"), S3 is
-/// unreachable, or the object changed size while being read.
+/// unreachable, S3 answers without an ETag (refused: a change could not be
+/// seen later), or the object changed (ETag or size) while being read.
 pub async fn hash_object(s3: &aws_sdk_s3::Client, req: &PublishRequest) -> anyhow::Result<(NewRelease, Vec<u8>)> {
     let loc = &req.location;
     let (size, etag) = origin_store::head(s3, loc).await?;
+    let Some(etag) = etag else {
+        anyhow::bail!(
+            "S3 answered without an ETag for {loc}; refusing to publish it, since the seeder \
+             could not tell later whether the object changed"
+        );
+    };
     if size == 0 {
         anyhow::bail!("{loc} is empty; nothing to publish");
     }
@@ -142,13 +154,13 @@ pub async fn hash_object(s3: &aws_sdk_s3::Client, req: &PublishRequest) -> anyho
         .get_object()
         .bucket(&loc.bucket)
         .key(&loc.key)
+        .if_match(&etag)
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read {loc}: {}", origin_store::describe(&e)))?;
-    if out.e_tag.is_some() && out.e_tag != etag {
+    if out.e_tag.as_deref() != Some(etag.as_str()) {
         anyhow::bail!(
-            "{loc} changed while it was being published (ETag {:?} then {:?})",
-            etag,
+            "{loc} changed while it was being published (ETag {etag:?} then {:?})",
             out.e_tag
         );
     }
@@ -199,7 +211,7 @@ pub async fn hash_object(s3: &aws_sdk_s3::Client, req: &PublishRequest) -> anyho
             .as_ref()
             .map(|b| format!("{}/packages/{}", b.trim_end_matches('/'), loc.key)),
         source: loc.to_string(),
-        etag,
+        etag: Some(etag),
         manifest,
         rollout_percent: None,
     };

@@ -123,6 +123,9 @@ pub struct Seeder {
     releases: Mutex<Releases<Arc<ManagedTorrent>>>,
     ledger: Ledger,
     sampler: Mutex<UploadSampler>,
+    /// HTTP body bytes not written yet, by (release, peer, second); written
+    /// (and emptied) by [`Self::flush_ledger`].
+    pending_http: Mutex<HashMap<(InfoHash, String, i64), PendingHttp>>,
     s3_permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -159,12 +162,19 @@ impl Seeder {
             releases: Mutex::new(Releases::new()),
             ledger,
             sampler: Mutex::new(UploadSampler::default()),
+            pending_http: Mutex::default(),
         }))
     }
 
     /// The S3 client.
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         &self.s3
+    }
+
+    /// The tracker client (its base URL is where package requests are
+    /// authorised, see [`crate::http_path`]).
+    pub fn tracker(&self) -> &TrackerClient {
+        &self.tracker
     }
 
     /// Adds every registered S3 release not seeded yet. Returns how many were added.
@@ -322,7 +332,12 @@ impl Seeder {
     }
 
     /// Samples librqbit's per-peer upload counters and writes the bytes sent
-    /// since the last sample to the ledger.
+    /// since the last sample to the ledger, with the HTTP bytes counted
+    /// since the last write ([`Self::record_http`]), in one transaction.
+    /// The sampler forgets peers that left and releases no longer live.
+    ///
+    /// Errors: the ledger write failed; the rows of this round are then
+    /// lost (the error says how many).
     pub async fn flush_ledger(&self) -> anyhow::Result<()> {
         let snapshots: Vec<(InfoHash, serde_json::Value)> = self
             .releases
@@ -336,9 +351,21 @@ impl Seeder {
             })
             .collect();
         let now = now_ms();
-        let mut entries = Vec::new();
+        let mut entries: Vec<EgressEntry> = std::mem::take(&mut *self.pending_http.lock().unwrap())
+            .into_iter()
+            .map(|((info_hash, peer, second), p)| EgressEntry {
+                at_ms: second * 1000,
+                info_hash,
+                path: EgressPath::Http,
+                peer,
+                device: p.device,
+                bytes: p.bytes,
+            })
+            .collect();
         {
             let mut sampler = self.sampler.lock().unwrap();
+            let live: std::collections::HashSet<InfoHash> = snapshots.iter().map(|(ih, _)| *ih).collect();
+            sampler.retain_releases(|ih| live.contains(ih));
             for (ih, snap) in snapshots {
                 let counters = snap["peers"]
                     .as_object()
@@ -361,23 +388,29 @@ impl Seeder {
                 }
             }
         }
-        self.ledger.record(&entries).await?;
+        self.ledger
+            .record(&entries)
+            .await
+            .with_context(|| format!("{} ledger rows lost", entries.len()))?;
         Ok(())
     }
 
-    /// Records one HTTP response's body bytes in the ledger.
-    pub async fn record_http(&self, info_hash: &InfoHash, peer: String, device: Option<String>, bytes: u64) {
+    /// Counts one HTTP response's body bytes (sent by `peer`, `ip:port`, for
+    /// `device` when the tracker vouched for one) into the ledger row of
+    /// its (release, peer, second), written by the next
+    /// [`Self::flush_ledger`] (at most the ledger interval later). Never
+    /// blocks on the database.
+    pub fn record_http(&self, info_hash: &InfoHash, peer: String, device: Option<String>, bytes: u64) {
         metrics::counter!("ota_seeder_egress_bytes_total", "path" => "http").increment(bytes);
-        let e = EgressEntry {
-            at_ms: now_ms(),
-            info_hash: *info_hash,
-            path: EgressPath::Http,
-            peer,
-            device,
-            bytes,
-        };
-        if let Err(e) = self.ledger.record(&[e]).await {
-            tracing::error!(error = %e, "cannot write HTTP egress to the ledger");
+        if bytes == 0 {
+            return;
+        }
+        let second = now_ms().div_euclid(1000);
+        let mut pending = self.pending_http.lock().unwrap();
+        let p = pending.entry((*info_hash, peer, second)).or_default();
+        p.bytes += bytes;
+        if p.device.is_none() {
+            p.device = device;
         }
     }
 
@@ -468,8 +501,17 @@ impl Seeder {
     }
 }
 
+/// HTTP bytes of one (release, peer, second) not written to the ledger yet.
+#[derive(Debug, Default)]
+struct PendingHttp {
+    bytes: u64,
+    device: Option<String>,
+}
+
 /// Why the object no longer is what was published, if it is not: a size or
-/// ETag different from the release's.
+/// ETag different from the release's, or no ETag to compare (a release
+/// registered without one, or S3 answering without one): size alone never
+/// decides that an object is unchanged.
 fn changed_since_publish(r: &Release, location: &S3Location, size: u64, etag: Option<&str>) -> Option<String> {
     if size != r.size {
         return Some(format!(
@@ -478,6 +520,14 @@ fn changed_since_publish(r: &Release, location: &S3Location, size: u64, etag: Op
         ));
     }
     match (&r.etag, etag) {
+        (None, _) => Some(format!(
+            "release {} was registered without an ETag, so a change of {location} could not be seen; \
+             publish it again with ota-seeder publish; not serving it",
+            r.info_hash
+        )),
+        (Some(_), None) => Some(format!(
+            "S3 answered without an ETag for {location}, so a change could not be seen; not serving it"
+        )),
         (Some(published), Some(now)) if published != now => Some(format!(
             "{location} changed since it was published (ETag {published} then, {now} now); not serving it"
         )),

@@ -1,6 +1,6 @@
 //! The origin's plain-HTTP path (`http_path::router`) in front of a real
 //! S3-protocol server: whole objects, single ranges, the `.torrent`, 404 for
-//! unpublished keys, and the HTTP egress counter.
+//! unpublished keys, and the HTTP egress counter (read with the API token).
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use ota_proto::metainfo::info_from_torrent;
 use ota_seeder::publish::PublishRequest;
 use ota_seeder::seeding::SeedSettings;
 use ota_testkit::package;
-use ota_testkit::stack::{serve_http, Stack};
+use ota_testkit::stack::{serve_http, Stack, ADMIN};
 
 const PIECE: u64 = 256 * 1024;
 const SIZE: usize = 700_001;
@@ -150,6 +150,7 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     let e: serde_json::Value = loop {
         let e: serde_json::Value = c
             .get(format!("{base}/api/egress"))
+            .bearer_auth(ADMIN)
             .send()
             .await
             .unwrap()
@@ -173,6 +174,7 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     // Prometheus counters (process-wide, so at least what this test served).
     let metrics = c
         .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()

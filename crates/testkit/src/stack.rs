@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use ota_client::TrackerClient;
 use ota_proto::InfoHash;
+use ota_seeder::http_path::HttpSettings;
 use ota_seeder::ledger::Ledger;
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest, Published};
@@ -295,9 +296,19 @@ pub async fn start_seeder(s3: &aws_sdk_s3::Client, tracker: &TrackerClient, sett
 }
 
 /// Serves the seeder's HTTP path (package, `?torrent`, egress, metrics) on
-/// `listener`, with client addresses, until the task is aborted.
+/// `listener`, with client addresses, until the task is aborted: API token
+/// [`ADMIN`], packages checked with the tracker ([`serve_http_with`]).
 pub fn serve_http(seeder: Arc<Seeder>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-    let app = ota_seeder::http_path::router(seeder).into_make_service_with_connect_info::<SocketAddr>();
+    serve_http_with(seeder, listener, HttpSettings::new(Some(ADMIN.into())))
+}
+
+/// [`serve_http`] with other HTTP settings (API token, package audience).
+pub fn serve_http_with(
+    seeder: Arc<Seeder>,
+    listener: tokio::net::TcpListener,
+    settings: HttpSettings,
+) -> tokio::task::JoinHandle<()> {
+    let app = ota_seeder::http_path::router(seeder, settings).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     })

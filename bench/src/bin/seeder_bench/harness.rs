@@ -181,6 +181,7 @@ pub(crate) async fn seeder_s3_bytes(http: &str) -> Option<u64> {
         .ok()?;
     let v: serde_json::Value = c
         .get(format!("http://{http}/api/egress"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .ok()?
