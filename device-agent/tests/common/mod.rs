@@ -26,6 +26,8 @@ pub(crate) use ota_testkit::package;
 pub(crate) use ota_testkit::stack::{serve_http, wait_origin, ADMIN};
 pub(crate) use ota_testkit::tracker::TestTracker;
 
+pub(crate) mod fake_tracker;
+
 /// The testkit's in-process tracker for these tests: registry under
 /// `db_dir`, listening on a free port of `ip`, 1 s announce interval, device
 /// tokens off, admin token [`ADMIN`] (the seeders' origin token).
@@ -191,4 +193,31 @@ pub(crate) async fn agent_with(
 /// `STATE/downloads/INFO_HASH`: where the agent keeps a release's package.
 pub(crate) fn download_folder(state: &Path, info_hash: &InfoHash) -> std::path::PathBuf {
     state.join("downloads").join(info_hash.to_hex())
+}
+
+/// An agent for the fake tracker: manifest key `key` pinned (if any), HTTP
+/// fallback after 1 s with device token `token`, device id `dev-sec`.
+pub(crate) async fn agent_for_fake(
+    tracker_url: &str,
+    state: &Path,
+    key: Option<ed25519_dalek::VerifyingKey>,
+    token: Option<String>,
+) -> Arc<Agent> {
+    let mut settings = settings("dev-sec", state);
+    settings.manifest_key = key;
+    settings.download_timeout = Duration::from_secs(30);
+    let downloader = Downloader::start(state, free_addr())
+        .await
+        .unwrap()
+        .with_http_fallback(Some(HttpFallback {
+            after: Duration::from_secs(1),
+            device: "dev-sec".into(),
+            token: token.clone(),
+        }));
+    Agent::new(
+        TrackerClient::new(tracker_url, None).with_device_token(token),
+        downloader,
+        settings,
+    )
+    .unwrap()
 }
