@@ -66,6 +66,8 @@ async fn publishing_a_missing_key_fails_with_a_clear_message() {
             "s3://ota/no/such/package.deb",
             "--tracker",
             "http://127.0.0.1:9",
+            "--admin-token",
+            "unused-admin-token",
         ])
         .envs(s3.client_env())
         .output()
