@@ -315,10 +315,7 @@ impl TrackerClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(
-            serde_json::from_slice(&Self::body(resp, "list devices", limits::ADMIN_LIST).await?)
-                .context("list devices")?,
-        )
+        serde_json::from_slice(&Self::body(resp, "list devices", limits::ADMIN_LIST).await?).context("list devices")
     }
 
     /// Revokes a device's token (admin). Errors: 404 for an unknown device.
@@ -397,10 +394,8 @@ impl TrackerClient {
             .send()
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
-        Ok(
-            serde_json::from_slice(&Self::body(resp, "register release", limits::RELEASE_JSON).await?)
-                .context("register release")?,
-        )
+        serde_json::from_slice(&Self::body(resp, "register release", limits::RELEASE_JSON).await?)
+            .context("register release")
     }
 
     /// Pushes a release to subscribed devices (admin); returns how many
@@ -424,10 +419,7 @@ impl TrackerClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(
-            serde_json::from_slice(&Self::body(resp, "list releases", limits::RELEASE_LIST).await?)
-                .context("list releases")?,
-        )
+        serde_json::from_slice(&Self::body(resp, "list releases", limits::RELEASE_LIST).await?).context("list releases")
     }
 
     /// One release by hex info hash.
@@ -437,10 +429,7 @@ impl TrackerClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(
-            serde_json::from_slice(&Self::body(resp, "get release", limits::RELEASE_JSON).await?)
-                .context("get release")?,
-        )
+        serde_json::from_slice(&Self::body(resp, "get release", limits::RELEASE_JSON).await?).context("get release")
     }
 
     /// The `.torrent` file of a release. With a device token its announce
@@ -452,7 +441,7 @@ impl TrackerClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
-        Ok(Self::body(resp, "get torrent", limits::TORRENT).await?)
+        Self::body(resp, "get torrent", limits::TORRENT).await
     }
 
     /// Sends one BEP 3 announce to `{base}/announce` (with `device` when
@@ -497,7 +486,7 @@ impl TrackerClient {
             .send()
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
-        Ok(serde_json::from_slice(&Self::body(resp, "list peers", limits::ADMIN_LIST).await?).context("list peers")?)
+        serde_json::from_slice(&Self::body(resp, "list peers", limits::ADMIN_LIST).await?).context("list peers")
     }
 
     /// BEP 48 scrape of one swarm.
@@ -515,11 +504,10 @@ impl TrackerClient {
         ota_proto::announce::decode_scrape(&body, info_hash)
     }
 
-    /// Number of devices subscribed to the push channel.
+    /// Number of devices subscribed to the push channel (admin).
     pub async fn subscribers(&self) -> anyhow::Result<usize> {
         let resp = self
-            .http
-            .get(format!("{}/api/subscribers", self.base))
+            .admin(self.http.get(format!("{}/api/subscribers", self.base)))
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?;
@@ -547,7 +535,7 @@ impl TrackerClient {
             )
             .send()
             .await?;
-        Ok(serde_json::from_slice(&Self::body(resp, "telemetry", limits::ADMIN_LIST).await?).context("telemetry")?)
+        serde_json::from_slice(&Self::body(resp, "telemetry", limits::ADMIN_LIST).await?).context("telemetry")
     }
 
     /// Subscribes to the push channel (server-sent events). The stream ends
