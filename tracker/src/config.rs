@@ -1,6 +1,6 @@
 //! `ota-tracker serve` settings: one typed clap struct, [`TrackerArgs`],
 //! read from flags, environment variables (named in `--help`:
-//! `OTA_TRACKER_*`, `DATABASE_URL`, `OTA_ADMIN_TOKEN`) and an optional TOML
+//! `OTA_TRACKER_*`, `DATABASE_URL`, `OTA_ADMIN_TOKEN`, `OTA_ORIGIN_TOKEN`) and an optional TOML
 //! file (`--config FILE` or `OTA_TRACKER_CONFIG`) whose keys are the long
 //! flag names with `_` (`announce_interval = 5`), the mechanism every binary
 //! of the project uses ([`ota_common::config::expand_config_file`]).
@@ -17,7 +17,7 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::registry::DeviceAuth;
 use crate::service::TrackerSettings;
-use crate::stun::{parse_listen, DEFAULT_STUN_LISTEN};
+use crate::stun::{parse_listen, DEFAULT_STUN_PORT};
 use crate::swarm::{OriginPolicy, StoreConfig};
 
 /// Environment variable naming the TOML configuration file.
@@ -88,14 +88,26 @@ pub struct TrackerArgs {
         default_value = "sqlite://ota-tracker.db?mode=rwc"
     )]
     pub database_url: String,
-    /// Bearer token for the admin API; the origin also announces with it.
+    /// Bearer token for the admin API (`Authorization: Bearer TOKEN` only),
+    /// at least 16 characters; required, there is no default (e.g. `openssl
+    /// rand -hex 32`).
+    #[arg(long, env = "OTA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Token the origin seeder announces with (`origin_token=` in its
+    /// announce URL), at least 16 characters and not the admin token;
+    /// without it no origin may announce.
+    #[arg(long, env = "OTA_ORIGIN_TOKEN", hide_env_values = true)]
+    pub origin_token: Option<String>,
+    /// Comma-separated addresses of reverse proxies whose announces' `ip=`
+    /// parameter is believed. Empty (default): `ip=` is ignored and a peer
+    /// is listed at the address its connection comes from.
     #[arg(
         long,
-        env = "OTA_ADMIN_TOKEN",
-        hide_env_values = true,
-        default_value = "dev-admin-token"
+        env = "OTA_TRACKER_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "IP,..."
     )]
-    pub admin_token: String,
+    pub trusted_proxies: Vec<IpAddr>,
     /// Seconds between announces handed to clients (`interval` and `min
     /// interval`); at least 1.
     #[arg(long, env = "OTA_TRACKER_ANNOUNCE_INTERVAL", default_value_t = 30)]
@@ -114,9 +126,13 @@ pub struct TrackerArgs {
     /// UDP address of the STUN binding responder (RFC 8489) that tells
     /// devices their public address and port; `off` or an empty value
     /// disables it. When the default address is taken the tracker runs
-    /// without it (with a warning); an address given here must bind. [default: 0.0.0.0:3478]
+    /// without it (with a warning); an address given here must bind. [default: the --listen IP, port 3478]
     #[arg(long, env = "OTA_TRACKER_STUN_LISTEN", value_name = "ADDR|off")]
     pub stun_listen: Option<StunListen>,
+    /// STUN requests answered per second and source IP (a token bucket with
+    /// a burst of 4 × this); more are dropped.
+    #[arg(long, env = "OTA_TRACKER_STUN_RATE", default_value_t = 10)]
+    pub stun_rate: u32,
     /// Tokio worker threads serving HTTP and the push channel; 0 = one per
     /// CPU. On a machine shared with other work, 1 thread (like
     /// opentracker's single event loop) serves more short-lived connections
@@ -126,7 +142,7 @@ pub struct TrackerArgs {
     /// Whether devices must announce with their token
     /// (`/announce?token=TOKEN`) and call the API with `Authorization: Bearer
     /// TOKEN`: `required`, or `off` (anyone may announce, device ids come
-    /// from `device=`). The origin always announces with the admin token.
+    /// from `device=`). The origin always announces with the origin token.
     #[arg(long, env = "OTA_TRACKER_DEVICE_AUTH", value_enum, default_value_t = DeviceAuth::Required)]
     pub device_auth: DeviceAuth,
 }
@@ -223,21 +239,30 @@ impl TrackerArgs {
         }
     }
 
-    /// The tracker's settings ([`crate::Tracker::new`]).
-    pub fn settings(&self) -> TrackerSettings {
-        TrackerSettings {
-            admin_token: self.admin_token.clone(),
+    /// The tracker's settings ([`crate::Tracker::new`]), checked
+    /// ([`TrackerSettings::validate`]).
+    ///
+    /// Errors: no admin token (the message says how to set one), or a
+    /// token too short, or the origin token equal to the admin token.
+    pub fn settings(&self) -> anyhow::Result<TrackerSettings> {
+        let s = TrackerSettings {
+            admin_token: self.admin_token.clone().unwrap_or_default(),
+            origin_token: self.origin_token.clone().filter(|t| !t.is_empty()),
+            trusted_proxies: self.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
             public_url: self.public_url(),
             store: self.store_config(),
             device_auth: self.device_auth,
-        }
+        };
+        s.validate()?;
+        Ok(s)
     }
 
-    /// UDP address of the STUN responder; `None` when turned off.
+    /// UDP address of the STUN responder; `None` when turned off. Default:
+    /// the IP of `--listen`, port [`DEFAULT_STUN_PORT`].
     pub fn stun_listen(&self) -> Option<SocketAddr> {
         match self.stun_listen {
             Some(StunListen(addr)) => addr,
-            None => DEFAULT_STUN_LISTEN.parse().ok(),
+            None => Some(SocketAddr::new(self.listen.ip(), DEFAULT_STUN_PORT)),
         }
     }
 
@@ -283,7 +308,7 @@ mod tests {
         )
         .unwrap();
         let c = parse(&["--config", file, "--admin-token", "flag"]).unwrap();
-        assert_eq!(c.admin_token, "flag");
+        assert_eq!(c.admin_token.as_deref(), Some("flag"));
         let s = c.store_config();
         assert_eq!(s.interval, Duration::from_secs(5));
         assert_eq!(s.peer_timeout, Duration::from_secs(15));
@@ -342,7 +367,13 @@ mod tests {
     fn stun_listen_defaults_and_can_be_turned_off() {
         let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         let c = parse(&[]).unwrap();
-        assert_eq!(c.stun_listen(), Some(DEFAULT_STUN_LISTEN.parse().unwrap()));
+        assert_eq!(
+            c.stun_listen(),
+            Some("127.0.0.1:3478".parse().unwrap()),
+            "where HTTP listens"
+        );
+        let c = parse(&["--listen", "192.0.2.7:80"]).unwrap();
+        assert_eq!(c.stun_listen(), Some("192.0.2.7:3478".parse().unwrap()));
         assert!(!c.stun_listen_explicit());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
@@ -362,6 +393,9 @@ mod tests {
             "public_url",
             "database_url",
             "admin_token",
+            "origin_token",
+            "trusted_proxies",
+            "stun_rate",
             "announce_interval",
             "peer_timeout",
         ] {

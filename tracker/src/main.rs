@@ -29,8 +29,12 @@ fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    if settings.origin_token.is_none() {
+        tracing::warn!("no --origin-token (OTA_ORIGIN_TOKEN): no origin seeder can announce");
+    }
     let registry = Registry::open(&args.database_url).await?;
-    let tracker = Tracker::new(registry, args.settings()).await?;
+    let tracker = Tracker::new(registry, settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -39,7 +43,8 @@ async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
         match tokio::net::UdpSocket::bind(addr).await {
             Ok(socket) => {
                 tracing::info!(addr = %socket.local_addr()?, "STUN responder listening");
-                tokio::spawn(ota_tracker::stun::serve(Arc::new(socket)));
+                let limits = ota_tracker::stun::StunLimits::per_second(args.stun_rate);
+                tokio::spawn(ota_tracker::stun::serve_with(Arc::new(socket), limits));
             }
             Err(e) if !args.stun_listen_explicit() => {
                 tracing::warn!(%addr, error = %e, "STUN responder off: cannot bind its default address");

@@ -13,7 +13,8 @@ use ota_proto::{InfoHash, PeerId};
 use ota_tracker::service::Refusal;
 use ota_tracker::{Caller, DeviceAuth, Registry, StoreConfig, Tracker, TrackerSettings};
 
-const ADMIN: &str = "announce-admin";
+const ADMIN: &str = "announce-admin-token";
+const ORIGIN: &str = "announce-origin-token";
 
 async fn tracker(dir: &tempfile::TempDir, device_auth: DeviceAuth) -> Arc<Tracker> {
     let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display()))
@@ -21,6 +22,8 @@ async fn tracker(dir: &tempfile::TempDir, device_auth: DeviceAuth) -> Arc<Tracke
         .unwrap();
     let settings = TrackerSettings {
         admin_token: ADMIN.into(),
+        origin_token: Some(ORIGIN.into()),
+        trusted_proxies: Vec::new(),
         public_url: "http://tracker.invalid".into(),
         store: StoreConfig::default(),
         device_auth,
@@ -69,15 +72,20 @@ async fn devices_and_the_origin_announce_without_http() {
     assert_eq!(e.to_string(), "unknown or revoked device token");
     assert_eq!(
         t.announce_caller(Some("wrong"), None).unwrap_err(),
-        Refusal::TokenRequired("announce")
+        Refusal::UnknownToken
     );
-    let origin = t.announce_caller(Some(ADMIN), None).unwrap();
-    assert!(matches!(origin, Caller::Admin));
     assert_eq!(
-        t.scrape_caller(None, None).unwrap_err().to_string(),
+        t.announce_caller(Some(ADMIN), None).unwrap_err(),
+        Refusal::UnknownToken,
+        "the admin token is no origin token"
+    );
+    let origin = t.announce_caller(Some(ORIGIN), None).unwrap();
+    assert!(matches!(origin, Caller::Origin));
+    assert_eq!(
+        t.scrape_caller(None, None, None).unwrap_err().to_string(),
         "device token required: scrape with token=HEX in the URL"
     );
-    assert!(matches!(t.scrape_caller(None, Some(ADMIN)), Ok(Caller::Admin)));
+    assert!(matches!(t.scrape_caller(None, None, Some(ADMIN)), Ok(Caller::Admin)));
 
     // The origin gets no peers; the first device leecher gets the origin.
     let r = t
@@ -93,7 +101,7 @@ async fn devices_and_the_origin_announce_without_http() {
         vec![SocketAddr::new(ip(1), 7000)]
     );
     assert_eq!((r.complete, r.incomplete), (1, 1));
-    // The second gets the first device, not the origin; `ip=` wins over the source address.
+    // The second gets the first device, not the origin; `ip=` is ignored (no trusted proxy).
     let (_, dev2) = device(&t, "dev-2").await;
     let mut own_ip = request(ih, 2, 10, AnnounceEvent::Started);
     own_ip.ip = Some(ip(99));
@@ -110,7 +118,7 @@ async fn devices_and_the_origin_announce_without_http() {
         "the device id comes from the token"
     );
     assert!(find(1).granted && find(0).is_origin);
-    assert_eq!(find(2).addr, "10.0.0.99:7002");
+    assert_eq!(find(2).addr, "10.0.0.3:7002");
 
     // Refusals from the swarm and the audience.
     let unknown = request(InfoHash([0xEE; 20]), 1, 10, AnnounceEvent::None);
@@ -161,7 +169,7 @@ async fn anyone_announces_with_device_auth_off() {
     let ih = t.register_release(&release()).await.unwrap().info_hash;
     let anon = t.announce_caller(None, None).unwrap();
     assert!(matches!(anon, Caller::Anonymous));
-    assert!(matches!(t.scrape_caller(None, None), Ok(Caller::Anonymous)));
+    assert!(matches!(t.scrape_caller(None, None, None), Ok(Caller::Anonymous)));
     // A token given must still be valid.
     assert_eq!(
         t.announce_caller(None, Some("nope")).unwrap_err(),

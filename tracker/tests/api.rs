@@ -14,7 +14,8 @@ use ota_testkit::tracker::{TestTracker, TestTrackerBuilder};
 use ota_tracker::registry::Registry;
 use ota_tracker::DeviceAuth;
 
-const ADMIN: &str = "test-admin";
+const ADMIN: &str = "test-admin-token";
+const ORIGIN: &str = ota_testkit::tracker::DEFAULT_ORIGIN;
 
 /// A tracker on `db` with the admin token [`ADMIN`] (device tokens off).
 fn tracker(db: &str) -> TestTrackerBuilder {
@@ -93,7 +94,7 @@ async fn releases_swarm_push_and_restart() {
 
     let mut pushes = anon.subscribe().await.unwrap();
     for _ in 0..50 {
-        if anon.subscribers().await.unwrap() == 1 {
+        if admin.subscribers().await.unwrap() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -144,7 +145,7 @@ async fn releases_swarm_push_and_restart() {
                 7000 + n as u16
             );
             if origin {
-                q.push_str(&format!("&origin_token={ADMIN}"));
+                q.push_str(&format!("&origin_token={ORIGIN}"));
             }
             let (_, body) = get(&q).await;
             ota_proto::announce::decode_announce(&body).unwrap().1
@@ -176,7 +177,10 @@ async fn releases_swarm_push_and_restart() {
     admin.announce(&completed).await.unwrap();
     let releases = anon.releases().await.unwrap();
     assert_eq!(releases[0].origin_peers, vec!["127.0.0.1:7000".to_string()]);
-    let metrics = reqwest::get(format!("{}/metrics", t.url()))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", t.url()))
+        .bearer_auth(ADMIN)
+        .send()
         .await
         .unwrap()
         .text()
@@ -260,7 +264,7 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
 
     // Origin (port 7000, announced with the origin token), then devices 1..=3.
     let (_, body) = get(&format!(
-        "{}/announce?info_hash={}&peer_id={}&port=7000&uploaded=0&downloaded=0&left=0&origin_token={ADMIN}",
+        "{}/announce?info_hash={}&peer_id={}&port=7000&uploaded=0&downloaded=0&left=0&origin_token={ORIGIN}",
         t.url(),
         encode_binary(ih.as_ref()),
         encode_binary(&[0; 20])
@@ -621,7 +625,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
             .await
             .unwrap_err()
             .to_string()
-            .contains("403"),
+            .contains("401"),
         "reports are for the admin"
     );
     // Last seen and completions reach the database in the next persistence round.
@@ -641,7 +645,10 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     let dev3 = dev3.unwrap();
     assert_eq!(dev3.completed, 1);
     assert!(dev3.last_seen.is_some());
-    let metrics = reqwest::get(format!("{}/metrics", t.url()))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", t.url()))
+        .bearer_auth(ADMIN)
+        .send()
         .await
         .unwrap()
         .text()

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-const ADMIN: &str = "interop-admin";
+const ADMIN: &str = "interop-admin-token";
 const PYTHON: &str = "/usr/bin/python3";
 const PIECE: usize = 16384;
 
@@ -467,10 +467,11 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     let admin = t.client();
     let p = package("lt-pkg.bin");
     admin.register(&p.release).await.unwrap();
-    let mut fakes = vec![fake_peer(1).await, fake_peer(2).await];
-    let fake_dev = device(&t, "fake-peers").await;
-    for f in &fakes {
-        announce_fake(&fake_dev, &p, f).await;
+    let mut fakes = [fake_peer(1).await, fake_peer(2).await];
+    // One device per fake peer: a device keeps one peer entry per swarm and address family.
+    let fake_devs = [device(&t, "fake-peer-1").await, device(&t, "fake-peer-2").await];
+    for (f, dev) in fakes.iter().zip(&fake_devs) {
+        announce_fake(dev, &p, f).await;
     }
     // Without a token, libtorrent's announce is refused with a reason.
     let mut anon = Libtorrent::start(&torrent_bytes(&format!("{}/announce", t.url()), &p.info)).await;
@@ -523,7 +524,7 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     let s = admin.scrape(&p.ih).await.unwrap();
     assert_eq!((s.complete, s.incomplete), (0, 3), "two fake peers and libtorrent");
     // ... and it is handed out to the next peer that announces.
-    let handed = announce_fake(&fake_dev, &p, &fakes[0]).await;
+    let handed = announce_fake(&fake_devs[0], &p, &fakes[0]).await;
     assert!(handed.contains(&lt_addr), "{lt_addr} not in {handed:?}");
 
     // A clean exit sends `stopped`: the tracker drops the client.
@@ -717,9 +718,10 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     let p = package("tr-pkg.bin");
     admin.register(&p.release).await.unwrap();
     let fakes = [fake_peer(1).await, fake_peer(2).await];
-    let fake_dev = device(&t, "fake-peers").await;
-    for f in &fakes {
-        announce_fake(&fake_dev, &p, f).await;
+    // One device per fake peer: a device keeps one peer entry per swarm and address family.
+    let fake_devs = [device(&t, "fake-peer-1").await, device(&t, "fake-peer-2").await];
+    for (f, dev) in fakes.iter().zip(&fake_devs) {
+        announce_fake(dev, &p, f).await;
     }
 
     let mut tr = Transmission::start().await;
@@ -756,7 +758,7 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     assert_eq!(mine[0].left, p.data.len() as u64);
     let s = admin.scrape(&p.ih).await.unwrap();
     assert_eq!((s.complete, s.incomplete), (0, 3), "two fake peers and Transmission");
-    let handed = announce_fake(&fake_dev, &p, &fakes[0]).await;
+    let handed = announce_fake(&fake_devs[0], &p, &fakes[0]).await;
     assert!(
         handed.contains(&mine[0].addr.parse().unwrap()),
         "{:?} not handed out: {handed:?}",
@@ -787,18 +789,25 @@ async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     std::fs::write(tr.download_dir().join(&p.release.name), &p.data).unwrap();
     let id = tr.add(&tr_torrent).await;
     let end = Instant::now() + Duration::from_secs(30);
+    // (A device that announces `left=0` from its first announce is not
+    // believed to hold the package: it counts as incomplete in the scrape
+    // and holds back no origin grant, but it is handed out like any peer.)
     loop {
         tr.wait_announced(id, Duration::from_secs(30)).await;
-        let s = admin.scrape(&p.ih).await.unwrap();
-        if s.complete == 1 {
+        let peers = admin.peers(&p.ih).await.unwrap();
+        if peers.iter().any(|x| x.left == 0) {
             break;
         }
-        assert!(Instant::now() < end, "Transmission never announced as a seeder: {s:?}");
+        assert!(
+            Instant::now() < end,
+            "Transmission never announced as a seeder: {peers:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     // (Transmission may have announced once before its check found the data:
-    // the tracker then counted that as a completed download too.)
+    // the tracker then counted that as a completed download too, and
+    // believes its `left=0`.)
     let before = admin.scrape(&p.ih).await.unwrap();
     // libtorrent, empty, gets Transmission from the tracker and downloads from it.
     let mut lt = Libtorrent::start(&lt_torrent).await;
@@ -826,10 +835,15 @@ async fn libtorrent_downloads_from_transmission_through_the_tracker() {
     // libtorrent announces `completed`; the tracker counts the download.
     let want = before.downloaded + 1;
     let s = wait_scrape(admin, &p.ih, Duration::from_secs(20), |s| {
-        s.complete == 2 && s.downloaded == want
+        s.complete >= 1 && s.downloaded == want
     })
     .await;
-    assert_eq!((s.complete, s.downloaded, s.incomplete), (2, want, 0));
+    assert_eq!(
+        (s.complete + s.incomplete, s.downloaded),
+        (2, want),
+        "libtorrent complete (it downloaded), Transmission complete if it showed progress"
+    );
+    assert!(s.complete >= 1, "{s:?}");
     let uploaded = tr.torrent(id, &["uploadedEver"]).await;
     assert!(
         uploaded["uploadedEver"].as_u64().unwrap_or(0) >= p.data.len() as u64,

@@ -132,6 +132,7 @@ fn peer(n: u32, age_ms: u64) -> PeerRecord {
         stalled: 2,
         is_origin: n == 0,
         granted: true,
+        verified: n.is_multiple_of(2),
         device: Some(format!("d{n}")),
         age: Duration::from_millis(age_ms),
     }

@@ -127,3 +127,28 @@ async fn coturn_stunclient_reads_the_mapped_address() {
     let mapped: SocketAddr = line.rsplit("addr:").next().unwrap().trim().parse().unwrap();
     assert_eq!(mapped, sources[0], "client output: {text}");
 }
+
+#[tokio::test]
+async fn a_flooding_source_is_rate_limited() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = socket.local_addr().unwrap();
+    let limits = ota_tracker::stun::StunLimits {
+        per_second: 1,
+        burst: 3,
+        max_sources: 100,
+    };
+    tokio::spawn(ota_tracker::stun::serve_with(Arc::new(socket), limits));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(server).await.unwrap();
+    for _ in 0..50 {
+        client.send(&binding_request(TransactionId::default())).await.unwrap();
+    }
+    let mut replies = 0;
+    while recv(&client, Duration::from_millis(300)).await.is_some() {
+        replies += 1;
+    }
+    assert!(
+        (3..=4).contains(&replies),
+        "{replies} replies to 50 requests in a burst"
+    );
+}

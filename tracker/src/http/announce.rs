@@ -54,17 +54,21 @@ pub(super) async fn announce(
     }
 }
 
-/// A scrape: with a valid `token=` (or the admin bearer token), or by
-/// anyone with device authentication off; then the counters of the asked
-/// info hashes (every release when none is named).
+/// A scrape: with a valid `token=` or `origin_token=` (or the admin bearer
+/// token), or by anyone with device authentication off; then the counters
+/// of the asked info hashes (every release when none is named) that the
+/// caller may see ([`Tracker::scrape_for`]).
 pub(super) async fn scrape(State(t): State<Arc<Tracker>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let q = q.unwrap_or_default();
-    if let Err(e) = t.scrape_caller(query_param(&q, "token"), bearer(&headers)) {
-        return bencoded(announce::encode_failure(&e.to_string()));
-    }
+    let origin = query_param(&q, "origin_token")
+        .map(|o| percent_encoding::percent_decode_str(o).decode_utf8_lossy().into_owned());
+    let caller = match t.scrape_caller(query_param(&q, "token"), origin.as_deref(), bearer(&headers)) {
+        Ok(c) => c,
+        Err(e) => return bencoded(announce::encode_failure(&e.to_string())),
+    };
     metrics::counter!("ota_tracker_scrapes_total").increment(1);
     match announce::parse_scrape(&q) {
-        Ok(hashes) => bencoded(announce::encode_scrape(&t.scrape(&hashes))),
+        Ok(hashes) => bencoded(announce::encode_scrape(&t.scrape_for(&caller, &hashes))),
         Err(e) => bencoded(announce::encode_failure(&e.to_string())),
     }
 }

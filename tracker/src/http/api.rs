@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use super::extract::{bearer, Admin, ApiJson, InfoHashPath};
-use crate::service::{ApiError, Caller, RolloutChange, Tracker};
+use crate::service::{ApiError, Caller, PushItem, RolloutChange, Tracker};
 
 type Shared = State<Arc<Tracker>>;
 
@@ -85,20 +85,25 @@ pub(super) async fn set_rollout(
 }
 
 /// Server-sent events `release` with a [`ota_proto::api::PushEvent`] JSON
-/// body, keep-alive every 15 s.
+/// body, and `resync` (`{"missed": N}`) when the subscriber fell behind;
+/// keep-alive every 15 s. 429 when the device holds too many streams.
 pub(super) async fn push_stream(
     State(t): Shared,
     caller: Caller,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = t.push_events(caller).filter_map(|ev| {
-        Some(Ok(Event::default()
-            .event("release")
-            .data(serde_json::to_string(&ev).ok()?)))
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let events = t.push_events(caller)?.filter_map(|item| {
+        let ev = match item {
+            PushItem::Release(ev) => Event::default().event("release").data(serde_json::to_string(&ev).ok()?),
+            PushItem::Resync { missed } => Event::default()
+                .event("resync")
+                .data(serde_json::json!({ "missed": missed }).to_string()),
+        };
+        Some(Ok(ev))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-pub(super) async fn subscribers(State(t): Shared) -> Json<serde_json::Value> {
+pub(super) async fn subscribers(State(t): Shared, _: Admin) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "subscribers": t.subscribers() }))
 }
 
@@ -113,10 +118,10 @@ pub(super) async fn post_telemetry(
 
 pub(super) async fn get_telemetry(
     State(t): Shared,
-    caller: Caller,
+    _: Admin,
     InfoHashPath(ih): InfoHashPath,
 ) -> Result<Json<Vec<TelemetryReport>>, ApiError> {
-    Ok(Json(t.telemetry(&caller, &ih).await?))
+    Ok(Json(t.telemetry(&Caller::Admin, &ih).await?))
 }
 
 pub(super) async fn list_devices(State(t): Shared, _: Admin) -> Result<Json<Vec<Device>>, ApiError> {

@@ -9,8 +9,10 @@
 //!   convention) from it. (A path form such as `/d/TOKEN/announce` is
 //!   refused by libtorrent's SSRF mitigation for trackers on loopback, which
 //!   allows only paths starting with `/announce`.) The origin seeder
-//!   announces with `origin_token=` (the admin token); with `--device-auth
-//!   off`, anyone may announce. Always HTTP 200 with a bencoded body; errors
+//!   announces with `origin_token=ORIGIN` (its own token, `--origin-token`;
+//!   the admin token is never accepted in a query string); with
+//!   `--device-auth off`, anyone may announce. A device scrapes only the
+//!   releases offered to it. Always HTTP 200 with a bencoded body; errors
 //!   (no or unknown token, release outside the device's rollout wave, …) as
 //!   `failure reason` ([`crate::service::Refusal`]).
 //! - Devices call the API with `Authorization: Bearer TOKEN`; the device id
@@ -20,7 +22,8 @@
 //!   [`NewRelease`](ota_proto::api::NewRelease) body), `GET /api/releases/{info_hash}`,
 //!   `GET /api/releases/{info_hash}/torrent` (announce URL `PUBLIC_URL/announce?token=HEX` for a device),
 //!   `POST /api/releases/{info_hash}/push` (admin), `POST /api/releases/{info_hash}/rollout`
-//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry` (admin),
+//!   (admin, `{"percent": N}`), `GET /api/releases/{info_hash}/telemetry` (admin only, also
+//!   with device authentication off),
 //!   `GET /api/releases/{info_hash}/peers` (admin, the live swarm as
 //!   [`PeerInfo`](ota_proto::api::PeerInfo) JSON).
 //! - `GET /api/devices`, `POST /api/devices` (a
@@ -29,10 +32,15 @@
 //!   is shown), `DELETE /api/devices/{id}`: admin.
 //! - `GET /api/push`: server-sent events, event `release` with a
 //!   [`PushEvent`](ota_proto::api::PushEvent) JSON body, only for releases
-//!   offered to the calling device.
-//! - `POST /api/telemetry`: a [`TelemetryReport`](ota_proto::api::TelemetryReport) JSON body.
-//! - `GET /api/subscribers`: number of connected push subscribers.
-//! - `GET /metrics`: Prometheus text format. `GET /health`: `ok`.
+//!   offered to the calling device, and `resync` (`{"missed": N}`) when the
+//!   subscriber fell behind; at most
+//!   [`MAX_STREAMS_PER_DEVICE`](crate::service::MAX_STREAMS_PER_DEVICE) per
+//!   device (then 429); a revoked device's streams end.
+//! - `POST /api/telemetry`: a [`TelemetryReport`](ota_proto::api::TelemetryReport) JSON body,
+//!   from a device only for a release offered to it, with byte counts no
+//!   larger than [`MAX_BYTES_FACTOR`](crate::service::MAX_BYTES_FACTOR) × the release size.
+//! - `GET /api/subscribers`: number of connected push subscribers (admin).
+//! - `GET /metrics`: Prometheus text format (admin). `GET /health`: `ok` (anyone).
 //!
 //! API errors are JSON `{"error": TEXT}` with the status of their
 //! [`ApiError`](crate::service::ApiError) (400, 401, 403, 404, 409, 503); a
@@ -48,6 +56,7 @@ use ota_common::metrics::metrics_handle;
 
 use crate::persistence;
 use crate::service::Tracker;
+use extract::Admin;
 
 mod announce;
 mod api;
@@ -80,7 +89,7 @@ impl Tracker {
             .route("/api/push", get(api::push_stream))
             .route("/api/subscribers", get(api::subscribers))
             .route("/api/telemetry", post(api::post_telemetry))
-            .route("/metrics", get(|| async { metrics_handle().render() }))
+            .route("/metrics", get(|_: Admin| async { metrics_handle().render() }))
             .route("/health", get(|| async { "ok" }))
             .with_state(self.clone())
     }

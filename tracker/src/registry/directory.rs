@@ -122,6 +122,11 @@ impl DeviceDirectory {
         self.by_digest.get(&token_digest(token))
     }
 
+    /// The entry of device `device_id` as registered now, if any.
+    pub fn current(&self, device_id: &str) -> Option<&Arc<DeviceEntry>> {
+        self.by_digest.get(self.by_id.get(device_id)?)
+    }
+
     /// Number of registered devices.
     pub fn len(&self) -> usize {
         self.by_id.len()

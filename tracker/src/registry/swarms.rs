@@ -78,7 +78,8 @@ impl Registry {
                     .bind(i64::try_from(p.left).unwrap_or(i64::MAX))
                     .bind(p.stalled as i64)
                     .bind(p.is_origin as i64)
-                    .bind(p.granted as i64)
+                    // Bit 0: the origin grant; bit 1: a believed `left=0` (no column of its own).
+                    .bind(p.granted as i64 | (p.verified as i64) << 1)
                     .bind(p.device.clone())
                     .bind(now_ms.saturating_sub(age_ms));
             }
@@ -130,7 +131,8 @@ impl Registry {
                 left: r.try_get::<i64, _>("left_bytes")?.max(0) as u64,
                 stalled: r.try_get::<i64, _>("stalled")?.clamp(0, u32::MAX as i64) as u32,
                 is_origin: r.try_get::<i64, _>("is_origin")? != 0,
-                granted: r.try_get::<i64, _>("granted")? != 0,
+                granted: r.try_get::<i64, _>("granted")? & 1 != 0,
+                verified: r.try_get::<i64, _>("granted")? & 2 != 0,
                 device: r.try_get("device")?,
                 age: std::time::Duration::from_millis(now_ms.saturating_sub(last_seen_ms).max(0) as u64),
             });

@@ -36,15 +36,21 @@ pub enum Refusal {
 
 impl Tracker {
     /// The caller of an announce, from its query: `origin_token=` equal to
-    /// the admin token is the origin ([`Caller::Admin`]); else `token=` must
-    /// be a registered device's token; without either, the caller is
-    /// anonymous when device authentication is off.
+    /// the origin token is the origin ([`Caller::Origin`]; the admin token
+    /// is never accepted in a query); else `token=` must be a registered
+    /// device's token; without either, the caller is anonymous when device
+    /// authentication is off.
     ///
-    /// Errors: [`Refusal::UnknownToken`], or [`Refusal::TokenRequired`]
-    /// without a token while device authentication is required.
+    /// Errors: [`Refusal::UnknownToken`] (also for a wrong `origin_token=`),
+    /// or [`Refusal::TokenRequired`] without a token while device
+    /// authentication is required.
     pub fn announce_caller(&self, origin_token: Option<&str>, token: Option<&str>) -> Result<Caller, Refusal> {
-        if origin_token.is_some_and(|t| self.is_admin_token(t)) {
-            return Ok(Caller::Admin);
+        if let Some(o) = origin_token {
+            return if self.is_origin_token(o) {
+                Ok(Caller::Origin)
+            } else {
+                Err(Refusal::UnknownToken)
+            };
         }
         match token {
             Some(t) => self.device(t).map(Caller::Device).ok_or(Refusal::UnknownToken),
@@ -54,11 +60,19 @@ impl Tracker {
     }
 
     /// The caller of a scrape: `token=` in the query must be a registered
-    /// device's token; without one, the admin bearer token or (with device
-    /// authentication off) nothing.
+    /// device's token, `origin_token=` the origin token; without one, the
+    /// admin bearer token or (with device authentication off) nothing.
     ///
     /// Errors: [`Refusal::UnknownToken`], or [`Refusal::TokenRequired`].
-    pub fn scrape_caller(&self, token: Option<&str>, bearer: Option<&str>) -> Result<Caller, Refusal> {
+    pub fn scrape_caller(
+        &self,
+        token: Option<&str>,
+        origin_token: Option<&str>,
+        bearer: Option<&str>,
+    ) -> Result<Caller, Refusal> {
+        if let Some(o) = origin_token {
+            return self.announce_caller(Some(o), None);
+        }
         match token {
             Some(t) => self.device(t).map(Caller::Device).ok_or(Refusal::UnknownToken),
             None if bearer.is_some_and(|b| self.is_admin_token(b)) => Ok(Caller::Admin),
@@ -68,16 +82,21 @@ impl Tracker {
     }
 
     /// One announce from `caller` (see [`Self::announce_caller`]), sent from
-    /// `remote` (the request's `ip=` wins when given). A device must be in
+    /// `remote`: the peer is listed at `remote`, or at the request's `ip=`
+    /// when `remote` is a trusted proxy (`--trusted-proxies`) and `ip=` is
+    /// neither unspecified nor multicast. A device must be in
     /// the release's audience; its announce carries its device id (whatever
     /// `device=` said), notes it as seen now, and an `event=completed`
     /// counts one completed download for it (written in the next
-    /// persistence round). The origin ([`Caller::Admin`]) gets no peers.
+    /// persistence round). With device authentication its peer entry is
+    /// bound to it (see [`crate::StoreConfig::device_bound`]). The origin
+    /// ([`Caller::Origin`]) gets no peers; the admin may not announce.
     ///
     /// Errors: [`Refusal::NotOffered`] for a device outside the release's
     /// audience; [`Refusal::Protocol`] with
     /// [`AnnounceError::Unregistered`] for an unknown info hash, or
-    /// [`AnnounceError::Invalid`] when the swarm is full.
+    /// [`AnnounceError::Invalid`] when the swarm is full, the peer id belongs
+    /// to another device, or the caller is the admin.
     pub fn announce(
         &self,
         mut request: AnnounceRequest,
@@ -93,13 +112,37 @@ impl Tracker {
                 completed_by = Some(dev.device_id.clone());
             }
         }
-        let is_origin = matches!(caller, Caller::Admin);
-        let addr = SocketAddr::new(request.ip.unwrap_or(remote), request.port);
+        if matches!(caller, Caller::Admin) {
+            return Err(AnnounceError::Invalid("caller", "the admin token does not announce".into()).into());
+        }
+        let is_origin = matches!(caller, Caller::Origin);
+        let ip = match request.ip {
+            Some(ip)
+                if self.trusted_proxies.contains(&remote.to_canonical())
+                    && !ip.is_unspecified()
+                    && !ip.is_multicast() =>
+            {
+                ip
+            }
+            _ => remote,
+        };
+        let addr = SocketAddr::new(ip, request.port);
         let resp = self.store.announce(&request, addr, is_origin, Instant::now())?;
         if let Some(id) = completed_by {
             self.mirror.count_completion(id, request.info_hash);
         }
         Ok(resp)
+    }
+
+    /// [`Self::scrape`] as `caller` sees it: a device gets only the releases
+    /// offered to it (its channel, model and rollout wave); the admin, the
+    /// origin and anonymous callers (device authentication off) every one.
+    pub fn scrape_for(&self, caller: &Caller, hashes: &[InfoHash]) -> Vec<(InfoHash, ScrapeStats)> {
+        let mut stats = self.scrape(hashes);
+        if let Caller::Device(d) = caller {
+            stats.retain(|(ih, _)| self.offered(ih, d).is_ok());
+        }
+        stats
     }
 
     /// Scrape counters (BEP 48) of the registered releases among `hashes`

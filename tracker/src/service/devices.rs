@@ -42,7 +42,8 @@ impl Tracker {
         })
     }
 
-    /// Revokes a device: its token stops working at once.
+    /// Revokes a device: its token stops working at once, and its open push
+    /// streams end.
     ///
     /// Errors: [`ApiError::NotFound`] for an unknown id, or a database
     /// failure.
@@ -54,6 +55,8 @@ impl Tracker {
             devices.len()
         };
         metrics::gauge!("ota_tracker_devices_registered").set(n as f64);
+        // Open push streams re-check their token and the revoked ones end.
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
         if !found {
             return Err(ApiError::NotFound(format!("no device {device_id}")));
         }

@@ -6,14 +6,16 @@
 //! request's parts (who calls, which info hash, which body), call one of
 //! these methods and encode the answer; tests call them directly.
 //!
-//! Who calls is a [`Caller`]: the admin (or, in announces, the origin
-//! seeder with the same token), a registered device, or anonymous (only
-//! with [`DeviceAuth::Off`]). Refused announces and scrapes are a
+//! Who calls is a [`Caller`]: the admin (admin token, only in an
+//! `Authorization` header), the origin seeder (its own origin token, in
+//! announces), a registered device, or anonymous (only with
+//! [`DeviceAuth::Off`]). Refused announces and scrapes are a
 //! [`Refusal`] (the bencoded `failure reason`, BEP 3); refused API calls an
 //! [`ApiError`] (a JSON error with an HTTP status).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
 
 use ota_common::metrics::metrics_handle;
 use ota_proto::rollout::{self, Audience};
@@ -29,17 +31,19 @@ mod push;
 mod releases;
 
 pub use announce::Refusal;
-pub use push::PushMsg;
-pub use releases::RolloutChange;
+pub use push::{PushItem, PushMsg, BUS_CAPACITY, MAX_STREAMS_PER_DEVICE};
+pub use releases::{RolloutChange, MAX_BYTES_FACTOR, MAX_ERROR_LEN};
 
 /// Who is calling: resolved from the admin token, a device token, or no
 /// credential (see [`Tracker::api_caller`], [`Tracker::announce_caller`],
 /// [`Tracker::scrape_caller`]).
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// The admin token: the admin on the API, the origin seeder in
-    /// announces (`origin_token=ADMIN`).
+    /// The admin token (`Authorization: Bearer ADMIN`).
     Admin,
+    /// The origin seeder: an announce with `origin_token=` equal to the
+    /// origin token.
+    Origin,
     /// A registered device, from its token.
     Device(Arc<DeviceEntry>),
     /// No credential (allowed only with [`DeviceAuth::Off`]).
@@ -66,6 +70,9 @@ pub enum ApiError {
     /// 409: the device id is already registered.
     #[error("{0}")]
     Conflict(String),
+    /// 429: the device holds too many push streams already.
+    #[error("{0}")]
+    TooMany(String),
     /// 503: the database failed (the cause is logged, not shown).
     #[error("database unavailable")]
     Database(#[source] sqlx::Error),
@@ -93,11 +100,23 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// Shortest admin or origin token accepted, in characters.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// Settings of a [`Tracker`] beyond its database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrackerSettings {
-    /// Bearer token for the admin API and the origin's announces.
+    /// Bearer token for the admin API (at least [`MIN_TOKEN_LEN`]
+    /// characters); accepted only in an `Authorization: Bearer` header.
     pub admin_token: String,
+    /// Token the origin seeder announces with (`origin_token=` in its
+    /// announce URL: at least [`MIN_TOKEN_LEN`] characters, not the admin
+    /// token); `None`: no origin may announce.
+    pub origin_token: Option<String>,
+    /// Connecting addresses (reverse proxies) whose announces' `ip=` is
+    /// believed; empty (the default): `ip=` is ignored and a peer is listed
+    /// at the address its connection comes from.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Base URL devices reach the tracker at, e.g. `http://127.0.0.1:7070`
     /// (a trailing `/` is dropped); used in the announce URL of served
     /// `.torrent` files.
@@ -106,6 +125,58 @@ pub struct TrackerSettings {
     pub store: StoreConfig,
     /// Whether devices must announce and call the API with their token.
     pub device_auth: DeviceAuth,
+}
+
+impl std::fmt::Debug for TrackerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerSettings")
+            .field("origin_token", &self.origin_token.as_ref().map(|_| "…"))
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("public_url", &self.public_url)
+            .field("store", &self.store)
+            .field("device_auth", &self.device_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrackerSettings {
+    /// Checks the credentials: an admin token and (if set) an origin token
+    /// of at least [`MIN_TOKEN_LEN`] characters, different from each other.
+    ///
+    /// Errors: the message names the setting (`--admin-token` /
+    /// `OTA_ADMIN_TOKEN`, `--origin-token` / `OTA_ORIGIN_TOKEN`) and what is
+    /// wrong with it.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.admin_token.is_empty() {
+            anyhow::bail!(
+                "no admin token: set --admin-token or OTA_ADMIN_TOKEN (at least {MIN_TOKEN_LEN} characters, \
+                 e.g. from `openssl rand -hex 32`)"
+            );
+        }
+        if self.admin_token.chars().count() < MIN_TOKEN_LEN {
+            anyhow::bail!(
+                "the admin token (--admin-token, OTA_ADMIN_TOKEN) is shorter than {MIN_TOKEN_LEN} characters"
+            );
+        }
+        if let Some(o) = &self.origin_token {
+            if o.chars().count() < MIN_TOKEN_LEN {
+                anyhow::bail!(
+                    "the origin token (--origin-token, OTA_ORIGIN_TOKEN) is shorter than {MIN_TOKEN_LEN} characters"
+                );
+            }
+            if o == &self.admin_token {
+                anyhow::bail!("the origin token (--origin-token) must differ from the admin token (--admin-token)");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compares a presented credential with the expected one in time that
+/// depends on their lengths only.
+fn same_secret(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 /// The tracker's shared state; every method takes `&self` (share it as an
@@ -117,6 +188,12 @@ pub struct Tracker {
     pub(crate) mirror: Mirror,
     pub(crate) push: tokio::sync::broadcast::Sender<PushMsg>,
     pub(crate) admin_token: String,
+    pub(crate) origin_token: Option<String>,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    /// Open push streams per device id.
+    pub(crate) streams: Mutex<HashMap<Arc<str>, usize>>,
+    /// Bumped on every revocation: open push streams re-check their token.
+    pub(crate) revocations: tokio::sync::watch::Sender<u64>,
     pub(crate) public_url: String,
     pub(crate) device_auth: DeviceAuth,
     pub(crate) devices: RwLock<DeviceDirectory>,
@@ -149,9 +226,14 @@ impl Tracker {
     /// peers silent for longer than the peer timeout, downtime included, are
     /// dropped) and completed-download counters (see [`persistence::restore`]).
     ///
-    /// Errors: a database failure.
+    /// Errors: invalid credentials ([`TrackerSettings::validate`]), or a
+    /// database failure.
     pub async fn new(registry: Registry, settings: TrackerSettings) -> anyhow::Result<Arc<Self>> {
-        let store = PeerStore::new(settings.store);
+        settings.validate()?;
+        let store = PeerStore::new(StoreConfig {
+            device_bound: settings.device_auth == DeviceAuth::Required,
+            ..settings.store
+        });
         let mut audiences = HashMap::new();
         for r in registry.list().await? {
             let ih = r.release.info_hash;
@@ -164,7 +246,7 @@ impl Tracker {
             metrics::gauge!("ota_tracker_rollout_percent", "info_hash" => ih.to_hex()).set(a.percent as f64);
         }
         persistence::restore(&registry, &store).await?;
-        let (push, _) = tokio::sync::broadcast::channel(64);
+        let (push, _) = tokio::sync::broadcast::channel(push::BUS_CAPACITY);
         metrics_handle();
         Ok(Arc::new(Tracker {
             registry,
@@ -172,6 +254,10 @@ impl Tracker {
             mirror: Mirror::new(settings.store.persist_interval),
             push,
             admin_token: settings.admin_token,
+            origin_token: settings.origin_token,
+            trusted_proxies: settings.trusted_proxies,
+            streams: Mutex::new(HashMap::new()),
+            revocations: tokio::sync::watch::Sender::new(0),
             public_url: settings.public_url.trim_end_matches('/').to_string(),
             device_auth: settings.device_auth,
             devices: RwLock::new(devices),
@@ -198,9 +284,15 @@ impl Tracker {
         self.mirror.persist(&self.registry, &self.store, &self.devices).await
     }
 
-    /// Whether `token` is the admin token.
+    /// Whether `token` is the admin token (constant-time comparison).
     pub fn is_admin_token(&self, token: &str) -> bool {
-        token == self.admin_token
+        same_secret(token, &self.admin_token)
+    }
+
+    /// Whether `token` is the origin token (constant-time comparison);
+    /// always false without one.
+    pub fn is_origin_token(&self, token: &str) -> bool {
+        self.origin_token.as_deref().is_some_and(|o| same_secret(token, o))
     }
 
     /// The caller of an API request from its bearer token

@@ -9,6 +9,47 @@ use ota_proto::InfoHash;
 use super::{audience_of, ApiError, Caller, PushMsg, Tracker};
 use crate::registry::StoredRelease;
 
+/// Most a telemetry byte count may be, as a multiple of the release's size
+/// (retries and re-downloads count more than once; uploads serve several
+/// peers).
+pub const MAX_BYTES_FACTOR: u64 = 16;
+
+/// Longest telemetry error text, in bytes.
+pub const MAX_ERROR_LEN: usize = 4096;
+
+/// Refuses a report whose counts no honest device can send for a release of
+/// `size` bytes (see [`Tracker::add_telemetry`]).
+fn check_report(r: &TelemetryReport, size: u64) -> Result<(), ApiError> {
+    let cap = size.saturating_mul(MAX_BYTES_FACTOR).max(1 << 20);
+    let counts = [
+        ("bytes_from_peers", r.bytes_from_peers),
+        ("bytes_from_lan_peers", r.bytes_from_lan_peers),
+        ("bytes_from_internet_peers", r.bytes_from_internet_peers),
+        ("bytes_from_origin", r.bytes_from_origin),
+        ("bytes_from_origin_http", r.bytes_from_origin_http),
+        ("bytes_uploaded", r.bytes_uploaded),
+    ];
+    if let Some((name, v)) = counts.iter().find(|(_, v)| *v > cap) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} = {v} is more than {MAX_BYTES_FACTOR} × the release size ({size} bytes)"
+        )));
+    }
+    if r.bytes_from_lan_peers.saturating_add(r.bytes_from_internet_peers) > r.bytes_from_peers {
+        return Err(ApiError::BadRequest(
+            "bytes_from_lan_peers + bytes_from_internet_peers is more than bytes_from_peers".into(),
+        ));
+    }
+    if r.duration_ms > 30 * 24 * 3600 * 1000 {
+        return Err(ApiError::BadRequest("duration_ms is more than 30 days".into()));
+    }
+    if r.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_LEN) {
+        return Err(ApiError::BadRequest(format!(
+            "error is longer than {MAX_ERROR_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// What [`Tracker::set_rollout`] changed; the JSON answer of `POST
 /// /api/releases/{info_hash}/rollout`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -215,28 +256,38 @@ impl Tracker {
     }
 
     /// Stores a telemetry report; a device's report is filed under the
-    /// device's own id whatever `report.device` says.
+    /// device's own id whatever `report.device` says, and only for a
+    /// release offered to it. Every byte count must be at most
+    /// [`MAX_BYTES_FACTOR`] × the release's size, the parts of
+    /// `bytes_from_peers` (LAN, internet) at most their whole, the error
+    /// text at most [`MAX_ERROR_LEN`] bytes.
     ///
-    /// Errors: [`ApiError::NotFound`] for an unknown release, or a database
+    /// Errors: [`ApiError::NotFound`] for an unknown release,
+    /// [`ApiError::Forbidden`] for a release not offered to the device,
+    /// [`ApiError::BadRequest`] for implausible counts, or a database
     /// failure.
     pub async fn add_telemetry(&self, caller: &Caller, mut report: TelemetryReport) -> Result<(), ApiError> {
-        if let Caller::Device(d) = caller {
-            report.device = d.device_id.to_string();
+        match caller {
+            Caller::Device(d) => report.device = d.device_id.to_string(),
+            Caller::Origin => return Err(ApiError::ADMIN_REQUIRED),
+            Caller::Admin | Caller::Anonymous => {}
         }
-        self.find(&report.info_hash).await?;
+        let r = self.find_for(caller, &report.info_hash).await?;
+        check_report(&report, r.release.size)?;
         self.registry.add_telemetry(&report).await?;
         metrics::counter!("ota_tracker_telemetry_reports_total").increment(1);
         Ok(())
     }
 
     /// The latest telemetry report of each device for a release. Reports
-    /// name devices: the admin reads them (anyone with device
-    /// authentication off), devices do not.
+    /// name devices: only the admin reads them (also with device
+    /// authentication off).
     ///
-    /// Errors: [`ApiError::Forbidden`] for a device, or a database failure.
+    /// Errors: [`ApiError::Unauthorized`] for anyone else, or a database
+    /// failure.
     pub async fn telemetry(&self, caller: &Caller, info_hash: &InfoHash) -> Result<Vec<TelemetryReport>, ApiError> {
-        if let Caller::Device(_) = caller {
-            return Err(ApiError::Forbidden("admin token required".into()));
+        if !matches!(caller, Caller::Admin) {
+            return Err(ApiError::ADMIN_REQUIRED);
         }
         Ok(self.registry.telemetry(info_hash).await?)
     }

@@ -1,16 +1,20 @@
 //! The tracker's STUN binding responder (RFC 8489): it tells devices the
 //! public address and port their datagrams come from. [`serve`] is the UDP
 //! loop around the pure codec [`ota_proto::stun::respond`];
-//! [`parse_listen`] reads the `--stun-listen` setting.
+//! [`parse_listen`] reads the `--stun-listen` setting; [`limit`] rate
+//! limits each source.
 
 use std::net::SocketAddr;
 
+pub mod limit;
 mod socket;
 
-pub use socket::serve;
+pub use limit::{RateLimiter, StunLimits};
+pub use socket::{serve, serve_with};
 
-/// Default UDP address of the STUN responder (IANA port 3478, RFC 8489 §9).
-pub const DEFAULT_STUN_LISTEN: &str = "0.0.0.0:3478";
+/// Default UDP port of the STUN responder (IANA port 3478, RFC 8489 §9);
+/// its default address is the HTTP listener's IP with this port.
+pub const DEFAULT_STUN_PORT: u16 = 3478;
 
 /// Parses the `--stun-listen` value: `off` or an empty string disables the
 /// responder (`None`), anything else must be a socket address.

@@ -9,7 +9,8 @@
 //! per device. Here the origin is a scarce resource: it is handed to at most
 //! `origin_slots` leechers at a time (they become the swarm's first sources),
 //! and to a leecher that is starved (its `left` did not shrink over
-//! [`STARVED_AFTER`] announces in a row) while no device holds the whole package. Everyone else gets
+//! [`STARVED_AFTER`] announces in a row) while no device holds the whole package, or over
+//! [`STARVED_DESPITE_SEEDERS_AFTER`] while one does. Everyone else gets
 //! devices only, seeders first: a device seeder also dials the leechers it is
 //! handed, so a starved leecher is served by devices as soon as one finishes. With one slot the origin
 //! sends close to one copy per swarm, the 1 − 1/N limit.
@@ -20,6 +21,12 @@
 
 /// Announces in a row without progress after which a leecher is starved.
 pub const STARVED_AFTER: u32 = 2;
+
+/// Announces in a row without progress after which a leecher is starved
+/// although device seeders are listed: they should have served it by then,
+/// so they are slow, unreachable or lying about holding the package, and a
+/// device claiming to seed cannot starve the others of the origin.
+pub const STARVED_DESPITE_SEEDERS_AFTER: u32 = 4;
 
 /// How the origin is listed to devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -137,7 +144,13 @@ pub fn hand_out<'a, T>(
     // Normally the first seeder already answers; skipped ones are the requester
     // (a seeder is not leeching, so then this is not read) or expired peers.
     let device_seeder = leeching && parts.seeders.iter().any(|c| !skip(c));
-    let starved = leeching && !device_seeder && requester.stalled >= STARVED_AFTER;
+    let starved = leeching
+        && requester.stalled
+            >= if device_seeder {
+                STARVED_DESPITE_SEEDERS_AFTER
+            } else {
+                STARVED_AFTER
+            };
     let (list_origin, granted) = match policy {
         OriginPolicy::Always => (leeching, false),
         OriginPolicy::OnDemand { slots } => {
@@ -213,6 +226,17 @@ mod tests {
         // Starved while a device (peer 2) holds the whole package: devices only.
         let (served_by_devices, _) = run(3, req(100, 2, false), &swarm(), 1, policy, 50);
         assert_eq!(served_by_devices, vec![2, 1]);
+        // ... unless the devices have not served it for longer (slow, or lying).
+        let (despite, granted) = run(
+            3,
+            req(100, STARVED_DESPITE_SEEDERS_AFTER, false),
+            &swarm(),
+            1,
+            policy,
+            50,
+        );
+        assert!(!granted);
+        assert_eq!(despite, vec![0, 2, 1]);
         // Starved with no device seeder: the origin.
         let no_seeder: Vec<P> = swarm().into_iter().filter(|c| c.0 != 2).collect();
         let (once, _) = run(3, req(100, 1, false), &no_seeder, 1, policy, 50);

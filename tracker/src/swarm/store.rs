@@ -55,6 +55,14 @@ pub struct StoreConfig {
     /// How often the server writes changed live peers to the database
     /// (see [`PeerStore::take_changes`]); the pure store itself never reads it.
     pub persist_interval: Duration,
+    /// Device-bound peers (on with device authentication, where the
+    /// announce's `device` comes from a verified token): a peer entry
+    /// belongs to the device that created it (another device, or the
+    /// origin, cannot update or stop it), a device keeps at most one entry
+    /// per address family in a swarm (a new peer id replaces the old), and a
+    /// device's `left=0` is believed only once the store saw it leeching
+    /// first (see [`PeerRecord::verified`]).
+    pub device_bound: bool,
 }
 
 impl Default for StoreConfig {
@@ -66,8 +74,29 @@ impl Default for StoreConfig {
             origin_policy: OriginPolicy::default(),
             max_peers_per_swarm: 50_000,
             persist_interval: Duration::from_secs(5),
+            device_bound: false,
         }
     }
+}
+
+/// Most peer entries one device keeps in one swarm with
+/// [`StoreConfig::device_bound`]: one per address family.
+pub const MAX_PEERS_PER_DEVICE: usize = 2;
+
+/// Whether a peer at `peer` may be handed to a requester at `to`: never an
+/// unspecified, multicast, broadcast or link-local address, and a loopback
+/// address only to a requester that is itself on loopback (a swarm on one
+/// host, as in tests). IPv4-mapped IPv6 addresses count as IPv4.
+pub fn shareable(peer: IpAddr, to: IpAddr) -> bool {
+    let (peer, to) = (peer.to_canonical(), to.to_canonical());
+    let link_local = match peer {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if peer.is_unspecified() || peer.is_multicast() || link_local {
+        return false;
+    }
+    !peer.is_loopback() || to.is_loopback()
 }
 
 /// A live peer detached from the monotonic clock: what the server writes to
@@ -88,6 +117,12 @@ pub struct PeerRecord {
     pub is_origin: bool,
     /// Whether it holds an origin grant.
     pub granted: bool,
+    /// Whether its `left=0` is believed: always without
+    /// [`StoreConfig::device_bound`]; with it, only for a device the store
+    /// saw leeching in this swarm before it reached 0 (a device claiming to
+    /// seed from its first announce is listed, and handed out, as a
+    /// leecher, and holds back no origin grant).
+    pub verified: bool,
     /// Device id from the announce URL.
     pub device: Option<String>,
     /// Time since its last announce.
@@ -168,10 +203,11 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(is_origin: bool, left: u64) -> Kind {
+    /// `verified`: whether a `left` of 0 is believed (see [`PeerRecord::verified`]).
+    fn of(is_origin: bool, left: u64, verified: bool) -> Kind {
         if is_origin {
             Kind::Origin
-        } else if left == 0 {
+        } else if left == 0 && verified {
             Kind::Seeder
         } else {
             Kind::Leecher
@@ -202,6 +238,8 @@ impl Slot {
 
 const GRANTED: u8 = 1;
 const DIRTY: u8 = 2;
+/// Its `left=0` is believed ([`PeerRecord::verified`]).
+const VERIFIED: u8 = 4;
 
 /// One live peer, compact (80 bytes).
 #[derive(Debug, Clone)]
@@ -226,6 +264,9 @@ impl Peer {
     fn granted(&self) -> bool {
         self.flags & GRANTED != 0
     }
+    fn verified(&self) -> bool {
+        self.flags & VERIFIED != 0
+    }
     /// Whether it takes one of the origin's grant slots (a leecher holding a grant).
     fn holds_grant(&self) -> bool {
         self.granted() && self.left > 0
@@ -247,11 +288,47 @@ struct Swarm {
     dirty: bool,
     /// Peers removed since the last `take_changes`.
     removed: Vec<PeerId>,
+    /// Peer ids by device id, for peers that carry one.
+    owners: HashMap<Box<str>, Vec<PeerId>>,
 }
 
 impl Swarm {
     fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Notes peer `id` under `device`, if it has one.
+    fn own(&mut self, device: Option<&str>, id: PeerId) {
+        if let Some(d) = device {
+            match self.owners.get_mut(d) {
+                Some(ids) => ids.push(id),
+                None => {
+                    self.owners.insert(d.into(), vec![id]);
+                }
+            }
+        }
+    }
+
+    /// Forgets peer `id` under `device`.
+    fn unown(&mut self, device: Option<&str>, id: PeerId) {
+        if let Some(d) = device {
+            if let Some(ids) = self.owners.get_mut(d) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.owners.remove(d);
+                }
+            }
+        }
+    }
+
+    /// The peers of `device` in this swarm.
+    fn owned_by(&self, device: &str) -> &[PeerId] {
+        self.owners.get(device).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn get(&self, id: &PeerId) -> Option<&Peer> {
+        let slot = *self.index.get(id)?;
+        Some(&self.lists[slot.kind() as usize][slot.pos()])
     }
 
     fn stats(&self) -> ScrapeStats {
@@ -285,6 +362,7 @@ impl Swarm {
         if peer.holds_grant() {
             self.grants -= 1;
         }
+        self.unown(peer.device.as_deref(), peer.id);
         peer
     }
 
@@ -295,16 +373,23 @@ impl Swarm {
         }
         match self.index.get(&peer.id).copied() {
             Some(slot) if slot.kind() == kind => {
+                let id = peer.id;
                 let old = &mut self.lists[kind as usize][slot.pos()];
+                let moved_device = (old.device != peer.device).then(|| peer.device.clone());
+                let old = std::mem::replace(old, peer);
                 if old.holds_grant() {
                     self.grants -= 1;
                 }
-                *old = peer;
+                if let Some(new_device) = moved_device {
+                    self.unown(old.device.as_deref(), id);
+                    self.own(new_device.as_deref(), id);
+                }
             }
             old => {
                 if let Some(slot) = old {
                     self.detach(slot);
                 }
+                self.own(peer.device.as_deref(), peer.id);
                 let list = &mut self.lists[kind as usize];
                 self.index.insert(peer.id, Slot::new(kind, list.len()));
                 list.push(peer);
@@ -353,6 +438,7 @@ fn record(info_hash: &InfoHash, kind: Kind, p: &Peer, now_ns: i64) -> PeerRecord
         stalled: p.stalled,
         is_origin: kind == Kind::Origin,
         granted: p.granted(),
+        verified: p.verified(),
         device: p.device.as_deref().map(str::to_string),
         age: age(now_ns, p.last_seen),
     }
@@ -434,16 +520,53 @@ impl PeerStore {
         let Some(swarm) = shard.swarms.get_mut(&req.info_hash) else {
             return Err(AnnounceError::Unregistered(hex::encode(req.info_hash)));
         };
+        if config.device_bound {
+            // A peer entry belongs to the device (or the origin: no device) that made it.
+            if let Some(p) = swarm.get(&req.peer_id) {
+                if p.device.as_deref() != req.device.as_deref() {
+                    return Err(AnnounceError::Invalid(
+                        "peer_id",
+                        "this peer id is announced by another device".into(),
+                    ));
+                }
+            }
+        }
         if req.event == AnnounceEvent::Stopped {
             swarm.remove(&req.peer_id);
             return Ok(response(config, swarm, Vec::new()));
         }
+        let mut inherited_verified = false;
+        if let (true, Some(device), false) = (
+            config.device_bound,
+            req.device.as_deref(),
+            swarm.index.contains_key(&req.peer_id),
+        ) {
+            // One entry per device and address family: a new peer id replaces the old.
+            let family = addr.ip().to_canonical().is_ipv4();
+            let owned = swarm.owned_by(device);
+            let same_family = |id: &&PeerId| swarm.get(id).is_some_and(|p| p.ip.to_canonical().is_ipv4() == family);
+            let mut replaced: Vec<PeerId> = owned.iter().filter(same_family).copied().collect();
+            // Never more than the cap, whatever happened before.
+            let others = owned
+                .iter()
+                .filter(|id| !replaced.contains(id))
+                .copied()
+                .collect::<Vec<_>>();
+            let excess = others.len().saturating_sub(MAX_PEERS_PER_DEVICE - 1);
+            replaced.extend(others.into_iter().take(excess));
+            for id in replaced {
+                if let Some(p) = swarm.get(&id) {
+                    inherited_verified |= p.verified() && p.left == 0;
+                }
+                swarm.remove(&id);
+            }
+        }
         let previous = swarm.get_mut(&req.peer_id);
         // A peer past the timeout that the sweep has not dropped yet starts afresh.
         let previous = previous.filter(|p| now_ns.saturating_sub(p.last_seen) <= timeout_ns);
-        let (prev_left, prev_stalled, granted_before, prev_device) = match previous {
-            Some(p) => (Some(p.left), p.stalled, p.granted(), p.device.take()),
-            None => (None, 0, false, None),
+        let (prev_left, prev_stalled, granted_before, prev_device, prev_verified) = match previous {
+            Some(p) => (Some(p.left), p.stalled, p.granted(), p.device.take(), p.verified()),
+            None => (None, 0, false, None, false),
         };
         if !swarm.index.contains_key(&req.peer_id) && swarm.len() >= config.max_peers_per_swarm {
             // Full: drop the expired peers the sweep has not reached yet first.
@@ -453,10 +576,20 @@ impl PeerStore {
             }
         }
         let was_leeching = prev_left.is_some_and(|l| l > 0);
-        if req.event == AnnounceEvent::Completed || (was_leeching && req.left == 0) {
+        // Device-bound: a completion counts, and `left=0` is believed, only after
+        // the store saw the device leeching (or it was believed before).
+        let completes = if config.device_bound {
+            was_leeching && req.left == 0
+        } else {
+            req.event == AnnounceEvent::Completed || (was_leeching && req.left == 0)
+        };
+        if completes {
             swarm.downloaded += 1;
             swarm.downloaded_dirty = true;
         }
+        let verified = !config.device_bound
+            || req.device.is_none()
+            || (req.left == 0 && (was_leeching || prev_verified || inherited_verified));
         let stalled = match prev_left {
             Some(l) if req.left > 0 && req.left >= l => prev_stalled.saturating_add(1),
             _ => 0,
@@ -465,14 +598,14 @@ impl PeerStore {
             id: req.peer_id,
             ip: addr.ip(),
             port: addr.port(),
-            flags: DIRTY | if granted_before { GRANTED } else { 0 },
+            flags: DIRTY | if granted_before { GRANTED } else { 0 } | if verified { VERIFIED } else { 0 },
             stalled,
             left: req.left,
             last_seen: now_ns,
             device: req.device.as_deref().map(Box::from).or(prev_device),
         };
         let own_grant = peer.holds_grant() as u32;
-        swarm.put(Kind::of(is_origin, req.left), peer);
+        swarm.put(Kind::of(is_origin, req.left, verified), peer);
         swarm.dirty = true;
 
         if is_origin {
@@ -480,6 +613,7 @@ impl PeerStore {
             return Ok(response(config, swarm, Vec::new()));
         }
         let requester = Requester {
+            // An unbelieved `left=0` gets no origin either: the device claims to need nothing.
             left: req.left,
             stalled,
             granted: granted_before,
@@ -489,7 +623,10 @@ impl PeerStore {
             seeders: &swarm.lists[Kind::Seeder as usize],
             leechers: &swarm.lists[Kind::Leecher as usize],
         };
-        let stale = |p: &Peer| p.id == req.peer_id || now_ns.saturating_sub(p.last_seen) > timeout_ns;
+        let requester_ip = addr.ip();
+        let stale = |p: &Peer| {
+            p.id == req.peer_id || now_ns.saturating_sub(p.last_seen) > timeout_ns || !shareable(p.ip, requester_ip)
+        };
         let grants_in_use = (swarm.grants - own_grant) as usize;
         let handout = hand_out(
             &requester,
@@ -588,12 +725,21 @@ impl PeerStore {
         }
         let seen = now.checked_sub(record.age).unwrap_or(now);
         swarm.put(
-            Kind::of(record.is_origin, record.left),
+            Kind::of(
+                record.is_origin,
+                record.left,
+                record.verified || !self.config.device_bound,
+            ),
             Peer {
                 id: record.peer_id,
                 ip: record.addr.ip(),
                 port: record.addr.port(),
-                flags: if record.granted { GRANTED } else { 0 },
+                flags: if record.granted { GRANTED } else { 0 }
+                    | if record.verified || !self.config.device_bound {
+                        VERIFIED
+                    } else {
+                        0
+                    },
                 stalled: record.stalled,
                 left: record.left,
                 last_seen: self.clock.ns(seen),
@@ -799,6 +945,7 @@ mod tests {
             stalled: 1,
             is_origin: n == 0,
             granted: n == 1,
+            verified: true,
             device: Some(format!("dev-{n}")),
             age: Duration::from_secs(age),
         };
@@ -842,7 +989,7 @@ mod tests {
         {
             for (i, p) in list.iter().enumerate() {
                 assert_eq!(sw.index[&p.id], Slot::new(k, i));
-                assert_eq!(Kind::of(k == Kind::Origin, p.left), k);
+                assert_eq!(Kind::of(k == Kind::Origin, p.left, p.verified()), k);
                 n += 1;
             }
         }
