@@ -208,7 +208,8 @@ async fn run_in(
     let started = Instant::now();
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let admin = format!("admin-{:016x}", rand::random::<u64>());
+    let admin = format!("admin-{:032x}", rand::random::<u128>());
+    let origin = format!("origin-{:032x}", rand::random::<u128>());
 
     let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let s3 = S3Server::start(&work.join("s3"), s3_listener, ACCESS_KEY, SECRET_KEY)?;
@@ -233,6 +234,8 @@ async fn run_in(
             format!("sqlite://{}?mode=rwc", work.join("tracker.db").display()),
             s("--admin-token"),
             admin.clone(),
+            s("--origin-token"),
+            origin.clone(),
             s("--announce-interval"),
             args.announce_interval.to_string(),
             s("--origin-slots"),
@@ -250,6 +253,7 @@ async fn run_in(
     let mut s3_env = s3.client_env();
     s3_env.push((s("OTA_TRACKER_URL"), tracker_url.clone()));
     s3_env.push((s("OTA_ADMIN_TOKEN"), admin.clone()));
+    s3_env.push((s("OTA_ORIGIN_TOKEN"), origin.clone()));
     let seeder_http = format!("127.0.0.1:{}", free_port()?);
     procs.spawn(
         "seeder",

@@ -59,8 +59,9 @@ struct TrackerArgs {
     /// Tracker base URL.
     #[arg(long, env = "OTA_TRACKER_URL", default_value = "http://127.0.0.1:7070")]
     tracker: String,
-    /// Tracker admin token (also the origin's announce token).
-    #[arg(long, env = "OTA_ADMIN_TOKEN", default_value = "dev-admin-token")]
+    /// Tracker admin token, sent only in `Authorization` headers (release
+    /// registration); required, no default.
+    #[arg(long, env = "OTA_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
 }
 
@@ -145,6 +146,10 @@ struct SeedArgs {
     /// How long the tracker's verdict on a (token, release) is reused, in seconds.
     #[arg(long, env = "OTA_SEEDER_PACKAGE_AUTH_TTL", default_value_t = http_path::DEFAULT_VERDICT_TTL.as_secs())]
     package_auth_ttl_secs: u64,
+    /// Token the origin announces with (`origin_token=` in its announce
+    /// URL): the tracker's `--origin-token`, not the admin token; required.
+    #[arg(long, env = "OTA_ORIGIN_TOKEN", hide_env_values = true)]
+    origin_token: String,
     #[command(flatten)]
     tracker: TrackerArgs,
     #[command(flatten)]
@@ -279,7 +284,7 @@ async fn run() -> anyhow::Result<()> {
                     read_ahead: a.read_ahead,
                     upload_limit_bps: (a.upload_limit_bps > 0).then_some(a.upload_limit_bps),
                     poll_interval: Duration::from_millis(a.poll_ms),
-                    origin_token: a.tracker.admin_token,
+                    origin_token: a.origin_token,
                     verify_interval: Duration::from_secs(a.verify_interval_secs.max(1)),
                     ledger_interval: Duration::from_millis(a.ledger_interval_ms.max(100)),
                     max_s3_requests: a.max_s3_requests,

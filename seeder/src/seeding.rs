@@ -49,7 +49,9 @@ pub struct SeedSettings {
     pub upload_limit_bps: Option<u32>,
     /// How often to look for new releases.
     pub poll_interval: Duration,
-    /// Origin token (the tracker's admin token).
+    /// Origin token: the tracker's `--origin-token` (not its admin token),
+    /// sent as `origin_token=` in the announce URL (librqbit can carry a
+    /// credential only in the URL's query).
     pub origin_token: String,
     /// How often to re-check each seeded object's ETag in S3.
     pub verify_interval: Duration,

@@ -41,6 +41,7 @@ fn peer(n: u32, per_swarm: u32, left: u64) -> PeerRecord {
         stalled: 0,
         is_origin: false,
         granted: false,
+        verified: false,
         device: Some(format!("dev-{n}")),
         age: Duration::from_millis(u64::from(n % 1000)),
     }

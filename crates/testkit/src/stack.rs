@@ -45,10 +45,13 @@ use ota_seeder::seeding::{SeedSettings, Seeder};
 
 use crate::net::free_addr;
 use crate::s3_server::S3Server;
-use crate::tracker::{TestTracker, DEFAULT_ADMIN};
+use crate::tracker::{TestTracker, DEFAULT_ADMIN, DEFAULT_ORIGIN};
 
-/// The tracker's admin token, also the seeders' origin token.
+/// The tracker's admin token.
 pub const ADMIN: &str = DEFAULT_ADMIN;
+
+/// The seeders' origin token (the tracker's `--origin-token`).
+pub const ORIGIN: &str = DEFAULT_ORIGIN;
 /// S3 access key of every test stack.
 pub const ACCESS_KEY: &str = "testkit-access";
 /// S3 secret key of every test stack.
@@ -167,7 +170,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts S3 (bucket [`BUCKET`]) and a tracker (admin token [`ADMIN`])
+    /// Starts S3 (bucket [`BUCKET`]) and a tracker (admin token [`ADMIN`], origin token [`ORIGIN`])
     /// under a new temporary folder.
     pub async fn start() -> Stack {
         let dir = tempfile::tempdir().expect("temporary folder");
@@ -232,9 +235,9 @@ impl Stack {
     }
 
     /// [`seed_settings`] for a seeder of this stack: its folder under
-    /// [`Self::dir`], origin token [`ADMIN`].
+    /// [`Self::dir`], origin token [`ORIGIN`].
     pub fn seed_settings(&self) -> SeedSettings {
-        let s = seed_settings(PathBuf::new(), ADMIN);
+        let s = seed_settings(PathBuf::new(), ORIGIN);
         SeedSettings {
             state_dir: self.dir.path().join(format!("seeder-{}", s.peer_listen.port())),
             ..s

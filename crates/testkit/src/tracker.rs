@@ -8,8 +8,8 @@
 //! use ota_tracker::{DeviceAuth, OriginPolicy};
 //!
 //! // Defaults: a SQLite registry in a fresh temporary folder, a free port
-//! // on 127.0.0.1, admin token DEFAULT_ADMIN, device tokens off, the
-//! // production store settings.
+//! // on 127.0.0.1, admin token DEFAULT_ADMIN, origin token DEFAULT_ORIGIN,
+//! // device tokens off, the production store settings.
 //! let t = TestTracker::start().await;
 //! t.client().releases().await.unwrap();
 //!
@@ -34,9 +34,13 @@ use std::time::{Duration, Instant};
 use ota_client::TrackerClient;
 use ota_tracker::{DeviceAuth, OriginPolicy, Registry, StoreConfig, Tracker, TrackerSettings};
 
-/// The admin token (also the origin's announce token) unless
-/// [`TestTrackerBuilder::admin_token`] sets another.
+/// The admin token unless [`TestTrackerBuilder::admin_token`] sets another
+/// (at least 16 characters, as the tracker requires).
 pub const DEFAULT_ADMIN: &str = "testkit-admin-token";
+
+/// The origin's announce token unless [`TestTrackerBuilder::origin_token`]
+/// sets another.
+pub const DEFAULT_ORIGIN: &str = "testkit-origin-token";
 
 /// How long [`TestTracker::stop`] waits for the graceful shutdown (which
 /// itself gives open requests 2 s, then writes the live peers).
@@ -68,6 +72,8 @@ pub struct TestTrackerBuilder {
     database: Database,
     listen: Listen,
     admin_token: String,
+    origin_token: String,
+    trusted_proxies: Vec<IpAddr>,
     device_auth: DeviceAuth,
     store: StoreConfig,
 }
@@ -78,6 +84,8 @@ impl Default for TestTrackerBuilder {
             database: Database::Temporary,
             listen: Listen::AnyPort(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             admin_token: DEFAULT_ADMIN.into(),
+            origin_token: DEFAULT_ORIGIN.into(),
+            trusted_proxies: Vec::new(),
             device_auth: DeviceAuth::Off,
             store: StoreConfig::default(),
         }
@@ -116,6 +124,19 @@ impl TestTrackerBuilder {
     /// The admin token (default [`DEFAULT_ADMIN`]).
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
         self.admin_token = token.into();
+        self
+    }
+
+    /// The origin's announce token (default [`DEFAULT_ORIGIN`]).
+    pub fn origin_token(mut self, token: impl Into<String>) -> Self {
+        self.origin_token = token.into();
+        self
+    }
+
+    /// Connecting addresses whose announces' `ip=` is believed (default
+    /// none).
+    pub fn trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Self {
+        self.trusted_proxies = proxies;
         self
     }
 
@@ -160,7 +181,8 @@ impl TestTrackerBuilder {
 
     /// Opens the registry, binds and starts serving.
     ///
-    /// Panics when the database cannot be opened or the address bound.
+    /// Panics when the database cannot be opened, the address bound, or
+    /// the tokens are refused (shorter than 16 characters, or equal).
     pub async fn start(self) -> TestTracker {
         let (dir, url) = match self.database {
             Database::Temporary => {
@@ -185,6 +207,8 @@ impl TestTrackerBuilder {
         let url = format!("http://{addr}");
         let settings = TrackerSettings {
             admin_token: self.admin_token.clone(),
+            origin_token: Some(self.origin_token.clone()),
+            trusted_proxies: self.trusted_proxies,
             public_url: url.clone(),
             store: self.store,
             device_auth: self.device_auth,
@@ -201,6 +225,7 @@ impl TestTrackerBuilder {
             url,
             addr,
             admin_token: self.admin_token,
+            origin_token: self.origin_token,
             client,
             tracker,
             stop_tx: Some(stop_tx),
@@ -242,6 +267,7 @@ pub struct TestTracker {
     url: String,
     addr: SocketAddr,
     admin_token: String,
+    origin_token: String,
     client: TrackerClient,
     tracker: Arc<Tracker>,
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
@@ -271,9 +297,14 @@ impl TestTracker {
         self.addr
     }
 
-    /// Its admin token (also the origin's announce token).
+    /// Its admin token.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// The token an origin seeder announces with (`origin_token=`).
+    pub fn origin_token(&self) -> &str {
+        &self.origin_token
     }
 
     /// A client holding the admin token.

@@ -23,14 +23,14 @@ use ota_tracker::OriginPolicy;
 
 pub(crate) use ota_testkit::net::{free_addr, free_port_on};
 pub(crate) use ota_testkit::package;
-pub(crate) use ota_testkit::stack::{serve_http, wait_origin, ADMIN};
+pub(crate) use ota_testkit::stack::{serve_http, wait_origin, ADMIN, ORIGIN};
 pub(crate) use ota_testkit::tracker::TestTracker;
 
 pub(crate) mod fake_tracker;
 
 /// The testkit's in-process tracker for these tests: registry under
 /// `db_dir`, listening on a free port of `ip`, 1 s announce interval, device
-/// tokens off, admin token [`ADMIN`] (the seeders' origin token).
+/// tokens off, admin token [`ADMIN`], origin token [`ORIGIN`] (the testkit's default).
 pub(crate) async fn start_tracker(db_dir: &Path, ip: IpAddr, origin_policy: OriginPolicy) -> TestTracker {
     TestTracker::builder()
         .db_dir(db_dir)
@@ -114,9 +114,9 @@ impl Stack {
     }
 
     /// Seeder settings of this stack: the testkit's test settings, the
-    /// folder under [`Self::dir`], origin token [`ADMIN`].
+    /// folder under [`Self::dir`], origin token [`ORIGIN`].
     pub(crate) fn seed_settings(&self, upload_limit_bps: Option<u32>) -> SeedSettings {
-        let s = ota_testkit::stack::seed_settings(Default::default(), ADMIN);
+        let s = ota_testkit::stack::seed_settings(Default::default(), ORIGIN);
         SeedSettings {
             state_dir: self.dir.path().join(format!("seeder-{}", s.peer_listen.port())),
             upload_limit_bps,

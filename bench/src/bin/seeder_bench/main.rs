@@ -51,6 +51,8 @@ const BUCKET: &str = "bench";
 const ACCESS_KEY: &str = "bench-access";
 const SECRET_KEY: &str = "bench-secret-key";
 const ADMIN: &str = "bench-admin-token";
+/// The origin's announce token (the in-process tracker's default).
+const ORIGIN: &str = ota_testkit::tracker::DEFAULT_ORIGIN;
 const MIB: u64 = 1024 * 1024;
 
 /// seeder-bench: throughput, S3 read amplification and memory of the S3-backed origin.

@@ -46,6 +46,7 @@ pub(crate) async fn bench_rss(
         let mut env = s3_server.client_env();
         env.push(("OTA_TRACKER_URL".into(), tracker.url().to_string()));
         env.push(("OTA_ADMIN_TOKEN".into(), ADMIN.into()));
+        env.push(("OTA_ORIGIN_TOKEN".into(), ORIGIN.into()));
         let s = |v: &str| v.to_string();
         let t = Instant::now();
         let pid = procs.spawn(

@@ -27,7 +27,7 @@ pub(crate) async fn bench_s3_seeder(
             poll_interval: Duration::from_secs(1),
             verify_interval: Duration::from_secs(300),
             max_s3_requests: cli.max_s3_requests,
-            ..SeedSettings::new(peer, dir.join("state"), ADMIN)
+            ..SeedSettings::new(peer, dir.join("state"), ORIGIN)
         },
     )
     .await?;
