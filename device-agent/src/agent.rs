@@ -515,7 +515,7 @@ impl Agent {
             Ok(()) => {
                 self.mark_installed(info_hash, "install hook succeeded")?;
             }
-            Err(e) => report.error = Some(format!("install hook failed: {e}")),
+            Err(e) => report.error = Some(crate::release_flow::report_error(&format!("install hook failed: {e}"))),
         }
         if let Some(a) = self.active.lock().unwrap().get_mut(info_hash) {
             a.phase = Phase::Seeding;

@@ -860,7 +860,7 @@ impl ReleaseFlow {
 
     fn error_report(&self, reason: &str) -> TelemetryReport {
         TelemetryReport {
-            error: Some(reason.to_string()),
+            error: Some(report_error(reason)),
             ..telemetry_report(&self.config.device_id, &self.info_hash, &SourceTotals::default())
         }
     }
@@ -980,7 +980,7 @@ impl ReleaseFlow {
                 detail: "install hook succeeded".into(),
             });
         }
-        report.error = hook_error;
+        report.error = hook_error.as_deref().map(report_error);
         self.push(Action::Update(Update::Seeding));
         self.push(Action::Report(Box::new(report.clone())));
         let size = self.size();
@@ -996,6 +996,23 @@ impl ReleaseFlow {
         self.wait = Wait::Nothing;
         self.end = Some(Ok(installed));
     }
+}
+
+/// Longest error text sent in a telemetry report, bytes (the tracker
+/// refuses reports with more than 4096; the history keeps the whole text).
+pub const MAX_REPORT_ERROR_BYTES: usize = 1024;
+
+/// `error` cut to at most [`MAX_REPORT_ERROR_BYTES`] (at a character
+/// boundary, `…` marking the cut) for a telemetry report.
+pub fn report_error(error: &str) -> String {
+    if error.len() <= MAX_REPORT_ERROR_BYTES {
+        return error.to_string();
+    }
+    let mut cut = MAX_REPORT_ERROR_BYTES - '…'.len_utf8();
+    while !error.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &error[..cut])
 }
 
 /// Splits per-peer fetched bytes into origin, LAN-peer and internet-peer bytes.
@@ -1965,6 +1982,18 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(a.len(), 2, "no StartDownload, no DeleteDownload: {a:?}");
+    }
+
+    #[test]
+    fn report_errors_are_cut_to_the_limit_at_a_character_boundary() {
+        assert_eq!(report_error("short"), "short");
+        let long = "é".repeat(2000);
+        let cut = report_error(&long);
+        assert!(
+            cut.len() <= MAX_REPORT_ERROR_BYTES && cut.ends_with('…'),
+            "{}",
+            cut.len()
+        );
     }
 
     #[test]
