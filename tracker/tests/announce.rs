@@ -3,56 +3,26 @@
 //! device id taken from the token and the completed-download count, on a
 //! tracker with a SQLite registry in a temporary folder.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ota_proto::announce::{AnnounceError, AnnounceEvent, AnnounceRequest};
-use ota_proto::api::{NewDevice, NewRelease};
+use ota_proto::announce::{AnnounceError, AnnounceEvent};
+use ota_proto::api::NewRelease;
 use ota_proto::rollout;
 use ota_proto::{InfoHash, PeerId};
 use ota_tracker::service::Refusal;
-use ota_tracker::{Caller, DeviceAuth, Registry, StoreConfig, Tracker, TrackerSettings};
+use ota_tracker::{Caller, DeviceAuth, Tracker};
 
-const ADMIN: &str = "announce-admin-token";
-const ORIGIN: &str = "announce-origin-token";
+mod common;
+
+use common::{device, ip, request, settings, tracker_with, ADMIN, ORIGIN};
 
 async fn tracker(dir: &tempfile::TempDir, device_auth: DeviceAuth) -> Arc<Tracker> {
-    let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display()))
-        .await
-        .unwrap();
-    let settings = TrackerSettings {
-        admin_token: ADMIN.into(),
-        origin_token: Some(ORIGIN.into()),
-        trusted_proxies: Vec::new(),
-        public_url: "http://tracker.invalid".into(),
-        store: StoreConfig::default(),
-        device_auth,
-    };
-    Tracker::new(registry, settings).await.unwrap()
+    tracker_with(dir, settings(device_auth)).await
 }
 
 fn release() -> NewRelease {
     ota_testkit::release("a.bin", 10, 16384)
-}
-
-fn request(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
-    AnnounceRequest::new(ih, PeerId([n; 20]), 7000 + n as u16, left, event)
-}
-
-fn ip(last: u8) -> IpAddr {
-    IpAddr::from([10, 0, 0, last])
-}
-
-async fn device(t: &Tracker, id: &str) -> (String, Caller) {
-    let new = NewDevice {
-        device_id: id.into(),
-        channel: "stable".into(),
-        model: "m1".into(),
-    };
-    let token = t.register_device(new).await.unwrap().token;
-    let caller = t.announce_caller(None, Some(&token)).unwrap();
-    assert!(matches!(&caller, Caller::Device(d) if &*d.device_id == id));
-    (token, caller)
 }
 
 #[tokio::test]

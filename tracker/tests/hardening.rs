@@ -10,33 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ota_proto::announce::{AnnounceError, AnnounceEvent, AnnounceRequest};
-use ota_proto::api::{NewDevice, TelemetryReport};
+use ota_proto::announce::{AnnounceError, AnnounceEvent};
+use ota_proto::api::TelemetryReport;
 use ota_proto::{InfoHash, PeerId};
 use ota_testkit::tracker::TestTracker;
 use ota_tracker::service::{ApiError, PushItem, Refusal, BUS_CAPACITY, MAX_STREAMS_PER_DEVICE};
-use ota_tracker::{Caller, DeviceAuth, OriginPolicy, Registry, StoreConfig, Tracker, TrackerSettings};
+use ota_tracker::{Caller, DeviceAuth, OriginPolicy, Registry, Tracker, TrackerSettings};
 
-const ADMIN: &str = "hardening-admin-token";
-const ORIGIN: &str = "hardening-origin-token";
+mod common;
 
-fn settings(device_auth: DeviceAuth) -> TrackerSettings {
-    TrackerSettings {
-        admin_token: ADMIN.into(),
-        origin_token: Some(ORIGIN.into()),
-        trusted_proxies: Vec::new(),
-        public_url: "http://tracker.invalid".into(),
-        store: StoreConfig::default(),
-        device_auth,
-    }
-}
-
-async fn tracker_with(dir: &tempfile::TempDir, settings: TrackerSettings) -> Arc<Tracker> {
-    let registry = Registry::open(&format!("sqlite://{}/t.db", dir.path().display()))
-        .await
-        .unwrap();
-    Tracker::new(registry, settings).await.unwrap()
-}
+use common::{device, ip, request, settings, tracker_with, ADMIN, ORIGIN};
 
 /// A tracker requiring device tokens, with one registered release.
 async fn tracker(dir: &tempfile::TempDir) -> (Arc<Tracker>, InfoHash) {
@@ -47,25 +30,6 @@ async fn tracker(dir: &tempfile::TempDir) -> (Arc<Tracker>, InfoHash) {
         .unwrap()
         .info_hash;
     (t, ih)
-}
-
-async fn device(t: &Tracker, id: &str) -> (String, Caller) {
-    let new = NewDevice {
-        device_id: id.into(),
-        channel: "stable".into(),
-        model: "m1".into(),
-    };
-    let token = t.register_device(new).await.unwrap().token;
-    let caller = t.announce_caller(None, Some(&token)).unwrap();
-    (token, caller)
-}
-
-fn request(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
-    AnnounceRequest::new(ih, PeerId([n; 20]), 7000 + n as u16, left, event)
-}
-
-fn ip(last: u8) -> IpAddr {
-    IpAddr::from([10, 0, 0, last])
 }
 
 fn peer_ids(t: &Tracker, ih: &InfoHash) -> Vec<u8> {
