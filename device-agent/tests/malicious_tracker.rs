@@ -151,6 +151,17 @@ async fn oversized_and_endless_responses_are_refused_without_being_buffered() {
     let err = format!("{:#}", first.expect("an error, not the end").unwrap_err());
     assert!(err.contains("push event"), "{err}");
 
+    // A `resync` event (the tracker dropped pushes for this subscriber)
+    // ends the stream with an error, so the agent reconnects and lists its
+    // releases again instead of silently missing a push.
+    fake.state.lock().unwrap().push = Some(Served::Bytes(b"event: resync\ndata: {\"missed\":10}\n\n".to_vec()));
+    let mut stream = client.subscribe().await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+        .await
+        .expect("the resync event arrives");
+    let err = format!("{:#}", first.expect("an error, not the end").unwrap_err());
+    assert!(err.contains("resync"), "{err}");
+
     // The origin's HTTP path answering more than a piece: the first piece
     // is refused on its Content-Length and nothing of it is written.
     fake.serve(&release, &torrent, "fw.bin", &data);

@@ -541,7 +541,9 @@ impl TrackerClient {
     /// Subscribes to the push channel (server-sent events). The stream ends
     /// when the connection drops, when nothing (not even a keep-alive) is
     /// read for [`READ_TIMEOUT`], or with an error when one event is longer
-    /// than [`limits::PUSH_EVENT`] bytes; callers reconnect with backoff.
+    /// than [`limits::PUSH_EVENT`] bytes or when the tracker sends `resync`
+    /// (it dropped pushes for this subscriber); callers reconnect with
+    /// backoff and list their releases again.
     pub async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
         use eventsource_stream::Eventsource;
         let resp = self
@@ -573,6 +575,13 @@ impl TrackerClient {
             .filter_map(|ev| async move {
                 match ev {
                     Ok(ev) if ev.event == "release" => Some(serde_json::from_str(&ev.data).context("bad push event")),
+                    // The tracker dropped pushes for this subscriber: end the
+                    // stream with an error so that the caller reconnects and
+                    // lists its releases again instead of missing some.
+                    Ok(ev) if ev.event == "resync" => Some(Err(anyhow::anyhow!(
+                        "push channel: the tracker asks for a resync (pushes were missed: {})",
+                        ev.data.chars().take(64).collect::<String>()
+                    ))),
                     Ok(_) => None,
                     Err(e) => Some(Err(anyhow::anyhow!("push channel: {e}"))),
                 }
