@@ -175,15 +175,7 @@ async fn ledger_csv_neutralises_cells_that_spreadsheets_would_run_as_formulas() 
     seeder.ledger().record(&entries).await.unwrap();
     let (l, base) = listener().await;
     let server = serve_http(seeder.clone(), l);
-    let csv = client()
-        .get(format!("{base}/api/ledger?format=csv"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = ota_testkit::http::get_text(&format!("{base}/api/ledger?format=csv"), ADMIN).await;
     // Parse the cells (RFC 4180 quoting) and look at the peer and device ones.
     let cells = parse_csv(&csv);
     assert_eq!(cells[0], ["at_ms", "info_hash", "path", "peer", "device", "bytes"]);

@@ -172,15 +172,7 @@ async fn serves_objects_ranges_torrents_and_counts_egress() {
     assert!(e["s3_bytes_read"].as_u64().unwrap() >= SIZE as u64, "{e}");
 
     // Prometheus counters (process-wide, so at least what this test served).
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ota_testkit::http::get_text(&format!("{base}/metrics"), ADMIN).await;
     let http_line = metrics
         .lines()
         .find(|l| l.starts_with("ota_seeder_egress_bytes_total{path=\"http\"}"))

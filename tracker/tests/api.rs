@@ -177,15 +177,7 @@ async fn releases_swarm_push_and_restart() {
     admin.announce(&completed).await.unwrap();
     let releases = anon.releases().await.unwrap();
     assert_eq!(releases[0].origin_peers, vec!["127.0.0.1:7000".to_string()]);
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", t.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ota_testkit::http::get_text(&format!("{}/metrics", t.url()), ADMIN).await;
     assert!(metrics.contains("ota_tracker_announces_total"), "{metrics}");
     let addr = t.addr();
     t.stop().await;
@@ -645,15 +637,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     let dev3 = dev3.unwrap();
     assert_eq!(dev3.completed, 1);
     assert!(dev3.last_seen.is_some());
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", t.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ota_testkit::http::get_text(&format!("{}/metrics", t.url()), ADMIN).await;
     assert!(metrics.contains("ota_tracker_devices_registered"), "{metrics}");
     assert!(
         metrics.contains(&format!(

@@ -1,7 +1,7 @@
 //! `ota-testkit` (tests and benches only, not published): one copy of the
 //! setup that tests and benches share — the embedded S3-protocol server
 //! ([`s3_server`], also the runner's embedded default), free loopback
-//! addresses ([`net`]), deterministic test packages ([`package`](mod@package))
+//! addresses ([`net`]), operator HTTP calls ([`http`]), deterministic test packages ([`package`](mod@package))
 //! and release registrations without package bytes ([`release`](mod@release)).
 //!
 //! With the feature `stack`: a whole origin stack on loopback (`stack`:
@@ -10,6 +10,7 @@
 //! in-process tracker on loopback (`tracker::TestTracker`). With `pg`: a
 //! throwaway PostgreSQL cluster (`pg::PgCluster`).
 
+pub mod http;
 #[cfg(feature = "stack")]
 pub mod leecher;
 pub mod net;
