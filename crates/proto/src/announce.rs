@@ -63,10 +63,12 @@ pub struct AnnounceRequest {
     pub numwant: usize,
     /// Address the client asks to be reached at, if it sent `ip`.
     pub ip: Option<IpAddr>,
-    /// Client key (BEP 3 extension), an opaque string.
-    pub key: Option<String>,
+    /// Client key (BEP 3 extension): opaque bytes, as clients send them
+    /// (aria2 sends 8 raw bytes, percent-encoded), at most
+    /// [`MAX_OPAQUE_LEN`] bytes.
+    pub key: Option<Vec<u8>>,
     /// Tracker id echoed back by the client.
-    pub trackerid: Option<String>,
+    pub trackerid: Option<Vec<u8>>,
     /// Device id carried in the announce URL (`device=`), if any.
     pub device: Option<String>,
     /// Origin credential carried in the seeder's announce URL (`origin_token=`).
@@ -137,6 +139,21 @@ fn id20<T: From<[u8; 20]>>(name: &'static str, v: &[u8]) -> Result<T, AnnounceEr
     <[u8; 20]>::try_from(v)
         .map(T::from)
         .map_err(|_| AnnounceError::Invalid(name, format!("expected 20 bytes, got {}", v.len())))
+}
+
+/// Longest `key` or `trackerid` kept, in bytes (BEP 3 leaves both opaque;
+/// clients send 4 to 20).
+pub const MAX_OPAQUE_LEN: usize = 64;
+
+/// An opaque parameter (BEP 3 defines no encoding for it): its raw bytes.
+fn opaque(name: &'static str, v: Vec<u8>) -> Result<Vec<u8>, AnnounceError> {
+    if v.len() > MAX_OPAQUE_LEN {
+        return Err(AnnounceError::Invalid(
+            name,
+            format!("longer than {MAX_OPAQUE_LEN} bytes"),
+        ));
+    }
+    Ok(v)
 }
 
 fn text(name: &'static str, v: &[u8]) -> Result<String, AnnounceError> {
@@ -219,12 +236,12 @@ pub fn parse_announce(query: &str) -> Result<AnnounceRequest, AnnounceError> {
             b"compact" => compact = flag("compact", &v)?,
             b"no_peer_id" => no_peer_id = flag("no_peer_id", &v)?,
             b"numwant" => numwant = number::<usize>("numwant", &v)?.min(MAX_NUMWANT),
-            b"ip" => {
-                let s = text("ip", &v)?;
-                ip = Some(s.parse().map_err(|_| AnnounceError::Invalid("ip", format!("{s:?}")))?);
-            }
-            b"key" => key = Some(text("key", &v)?),
-            b"trackerid" => trackerid = Some(text("trackerid", &v)?),
+            // BEP 3 also allows a DNS name here; the tracker believes `ip=`
+            // only from trusted proxies anyway, so a value that is not an
+            // address is ignored rather than refused.
+            b"ip" => ip = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
+            b"key" => key = Some(opaque("key", v)?),
+            b"trackerid" => trackerid = Some(opaque("trackerid", v)?),
             b"device" => device = Some(text("device", &v)?),
             b"origin_token" => origin_token = Some(text("origin_token", &v)?),
             _ => {}
@@ -509,6 +526,27 @@ mod tests {
         assert_eq!(r.numwant, MAX_NUMWANT);
         assert_eq!(r.ip, Some("10.1.2.3".parse().unwrap()));
         assert_eq!(r.device.as_deref(), Some("dev-7"));
+        assert_eq!(r.key.as_deref(), Some(b"k1".as_slice()));
+    }
+
+    /// BEP 3 leaves `key` and `trackerid` opaque: aria2 1.36 sends `key` as
+    /// 8 raw bytes, percent-encoded, which are not UTF-8. Such announces are
+    /// accepted with the bytes kept as they came; `ip=` with a DNS name (BEP 3
+    /// allows one) is ignored, not refused.
+    #[test]
+    fn opaque_key_and_trackerid_bytes_are_accepted() {
+        let r = parse_announce(&query("&key=%8A%01%FF%00%C3%28%A0%A1&trackerid=%FE%FF&ip=peer.example")).unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some([0x8A, 0x01, 0xFF, 0x00, 0xC3, 0x28, 0xA0, 0xA1].as_slice())
+        );
+        assert_eq!(r.trackerid.as_deref(), Some([0xFE, 0xFF].as_slice()));
+        assert_eq!(r.ip, None);
+        let long = format!("&key={}", "%41".repeat(MAX_OPAQUE_LEN + 1));
+        assert!(matches!(
+            parse_announce(&query(&long)),
+            Err(AnnounceError::Invalid("key", _))
+        ));
     }
 
     #[test]
