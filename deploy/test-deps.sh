@@ -4,7 +4,7 @@
 # - fonts-dejavu-core: the billing report's plot labels;
 # - python3-libtorrent and mktorrent: independent info-hash oracles, and
 #   libtorrent as a real client of the tracker;
-# - transmission-daemon: a real client of the tracker;
+# - transmission-daemon and aria2: real clients of the tracker and the seeder;
 # - iproute2: network namespaces (the agent's link-down/up resume test);
 # - coturn: turnutils_stunclient, an independent client of the STUN responder;
 # - postgresql: binaries for the throwaway clusters the tracker tests start.
@@ -14,6 +14,7 @@ need=()
 /usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need+=(python3-libtorrent)
 command -v mktorrent >/dev/null || need+=(mktorrent)
 command -v transmission-daemon >/dev/null || need+=(transmission-daemon)
+command -v aria2c >/dev/null || need+=(aria2)
 command -v ip >/dev/null || need+=(iproute2)
 command -v turnutils_stunclient >/dev/null || need+=(coturn)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
