@@ -66,7 +66,11 @@ async fn aria2_announces_with_a_raw_key_and_downloads_from_the_origin() {
             panic!("aria2c did not finish within 90 s; its log:\n{}", tail(&log_text));
         }
     };
-    assert!(status.success(), "aria2c failed ({status}); its log:\n{}", tail(&log_text));
+    assert!(
+        status.success(),
+        "aria2c failed ({status}); its log:\n{}",
+        tail(&log_text)
+    );
     assert!(
         !log_text.contains("not UTF-8") && !log_text.contains("failure reason"),
         "the tracker refused an announce: {}",
