@@ -5,7 +5,9 @@
 # - python3-libtorrent and mktorrent: independent info-hash oracles, and
 #   libtorrent as a real client of the tracker;
 # - transmission-daemon and aria2: real clients of the tracker and the seeder;
-# - iproute2: network namespaces (the agent's link-down/up resume test);
+# - iproute2: network namespaces (the agent's link-down/up resume test, the
+#   NAT lab);
+# - nftables: the NAT lab's routers (deploy/src/lab, deploy/tests/lab_nat.rs);
 # - coturn: turnutils_stunclient, an independent client of the STUN responder;
 # - postgresql: binaries for the throwaway clusters the tracker tests start.
 set -euo pipefail
@@ -16,6 +18,7 @@ command -v mktorrent >/dev/null || need+=(mktorrent)
 command -v transmission-daemon >/dev/null || need+=(transmission-daemon)
 command -v aria2c >/dev/null || need+=(aria2)
 command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v turnutils_stunclient >/dev/null || need+=(coturn)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

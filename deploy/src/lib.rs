@@ -4,5 +4,6 @@
 //! release's spread.
 
 pub mod flash_crowd;
+pub mod lab;
 pub mod package;
 pub mod processes;

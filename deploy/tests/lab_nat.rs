@@ -1,0 +1,294 @@
+//! The NAT lab proven from the outside (needs root; CI runs as root): for
+//! each router kind, a host behind it sends UDP from one socket to servers
+//! in the lab's internet, which report the source they see, the way
+//! RFC 5780 section 4.3 (mapping) and 4.4 (filtering) discover a NAT's
+//! behaviour, and the result must be the RFC 4787 behaviour
+//! [`RouterKind`] promises. All traffic stays inside the lab's namespaces;
+//! every wait is bounded.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use ota_deploy::lab::{in_netns, Filtering, Host, Lab, Mapping, Router, RouterKind};
+
+/// How long a packet that should arrive may take (inside one machine).
+const ARRIVES: Duration = Duration::from_secs(2);
+/// How long to wait for a packet that should not arrive.
+const DROPPED: Duration = Duration::from_millis(300);
+const PORT_A: u16 = 3478;
+const PORT_B: u16 = 3479;
+const PORT_C: u16 = 3480;
+
+/// A UDP socket bound in namespace `ns`.
+fn bind(ns: &str, addr: SocketAddrV4) -> UdpSocket {
+    let sock = in_netns(ns, || UdpSocket::bind(addr))
+        .expect("enter namespace")
+        .unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
+    sock.set_read_timeout(Some(ARRIVES)).expect("timeout");
+    sock
+}
+
+/// Waits up to `wait` for one datagram; its payload and source.
+fn recv(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    sock.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 1500];
+    match sock.recv_from(&mut buf) {
+        Ok((n, from)) => Some((buf[..n].to_vec(), from)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+/// The internet side of a probe: servers on three addresses; `a1:PORT_A`
+/// (primary), `a2:PORT_A` (other address), `a1:PORT_B` (other port) are
+/// contacted; `a3:PORT_A` and `a1:PORT_C` are not.
+struct Servers {
+    primary: UdpSocket,
+    other_addr: UdpSocket,
+    other_port: UdpSocket,
+    uncontacted_addr: UdpSocket,
+    uncontacted_port: UdpSocket,
+}
+
+impl Servers {
+    fn start(lab: &mut Lab) -> Servers {
+        let a1 = lab.add_internet_address().expect("address");
+        let a2 = lab.add_internet_address().expect("address");
+        let a3 = lab.add_internet_address().expect("address");
+        let ns = lab.internet_ns().to_string();
+        Servers {
+            primary: bind(&ns, SocketAddrV4::new(a1, PORT_A)),
+            other_addr: bind(&ns, SocketAddrV4::new(a2, PORT_A)),
+            other_port: bind(&ns, SocketAddrV4::new(a1, PORT_B)),
+            uncontacted_addr: bind(&ns, SocketAddrV4::new(a3, PORT_A)),
+            uncontacted_port: bind(&ns, SocketAddrV4::new(a1, PORT_C)),
+        }
+    }
+}
+
+/// What an outside observer learnt about one host's NAT.
+#[derive(Debug)]
+struct Observed {
+    /// The host's socket address on its LAN.
+    local: SocketAddr,
+    /// Mapped address seen by the primary server, the other address, the
+    /// other port.
+    seen_primary: SocketAddr,
+    seen_other_addr: SocketAddr,
+    seen_other_port: SocketAddr,
+    /// Whether a packet to the mapping arrived from an address the host
+    /// never sent to, and from the contacted address but another port.
+    from_uncontacted_addr: bool,
+    from_uncontacted_port: bool,
+}
+
+impl Observed {
+    /// RFC 5780 4.3: compare the mappings seen by the three servers.
+    fn mapping(&self) -> Mapping {
+        if self.seen_primary == self.local {
+            Mapping::None
+        } else if self.seen_other_addr == self.seen_primary {
+            Mapping::EndpointIndependent
+        } else if self.seen_other_port == self.seen_primary {
+            Mapping::AddressDependent
+        } else {
+            Mapping::AddressAndPortDependent
+        }
+    }
+
+    /// RFC 5780 4.4: which uncontacted endpoints got through.
+    fn filtering(&self) -> Filtering {
+        match (self.from_uncontacted_addr, self.from_uncontacted_port) {
+            (true, _) => Filtering::EndpointIndependent,
+            (false, true) => Filtering::AddressDependent,
+            (false, false) => Filtering::AddressAndPortDependent,
+        }
+    }
+}
+
+/// Sends `payload` from `client` to `server`; the source the server saw.
+/// Also checks the server's reply reaches the client through the mapping.
+fn exchange(client: &UdpSocket, server: &UdpSocket, payload: &[u8]) -> SocketAddr {
+    let to = server.local_addr().expect("addr");
+    client.send_to(payload, to).expect("send");
+    let (got, seen) = recv(server, ARRIVES).unwrap_or_else(|| panic!("{to} received nothing"));
+    assert_eq!(got, payload);
+    server.send_to(b"reply", seen).expect("reply");
+    let (got, from) = recv(client, ARRIVES).unwrap_or_else(|| panic!("the reply of {to} did not come back"));
+    assert_eq!((got.as_slice(), from), (&b"reply"[..], to));
+    seen
+}
+
+/// Whether a datagram from `server` to `mapped` reaches `client`.
+fn reaches(server: &UdpSocket, mapped: SocketAddr, client: &UdpSocket, wait: Duration) -> bool {
+    server.send_to(b"unsolicited", mapped).expect("send");
+    match recv(client, wait) {
+        Some((got, _)) => {
+            assert_eq!(got, b"unsolicited");
+            true
+        }
+        None => false,
+    }
+}
+
+/// One RFC 5780-style probe from `host`'s UDP socket bound to `port`.
+fn probe(servers: &Servers, host: &Host, port: u16) -> Observed {
+    let client = bind(&host.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let local = SocketAddr::V4(SocketAddrV4::new(host.addr, client.local_addr().expect("addr").port()));
+    let seen_primary = exchange(&client, &servers.primary, b"primary");
+    let seen_other_addr = exchange(&client, &servers.other_addr, b"other address");
+    let seen_other_port = exchange(&client, &servers.other_port, b"other port");
+    let wait = DROPPED;
+    let from_uncontacted_addr = reaches(&servers.uncontacted_addr, seen_primary, &client, wait);
+    let from_uncontacted_port = reaches(&servers.uncontacted_port, seen_primary, &client, wait);
+    Observed {
+        local,
+        seen_primary,
+        seen_other_addr,
+        seen_other_port,
+        from_uncontacted_addr,
+        from_uncontacted_port,
+    }
+}
+
+/// A lab with the servers and one router of `kind` with one host.
+fn setup(kind: RouterKind) -> (Lab, Servers, Router, Host) {
+    let mut lab = Lab::new().expect("lab (root, iproute2, nftables)");
+    let servers = Servers::start(&mut lab);
+    let router = lab.add_router(kind).expect("router");
+    let host = lab.add_host(&router).expect("host");
+    (lab, servers, router, host)
+}
+
+fn assert_kind(kind: RouterKind, seen: &Observed) {
+    eprintln!("{kind:?}: {seen:?}");
+    assert_eq!(seen.mapping(), kind.mapping(), "mapping of {kind:?}: {seen:#?}");
+    assert_eq!(seen.filtering(), kind.filtering(), "filtering of {kind:?}: {seen:#?}");
+}
+
+#[test]
+fn public_host_is_seen_with_its_own_address_and_filters_nothing() {
+    let (lab, servers, router, host) = setup(RouterKind::Public);
+    let seen = probe(&servers, &host, 0);
+    assert_eq!(seen.seen_primary, seen.local, "{seen:#?}");
+    assert_eq!(seen.seen_primary.ip(), std::net::IpAddr::V4(host.addr));
+    assert_kind(router.kind, &seen);
+    drop(lab);
+}
+
+#[test]
+fn cone_maps_endpoint_independently_and_filters_by_address_and_port() {
+    let (lab, servers, router, host) = setup(RouterKind::Cone);
+    let seen = probe(&servers, &host, 40_000);
+    assert_eq!(seen.seen_primary.ip(), std::net::IpAddr::V4(router.public), "{seen:#?}");
+    // Linux masquerade keeps the source port while it is free.
+    assert_eq!(seen.seen_primary.port(), 40_000, "{seen:#?}");
+    assert_kind(router.kind, &seen);
+    drop(lab);
+}
+
+#[test]
+fn cone_mapping_survives_an_early_unsolicited_packet() {
+    // A peer's punch arriving before the host has sent to it is dropped
+    // without a conntrack entry, so the host's own packet to that peer
+    // later still leaves through the same mapping, and then the peer gets
+    // through.
+    let (lab, servers, _router, host) = setup(RouterKind::Cone);
+    let client = bind(&host.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 40_001));
+    let mapped = exchange(&client, &servers.primary, b"primary");
+    let peer = &servers.uncontacted_addr;
+    assert!(
+        !reaches(peer, mapped, &client, DROPPED),
+        "an unsolicited packet got through"
+    );
+    assert_eq!(
+        exchange(&client, peer, b"punch"),
+        mapped,
+        "the early packet changed the mapping"
+    );
+    assert!(
+        reaches(peer, mapped, &client, ARRIVES),
+        "the punched hole does not let the peer in"
+    );
+    drop(lab);
+}
+
+#[test]
+fn symmetric_maps_per_address_and_port() {
+    let (lab, servers, router, host) = setup(RouterKind::Symmetric);
+    let seen = probe(&servers, &host, 40_000);
+    assert_eq!(seen.seen_primary.ip(), std::net::IpAddr::V4(router.public), "{seen:#?}");
+    assert_ne!(seen.seen_other_port, seen.seen_primary, "{seen:#?}");
+    assert_kind(router.kind, &seen);
+    drop(lab);
+}
+
+#[test]
+fn port_forward_lets_unsolicited_packets_in() {
+    let port = 46_881;
+    let (lab, servers, router, host) = setup(RouterKind::PortForwarded { port });
+    assert_eq!(host.addr, router.host_addr(0));
+    // Unsolicited, before the host sent anything: the forward lets it in.
+    let listener = bind(&host.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let forwarded = SocketAddr::V4(SocketAddrV4::new(router.public, port));
+    assert!(
+        reaches(&servers.uncontacted_addr, forwarded, &listener, ARRIVES),
+        "forwarded port is closed"
+    );
+    drop(listener);
+    // Any other port behaves as the cone NAT the router also is.
+    let seen = probe(&servers, &host, 40_000);
+    assert_eq!(seen.seen_primary.ip(), std::net::IpAddr::V4(router.public), "{seen:#?}");
+    assert_kind(router.kind, &seen);
+    drop(lab);
+}
+
+#[test]
+fn cgnat_shows_the_carrier_address_and_maps_endpoint_independently() {
+    let (lab, servers, router, host) = setup(RouterKind::Cgnat);
+    assert_ne!(router.public, router.wan);
+    assert!(router.wan.octets()[0] == 100 && (64..128).contains(&router.wan.octets()[1]));
+    let seen = probe(&servers, &host, 40_000);
+    assert_eq!(seen.seen_primary.ip(), std::net::IpAddr::V4(router.public), "{seen:#?}");
+    assert_kind(router.kind, &seen);
+    drop(lab);
+}
+
+#[test]
+fn drop_removes_every_namespace_and_process() {
+    let mut lab = Lab::new().expect("lab");
+    let router = lab.add_router(RouterKind::Cgnat).expect("router");
+    let host = lab.add_host(&router).expect("host");
+    let pid = lab.spawn(&host.ns, "sleep", &["60"]).expect("spawn");
+    let prefix = lab.prefix().to_string();
+    let ours = |p: &str| {
+        Lab::list_all()
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.starts_with(p))
+            .count()
+    };
+    assert_eq!(ours(&prefix), 4, "inet, carrier, router, host");
+    drop(lab);
+    assert_eq!(ours(&prefix), 0);
+    // SAFETY: kill(2) with signal 0 only checks whether the PID exists.
+    assert!(
+        unsafe { libc::kill(pid as i32, 0) } != 0 || is_reaped_or_zombie(pid),
+        "pid {pid} survived"
+    );
+}
+
+fn is_reaped_or_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+}
+
+#[test]
+fn cleanup_stale_refuses_foreign_prefixes() {
+    assert!(Lab::cleanup_stale("").is_err());
+    // Never every run's labs at once, never a prefix of another prefix.
+    assert!(Lab::cleanup_stale("ota-").is_err());
+    assert!(Lab::cleanup_stale("ota-1-").is_err());
+    assert!(Lab::cleanup_stale("docker").is_err());
+    assert!(Lab::cleanup_stale("ota-1-2").is_err(), "a prefix must end in '-'");
+    assert!(Lab::cleanup_stale("ota-1-x-").is_err());
+}
