@@ -292,3 +292,93 @@ fn cleanup_stale_refuses_foreign_prefixes() {
     assert!(Lab::cleanup_stale("ota-1-2").is_err(), "a prefix must end in '-'");
     assert!(Lab::cleanup_stale("ota-1-x-").is_err());
 }
+
+/// Set in the child process of [`sigint_removes_the_lab`].
+const GUARD_CHILD: &str = "OTA_LAB_GUARD_CHILD";
+
+/// The child half of [`sigint_removes_the_lab`]: builds a lab, prints its
+/// prefix and waits (at most 30 s) for the parent's SIGINT. Does nothing in
+/// an ordinary test run.
+#[test]
+fn guard_child() {
+    if std::env::var_os(GUARD_CHILD).is_none() {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let router = lab.add_router(RouterKind::Cone).expect("router");
+    let host = lab.add_host(&router).expect("host");
+    lab.spawn(&host.ns, "sleep", &["60"]).expect("spawn");
+    println!("PREFIX {}", lab.prefix());
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[test]
+fn sigint_removes_the_lab() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "guard_child", "--nocapture", "--test-threads", "1"])
+        .env(GUARD_CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start child");
+    let pid = child.id() as i32;
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(p) = line.split_whitespace().find(|w| w.starts_with("ota-")) {
+                let _ = tx.send(p.to_string());
+            }
+        }
+    });
+    let prefix = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(p) => p,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the child printed no lab prefix");
+        }
+    };
+    let ours = || {
+        Lab::list_all()
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .count()
+    };
+    assert_eq!(ours(), 3, "inet, router, host");
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = Lab::cleanup_stale(&prefix);
+            panic!("the child did not end within 20 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "it ends as SIGINT would: {status:?}"
+    );
+    assert_eq!(ours(), 0, "namespaces of {prefix} left after SIGINT");
+}
+
+#[test]
+fn a_kept_lab_is_removed_by_cleanup_stale() {
+    let mut lab = Lab::new().expect("lab");
+    lab.add_router(RouterKind::Public).expect("router");
+    let prefix = lab.keep();
+    let removed = Lab::cleanup_stale(&prefix).expect("cleanup");
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(Lab::list_all().expect("list").iter().all(|n| !n.starts_with(&prefix)));
+    // Its process is alive, so it is not stale.
+    assert!(!Lab::stale_prefixes().expect("stale").contains(&prefix));
+}
