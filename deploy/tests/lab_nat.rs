@@ -382,3 +382,46 @@ fn a_kept_lab_is_removed_by_cleanup_stale() {
     // Its process is alive, so it is not stale.
     assert!(!Lab::stale_prefixes().expect("stale").contains(&prefix));
 }
+
+/// Runs `flash-crowd lab ARGS...` (bounded: 60 s) and returns its stdout.
+fn lab_cli(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flash-crowd"))
+        .arg("lab")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start flash-crowd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("flash-crowd lab {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "flash-crowd lab {args:?}: {:?}", out.status);
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn lab_up_status_down() {
+    let up = lab_cli(&["up"]);
+    let prefix = up
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("lab "))
+        .expect("first line: lab PREFIX")
+        .to_string();
+    for kind in ["public", "port-forwarded", "cone", "symmetric", "cgnat"] {
+        assert!(up.lines().any(|l| l.starts_with(kind)), "{kind} missing:\n{up}");
+    }
+    let status = lab_cli(&["status", &prefix]);
+    assert!(
+        status.contains(&format!("{prefix}inet: br0 UP 11.0.0.1/20")),
+        "{status}"
+    );
+    let down = lab_cli(&["down", &prefix]);
+    assert!(down.contains("removed 12 namespaces"), "{down}");
+    assert!(Lab::list_all().expect("list").iter().all(|n| !n.starts_with(&prefix)));
+}

@@ -54,6 +54,7 @@
 //! prefix are ever touched.
 
 mod cmd;
+pub mod demo;
 mod guard;
 pub mod netns;
 
