@@ -425,3 +425,31 @@ fn lab_up_status_down() {
     assert!(down.contains("removed 12 namespaces"), "{down}");
     assert!(Lab::list_all().expect("list").iter().all(|n| !n.starts_with(&prefix)));
 }
+
+/// Measured, and kept as a test because the runner must plan for it: Linux
+/// masquerade keeps a source port while the whole 5-tuple is free, so two
+/// LAN hosts on the same port share one external port towards different
+/// servers; when each then contacts the other's server, the tuple is taken
+/// and it gets a new random port there. Their mappings are then no longer
+/// endpoint-independent: devices behind one cone router need distinct
+/// ports (or the thesis-lan runner sees a symmetric-looking NAT).
+#[test]
+fn cone_hosts_on_the_same_port_lose_endpoint_independence() {
+    let mut lab = Lab::new().expect("lab");
+    let servers = Servers::start(&mut lab);
+    let router = lab.add_router(RouterKind::Cone).expect("router");
+    let h1 = lab.add_host(&router).expect("host");
+    let h2 = lab.add_host(&router).expect("host");
+    let c1 = bind(&h1.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 40_000));
+    let c2 = bind(&h2.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 40_000));
+    let h1_a = exchange(&c1, &servers.primary, b"h1 to A");
+    let h2_b = exchange(&c2, &servers.other_addr, b"h2 to B");
+    let shared = SocketAddr::V4(SocketAddrV4::new(router.public, 40_000));
+    assert_eq!((h1_a, h2_b), (shared, shared), "both keep port 40000");
+    let h2_a = exchange(&c2, &servers.primary, b"h2 to A");
+    let h1_b = exchange(&c1, &servers.other_addr, b"h1 to B");
+    eprintln!("h1: A sees {h1_a}, B sees {h1_b}; h2: A sees {h2_a}, B sees {h2_b}");
+    assert_ne!(h2_a, shared, "h2 to A cannot reuse the tuple h1 holds");
+    assert_ne!(h1_b, shared, "h1 to B cannot reuse the tuple h2 holds");
+    drop(lab);
+}

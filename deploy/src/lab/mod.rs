@@ -131,7 +131,12 @@ pub enum RouterKind {
     /// [`Mapping::EndpointIndependent`] (conntrack keeps the source port
     /// while it is free, so every destination sees the same mapping) and
     /// [`Filtering::AddressAndPortDependent`] (only replies to a conntrack
-    /// entry pass).
+    /// entry pass). Measured limit (`tests/lab_nat.rs`): the port is kept
+    /// only while the whole 5-tuple is free, so two hosts on the same source
+    /// port share one external port towards different servers, and each
+    /// gets a new random port towards the other's server; give the hosts
+    /// behind one router distinct ports to keep their mappings
+    /// endpoint-independent.
     Cone,
     /// A symmetric NAT, `masquerade fully-random`: a random external port
     /// per conntrack entry, so [`Mapping::AddressAndPortDependent`], and
