@@ -110,3 +110,25 @@ pub(crate) fn nft_in(ns: &str, ruleset: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load the nftables rules of {ns}:\n{ruleset}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_debian_package() {
+        let tool = Tool {
+            program: "ota-lab-no-such-tool",
+            package: "some-debian-package",
+        };
+        let err = format!("{:#}", tool.path().unwrap_err());
+        assert!(err.contains("install the Debian package some-debian-package"), "{err}");
+        assert!(run(tool, &[], None).is_err());
+    }
+
+    #[test]
+    fn a_failing_command_reports_its_stderr() {
+        let err = format!("{:#}", ip(&["no-such-object"]).unwrap_err());
+        assert!(err.contains("`ip no-such-object` failed"), "{err}");
+    }
+}
