@@ -8,7 +8,9 @@
 # - iproute2: network namespaces (the agent's link-down/up resume test, the
 #   NAT lab);
 # - nftables: the NAT lab's routers (deploy/src/lab, deploy/tests/lab_nat.rs);
-# - coturn: turnutils_stunclient, an independent client of the STUN responder;
+# - coturn: turnutils_stunclient, an independent client of the STUN responder,
+#   and turnserver/turnutils_natdiscovery, the lab's real STUN server and
+#   RFC 5780 client (deploy/src/lab/coturn.rs, deploy/tests/lab_coturn.rs);
 # - postgresql: binaries for the throwaway clusters the tracker tests start.
 set -euo pipefail
 need=()

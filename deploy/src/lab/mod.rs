@@ -22,6 +22,9 @@
 //! - `<prefix>cN`, the carrier-grade NAT in front of router N when it is a
 //!   [`RouterKind::Cgnat`].
 //!
+//! A real STUN server (Debian's coturn, STUN only, RFC 5780 on two internet
+//! addresses) runs in the internet with [`Lab::start_coturn`].
+//!
 //! # Addresses
 //!
 //! The internet is [`INTERNET_NET`], 11.0.0.0/16: public-looking on purpose
@@ -54,6 +57,7 @@
 //! prefix are ever touched.
 
 mod cmd;
+mod coturn;
 pub mod demo;
 mod guard;
 pub mod netns;
@@ -65,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+pub use coturn::{Coturn, STUN_ALT_PORT, STUN_PORT};
 pub use netns::in_netns;
 
 /// The lab's internet, 11.0.0.0/16 (address, prefix length): see the module
@@ -236,6 +241,8 @@ pub struct Lab {
     internet_addrs: u32,
     public_lans: u32,
     children: Vec<Child>,
+    /// Temp dirs of lab servers (logs), removed after the lab.
+    temp_dirs: Vec<tempfile::TempDir>,
     keep: bool,
 }
 
@@ -274,6 +281,7 @@ impl Lab {
             internet_addrs: 0,
             public_lans: 0,
             children: Vec::new(),
+            temp_dirs: Vec::new(),
             keep: false,
         };
         let ns = lab.internet_ns.clone();
@@ -437,6 +445,18 @@ impl Lab {
     /// Errors: `ns` is not a namespace of this lab, or the process cannot
     /// start.
     pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<u32> {
+        self.spawn_with_output(ns, program, args, Stdio::inherit(), Stdio::inherit())
+    }
+
+    /// [`Lab::spawn`] with stdout and stderr sent to `stdout` and `stderr`.
+    fn spawn_with_output(
+        &mut self,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> anyhow::Result<u32> {
         anyhow::ensure!(
             self.namespaces.iter().any(|n| n == ns),
             "{ns} is not a namespace of this lab"
@@ -446,7 +466,9 @@ impl Lab {
         command
             .args(["netns", "exec", ns, program])
             .args(args)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
         // SAFETY: prctl(2) is async-signal-safe; it only sets the
         // parent-death signal of the child.
         unsafe {
@@ -464,10 +486,21 @@ impl Lab {
         Ok(pid)
     }
 
+    /// The exit status of the process [`Lab::spawn`] started as `pid`, if
+    /// it has ended.
+    fn child_exit(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let child = self.children.iter_mut().find(|c| c.id() == pid)?;
+        child.try_wait().ok().flatten()
+    }
+
     /// Keeps the lab after this value is dropped (for `lab up`): nothing is
     /// removed until [`Lab::cleanup_stale`] with the returned prefix.
     pub fn keep(mut self) -> String {
         self.keep = true;
+        // A kept lab's servers keep their logs.
+        for dir in self.temp_dirs.drain(..) {
+            let _ = dir.keep();
+        }
         guard::unregister(&self.prefix);
         self.prefix.clone()
     }
