@@ -19,7 +19,7 @@ use ota_tracker::{Caller, DeviceAuth, OriginPolicy, Registry, Tracker, TrackerSe
 
 mod common;
 
-use common::{device, ip, request, settings, tracker_with, ADMIN, ORIGIN};
+use common::{device, ip, register_release, request, settings, tracker_with, ADMIN, ORIGIN};
 
 /// A tracker requiring device tokens, with one registered release.
 async fn tracker(dir: &tempfile::TempDir) -> (Arc<Tracker>, InfoHash) {
@@ -300,12 +300,7 @@ async fn the_admin_token_is_no_announce_credential_and_the_origin_token_no_admin
         .device_auth(DeviceAuth::Required)
         .start()
         .await;
-    let ih = t
-        .client()
-        .register(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
+    let ih = register_release(&t, "a.bin").await;
     let announce = |token: &str| {
         format!(
             "{}/announce?info_hash={}&peer_id={}&port=7000&uploaded=0&downloaded=0&left=0&origin_token={token}",
@@ -343,12 +338,7 @@ async fn admin_only_endpoints_refuse_devices_and_anonymous_callers() {
             .device_auth(auth)
             .start()
             .await;
-        let ih = t
-            .client()
-            .register(&ota_testkit::release("a.bin", 1 << 20, 16384))
-            .await
-            .unwrap()
-            .info_hash;
+        let ih = register_release(&t, "a.bin").await;
         let dev = t.client().register_device("d1", "stable", "m1").await.unwrap();
         let http = reqwest::Client::new();
         for path in [
@@ -386,18 +376,8 @@ async fn a_device_scrapes_only_the_releases_offered_to_it() {
         .device_auth(DeviceAuth::Required)
         .start()
         .await;
-    let open = t
-        .client()
-        .register(&ota_testkit::release("open.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
-    let hidden = t
-        .client()
-        .register(&ota_testkit::release("hidden.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
+    let open = register_release(&t, "open.bin").await;
+    let hidden = register_release(&t, "hidden.bin").await;
     t.client().set_rollout(&hidden, 0).await.unwrap();
     let token = t.client().register_device("d1", "stable", "m1").await.unwrap();
     let all = reqwest::get(format!("{}/scrape?token={token}", t.url()))

@@ -48,6 +48,16 @@ pub(crate) fn ip(last: u8) -> IpAddr {
     IpAddr::from([10, 0, 0, last])
 }
 
+/// Registers the placeholder release `name` (1 MiB in 16 KiB pieces,
+/// [`ota_testkit::release`]) through `t`'s admin API; its info hash.
+pub(crate) async fn register_release(t: &ota_testkit::tracker::TestTracker, name: &str) -> InfoHash {
+    t.client()
+        .register(&ota_testkit::release(name, 1 << 20, 16384))
+        .await
+        .unwrap()
+        .info_hash
+}
+
 /// Registers device `id` (channel `stable`, model `m1`) and returns its
 /// token and the announce caller its token makes.
 pub(crate) async fn device(t: &Tracker, id: &str) -> (String, Caller) {
