@@ -618,6 +618,7 @@ impl Agent {
             downloads_dir: self.downloader.downloads_dir().to_path_buf(),
             download_timeout: self.settings.download_timeout,
             http_fallback_after: self.downloader.http_fallback_after(),
+            http_only: self.downloader.http_only(),
             install_hook: self.settings.install_hook.is_some(),
         }
     }

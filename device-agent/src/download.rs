@@ -52,6 +52,9 @@ pub struct HttpFallback {
     /// TOKEN` (required by the seeder's `/packages/{key}` when device auth
     /// is on).
     pub token: Option<String>,
+    /// Client-server transport: fetch every release over HTTP at once,
+    /// without waiting for peers ([`crate::release_flow::FlowConfig::http_only`]).
+    pub http_only: bool,
 }
 
 impl Downloader {
@@ -103,6 +106,11 @@ impl Downloader {
     /// The HTTP fallback delay, when the fallback is on.
     pub fn http_fallback_after(&self) -> Option<Duration> {
         self.http_fallback.as_ref().map(|f| f.after)
+    }
+
+    /// Whether every release is fetched over HTTP at once (client-server).
+    pub fn http_only(&self) -> bool {
+        self.http_fallback.as_ref().is_some_and(|f| f.http_only)
     }
 
     /// Adds a release's torrent, its files under [`Downloader::folder`]

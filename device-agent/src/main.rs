@@ -163,6 +163,13 @@ struct RunArgs {
     /// (each SHA-1 checked). 0 turns the fallback off.
     #[arg(long, env = "OTA_AGENT_HTTP_FALLBACK_AFTER", default_value_t = 30)]
     http_fallback_after_secs: u64,
+    /// Client-server transport: fetch each package over HTTP from the
+    /// release's URL at once instead of from peers (what a device without
+    /// peer assistance does; the flash-crowd `client-server` mode). The
+    /// pieces are SHA-1 checked as with the fallback, then the package is
+    /// verified and seeded. Needs the HTTP fallback on.
+    #[arg(long, env = "OTA_AGENT_HTTP_ONLY", default_value_t = false)]
+    http_only: bool,
     #[command(flatten)]
     policy: PolicySettings,
 }
@@ -200,6 +207,7 @@ async fn run() -> anyhow::Result<()> {
             after: Duration::from_secs(a.http_fallback_after_secs),
             device: a.device_id.clone(),
             token: a.device_token.clone(),
+            http_only: a.http_only,
         }));
     downloader.set_upload_limit(a.policy.upload_limit_bps);
     let socket_path = a

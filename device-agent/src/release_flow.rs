@@ -104,6 +104,12 @@ pub struct FlowConfig {
     /// HTTP fallback after peers delivered no payload byte for this long
     /// (for releases with an `http_url`); `None`: no fallback.
     pub http_fallback_after: Option<Duration>,
+    /// Client-server transport: fetch the whole package from the release's
+    /// `http_url` as soon as the torrent is added, without waiting for peers
+    /// (the `client-server` mode of the flash-crowd experiments; the torrent
+    /// is only used afterwards to check the pieces and seed). Needs
+    /// `http_fallback_after` set (the fallback on) and an `http_url`.
+    pub http_only: bool,
     /// Whether an install hook is configured.
     pub install_hook: bool,
 }
@@ -655,6 +661,22 @@ impl ReleaseFlow {
                     d.last_sample = now;
                 }
                 self.wait = Wait::Sample;
+                if self.config.http_only {
+                    if let Some((after, url)) = self.fallback() {
+                        if let Some(d) = self.download.as_mut() {
+                            d.stall = None;
+                        }
+                        let etag = self.release.as_ref().and_then(|r| r.etag.clone());
+                        self.wait = Wait::Fallback;
+                        self.push(Action::StartHttpFallback {
+                            url,
+                            etag,
+                            torrent: self.torrent.clone(),
+                            file: self.package_path(),
+                            after,
+                        });
+                    }
+                }
             }
             Wait::FinalOrigins => {
                 if let Some(d) = self.download.as_mut() {
@@ -1207,6 +1229,7 @@ mod tests {
             downloads_dir: PathBuf::from("/state/downloads"),
             download_timeout: Duration::from_secs(60),
             http_fallback_after: Some(Duration::from_secs(30)),
+            http_only: false,
             install_hook: hook,
         }
     }
@@ -1255,6 +1278,15 @@ mod tests {
     /// Drives a fresh flow to a running download (origins fetched) at `t0`,
     /// with `earlier` bytes from an earlier run; checks each step.
     fn downloading(config: FlowConfig, release: Release, earlier: SourceTotals, t0: Instant) -> ReleaseFlow {
+        let mut flow = started(config, release, earlier, t0);
+        flow.handle_origins(t0, vec![ORIGIN.into()], None);
+        assert!(flow.wants_sample());
+        assert!(drain(&mut flow).is_empty());
+        flow
+    }
+
+    /// A flow whose torrent was just added, waiting for the origins.
+    fn started(config: FlowConfig, release: Release, earlier: SourceTotals, t0: Instant) -> ReleaseFlow {
         let mut flow = ReleaseFlow::new(IH(), config);
         assert_eq!(flow.phase(), FlowPhase::Offered);
         assert_eq!(drain(&mut flow), [Action::FetchRelease]);
@@ -1293,9 +1325,6 @@ mod tests {
         assert!(!flow.wants_sample());
         flow.handle_started(t0);
         assert_eq!(drain(&mut flow), [Action::FetchOrigins]);
-        flow.handle_origins(t0, vec![ORIGIN.into()], None);
-        assert!(flow.wants_sample());
-        assert!(drain(&mut flow).is_empty());
         flow
     }
 
@@ -1671,6 +1700,43 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::RecordVerified { .. } | Action::StartSeeding { .. })));
         assert_eq!(flow.phase(), FlowPhase::Failed);
+    }
+
+    #[test]
+    fn client_server_transport_fetches_over_http_at_once_and_counts_it_as_origin_http() {
+        let t0 = Instant::now();
+        let url = "http://origin/packages/fw.bin";
+        let http_only = FlowConfig {
+            http_only: true,
+            ..config(false)
+        };
+        let mut flow = started(http_only.clone(), release(Some(url)), SourceTotals::default(), t0);
+        flow.handle_origins(t0, vec![ORIGIN.into()], None);
+        assert_eq!(
+            drain(&mut flow),
+            [Action::StartHttpFallback {
+                url: url.into(),
+                etag: Some("\"e1\"".into()),
+                torrent: torrent(),
+                file: package(),
+                after: Duration::from_secs(30),
+            }],
+            "no sample, no wait for peers"
+        );
+        assert!(!flow.wants_sample());
+        flow.handle_fallback(Ok(1000));
+        assert_eq!(
+            drain(&mut flow),
+            [Action::StartDownload {
+                torrent: torrent(),
+                after_fallback: true
+            }]
+        );
+        // Without an HTTP URL there is nothing to fetch from: peers it is.
+        let mut no_url = started(http_only, release(None), SourceTotals::default(), t0);
+        no_url.handle_origins(t0, vec![ORIGIN.into()], None);
+        assert!(drain(&mut no_url).is_empty());
+        assert!(no_url.wants_sample());
     }
 
     #[test]

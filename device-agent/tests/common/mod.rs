@@ -186,6 +186,7 @@ pub(crate) async fn agent_with(
             after,
             device,
             token: None,
+            http_only: false,
         }));
     Agent::new(TrackerClient::new(tracker_url, None), downloader, settings).unwrap()
 }
@@ -213,6 +214,7 @@ pub(crate) async fn agent_for_fake(
             after: Duration::from_secs(1),
             device: "dev-sec".into(),
             token: token.clone(),
+            http_only: false,
         }));
     Agent::new(
         TrackerClient::new(tracker_url, None).with_device_token(token),
