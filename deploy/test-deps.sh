@@ -8,6 +8,8 @@
 # - iproute2: network namespaces (the agent's link-down/up resume test, the
 #   NAT lab);
 # - nftables: the NAT lab's routers (deploy/src/lab, deploy/tests/lab_nat.rs);
+# - vde2 and vde-wirefilter: vde_switch and wirefilter, the lab's WAN links
+#   with delay and loss (deploy/src/lab/link.rs, deploy/tests/lab_link.rs);
 # - coturn: turnutils_stunclient, an independent client of the STUN responder,
 #   and turnserver/turnutils_natdiscovery, the lab's real STUN server and
 #   RFC 5780 client (deploy/src/lab/coturn.rs, deploy/tests/lab_coturn.rs);
@@ -21,6 +23,8 @@ command -v transmission-daemon >/dev/null || need+=(transmission-daemon)
 command -v aria2c >/dev/null || need+=(aria2)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
+command -v vde_switch >/dev/null || need+=(vde2)
+command -v wirefilter >/dev/null || need+=(vde-wirefilter)
 command -v turnutils_stunclient >/dev/null || need+=(coturn)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
-//! The external commands the lab runs (`ip`, `nft`), each bounded by a
-//! timeout, and where to find them.
+//! The external commands the lab runs (`ip`, `nft`, `tc`; `vde_switch` and
+//! `wirefilter` as lab processes), each bounded by a timeout, and where to
+//! find them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +29,23 @@ pub(crate) const IP: Tool = Tool {
 pub(crate) const NFT: Tool = Tool {
     program: "nft",
     package: "nftables",
+};
+/// `tc` (tbf rate limits on the lab's links, tc-tbf(8)).
+pub(crate) const TC: Tool = Tool {
+    program: "tc",
+    package: "iproute2",
+};
+/// `vde_switch` (a VDE switch, one per side of a link with delay or loss,
+/// attached to a tap with `--tap`; the same package has `vde_plug2tap`,
+/// which the lab does not need).
+pub(crate) const VDE_SWITCH: Tool = Tool {
+    program: "vde_switch",
+    package: "vde2",
+};
+/// `wirefilter` (delay and loss between two VDE switches).
+pub(crate) const WIREFILTER: Tool = Tool {
+    program: "wirefilter",
+    package: "vde-wirefilter",
 };
 
 impl Tool {

@@ -60,6 +60,7 @@ mod cmd;
 mod coturn;
 pub mod demo;
 mod guard;
+mod link;
 pub mod netns;
 
 use std::net::Ipv4Addr;
@@ -70,6 +71,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 pub use coturn::{Coturn, STUN_ALT_PORT, STUN_PORT};
+pub use link::{tbf_params, WanLink, HZ, QUEUE_MS};
 pub use netns::in_netns;
 
 /// The lab's internet, 11.0.0.0/16 (address, prefix length): see the module
@@ -330,6 +332,20 @@ impl Lab {
     /// Errors: a command fails or times out; more than 2,000 routers or,
     /// for [`RouterKind::Public`], more than 240 public LANs.
     pub fn add_router(&mut self, kind: RouterKind) -> anyhow::Result<Router> {
+        self.add_router_with(kind, &WanLink::default())
+    }
+
+    /// [`Lab::add_router`] with a WAN `link` of given rates, delay and loss
+    /// (see [`WanLink`] and the `link` module). For a
+    /// [`RouterKind::Cgnat`] router `link` is the carrier's link to the
+    /// internet (its `wan` and `rN`), which only this customer uses; the
+    /// home router's own WAN to the carrier stays an unshaped veth.
+    ///
+    /// Errors: as [`Lab::add_router`]; a rate below 8000 bit/s or a loss
+    /// outside 0 to 100 %; `tc`, `vde_switch` or `wirefilter` missing (the
+    /// error names the Debian package: iproute2, vde2, vde-wirefilter) or
+    /// the vde link carrying nothing within 10 s.
+    pub fn add_router_with(&mut self, kind: RouterKind, link: &WanLink) -> anyhow::Result<Router> {
         let index = self.routers.len() as u32 + 1;
         anyhow::ensure!(index <= 2000, "at most 2000 routers");
         let ns = format!("{}r{index}", self.prefix);
@@ -347,7 +363,7 @@ impl Lab {
             // The carrier: on the internet, in front of the home router.
             let carrier = format!("{}c{index}", self.prefix);
             self.add_namespace(&carrier)?;
-            self.attach_to_internet(&carrier, index, bridge_addr)?;
+            self.attach_link(&carrier, index, bridge_addr, link)?;
             let c = (index % 256) as u8;
             let carrier_side = Ipv4Addr::new(100, 64, c, 1);
             let home_wan = Ipv4Addr::new(100, 64, c, 2);
@@ -371,7 +387,7 @@ impl Lab {
             cmd::nft_in(&carrier, &nat_ruleset(RouterKind::Cone, "cust", None))?;
             (home_wan, Some(carrier))
         } else {
-            self.attach_to_internet(&ns, index, bridge_addr)?;
+            self.attach_link(&ns, index, bridge_addr, link)?;
             (bridge_addr, None)
         };
         cmd::ip(&["-n", &ns, "link", "add", "lan", "type", "bridge"])?;
