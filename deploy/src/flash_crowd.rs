@@ -1,9 +1,12 @@
-//! The flash-crowd experiment on loopback: the embedded S3 server, the
-//! tracker, the seeder and N device agents as real processes; publish a
-//! package, push it, wait until every agent holds a verified copy, then
-//! measure where the bytes came from.
+//! The flash-crowd experiment: the embedded S3 server, the tracker, the
+//! seeder and N device agents as real processes; publish a package, push
+//! it, wait until every agent holds a verified copy, then measure where the
+//! bytes came from. On loopback ([`run`]) or, with a [`Placement`], in the
+//! NAT lab ([`crate::lab_run`]): the servers in the lab's origin namespace,
+//! each device in its own namespace behind a home router.
 
 use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,7 @@ use ota_client::TrackerClient;
 use ota_proto::api::Release;
 
 use crate::processes::ProcessGroup;
+use crate::topology::{NatKind, NatMix, Topology};
 use ota_testkit::net::free_port;
 use ota_testkit::s3_server::S3Server;
 
@@ -31,14 +35,62 @@ pub enum Mode {
     P2p,
     /// Plain BitTorrent as in the 2017 study: the origin is listed to every device.
     BittorrentBaseline,
+    /// No peer assistance: every device fetches the whole package over HTTP
+    /// from the origin at once (the agents' `--http-only`), the study's
+    /// client-server reference for completion times.
+    ClientServer,
 }
 
 /// Settings of one flash-crowd run.
 #[derive(Debug, Clone, Args)]
 pub struct FlashCrowdArgs {
-    /// Number of device agents.
-    #[arg(long, default_value_t = 10)]
-    pub devices: usize,
+    /// Number of device agents [default: 10 on loopback and in `internet`,
+    /// 5 in `thesis-lan` as in the study].
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// Where the devices are: `loopback` (no root), or the NAT lab's
+    /// `thesis-lan` (five devices behind one home router) or `internet`
+    /// (each device behind its own router, kinds from `--mix`); the lab
+    /// needs root (network namespaces, nftables).
+    #[arg(long, value_enum, default_value_t = Topology::Loopback)]
+    pub topology: Topology,
+    /// Router kinds of the `internet` topology, `kind=share,...` of public,
+    /// port-forwarded, upnp, cone, symmetric, cgnat [default: the published
+    /// measurements in `topology::NatMix::default`:
+    /// public=0.05,port-forwarded=0.15,upnp=0.30,cone=0.20,symmetric=0.15,cgnat=0.15].
+    #[arg(long)]
+    pub mix: Option<NatMix>,
+    /// Seed of the `internet` topology's router placement; run R of
+    /// `--runs` uses SEED + R − 1.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Runs in a row, each in a fresh lab (or fresh loopback stack); each
+    /// appends its record.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Home uplink (router to internet) rate in the lab, Mbit/s (0:
+    /// unshaped). The defaults, 20 up and 100 down, are a mid-tier cable or
+    /// fibre-to-the-cabinet plan: uplinks are a fifth of downlinks or less.
+    #[arg(long, default_value_t = 20.0)]
+    pub home_uplink_mbit: f64,
+    /// Home downlink (internet to router) rate in the lab, Mbit/s (0: unshaped).
+    #[arg(long, default_value_t = 100.0)]
+    pub home_downlink_mbit: f64,
+    /// Per-device LAN rate in `thesis-lan`, each way, Mbit/s: 2.4 GHz
+    /// 802.11n (2×2, 20 MHz) carries some 50 Mbit/s of TCP in a home
+    /// (0: unshaped).
+    #[arg(long, default_value_t = 50.0)]
+    pub lan_mbit: f64,
+    /// The origin's (tracker, seeder) uplink rate in the lab, Mbit/s (0: unshaped).
+    #[arg(long, default_value_t = 0.0)]
+    pub origin_uplink_mbit: f64,
+    /// One-way delay of every home WAN link in the lab, ms (vde
+    /// wirefilter; 0: a plain veth).
+    #[arg(long, default_value_t = 0)]
+    pub wan_delay_ms: u32,
+    /// Packet loss of every home WAN link in the lab, percent each way.
+    #[arg(long, default_value_t = 0.0)]
+    pub wan_loss_pct: f32,
     /// Update package to distribute [default: Debian's chromium .deb, fetched
     /// with apt-get download into --cache-dir].
     #[arg(long)]
@@ -72,9 +124,12 @@ pub struct FlashCrowdArgs {
     /// report's input).
     #[arg(long)]
     pub record: Option<PathBuf>,
-    /// Scenario name written in the record.
-    #[arg(long, default_value = "loopback")]
-    pub scenario: String,
+    /// Scenario: in `thesis-lan` the study's `ideal` (every device
+    /// connectable), `worst` (none) or `general` (one in five) [default:
+    /// general]; elsewhere the name written in the record [default:
+    /// `loopback`, or the mix for `internet`].
+    #[arg(long)]
+    pub scenario: Option<String>,
     /// Save the origin's egress ledger (CSV, `ota-seeder ledger` format) to this file.
     #[arg(long)]
     pub ledger_out: Option<PathBuf>,
@@ -85,10 +140,21 @@ pub struct FlashCrowdArgs {
 pub struct DeviceResult {
     /// Device id.
     pub device: String,
+    /// Its router's kind in the lab (`None` on loopback).
+    pub nat: Option<NatKind>,
+    /// Whether its peer port accepts unsolicited inbound connections
+    /// (public or forwarded; `None` on loopback).
+    pub connectable: Option<bool>,
     /// Payload bytes received from the origin over BitTorrent.
     pub bytes_from_origin: u64,
+    /// Payload bytes received from the origin over HTTP.
+    pub bytes_from_origin_http: u64,
     /// Payload bytes received from other devices.
     pub bytes_from_peers: u64,
+    /// Of `bytes_from_peers`, from devices at LAN (private) addresses.
+    pub bytes_from_lan_peers: u64,
+    /// Of `bytes_from_peers`, from devices at internet addresses.
+    pub bytes_from_internet_peers: u64,
     /// Payload bytes it sent to other devices.
     pub bytes_uploaded: u64,
     /// From push to verified package, ms.
@@ -100,6 +166,10 @@ pub struct DeviceResult {
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// Where it ran.
+    pub topology: Topology,
+    /// Scenario name as records carry it.
+    pub scenario: String,
     /// Mode of the run.
     pub mode: Mode,
     /// Package file name.
@@ -122,6 +192,11 @@ pub struct Summary {
     pub limit_pct: f64,
     /// From push to the last verified copy, ms.
     pub distribution_ms: u64,
+    /// Devices' completion times (push to verified copy), median and 95th
+    /// percentile (nearest rank), ms.
+    pub completion_p50_ms: u64,
+    /// See `completion_p50_ms`.
+    pub completion_p95_ms: u64,
     /// Whole run, ms.
     pub wall_ms: u64,
     /// PIDs of every process the run started (all stopped at the end).
@@ -168,10 +243,76 @@ where
     }
 }
 
-/// Runs one flash crowd; every process is stopped and the temporary work
-/// folder removed whether the run succeeds or fails.
+/// Where a run's processes are and what the record calls the run.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The address the tracker and the seeder listen on (HTTP and peer
+    /// wire); every device must reach it. The runner's own calls go there
+    /// too, so the calling thread must be in its network namespace.
+    pub server_ip: IpAddr,
+    /// The devices, in order.
+    pub devices: Vec<PlacedDevice>,
+    /// The topology, for the summary and the record.
+    pub topology: Topology,
+    /// The scenario name, for the summary and the record.
+    pub scenario: String,
+}
+
+/// One device of a [`Placement`].
+#[derive(Debug, Clone)]
+pub struct PlacedDevice {
+    /// Device id (`dev-01`, ...).
+    pub id: String,
+    /// Network namespace its agent runs in (`None`: the runner's).
+    pub netns: Option<String>,
+    /// Its agent's peer-wire listen address.
+    pub peer_listen: SocketAddr,
+    /// Its router's kind, in the lab.
+    pub nat: Option<NatKind>,
+    /// Whether it accepts unsolicited inbound connections, in the lab.
+    pub connectable: Option<bool>,
+}
+
+/// `devices` agents on loopback, each on a free port; scenario `scenario`.
+///
+/// Errors: no free port.
+pub fn loopback_placement(devices: usize, scenario: &str) -> anyhow::Result<Placement> {
+    let devices = (1..=devices)
+        .map(|i| {
+            Ok(PlacedDevice {
+                id: format!("dev-{i:02}"),
+                netns: None,
+                peer_listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()?),
+                nat: None,
+                connectable: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Placement {
+        server_ip: Ipv4Addr::LOCALHOST.into(),
+        devices,
+        topology: Topology::Loopback,
+        scenario: scenario.to_string(),
+    })
+}
+
+/// Runs one flash crowd on loopback ([`loopback_placement`]); see
+/// [`run_placed`].
 pub async fn run(args: &FlashCrowdArgs) -> anyhow::Result<Summary> {
-    anyhow::ensure!(args.devices >= 1, "--devices must be at least 1");
+    let devices = args.devices.unwrap_or(10);
+    anyhow::ensure!(devices >= 1, "--devices must be at least 1");
+    let scenario = args.scenario.clone().unwrap_or_else(|| "loopback".into());
+    run_placed(args, &loopback_placement(devices, &scenario)?).await
+}
+
+/// Runs one flash crowd with the processes where `placement` says; every
+/// process is stopped and the temporary work folder removed whether the
+/// run succeeds or fails.
+///
+/// Errors: the package cannot be read, a process cannot start or exits,
+/// a device reports a failure, or `--timeout-secs` passes.
+pub async fn run_placed(args: &FlashCrowdArgs, placement: &Placement) -> anyhow::Result<Summary> {
+    anyhow::ensure!(!placement.devices.is_empty(), "--devices must be at least 1");
     let package = match &args.package {
         Some(p) => p.clone(),
         None => crate::package::default_package(&args.cache_dir)?,
@@ -192,7 +333,7 @@ pub async fn run(args: &FlashCrowdArgs) -> anyhow::Result<Summary> {
         }
     };
     let mut procs = ProcessGroup::default();
-    let result = run_in(args, &package, package_bytes, &work, &mut procs).await;
+    let result = run_in(args, placement, &package, package_bytes, &work, &mut procs).await;
     procs.stop_all(Duration::from_secs(5)).await;
     drop(temp);
     result
@@ -200,6 +341,7 @@ pub async fn run(args: &FlashCrowdArgs) -> anyhow::Result<Summary> {
 
 async fn run_in(
     args: &FlashCrowdArgs,
+    placement: &Placement,
     package: &Path,
     package_bytes: u64,
     work: &Path,
@@ -216,10 +358,11 @@ async fn run_in(
     std::fs::create_dir_all(work.join("s3").join(BUCKET))?;
     tracing::info!(endpoint = %s3.endpoint(), "embedded S3 server (s3s-fs) running");
 
+    let server_ip = placement.server_ip;
     let tracker_port = free_port()?;
-    let tracker_url = format!("http://127.0.0.1:{tracker_port}");
+    let tracker_url = format!("http://{}", SocketAddr::new(server_ip, tracker_port));
     let slots = match args.mode {
-        Mode::P2p => 1,
+        Mode::P2p | Mode::ClientServer => 1,
         Mode::BittorrentBaseline => 0,
     };
     let s = |v: &str| v.to_string();
@@ -229,7 +372,7 @@ async fn run_in(
         &[
             s("serve"),
             s("--listen"),
-            format!("127.0.0.1:{tracker_port}"),
+            SocketAddr::new(server_ip, tracker_port).to_string(),
             s("--database-url"),
             format!("sqlite://{}?mode=rwc", work.join("tracker.db").display()),
             s("--admin-token"),
@@ -254,14 +397,14 @@ async fn run_in(
     s3_env.push((s("OTA_TRACKER_URL"), tracker_url.clone()));
     s3_env.push((s("OTA_ADMIN_TOKEN"), admin.clone()));
     s3_env.push((s("OTA_ORIGIN_TOKEN"), origin.clone()));
-    let seeder_http = format!("127.0.0.1:{}", free_port()?);
+    let seeder_http = SocketAddr::new(server_ip, free_port()?).to_string();
     procs.spawn(
         "seeder",
         "ota-seeder",
         &[
             s("seed"),
             s("--peer-listen"),
-            format!("127.0.0.1:{}", free_port()?),
+            SocketAddr::new(server_ip, free_port()?).to_string(),
             s("--http-listen"),
             seeder_http.clone(),
             s("--state-dir"),
@@ -280,31 +423,36 @@ async fn run_in(
     let key_path = work.join("manifest-signing.key");
     std::fs::write(&key_path, hex::encode(signing_key.to_bytes()))?;
     let public_key = hex::encode(signing_key.verifying_key().to_bytes());
-    for i in 1..=args.devices {
-        let id = format!("dev-{i:02}");
+    for device in &placement.devices {
+        let id = device.id.clone();
         // Each device gets its own token from the tracker's admin API (the
         // tracker requires device tokens); the agent's defaults are channel
         // `stable`, model `generic`.
         let token = tracker.register_device(&id, "stable", "generic").await?;
-        procs.spawn(
+        let mut agent_args = vec![
+            s("run"),
+            s("--device-id"),
+            id.clone(),
+            s("--state-dir"),
+            work.join("agents").join(&id).display().to_string(),
+            s("--peer-listen"),
+            device.peer_listen.to_string(),
+            s("--no-catch-up"),
+            s("--poll-interval-secs"),
+            s("0"),
+            s("--report-interval-secs"),
+            s("1"),
+            s("--manifest-public-key"),
+            public_key.clone(),
+        ];
+        if args.mode == Mode::ClientServer {
+            agent_args.push(s("--http-only"));
+        }
+        procs.spawn_in(
+            device.netns.as_deref(),
             &id,
             "ota-device-agent",
-            &[
-                s("run"),
-                s("--device-id"),
-                id.clone(),
-                s("--state-dir"),
-                work.join("agents").join(&id).display().to_string(),
-                s("--peer-listen"),
-                format!("127.0.0.1:{}", free_port()?),
-                s("--no-catch-up"),
-                s("--poll-interval-secs"),
-                s("0"),
-                s("--report-interval-secs"),
-                s("1"),
-                s("--manifest-public-key"),
-                public_key.clone(),
-            ],
+            &agent_args,
             &[
                 (s("OTA_TRACKER_URL"), tracker_url.clone()),
                 (s("OTA_DEVICE_TOKEN"), token),
@@ -312,7 +460,7 @@ async fn run_in(
             &logs.join(format!("{id}.log")),
         )?;
     }
-    let n = args.devices;
+    let n = placement.devices.len();
     wait_for("every agent to subscribe", Duration::from_secs(60), procs, || async {
         tracker.subscribers().await.ok().filter(|c| *c >= n)
     })
@@ -421,10 +569,16 @@ async fn run_in(
             .join(ih.to_hex())
             .join(&release.name);
         let identical = files_identical(&path, package).unwrap_or(false);
+        let placed = placement.devices.iter().find(|d| d.id == r.device);
         devices.push(DeviceResult {
             device: r.device,
+            nat: placed.and_then(|d| d.nat),
+            connectable: placed.and_then(|d| d.connectable),
             bytes_from_origin: r.bytes_from_origin,
+            bytes_from_origin_http: r.bytes_from_origin_http,
             bytes_from_peers: r.bytes_from_peers,
+            bytes_from_lan_peers: r.bytes_from_lan_peers,
+            bytes_from_internet_peers: r.bytes_from_internet_peers,
             bytes_uploaded: r.bytes_uploaded,
             duration_ms: r.duration_ms,
             identical,
@@ -432,7 +586,12 @@ async fn run_in(
     }
     let client_server_bytes = package_bytes * n as u64;
     let saving_pct = 100.0 * (client_server_bytes as f64 - origin_egress_bytes as f64) / client_server_bytes as f64;
+    devices.sort_by(|a, b| a.device.cmp(&b.device));
+    let mut durations: Vec<u64> = devices.iter().map(|d| d.duration_ms).collect();
+    durations.sort_unstable();
     Ok(Summary {
+        topology: placement.topology,
+        scenario: placement.scenario.clone(),
         mode: args.mode,
         package: release.name,
         package_bytes,
@@ -444,69 +603,168 @@ async fn run_in(
         saving_pct,
         limit_pct: 100.0 * (1.0 - 1.0 / n as f64),
         distribution_ms,
+        completion_p50_ms: nearest_rank(&durations, 50),
+        completion_p95_ms: nearest_rank(&durations, 95),
         wall_ms: started.elapsed().as_millis() as u64,
         pids: procs.pids(),
         work_dir: work.to_path_buf(),
     })
 }
 
+/// The `pct`-th percentile of `sorted` by the nearest-rank method (the
+/// smallest value with at least `pct` % of the values at or below it); 0
+/// for no values.
+pub fn nearest_rank(sorted: &[u64], pct: u32) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (pct as usize * sorted.len()).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
 /// Renders the summary as the table the runner prints.
 pub fn render(s: &Summary) -> String {
     let mb = |b: u64| b as f64 / 1e6;
     let mut out = format!(
-        "package {} ({:.1} MB, info hash {}), {} devices, mode {:?}\n\n{:<8} {:>14} {:>14} {:>14} {:>10} {:>9}\n",
+        "package {} ({:.1} MB, info hash {}), {} devices, topology {:?}, scenario {}, mode {:?}\n\n{:<8} {:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
         s.package,
         mb(s.package_bytes),
         s.info_hash,
         s.devices.len(),
+        s.topology,
+        s.scenario,
         s.mode,
         "device",
-        "from peers MB",
-        "from origin MB",
-        "uploaded MB",
+        "nat",
+        "origin BT",
+        "origin HTTP",
+        "LAN peers",
+        "inet peers",
+        "uploaded",
+        "",
         "time s",
         "identical"
     );
     for d in &s.devices {
+        let nat = match (d.nat, d.connectable) {
+            (Some(k), Some(true)) => format!("{} (open)", k.name()),
+            (Some(k), _) => k.name().to_string(),
+            _ => "-".into(),
+        };
         out.push_str(&format!(
-            "{:<8} {:>14.1} {:>14.1} {:>14.1} {:>10.1} {:>9}\n",
+            "{:<8} {:<15} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>9}\n",
             d.device,
-            mb(d.bytes_from_peers),
+            nat,
             mb(d.bytes_from_origin),
+            mb(d.bytes_from_origin_http),
+            mb(d.bytes_from_lan_peers),
+            mb(d.bytes_from_internet_peers),
             mb(d.bytes_uploaded),
+            "",
             d.duration_ms as f64 / 1000.0,
             if d.identical { "yes" } else { "NO" }
         ));
     }
     out.push_str(&format!(
-        "\norigin egress: {:.1} MB = {:.2} package copies\nplain downloads would cost: {:.1} MB ({} copies)\nsaving: {:.1} % (limit 1 - 1/N = {:.1} %)\ndistribution time: {:.1} s (push to last verified copy), wall time {:.1} s\n",
+        "(bytes in MB)\n\norigin egress: {:.1} MB = {:.2} package copies\nplain downloads would cost: {:.1} MB ({} copies)\nsaving: {:.1} % (limit 1 - 1/N = {:.1} %)\ncompletion: p50 {:.1} s, p95 {:.1} s\ndistribution time: {:.1} s (push to last verified copy), wall time {:.1} s\n",
         mb(s.origin_egress_bytes),
         s.origin_egress_copies,
         mb(s.client_server_bytes),
         s.devices.len(),
         s.saving_pct,
         s.limit_pct,
+        s.completion_p50_ms as f64 / 1000.0,
+        s.completion_p95_ms as f64 / 1000.0,
         s.distribution_ms as f64 / 1000.0,
         s.wall_ms as f64 / 1000.0
     ));
     out
 }
 
-/// Appends the run to a JSON array of [`RunRecord`]s (created if missing).
-pub fn append_record(path: &Path, scenario: &str, s: &Summary) -> anyhow::Result<()> {
-    let mut records: Vec<RunRecord> = match std::fs::read(path) {
+/// One experiment run as appended to a records file: the billing report's
+/// [`RunRecord`] (which ignores the other fields) plus what the run was and
+/// per device where the bytes came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentRecord {
+    /// Scenario, run id, `D_cs` and `D_p2p` (the origin egress).
+    #[serde(flatten)]
+    pub run: RunRecord,
+    /// Where it ran.
+    pub topology: Topology,
+    /// How the package was distributed.
+    pub mode: Mode,
+    /// Package size, bytes.
+    pub package_bytes: u64,
+    /// Saving in percent, `(D_cs − D_p2p) / D_cs`.
+    pub saving_pct: f64,
+    /// Completion times (push to verified copy), ms.
+    pub completion_p50_ms: u64,
+    /// See `completion_p50_ms`.
+    pub completion_p95_ms: u64,
+    /// Push to the last verified copy, ms.
+    pub distribution_ms: u64,
+    /// Per device: origin bytes (BitTorrent, HTTP), LAN and internet peer
+    /// bytes, completion time.
+    pub devices: Vec<DeviceResult>,
+}
+
+/// Appends the run to a JSON array of records (created if missing): an
+/// [`ExperimentRecord`] whose run id is `run-K`, K counting the records of
+/// the same scenario, topology and mode. Records already in the file are
+/// kept as they are.
+///
+/// Errors: the file is not a JSON array, or cannot be written.
+pub fn append_record(path: &Path, s: &Summary) -> anyhow::Result<()> {
+    let mut records: Vec<serde_json::Value> = match std::fs::read(path) {
         Ok(b) => {
             serde_json::from_slice(&b).with_context(|| format!("{} is not a JSON array of records", path.display()))?
         }
         Err(_) => Vec::new(),
     };
-    let run = format!("run-{}", records.iter().filter(|r| r.scenario == scenario).count() + 1);
-    records.push(RunRecord {
-        scenario: scenario.to_string(),
-        run,
-        client_server_bytes: s.client_server_bytes,
-        p2p_bytes: s.origin_egress_bytes,
-    });
+    let topology = serde_json::to_value(s.topology)?;
+    let mode = serde_json::to_value(s.mode)?;
+    let same = records
+        .iter()
+        .filter(|r| {
+            r["scenario"] == s.scenario.as_str()
+                && (r["topology"] == topology || r.get("topology").is_none())
+                && (r["mode"] == mode || r.get("mode").is_none())
+        })
+        .count();
+    let record = ExperimentRecord {
+        run: RunRecord {
+            scenario: s.scenario.clone(),
+            run: format!("run-{}", same + 1),
+            client_server_bytes: s.client_server_bytes,
+            p2p_bytes: s.origin_egress_bytes,
+        },
+        topology: s.topology,
+        mode: s.mode,
+        package_bytes: s.package_bytes,
+        saving_pct: s.saving_pct,
+        completion_p50_ms: s.completion_p50_ms,
+        completion_p95_ms: s.completion_p95_ms,
+        distribution_ms: s.distribution_ms,
+        devices: s.devices.clone(),
+    };
+    records.push(serde_json::to_value(&record)?);
     std::fs::write(path, serde_json::to_vec_pretty(&records)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(nearest_rank(&[], 50), 0);
+        assert_eq!(nearest_rank(&[7], 95), 7);
+        let v: Vec<u64> = (1..=20).collect();
+        assert_eq!(
+            (nearest_rank(&v, 50), nearest_rank(&v, 95), nearest_rank(&v, 100)),
+            (10, 19, 20)
+        );
+        assert_eq!(nearest_rank(&[1, 2, 3, 4, 5], 50), 3);
+    }
 }

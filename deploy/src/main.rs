@@ -3,10 +3,13 @@
 use clap::{Parser, Subcommand};
 use ota_deploy::flash_crowd::{self, FlashCrowdArgs};
 use ota_deploy::lab::{self, Lab};
+use ota_deploy::topology::Topology;
+use ota_deploy::{lab_run, results};
 
 /// flash-crowd: N device agents fetch a real update package from S3 through the
-/// tracker, the S3-backed seeder and BitTorrent, all on loopback; prints where
-/// the bytes came from and the saving against N plain downloads.
+/// tracker, the S3-backed seeder and BitTorrent, on loopback or in the NAT lab
+/// (`--topology thesis-lan|internet`, root); prints where the bytes came from
+/// and the saving against N plain downloads, and appends a record per run.
 #[derive(Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -23,6 +26,27 @@ enum Command {
         #[command(subcommand)]
         action: LabAction,
     },
+    /// Prints the results table (Markdown) of record files: per topology,
+    /// scenario and mode the runs, mean saving ± population σ, the 2017
+    /// study's saving, origin copies, completion p50/p95 and byte sources.
+    Results {
+        /// Record files (`--record` of earlier runs).
+        #[arg(required = true)]
+        records: Vec<std::path::PathBuf>,
+    },
+}
+
+fn results_command(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut records = Vec::new();
+    for f in files {
+        let text = std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+        let mut batch: Vec<results::ResultRecord> = serde_json::from_slice(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a JSON array of records: {e}", f.display()))?;
+        records.append(&mut batch);
+    }
+    anyhow::ensure!(!records.is_empty(), "no records in {files:?}");
+    print!("{}", results::markdown(&results::rows(&records)));
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -71,32 +95,51 @@ fn lab_command(action: &LabAction) -> anyhow::Result<()> {
 async fn main() {
     ota_common::logging::init_logging("info");
     let cli = Cli::parse();
-    if let Some(Command::Lab { action }) = &cli.command {
-        if let Err(e) = lab_command(action) {
+    if let Some(command) = &cli.command {
+        let result = match command {
+            Command::Lab { action } => lab_command(action),
+            Command::Results { records } => results_command(records),
+        };
+        if let Err(e) = result {
             eprintln!("error: {e:#}");
             std::process::exit(1);
         }
         return;
     }
-    match flash_crowd::run(&cli.args).await {
-        Ok(summary) => {
-            print!("{}", flash_crowd::render(&summary));
-            if let Some(p) = &cli.args.summary_json {
-                if let Err(e) = std::fs::write(p, serde_json::to_vec_pretty(&summary).unwrap_or_default()) {
-                    eprintln!("error: cannot write {}: {e}", p.display());
-                    std::process::exit(1);
-                }
-            }
-            if let Some(p) = &cli.args.record {
-                if let Err(e) = flash_crowd::append_record(p, &cli.args.scenario, &summary) {
+    let args = &cli.args;
+    let mut failed = false;
+    for run in 1..=args.runs.max(1) {
+        let result = match args.topology {
+            Topology::Loopback => flash_crowd::run(args).await,
+            _ => tokio::task::block_in_place(|| lab_run::run(args, run)),
+        };
+        match result {
+            Ok(summary) => {
+                print!("{}", flash_crowd::render(&summary));
+                if let Err(e) = save(args, &summary) {
                     eprintln!("error: {e:#}");
                     std::process::exit(1);
                 }
             }
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
+            Err(e) => {
+                eprintln!("error: run {run}: {e:#}");
+                failed = true;
+            }
         }
     }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+/// Writes the summary JSON and appends the record, as the flags ask.
+fn save(args: &FlashCrowdArgs, summary: &flash_crowd::Summary) -> anyhow::Result<()> {
+    if let Some(p) = &args.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(summary)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    }
+    if let Some(p) = &args.record {
+        flash_crowd::append_record(p, summary)?;
+    }
+    Ok(())
 }

@@ -48,6 +48,24 @@ impl ProcessGroup {
         envs: &[(String, String)],
         log: &Path,
     ) -> anyhow::Result<u32> {
+        self.spawn_in(None, name, program, args, envs, log)
+    }
+
+    /// [`ProcessGroup::spawn`] inside network namespace `netns` (a name
+    /// under `/run/netns`, e.g. a NAT-lab host): the child enters it with
+    /// `setns(2)` before `exec`, so the program and every socket it opens
+    /// live there. `None`: the calling thread's namespace.
+    ///
+    /// Errors: as [`ProcessGroup::spawn`], or the namespace does not exist.
+    pub fn spawn_in(
+        &mut self,
+        netns: Option<&str>,
+        name: &str,
+        program: &str,
+        args: &[String],
+        envs: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<u32> {
         let path = bin_dir()?.join(program);
         if !path.exists() {
             anyhow::bail!(
@@ -63,16 +81,33 @@ impl ProcessGroup {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only sets the parent-death signal.
+        let ns_file = match netns {
+            Some(ns) => {
+                let path = format!("/run/netns/{ns}");
+                Some(std::fs::File::open(&path).with_context(|| format!("cannot open network namespace {path}"))?)
+            }
+            None => None,
+        };
+        let ns_fd = ns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // SAFETY: prctl and setns are async-signal-safe system calls; they
+        // only set the parent-death signal and the child's own network
+        // namespace. The namespace file stays open in the parent until
+        // after the spawn.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))?;
+        drop(ns_file);
         let pid = child.id().context("child has no PID")?;
         tracing::debug!(name, pid, "started");
         self.procs.push(Proc {

@@ -244,6 +244,46 @@ fn port_forward_lets_unsolicited_packets_in() {
 }
 
 #[test]
+fn forward_port_opens_one_lan_host_and_hairpin_lets_its_neighbours_in_through_the_public_address() {
+    let port = 40_002;
+    let mut lab = Lab::new().expect("lab");
+    let servers = Servers::start(&mut lab);
+    let router = lab.add_router(RouterKind::Cone).expect("router");
+    let (h0, h1) = (
+        lab.add_host(&router).expect("host"),
+        lab.add_host(&router).expect("host"),
+    );
+    let public = SocketAddr::V4(SocketAddrV4::new(router.public, port));
+    let listener = bind(&h1.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let neighbour = bind(&h0.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 40_001));
+    // Before the forward: closed to the internet and to the LAN.
+    assert!(!reaches(&servers.uncontacted_addr, public, &listener, DROPPED));
+    lab.forward_port(&router, 1, port).expect("forward");
+    assert!(
+        reaches(&servers.uncontacted_addr, public, &listener, ARRIVES),
+        "the forward does not let the internet in"
+    );
+    // Without hairpin NAT a LAN host cannot use the public address.
+    neighbour.send_to(b"via the public address", public).expect("send");
+    assert!(recv(&listener, DROPPED).is_none(), "hairpinned without hairpin NAT");
+    lab.enable_hairpin(&router).expect("hairpin");
+    neighbour.send_to(b"via the public address", public).expect("send");
+    let (got, from) = recv(&listener, ARRIVES).expect("hairpinned packet");
+    assert_eq!(got, b"via the public address");
+    // RFC 4787 REQ-9: the source is rewritten to the router, so the answer
+    // goes back through it and arrives from the public address.
+    assert_eq!(from.ip(), std::net::IpAddr::V4(router.lan_gateway), "{from}");
+    listener.send_to(b"answer", from).expect("answer");
+    let (got, answer_from) = recv(&neighbour, ARRIVES).expect("the answer came back");
+    assert_eq!((got.as_slice(), answer_from), (&b"answer"[..], public));
+    // Public and carrier routers have no forwards of their own.
+    let cgnat = lab.add_router(RouterKind::Cgnat).expect("router");
+    assert!(lab.forward_port(&cgnat, 0, port).is_err());
+    assert!(lab.enable_hairpin(&cgnat).is_err());
+    drop(lab);
+}
+
+#[test]
 fn cgnat_shows_the_carrier_address_and_maps_endpoint_independently() {
     let (lab, servers, router, host) = setup(RouterKind::Cgnat);
     assert_ne!(router.public, router.wan);
