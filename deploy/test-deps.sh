@@ -13,6 +13,8 @@
 # - coturn: turnutils_stunclient, an independent client of the STUN responder,
 #   and turnserver/turnutils_natdiscovery, the lab's real STUN server and
 #   RFC 5780 client (deploy/src/lab/coturn.rs, deploy/tests/lab_coturn.rs);
+# - miniupnpd: the lab's real UPnP IGD (and NAT-PMP/PCP) in RouterKind::Upnp
+#   routers (deploy/src/lab/upnp.rs, deploy/tests/lab_upnp.rs);
 # - postgresql: binaries for the throwaway clusters the tracker tests start.
 set -euo pipefail
 need=()
@@ -26,6 +28,7 @@ command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v vde_switch >/dev/null || need+=(vde2)
 command -v wirefilter >/dev/null || need+=(vde-wirefilter)
 command -v turnutils_stunclient >/dev/null || need+=(coturn)
+command -v miniupnpd >/dev/null || [ -x /usr/sbin/miniupnpd ] || need+=(miniupnpd)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

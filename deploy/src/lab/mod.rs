@@ -62,6 +62,7 @@ pub mod demo;
 mod guard;
 mod link;
 pub mod netns;
+mod upnp;
 
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
@@ -73,6 +74,9 @@ use anyhow::Context;
 pub use coturn::{Coturn, STUN_ALT_PORT, STUN_PORT};
 pub use link::{tbf_params, WanLink, HZ, QUEUE_MS};
 pub use netns::in_netns;
+pub use upnp::{
+    NATPMP_PORT, PCP_MAX_LIFETIME, PCP_MIN_LIFETIME, UPNP_HTTP_PORT, UPNP_MAX_LEASE, UPNP_NFT_TABLE, UPNP_PORTS,
+};
 
 /// The lab's internet, 11.0.0.0/16 (address, prefix length): see the module
 /// docs for why this block and why it never leaves the lab.
@@ -156,6 +160,16 @@ pub enum RouterKind {
     /// [`Filtering::AddressAndPortDependent`]; the internet sees the
     /// carrier's address ([`Router::public`]).
     Cgnat,
+    /// The common home router with a UPnP IGD: [`RouterKind::Cone`]'s
+    /// `masquerade` ([`Mapping::EndpointIndependent`],
+    /// [`Filtering::AddressAndPortDependent`]) plus Debian's miniupnpd on
+    /// the LAN, so hosts can ask for port mappings (SSDP discovery, UPnP
+    /// IGD:2 `WANIPConnection:2` at [`Router::upnp_description_url`],
+    /// NAT-PMP RFC 6886 and PCP RFC 6887 on [`NATPMP_PORT`]); a mapped
+    /// port accepts unsolicited inbound traffic until its lease ends
+    /// (limits: [`UPNP_PORTS`], [`UPNP_MAX_LEASE`], secure mode, see the
+    /// `upnp` module). Needs the Debian package miniupnpd.
+    Upnp,
 }
 
 impl RouterKind {
@@ -164,7 +178,9 @@ impl RouterKind {
         match self {
             RouterKind::Public => Mapping::None,
             RouterKind::Symmetric => Mapping::AddressAndPortDependent,
-            RouterKind::PortForwarded { .. } | RouterKind::Cone | RouterKind::Cgnat => Mapping::EndpointIndependent,
+            RouterKind::PortForwarded { .. } | RouterKind::Cone | RouterKind::Cgnat | RouterKind::Upnp => {
+                Mapping::EndpointIndependent
+            }
         }
     }
 
@@ -177,7 +193,7 @@ impl RouterKind {
     }
 
     /// Short name, as in `lab status`: `public`, `port-forwarded`, `cone`,
-    /// `symmetric`, `cgnat`.
+    /// `symmetric`, `cgnat`, `upnp`.
     pub fn name(&self) -> &'static str {
         match self {
             RouterKind::Public => "public",
@@ -185,6 +201,7 @@ impl RouterKind {
             RouterKind::Cone => "cone",
             RouterKind::Symmetric => "symmetric",
             RouterKind::Cgnat => "cgnat",
+            RouterKind::Upnp => "upnp",
         }
     }
 }
@@ -414,6 +431,9 @@ impl Lab {
                 _ => None,
             };
             cmd::nft_in(&ns, &nat_ruleset(kind, "lan", forward))?;
+            if kind == RouterKind::Upnp {
+                self.start_miniupnpd(&router)?;
+            }
         }
         router.public = if kind == RouterKind::Cgnat { bridge_addr } else { wan };
         self.routers.push(router.clone());
