@@ -626,7 +626,7 @@ pub fn nearest_rank(sorted: &[u64], pct: u32) -> u64 {
 pub fn render(s: &Summary) -> String {
     let mb = |b: u64| b as f64 / 1e6;
     let mut out = format!(
-        "package {} ({:.1} MB, info hash {}), {} devices, topology {:?}, scenario {}, mode {:?}\n\n{:<8} {:<15} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}\n",
+        "package {} ({:.1} MB, info hash {}), {} devices, topology {:?}, scenario {}, mode {:?}\n\n{:<8} {:<22} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8} {:>9}\n",
         s.package,
         mb(s.package_bytes),
         s.info_hash,
@@ -641,7 +641,6 @@ pub fn render(s: &Summary) -> String {
         "LAN peers",
         "inet peers",
         "uploaded",
-        "",
         "time s",
         "identical"
     );
@@ -652,7 +651,7 @@ pub fn render(s: &Summary) -> String {
             _ => "-".into(),
         };
         out.push_str(&format!(
-            "{:<8} {:<15} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>9}\n",
+            "{:<8} {:<22} {:>9.1} {:>11.1} {:>9.1} {:>10.1} {:>9.1} {:>8.1} {:>9}\n",
             d.device,
             nat,
             mb(d.bytes_from_origin),
@@ -660,7 +659,6 @@ pub fn render(s: &Summary) -> String {
             mb(d.bytes_from_lan_peers),
             mb(d.bytes_from_internet_peers),
             mb(d.bytes_uploaded),
-            "",
             d.duration_ms as f64 / 1000.0,
             if d.identical { "yes" } else { "NO" }
         ));

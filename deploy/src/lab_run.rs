@@ -127,6 +127,13 @@ pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Resul
 /// or the flash crowd fails ([`flash_crowd::run_placed`]).
 pub fn run(args: &FlashCrowdArgs, run: usize) -> anyhow::Result<Summary> {
     let plan = plan(args, run)?;
+    // The default package comes from apt-get, which has no way out of the
+    // lab: fetch it here, before entering the origin's namespace.
+    let mut args = args.clone();
+    if args.package.is_none() {
+        args.package = Some(crate::package::default_package(&args.cache_dir)?);
+    }
+    let args = &args;
     let mut lab = Lab::new()?;
     tracing::info!(prefix = lab.prefix(), routers = plan.routers.len(), devices = plan.devices.len(), scenario = %plan.scenario, "building the lab");
     let (origin_ns, placement) = build(&mut lab, &plan, args)?;

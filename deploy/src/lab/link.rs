@@ -92,7 +92,7 @@ pub fn tbf_params(rate_bps: u64) -> (u64, u64) {
 
 /// Puts a tbf of `rate_bps` bits/s on the egress of `dev` in namespace
 /// `ns` (replacing its root qdisc).
-fn tbf(ns: &str, dev: &str, rate_bps: u64) -> anyhow::Result<()> {
+pub(super) fn tbf(ns: &str, dev: &str, rate_bps: u64) -> anyhow::Result<()> {
     anyhow::ensure!(
         rate_bps >= 8_000,
         "a shaped rate must be at least 8000 bit/s, not {rate_bps}"

@@ -62,6 +62,8 @@ pub mod demo;
 mod guard;
 mod link;
 pub mod netns;
+mod port_forward;
+mod servers;
 mod upnp;
 
 use std::net::Ipv4Addr;
@@ -74,6 +76,7 @@ use anyhow::Context;
 pub use coturn::{Coturn, STUN_ALT_PORT, STUN_PORT};
 pub use link::{tbf_params, WanLink, HZ, QUEUE_MS};
 pub use netns::in_netns;
+pub use servers::ServerHost;
 pub use upnp::{
     NATPMP_PORT, PCP_MAX_LIFETIME, PCP_MIN_LIFETIME, UPNP_HTTP_PORT, UPNP_MAX_LEASE, UPNP_NFT_TABLE, UPNP_PORTS,
 };
