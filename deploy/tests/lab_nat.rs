@@ -453,7 +453,7 @@ fn lab_up_status_down() {
         .and_then(|l| l.strip_prefix("lab "))
         .expect("first line: lab PREFIX")
         .to_string();
-    for kind in ["public", "port-forwarded", "cone", "symmetric", "cgnat"] {
+    for kind in ["public", "port-forwarded", "cone", "upnp", "symmetric", "cgnat"] {
         assert!(up.lines().any(|l| l.starts_with(kind)), "{kind} missing:\n{up}");
     }
     let status = lab_cli(&["status", &prefix]);
@@ -462,7 +462,7 @@ fn lab_up_status_down() {
         "{status}"
     );
     let down = lab_cli(&["down", &prefix]);
-    assert!(down.contains("removed 12 namespaces"), "{down}");
+    assert!(down.contains("removed 14 namespaces"), "{down}");
     assert!(Lab::list_all().expect("list").iter().all(|n| !n.starts_with(&prefix)));
 }
 

@@ -33,6 +33,7 @@ pub fn build_demo(lab: &mut Lab) -> anyhow::Result<String> {
             port: DEMO_FORWARDED_PORT,
         },
         RouterKind::Cone,
+        RouterKind::Upnp,
         RouterKind::Symmetric,
         RouterKind::Cgnat,
     ];
@@ -41,6 +42,7 @@ pub fn build_demo(lab: &mut Lab) -> anyhow::Result<String> {
         let host = lab.add_host(&router)?;
         let extra = match kind {
             RouterKind::PortForwarded { port } => format!(", {}:{port} -> {}:{port}", router.public, host.addr),
+            RouterKind::Upnp => format!(", UPnP IGD {}", router.upnp_description_url().unwrap_or_default()),
             RouterKind::Cgnat => format!(
                 ", the carrier {}'s; router WAN {}",
                 router.carrier_ns.as_deref().unwrap_or("?"),
