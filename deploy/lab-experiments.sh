@@ -31,20 +31,20 @@ bin=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT/logs"
 started=$(date +%s)
 
-run() { # name, then flash-crowd arguments
-  local name=$1
-  shift
-  echo "== $name $*"
+run() { # records name, log name, then flash-crowd arguments
+  local name=$1 log=$2
+  shift 2
+  echo "== $log $*"
   "$bin"/flash-crowd "${package[@]}" "${flags[@]}" --runs "$RUNS" --record "$OUT/$name.json" "$@" \
-    > "$OUT/logs/$name.txt" 2> "$OUT/logs/$name.err" || { tail -n 5 "$OUT/logs/$name.err"; return 1; }
-  grep -E '^saving|^completion' "$OUT/logs/$name.txt" | tail -n 2
+    > "$OUT/logs/$log.txt" 2> "$OUT/logs/$log.err" || { tail -n 5 "$OUT/logs/$log.err"; return 1; }
+  grep -E '^saving|^completion' "$OUT/logs/$log.txt" | tail -n 2
 }
 
 if [ "$WHAT" = all ] || [ "$WHAT" = thesis-lan ]; then
   for mode in $MODES; do
     rm -f "$OUT/thesis-lan-$mode.json"
     for scenario in ideal worst general; do
-      run "thesis-lan-$mode" --topology thesis-lan --scenario "$scenario" --mode "$mode"
+      run "thesis-lan-$mode" "thesis-lan-$scenario-$mode" --topology thesis-lan --scenario "$scenario" --mode "$mode"
     done
   done
 fi
@@ -52,7 +52,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = internet ]; then
   for n in $SIZES; do
     for mode in $MODES; do
       rm -f "$OUT/internet-$n-$mode.json"
-      run "internet-$n-$mode" --topology internet --devices "$n" --mode "$mode"
+      run "internet-$n-$mode" "internet-$n-$mode" --topology internet --devices "$n" --mode "$mode"
     done
   done
 fi
