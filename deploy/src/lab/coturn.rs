@@ -100,7 +100,14 @@ impl Lab {
         let stderr = std::fs::File::create(log_dir.join("stderr")).context("coturn stderr file")?;
         let ns = self.internet_ns.clone();
         let program = program.to_string_lossy().into_owned();
-        let pid = self.spawn_with_output(&ns, &program, &args, stdout.into(), stderr.into())?;
+        let pid = self.spawn_with_output(
+            &ns,
+            &program,
+            &args,
+            std::process::Stdio::null(),
+            stdout.into(),
+            stderr.into(),
+        )?;
         self.temp_dirs.push(dir);
         let server = Coturn {
             primary,

@@ -35,14 +35,13 @@
 //! Mbit/s; shape a vde link below that.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{cmd, guard, in_netns, Host, Lab, BRIDGE_PREFIX_LEN, INTERNET_GATEWAY};
+use super::{cmd, in_netns, Host, Lab, INTERNET_GATEWAY};
 
 /// The lowest kernel timer frequency (Hz) tbf's burst is sized for
 /// (CONFIG_HZ is 100, 250, 300 or 1000).
@@ -162,18 +161,7 @@ impl Lab {
         cmd::ip(&["-n", &inet, "link", "set", &port, "master", "br0"])?;
         cmd::ip(&["-n", &inet, "link", "set", &port, "up"])?;
         cmd::ip(&["-n", ns, "tuntap", "add", "dev", "wan", "mode", "tap"])?;
-        let cidr = format!("{addr}/{BRIDGE_PREFIX_LEN}");
-        cmd::ip(&["-n", ns, "addr", "add", &cidr, "dev", "wan"])?;
-        cmd::ip(&["-n", ns, "link", "set", "wan", "up"])?;
-        cmd::ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &INTERNET_GATEWAY.to_string(),
-        ])?;
+        super::configure_internet_interface(ns, "wan", addr)?;
 
         let inet_pid = self.spawn_held(
             &inet,
@@ -244,31 +232,9 @@ impl Lab {
     fn spawn_held(&mut self, ns: &str, program: &str, args: &[&str], log: &Path) -> anyhow::Result<u32> {
         let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone().context("log file")?;
-        let ip = cmd::IP.path()?;
-        let mut command = Command::new(ip);
-        command
-            .args(["netns", "exec", ns, program])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err);
-        // SAFETY: prctl(2) is async-signal-safe; it only sets the
-        // parent-death signal of the child.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
         // The child keeps its stdin pipe (not taken), open until the lab
         // drops it after killing the process.
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {program} in {ns}"))?;
-        let pid = child.id();
-        guard::add_pid(&self.prefix, pid);
-        self.children.push(child);
-        Ok(pid)
+        self.spawn_with_output(ns, program, args, Stdio::piped(), out.into(), err.into())
     }
 
     /// Shapes one device's own link, the LAN or WiFi rate of that device:

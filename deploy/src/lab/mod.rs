@@ -484,15 +484,18 @@ impl Lab {
     /// Errors: `ns` is not a namespace of this lab, or the process cannot
     /// start.
     pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<u32> {
-        self.spawn_with_output(ns, program, args, Stdio::inherit(), Stdio::inherit())
+        self.spawn_with_output(ns, program, args, Stdio::null(), Stdio::inherit(), Stdio::inherit())
     }
 
-    /// [`Lab::spawn`] with stdout and stderr sent to `stdout` and `stderr`.
+    /// [`Lab::spawn`] with `stdin` (a pipe the lab holds open for programs
+    /// that end on EOF of their console, or null) and stdout and stderr
+    /// sent to `stdout` and `stderr`.
     fn spawn_with_output(
         &mut self,
         ns: &str,
         program: &str,
         args: &[&str],
+        stdin: Stdio,
         stdout: Stdio,
         stderr: Stdio,
     ) -> anyhow::Result<u32> {
@@ -505,7 +508,7 @@ impl Lab {
         command
             .args(["netns", "exec", ns, program])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr);
         // SAFETY: prctl(2) is async-signal-safe; it only sets the
@@ -624,26 +627,20 @@ impl Lab {
     /// Joins namespace `ns` to the internet bridge: veth `wan` in `ns`,
     /// peer `rN` on `br0`, address `addr`, default route to the gateway.
     fn attach_to_internet(&mut self, ns: &str, index: u32, addr: Ipv4Addr) -> anyhow::Result<()> {
-        let port = format!("r{index}");
+        self.attach_veth(ns, &format!("r{index}"), "wan", addr)
+    }
+
+    /// Joins namespace `ns` to the internet bridge by a veth: `dev` in
+    /// `ns` with address `addr` and the default route to the gateway, its
+    /// peer `port` on `br0`.
+    fn attach_veth(&mut self, ns: &str, port: &str, dev: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
         let inet = self.internet_ns.clone();
         cmd::ip(&[
-            "-n", &inet, "link", "add", &port, "type", "veth", "peer", "name", "wan", "netns", ns,
+            "-n", &inet, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns,
         ])?;
-        cmd::ip(&["-n", &inet, "link", "set", &port, "master", "br0"])?;
-        cmd::ip(&["-n", &inet, "link", "set", &port, "up"])?;
-        let cidr = format!("{addr}/{BRIDGE_PREFIX_LEN}");
-        cmd::ip(&["-n", ns, "addr", "add", &cidr, "dev", "wan"])?;
-        cmd::ip(&["-n", ns, "link", "set", "wan", "up"])?;
-        cmd::ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &INTERNET_GATEWAY.to_string(),
-        ])?;
-        Ok(())
+        cmd::ip(&["-n", &inet, "link", "set", port, "master", "br0"])?;
+        cmd::ip(&["-n", &inet, "link", "set", port, "up"])?;
+        configure_internet_interface(ns, dev, addr)
     }
 
     fn teardown(&mut self) -> anyhow::Result<()> {
@@ -715,6 +712,21 @@ table ip ota_filter {{
 }}
 "
     )
+}
+
+/// Gives interface `dev` of namespace `ns` the address `addr` on the
+/// internet bridge's subnet (/20), brings it up and routes everything
+/// through [`INTERNET_GATEWAY`]: the internet side of a router, carrier or
+/// server host.
+///
+/// Errors: `ip` fails or times out.
+fn configure_internet_interface(ns: &str, dev: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    let cidr = format!("{addr}/{BRIDGE_PREFIX_LEN}");
+    cmd::ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
+    cmd::ip(&["-n", ns, "link", "set", dev, "up"])?;
+    let gateway = INTERNET_GATEWAY.to_string();
+    cmd::ip(&["-n", ns, "route", "add", "default", "via", &gateway])?;
+    Ok(())
 }
 
 /// The PID in a prefix `ota-<pid>-<n>-`, or `None` if it is not one.

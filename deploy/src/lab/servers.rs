@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{cmd, Lab, BRIDGE_PREFIX_LEN, INTERNET_GATEWAY};
+use super::Lab;
 
 /// At most this many server hosts per lab (addresses 11.0.14.1 and up).
 const MAX_SERVER_HOSTS: usize = 200;
@@ -23,7 +23,7 @@ pub struct ServerHost {
 
 impl Lab {
     /// Adds a server host on the internet bridge (namespace `<prefix>srvN`,
-    /// address 11.0.14.N/20, default route to [`INTERNET_GATEWAY`]), its
+    /// address 11.0.14.N/20, default route to [`super::INTERNET_GATEWAY`]), its
     /// uplink (egress of its `eth0`) shaped to `uplink_bps` bits/s with a
     /// token bucket (tbf, see [`super::tbf_params`]) when given.
     ///
@@ -35,32 +35,7 @@ impl Lab {
         let ns = format!("{root}{n}");
         let addr = Ipv4Addr::new(11, 0, 14, n as u8);
         self.add_namespace(&ns)?;
-        let port = format!("s{n}");
-        let inet = self.internet_ns.clone();
-        cmd::ip(&[
-            "-n", &inet, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        cmd::ip(&["-n", &inet, "link", "set", &port, "master", "br0"])?;
-        cmd::ip(&["-n", &inet, "link", "set", &port, "up"])?;
-        cmd::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/{BRIDGE_PREFIX_LEN}"),
-            "dev",
-            "eth0",
-        ])?;
-        cmd::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        cmd::ip(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &INTERNET_GATEWAY.to_string(),
-        ])?;
+        self.attach_veth(&ns, &format!("s{n}"), "eth0", addr)?;
         if let Some(bps) = uplink_bps {
             super::link::tbf(&ns, "eth0", bps)?;
         }

@@ -134,7 +134,14 @@ impl Lab {
         // routers (or two labs) never see each other's.
         let args = ["-d", "-f", &conf_s, "-P", &pid_s];
         let ns = router.ns.clone();
-        let pid = self.spawn_with_output(&ns, &program, &args, stdout.into(), stderr.into())?;
+        let pid = self.spawn_with_output(
+            &ns,
+            &program,
+            &args,
+            std::process::Stdio::null(),
+            stdout.into(),
+            stderr.into(),
+        )?;
         self.temp_dirs.push(dir);
         let http = SocketAddrV4::new(router.lan_gateway, UPNP_HTTP_PORT);
         let deadline = Instant::now() + READY_TIMEOUT;
