@@ -666,15 +666,7 @@ impl ReleaseFlow {
                         if let Some(d) = self.download.as_mut() {
                             d.stall = None;
                         }
-                        let etag = self.release.as_ref().and_then(|r| r.etag.clone());
-                        self.wait = Wait::Fallback;
-                        self.push(Action::StartHttpFallback {
-                            url,
-                            etag,
-                            torrent: self.torrent.clone(),
-                            file: self.package_path(),
-                            after,
-                        });
+                        self.start_fallback(url, self.package_path(), after);
                     }
                 }
             }
@@ -756,15 +748,7 @@ impl ReleaseFlow {
                 d.stall = None;
                 d.acc = d.acc.plus(&d.live_now);
                 d.live_now = SourceTotals::default();
-                let etag = self.release.as_ref().and_then(|r| r.etag.clone());
-                self.wait = Wait::Fallback;
-                self.push(Action::StartHttpFallback {
-                    url,
-                    etag,
-                    torrent: self.torrent.clone(),
-                    file: path,
-                    after,
-                });
+                self.start_fallback(url, path, after);
                 return;
             }
         }
@@ -854,6 +838,20 @@ impl ReleaseFlow {
         self.phase = FlowPhase::Failed;
         self.wait = Wait::Nothing;
         self.end = Some(Err(reason));
+    }
+
+    /// Asks for the HTTP fetch of `file`'s missing pieces from `url` and
+    /// waits for [`ReleaseFlow::handle_fallback`].
+    fn start_fallback(&mut self, url: String, file: PathBuf, after: Duration) {
+        let etag = self.release.as_ref().and_then(|r| r.etag.clone());
+        self.wait = Wait::Fallback;
+        self.push(Action::StartHttpFallback {
+            url,
+            etag,
+            torrent: self.torrent.clone(),
+            file,
+            after,
+        });
     }
 
     fn expect(&self, wait: Wait) -> bool {
