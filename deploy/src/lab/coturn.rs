@@ -96,18 +96,9 @@ impl Lab {
             "--userdb",
             &db_s,
         ];
-        let stdout = std::fs::File::create(log_dir.join("stdout")).context("coturn stdout file")?;
-        let stderr = std::fs::File::create(log_dir.join("stderr")).context("coturn stderr file")?;
         let ns = self.internet_ns.clone();
         let program = program.to_string_lossy().into_owned();
-        let pid = self.spawn_with_output(
-            &ns,
-            &program,
-            &args,
-            std::process::Stdio::null(),
-            stdout.into(),
-            stderr.into(),
-        )?;
+        let pid = self.spawn_logged(&ns, &program, &args, &log_dir, "coturn")?;
         self.temp_dirs.push(dir);
         let server = Coturn {
             primary,

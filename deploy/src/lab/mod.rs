@@ -487,6 +487,24 @@ impl Lab {
         self.spawn_with_output(ns, program, args, Stdio::null(), Stdio::inherit(), Stdio::inherit())
     }
 
+    /// [`Lab::spawn`] of a lab server: stdin closed, stdout and stderr
+    /// written to the files `stdout` and `stderr` in `log_dir` (`what`
+    /// names the server in errors).
+    ///
+    /// Errors: a log file cannot be created, or as [`Lab::spawn`].
+    fn spawn_logged(
+        &mut self,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        log_dir: &std::path::Path,
+        what: &str,
+    ) -> anyhow::Result<u32> {
+        let stdout = std::fs::File::create(log_dir.join("stdout")).with_context(|| format!("{what} stdout file"))?;
+        let stderr = std::fs::File::create(log_dir.join("stderr")).with_context(|| format!("{what} stderr file"))?;
+        self.spawn_with_output(ns, program, args, Stdio::null(), stdout.into(), stderr.into())
+    }
+
     /// [`Lab::spawn`] with `stdin` (a pipe the lab holds open for programs
     /// that end on EOF of their console, or null) and stdout and stderr
     /// sent to `stdout` and `stderr`.

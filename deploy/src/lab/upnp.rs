@@ -125,8 +125,6 @@ impl Lab {
         let log_dir = dir.path().to_path_buf();
         let conf = log_dir.join("miniupnpd.conf");
         std::fs::write(&conf, miniupnpd_conf(router, &log_dir)).context("write miniupnpd.conf")?;
-        let stdout = std::fs::File::create(log_dir.join("stdout")).context("miniupnpd stdout file")?;
-        let stderr = std::fs::File::create(log_dir.join("stderr")).context("miniupnpd stderr file")?;
         let path_str = |p: &Path| p.to_string_lossy().into_owned();
         let (conf_s, pid_s) = (path_str(&conf), path_str(&log_dir.join("miniupnpd.pid")));
         let program = path_str(&program);
@@ -134,14 +132,7 @@ impl Lab {
         // routers (or two labs) never see each other's.
         let args = ["-d", "-f", &conf_s, "-P", &pid_s];
         let ns = router.ns.clone();
-        let pid = self.spawn_with_output(
-            &ns,
-            &program,
-            &args,
-            std::process::Stdio::null(),
-            stdout.into(),
-            stderr.into(),
-        )?;
+        let pid = self.spawn_logged(&ns, &program, &args, &log_dir, "miniupnpd")?;
         self.temp_dirs.push(dir);
         let http = SocketAddrV4::new(router.lan_gateway, UPNP_HTTP_PORT);
         let deadline = Instant::now() + READY_TIMEOUT;
