@@ -4,6 +4,7 @@
 //! hole punching) and the QUIC peer transport go here.
 
 pub mod peer_id;
+pub mod port_mapping;
 pub mod session;
 
 pub use peer_id::random_peer_id;
