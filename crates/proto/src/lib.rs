@@ -11,6 +11,8 @@
 //! - [`manifest`]: signed release manifests (ed25519, RFC 8032).
 //! - [`api`]: the tracker API's JSON types.
 //! - [`names`]: validation of package names used as file names.
+//! - [`nat_kind`]: a device's NAT in RFC 4787 terms from STUN answers
+//!   (RFC 5780 §4.3, §4.4).
 //! - [`rollout`]: rollout-wave bucketing and release audiences.
 //! - [`stun`]: the STUN binding responder's codec (RFC 8489, stun-rs).
 
@@ -20,6 +22,7 @@ pub mod ids;
 pub mod manifest;
 pub mod metainfo;
 pub mod names;
+pub mod nat_kind;
 pub mod rollout;
 pub mod stun;
 

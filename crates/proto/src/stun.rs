@@ -60,6 +60,15 @@ impl Verdict {
     }
 }
 
+/// The comprehension-required attributes (type below 0x8000) the responder
+/// understands: those of RFC 8489 §18.3 (MAPPED-ADDRESS, USERNAME,
+/// MESSAGE-INTEGRITY, ERROR-CODE, UNKNOWN-ATTRIBUTES, REALM, NONCE,
+/// MESSAGE-INTEGRITY-SHA256, PASSWORD-ALGORITHM, USERHASH,
+/// XOR-MAPPED-ADDRESS). Any other one in a request gets a 420.
+const RFC8489_REQUIRED: [u16; 11] = [
+    0x0001, 0x0006, 0x0008, 0x0009, 0x000a, 0x0014, 0x0015, 0x001c, 0x001d, 0x001e, 0x0020,
+];
+
 /// Whether `datagram` passes the RFC 8489 §5 header checks: at least 20
 /// bytes, the two most significant bits zero, the magic cookie 0x2112A442.
 fn looks_like_stun(datagram: &[u8]) -> bool {
@@ -92,6 +101,16 @@ pub fn respond(datagram: &[u8], source: SocketAddr) -> Verdict {
         .filter_map(|a| match a {
             StunAttribute::Unknown(u) if u.attribute_type().is_comprehension_required() => {
                 Some(u.attribute_type().as_u16())
+            }
+            // An attribute stun-rs decodes only because a crate elsewhere in
+            // the build enabled one of its features (`discovery`, `ice`,
+            // `turn`, ...: cargo unifies them): still unknown to this
+            // responder, so CHANGE-REQUEST gets a 420 as without the feature
+            // (RFC 5780 §7.2 clients then know it is not an RFC 5780 server).
+            a if a.attribute_type().is_comprehension_required()
+                && !RFC8489_REQUIRED.contains(&a.attribute_type().as_u16()) =>
+            {
+                Some(a.attribute_type().as_u16())
             }
             _ => None,
         })
@@ -137,6 +156,31 @@ pub fn binding_request(id: stun_rs::TransactionId) -> Vec<u8> {
         .encode(&mut buf, &msg)
         .expect("a Binding request without attributes fits in its 20-byte header");
     buf[..n].to_vec()
+}
+
+/// What the first byte of a UDP datagram says it is, when STUN shares a
+/// socket with QUIC (RFC 7983 §7, updated by RFC 9443 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    /// 0..=3: STUN (the two top bits of the message type are zero, RFC 8489 §5).
+    Stun,
+    /// QUIC (RFC 9000 §17: the fixed bit, 0x40, set): 64..=127, short
+    /// headers (RFC 9443 §3 gives QUIC this whole range when no TURN channel
+    /// shares the socket), and 192..=255, long headers (Initial, Handshake:
+    /// a range RFC 7983 leaves unassigned).
+    Quic,
+    /// Anything else (ZRTP, DTLS, RTP, ...): neither ours to answer nor QUIC's.
+    Other,
+}
+
+/// Demultiplexes one datagram by its first byte (RFC 7983 §7, RFC 9443
+/// §3); an empty datagram is [`DatagramKind::Other`].
+pub fn classify_datagram(first_byte: Option<u8>) -> DatagramKind {
+    match first_byte {
+        Some(0..=3) => DatagramKind::Stun,
+        Some(64..=127 | 192..=255) => DatagramKind::Quic,
+        _ => DatagramKind::Other,
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +249,43 @@ mod tests {
         let mut bad = binding_request(TransactionId::default());
         bad[3] = 0x40;
         assert!(matches!(respond(&bad, source), Verdict::Malformed(_)));
+    }
+
+    #[test]
+    fn change_request_gets_a_420_whatever_stun_rs_features_are_enabled() {
+        // A Binding request with CHANGE-REQUEST (0x0003, change IP and port,
+        // RFC 5780 §7.2): this responder has one address, so it must not
+        // pretend to honour it.
+        let mut req = binding_request(TransactionId::default());
+        req[3] = 8;
+        req.extend_from_slice(&[0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x06]);
+        let reply = respond(&req, "127.0.0.1:5000".parse().unwrap())
+            .reply()
+            .expect("an answer");
+        let msg = decode(&reply);
+        assert_eq!(msg.class(), MessageClass::ErrorResponse);
+        let unknown = msg.get::<UnknownAttributes>().unwrap().as_unknown_attributes().unwrap();
+        assert_eq!(unknown.attributes(), &[0x0003]);
+    }
+
+    #[test]
+    fn datagrams_are_told_apart_by_their_first_byte() {
+        assert_eq!(
+            classify_datagram(binding_request(TransactionId::default()).first().copied()),
+            DatagramKind::Stun
+        );
+        for b in 0..=3u8 {
+            assert_eq!(classify_datagram(Some(b)), DatagramKind::Stun);
+        }
+        // Short headers (0x40..=0x7f) and long headers (0xc0..=0xff, an Initial is 0xc0 | ...).
+        for b in [64u8, 0x4f, 127, 0xc0, 0xc3, 255] {
+            assert_eq!(classify_datagram(Some(b)), DatagramKind::Quic);
+        }
+        // ZRTP, DTLS, RTP/RTCP (RFC 7983) and unassigned bytes.
+        for b in [4u8, 16, 19, 20, 63, 128, 191] {
+            assert_eq!(classify_datagram(Some(b)), DatagramKind::Other);
+        }
+        assert_eq!(classify_datagram(None), DatagramKind::Other);
     }
 
     #[test]
