@@ -6,6 +6,7 @@
 pub mod peer_id;
 pub mod port_mapping;
 pub mod session;
+pub mod stun_probe;
 
 pub use peer_id::random_peer_id;
 pub use session::{add_torrent, from_peers, PeerSession};
