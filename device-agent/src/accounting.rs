@@ -21,26 +21,7 @@ pub struct SourceBytes {
     pub internet_peers: u64,
 }
 
-/// Whether a peer address is on the same local or carrier network: RFC 1918
-/// private (10/8, 172.16/12, 192.168/16), RFC 6598 shared (100.64/10),
-/// loopback (127/8, ::1), link-local (169.254/16, fe80::/10), IPv6 unique
-/// local (fc00::/7, RFC 4193); IPv4-mapped IPv6 addresses are judged as IPv4.
-pub fn is_lan_ip(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_private() || v4.is_loopback() || v4.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_lan_ip(IpAddr::V4(v4));
-            }
-            let s = v6.segments()[0];
-            v6.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
-        }
-    }
-}
+pub use ota_proto::direct_paths::is_lan_ip;
 
 /// Whether a peer `ip:port` (as librqbit keys peers) is at a LAN address;
 /// an address that does not parse counts as internet.

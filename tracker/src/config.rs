@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::connectability::ConnectabilityConfig;
 use crate::registry::DeviceAuth;
 use crate::service::TrackerSettings;
 use crate::stun::{parse_listen, DEFAULT_STUN_PORT};
@@ -145,6 +146,25 @@ pub struct TrackerArgs {
     /// from `device=`). The origin always announces with the origin token.
     #[arg(long, env = "OTA_TRACKER_DEVICE_AUTH", value_enum, default_value_t = DeviceAuth::Required)]
     pub device_auth: DeviceAuth,
+    /// Connectability checks: `on` dials a device's announced address (a
+    /// TCP handshake) before handing it to other devices, and hands out
+    /// only addresses that answered; `off` hands out every address (a
+    /// plain tracker, the `bittorrent-baseline` mode).
+    #[arg(long, env = "OTA_TRACKER_CONNECTABILITY", value_enum, default_value_t = Switch::On)]
+    pub connectability: Switch,
+    /// Milliseconds one connectability dial may take before the address
+    /// counts as unreachable.
+    #[arg(long, env = "OTA_TRACKER_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
+    pub connect_timeout_ms: u64,
+}
+
+/// A setting that is on or off (`on`/`off` on the command line and in TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
 }
 
 /// The process arguments `args` (program name first) with the TOML file of
@@ -252,6 +272,11 @@ impl TrackerArgs {
             public_url: self.public_url(),
             store: self.store_config(),
             device_auth: self.device_auth,
+            connectability: ConnectabilityConfig {
+                enabled: self.connectability == Switch::On,
+                timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+                ..ConnectabilityConfig::default()
+            },
         };
         s.validate()?;
         Ok(s)

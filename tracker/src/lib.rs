@@ -16,9 +16,12 @@
 //!   activity to the database, and its restore at start.
 //! - [`registry`]: the SQL registry and the in-memory device directory.
 //! - [`swarm`]: the in-memory peer store and the peer hand-out policy (pure).
+//! - [`connectability`]: the tracker's dials of announced addresses before
+//!   it hands them out.
 //! - [`stun`]: the STUN binding responder's socket loop.
 
 pub mod config;
+pub mod connectability;
 pub mod http;
 pub mod persistence;
 pub mod registry;

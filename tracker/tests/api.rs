@@ -10,16 +10,25 @@ use ota_proto::announce::{encode_binary, AnnounceEvent};
 use ota_proto::api::{NewRelease, TelemetryReport};
 use ota_proto::metainfo::{info_hash, InfoDict};
 use ota_proto::{InfoHash, PeerId};
-use ota_testkit::tracker::{TestTracker, TestTrackerBuilder};
+use ota_testkit::tracker::{ConnectabilityConfig, TestTracker, TestTrackerBuilder};
 use ota_tracker::registry::Registry;
 use ota_tracker::DeviceAuth;
 
 const ADMIN: &str = "test-admin-token";
 const ORIGIN: &str = ota_testkit::tracker::DEFAULT_ORIGIN;
 
-/// A tracker on `db` with the admin token [`ADMIN`] (device tokens off).
+/// A tracker on `db` with the admin token [`ADMIN`] (device tokens off,
+/// connectability checks off: these tests announce peers at addresses
+/// nothing listens on and check the hand-out; `tests/direct_paths.rs` covers
+/// the checks).
 fn tracker(db: &str) -> TestTrackerBuilder {
-    TestTracker::builder().database_url(db).admin_token(ADMIN)
+    TestTracker::builder()
+        .database_url(db)
+        .admin_token(ADMIN)
+        .connectability(ConnectabilityConfig {
+            enabled: false,
+            ..Default::default()
+        })
 }
 
 async fn start(db: &str) -> TestTracker {

@@ -134,6 +134,7 @@ fn peer(n: u32, age_ms: u64) -> PeerRecord {
         granted: true,
         verified: n.is_multiple_of(2),
         device: Some(format!("d{n}")),
+        lan: None,
         age: Duration::from_millis(age_ms),
     }
 }

@@ -43,6 +43,7 @@ fn peer(n: u32, per_swarm: u32, left: u64) -> PeerRecord {
         granted: false,
         verified: false,
         device: Some(format!("dev-{n}")),
+        lan: None,
         age: Duration::from_millis(u64::from(n % 1000)),
     }
 }

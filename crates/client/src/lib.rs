@@ -526,6 +526,20 @@ impl TrackerClient {
         Ok(())
     }
 
+    /// Reports this device's direct paths (`PUT /api/paths`): its LAN
+    /// addresses and UPnP mapping, for LAN pairing.
+    ///
+    /// Errors: the tracker is unreachable or refuses the report (no device
+    /// token, a non-LAN address).
+    pub async fn report_paths(&self, paths: &ota_proto::direct_paths::DirectPaths) -> anyhow::Result<()> {
+        let resp = self
+            .auth(self.http.put(format!("{}/api/paths", self.base)).json(paths))
+            .send()
+            .await?;
+        Self::check(resp, "paths").await?;
+        Ok(())
+    }
+
     /// The latest report of each device for a release.
     pub async fn telemetry(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<TelemetryReport>> {
         let resp = self

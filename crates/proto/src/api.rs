@@ -183,4 +183,19 @@ pub struct PeerInfo {
     pub device: Option<String>,
     /// Milliseconds since its last announce.
     pub age_ms: u64,
+    /// Its LAN address (`ip:port`), if its device reported one: devices
+    /// behind the same public address are handed this one.
+    #[serde(default)]
+    pub lan: Option<String>,
+    /// How other devices reach it (the tracker's connectability verdict on
+    /// `addr`); absent for the origin.
+    #[serde(default)]
+    pub reach: Option<crate::direct_paths::Reach>,
+    /// The external address its router maps for it over UPnP, if its
+    /// device reported one.
+    #[serde(default)]
+    pub mapped: Option<String>,
+    /// Why its device holds no UPnP mapping, as it reported.
+    #[serde(default)]
+    pub mapping_refusal: Option<String>,
 }

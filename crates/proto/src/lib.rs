@@ -10,6 +10,8 @@
 //! - [`metainfo`]: info dictionaries and `.torrent` files (BEP 3, BEP 27).
 //! - [`manifest`]: signed release manifests (ed25519, RFC 8032).
 //! - [`api`]: the tracker API's JSON types.
+//! - [`direct_paths`]: a device's LAN and UPnP-mapped addresses as it
+//!   reports them, and how the tracker reaches it ([`direct_paths::Reach`]).
 //! - [`names`]: validation of package names used as file names.
 //! - [`nat_kind`]: a device's NAT in RFC 4787 terms from STUN answers
 //!   (RFC 5780 §4.3, §4.4).
@@ -18,6 +20,7 @@
 
 pub mod announce;
 pub mod api;
+pub mod direct_paths;
 pub mod ids;
 pub mod manifest;
 pub mod metainfo;

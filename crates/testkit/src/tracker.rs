@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ota_client::TrackerClient;
+pub use ota_tracker::connectability::ConnectabilityConfig;
 use ota_tracker::{DeviceAuth, OriginPolicy, Registry, StoreConfig, Tracker, TrackerSettings};
 
 /// The admin token unless [`TestTrackerBuilder::admin_token`] sets another
@@ -76,6 +77,7 @@ pub struct TestTrackerBuilder {
     trusted_proxies: Vec<IpAddr>,
     device_auth: DeviceAuth,
     store: StoreConfig,
+    connectability: ConnectabilityConfig,
 }
 
 impl Default for TestTrackerBuilder {
@@ -88,6 +90,7 @@ impl Default for TestTrackerBuilder {
             trusted_proxies: Vec::new(),
             device_auth: DeviceAuth::Off,
             store: StoreConfig::default(),
+            connectability: ConnectabilityConfig::default(),
         }
     }
 }
@@ -137,6 +140,12 @@ impl TestTrackerBuilder {
     /// none).
     pub fn trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Connectability checks (default: on, as in production).
+    pub fn connectability(mut self, connectability: ConnectabilityConfig) -> Self {
+        self.connectability = connectability;
         self
     }
 
@@ -212,6 +221,7 @@ impl TestTrackerBuilder {
             public_url: url.clone(),
             store: self.store,
             device_auth: self.device_auth,
+            connectability: self.connectability,
         };
         let tracker = Tracker::new(registry, settings)
             .await

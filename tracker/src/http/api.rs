@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
 use ota_proto::api::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, Release, TelemetryReport};
+use ota_proto::direct_paths::DirectPaths;
 use serde::Deserialize;
 use tokio_stream::StreamExt;
 
@@ -113,6 +114,15 @@ pub(super) async fn post_telemetry(
     ApiJson(report): ApiJson<TelemetryReport>,
 ) -> Result<StatusCode, ApiError> {
     t.add_telemetry(&caller, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn put_paths(
+    State(t): Shared,
+    caller: Caller,
+    ApiJson(paths): ApiJson<DirectPaths>,
+) -> Result<StatusCode, ApiError> {
+    t.report_paths(&caller, paths)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -39,6 +39,9 @@
 //! - `POST /api/telemetry`: a [`TelemetryReport`](ota_proto::api::TelemetryReport) JSON body,
 //!   from a device only for a release offered to it, with byte counts no
 //!   larger than [`MAX_BYTES_FACTOR`](crate::service::MAX_BYTES_FACTOR) × the release size.
+//! - `PUT /api/paths`: a [`DirectPaths`](ota_proto::direct_paths::DirectPaths)
+//!   JSON body, from a device only: its LAN addresses and UPnP mapping
+//!   (LAN pairing, the swarm view); 204.
 //! - `GET /api/subscribers`: number of connected push subscribers (admin).
 //! - `GET /metrics`: Prometheus text format (admin). `GET /health`: `ok` (anyone).
 //!
@@ -50,7 +53,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use ota_common::metrics::metrics_handle;
 
@@ -89,6 +92,7 @@ impl Tracker {
             .route("/api/push", get(api::push_stream))
             .route("/api/subscribers", get(api::subscribers))
             .route("/api/telemetry", post(api::post_telemetry))
+            .route("/api/paths", put(api::put_paths))
             .route("/metrics", get(|_: Admin| async { metrics_handle().render() }))
             .route("/health", get(|| async { "ok" }))
             .with_state(self.clone())

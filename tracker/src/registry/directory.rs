@@ -52,6 +52,9 @@ pub struct DeviceEntry {
     pub channel: String,
     /// Device model.
     pub model: String,
+    /// The direct paths it last reported (`PUT /api/paths`), kept in
+    /// memory only: a device reports them again after a tracker restart.
+    paths: std::sync::RwLock<Option<Arc<ota_proto::direct_paths::DirectPaths>>>,
     /// Latest announce not yet written, seconds since the Unix epoch; 0
     /// when there is nothing to write.
     unsaved_seen: AtomicI64,
@@ -61,6 +64,16 @@ impl DeviceEntry {
     /// Notes an announce at `now_secs` (seconds since the Unix epoch).
     pub fn seen(&self, now_secs: i64) {
         self.unsaved_seen.store(now_secs, Ordering::Relaxed);
+    }
+
+    /// Its last direct-paths report, if any (checked when it was taken).
+    pub fn paths(&self) -> Option<Arc<ota_proto::direct_paths::DirectPaths>> {
+        self.paths.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps a checked direct-paths report.
+    pub fn set_paths(&self, paths: ota_proto::direct_paths::DirectPaths) {
+        *self.paths.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(paths));
     }
 }
 
@@ -97,6 +110,7 @@ impl DeviceDirectory {
                 device_id: id,
                 channel: c.channel,
                 model: c.model,
+                paths: Default::default(),
                 unsaved_seen: AtomicI64::new(0),
             }),
         );

@@ -134,6 +134,7 @@ impl Registry {
                 granted: r.try_get::<i64, _>("granted")? & 1 != 0,
                 verified: r.try_get::<i64, _>("granted")? & 2 != 0,
                 device: r.try_get("device")?,
+                lan: None,
                 age: std::time::Duration::from_millis(now_ms.saturating_sub(last_seen_ms).max(0) as u64),
             });
         }

@@ -12,6 +12,7 @@ use ota_proto::InfoHash;
 
 use super::{Caller, Tracker};
 use crate::registry::DeviceAuth;
+use crate::swarm::AnnouncePaths;
 
 /// Why an announce or a scrape was refused. The `Display` text is the
 /// bencoded `failure reason` (BEP 3) the client gets, with HTTP 200.
@@ -92,6 +93,14 @@ impl Tracker {
     /// bound to it (see [`crate::StoreConfig::device_bound`]). The origin
     /// ([`Caller::Origin`]) gets no peers; the admin may not announce.
     ///
+    /// Direct paths: a device's LAN address (its last
+    /// [`Self::report_paths`], of the announce's address family) goes with
+    /// its peer entry, so devices behind the same public address are handed
+    /// it; with connectability checks on, a device's public address is
+    /// handed out only once the tracker's dial reached it, and a dial of
+    /// the announcing device's address starts in the background when its
+    /// verdict is unknown or expired (see [`crate::connectability`]).
+    ///
     /// Errors: [`Refusal::NotOffered`] for a device outside the release's
     /// audience; [`Refusal::Protocol`] with
     /// [`AnnounceError::Unregistered`] for an unknown info hash, or
@@ -127,7 +136,24 @@ impl Tracker {
             _ => remote,
         };
         let addr = SocketAddr::new(ip, request.port);
-        let resp = self.store.announce(&request, addr, is_origin, Instant::now())?;
+        let lan = match caller {
+            Caller::Device(dev) => dev.paths().and_then(|p| p.lan_for(ip)),
+            _ => None,
+        };
+        let conn = &self.connectability;
+        let reachable = |a: SocketAddr| conn.reachable(a);
+        let paths = AnnouncePaths {
+            lan,
+            reachable: &reachable,
+        };
+        let resp = self
+            .store
+            .announce_with(&request, addr, is_origin, Instant::now(), paths)?;
+        if !is_origin && request.event != AnnounceEvent::Stopped {
+            // Dialled in the background; the verdict counts from the next
+            // hand-out that lists this peer.
+            conn.check(addr);
+        }
         if let Some(id) = completed_by {
             self.mirror.count_completion(id, request.info_hash);
         }

@@ -3,7 +3,9 @@
 
 use ota_proto::api::{Device, DeviceToken, NewDevice};
 
-use super::{ApiError, Tracker};
+use ota_proto::direct_paths::DirectPaths;
+
+use super::{ApiError, Caller, Tracker};
 use crate::registry::{token_digest, DeviceCredential};
 
 impl Tracker {
@@ -40,6 +42,23 @@ impl Tracker {
             device_id: new.device_id,
             token,
         })
+    }
+
+    /// Keeps the direct paths a device reports (its LAN addresses, its UPnP
+    /// mapping): from its next announce, devices behind the same public
+    /// address are handed its LAN address, and the swarm view shows them.
+    ///
+    /// Errors: [`ApiError::Unauthorized`] unless the caller is a device;
+    /// [`ApiError::BadRequest`] for a report that fails
+    /// [`DirectPaths::check`].
+    pub fn report_paths(&self, caller: &Caller, paths: DirectPaths) -> Result<(), ApiError> {
+        let Caller::Device(dev) = caller else {
+            return Err(ApiError::Unauthorized("only a device reports its paths (its token)"));
+        };
+        paths.check().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        tracing::debug!(device = %dev.device_id, lan = ?paths.lan, mapped = ?paths.mapped, "direct paths");
+        dev.set_paths(paths);
+        Ok(())
     }
 
     /// Revokes a device: its token stops working at once, and its open push

@@ -21,6 +21,7 @@ use ota_common::metrics::metrics_handle;
 use ota_proto::rollout::{self, Audience};
 use ota_proto::InfoHash;
 
+use crate::connectability::{Connectability, ConnectabilityConfig};
 use crate::persistence::{self, Mirror};
 use crate::registry::{DeviceAuth, DeviceDirectory, DeviceEntry, Registry, RegistryError, StoredRelease};
 use crate::swarm::{PeerStore, StoreConfig};
@@ -125,6 +126,8 @@ pub struct TrackerSettings {
     pub store: StoreConfig,
     /// Whether devices must announce and call the API with their token.
     pub device_auth: DeviceAuth,
+    /// Dials of announced addresses before they are handed out.
+    pub connectability: ConnectabilityConfig,
 }
 
 impl std::fmt::Debug for TrackerSettings {
@@ -135,6 +138,7 @@ impl std::fmt::Debug for TrackerSettings {
             .field("public_url", &self.public_url)
             .field("store", &self.store)
             .field("device_auth", &self.device_auth)
+            .field("connectability", &self.connectability)
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +202,7 @@ pub struct Tracker {
     pub(crate) device_auth: DeviceAuth,
     pub(crate) devices: RwLock<DeviceDirectory>,
     pub(crate) audiences: RwLock<HashMap<InfoHash, Audience>>,
+    pub(crate) connectability: Arc<Connectability>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -262,6 +267,7 @@ impl Tracker {
             device_auth: settings.device_auth,
             devices: RwLock::new(devices),
             audiences: RwLock::new(audiences),
+            connectability: Connectability::new(settings.connectability),
         }))
     }
 
@@ -273,6 +279,11 @@ impl Tracker {
     /// The live swarms.
     pub fn store(&self) -> &PeerStore {
         &self.store
+    }
+
+    /// The connectability checks.
+    pub fn connectability(&self) -> &Arc<Connectability> {
+        &self.connectability
     }
 
     /// One persistence round (see [`Mirror::persist`]): writes the device

@@ -302,10 +302,16 @@ impl Tracker {
             .store
             .peers(info_hash, Instant::now())
             .ok_or_else(|| ApiError::NotFound(format!("no release {info_hash}")))?;
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
         Ok(peers
             .into_iter()
             .map(|p| {
                 let tag = &p.peer_id.0[..8];
+                let paths = p
+                    .device
+                    .as_deref()
+                    .and_then(|d| devices.current(d))
+                    .and_then(|d| d.paths());
                 PeerInfo {
                     peer_id: p.peer_id,
                     client: if tag.iter().all(|b| b.is_ascii_graphic()) {
@@ -319,6 +325,10 @@ impl Tracker {
                     granted: p.granted,
                     device: p.device,
                     age_ms: p.age.as_millis() as u64,
+                    lan: p.lan.map(|a| a.to_string()),
+                    reach: (!p.is_origin).then(|| self.connectability.reach(p.addr, p.lan.is_some())),
+                    mapped: paths.as_ref().and_then(|x| x.mapped).map(|a| a.to_string()),
+                    mapping_refusal: paths.as_ref().and_then(|x| x.mapping_refusal.clone()),
                 }
             })
             .collect())

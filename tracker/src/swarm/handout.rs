@@ -49,25 +49,38 @@ impl Default for OriginPolicy {
     }
 }
 
-/// The swarm split the way the policy reads it: origins, device seeders
-/// (`left == 0`) and device leechers. `T` is the caller's peer type; the
-/// requester may be in any list (it is skipped).
+/// The swarm split the way the policy reads it: origins, the requester's
+/// LAN neighbours, device seeders (`left == 0`) and device leechers. `T` is
+/// the caller's peer type; the requester may be in any list but
+/// `neighbours` (it is skipped).
 #[derive(Debug)]
-pub struct SwarmParts<'a, T> {
+pub struct SwarmParts<'a, 'n, T> {
     /// Peers that announced with a valid origin token.
     pub origins: &'a [T],
+    /// Devices behind the requester's public address that it reaches over
+    /// their LAN (LAN pairing), already filtered and capped by the caller,
+    /// seeders first; all are handed out (after a listed origin), and the
+    /// caller's `skip` must reject them in `seeders` and `leechers`.
+    pub neighbours: &'n [&'a T],
+    /// How many of `neighbours` hold the whole package.
+    pub neighbour_seeders: usize,
     /// Devices holding the whole package.
     pub seeders: &'a [T],
     /// Devices still downloading.
     pub leechers: &'a [T],
 }
 
-impl<T> Clone for SwarmParts<'_, T> {
+impl<T> Clone for SwarmParts<'_, '_, T> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<T> Copy for SwarmParts<'_, T> {}
+impl<T> Copy for SwarmParts<'_, '_, T> {}
+
+/// Most device seeders looked at to decide whether one the requester can
+/// reach exists (the rest may be unreachable or expired): the decision
+/// stays O(1) in swarms of unreachable seeders.
+pub const SEEDERS_LOOKED_AT: usize = 256;
 
 /// The announcing device as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +97,8 @@ pub struct Requester {
 /// What the policy decided for one announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handout<'a, T> {
-    /// Peers to return: the origins first when listed, then device seeders,
-    /// then device leechers.
+    /// Peers to return: the origins first when listed, then the LAN
+    /// neighbours, then device seeders, then device leechers.
     pub peers: Vec<&'a T>,
     /// Whether the requester now holds (or keeps) an origin grant.
     pub granted: bool,
@@ -125,15 +138,20 @@ fn sample_into<'a, T>(
 
 /// Decides the peer list for one device announce.
 ///
-/// `parts` holds the live swarm; `skip` rejects the requester itself and any
-/// peer the caller knows to be expired but not yet swept. `grants_in_use`
-/// counts leechers other than the requester that hold an origin grant. At
-/// most `numwant` peers are returned: the origins first when listed, then a
-/// uniform random sample of device seeders, then of device leechers, each
-/// drawn in O(`numwant`) whatever the swarm size.
+/// `parts` holds the live swarm; `skip` rejects the requester itself, any
+/// peer the caller knows to be expired but not yet swept, the neighbours
+/// (handed out from their own list) and devices the requester cannot reach
+/// (an address the tracker could not dial). `grants_in_use` counts
+/// leechers other than the requester that hold an origin grant. At most
+/// `numwant` peers are returned: the origins first when listed, then the
+/// neighbours, then a uniform random sample of device seeders, then of
+/// device leechers, each drawn in O(`numwant`) whatever the swarm size.
+/// A device seeder the requester can reach (a neighbour, or one of the
+/// first [`SEEDERS_LOOKED_AT`] seeders that `skip` keeps) stops new origin
+/// grants.
 pub fn hand_out<'a, T>(
     requester: &Requester,
-    parts: SwarmParts<'a, T>,
+    parts: SwarmParts<'a, '_, T>,
     skip: impl Fn(&T) -> bool,
     grants_in_use: usize,
     policy: OriginPolicy,
@@ -143,7 +161,8 @@ pub fn hand_out<'a, T>(
     let leeching = requester.left > 0;
     // Normally the first seeder already answers; skipped ones are the requester
     // (a seeder is not leeching, so then this is not read) or expired peers.
-    let device_seeder = leeching && parts.seeders.iter().any(|c| !skip(c));
+    let device_seeder =
+        leeching && (parts.neighbour_seeders > 0 || parts.seeders.iter().take(SEEDERS_LOOKED_AT).any(|c| !skip(c)));
     let starved = leeching
         && requester.stalled
             >= if device_seeder {
@@ -163,6 +182,8 @@ pub fn hand_out<'a, T>(
     if list_origin {
         peers.extend(parts.origins.iter().filter(|c| !skip(c)).take(numwant));
     }
+    let room = numwant - peers.len();
+    peers.extend(parts.neighbours.iter().copied().take(room));
     let room = numwant - peers.len();
     sample_into(parts.seeders, room, &skip, rng, &mut peers);
     let room = numwant - peers.len();
@@ -194,6 +215,8 @@ mod tests {
         let leechers: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 > 0).collect();
         let parts = SwarmParts {
             origins: &origins,
+            neighbours: &[],
+            neighbour_seeders: 0,
             seeders: &seeders,
             leechers: &leechers,
         };
@@ -265,6 +288,8 @@ mod tests {
         let leechers: Vec<u32> = (1000..4000).collect();
         let parts = SwarmParts {
             origins: &[][..],
+            neighbours: &[],
+            neighbour_seeders: 0,
             seeders: &seeders,
             leechers: &leechers,
         };
@@ -291,6 +316,8 @@ mod tests {
         // Few seeders: the rest comes from leechers, never the requester.
         let parts = SwarmParts {
             origins: &[][..],
+            neighbours: &[],
+            neighbour_seeders: 0,
             seeders: &seeders[..3],
             leechers: &leechers,
         };

@@ -8,4 +8,4 @@ pub mod handout;
 pub mod store;
 
 pub use handout::OriginPolicy;
-pub use store::{PeerRecord, PeerStore, StoreChanges, StoreConfig};
+pub use store::{AnnouncePaths, PeerRecord, PeerStore, StoreChanges, StoreConfig};

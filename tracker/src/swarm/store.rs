@@ -19,7 +19,11 @@
 //!   every 10 s) and are dropped at once when their swarm is full;
 //! - changed peers carry a flag read by [`PeerStore::take_changes`] (one shard
 //!   at a time), so the persistence round never stops the whole store;
-//! - a peer takes 80 bytes plus its index slot (and its device id, if any).
+//! - a peer takes 112 bytes plus its index slot (and its device id, if any);
+//! - peers that reported a LAN address are indexed by their public address
+//!   (the one the tracker sees), so the devices behind one router find each
+//!   other in O(their number): the tracker hands them each other's LAN
+//!   addresses first (LAN pairing), whatever their router forwards.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +35,7 @@ use super::handout::{hand_out, OriginPolicy, Requester, SwarmParts};
 use ota_proto::announce::{
     AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId, ScrapeStats,
 };
+use ota_proto::direct_paths::is_lan_candidate;
 
 /// Number of independently locked shards of a [`PeerStore`].
 pub const SHARDS: usize = 64;
@@ -76,6 +81,38 @@ impl Default for StoreConfig {
             persist_interval: Duration::from_secs(5),
             device_bound: false,
         }
+    }
+}
+
+/// What the tracker knows about one announce beyond its query
+/// ([`PeerStore::announce_with`]). [`Default`]: no LAN address, every
+/// address reachable (a plain tracker).
+#[derive(Clone, Copy)]
+pub struct AnnouncePaths<'a> {
+    /// The requester's LAN address (of the announce's address family), from
+    /// its device's report; kept only if it is a
+    /// [`is_lan_candidate`] and the requester is not the origin.
+    pub lan: Option<SocketAddr>,
+    /// Whether a device's public address (`ip:port` as announced) may be
+    /// handed out: the tracker's connectability verdict. Not asked for the
+    /// origin nor for LAN neighbours.
+    pub reachable: &'a (dyn Fn(SocketAddr) -> bool + Sync),
+}
+
+impl Default for AnnouncePaths<'_> {
+    fn default() -> Self {
+        AnnouncePaths {
+            lan: None,
+            reachable: &|_| true,
+        }
+    }
+}
+
+impl std::fmt::Debug for AnnouncePaths<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnouncePaths")
+            .field("lan", &self.lan)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,6 +162,10 @@ pub struct PeerRecord {
     pub verified: bool,
     /// Device id from the announce URL.
     pub device: Option<String>,
+    /// Its LAN address, from its device's [`DirectPaths`](ota_proto::direct_paths::DirectPaths)
+    /// report when it last announced (not written to the database: a
+    /// restored peer has none until it announces again).
+    pub lan: Option<SocketAddr>,
     /// Time since its last announce.
     pub age: Duration,
 }
@@ -241,12 +282,14 @@ const DIRTY: u8 = 2;
 /// Its `left=0` is believed ([`PeerRecord::verified`]).
 const VERIFIED: u8 = 4;
 
-/// One live peer, compact (80 bytes).
+/// One live peer, compact (112 bytes).
 #[derive(Debug, Clone)]
 struct Peer {
     id: PeerId,
     ip: IpAddr,
     port: u16,
+    /// Its LAN address (see [`PeerRecord::lan`]).
+    lan: Option<SocketAddr>,
     flags: u8,
     stalled: u32,
     /// Bytes it still misses.
@@ -260,6 +303,10 @@ struct Peer {
 impl Peer {
     fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
+    }
+    /// The public address its LAN neighbours share, when it has a LAN address.
+    fn home(&self) -> Option<IpAddr> {
+        self.lan.map(|_| self.ip.to_canonical())
     }
     fn granted(&self) -> bool {
         self.flags & GRANTED != 0
@@ -290,6 +337,27 @@ struct Swarm {
     removed: Vec<PeerId>,
     /// Peer ids by device id, for peers that carry one.
     owners: HashMap<Box<str>, Vec<PeerId>>,
+    /// Peer ids by public address ([`Peer::home`]), for peers with a LAN address.
+    homes: HashMap<IpAddr, Vec<PeerId>>,
+}
+
+/// Adds `id` under `key` of a multimap.
+fn index_add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<PeerId>>, key: K, id: PeerId) {
+    map.entry(key).or_default().push(id);
+}
+
+/// Removes `id` under `key` of a multimap (the key goes with its last id).
+fn index_remove<K, Q>(map: &mut HashMap<K, Vec<PeerId>>, key: &Q, id: PeerId)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
 }
 
 impl Swarm {
@@ -297,28 +365,29 @@ impl Swarm {
         self.index.len()
     }
 
-    /// Notes peer `id` under `device`, if it has one.
-    fn own(&mut self, device: Option<&str>, id: PeerId) {
-        if let Some(d) = device {
-            match self.owners.get_mut(d) {
-                Some(ids) => ids.push(id),
-                None => {
-                    self.owners.insert(d.into(), vec![id]);
-                }
-            }
+    /// Notes `peer` in the device and home indexes.
+    fn index(&mut self, peer: &Peer) {
+        if let Some(d) = peer.device.as_deref() {
+            index_add(&mut self.owners, Box::from(d), peer.id);
+        }
+        if let Some(h) = peer.home() {
+            index_add(&mut self.homes, h, peer.id);
         }
     }
 
-    /// Forgets peer `id` under `device`.
-    fn unown(&mut self, device: Option<&str>, id: PeerId) {
-        if let Some(d) = device {
-            if let Some(ids) = self.owners.get_mut(d) {
-                ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    self.owners.remove(d);
-                }
-            }
+    /// Forgets `peer` in the device and home indexes.
+    fn unindex(&mut self, peer: &Peer) {
+        if let Some(d) = peer.device.as_deref() {
+            index_remove(&mut self.owners, d, peer.id);
         }
+        if let Some(h) = peer.home() {
+            index_remove(&mut self.homes, &h, peer.id);
+        }
+    }
+
+    /// The peers with a LAN address behind public address `ip`.
+    fn neighbours_of(&self, ip: IpAddr) -> &[PeerId] {
+        self.homes.get(&ip.to_canonical()).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The peers of `device` in this swarm.
@@ -362,7 +431,7 @@ impl Swarm {
         if peer.holds_grant() {
             self.grants -= 1;
         }
-        self.unown(peer.device.as_deref(), peer.id);
+        self.unindex(&peer);
         peer
     }
 
@@ -373,23 +442,23 @@ impl Swarm {
         }
         match self.index.get(&peer.id).copied() {
             Some(slot) if slot.kind() == kind => {
-                let id = peer.id;
                 let old = &mut self.lists[kind as usize][slot.pos()];
-                let moved_device = (old.device != peer.device).then(|| peer.device.clone());
+                let reindex = old.device != peer.device || old.home() != peer.home();
+                let new = reindex.then(|| peer.clone());
                 let old = std::mem::replace(old, peer);
                 if old.holds_grant() {
                     self.grants -= 1;
                 }
-                if let Some(new_device) = moved_device {
-                    self.unown(old.device.as_deref(), id);
-                    self.own(new_device.as_deref(), id);
+                if let Some(new) = new {
+                    self.unindex(&old);
+                    self.index(&new);
                 }
             }
             old => {
                 if let Some(slot) = old {
                     self.detach(slot);
                 }
-                self.own(peer.device.as_deref(), peer.id);
+                self.index(&peer);
                 let list = &mut self.lists[kind as usize];
                 self.index.insert(peer.id, Slot::new(kind, list.len()));
                 list.push(peer);
@@ -440,6 +509,7 @@ fn record(info_hash: &InfoHash, kind: Kind, p: &Peer, now_ns: i64) -> PeerRecord
         granted: p.granted(),
         verified: p.verified(),
         device: p.device.as_deref().map(str::to_string),
+        lan: p.lan,
         age: age(now_ns, p.last_seen),
     }
 }
@@ -499,19 +569,42 @@ impl PeerStore {
         self.shard(info_hash).swarms.contains_key(info_hash)
     }
 
-    /// Handles one announce from `addr` (the client's address as seen by the
-    /// server, with the port it announced). `is_origin` says whether the
-    /// announce carried a valid origin token. Cost O(numwant), under the lock
-    /// of the swarm's shard only.
+    /// [`Self::announce_with`] without direct paths: no LAN address, and
+    /// every public address counts as reachable (a plain tracker).
     ///
-    /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash, or
-    /// [`AnnounceError::Invalid`] when a new peer would exceed the per-swarm cap.
+    /// Errors: as [`Self::announce_with`].
     pub fn announce(
         &self,
         req: &AnnounceRequest,
         addr: SocketAddr,
         is_origin: bool,
         now: Instant,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        self.announce_with(req, addr, is_origin, now, AnnouncePaths::default())
+    }
+
+    /// Handles one announce from `addr` (the client's address as seen by the
+    /// server, with the port it announced). `is_origin` says whether the
+    /// announce carried a valid origin token; `paths` carries the
+    /// requester's LAN address and the connectability verdicts.
+    ///
+    /// The peers handed out, at most `numwant`: the origin when the policy
+    /// lists it ([`super::handout`]); then the requester's LAN neighbours
+    /// (peers behind the same public address that reported a LAN address)
+    /// at their LAN addresses, seeders first; then device seeders and
+    /// leechers at their public addresses, only those `paths.reachable`
+    /// accepts. Cost O(numwant + neighbours), under the lock of the swarm's
+    /// shard only.
+    ///
+    /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash, or
+    /// [`AnnounceError::Invalid`] when a new peer would exceed the per-swarm cap.
+    pub fn announce_with(
+        &self,
+        req: &AnnounceRequest,
+        addr: SocketAddr,
+        is_origin: bool,
+        now: Instant,
+        paths: AnnouncePaths<'_>,
     ) -> Result<AnnounceResponse, AnnounceError> {
         let config = &self.config;
         let now_ns = self.clock.ns(now);
@@ -598,6 +691,7 @@ impl PeerStore {
             id: req.peer_id,
             ip: addr.ip(),
             port: addr.port(),
+            lan: paths.lan.filter(|l| !is_origin && is_lan_candidate(*l)),
             flags: DIRTY | if granted_before { GRANTED } else { 0 } | if verified { VERIFIED } else { 0 },
             stalled,
             left: req.left,
@@ -618,20 +712,37 @@ impl PeerStore {
             stalled,
             granted: granted_before,
         };
-        let parts = SwarmParts {
-            origins: &swarm.lists[Kind::Origin as usize],
-            seeders: &swarm.lists[Kind::Seeder as usize],
-            leechers: &swarm.lists[Kind::Leecher as usize],
-        };
         let requester_ip = addr.ip();
         let stale = |p: &Peer| {
             p.id == req.peer_id || now_ns.saturating_sub(p.last_seen) > timeout_ns || !shareable(p.ip, requester_ip)
+        };
+        // LAN neighbours: the devices behind the requester's public address,
+        // seeders first, at most numwant.
+        let mut neighbours: Vec<&Peer> = swarm
+            .neighbours_of(requester_ip)
+            .iter()
+            .filter_map(|id| swarm.get(id))
+            .filter(|p| !stale(p) && p.lan.is_some())
+            .collect();
+        neighbours.sort_by_key(|p| p.left > 0 || !p.verified());
+        neighbours.truncate(req.numwant);
+        let neighbour_seeders = neighbours.iter().filter(|p| p.left == 0 && p.verified()).count();
+        let parts = SwarmParts {
+            origins: &swarm.lists[Kind::Origin as usize],
+            neighbours: &neighbours,
+            neighbour_seeders,
+            seeders: &swarm.lists[Kind::Seeder as usize],
+            leechers: &swarm.lists[Kind::Leecher as usize],
+        };
+        let is_origin_peer = |p: &Peer| matches!(swarm.index.get(&p.id), Some(s) if s.kind() == Kind::Origin);
+        let skip = |p: &Peer| {
+            stale(p) || neighbours.iter().any(|n| n.id == p.id) || (!(paths.reachable)(p.addr()) && !is_origin_peer(p))
         };
         let grants_in_use = (swarm.grants - own_grant) as usize;
         let handout = hand_out(
             &requester,
             parts,
-            stale,
+            skip,
             grants_in_use,
             config.origin_policy,
             req.numwant,
@@ -642,7 +753,10 @@ impl PeerStore {
             .iter()
             .map(|p| PeerAddr {
                 peer_id: p.id,
-                addr: p.addr(),
+                addr: match p.lan {
+                    Some(lan) if neighbours.iter().any(|n| n.id == p.id) => lan,
+                    _ => p.addr(),
+                },
             })
             .collect();
         let granted = handout.granted;
@@ -734,6 +848,7 @@ impl PeerStore {
                 id: record.peer_id,
                 ip: record.addr.ip(),
                 port: record.addr.port(),
+                lan: None,
                 flags: if record.granted { GRANTED } else { 0 }
                     | if record.verified || !self.config.device_bound {
                         VERIFIED
@@ -856,6 +971,67 @@ mod tests {
     }
 
     #[test]
+    fn lan_neighbours_first_and_unreachable_addresses_never() {
+        let t0 = Instant::now();
+        let s = PeerStore::new(StoreConfig::default());
+        s.register(IH);
+        let wan = |h: u8| -> IpAddr { IpAddr::from([11, 0, h, 1]) };
+        let at = |h: u8, n: u8| SocketAddr::new(wan(h), 40_000 + n as u16);
+        let lan = |n: u8| -> SocketAddr { SocketAddr::from(([192, 168, 1, n], 40_000 + n as u16)) };
+        // Home 1 forwards nothing, home 3 neither; home 2 is reachable.
+        let reachable = |a: SocketAddr| a.ip() == wan(2);
+        let go = |n: u8, left: u64, home: u8, with_lan: bool| {
+            let paths = AnnouncePaths {
+                lan: with_lan.then(|| lan(n)),
+                reachable: &reachable,
+            };
+            let r = s
+                .announce_with(&announce(n, left, AnnounceEvent::None), at(home, n), false, t0, paths)
+                .unwrap();
+            r.peers.iter().map(|p| p.addr).collect::<Vec<_>>()
+        };
+        s.announce(
+            &announce(0, 0, AnnounceEvent::Started),
+            "11.0.0.10:6881".parse().unwrap(),
+            true,
+            t0,
+        )
+        .unwrap();
+        let origin: SocketAddr = "11.0.0.10:6881".parse().unwrap();
+        assert_eq!(go(1, 10, 1, true), vec![origin], "the first leecher gets the origin");
+        assert_eq!(go(2, 10, 1, true), vec![lan(1)], "its LAN neighbour at its LAN address");
+        assert_eq!(
+            go(4, 10, 2, true),
+            Vec::<SocketAddr>::new(),
+            "home 1 is not reachable from outside"
+        );
+        assert_eq!(go(5, 10, 3, false), vec![at(2, 4)], "the reachable device of home 2");
+        // Peer 1 finishes: peer 3 of home 1 gets it first (a LAN seeder, so no
+        // origin grant either), then peer 2, then peer 4 at its public address.
+        assert_eq!(go(1, 0, 1, true), vec![lan(2), at(2, 4)]);
+        assert_eq!(go(3, 10, 1, true), vec![lan(1), lan(2), at(2, 4)]);
+        // (peer 3's `left` shrinks from here on: a stalled leecher would be
+        // starved and get the origin.)
+        // A device without a LAN address behind the same router is listed at
+        // its public address only if reachable: here not.
+        let plain = go(6, 10, 1, false);
+        assert!(plain.contains(&lan(1)) && !plain.contains(&at(1, 6)) && !plain.contains(&origin));
+        // Peer 2 moves to another network: no longer a neighbour of home 1,
+        // and the only seeder (peer 1) is out of its reach, so the free
+        // origin slot is its.
+        assert_eq!(go(2, 10, 9, true), vec![origin, at(2, 4)]);
+        assert!(!go(3, 9, 1, true).contains(&lan(2)));
+        // Stopping removes it from the home index.
+        s.announce(&announce(1, 0, AnnounceEvent::Stopped), at(1, 1), false, t0)
+            .unwrap();
+        assert_eq!(go(3, 8, 1, true), vec![at(2, 4)]);
+        let mut shard = s.shard(&IH);
+        let swarm = shard.swarms.get_mut(&IH).unwrap();
+        assert_eq!(swarm.neighbours_of(wan(1)).len(), 1, "only peer 3 is left at home 1");
+        assert_eq!(swarm.neighbours_of(wan(9)).len(), 1);
+    }
+
+    #[test]
     fn swarm_lifecycle_counts_and_expires() {
         let t0 = Instant::now();
         let s = PeerStore::new(StoreConfig::default());
@@ -947,6 +1123,7 @@ mod tests {
             granted: n == 1,
             verified: true,
             device: Some(format!("dev-{n}")),
+            lan: None,
             age: Duration::from_secs(age),
         };
         assert!(s.restore(&rec(0, 10), t0));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ota_proto::announce::{AnnounceEvent, AnnounceRequest};
 use ota_proto::api::NewDevice;
 use ota_proto::{InfoHash, PeerId};
+use ota_tracker::connectability::ConnectabilityConfig;
 use ota_tracker::{Caller, DeviceAuth, Registry, StoreConfig, Tracker, TrackerSettings};
 
 /// The admin token of these trackers.
@@ -18,7 +19,9 @@ pub(crate) const ADMIN: &str = "direct-test-admin-token";
 pub(crate) const ORIGIN: &str = "direct-test-origin-token";
 
 /// Settings with [`ADMIN`], [`ORIGIN`], no trusted proxies, the production
-/// store settings and `device_auth`.
+/// store settings and `device_auth`; connectability checks off (these
+/// tests announce addresses nothing listens on and check that they are
+/// handed out; `tests/direct_paths.rs` turns the checks on).
 pub(crate) fn settings(device_auth: DeviceAuth) -> TrackerSettings {
     TrackerSettings {
         admin_token: ADMIN.into(),
@@ -27,6 +30,10 @@ pub(crate) fn settings(device_auth: DeviceAuth) -> TrackerSettings {
         public_url: "http://tracker.invalid".into(),
         store: StoreConfig::default(),
         device_auth,
+        connectability: ConnectabilityConfig {
+            enabled: false,
+            ..Default::default()
+        },
     }
 }
 
