@@ -31,9 +31,13 @@ const SECRET_KEY: &str = "ota-local-secret-key";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
-    /// Everything this project does: the origin is handed out on demand.
+    /// Everything this project does: the origin is handed out on demand,
+    /// the tracker checks connectability and pairs devices over their LAN,
+    /// agents map their port over UPnP and probe their NAT over STUN.
     P2p,
-    /// Plain BitTorrent as in the 2017 study: the origin is listed to every device.
+    /// Plain BitTorrent as in the 2017 study: the origin is listed to every
+    /// device, every announced address is handed out, no LAN pairing, no
+    /// UPnP, no STUN.
     BittorrentBaseline,
     /// No peer assistance: every device fetches the whole package over HTTP
     /// from the origin at once (the agents' `--http-only`), the study's
@@ -256,6 +260,9 @@ pub struct Placement {
     pub topology: Topology,
     /// The scenario name, for the summary and the record.
     pub scenario: String,
+    /// An RFC 5780 STUN server (the lab's coturn) the agents probe their
+    /// NAT with in `p2p` mode, beside the tracker's own responder.
+    pub stun_rfc5780: Option<SocketAddr>,
 }
 
 /// One device of a [`Placement`].
@@ -293,6 +300,7 @@ pub fn loopback_placement(devices: usize, scenario: &str) -> anyhow::Result<Plac
         devices,
         topology: Topology::Loopback,
         scenario: scenario.to_string(),
+        stun_rfc5780: None,
     })
 }
 
@@ -383,6 +391,9 @@ async fn run_in(
             args.announce_interval.to_string(),
             s("--origin-slots"),
             slots.to_string(),
+            // A plain tracker hands out every address; ours dials them first.
+            s("--connectability"),
+            s(if args.mode == Mode::P2p { "on" } else { "off" }),
         ],
         &[],
         &logs.join("tracker.log"),
@@ -447,6 +458,15 @@ async fn run_in(
         ];
         if args.mode == Mode::ClientServer {
             agent_args.push(s("--http-only"));
+        }
+        if args.mode == Mode::P2p {
+            if let Some(stun) = placement.stun_rfc5780 {
+                agent_args.extend([s("--stun-rfc5780-server"), stun.to_string()]);
+            }
+        } else {
+            // Plain BitTorrent as in 2017 (and plain HTTP): no LAN pairing,
+            // no UPnP, no STUN.
+            agent_args.extend(["--lan-pairing", "off", "--upnp", "off", "--stun", "off"].map(s));
         }
         procs.spawn_in(
             device.netns.as_deref(),

@@ -66,6 +66,7 @@ fn router_kind(kind: NatKind) -> RouterKind {
 /// Errors: building a namespace, link or rule fails.
 pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Result<(String, Placement)> {
     let origin = lab.add_server_host(bits_per_s(args.origin_uplink_mbit))?;
+    let coturn = lab.start_coturn()?;
     let link = WanLink {
         up_bps: bits_per_s(args.home_uplink_mbit),
         down_bps: bits_per_s(args.home_downlink_mbit),
@@ -114,6 +115,7 @@ pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Resul
             devices,
             topology: args.topology,
             scenario: plan.scenario.clone(),
+            stun_rfc5780: Some(SocketAddr::V4(coturn.endpoint())),
         },
     ))
 }

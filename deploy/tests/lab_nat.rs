@@ -258,6 +258,24 @@ fn forward_port_opens_one_lan_host_and_hairpin_lets_its_neighbours_in_through_th
     let neighbour = bind(&h0.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 40_001));
     // Before the forward: closed to the internet and to the LAN.
     assert!(!reaches(&servers.uncontacted_addr, public, &listener, DROPPED));
+    // The hosts of one LAN reach each other directly, whatever is forwarded
+    // (the router's bridge passes LAN traffic, also with br_netfilter).
+    let lan_addr = SocketAddr::V4(SocketAddrV4::new(h1.addr, port));
+    neighbour.send_to(b"over the LAN", lan_addr).expect("send");
+    let (got, from) = recv(&listener, ARRIVES).expect("LAN packet");
+    assert_eq!(
+        (got.as_slice(), from.ip()),
+        (&b"over the LAN"[..], std::net::IpAddr::V4(h0.addr))
+    );
+    let tcp = in_netns(&h1.ns, || {
+        std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+    })
+    .unwrap()
+    .unwrap();
+    in_netns(&h0.ns, || std::net::TcpStream::connect_timeout(&lan_addr, ARRIVES))
+        .unwrap()
+        .expect("a TCP connection to a LAN neighbour");
+    drop(tcp);
     lab.forward_port(&router, 1, port).expect("forward");
     assert!(
         reaches(&servers.uncontacted_addr, public, &listener, ARRIVES),

@@ -136,6 +136,8 @@ pub struct Agent {
     history: Mutex<Vec<HistoryEntry>>,
     policy_blocked: AtomicBool,
     last_saved: Mutex<Option<Instant>>,
+    /// The direct paths, once [`Agent::set_paths`] gave them.
+    paths: std::sync::OnceLock<Arc<crate::direct_paths::Paths>>,
 }
 
 /// Reads a state file; a corrupt one is moved aside to `NAME.corrupt`
@@ -225,7 +227,14 @@ impl Agent {
             history: Mutex::new(history),
             policy_blocked: AtomicBool::new(false),
             last_saved: Mutex::new(None),
+            paths: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Gives the agent its direct paths, shown by `status` (once; later
+    /// calls are ignored).
+    pub fn set_paths(&self, paths: Arc<crate::direct_paths::Paths>) {
+        let _ = self.paths.set(paths);
     }
 
     /// The agent's BitTorrent side.
@@ -619,6 +628,7 @@ impl Agent {
             download_timeout: self.settings.download_timeout,
             http_fallback_after: self.downloader.http_fallback_after(),
             http_only: self.downloader.http_only(),
+            reconnect_after: self.downloader.reconnect_after(),
             install_hook: self.settings.install_hook.is_some(),
         }
     }
@@ -740,6 +750,22 @@ impl Agent {
                         Ok(()) => {
                             tracing::info!(info_hash = %ih, progress = h.stats().progress_bytes, "download resumed")
                         }
+                        Err(e) => flow.handle_download_error(format!("{e:#}")),
+                    }
+                }
+            }
+            Action::Reconnect => {
+                if let Some(h) = &run.torrent {
+                    let again = match self.downloader.pause(h).await {
+                        Ok(()) => self.downloader.resume(h).await,
+                        Err(e) => Err(e),
+                    };
+                    match again {
+                        Ok(()) => tracing::info!(
+                            info_hash = %ih,
+                            progress = h.stats().progress_bytes,
+                            "no progress: reconnecting to the peers (fresh bitfields, no backoff)"
+                        ),
                         Err(e) => flow.handle_download_error(format!("{e:#}")),
                     }
                 }
@@ -1187,6 +1213,7 @@ impl ControlHandler for Agent {
                 Response {
                     ok: true,
                     releases: Some(releases),
+                    paths: self.paths.get().map(|p| p.status()),
                     ..Default::default()
                 }
             }

@@ -85,6 +85,9 @@ pub struct Response {
     /// For `history`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    /// For `status`: the direct paths (LAN address, UPnP mapping, NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<crate::direct_paths::PathsStatus>,
 }
 
 impl Response {

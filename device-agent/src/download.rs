@@ -37,8 +37,13 @@ pub struct Downloader {
     peer_id: PeerId,
     port: u16,
     http_fallback: Option<HttpFallback>,
+    reconnect_after: Option<Duration>,
     http: reqwest::Client,
 }
+
+/// Default stall after which a download's peer connections are made anew
+/// ([`crate::reconnect`]).
+pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
 /// HTTP fallback settings of a [`Downloader`].
 #[derive(Debug, Clone)]
@@ -63,12 +68,25 @@ impl Downloader {
     ///
     /// Errors: the port is taken or the folder cannot be created.
     pub async fn start(state_dir: &Path, peer_listen: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_announcing(state_dir, peer_listen, None).await
+    }
+
+    /// [`Self::start`], announcing `announce_port` to trackers instead of
+    /// the listen port when given (the external port of a UPnP mapping).
+    ///
+    /// Errors: as [`Self::start`].
+    pub async fn start_announcing(
+        state_dir: &Path,
+        peer_listen: SocketAddr,
+        announce_port: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let downloads_dir = state_dir.join("downloads");
         std::fs::create_dir_all(&downloads_dir)
             .with_context(|| format!("cannot create {}", downloads_dir.display()))?;
         let peer_id = random_peer_id(AGENT_PREFIX);
         let session = PeerSession {
             listen: Some(peer_listen),
+            announce_port,
             peer_id: Some(peer_id),
             trackers: true,
             upload_limit_bps: None,
@@ -82,6 +100,7 @@ impl Downloader {
             peer_id,
             port: peer_listen.port(),
             http_fallback: None,
+            reconnect_after: Some(DEFAULT_RECONNECT_AFTER),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .read_timeout(Duration::from_secs(30))
@@ -96,6 +115,19 @@ impl Downloader {
     pub fn with_http_fallback(mut self, fallback: Option<HttpFallback>) -> Self {
         self.http_fallback = fallback;
         self
+    }
+
+    /// Sets the stall after which a download's peer connections are made
+    /// anew ([`crate::reconnect`]; default [`DEFAULT_RECONNECT_AFTER`];
+    /// `None`: never).
+    pub fn with_reconnect_after(mut self, after: Option<Duration>) -> Self {
+        self.reconnect_after = after;
+        self
+    }
+
+    /// The reconnect delay, if reconnects are on.
+    pub fn reconnect_after(&self) -> Option<Duration> {
+        self.reconnect_after
     }
 
     /// Sets the session's upload cap, bytes/s (`None`: unlimited).

@@ -13,15 +13,20 @@
 //! - [`verify`]: the package's SHA-256.
 //! - [`accounting`]: bytes per source (origin, LAN and internet peers).
 //! - [`policy`]: device policies (network, battery, storage, seeding).
+//! - [`reconnect`]: when a stalled download's peer connections are made anew.
 //! - [`download_state`]: `active.json`, `history.json`, `installed.json`.
 //! - [`control_socket`]: the CLI's Unix socket protocol.
+//! - [`direct_paths`]: LAN address, UPnP mapping and STUN probe, reported
+//!   to the tracker for LAN pairing and shown in the status.
 
 pub mod accounting;
 pub mod agent;
 pub mod control_socket;
+pub mod direct_paths;
 pub mod download;
 pub mod download_state;
 pub mod http_fallback;
 pub mod policy;
+pub mod reconnect;
 pub mod release_flow;
 pub mod verify;

@@ -4,16 +4,21 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use ota_client::TrackerClient;
+use ota_common::config::Switch;
 use ota_device_agent::agent::{Agent, AgentSettings};
 use ota_device_agent::control_socket::{self, Request};
+use ota_device_agent::direct_paths::{self, PathSettings, Paths};
 use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_device_agent::download_state::ActiveRelease;
 use ota_device_agent::policy::PolicySettings;
+use ota_peer::stun_probe::StunServers;
+use ota_proto::stun::DEFAULT_STUN_PORT;
 
 /// ota-device-agent: receives OTA update pushes, downloads them peer-assisted, verifies and seeds.
 ///
@@ -170,6 +175,37 @@ struct RunArgs {
     /// verified and seeded. Needs the HTTP fallback on.
     #[arg(long, env = "OTA_AGENT_HTTP_ONLY", default_value_t = false)]
     http_only: bool,
+    /// Milliseconds without progress after which a download drops and
+    /// re-makes its peer connections (works around librqbit never sending
+    /// `have` messages to a peer that connected while it held no piece;
+    /// the delay doubles while reconnects bring nothing). 0: never.
+    #[arg(long, env = "OTA_AGENT_RECONNECT_AFTER_MS", default_value_t = 2000)]
+    reconnect_after_ms: u64,
+    /// LAN pairing: report this device's LAN address (the interface that
+    /// routes to the tracker, with the peer port) so that the tracker hands
+    /// it to devices behind the same public address. `off` for plain
+    /// BitTorrent behaviour.
+    #[arg(long, env = "OTA_AGENT_LAN_PAIRING", value_enum, default_value_t = Switch::On)]
+    lan_pairing: Switch,
+    /// Map the peer port (TCP and UDP) on the home router over UPnP IGD,
+    /// renew the lease, remove the mapping on exit. Only tried from a
+    /// private LAN address.
+    #[arg(long, env = "OTA_AGENT_UPNP", value_enum, default_value_t = Switch::On)]
+    upnp: Switch,
+    /// UPnP lease asked for, seconds (renewed at half of it); 0 asks for a
+    /// permanent mapping.
+    #[arg(long, env = "OTA_AGENT_UPNP_LEASE_SECS", default_value_t = 3600)]
+    upnp_lease_secs: u32,
+    /// Probe the NAT over STUN from the UDP peer socket at start.
+    #[arg(long, env = "OTA_AGENT_STUN", value_enum, default_value_t = Switch::On)]
+    stun: Switch,
+    /// STUN server for the reflexive address. [default: the tracker's host, port 3478]
+    #[arg(long, env = "OTA_AGENT_STUN_SERVER")]
+    stun_server: Option<SocketAddr>,
+    /// A second STUN server with RFC 5780 behaviour discovery (coturn on
+    /// two addresses), for the NAT's mapping and filtering behaviour.
+    #[arg(long, env = "OTA_AGENT_STUN_RFC5780_SERVER")]
+    stun_rfc5780_server: Option<SocketAddr>,
     #[command(flatten)]
     policy: PolicySettings,
 }
@@ -201,7 +237,26 @@ async fn run() -> anyhow::Result<()> {
             None
         }
     };
-    let downloader = Downloader::start(&a.state_dir, a.peer_listen)
+    let tracker_addr = direct_paths::tracker_addr(&a.tracker).await;
+    let path_settings = PathSettings {
+        lan_pairing: a.lan_pairing == Switch::On,
+        upnp: a.upnp == Switch::On,
+        upnp_lease_secs: a.upnp_lease_secs,
+        stun: (a.stun == Switch::On)
+            .then(|| {
+                let primary = a
+                    .stun_server
+                    .or(tracker_addr.map(|t| SocketAddr::new(t.ip(), DEFAULT_STUN_PORT)))?;
+                Some(StunServers {
+                    primary,
+                    rfc5780: a.stun_rfc5780_server,
+                })
+            })
+            .flatten(),
+        device_id: a.device_id.clone(),
+    };
+    let paths = Arc::new(Paths::discover(&path_settings, a.peer_listen, tracker_addr).await);
+    let downloader = Downloader::start_announcing(&a.state_dir, a.peer_listen, paths.announce_port().await)
         .await?
         .with_http_fallback((a.http_fallback_after_secs > 0).then(|| HttpFallback {
             after: Duration::from_secs(a.http_fallback_after_secs),
@@ -209,13 +264,19 @@ async fn run() -> anyhow::Result<()> {
             token: a.device_token.clone(),
             http_only: a.http_only,
         }));
+    let downloader = downloader
+        .with_reconnect_after((a.reconnect_after_ms > 0).then(|| Duration::from_millis(a.reconnect_after_ms)));
     downloader.set_upload_limit(a.policy.upload_limit_bps);
     let socket_path = a
         .control_socket
         .clone()
         .unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
+    let tracker = TrackerClient::new(&a.tracker, None).with_device_token(a.device_token);
+    if path_settings.lan_pairing || path_settings.upnp || path_settings.stun.is_some() {
+        paths.start_reporting(tracker.clone()).await;
+    }
     let agent = Agent::new(
-        TrackerClient::new(&a.tracker, None).with_device_token(a.device_token),
+        tracker,
         downloader,
         AgentSettings {
             device_id: a.device_id,
@@ -233,6 +294,7 @@ async fn run() -> anyhow::Result<()> {
             policy: a.policy,
         },
     )?;
+    agent.set_paths(paths.clone());
     let control = control_socket::serve(&socket_path, agent.clone()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -243,6 +305,7 @@ async fn run() -> anyhow::Result<()> {
     control.abort();
     let _ = std::fs::remove_file(&socket_path);
     agent.stop().await;
+    paths.stop().await;
     Ok(())
 }
 
@@ -256,6 +319,9 @@ async fn cli(socket: &SocketArgs, req: Request, json: bool) -> anyhow::Result<()
         anyhow::bail!("{e}");
     } else if is_status {
         print_status(resp.releases.as_deref().unwrap_or_default());
+        if let Some(p) = &resp.paths {
+            println!("network: {}", p.summary());
+        }
     } else if let Some(h) = &resp.history {
         print!("{}", render_history(h));
     } else if let Some(m) = &resp.message {

@@ -41,6 +41,7 @@ use crate::accounting::split_by_source;
 use crate::download_state::{Installed, Outcome, Phase, SourceTotals};
 use crate::http_fallback::StallWatch;
 use crate::policy::Blocked;
+use crate::reconnect::ReconnectWatch;
 
 /// How often the driver samples a running download
 /// ([`ReleaseFlow::handle_progress`]).
@@ -110,6 +111,9 @@ pub struct FlowConfig {
     /// is only used afterwards to check the pieces and seed). Needs
     /// `http_fallback_after` set (the fallback on) and an `http_url`.
     pub http_only: bool,
+    /// Drop and re-make every peer connection after the download made no
+    /// progress for this long ([`crate::reconnect`]); `None`: never.
+    pub reconnect_after: Option<Duration>,
     /// Whether an install hook is configured.
     pub install_hook: bool,
 }
@@ -283,6 +287,10 @@ pub enum Action {
     PauseDownload,
     /// Resume the torrent; on failure call [`ReleaseFlow::handle_download_error`].
     ResumeDownload,
+    /// Drop and re-make every peer connection after a stall: pause, then
+    /// resume the torrent ([`crate::reconnect`]); on failure call
+    /// [`ReleaseFlow::handle_download_error`].
+    Reconnect,
     /// Take the torrent out of the session (its file stays; on failure call
     /// [`ReleaseFlow::handle_download_error`]), fetch its missing pieces
     /// over HTTP with SHA-1 checks ([`crate::http_fallback::fill_missing`])
@@ -403,6 +411,8 @@ struct Download {
     last_sample: Instant,
     /// Armed while the HTTP fallback may still trigger.
     stall: Option<StallWatch>,
+    /// Armed while the torrent downloads from peers.
+    reconnect: Option<ReconnectWatch>,
     /// Upload counter at the finishing sample.
     uploaded: u64,
 }
@@ -617,6 +627,7 @@ impl ReleaseFlow {
                     active: Duration::ZERO,
                     last_sample: now,
                     stall: None,
+                    reconnect: None,
                     uploaded: 0,
                 });
                 self.push(Action::StartDownload {
@@ -636,8 +647,10 @@ impl ReleaseFlow {
         match self.wait {
             Wait::Started => {
                 let fallback = self.fallback();
+                let reconnect = self.reconnect_watch(0, now);
                 if let Some(d) = self.download.as_mut() {
                     d.stall = fallback.map(|(after, _)| StallWatch::new(after, 0, now));
+                    d.reconnect = reconnect;
                 }
                 self.push(Action::FetchOrigins);
                 self.wait = Wait::Origins;
@@ -697,6 +710,7 @@ impl ReleaseFlow {
         let fallback = self.fallback();
         let timeout = self.config.download_timeout;
         let path = self.package_path();
+        let fresh_reconnect = self.reconnect_watch(s.progress_bytes, s.now);
         let Some(d) = self.download.as_mut() else { return };
         if let Some(p) = &s.per_peer {
             d.live_now = split(p, &d.origins);
@@ -743,12 +757,22 @@ impl ReleaseFlow {
             d.stall = fallback
                 .as_ref()
                 .map(|(after, _)| StallWatch::new(*after, s.progress_bytes, s.now));
+            d.reconnect = fresh_reconnect;
         } else if let (Some(w), Some((after, url))) = (d.stall.as_mut(), fallback) {
             if s.state == TorrentState::Live && w.stalled(s.progress_bytes, s.now) {
                 d.stall = None;
                 d.acc = d.acc.plus(&d.live_now);
                 d.live_now = SourceTotals::default();
                 self.start_fallback(url, path, after);
+                return;
+            }
+        }
+        if let (false, TorrentState::Live, Some(w)) = (s.pause_requested, s.state, d.reconnect.as_mut()) {
+            if w.due(verified, s.now) {
+                // The live period's per-peer counters end with the connections.
+                d.acc = d.acc.plus(&d.live_now);
+                d.live_now = SourceTotals::default();
+                self.actions.push_back(Action::Reconnect);
                 return;
             }
         }
@@ -867,6 +891,12 @@ impl ReleaseFlow {
     }
 
     /// The fallback delay and URL when the fallback is on and the release has one.
+    /// A reconnect watch for a download from peers (none in client-server mode).
+    fn reconnect_watch(&self, bytes: u64, now: Instant) -> Option<ReconnectWatch> {
+        let after = self.config.reconnect_after.filter(|_| !self.config.http_only)?;
+        Some(ReconnectWatch::new(after, bytes, now))
+    }
+
     fn fallback(&self) -> Option<(Duration, String)> {
         self.config
             .http_fallback_after
@@ -1228,6 +1258,7 @@ mod tests {
             download_timeout: Duration::from_secs(60),
             http_fallback_after: Some(Duration::from_secs(30)),
             http_only: false,
+            reconnect_after: None,
             install_hook: hook,
         }
     }
@@ -1706,6 +1737,7 @@ mod tests {
         let url = "http://origin/packages/fw.bin";
         let http_only = FlowConfig {
             http_only: true,
+            reconnect_after: None,
             ..config(false)
         };
         let mut flow = started(http_only.clone(), release(Some(url)), SourceTotals::default(), t0);
@@ -1812,6 +1844,41 @@ mod tests {
         let mut no_fallback = downloading(off, release(Some(url)), SourceTotals::default(), t0);
         no_fallback.handle_progress(live(t0 + s(59), 0, &[]));
         assert!(drain(&mut no_fallback).iter().all(|a| matches!(a, Action::Update(_))));
+    }
+
+    #[test]
+    fn a_stalled_download_reconnects_and_keeps_counting_its_bytes() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let cfg = FlowConfig {
+            reconnect_after: Some(s(2)),
+            ..config(false)
+        };
+        let mut flow = downloading(cfg, release(None), SourceTotals::default(), t0);
+        flow.handle_progress(live(t0 + s(1), 256, &[(PEER, 256)]));
+        flow.handle_progress(live(t0 + Duration::from_millis(2_900), 256, &[(PEER, 256)]));
+        assert!(
+            drain(&mut flow).iter().all(|a| matches!(a, Action::Update(_))),
+            "1.9 s of stall"
+        );
+        flow.handle_progress(live(t0 + s(3), 256, &[(PEER, 256)]));
+        assert_eq!(drain(&mut flow).last(), Some(&Action::Reconnect));
+        // The new connections' counters start at 0; the bytes before stay counted.
+        flow.handle_progress(live(t0 + s(4), 768, &[(PEER, 512)]));
+        flow.handle_progress(live(t0 + s(5), 1000, &[(PEER, 744)]));
+        drain(&mut flow);
+        flow.handle_verified(Ok(()));
+        drain(&mut flow);
+        flow.handle_origins(t0 + s(6), vec![ORIGIN.into()], Some(vec![(PEER.into(), 744)]));
+        let r = report_in(&drain(&mut flow)).clone();
+        assert_eq!((r.bytes_from_peers, r.bytes_from_origin), (1000, 0), "{r:?}");
+        // Client-server transport never reconnects.
+        let http = FlowConfig {
+            reconnect_after: Some(s(2)),
+            http_only: true,
+            ..config(false)
+        };
+        assert!(ReleaseFlow::new(IH(), http).reconnect_watch(0, t0).is_none());
     }
 
     #[test]

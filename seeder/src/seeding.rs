@@ -147,6 +147,7 @@ impl Seeder {
         ota_common::metrics::metrics_handle();
         let session = PeerSession {
             peer_id: Some(random_peer_id(SEEDER_PREFIX)),
+            announce_port: None,
             upload_limit_bps: settings.upload_limit_bps,
             client_name: Some(format!("ota-seeder {}", env!("CARGO_PKG_VERSION"))),
             ..PeerSession::listening(settings.peer_listen)

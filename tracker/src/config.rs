@@ -29,6 +29,7 @@ use crate::registry::DeviceAuth;
 use crate::service::TrackerSettings;
 use crate::stun::{parse_listen, DEFAULT_STUN_PORT};
 use crate::swarm::{OriginPolicy, StoreConfig};
+pub use ota_common::config::Switch;
 
 /// Environment variable naming the TOML configuration file.
 pub const CONFIG_ENV: &str = "OTA_TRACKER_CONFIG";
@@ -156,15 +157,6 @@ pub struct TrackerArgs {
     /// counts as unreachable.
     #[arg(long, env = "OTA_TRACKER_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
     pub connect_timeout_ms: u64,
-}
-
-/// A setting that is on or off (`on`/`off` on the command line and in TOML).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Switch {
-    /// Turned on.
-    On,
-    /// Turned off.
-    Off,
 }
 
 /// The process arguments `args` (program name first) with the TOML file of

@@ -186,7 +186,25 @@ async fn loopback_and_link_local_peers_are_not_handed_to_remote_devices() {
 #[tokio::test]
 async fn a_device_lying_about_left_zero_does_not_starve_others_of_the_origin() {
     let dir = tempfile::tempdir().unwrap();
-    let (t, ih) = tracker(&dir).await;
+    // A 200 ms announce interval: starvation is time without progress.
+    let interval = std::time::Duration::from_millis(200);
+    let t = tracker_with(
+        &dir,
+        TrackerSettings {
+            store: ota_tracker::StoreConfig {
+                interval,
+                min_interval: interval,
+                ..Default::default()
+            },
+            ..settings(DeviceAuth::Required)
+        },
+    )
+    .await;
+    let ih = t
+        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
+        .await
+        .unwrap()
+        .info_hash;
     let origin = t.announce_caller(Some(ORIGIN), None).unwrap();
     let origin_addr = SocketAddr::new(ip(200), 7000);
     t.announce(request(ih, 0, 0, AnnounceEvent::Started), &origin, ip(200))
@@ -227,6 +245,7 @@ async fn a_device_lying_about_left_zero_does_not_starve_others_of_the_origin() {
             .announce(request(ih, 4, 100, AnnounceEvent::None), &victim, ip(4))
             .unwrap();
         got_origin |= r.peers.iter().any(|p| p.addr == origin_addr);
+        tokio::time::sleep(interval).await;
     }
     assert!(
         got_origin,

@@ -101,3 +101,14 @@ mod file_tests {
         assert!(expand_config_file(args, "OTA_TEST_NO_SUCH_VAR").is_err());
     }
 }
+
+/// A setting that is on or off: `on`/`off` on the command line, in the
+/// environment and in TOML files (a string, so that a default of `on` can
+/// be turned off from a file, which a TOML `false` for a plain flag cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
+}

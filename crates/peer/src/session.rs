@@ -30,6 +30,10 @@ pub struct PeerSession {
     /// TCP address to accept peer-wire connections on; `None`: no listener
     /// (a leecher that only dials out).
     pub listen: Option<SocketAddr>,
+    /// Port announced to trackers when it differs from the listen port
+    /// (the external port a UPnP mapping got, see
+    /// [`crate::port_mapping`]); `None`: the listen port.
+    pub announce_port: Option<u16>,
     /// The session's peer id (BEP 3); `None`: librqbit picks one.
     pub peer_id: Option<PeerId>,
     /// Whether torrents talk to their trackers. `false` keeps the session
@@ -73,7 +77,7 @@ impl PeerSession {
                 mode: ListenerMode::TcpOnly,
                 listen_addr: listen,
                 enable_upnp_port_forwarding: false,
-                announce_port: Some(listen.port()),
+                announce_port: Some(self.announce_port.unwrap_or(listen.port())),
                 ipv4_only: listen.is_ipv4(),
                 ..Default::default()
             }),

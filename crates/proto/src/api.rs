@@ -198,4 +198,8 @@ pub struct PeerInfo {
     /// Why its device holds no UPnP mapping, as it reported.
     #[serde(default)]
     pub mapping_refusal: Option<String>,
+    /// Its NAT as its device's STUN probe found it (`open`, `symmetric`,
+    /// `endpoint-independent-...`), if reported.
+    #[serde(default)]
+    pub nat: Option<crate::nat_kind::NatReport>,
 }

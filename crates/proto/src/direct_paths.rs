@@ -65,6 +65,11 @@ pub struct DirectPaths {
     /// [`MAX_REASON_LEN`] bytes.
     #[serde(default)]
     pub mapping_refusal: Option<String>,
+    /// What its STUN probe found from its UDP peer socket: the
+    /// server-reflexive address and the NAT's mapping and filtering
+    /// behaviour (RFC 4787, RFC 5780).
+    #[serde(default)]
+    pub nat: Option<crate::nat_kind::NatReport>,
 }
 
 /// Why a [`DirectPaths`] report was refused.
@@ -182,6 +187,7 @@ mod tests {
             lan: vec![a("192.168.1.2:40001"), a("[fd00::2]:40001")],
             mapped: Some(a("11.0.1.1:40001")),
             mapping_refusal: None,
+            nat: None,
         };
         assert_eq!(ok.check(), Ok(()));
         assert_eq!(ok.lan_for("11.0.0.9".parse().unwrap()), Some(a("192.168.1.2:40001")));

@@ -22,6 +22,9 @@
 
 use std::net::SocketAddr;
 
+/// The default STUN port over UDP and TCP (IANA 3478, RFC 8489 §9).
+pub const DEFAULT_STUN_PORT: u16 = 3478;
+
 use stun_rs::attributes::stun::{ErrorCode, Software, UnknownAttributes, XorMappedAddress};
 use stun_rs::methods::BINDING;
 use stun_rs::{

@@ -691,7 +691,13 @@ impl Drop for Lab {
 /// The nftables rules of a NAT router: masquerade (or `fully-random` for
 /// [`RouterKind::Symmetric`]) out of `wan`; inbound from `wan` only for
 /// conntrack replies and the forwarded port; everything else from `wan`
-/// dropped, in `forward` and in `input` (the router itself).
+/// dropped, in `forward` and in `input` (the router itself). Traffic
+/// between two ports of the LAN bridge is accepted (not DNATed traffic: a
+/// host using the router's public address needs [`Lab::enable_hairpin`]), as a home router's
+/// switch and access point pass it: where `br_netfilter` is loaded (as on
+/// this machine, `net.bridge.bridge-nf-call-iptables = 1`), bridged IPv4
+/// frames cross the `forward` hook with `iifname` and `oifname` the bridge,
+/// and the drop policy would cut the hosts of one LAN off from each other.
 fn nat_ruleset(kind: RouterKind, lan_if: &str, forward: Option<(u16, Ipv4Addr)>) -> String {
     let masquerade = if kind == RouterKind::Symmetric {
         "masquerade fully-random"
@@ -719,6 +725,7 @@ table ip ota_filter {{
   chain forward {{
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
+    iifname \"{lan_if}\" oifname \"{lan_if}\" ct status ! dnat accept
     iifname \"{lan_if}\" oifname \"wan\" accept
     iifname \"wan\" ct status dnat accept
   }}

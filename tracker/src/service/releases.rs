@@ -329,6 +329,7 @@ impl Tracker {
                     reach: (!p.is_origin).then(|| self.connectability.reach(p.addr, p.lan.is_some())),
                     mapped: paths.as_ref().and_then(|x| x.mapped).map(|a| a.to_string()),
                     mapping_refusal: paths.as_ref().and_then(|x| x.mapping_refusal.clone()),
+                    nat: paths.as_ref().and_then(|x| x.nat),
                 }
             })
             .collect())

@@ -14,7 +14,7 @@ pub use socket::{serve, serve_with};
 
 /// Default UDP port of the STUN responder (IANA port 3478, RFC 8489 §9);
 /// its default address is the HTTP listener's IP with this port.
-pub const DEFAULT_STUN_PORT: u16 = 3478;
+pub use ota_proto::stun::DEFAULT_STUN_PORT;
 
 /// Parses the `--stun-listen` value: `off` or an empty string disables the
 /// responder (`None`), anything else must be a socket address.

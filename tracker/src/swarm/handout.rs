@@ -19,10 +19,10 @@
 //! device seeders and device leechers, and a random source; the cost of one
 //! hand-out is O(numwant), not O(swarm).
 
-/// Announces in a row without progress after which a leecher is starved.
+/// Announce intervals without progress after which a leecher is starved.
 pub const STARVED_AFTER: u32 = 2;
 
-/// Announces in a row without progress after which a leecher is starved
+/// Announce intervals without progress after which a leecher is starved
 /// although device seeders are listed: they should have served it by then,
 /// so they are slow, unreachable or lying about holding the package, and a
 /// device claiming to seed cannot starve the others of the origin.
@@ -87,9 +87,13 @@ pub const SEEDERS_LOOKED_AT: usize = 256;
 pub struct Requester {
     /// Bytes it still misses.
     pub left: u64,
-    /// Announces in a row (this one included) at which `left` had not
-    /// shrunk since the announce before.
-    pub stalled: u32,
+    /// How long its `left` has not shrunk (since its first announce when
+    /// it never did). Time, not a count of announces: a client that
+    /// announces more often than told (librqbit re-announces on every
+    /// resume) is not starved sooner.
+    pub stalled_for: std::time::Duration,
+    /// The announce interval handed out: starvation is measured in these.
+    pub interval: std::time::Duration,
     /// Whether it already holds an origin grant.
     pub granted: bool,
 }
@@ -163,13 +167,12 @@ pub fn hand_out<'a, T>(
     // (a seeder is not leeching, so then this is not read) or expired peers.
     let device_seeder =
         leeching && (parts.neighbour_seeders > 0 || parts.seeders.iter().take(SEEDERS_LOOKED_AT).any(|c| !skip(c)));
-    let starved = leeching
-        && requester.stalled
-            >= if device_seeder {
-                STARVED_DESPITE_SEEDERS_AFTER
-            } else {
-                STARVED_AFTER
-            };
+    let starve_after = if device_seeder {
+        STARVED_DESPITE_SEEDERS_AFTER
+    } else {
+        STARVED_AFTER
+    };
+    let starved = leeching && requester.stalled_for >= requester.interval * starve_after;
     let (list_origin, granted) = match policy {
         OriginPolicy::Always => (leeching, false),
         OriginPolicy::OnDemand { slots } => {
@@ -203,8 +206,15 @@ mod tests {
         vec![(0, 0, true), (1, 50, false), (2, 0, false), (3, 100, false)]
     }
 
+    /// A requester stalled for `stalled` announce intervals of 10 s.
     fn req(left: u64, stalled: u32, granted: bool) -> Requester {
-        Requester { left, stalled, granted }
+        let interval = std::time::Duration::from_secs(10);
+        Requester {
+            left,
+            stalled_for: interval * stalled,
+            interval,
+            granted,
+        }
     }
 
     /// Runs the policy for requester `id` on `swarm`; returns the handed-out

@@ -148,7 +148,8 @@ pub struct PeerRecord {
     pub addr: SocketAddr,
     /// Bytes it still misses; 0 for a seeder.
     pub left: u64,
-    /// Announces in a row at which `left` had not shrunk (0 once it does).
+    /// Whole announce intervals since `left` last shrank (since its first
+    /// announce when it never did); 0 for a seeder.
     pub stalled: u32,
     /// Whether it announced with a valid origin token.
     pub is_origin: bool,
@@ -291,7 +292,8 @@ struct Peer {
     /// Its LAN address (see [`PeerRecord::lan`]).
     lan: Option<SocketAddr>,
     flags: u8,
-    stalled: u32,
+    /// Since when `left` has not shrunk, in [`Clock`] nanoseconds.
+    stalled_since: i64,
     /// Bytes it still misses.
     left: u64,
     /// Last announce, in [`Clock`] nanoseconds.
@@ -498,13 +500,17 @@ impl Swarm {
     }
 }
 
-fn record(info_hash: &InfoHash, kind: Kind, p: &Peer, now_ns: i64) -> PeerRecord {
+/// The record of `p` at `now_ns`; its `stalled` counts whole `interval`s
+/// from `stalled_since` to its last announce (so a record changes only when
+/// the peer announces).
+fn record(info_hash: &InfoHash, kind: Kind, p: &Peer, now_ns: i64, interval: Duration) -> PeerRecord {
+    let stalled = age(p.last_seen, p.stalled_since).as_nanos() / interval.as_nanos().max(1);
     PeerRecord {
         info_hash: *info_hash,
         peer_id: p.id,
         addr: p.addr(),
         left: p.left,
-        stalled: p.stalled,
+        stalled: stalled.min(u32::MAX as u128) as u32,
         is_origin: kind == Kind::Origin,
         granted: p.granted(),
         verified: p.verified(),
@@ -657,9 +663,15 @@ impl PeerStore {
         let previous = swarm.get_mut(&req.peer_id);
         // A peer past the timeout that the sweep has not dropped yet starts afresh.
         let previous = previous.filter(|p| now_ns.saturating_sub(p.last_seen) <= timeout_ns);
-        let (prev_left, prev_stalled, granted_before, prev_device, prev_verified) = match previous {
-            Some(p) => (Some(p.left), p.stalled, p.granted(), p.device.take(), p.verified()),
-            None => (None, 0, false, None, false),
+        let (prev_left, prev_stalled_since, granted_before, prev_device, prev_verified) = match previous {
+            Some(p) => (
+                Some(p.left),
+                p.stalled_since,
+                p.granted(),
+                p.device.take(),
+                p.verified(),
+            ),
+            None => (None, now_ns, false, None, false),
         };
         if !swarm.index.contains_key(&req.peer_id) && swarm.len() >= config.max_peers_per_swarm {
             // Full: drop the expired peers the sweep has not reached yet first.
@@ -683,9 +695,9 @@ impl PeerStore {
         let verified = !config.device_bound
             || req.device.is_none()
             || (req.left == 0 && (was_leeching || prev_verified || inherited_verified));
-        let stalled = match prev_left {
-            Some(l) if req.left > 0 && req.left >= l => prev_stalled.saturating_add(1),
-            _ => 0,
+        let stalled_since = match prev_left {
+            Some(l) if req.left > 0 && req.left >= l => prev_stalled_since,
+            _ => now_ns,
         };
         let peer = Peer {
             id: req.peer_id,
@@ -693,7 +705,7 @@ impl PeerStore {
             port: addr.port(),
             lan: paths.lan.filter(|l| !is_origin && is_lan_candidate(*l)),
             flags: DIRTY | if granted_before { GRANTED } else { 0 } | if verified { VERIFIED } else { 0 },
-            stalled,
+            stalled_since,
             left: req.left,
             last_seen: now_ns,
             device: req.device.as_deref().map(Box::from).or(prev_device),
@@ -709,7 +721,8 @@ impl PeerStore {
         let requester = Requester {
             // An unbelieved `left=0` gets no origin either: the device claims to need nothing.
             left: req.left,
-            stalled,
+            stalled_for: age(now_ns, stalled_since),
+            interval: config.interval,
             granted: granted_before,
         };
         let requester_ip = addr.ip();
@@ -811,7 +824,7 @@ impl PeerStore {
         let swarm = shard.swarms.get(info_hash)?;
         let mut out: Vec<PeerRecord> = swarm
             .all()
-            .map(|(k, p)| record(info_hash, k, p, now_ns))
+            .map(|(k, p)| record(info_hash, k, p, now_ns, self.config.interval))
             .filter(|r| r.age <= self.config.peer_timeout)
             .collect();
         out.sort_by_key(|r| (r.left > 0, r.peer_id));
@@ -855,7 +868,9 @@ impl PeerStore {
                     } else {
                         0
                     },
-                stalled: record.stalled,
+                stalled_since: self.clock.ns(seen).saturating_sub(
+                    i64::try_from((self.config.interval * record.stalled).as_nanos()).unwrap_or(i64::MAX),
+                ),
                 left: record.left,
                 last_seen: self.clock.ns(seen),
                 device: record.device.as_deref().map(Box::from),
@@ -896,7 +911,7 @@ impl PeerStore {
                     }
                     changes
                         .upserts
-                        .extend(swarm.all().map(|(k, p)| record(ih, k, p, now_ns)));
+                        .extend(swarm.all().map(|(k, p)| record(ih, k, p, now_ns, self.config.interval)));
                     changes.downloaded.push((*ih, swarm.downloaded));
                     swarm.removed.clear();
                     swarm.dirty = false;
@@ -911,7 +926,7 @@ impl PeerStore {
                     {
                         for p in list.iter_mut().filter(|p| p.flags & DIRTY != 0) {
                             p.flags &= !DIRTY;
-                            changes.upserts.push(record(ih, k, p, now_ns));
+                            changes.upserts.push(record(ih, k, p, now_ns, self.config.interval));
                         }
                     }
                 }
@@ -1029,6 +1044,34 @@ mod tests {
         let swarm = shard.swarms.get_mut(&IH).unwrap();
         assert_eq!(swarm.neighbours_of(wan(1)).len(), 1, "only peer 3 is left at home 1");
         assert_eq!(swarm.neighbours_of(wan(9)).len(), 1);
+    }
+
+    #[test]
+    fn starvation_is_time_without_progress_not_a_count_of_announces() {
+        let t0 = Instant::now();
+        let s = PeerStore::new(StoreConfig::default());
+        s.register(IH);
+        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
+            .unwrap();
+        let got = |n: u8, at: u64| {
+            let r = s
+                .announce(
+                    &announce(n, 10, AnnounceEvent::None),
+                    addr(n),
+                    false,
+                    t0 + Duration::from_secs(at),
+                )
+                .unwrap();
+            r.peers.iter().any(|p| p.addr == addr(0))
+        };
+        assert!(got(1, 0), "peer 1 takes the origin's slot");
+        // Peer 2 re-announces every second (as librqbit does on each resume):
+        // four announces without progress are 3 s, not 2 intervals of 60 s.
+        for at in 0..4 {
+            assert!(!got(2, at), "announce at {at} s");
+        }
+        assert!(!got(2, 119));
+        assert!(got(2, 120), "2 intervals without progress: starved");
     }
 
     #[test]

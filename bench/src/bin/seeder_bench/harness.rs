@@ -99,6 +99,7 @@ pub(crate) async fn leech(
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let session = PeerSession {
         trackers: false,
+        announce_port: None,
         ..PeerSession::listening(listen)
     }
     .start(dir.to_path_buf())

@@ -106,6 +106,7 @@ pub(crate) async fn bench_file_seeder(
     let peer: SocketAddr = ([127, 0, 0, 1], port).into();
     let session = PeerSession {
         trackers: false,
+        announce_port: None,
         ..PeerSession::listening(peer)
     }
     .start(dir.join("state"))
