@@ -24,6 +24,9 @@
 //! - a UPnP lease is at most [`UPNP_MAX_LEASE`] (604,800 s, WANIPConnection:2
 //!   section 2.3.16); 0 (IGD:1's "permanent") and anything longer are stored
 //!   as that; the mapping goes when the lease ends;
+//! - [`Lab::set_upnp_permissions`] restarts it with a deny-all rule: every
+//!   `AddPortMapping` is then refused (a router whose owner allows no
+//!   mappings), while discovery and `GetExternalIPAddress` still answer;
 //! - PCP lifetimes are clamped to [`PCP_MIN_LIFETIME`]..=[`PCP_MAX_LIFETIME`]
 //!   (miniupnpd `min_lifetime`/`max_lifetime`, the RFC 6887 section 15
 //!   suggestions).
@@ -94,6 +97,12 @@ const NOTIFY_INTERVAL_SECS: u32 = 30;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one readiness probe (connect, request, answer) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long [`Lab::set_upnp_permissions`] lets the old miniupnpd end after
+/// SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The file in miniupnpd's temp dir that holds the PID [`Lab::spawn`] gave
+/// it (`ip netns exec` execs it, so it is miniupnpd's own).
+const SPAWNED_PID_FILE: &str = "lab.pid";
 
 impl Router {
     /// The IGD's root device description, `http://<lan gateway>:5000/rootDesc.xml`
@@ -116,15 +125,89 @@ impl Lab {
     /// early or does not answer in time (its log is in the error), or a lab
     /// command fails.
     pub(super) fn start_miniupnpd(&mut self, router: &Router) -> anyhow::Result<()> {
+        self.launch_miniupnpd(router, false)
+    }
+
+    /// Restarts the miniupnpd of [`RouterKind::Upnp`] router `router` with
+    /// new permission rules: `deny_all` makes it refuse every port mapping
+    /// (the only rule is `deny 0-65535 0.0.0.0/0 0-65535`, so
+    /// `AddPortMapping` and `AddAnyPortMapping` fail, miniupnpd 2.3 answers
+    /// 606 `Action not authorized`) while SSDP, the device description and
+    /// `GetExternalIPAddress` still answer: a router whose owner turned
+    /// mappings off, or one that refuses them for this LAN; `false` brings
+    /// back the default rules ([`UPNP_PORTS`] for the LAN /24). The running
+    /// miniupnpd gets SIGTERM (SIGKILL after 3 s) and is reaped, its
+    /// nftables table is loaded afresh (existing mappings are gone) and the
+    /// new one is started as [`Lab::add_router`] starts it (ready within 10 s).
+    ///
+    /// Errors: `router` is not a [`RouterKind::Upnp`] router of this lab,
+    /// or as at [`Lab::add_router`].
+    pub fn set_upnp_permissions(&mut self, router: &Router, deny_all: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            router.kind == RouterKind::Upnp && self.routers.iter().any(|r| r.ns == router.ns),
+            "{} is not a UPnP router of this lab",
+            router.ns
+        );
+        let prefix = miniupnpd_dir_prefix(router);
+        let pid_file = self
+            .temp_dirs
+            .iter()
+            .rev()
+            .find(|d| {
+                d.path()
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .map(|d| d.path().join(SPAWNED_PID_FILE))
+            .with_context(|| format!("no miniupnpd was started in {}", router.ns))?;
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("read {}", pid_file.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parse {}", pid_file.display()))?;
+        self.stop_child(pid);
+        cmd::nft_in(&router.ns, &format!("delete table inet {UPNP_NFT_TABLE}\n"))?;
+        self.launch_miniupnpd(router, deny_all)
+    }
+
+    /// Ends the child [`Lab::spawn`] started as `pid`: SIGTERM, SIGKILL
+    /// after [`STOP_GRACE`], reaped and forgotten (so the lab never signals
+    /// the PID again).
+    fn stop_child(&mut self, pid: u32) {
+        let Some(i) = self.children.iter().position(|c| c.id() == pid) else {
+            return;
+        };
+        let mut child = self.children.remove(i);
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: kill(2) of a child of ours that has not been reaped.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// [`Lab::start_miniupnpd`] with the permission rules of
+    /// [`miniupnpd_conf`]`(.., deny_all)`.
+    fn launch_miniupnpd(&mut self, router: &Router, deny_all: bool) -> anyhow::Result<()> {
         let program = MINIUPNPD.path()?;
         cmd::nft_in(&router.ns, &upnp_ruleset())?;
         let dir = tempfile::Builder::new()
-            .prefix("ota-lab-miniupnpd-")
+            .prefix(&miniupnpd_dir_prefix(router))
             .tempdir()
             .context("temp dir for miniupnpd")?;
         let log_dir = dir.path().to_path_buf();
         let conf = log_dir.join("miniupnpd.conf");
-        std::fs::write(&conf, miniupnpd_conf(router, &log_dir)).context("write miniupnpd.conf")?;
+        std::fs::write(&conf, miniupnpd_conf(router, &log_dir, deny_all)).context("write miniupnpd.conf")?;
         let path_str = |p: &Path| p.to_string_lossy().into_owned();
         let (conf_s, pid_s) = (path_str(&conf), path_str(&log_dir.join("miniupnpd.pid")));
         let program = path_str(&program);
@@ -133,6 +216,7 @@ impl Lab {
         let args = ["-d", "-f", &conf_s, "-P", &pid_s];
         let ns = router.ns.clone();
         let pid = self.spawn_logged(&ns, &program, &args, &log_dir, "miniupnpd")?;
+        std::fs::write(log_dir.join(SPAWNED_PID_FILE), pid.to_string()).context("write the miniupnpd PID")?;
         self.temp_dirs.push(dir);
         let http = SocketAddrV4::new(router.lan_gateway, UPNP_HTTP_PORT);
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -152,6 +236,12 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The name prefix of the temp dir of `router`'s miniupnpd (its namespace
+/// is unique in the lab).
+fn miniupnpd_dir_prefix(router: &Router) -> String {
+    format!("ota-lab-miniupnpd-{}-", router.ns)
 }
 
 /// The nftables table miniupnpd needs (see the module docs): table `inet`
@@ -189,12 +279,20 @@ pub(crate) fn upnp_ruleset() -> String {
 /// NAT-PMP/PCP on `lan` only, HTTP on [`UPNP_HTTP_PORT`], IPv4 only, secure
 /// mode, NAT-PMP/PCP on, the chains of [`upnp_ruleset`], PCP lifetimes
 /// [`PCP_MIN_LIFETIME`]..=[`PCP_MAX_LIFETIME`], a uuid from the router's
-/// index, and the permission rules of [`UPNP_PORTS`] for the LAN /24.
-pub(crate) fn miniupnpd_conf(router: &Router, dir: &Path) -> String {
+/// index, and the permission rules: [`UPNP_PORTS`] for the LAN /24, then
+/// `deny` for the rest; with `deny_all` only the `deny` rule, so every
+/// mapping is refused (see [`Lab::set_upnp_permissions`]).
+pub(crate) fn miniupnpd_conf(router: &Router, dir: &Path, deny_all: bool) -> String {
     let [a, b, c, _] = router.lan_gateway.octets();
     let lan = Ipv4Addr::new(a, b, c, 0);
     let (lo, hi) = (UPNP_PORTS.start(), UPNP_PORTS.end());
     let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // miniupnpd takes the first matching rule; the deny rule ends both sets.
+    let allow = if deny_all {
+        String::new()
+    } else {
+        format!("allow {lo}-{hi} {lan}/24 {lo}-{hi}\n")
+    };
     format!(
         "ext_ifname=wan
 listening_ip=lan
@@ -216,8 +314,7 @@ upnp_nat_table_name={UPNP_NFT_TABLE}
 upnp_forward_chain=upnp_forward
 upnp_nat_chain=upnp_prerouting
 upnp_nat_postrouting_chain=upnp_postrouting
-allow {lo}-{hi} {lan}/24 {lo}-{hi}
-deny 0-65535 0.0.0.0/0 0-65535
+{allow}deny 0-65535 0.0.0.0/0 0-65535
 ",
         min = PCP_MIN_LIFETIME.as_secs(),
         max = PCP_MAX_LIFETIME.as_secs(),
@@ -281,7 +378,7 @@ mod tests {
 
     #[test]
     fn the_config_allows_only_the_lan_and_uses_our_chains() {
-        let conf = miniupnpd_conf(&router(), Path::new("/tmp/x"));
+        let conf = miniupnpd_conf(&router(), Path::new("/tmp/x"), false);
         for line in [
             "ext_ifname=wan",
             "listening_ip=lan",
@@ -301,10 +398,19 @@ mod tests {
     }
 
     #[test]
+    fn deny_all_keeps_only_the_deny_rule() {
+        let conf = miniupnpd_conf(&router(), Path::new("/tmp/x"), true);
+        assert!(!conf.lines().any(|l| l.starts_with("allow ")), "{conf}");
+        assert!(conf
+            .trim_end()
+            .ends_with("\nupnp_nat_postrouting_chain=upnp_postrouting\ndeny 0-65535 0.0.0.0/0 0-65535"));
+    }
+
+    #[test]
     fn every_chain_the_config_names_is_in_the_ruleset() {
         let rules = upnp_ruleset();
         assert!(rules.starts_with("table inet ota_upnp {"));
-        let conf = miniupnpd_conf(&router(), Path::new("/tmp/x"));
+        let conf = miniupnpd_conf(&router(), Path::new("/tmp/x"), false);
         for key in ["upnp_forward_chain=", "upnp_nat_chain=", "upnp_nat_postrouting_chain="] {
             let chain = conf
                 .lines()
