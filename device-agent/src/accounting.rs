@@ -52,6 +52,21 @@ pub fn split_by_source<'a>(
     out
 }
 
+/// The peers (`ip:port`) of a per-peer stats snapshot (as in
+/// [`per_peer_bytes`]) whose connection is up (`"state": "live"`).
+pub fn live_peers(snapshot: &serde_json::Value) -> Vec<String> {
+    snapshot["peers"]
+        .as_object()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter(|(_, p)| p["state"] == "live")
+                .map(|(a, _)| a.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads `{"peers": {"ip:port": {"counters": {"fetched_bytes": N, "uploaded_bytes": M}}}}`
 /// (librqbit's per-peer stats snapshot serialized as JSON) into
 /// `addr -> (fetched bytes, uploaded bytes)`.

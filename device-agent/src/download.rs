@@ -25,7 +25,7 @@ use ota_peer::peer_id::{random_peer_id, AGENT_PREFIX};
 use ota_peer::PeerSession;
 use ota_proto::{InfoHash, PeerId};
 
-use crate::accounting::per_peer_bytes;
+use crate::accounting::{live_peers, per_peer_bytes};
 use crate::http_fallback::{fill_missing, HttpSource, PieceTable};
 use crate::release_flow::{Sample, TorrentState};
 use crate::verify::verify_package;
@@ -191,20 +191,28 @@ impl Downloader {
             total_bytes: s.total_bytes,
             uploaded_bytes: s.uploaded_bytes,
             per_peer: Self::per_peer(handle),
+            live_peers: Self::snapshot(handle).map(|s| live_peers(&s)),
             pause_requested,
             cancel_requested,
         }
     }
 
-    /// Payload bytes fetched per peer (`ip:port`) in the torrent's current
-    /// live period; `None` when it is not live.
-    pub(crate) fn per_peer(handle: &ManagedTorrent) -> Option<Vec<(String, u64)>> {
+    /// librqbit's per-peer stats snapshot (every peer, any state) as JSON;
+    /// `None` when the torrent is not live.
+    fn snapshot(handle: &ManagedTorrent) -> Option<serde_json::Value> {
         let live = handle.live()?;
-        let snapshot =
+        Some(
             serde_json::to_value(live.per_peer_stats_snapshot(
                 serde_json::from_value(serde_json::json!({"state": "all"})).unwrap_or_default(),
             ))
-            .unwrap_or_default();
+            .unwrap_or_default(),
+        )
+    }
+
+    /// Payload bytes fetched per peer (`ip:port`) in the torrent's current
+    /// live period; `None` when it is not live.
+    pub(crate) fn per_peer(handle: &ManagedTorrent) -> Option<Vec<(String, u64)>> {
+        let snapshot = Self::snapshot(handle)?;
         Some(
             per_peer_bytes(&snapshot)
                 .into_iter()

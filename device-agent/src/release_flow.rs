@@ -151,6 +151,9 @@ pub struct Sample {
     /// Payload bytes fetched per peer (`ip:port`) in the current live
     /// period; `None` while the torrent is not live.
     pub per_peer: Option<Vec<(String, u64)>>,
+    /// Peers (`ip:port`) whose connection is up; `None` while the torrent
+    /// is not live.
+    pub live_peers: Option<Vec<String>>,
     /// Some pause reason holds (user or policy) in `active.json`.
     pub pause_requested: bool,
     /// The user asked to cancel.
@@ -767,8 +770,15 @@ impl ReleaseFlow {
                 return;
             }
         }
+        // Only a stall on live connections to devices (no live origin
+        // connection: the origin's full bitfield never leaves a device
+        // waiting) is librqbit's missing `have`; a dead network is not
+        // helped by reconnecting, and a reconnect drops the pieces in flight.
+        let idle_device_links = s.live_peers.as_ref().is_some_and(|live| {
+            live.iter().any(|a| !d.origins.contains(a)) && !live.iter().any(|a| d.origins.contains(a))
+        });
         if let (false, TorrentState::Live, Some(w)) = (s.pause_requested, s.state, d.reconnect.as_mut()) {
-            if w.due(verified, s.now) {
+            if idle_device_links && w.due(verified, s.now) {
                 // The live period's per-peer counters end with the connections.
                 d.acc = d.acc.plus(&d.live_now);
                 d.live_now = SourceTotals::default();
@@ -1299,6 +1309,7 @@ mod tests {
             total_bytes: 1000,
             uploaded_bytes: 0,
             per_peer: Some(per_peer.iter().map(|(a, b)| (a.to_string(), *b)).collect()),
+            live_peers: Some(per_peer.iter().map(|(a, _)| a.to_string()).collect()),
             pause_requested: false,
             cancel_requested: false,
         }
@@ -1872,6 +1883,16 @@ mod tests {
         flow.handle_origins(t0 + s(6), vec![ORIGIN.into()], Some(vec![(PEER.into(), 744)]));
         let r = report_in(&drain(&mut flow)).clone();
         assert_eq!((r.bytes_from_peers, r.bytes_from_origin), (1000, 0), "{r:?}");
+        // A stall while connected to the origin (a network or origin
+        // problem, not librqbit's missing `have`) does not reconnect.
+        let cfg = FlowConfig {
+            reconnect_after: Some(s(2)),
+            ..config(false)
+        };
+        let mut with_origin = downloading(cfg, release(None), SourceTotals::default(), t0);
+        with_origin.handle_progress(live(t0 + s(1), 256, &[(ORIGIN, 256), (PEER, 0)]));
+        with_origin.handle_progress(live(t0 + s(9), 256, &[(ORIGIN, 256), (PEER, 0)]));
+        assert!(drain(&mut with_origin).iter().all(|a| matches!(a, Action::Update(_))));
         // Client-server transport never reconnects.
         let http = FlowConfig {
             reconnect_after: Some(s(2)),
