@@ -34,14 +34,16 @@
 //! assertion fails; every wait is bounded; all traffic stays inside the
 //! lab's namespaces.
 
-use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+mod common;
+
+use std::net::{SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use igd_next::{PortMappingProtocol, SearchOptions};
+use common::Entry;
 use ota_client::TrackerClient;
 use ota_deploy::lab::{in_netns, Host, Lab, Router, RouterKind, ServerHost};
 use ota_peer::port_mapping::{description, DEFAULT_SEARCH_TIMEOUT};
@@ -386,40 +388,9 @@ fn wait_status(agent: &mut Proc, socket: &Path, within: Duration, what: &str, do
     }
 }
 
-/// One row of the router's mapping table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    protocol: PortMappingProtocol,
-    external_port: u16,
-    internal_client: String,
-    internal_port: u16,
-    description: String,
-    lease_secs: u32,
-}
-
-/// The router's mapping table, read from `host`'s namespace with igd-next's
-/// blocking client (at most 128 entries; the first error, 713 past the end,
-/// stops it).
+/// The router's mapping table ([`common::upnp_table`]).
 fn table(host: &Host) -> Vec<Entry> {
-    in_netns(&host.ns, || {
-        let mut options = SearchOptions::default();
-        options.bind_addr = SocketAddr::V4(SocketAddrV4::new(host.addr, 0));
-        options.timeout = Some(SEARCH);
-        options.single_search_timeout = Some(SEARCH);
-        let gateway = igd_next::search_gateway(options).expect("SSDP answer from the UPnP router");
-        (0..128)
-            .map_while(|i| gateway.get_generic_port_mapping_entry(i).ok())
-            .map(|e| Entry {
-                protocol: e.protocol,
-                external_port: e.external_port,
-                internal_client: e.internal_client,
-                internal_port: e.internal_port,
-                description: e.port_mapping_description,
-                lease_secs: e.lease_duration,
-            })
-            .collect()
-    })
-    .expect("enter namespace")
+    common::upnp_table(host, SEARCH)
 }
 
 /// The table's entries of `device` (by their description).

@@ -19,11 +19,14 @@
 //! sockets belong to that namespace. All traffic stays inside the lab's
 //! namespaces; every wait is bounded.
 
+mod common;
+
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::Entry;
 use igd_next::{PortMappingProtocol, SearchOptions};
 use ota_deploy::lab::{in_netns, Host, Lab, Router, RouterKind};
 use ota_peer::port_mapping::{description, map_ports, MappingRefusal, PortMapConfig, PortMapping};
@@ -36,17 +39,6 @@ const ARRIVES: Duration = Duration::from_secs(2);
 const DROPPED: Duration = Duration::from_millis(500);
 /// The peer port of the tests, external and internal.
 const PORT: u16 = 40_000;
-
-/// One row of the router's mapping table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    protocol: PortMappingProtocol,
-    external_port: u16,
-    internal_client: String,
-    internal_port: u16,
-    description: String,
-    lease_secs: u32,
-}
 
 /// A lab with one router of `kind` and `hosts` hosts behind it.
 fn lab(kind: RouterKind, hosts: usize) -> (Lab, Router, Vec<Host>) {
@@ -97,29 +89,9 @@ fn config(owner: &str, host: &Host, port: u16, lease_secs: u32) -> PortMapConfig
     }
 }
 
-/// The router's whole mapping table, read from `host`'s namespace with
-/// igd-next's blocking client (at most 128 entries; the first error, 713
-/// past the end, stops it).
+/// The router's mapping table ([`common::upnp_table`]).
 fn table(host: &Host) -> Vec<Entry> {
-    in_netns(&host.ns, || {
-        let mut options = SearchOptions::default();
-        options.bind_addr = SocketAddr::V4(SocketAddrV4::new(host.addr, 0));
-        options.timeout = Some(SEARCH);
-        options.single_search_timeout = Some(SEARCH);
-        let gateway = igd_next::search_gateway(options).expect("SSDP answer from the UPnP router");
-        (0..128)
-            .map_while(|i| gateway.get_generic_port_mapping_entry(i).ok())
-            .map(|e| Entry {
-                protocol: e.protocol,
-                external_port: e.external_port,
-                internal_client: e.internal_client,
-                internal_port: e.internal_port,
-                description: e.port_mapping_description,
-                lease_secs: e.lease_duration,
-            })
-            .collect()
-    })
-    .expect("enter namespace")
+    common::upnp_table(host, SEARCH)
 }
 
 /// The table's entries for external port `port`.
