@@ -1002,8 +1002,15 @@ impl Agent {
         }
     }
 
+    /// Sends a telemetry report, with this device's NAT kind from its
+    /// STUN probe (when it probed).
     async fn send_report(&self, report: &TelemetryReport) {
-        if let Err(e) = self.tracker.report(report).await {
+        let nat = self.paths.get().and_then(|p| p.status().nat).map(|n| n.kind.to_string());
+        let report = TelemetryReport {
+            nat: nat.or_else(|| report.nat.clone()),
+            ..report.clone()
+        };
+        if let Err(e) = self.tracker.report(&report).await {
             tracing::warn!(error = %format!("{e:#}"), "telemetry not delivered");
         }
     }

@@ -159,7 +159,15 @@ pub struct TelemetryReport {
     pub verified: bool,
     /// Error text when the download or the check failed.
     pub error: Option<String>,
+    /// The device's NAT as its STUN probe found it (the text of
+    /// [`crate::nat_kind::NatKind`], e.g. `symmetric`), at most
+    /// [`MAX_NAT_LEN`] bytes; absent when it did not probe.
+    #[serde(default)]
+    pub nat: Option<String>,
 }
+
+/// Longest [`TelemetryReport::nat`] accepted, bytes.
+pub const MAX_NAT_LEN: usize = 80;
 
 /// One live peer of a swarm as the admin API shows it
 /// (`GET /api/releases/{info_hash}/peers`).

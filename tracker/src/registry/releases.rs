@@ -176,15 +176,15 @@ impl Registry {
     pub async fn add_telemetry(&self, t: &TelemetryReport) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO telemetry (info_hash, device, bytes_from_peers, bytes_from_lan_peers, bytes_from_internet_peers,
-               bytes_from_origin, bytes_from_origin_http, bytes_uploaded, duration_ms, verified, error, received_at, reports)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1)
+               bytes_from_origin, bytes_from_origin_http, bytes_uploaded, duration_ms, verified, error, received_at, reports, nat)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13)
              ON CONFLICT (info_hash, device) DO UPDATE SET bytes_from_peers = excluded.bytes_from_peers,
                bytes_from_lan_peers = excluded.bytes_from_lan_peers,
                bytes_from_internet_peers = excluded.bytes_from_internet_peers,
                bytes_from_origin = excluded.bytes_from_origin, bytes_from_origin_http = excluded.bytes_from_origin_http,
                bytes_uploaded = excluded.bytes_uploaded, duration_ms = excluded.duration_ms,
                verified = excluded.verified, error = excluded.error, received_at = excluded.received_at,
-               reports = telemetry.reports + 1",
+               reports = telemetry.reports + 1, nat = excluded.nat",
         )
         .bind(t.info_hash.to_hex())
         .bind(&t.device)
@@ -198,6 +198,7 @@ impl Registry {
         .bind(t.verified as i64)
         .bind(&t.error)
         .bind(wall_secs())
+        .bind(&t.nat)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -225,6 +226,7 @@ impl Registry {
                     duration_ms: r.try_get::<i64, _>("duration_ms")? as u64,
                     verified: r.try_get::<i64, _>("verified")? != 0,
                     error: r.try_get("error")?,
+                    nat: r.try_get("nat")?,
                 })
             })
             .collect()

@@ -47,6 +47,12 @@ fn check_report(r: &TelemetryReport, size: u64) -> Result<(), ApiError> {
             "error is longer than {MAX_ERROR_LEN} bytes"
         )));
     }
+    if r.nat.as_ref().is_some_and(|n| n.len() > ota_proto::api::MAX_NAT_LEN) {
+        return Err(ApiError::BadRequest(format!(
+            "nat is longer than {} bytes",
+            ota_proto::api::MAX_NAT_LEN
+        )));
+    }
     Ok(())
 }
 
