@@ -1005,7 +1005,11 @@ impl Agent {
     /// Sends a telemetry report, with this device's NAT kind from its
     /// STUN probe (when it probed).
     async fn send_report(&self, report: &TelemetryReport) {
-        let nat = self.paths.get().and_then(|p| p.status().nat).map(|n| n.kind.to_string());
+        let nat = self
+            .paths
+            .get()
+            .and_then(|p| p.status().nat)
+            .map(|n| n.kind.to_string());
         let report = TelemetryReport {
             nat: nat.or_else(|| report.nat.clone()),
             ..report.clone()

@@ -621,12 +621,20 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     };
     devs[3].report(&report).await.unwrap();
     let stored = &admin.telemetry(&new.info_hash).await.unwrap()[0];
-    assert_eq!((stored.device.as_str(), stored.nat.as_deref()), ("dev-3", Some("symmetric")));
+    assert_eq!(
+        (stored.device.as_str(), stored.nat.as_deref()),
+        ("dev-3", Some("symmetric"))
+    );
     let too_long = TelemetryReport {
         nat: Some("x".repeat(ota_proto::api::MAX_NAT_LEN + 1)),
         ..report.clone()
     };
-    assert!(devs[3].report(&too_long).await.unwrap_err().to_string().contains("nat is longer"));
+    assert!(devs[3]
+        .report(&too_long)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("nat is longer"));
     assert!(
         devs[3]
             .telemetry(&new.info_hash)
