@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use ota_billing_report::savings::RunRecord;
 use ota_client::TrackerClient;
-use ota_proto::api::Release;
+use ota_proto::api::{PeerInfo, Release};
+use ota_proto::direct_paths::Reach;
 
 use crate::processes::ProcessGroup;
 use crate::topology::{NatKind, NatMix, Topology};
@@ -165,6 +166,50 @@ pub struct DeviceResult {
     pub duration_ms: u64,
     /// Whether its package file is byte-identical to the original.
     pub identical: bool,
+    /// How the tracker let other devices reach it at the end of the run
+    /// (its swarm view's connectability verdict); `None` when the tracker
+    /// did not list it.
+    #[serde(default)]
+    pub reach: Option<Reach>,
+    /// The external address its router mapped for it over UPnP, as its
+    /// agent reported.
+    #[serde(default)]
+    pub mapped: Option<String>,
+    /// Why its agent holds no UPnP mapping, as it reported.
+    #[serde(default)]
+    pub mapping_refusal: Option<String>,
+    /// Its NAT as its agent's STUN probe classified it (`open`,
+    /// `symmetric`, `endpoint-independent (filtering: ...)`, `unknown`).
+    #[serde(default)]
+    pub nat_kind: Option<String>,
+}
+
+impl DeviceResult {
+    /// Takes `reach`, `mapped`, `mapping_refusal` and `nat_kind` from the
+    /// swarm view entry of this device (the first, if it is listed more
+    /// than once); leaves them `None` when it is not listed.
+    pub fn set_direct_paths(&mut self, peers: &[PeerInfo]) {
+        if let Some(p) = peers.iter().find(|p| p.device.as_deref() == Some(self.device.as_str())) {
+            self.reach = p.reach;
+            self.mapped = p.mapped.clone();
+            self.mapping_refusal = p.mapping_refusal.clone();
+            self.nat_kind = p.nat.map(|n| n.kind.to_string());
+        }
+    }
+
+    /// The short `reached` column of the table: `public`, `upnp ADDR`
+    /// (public over a UPnP mapping), `lan-only`, `unreachable`, `unknown`,
+    /// or `-` when the tracker did not list the device.
+    pub fn reached(&self) -> String {
+        match (self.reach, &self.mapped) {
+            (Some(Reach::Public), Some(m)) => format!("upnp {m}"),
+            (Some(Reach::Public), None) => "public".into(),
+            (Some(Reach::LanOnly), _) => "lan-only".into(),
+            (Some(Reach::Unreachable), _) => "unreachable".into(),
+            (Some(Reach::Unknown), _) => "unknown".into(),
+            (None, _) => "-".into(),
+        }
+    }
 }
 
 /// What a run measured.
@@ -562,6 +607,7 @@ async fn run_in(
     // Seeding devices report their upload counters every second; take the latest.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reports = tracker.telemetry(&ih).await.unwrap_or(reports);
+    let peers = swarm_view(&tracker, &ih, placement).await;
 
     // The seeder's API takes the admin token (its --api-token default).
     let seeder_api = |path: &str| {
@@ -602,7 +648,14 @@ async fn run_in(
             bytes_uploaded: r.bytes_uploaded,
             duration_ms: r.duration_ms,
             identical,
+            reach: None,
+            mapped: None,
+            mapping_refusal: None,
+            nat_kind: None,
         });
+        if let Some(d) = devices.last_mut() {
+            d.set_direct_paths(&peers);
+        }
     }
     let client_server_bytes = package_bytes * n as u64;
     let saving_pct = 100.0 * (client_server_bytes as f64 - origin_egress_bytes as f64) / client_server_bytes as f64;
@@ -631,6 +684,34 @@ async fn run_in(
     })
 }
 
+/// How each device ended up reachable: the tracker's swarm view, read
+/// while every process still runs. The tracker forgets an unreachable
+/// verdict after its short TTL and says `unknown` while it dials the
+/// address again (2 s at most), so a view that has a device `unknown` or
+/// missing is read again, for up to 5 s; the last view is returned. Empty
+/// when the tracker cannot be asked.
+async fn swarm_view(tracker: &TrackerClient, ih: &ota_proto::InfoHash, placement: &Placement) -> Vec<PeerInfo> {
+    let settled = |peers: &[PeerInfo]| {
+        placement.devices.iter().all(|d| {
+            peers
+                .iter()
+                .any(|p| p.device.as_deref() == Some(d.id.as_str()) && p.reach.is_some_and(|r| r != Reach::Unknown))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tracker.peers(ih).await {
+            Ok(peers) if settled(&peers) || Instant::now() > deadline => return peers,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the swarm view; the reached column stays empty");
+                return Vec::new();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The `pct`-th percentile of `sorted` by the nearest-rank method (the
 /// smallest value with at least `pct` % of the values at or below it); 0
 /// for no values.
@@ -646,7 +727,7 @@ pub fn nearest_rank(sorted: &[u64], pct: u32) -> u64 {
 pub fn render(s: &Summary) -> String {
     let mb = |b: u64| b as f64 / 1e6;
     let mut out = format!(
-        "package {} ({:.1} MB, info hash {}), {} devices, topology {:?}, scenario {}, mode {:?}\n\n{:<8} {:<22} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8} {:>9}\n",
+        "package {} ({:.1} MB, info hash {}), {} devices, topology {:?}, scenario {}, mode {:?}\n\n{:<8} {:<22} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8} {:>9}  {}\n",
         s.package,
         mb(s.package_bytes),
         s.info_hash,
@@ -662,7 +743,8 @@ pub fn render(s: &Summary) -> String {
         "inet peers",
         "uploaded",
         "time s",
-        "identical"
+        "identical",
+        "reached"
     );
     for d in &s.devices {
         let nat = match (d.nat, d.connectable) {
@@ -671,7 +753,7 @@ pub fn render(s: &Summary) -> String {
             _ => "-".into(),
         };
         out.push_str(&format!(
-            "{:<8} {:<22} {:>9.1} {:>11.1} {:>9.1} {:>10.1} {:>9.1} {:>8.1} {:>9}\n",
+            "{:<8} {:<22} {:>9.1} {:>11.1} {:>9.1} {:>10.1} {:>9.1} {:>8.1} {:>9}  {}\n",
             d.device,
             nat,
             mb(d.bytes_from_origin),
@@ -680,7 +762,8 @@ pub fn render(s: &Summary) -> String {
             mb(d.bytes_from_internet_peers),
             mb(d.bytes_uploaded),
             d.duration_ms as f64 / 1000.0,
-            if d.identical { "yes" } else { "NO" }
+            if d.identical { "yes" } else { "NO" },
+            d.reached()
         ));
     }
     out.push_str(&format!(
@@ -784,5 +867,67 @@ mod tests {
             (10, 19, 20)
         );
         assert_eq!(nearest_rank(&[1, 2, 3, 4, 5], 50), 3);
+    }
+
+    #[test]
+    fn reached_column_from_the_swarm_view() {
+        let peer = |device: &str, reach, mapped: Option<&str>| -> PeerInfo {
+            serde_json::from_value(serde_json::json!({
+                "peer_id": "2d4f5441303030302d000000000000000000000a",
+                "client": "-OTA0000-",
+                "addr": "11.0.1.2:40001",
+                "left": 0,
+                "is_origin": false,
+                "granted": false,
+                "device": device,
+                "age_ms": 0,
+                "reach": reach,
+                "mapped": mapped,
+                "mapping_refusal": mapped.is_none().then_some("no UPnP gateway answered"),
+            }))
+            .unwrap()
+        };
+        let peers = [
+            peer("dev-01", "public", None),
+            peer("dev-02", "public", Some("11.0.1.1:40003")),
+            peer("dev-03", "lan-only", None),
+            peer("dev-04", "unreachable", None),
+        ];
+        let mut d = DeviceResult {
+            device: String::new(),
+            nat: None,
+            connectable: None,
+            bytes_from_origin: 0,
+            bytes_from_origin_http: 0,
+            bytes_from_peers: 0,
+            bytes_from_lan_peers: 0,
+            bytes_from_internet_peers: 0,
+            bytes_uploaded: 0,
+            duration_ms: 0,
+            identical: true,
+            reach: None,
+            mapped: None,
+            mapping_refusal: None,
+            nat_kind: None,
+        };
+        let mut reached = |id: &str| {
+            d.device = id.into();
+            d.set_direct_paths(&peers);
+            (d.reached(), d.mapping_refusal.clone())
+        };
+        assert_eq!(reached("dev-01").0, "public");
+        assert_eq!(reached("dev-02"), ("upnp 11.0.1.1:40003".into(), None));
+        assert_eq!(reached("dev-03").0, "lan-only");
+        assert_eq!(
+            reached("dev-04"),
+            ("unreachable".into(), Some("no UPnP gateway answered".into()))
+        );
+        let mut gone = DeviceResult {
+            device: "dev-09".into(),
+            reach: None,
+            ..d
+        };
+        gone.set_direct_paths(&peers);
+        assert_eq!(gone.reached(), "-");
     }
 }
