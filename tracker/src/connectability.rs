@@ -60,8 +60,13 @@ impl Default for ConnectabilityConfig {
 /// What is known about one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// A dial started at this instant is under way.
-    Dialling(Instant),
+    /// A dial started at `since` is under way; `last` is the verdict of the
+    /// dial before it, which holds until this one ends (a re-check does not
+    /// make a known address unknown).
+    Dialling {
+        since: Instant,
+        last: Option<(bool, Instant)>,
+    },
     /// The last dial, finished at this instant, reached it or not.
     Known { reachable: bool, at: Instant },
 }
@@ -83,12 +88,16 @@ impl VerdictCache {
     }
 
     /// The verdict on `addr` that still holds at `now`: `Some(true)`
-    /// reachable, `Some(false)` not, `None` unknown (never dialled, expired,
-    /// or a dial under way with no earlier verdict).
+    /// reachable, `Some(false)` not, `None` unknown (never dialled, expired
+    /// with no re-dial, or a first dial under way). While a re-dial runs the
+    /// previous verdict holds.
     pub fn verdict(&self, addr: SocketAddr, now: Instant) -> Option<bool> {
         match self.entries.get(&addr)? {
             State::Known { reachable, at } if now.saturating_duration_since(*at) <= self.ttl(*reachable) => {
                 Some(*reachable)
+            }
+            State::Dialling { since, last } if now.saturating_duration_since(*since) <= self.config.timeout * 2 => {
+                last.map(|(reachable, _)| reachable)
             }
             _ => None,
         }
@@ -106,10 +115,15 @@ impl VerdictCache {
     /// under way: no verdict that still holds, no dial under way (a dial
     /// counts as lost after twice the timeout), and room in the cache.
     pub fn begin(&mut self, addr: SocketAddr, now: Instant) -> bool {
-        let due = match self.entries.get(&addr) {
-            None => true,
-            Some(State::Dialling(since)) => now.saturating_duration_since(*since) > self.config.timeout * 2,
-            Some(State::Known { reachable, at }) => now.saturating_duration_since(*at) > self.ttl(*reachable),
+        let (due, last) = match self.entries.get(&addr) {
+            None => (true, None),
+            Some(State::Dialling { since, last }) => {
+                (now.saturating_duration_since(*since) > self.config.timeout * 2, *last)
+            }
+            Some(State::Known { reachable, at }) => (
+                now.saturating_duration_since(*at) > self.ttl(*reachable),
+                Some((*reachable, *at)),
+            ),
         };
         if !due {
             return false;
@@ -120,7 +134,7 @@ impl VerdictCache {
                 return false;
             }
         }
-        self.entries.insert(addr, State::Dialling(now));
+        self.entries.insert(addr, State::Dialling { since: now, last });
         true
     }
 
@@ -131,8 +145,16 @@ impl VerdictCache {
 
     /// Forgets that a dial of `addr` was under way (it could not start).
     pub fn abandon(&mut self, addr: SocketAddr) {
-        if matches!(self.entries.get(&addr), Some(State::Dialling(_))) {
-            self.entries.remove(&addr);
+        if let Some(State::Dialling { last, .. }) = self.entries.get(&addr).copied() {
+            match last {
+                // The earlier verdict is back, as if no re-dial had been tried.
+                Some((reachable, at)) => {
+                    self.entries.insert(addr, State::Known { reachable, at });
+                }
+                None => {
+                    self.entries.remove(&addr);
+                }
+            }
         }
     }
 
@@ -141,7 +163,7 @@ impl VerdictCache {
         let lost = self.config.timeout * 2;
         let (r_ttl, u_ttl) = (self.config.reachable_ttl, self.config.unreachable_ttl);
         self.entries.retain(|_, s| match *s {
-            State::Dialling(since) => now.saturating_duration_since(since) <= lost,
+            State::Dialling { since, .. } => now.saturating_duration_since(since) <= lost,
             State::Known { reachable, at } => {
                 now.saturating_duration_since(at) <= if reachable { r_ttl } else { u_ttl }
             }
@@ -276,6 +298,11 @@ mod tests {
         v.record(a(2), false, t0);
         assert_eq!(v.verdict(a(2), t0 + Duration::from_secs(19)), Some(false));
         assert!(v.begin(a(2), t0 + Duration::from_secs(21)));
+        assert_eq!(
+            v.verdict(a(2), t0 + Duration::from_secs(22)),
+            Some(false),
+            "a re-dial keeps the old verdict"
+        );
         // A lost dial (no outcome after twice the timeout) is redone.
         assert!(!v.begin(a(2), t0 + Duration::from_secs(24)));
         assert!(v.begin(a(2), t0 + Duration::from_secs(26)));
