@@ -79,6 +79,24 @@ impl Drop for Responder {
     }
 }
 
+/// Runs the probe from `host`'s namespace (its own tokio runtime there, so
+/// the socket belongs to the namespace), from `0.0.0.0:PROBE_PORT`.
+fn probe_from(host: &Host, servers: &StunServers) -> NatReport {
+    in_netns(&host.ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let sock = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PROBE_PORT))
+                .await
+                .expect("bind the probe socket");
+            probe(&sock, servers, PROBE_TIMEOUT).await
+        })
+    })
+    .expect("enter the host's namespace")
+}
+
 /// A lab with the tracker's responder, coturn, and one router of `kind`
 /// with one host; the probe's result from that host, port [`PROBE_PORT`].
 fn probe_behind(kind: RouterKind) -> (Lab, Router, Host, NatReport) {
@@ -92,19 +110,7 @@ fn probe_behind(kind: RouterKind) -> (Lab, Router, Host, NatReport) {
         rfc5780: Some(SocketAddr::V4(coturn.endpoint())),
     };
     let started = Instant::now();
-    let report = in_netns(&host.ns, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let sock = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PROBE_PORT))
-                .await
-                .expect("bind the probe socket");
-            probe(&sock, &servers, PROBE_TIMEOUT).await
-        })
-    })
-    .expect("enter the host's namespace");
+    let report = probe_from(&host, &servers);
     let took = started.elapsed();
     eprintln!(
         "{} router: {} in {took:?}: {}",
@@ -238,19 +244,7 @@ fn stray_datagrams_on_the_peer_socket_are_ignored() {
         primary: SocketAddr::V4(addr),
         rfc5780: Some(SocketAddr::V4(coturn.endpoint())),
     };
-    let report = in_netns(&host.ns, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let sock = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PROBE_PORT))
-                .await
-                .expect("bind");
-            probe(&sock, &servers, PROBE_TIMEOUT).await
-        })
-    })
-    .expect("enter the host's namespace");
+    let report = probe_from(&host, &servers);
     assert!(noisy.join().expect("noisy server") >= 1, "the noisy server answered");
     assert_eq!(
         report.reflexive,

@@ -9,7 +9,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{device, request, settings, tracker_with};
+use common::{device, request, settings, tracker_with_release};
 use ota_proto::announce::AnnounceEvent;
 use ota_proto::direct_paths::{DirectPaths, Reach};
 use ota_tracker::connectability::ConnectabilityConfig;
@@ -41,7 +41,7 @@ fn peers(
 #[tokio::test]
 async fn unreachable_addresses_are_not_handed_out_and_lan_neighbours_are() {
     let dir = tempfile::tempdir().unwrap();
-    let t = tracker_with(
+    let (t, ih) = tracker_with_release(
         &dir,
         TrackerSettings {
             connectability: ConnectabilityConfig {
@@ -52,11 +52,6 @@ async fn unreachable_addresses_are_not_handed_out_and_lan_neighbours_are() {
         },
     )
     .await;
-    let ih = t
-        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
     let home: IpAddr = "127.0.0.2".parse().unwrap();
     let other: IpAddr = "127.0.0.1".parse().unwrap();
     // Device 1 listens (reachable from outside); devices 2 and 3 sit behind
@@ -108,12 +103,7 @@ async fn unreachable_addresses_are_not_handed_out_and_lan_neighbours_are() {
 #[tokio::test]
 async fn with_checks_off_every_address_is_handed_out() {
     let dir = tempfile::tempdir().unwrap();
-    let t = tracker_with(&dir, settings(DeviceAuth::Off)).await;
-    let ih = t
-        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
+    let (t, ih) = tracker_with_release(&dir, settings(DeviceAuth::Off)).await;
     let ip: IpAddr = "127.0.0.3".parse().unwrap();
     assert!(peers(&t, ih, 1, 10, &Caller::Anonymous, ip).is_empty());
     assert_eq!(

@@ -19,17 +19,11 @@ use ota_tracker::{Caller, DeviceAuth, OriginPolicy, Registry, Tracker, TrackerSe
 
 mod common;
 
-use common::{device, ip, register_release, request, settings, tracker_with, ADMIN, ORIGIN};
+use common::{device, ip, register_release, request, settings, tracker_with_release, ADMIN, ORIGIN};
 
 /// A tracker requiring device tokens, with one registered release.
 async fn tracker(dir: &tempfile::TempDir) -> (Arc<Tracker>, InfoHash) {
-    let t = tracker_with(dir, settings(DeviceAuth::Required)).await;
-    let ih = t
-        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
-    (t, ih)
+    tracker_with_release(dir, settings(DeviceAuth::Required)).await
 }
 
 fn peer_ids(t: &Tracker, ih: &InfoHash) -> Vec<u8> {
@@ -109,7 +103,7 @@ async fn a_device_keeps_one_peer_entry_per_address_family() {
 async fn ip_param_is_ignored_unless_sent_by_a_trusted_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = ip(250);
-    let t = tracker_with(
+    let (t, ih) = tracker_with_release(
         &dir,
         TrackerSettings {
             trusted_proxies: vec![proxy],
@@ -117,11 +111,6 @@ async fn ip_param_is_ignored_unless_sent_by_a_trusted_proxy() {
         },
     )
     .await;
-    let ih = t
-        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
     let anon = Caller::Anonymous;
     let mut direct = request(ih, 1, 100, AnnounceEvent::Started);
     direct.ip = Some(ip(99));
@@ -150,12 +139,7 @@ async fn ip_param_is_ignored_unless_sent_by_a_trusted_proxy() {
 #[tokio::test]
 async fn loopback_and_link_local_peers_are_not_handed_to_remote_devices() {
     let dir = tempfile::tempdir().unwrap();
-    let t = tracker_with(&dir, settings(DeviceAuth::Off)).await;
-    let ih = t
-        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
+    let (t, ih) = tracker_with_release(&dir, settings(DeviceAuth::Off)).await;
     let anon = Caller::Anonymous;
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
     let link_local: IpAddr = "169.254.1.1".parse().unwrap();
@@ -188,7 +172,7 @@ async fn a_device_lying_about_left_zero_does_not_starve_others_of_the_origin() {
     let dir = tempfile::tempdir().unwrap();
     // A 200 ms announce interval: starvation is time without progress.
     let interval = std::time::Duration::from_millis(200);
-    let t = tracker_with(
+    let (t, ih) = tracker_with_release(
         &dir,
         TrackerSettings {
             store: ota_tracker::StoreConfig {
@@ -200,11 +184,6 @@ async fn a_device_lying_about_left_zero_does_not_starve_others_of_the_origin() {
         },
     )
     .await;
-    let ih = t
-        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
-        .await
-        .unwrap()
-        .info_hash;
     let origin = t.announce_caller(Some(ORIGIN), None).unwrap();
     let origin_addr = SocketAddr::new(ip(200), 7000);
     t.announce(request(ih, 0, 0, AnnounceEvent::Started), &origin, ip(200))

@@ -45,6 +45,21 @@ pub(crate) async fn tracker_with(dir: &tempfile::TempDir, settings: TrackerSetti
     Tracker::new(registry, settings).await.unwrap()
 }
 
+/// A tracker with `settings` on `sqlite://DIR/t.db` and the placeholder
+/// release `a.bin` (1 MiB in 16 KiB pieces) registered; its info hash.
+pub(crate) async fn tracker_with_release(
+    dir: &tempfile::TempDir,
+    settings: TrackerSettings,
+) -> (Arc<Tracker>, InfoHash) {
+    let t = tracker_with(dir, settings).await;
+    let ih = t
+        .register_release(&ota_testkit::release("a.bin", 1 << 20, 16384))
+        .await
+        .unwrap()
+        .info_hash;
+    (t, ih)
+}
+
 /// An announce of peer `n` (peer id `[n; 20]`, port 7000 + n).
 pub(crate) fn request(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceRequest {
     AnnounceRequest::new(ih, PeerId([n; 20]), 7000 + n as u16, left, event)
