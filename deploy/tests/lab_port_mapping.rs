@@ -22,12 +22,12 @@
 mod common;
 
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::io::Read;
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::Entry;
-use igd_next::{PortMappingProtocol, SearchOptions};
+use igd_next::PortMappingProtocol;
 use ota_deploy::lab::{in_netns, Host, Lab, Router, RouterKind};
 use ota_peer::port_mapping::{description, map_ports, MappingRefusal, PortMapConfig, PortMapping};
 
@@ -134,21 +134,6 @@ where
     in_netns(&host.ns, || rt.block_on(async { make().await })).expect("enter namespace")
 }
 
-/// From the internet namespace: a TCP connect to `target` within `wait`,
-/// sending `hello` if it connects; whether it connected.
-fn tcp_connect(lab: &Lab, target: SocketAddrV4, wait: Duration) -> bool {
-    let stream =
-        in_netns(lab.internet_ns(), || TcpStream::connect_timeout(&target.into(), wait)).expect("enter namespace");
-    match stream {
-        Ok(mut s) => {
-            s.write_all(b"hello").expect("send greeting");
-            true
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
-        Err(e) => panic!("connect to {target}: unexpected {e} (a drop should time out)"),
-    }
-}
-
 /// Whether `listener` (non-blocking) accepts a connection greeting `hello`
 /// within `wait`.
 fn tcp_arrives(listener: &TcpListener, wait: Duration) -> bool {
@@ -205,7 +190,10 @@ fn map_ports_maps_tcp_and_udp_to_the_wan_address_and_remove_deletes_them() {
 
     // The lab's internet reaches the host through both mappings.
     let target = mapping.external();
-    assert!(tcp_connect(&lab, target, ARRIVES), "TCP to {target} did not connect");
+    assert!(
+        common::tcp_connect(&lab, target, ARRIVES),
+        "TCP to {target} did not connect"
+    );
     assert!(tcp_arrives(&listener, ARRIVES), "the host accepted no connection");
     let sender = in_netns(lab.internet_ns(), || UdpSocket::bind((server, 0)))
         .expect("enter namespace")
@@ -227,7 +215,7 @@ fn map_ports_maps_tcp_and_udp_to_the_wan_address_and_remove_deletes_them() {
     let left = entries_for(&table(host), PORT);
     assert!(left.is_empty(), "mappings left after remove: {left:#?}");
     assert!(
-        !tcp_connect(&lab, target, DROPPED),
+        !common::tcp_connect(&lab, target, DROPPED),
         "TCP to {target} connected after remove"
     );
     assert!(!tcp_arrives(&listener, Duration::ZERO));
@@ -242,17 +230,12 @@ fn a_short_lease_is_renewed_and_outlives_itself() {
 
     // Control: a mapping made by hand with the same lease and no renewal.
     let control = PORT + 1;
-    in_netns(&host.ns, || {
-        let mut options = SearchOptions::default();
-        options.bind_addr = SocketAddr::V4(SocketAddrV4::new(host.addr, 0));
-        options.timeout = Some(SEARCH);
-        let gateway = igd_next::search_gateway(options).expect("gateway");
+    common::with_gateway(host, SEARCH, |gateway| {
         let local = SocketAddr::V4(SocketAddrV4::new(host.addr, control));
         gateway
             .add_port(PortMappingProtocol::UDP, control, local, LEASE, "ota lab control")
             .expect("control mapping");
-    })
-    .expect("enter namespace");
+    });
 
     let (rt, mapping) = map_in(host, config("dev-1", host, PORT, LEASE));
     let mapping = mapping.expect("map_ports with a 2 s lease");
@@ -301,11 +284,7 @@ fn stale_mappings_of_the_same_owner_are_removed_and_others_kept() {
     let host = &hosts[0];
     let (stale, foreign) = (PORT + 1, PORT + 2);
     // What a killed run of dev-1 left (TCP and UDP), and dev-10's mapping.
-    in_netns(&host.ns, || {
-        let mut options = SearchOptions::default();
-        options.bind_addr = SocketAddr::V4(SocketAddrV4::new(host.addr, 0));
-        options.timeout = Some(SEARCH);
-        let gateway = igd_next::search_gateway(options).expect("gateway");
+    common::with_gateway(host, SEARCH, |gateway| {
         for (port, owner) in [(stale, "dev-1"), (foreign, "dev-10")] {
             let local = SocketAddr::V4(SocketAddrV4::new(host.addr, port));
             for protocol in [PortMappingProtocol::TCP, PortMappingProtocol::UDP] {
@@ -314,8 +293,7 @@ fn stale_mappings_of_the_same_owner_are_removed_and_others_kept() {
                     .unwrap_or_else(|e| panic!("hand-made {protocol} {port}: {e}"));
             }
         }
-    })
-    .expect("enter namespace");
+    });
     assert_mapped(&table(host), stale, host, stale, "dev-1");
 
     let (rt, mapping) = map_in(host, config("dev-1", host, PORT, 60));

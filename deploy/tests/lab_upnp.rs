@@ -8,8 +8,10 @@
 //! port is refused with UPnP error 718 (`ConflictInMappingEntry`). All
 //! traffic stays inside the lab's namespaces; every wait is bounded.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+mod common;
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use igd_next::{AddPortError, Gateway, PortMappingProtocol, SearchOptions};
@@ -126,21 +128,6 @@ impl Listeners {
     }
 }
 
-/// From the internet namespace: a TCP connect to `target` (bounded by
-/// `wait`), sending `hello` if it connects; whether it connected.
-fn tcp_connect(lab: &Lab, target: SocketAddrV4, wait: Duration) -> bool {
-    let stream =
-        in_netns(lab.internet_ns(), || TcpStream::connect_timeout(&target.into(), wait)).expect("enter namespace");
-    match stream {
-        Ok(mut s) => {
-            s.write_all(b"hello").expect("send greeting");
-            true
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
-        Err(e) => panic!("connect to {target}: unexpected {e} (a drop should time out)"),
-    }
-}
-
 /// From the internet: one datagram from a fresh socket on `server` (so no
 /// earlier conntrack entry applies) to `target`.
 fn udp_send(lab: &Lab, server: Ipv4Addr, target: SocketAddrV4, payload: &[u8]) {
@@ -170,7 +157,7 @@ fn a_host_maps_tcp_and_udp_ports_with_upnp_and_the_internet_reaches_it() {
 
     // Before the mapping: the router drops both.
     assert!(
-        !tcp_connect(&lab, target, DROPPED),
+        !common::tcp_connect(&lab, target, DROPPED),
         "TCP to {target} connected before any mapping"
     );
     assert!(!listeners.tcp_arrives(Duration::ZERO));
@@ -181,7 +168,7 @@ fn a_host_maps_tcp_and_udp_ports_with_upnp_and_the_internet_reaches_it() {
     add_mapping(&gateway, &host, PortMappingProtocol::TCP).expect("TCP mapping");
     add_mapping(&gateway, &host, PortMappingProtocol::UDP).expect("UDP mapping");
     assert!(
-        tcp_connect(&lab, target, ARRIVES),
+        common::tcp_connect(&lab, target, ARRIVES),
         "TCP to {target} did not connect through the mapping"
     );
     assert!(listeners.tcp_arrives(ARRIVES), "the host accepted no connection");
@@ -197,7 +184,7 @@ fn a_host_maps_tcp_and_udp_ports_with_upnp_and_the_internet_reaches_it() {
     remove_mapping(&gateway, &host, PortMappingProtocol::TCP);
     remove_mapping(&gateway, &host, PortMappingProtocol::UDP);
     assert!(
-        !tcp_connect(&lab, target, DROPPED),
+        !common::tcp_connect(&lab, target, DROPPED),
         "TCP to {target} connected after the mapping was removed"
     );
     assert!(!listeners.tcp_arrives(Duration::ZERO));

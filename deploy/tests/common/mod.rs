@@ -1,14 +1,16 @@
-//! Setup shared by the lab tests (`mod common;` in each): reading a UPnP
-//! router's mapping table from a host behind it, independently of the code
-//! under test.
+//! Setup shared by the lab tests (`mod common;` in each): talking to a
+//! UPnP router from a host behind it (its mapping table, hand-made
+//! mappings) independently of the code under test, and reaching a host from
+//! the lab's internet.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::io::Write;
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
-use igd_next::{PortMappingProtocol, SearchOptions};
-use ota_deploy::lab::{in_netns, Host};
+use igd_next::{Gateway, PortMappingProtocol, SearchOptions};
+use ota_deploy::lab::{in_netns, Host, Lab};
 
 /// One row of a UPnP router's mapping table (`GetGenericPortMappingEntry`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,16 +23,26 @@ pub(crate) struct Entry {
     pub(crate) lease_secs: u32,
 }
 
-/// The router's whole mapping table, read from `host`'s namespace with
-/// igd-next's blocking client after an SSDP search of at most `search` (at
-/// most 128 entries; the first error, 713 past the end, stops it).
-pub(crate) fn upnp_table(host: &Host, search: Duration) -> Vec<Entry> {
+/// Runs `f` with the UPnP gateway found from `host`'s namespace (an SSDP
+/// search from the host's address, at most `search`), inside that namespace,
+/// so the SOAP connections `f` makes start there too.
+pub(crate) fn with_gateway<T: Send>(host: &Host, search: Duration, f: impl FnOnce(&Gateway) -> T + Send) -> T {
     in_netns(&host.ns, || {
         let mut options = SearchOptions::default();
         options.bind_addr = SocketAddr::V4(SocketAddrV4::new(host.addr, 0));
         options.timeout = Some(search);
         options.single_search_timeout = Some(search);
         let gateway = igd_next::search_gateway(options).expect("SSDP answer from the UPnP router");
+        f(&gateway)
+    })
+    .expect("enter namespace")
+}
+
+/// The router's whole mapping table, read from `host`'s namespace with
+/// igd-next's blocking client after an SSDP search of at most `search` (at
+/// most 128 entries; the first error, 713 past the end, stops it).
+pub(crate) fn upnp_table(host: &Host, search: Duration) -> Vec<Entry> {
+    with_gateway(host, search, |gateway| {
         (0..128)
             .map_while(|i| gateway.get_generic_port_mapping_entry(i).ok())
             .map(|e| Entry {
@@ -43,5 +55,22 @@ pub(crate) fn upnp_table(host: &Host, search: Duration) -> Vec<Entry> {
             })
             .collect()
     })
-    .expect("enter namespace")
+}
+
+/// From the internet namespace: a TCP connect to `target` within `wait`,
+/// sending `hello` if it connects; whether it connected.
+///
+/// Panics on any error but a timeout (a router drops what it does not
+/// forward, so a refusal is a lab fault).
+pub(crate) fn tcp_connect(lab: &Lab, target: SocketAddrV4, wait: Duration) -> bool {
+    let stream =
+        in_netns(lab.internet_ns(), || TcpStream::connect_timeout(&target.into(), wait)).expect("enter namespace");
+    match stream {
+        Ok(mut s) => {
+            s.write_all(b"hello").expect("send greeting");
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(e) => panic!("connect to {target}: unexpected {e} (a drop should time out)"),
+    }
 }
