@@ -177,6 +177,8 @@ impl Downloader {
         cancel_requested: bool,
     ) -> Sample {
         let s = handle.stats();
+        // One snapshot serves both the byte counters and the live peers.
+        let snapshot = Self::snapshot(handle);
         Sample {
             now,
             state: match s.state {
@@ -190,8 +192,8 @@ impl Downloader {
             progress_bytes: s.progress_bytes,
             total_bytes: s.total_bytes,
             uploaded_bytes: s.uploaded_bytes,
-            per_peer: Self::per_peer(handle),
-            live_peers: Self::snapshot(handle).map(|s| live_peers(&s)),
+            per_peer: snapshot.as_ref().map(fetched_by_peer),
+            live_peers: snapshot.as_ref().map(live_peers),
             pause_requested,
             cancel_requested,
         }
@@ -212,13 +214,7 @@ impl Downloader {
     /// Payload bytes fetched per peer (`ip:port`) in the torrent's current
     /// live period; `None` when it is not live.
     pub(crate) fn per_peer(handle: &ManagedTorrent) -> Option<Vec<(String, u64)>> {
-        let snapshot = Self::snapshot(handle)?;
-        Some(
-            per_peer_bytes(&snapshot)
-                .into_iter()
-                .map(|(a, (fetched, _))| (a, fetched))
-                .collect(),
-        )
+        Self::snapshot(handle).as_ref().map(fetched_by_peer)
     }
 
     /// Pauses a torrent (librqbit keeps its verified pieces; only the pieces
@@ -406,6 +402,14 @@ impl Downloader {
     pub async fn stop(&self) {
         self.session.stop().await;
     }
+}
+
+/// Payload bytes fetched per peer (`ip:port`) from a per-peer stats snapshot.
+fn fetched_by_peer(snapshot: &serde_json::Value) -> Vec<(String, u64)> {
+    per_peer_bytes(snapshot)
+        .into_iter()
+        .map(|(a, (fetched, _))| (a, fetched))
+        .collect()
 }
 
 /// librqbit's id of the torrent of `info_hash`.
