@@ -81,28 +81,13 @@ impl ProcessGroup {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
-        let ns_file = match netns {
-            Some(ns) => {
-                let path = format!("/run/netns/{ns}");
-                Some(std::fs::File::open(&path).with_context(|| format!("cannot open network namespace {path}"))?)
-            }
-            None => None,
-        };
+        let ns_file = netns.map(crate::lab::netns::open).transpose()?;
         let ns_fd = ns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-        // SAFETY: prctl and setns are async-signal-safe system calls; they
-        // only set the parent-death signal and the child's own network
-        // namespace. The namespace file stays open in the parent until
-        // after the spawn.
+        // SAFETY: `child_setup` makes only async-signal-safe calls (prctl,
+        // setns) on the child itself; the namespace file stays open in the
+        // parent until after the spawn.
         unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if let Some(fd) = ns_fd {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+            cmd.pre_exec(crate::lab::netns::child_setup(ns_fd));
         }
         let child = cmd
             .spawn()

@@ -140,7 +140,7 @@ fn bin(name: &str) -> PathBuf {
 /// before `exec`, parent-death signal SIGKILL), stdout discarded, stderr to
 /// `log`.
 fn spawn_in(ns: &str, name: &str, program: &Path, args: &[String], envs: &[(&str, String)], log: &Path) -> Proc {
-    let ns_file = std::fs::File::open(format!("/run/netns/{ns}")).expect("namespace file");
+    let ns_file = ota_deploy::lab::netns::open(ns).expect("namespace file");
     let fd = ns_file.as_raw_fd();
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -148,17 +148,11 @@ fn spawn_in(ns: &str, name: &str, program: &Path, args: &[String], envs: &[(&str
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"));
-    // SAFETY: prctl(2) and setns(2) are async-signal-safe; they only set the
-    // child's parent-death signal and its own network namespace. The
-    // namespace file stays open until after the spawn.
+    // SAFETY: `child_setup` makes only async-signal-safe calls (prctl,
+    // setns) on the child itself; the namespace file stays open until after
+    // the spawn.
     unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(ota_deploy::lab::netns::child_setup(Some(fd)));
     }
     let child = cmd
         .spawn()

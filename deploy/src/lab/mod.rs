@@ -529,13 +529,10 @@ impl Lab {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr);
-        // SAFETY: prctl(2) is async-signal-safe; it only sets the
-        // parent-death signal of the child.
+        // SAFETY: `child_setup` makes only an async-signal-safe prctl(2)
+        // on the child itself (its parent-death signal).
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+            std::os::unix::process::CommandExt::pre_exec(&mut command, netns::child_setup(None));
         }
         let child = command
             .spawn()
