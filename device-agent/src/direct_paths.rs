@@ -84,6 +84,7 @@ impl PathsStatus {
             mapped: self.mapping.as_ref().map(|m| SocketAddr::V4(m.external)),
             mapping_refusal: self.mapping_refusal.clone(),
             nat: self.nat,
+            quic: None,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct DirectPaths {
     /// behaviour (RFC 4787, RFC 5780).
     #[serde(default)]
     pub nat: Option<crate::nat_kind::NatReport>,
+    /// The device's QUIC endpoint on the UDP peer socket, when it runs one
+    /// (the hole-punching transport, [`crate::rendezvous`]).
+    #[serde(default)]
+    pub quic: Option<crate::rendezvous::QuicPath>,
 }
 
 /// Why a [`DirectPaths`] report was refused.
@@ -188,6 +192,7 @@ mod tests {
             mapped: Some(a("11.0.1.1:40001")),
             mapping_refusal: None,
             nat: None,
+            quic: None,
         };
         assert_eq!(ok.check(), Ok(()));
         assert_eq!(ok.lan_for("11.0.0.9".parse().unwrap()), Some(a("192.168.1.2:40001")));

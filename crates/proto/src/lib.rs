@@ -15,6 +15,8 @@
 //! - [`names`]: validation of package names used as file names.
 //! - [`nat_kind`]: a device's NAT in RFC 4787 terms from STUN answers
 //!   (RFC 5780 §4.3, §4.4).
+//! - [`rendezvous`]: bridge addresses for peers that need a punched QUIC
+//!   path, certificate pins and introductions (hole punching).
 //! - [`rollout`]: rollout-wave bucketing and release audiences.
 //! - [`stun`]: the STUN binding responder's codec (RFC 8489, stun-rs).
 
@@ -26,6 +28,7 @@ pub mod manifest;
 pub mod metainfo;
 pub mod names;
 pub mod nat_kind;
+pub mod rendezvous;
 pub mod rollout;
 pub mod stun;
 
