@@ -5,9 +5,11 @@
 //! librqbit dials whatever address its tracker gives it and has no hook for
 //! another transport (only a SOCKS5 `proxy_url`), so a peer that cannot be
 //! dialed over TCP is handed out as a **bridge address**: an IPv6
-//! unique-local address (RFC 4193) in [`BRIDGE_PREFIX`] whose last 32 bits
-//! are the peer's swarm-local slot number. The device's SOCKS5 bridge
-//! recognises it ([`bridge_slot`]), asks the tracker to introduce the two
+//! unique-local address (RFC 4193) in [`BRIDGE_PREFIX`] whose next 48 bits
+//! are the swarm's tag (the info hash's first 6 bytes: SOCKS5 CONNECT
+//! carries no info hash) and whose last 32 bits are the peer's swarm-local
+//! slot number. The device's SOCKS5 bridge recognises it ([`bridge_slot`],
+//! [`bridge_swarm_tag`]), asks the tracker to introduce the two
 //! devices (`POST /api/introductions` with an [`IntroductionRequest`]),
 //! gets the other side's [`Introduction`] and dials QUIC; the tracker pushes
 //! the requester's [`Introduction`] to the other side (SSE event
@@ -43,11 +45,13 @@ pub const BRIDGE_PORT: u16 = 6881;
 /// The most candidates one [`Introduction`] may carry.
 pub const MAX_CANDIDATES: usize = 8;
 
-/// The bridge address of swarm-local slot `slot`:
-/// `fd6f:7461:7270:0:0:0:HI:LO` with `slot = HI << 16 | LO`.
-pub fn bridge_address(slot: u32) -> Ipv6Addr {
+/// The bridge address of swarm-local slot `slot` in swarm `info_hash`:
+/// `fd6f:7461:7270:T0T1:T2T3:T4T5:HI:LO` with `T` the info hash's first 6
+/// bytes and `slot = HI << 16 | LO`.
+pub fn bridge_address(info_hash: &InfoHash, slot: u32) -> Ipv6Addr {
     let [p0, p1, p2] = BRIDGE_PREFIX;
-    Ipv6Addr::new(p0, p1, p2, 0, 0, 0, (slot >> 16) as u16, slot as u16)
+    let t = |i: usize| u16::from_be_bytes([info_hash.0[i], info_hash.0[i + 1]]);
+    Ipv6Addr::new(p0, p1, p2, t(0), t(2), t(4), (slot >> 16) as u16, slot as u16)
 }
 
 /// The slot a bridge address stands for, or `None` when `ip` is any other
@@ -55,7 +59,18 @@ pub fn bridge_address(slot: u32) -> Ipv6Addr {
 pub fn bridge_slot(ip: IpAddr) -> Option<u32> {
     let IpAddr::V6(v6) = ip else { return None };
     let s = v6.segments();
-    (s[..3] == BRIDGE_PREFIX && s[3..6] == [0, 0, 0]).then(|| (u32::from(s[6]) << 16) | u32::from(s[7]))
+    (s[..3] == BRIDGE_PREFIX).then(|| (u32::from(s[6]) << 16) | u32::from(s[7]))
+}
+
+/// The swarm tag of a bridge address: the first 6 bytes of the info hash
+/// it was handed out for (`None` for any other address).
+pub fn bridge_swarm_tag(ip: IpAddr) -> Option<[u8; 6]> {
+    bridge_slot(ip)?;
+    let IpAddr::V6(v6) = ip else { return None };
+    let o = v6.octets();
+    let mut tag = [0u8; 6];
+    tag.copy_from_slice(&o[6..12]);
+    Some(tag)
 }
 
 /// SHA-256 of a DER-encoded X.509 certificate (32 bytes; 64 lowercase hex
@@ -213,14 +228,19 @@ mod tests {
 
     #[test]
     fn bridge_addresses_round_trip_and_nothing_else_is_one() {
+        let ih = InfoHash([0xab; 20]);
         for slot in [0, 1, 0xffff, 0x1_0000, u32::MAX] {
-            let ip = bridge_address(slot);
-            assert_eq!(bridge_slot(IpAddr::V6(ip)), Some(slot), "{ip}");
-            assert!(crate::direct_paths::is_lan_ip(IpAddr::V6(ip)), "a ULA");
+            let ip = IpAddr::V6(bridge_address(&ih, slot));
+            assert_eq!(bridge_slot(ip), Some(slot), "{ip}");
+            assert_eq!(bridge_swarm_tag(ip), Some([0xab; 6]), "{ip}");
+            assert!(crate::direct_paths::is_lan_ip(ip), "a ULA");
         }
-        assert_eq!(bridge_address(0x0102_0304).to_string(), "fd6f:7461:7270::102:304");
-        for other in ["fd6f:7461:7271::1", "fd6f:7461:7270:1::1", "fd00::1", "10.0.0.1", "::1"] {
+        let mut ih = InfoHash([0; 20]);
+        ih.0[..6].copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(bridge_address(&ih, 0x0102_0304).to_string(), "fd6f:7461:7270:102:304:506:102:304");
+        for other in ["fd6f:7461:7271::1", "fd00::1", "10.0.0.1", "::1"] {
             assert_eq!(bridge_slot(other.parse().unwrap()), None, "{other}");
+            assert_eq!(bridge_swarm_tag(other.parse().unwrap()), None, "{other}");
         }
     }
 
