@@ -5,8 +5,11 @@
 
 pub mod peer_id;
 pub mod port_mapping;
+pub mod quic_bridge;
+pub mod quic_identity;
 pub mod session;
 pub mod stun_probe;
+pub mod udp_demux;
 
 pub use peer_id::random_peer_id;
 pub use session::{add_torrent, from_peers, PeerSession};

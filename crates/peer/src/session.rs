@@ -46,6 +46,11 @@ pub struct PeerSession {
     /// Client name and version sent in the extended handshake (BEP 10),
     /// e.g. `ota-device-agent 0.1.0`.
     pub client_name: Option<String>,
+    /// SOCKS5 proxy for every outgoing peer connection and tracker request
+    /// (`socks5://user:pass@127.0.0.1:port`): the QUIC bridge
+    /// ([`crate::quic_bridge`]). With a proxy the session dials IPv6 peers
+    /// too, since bridge addresses are IPv6 ([`ota_proto::rendezvous`]).
+    pub proxy_url: Option<String>,
 }
 
 impl PeerSession {
@@ -65,7 +70,7 @@ impl PeerSession {
 
     /// The librqbit options for this session.
     pub fn options(&self) -> SessionOptions {
-        let ipv4_only = self.listen.is_some_and(|l| l.is_ipv4());
+        let ipv4_only = self.listen.is_some_and(|l| l.is_ipv4()) && self.proxy_url.is_none();
         SessionOptions {
             dht: None,
             disable_local_service_discovery: true,
@@ -87,6 +92,10 @@ impl PeerSession {
             },
             ipv4_only,
             client_name_and_version: self.client_name.clone(),
+            connect: self.proxy_url.as_ref().map(|p| librqbit::ConnectionOptions {
+                proxy_url: Some(p.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

@@ -1,0 +1,611 @@
+//! The QUIC peer transport under librqbit: an in-process SOCKS5 server
+//! (`fast-socks5`, RFC 1928) that librqbit uses as its `proxy_url`, and a
+//! quinn endpoint (client and server) on the UDP peer socket.
+//!
+//! - A CONNECT to an ordinary address (a peer, the tracker) is dialed over
+//!   TCP and spliced, as if there were no proxy.
+//! - A CONNECT to a bridge address ([`ota_proto::rendezvous`]) asks the
+//!   [`Introducer`] (the tracker) to introduce the two devices, dials QUIC
+//!   to the other side's candidates (staggered by [`CANDIDATE_PACING`],
+//!   first handshake wins; RFC 8445 §6.1.4.2 paces checks the same way)
+//!   with the other side's certificate pinned, opens one bidirectional
+//!   stream and splices librqbit's connection onto it. One QUIC connection
+//!   per peer carries every stream to it.
+//! - The other side learns of the introduction from its push channel and
+//!   calls [`QuicBridge::on_introduction`]: it pins the requester's
+//!   certificate and sends STUN Binding indications (RFC 8489 §6.1.2,
+//!   ICE's keep-alive) to the requester's candidates, so its own NAT lets
+//!   the requester's QUIC Initial in. Incoming streams are spliced to
+//!   librqbit's own TCP listener on loopback.
+//!
+//! The bridge remembers, for each address librqbit sees (the bridge
+//! address it dialed, or the loopback source of an incoming stream), the
+//! real remote UDP address ([`QuicBridge::remote_of`]), so that telemetry
+//! can still tell LAN peers from internet peers. Every wait is bounded:
+//! the SOCKS5 request ([`SOCKS_REQUEST_TIMEOUT`]), the introduction and
+//! QUIC handshake ([`BridgeSettings::connect_timeout`]), the TCP dial.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fast_socks5::server::{Config as SocksConfig, SimpleUserPassword, Socks5Socket};
+use fast_socks5::util::target_addr::TargetAddr;
+use fast_socks5::{consts, ReplyError};
+use futures::future::BoxFuture;
+use ota_proto::rendezvous::{bridge_slot, Introduction};
+use serde::Serialize;
+use stun_rs::methods::BINDING;
+use stun_rs::{MessageClass, MessageEncoderBuilder, StunMessageBuilder, TransactionId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::quic_identity::{client_config, server_config, Pins, QuicIdentity, SERVER_NAME};
+use crate::udp_demux::{DemuxSocket, StunDatagram};
+
+/// Time a SOCKS5 client gets to send its greeting and request, seconds.
+pub const SOCKS_REQUEST_TIMEOUT: u64 = 10;
+/// Delay between starting QUIC handshakes to successive candidates.
+pub const CANDIDATE_PACING: Duration = Duration::from_millis(25);
+/// When the side being introduced sends its punching packets, from the
+/// moment it hears of the introduction: a few sends cover one loss.
+pub const PUNCH_SCHEDULE_MS: [u64; 4] = [0, 30, 90, 210];
+/// Bytes buffered per direction when splicing a stream (librqbit sends
+/// 16 KiB blocks; a larger buffer keeps a 40 ms path full).
+pub const SPLICE_BUFFER: usize = 256 * 1024;
+
+/// Asks the tracker to introduce this device to another
+/// (`POST /api/introductions`).
+pub trait Introducer: Send + Sync + 'static {
+    /// Introduces this device to the peer handed out as bridge address
+    /// `peer`; returns the other side's [`Introduction`] (already
+    /// `check()`ed by the implementation or not: the bridge checks again).
+    fn introduce(&self, peer: Ipv6Addr) -> BoxFuture<'static, anyhow::Result<Introduction>>;
+}
+
+/// Settings of a [`QuicBridge`].
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    /// Where the SOCKS5 server listens: loopback only.
+    pub socks_listen: SocketAddr,
+    /// librqbit's own peer listener, reached from loopback: incoming QUIC
+    /// streams are spliced there.
+    pub peer_listener: SocketAddr,
+    /// Bound on introduction plus QUIC handshake for one peer.
+    pub connect_timeout: Duration,
+    /// Bound on a plain TCP dial for an ordinary address.
+    pub tcp_connect_timeout: Duration,
+    /// How long an introduced peer's certificate stays pinned.
+    pub pin_ttl: Duration,
+    /// Accept loopback candidates in introductions: only for several
+    /// devices on one host (tests); `false` for a device.
+    pub loopback_candidates: bool,
+}
+
+impl BridgeSettings {
+    /// Defaults around librqbit's listener `peer_listener`: SOCKS5 on
+    /// `127.0.0.1:0`, 5 s to connect a punched path, 10 s for TCP, pins
+    /// for 10 min.
+    pub fn new(peer_listener: SocketAddr) -> BridgeSettings {
+        BridgeSettings {
+            socks_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_listener,
+            connect_timeout: Duration::from_secs(5),
+            tcp_connect_timeout: Duration::from_secs(10),
+            pin_ttl: Duration::from_secs(600),
+            loopback_candidates: false,
+        }
+    }
+}
+
+/// How one QUIC connection to a peer was established (the dialing side).
+#[derive(Debug, Clone, Serialize)]
+pub struct PathEstablished {
+    /// The bridge address librqbit dialed.
+    pub peer: Ipv6Addr,
+    /// The candidate whose handshake won.
+    pub via: SocketAddr,
+    /// From the SOCKS5 request to the tracker's answer, ms.
+    pub introduction_ms: u64,
+    /// From the SOCKS5 request to the finished QUIC handshake, ms.
+    pub total_ms: u64,
+    /// The path's smoothed RTT at the end of the handshake, ms.
+    pub rtt_ms: u64,
+    /// UDP datagrams this connection had sent when the handshake finished
+    /// (Initials and Handshakes, retransmissions included).
+    pub datagrams_sent: u64,
+}
+
+/// Counters of a bridge (for `status` and metrics).
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct BridgeStats {
+    /// QUIC connections this device dialed and established.
+    pub dialed: u64,
+    /// Introductions or handshakes that failed or timed out.
+    pub failed: u64,
+    /// QUIC connections other devices established to this one.
+    pub accepted: u64,
+    /// Streams spliced, both directions.
+    pub streams: u64,
+    /// Plain TCP connections relayed for ordinary addresses.
+    pub tcp_relayed: u64,
+    /// The established paths this device dialed, latest last (at most 64).
+    pub paths: Vec<PathEstablished>,
+}
+
+#[derive(Default)]
+struct Counters {
+    dialed: AtomicU64,
+    failed: AtomicU64,
+    accepted: AtomicU64,
+    streams: AtomicU64,
+    tcp_relayed: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Live connections by the bridge address librqbit dialed.
+    connections: HashMap<Ipv6Addr, quinn::Connection>,
+    /// One dial at a time per bridge address.
+    dialing: HashMap<Ipv6Addr, Arc<tokio::sync::Mutex<()>>>,
+    /// What librqbit sees as a peer's address → the real remote address.
+    remotes: HashMap<SocketAddr, SocketAddr>,
+    paths: Vec<PathEstablished>,
+}
+
+/// The bridge (see the module docs). Dropping the last handle does not
+/// stop it: call [`QuicBridge::close`].
+pub struct QuicBridge {
+    endpoint: quinn::Endpoint,
+    socket: Arc<DemuxSocket>,
+    identity: Arc<QuicIdentity>,
+    pins: Pins,
+    settings: BridgeSettings,
+    socks_addr: SocketAddr,
+    socks_user: String,
+    socks_password: String,
+    introducer: Arc<dyn Introducer>,
+    state: Mutex<State>,
+    counters: Counters,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for QuicBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicBridge")
+            .field("socks", &self.socks_addr)
+            .field("udp", &self.local_udp().ok())
+            .finish()
+    }
+}
+
+impl QuicBridge {
+    /// Starts the bridge on the bound UDP peer socket `udp`. Returns the
+    /// bridge and the STUN datagrams that arrive on the socket. Errors:
+    /// the SOCKS5 listener cannot bind, the socket cannot be used.
+    pub async fn start(
+        udp: std::net::UdpSocket,
+        identity: Arc<QuicIdentity>,
+        settings: BridgeSettings,
+        introducer: Arc<dyn Introducer>,
+    ) -> anyhow::Result<(Arc<QuicBridge>, tokio::sync::mpsc::Receiver<StunDatagram>)> {
+        let (socket, stun) = DemuxSocket::new(udp).context("cannot use the UDP peer socket")?;
+        let pins = Pins::default();
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server_config(&identity, pins.clone())?),
+            socket.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("cannot start the QUIC endpoint")?;
+        let listener = TcpListener::bind(settings.socks_listen)
+            .await
+            .with_context(|| format!("cannot bind the SOCKS5 bridge on {}", settings.socks_listen))?;
+        let socks_addr = listener.local_addr()?;
+        let secret = || format!("{:032x}", rand::random::<u128>());
+        let bridge = Arc::new(QuicBridge {
+            endpoint,
+            socket,
+            identity,
+            pins,
+            settings,
+            socks_addr,
+            socks_user: secret(),
+            socks_password: secret(),
+            introducer,
+            state: Mutex::default(),
+            counters: Counters::default(),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        {
+            let mut tasks = bridge.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.spawn(bridge.clone().serve_socks(listener));
+            tasks.spawn(bridge.clone().serve_quic());
+        }
+        tracing::info!(socks = %socks_addr, udp = ?bridge.local_udp().ok(), fingerprint = %bridge.identity.fingerprint(), "QUIC bridge up");
+        Ok((bridge, stun))
+    }
+
+    /// librqbit's `proxy_url` for this bridge:
+    /// `socks5://USER:PASSWORD@127.0.0.1:PORT` (random credentials, so
+    /// that other local processes cannot use the bridge).
+    pub fn proxy_url(&self) -> String {
+        format!(
+            "socks5://{}:{}@{}",
+            self.socks_user, self.socks_password, self.socks_addr
+        )
+    }
+
+    /// The SOCKS5 server's address, user name and password (what
+    /// [`QuicBridge::proxy_url`] encodes), for clients other than librqbit.
+    pub fn socks_auth(&self) -> (SocketAddr, &str, &str) {
+        (self.socks_addr, &self.socks_user, &self.socks_password)
+    }
+
+    /// The UDP peer socket's local address.
+    pub fn local_udp(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The socket, for sending STUN requests from the same 5-tuple.
+    pub fn socket(&self) -> &Arc<DemuxSocket> {
+        &self.socket
+    }
+
+    /// The real remote address behind `seen`, the address librqbit has
+    /// for a peer (a bridge address, or the loopback source of an incoming
+    /// stream); `None` for peers that did not come through the bridge.
+    pub fn remote_of(&self, seen: SocketAddr) -> Option<SocketAddr> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.remotes.get(&seen).copied().or_else(|| match seen.ip() {
+            IpAddr::V6(v6) => state.connections.get(&v6).map(|c| c.remote_address()),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// A snapshot of the counters and the latest established paths.
+    pub fn stats(&self) -> BridgeStats {
+        let c = &self.counters;
+        BridgeStats {
+            dialed: c.dialed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            streams: c.streams.load(Ordering::Relaxed),
+            tcp_relayed: c.tcp_relayed.load(Ordering::Relaxed),
+            paths: self.state.lock().unwrap_or_else(|e| e.into_inner()).paths.clone(),
+        }
+    }
+
+    /// The side being introduced: checks `intro` (hostile input), pins the
+    /// requester's certificate for [`BridgeSettings::pin_ttl`] and sends
+    /// STUN Binding indications to its candidates on
+    /// [`PUNCH_SCHEDULE_MS`]. Errors: a bad introduction (nothing is sent).
+    pub fn on_introduction(self: &Arc<Self>, intro: &Introduction) -> anyhow::Result<()> {
+        self.check(intro).context("bad introduction")?;
+        self.pins.allow(intro.fingerprint, self.settings.pin_ttl);
+        let candidates = intro.ordered_candidates();
+        tracing::debug!(id = intro.id, ?candidates, "introduced: punching towards the requester");
+        let this = self.clone();
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(async move { this.punch(&candidates).await });
+        Ok(())
+    }
+
+    fn check(&self, intro: &Introduction) -> Result<(), ota_proto::rendezvous::IntroductionError> {
+        if self.settings.loopback_candidates {
+            intro.check_allowing_loopback()
+        } else {
+            intro.check()
+        }
+    }
+
+    async fn punch(&self, candidates: &[SocketAddr]) {
+        let start = tokio::time::Instant::now();
+        for at in PUNCH_SCHEDULE_MS {
+            tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+            for c in candidates {
+                if let Err(e) = self.socket.send_raw(*c, &binding_indication()).await {
+                    tracing::debug!(to = %c, error = %e, "punch send failed");
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, closes every connection and ends the tasks.
+    pub async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"closing");
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        tasks.shutdown().await;
+    }
+
+    async fn serve_socks(self: Arc<Self>, listener: TcpListener) {
+        let mut config: SocksConfig<SimpleUserPassword> =
+            SocksConfig::<fast_socks5::server::DenyAuthentication>::default().with_authentication(SimpleUserPassword {
+                username: self.socks_user.clone(),
+                password: self.socks_password.clone(),
+            });
+        config
+            .set_request_timeout(SOCKS_REQUEST_TIMEOUT)
+            .set_execute_command(false)
+            .set_dns_resolve(false);
+        let config = Arc::new(config);
+        let mut conns = JoinSet::new();
+        loop {
+            let (tcp, from) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SOCKS5 accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            while conns.try_join_next().is_some() {}
+            let (this, config) = (self.clone(), config.clone());
+            conns.spawn(async move {
+                if let Err(e) = this.socks_connection(tcp, config).await {
+                    tracing::debug!(%from, error = %format!("{e:#}"), "SOCKS5 connection failed");
+                }
+            });
+        }
+    }
+
+    async fn socks_connection(
+        &self,
+        tcp: TcpStream,
+        config: Arc<SocksConfig<SimpleUserPassword>>,
+    ) -> anyhow::Result<()> {
+        let socks = Socks5Socket::new(tcp, config).upgrade_to_socks5().await?;
+        let target = socks.target_addr().cloned().context("no CONNECT target")?;
+        let mut client = socks.into_inner();
+        match target {
+            TargetAddr::Ip(addr) if bridge_slot(addr.ip()).is_some() => {
+                let IpAddr::V6(peer) = addr.ip() else {
+                    unreachable!("bridge addresses are IPv6")
+                };
+                let conn = match self.connection_to(peer).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        reply(&mut client, ReplyError::HostUnreachable).await?;
+                        return Err(e.context(format!("no QUIC path to {peer}")));
+                    }
+                };
+                let (send, recv) = match conn.open_bi().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.forget(peer, &conn);
+                        reply(&mut client, ReplyError::HostUnreachable).await?;
+                        return Err(e.into());
+                    }
+                };
+                reply(&mut client, ReplyError::Succeeded).await?;
+                self.counters.streams.fetch_add(1, Ordering::Relaxed);
+                splice(client, send, recv).await
+            }
+            target => {
+                let dial = async {
+                    match &target {
+                        TargetAddr::Ip(a) => TcpStream::connect(*a).await,
+                        TargetAddr::Domain(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+                    }
+                };
+                let upstream = match tokio::time::timeout(self.settings.tcp_connect_timeout, dial).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        reply(&mut client, ReplyError::ConnectionRefused).await?;
+                        return Err(anyhow::Error::from(e).context(format!("TCP dial of {target}")));
+                    }
+                    Err(_) => {
+                        reply(&mut client, ReplyError::TtlExpired).await?;
+                        anyhow::bail!("TCP dial of {target} timed out");
+                    }
+                };
+                let _ = upstream.set_nodelay(true);
+                reply(&mut client, ReplyError::Succeeded).await?;
+                self.counters.tcp_relayed.fetch_add(1, Ordering::Relaxed);
+                let (mut a, mut b) = (client, upstream);
+                tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER).await?;
+                Ok(())
+            }
+        }
+    }
+
+    fn forget(&self, peer: Ipv6Addr, conn: &quinn::Connection) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .connections
+            .get(&peer)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            state.connections.remove(&peer);
+        }
+    }
+
+    /// The live connection to bridge address `peer`, or a new one
+    /// (introduction, then QUIC to the candidates), within
+    /// `connect_timeout`.
+    async fn connection_to(&self, peer: Ipv6Addr) -> anyhow::Result<quinn::Connection> {
+        let lock = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = state.connections.get(&peer).filter(|c| c.close_reason().is_none()) {
+                return Ok(c.clone());
+            }
+            state.dialing.entry(peer).or_default().clone()
+        };
+        let _one_dial = lock.lock().await;
+        if let Some(c) = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections
+            .get(&peer)
+        {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let started = Instant::now();
+        let conn = tokio::time::timeout(self.settings.connect_timeout, self.dial(peer, started))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "introduction and handshake took over {:?}",
+                    self.settings.connect_timeout
+                )
+            })??;
+        self.counters.dialed.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.connections.insert(peer, conn.clone());
+        state.dialing.remove(&peer);
+        Ok(conn)
+    }
+
+    async fn dial(&self, peer: Ipv6Addr, started: Instant) -> anyhow::Result<quinn::Connection> {
+        let intro = self.introducer.introduce(peer).await.context("introduction")?;
+        self.check(&intro).context("the tracker's introduction")?;
+        let introduction_ms = started.elapsed().as_millis() as u64;
+        let config = client_config(&self.identity, intro.fingerprint)?;
+        let attempts = intro.ordered_candidates().into_iter().enumerate().map(|(i, cand)| {
+            let (config, endpoint) = (config.clone(), self.endpoint.clone());
+            Box::pin(async move {
+                tokio::time::sleep(CANDIDATE_PACING * i as u32).await;
+                let conn = endpoint
+                    .connect_with(config, cand, SERVER_NAME)
+                    .with_context(|| format!("QUIC to {cand}"))?
+                    .await
+                    .with_context(|| format!("QUIC to {cand}"))?;
+                anyhow::Ok((cand, conn))
+            })
+        });
+        let ((via, conn), _losers) = futures::future::select_ok(attempts).await?;
+        let stats = conn.stats();
+        let path = PathEstablished {
+            peer,
+            via,
+            introduction_ms,
+            total_ms: started.elapsed().as_millis() as u64,
+            rtt_ms: conn.rtt().as_millis() as u64,
+            datagrams_sent: stats.udp_tx.datagrams,
+        };
+        tracing::info!(%peer, %via, introduction_ms, total_ms = path.total_ms, rtt_ms = path.rtt_ms, datagrams = path.datagrams_sent, "QUIC path established");
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.remotes.insert(
+            SocketAddr::new(IpAddr::V6(peer), ota_proto::rendezvous::BRIDGE_PORT),
+            via,
+        );
+        if state.paths.len() >= 64 {
+            state.paths.remove(0);
+        }
+        state.paths.push(path);
+        Ok(conn)
+    }
+
+    async fn serve_quic(self: Arc<Self>) {
+        let mut conns = JoinSet::new();
+        while let Some(incoming) = self.endpoint.accept().await {
+            while conns.try_join_next().is_some() {}
+            let this = self.clone();
+            conns.spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => {
+                        this.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%remote, "QUIC connection accepted");
+                        this.serve_streams(conn).await;
+                    }
+                    Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake refused or failed"),
+                }
+            });
+        }
+    }
+
+    async fn serve_streams(self: Arc<Self>, conn: quinn::Connection) {
+        let mut streams = JoinSet::new();
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            while streams.try_join_next().is_some() {}
+            let (this, remote) = (self.clone(), conn.remote_address());
+            streams.spawn(async move {
+                let dial = TcpStream::connect(this.settings.peer_listener);
+                let tcp = match tokio::time::timeout(this.settings.tcp_connect_timeout, dial).await {
+                    Ok(Ok(t)) => t,
+                    other => {
+                        tracing::warn!(listener = %this.settings.peer_listener, ?other, "cannot reach librqbit's listener");
+                        return;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let seen = tcp.local_addr().ok();
+                if let Some(seen) = seen {
+                    this.state.lock().unwrap_or_else(|e| e.into_inner()).remotes.insert(seen, remote);
+                }
+                this.counters.streams.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = splice(tcp, send, recv).await {
+                    tracing::debug!(%remote, error = %e, "incoming stream ended");
+                }
+                if let Some(seen) = seen {
+                    this.state.lock().unwrap_or_else(|e| e.into_inner()).remotes.remove(&seen);
+                }
+            });
+        }
+    }
+}
+
+/// A STUN Binding indication (RFC 8489 §6.1.2): no answer expected; the
+/// receiving bridge's demultiplexer takes it off the QUIC socket.
+fn binding_indication() -> Vec<u8> {
+    let msg = StunMessageBuilder::new(BINDING, MessageClass::Indication)
+        .with_transaction_id(TransactionId::default())
+        .build();
+    let mut buf = [0u8; 64];
+    let n = MessageEncoderBuilder::default()
+        .build()
+        .encode(&mut buf, &msg)
+        .expect("an empty indication fits 64 bytes");
+    buf[..n].to_vec()
+}
+
+/// Writes the SOCKS5 reply (RFC 1928 §6) with a zero bound address.
+async fn reply(client: &mut TcpStream, code: ReplyError) -> anyhow::Result<()> {
+    let r = [
+        consts::SOCKS5_VERSION,
+        code.as_u8(),
+        0,
+        consts::SOCKS5_ADDR_TYPE_IPV4,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    client.write_all(&r).await.context("SOCKS5 reply")
+}
+
+/// Copies both ways between `tcp` and one QUIC stream until both ends
+/// are done (a TCP EOF finishes the QUIC send side and the reverse).
+async fn splice(mut tcp: TcpStream, send: quinn::SendStream, recv: quinn::RecvStream) -> anyhow::Result<()> {
+    let mut quic = tokio::io::join(recv, send);
+    tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut quic, SPLICE_BUFFER, SPLICE_BUFFER).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_punch_packet_is_stun_to_the_demultiplexer() {
+        let p = binding_indication();
+        assert_eq!(
+            ota_proto::stun::classify_datagram(p.first().copied()),
+            ota_proto::stun::DatagramKind::Stun
+        );
+        assert_eq!(p.len(), 20, "a bare STUN header");
+    }
+}

@@ -1,0 +1,232 @@
+//! The QUIC bridge on loopback: librqbit's SOCKS5 connection to a bridge
+//! address becomes one QUIC stream to the other device, pinned both ways.
+//! The tracker's rendezvous is replaced by an in-process introducer that
+//! does what the tracker does (answers the target's introduction and
+//! hands the requester's to the target); the real tracker path runs in the
+//! NAT lab's tests.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ota_peer::quic_bridge::{BridgeSettings, Introducer, QuicBridge};
+use ota_peer::quic_identity::QuicIdentity;
+use ota_proto::rendezvous::{bridge_address, CertFingerprint, Introduction, BRIDGE_PORT};
+use ota_proto::InfoHash;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IH: InfoHash = InfoHash([0x42; 20]);
+
+/// Introduces the requester to `target`, as the tracker would: the answer
+/// is the target's side, and the target hears the requester's side.
+struct Loopback {
+    requester: Mutex<Option<(Introduction, Arc<QuicBridge>)>>,
+    answer: Introduction,
+}
+
+impl Introducer for Loopback {
+    fn introduce(&self, _peer: Ipv6Addr) -> BoxFuture<'static, anyhow::Result<Introduction>> {
+        if let Some((mine, target)) = self.requester.lock().unwrap().as_ref() {
+            target.on_introduction(mine).unwrap();
+        }
+        let answer = self.answer.clone();
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+fn intro(candidates: Vec<SocketAddr>, fingerprint: CertFingerprint) -> Introduction {
+    Introduction {
+        id: 7,
+        info_hash: IH,
+        candidates,
+        fingerprint,
+        nat: None,
+    }
+}
+
+fn loopback(listener: SocketAddr) -> BridgeSettings {
+    BridgeSettings {
+        loopback_candidates: true,
+        ..BridgeSettings::new(listener)
+    }
+}
+
+fn udp() -> std::net::UdpSocket {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+/// Bridge B in front of `listener`, and bridge A whose introducer reaches
+/// B with B's fingerprint replaced by `pin` when given, and tells B of A
+/// only when `tell_b`.
+async fn pair(listener: SocketAddr, pin: Option<CertFingerprint>, tell_b: bool) -> (Arc<QuicBridge>, Arc<QuicBridge>) {
+    let id_b = Arc::new(QuicIdentity::generate().unwrap());
+    let nobody = Arc::new(Loopback {
+        requester: Mutex::new(None),
+        answer: intro(vec!["127.0.0.1:9".parse().unwrap()], CertFingerprint([0; 32])),
+    });
+    let (b, _) = QuicBridge::start(udp(), id_b.clone(), loopback(listener), nobody)
+        .await
+        .unwrap();
+    let id_a = Arc::new(QuicIdentity::generate().unwrap());
+    let a_udp = udp();
+    let a_addr = a_udp.local_addr().unwrap();
+    let introducer = Arc::new(Loopback {
+        requester: Mutex::new(tell_b.then(|| (intro(vec![a_addr], id_a.fingerprint()), b.clone()))),
+        answer: intro(vec![b.local_udp().unwrap()], pin.unwrap_or(id_b.fingerprint())),
+    });
+    let (a, _) = QuicBridge::start(a_udp, id_a, loopback(listener), introducer)
+        .await
+        .unwrap();
+    (a, b)
+}
+
+async fn socks(
+    bridge: &QuicBridge,
+    target: SocketAddr,
+) -> Result<tokio_socks::tcp::Socks5Stream<tokio::net::TcpStream>, tokio_socks::Error> {
+    let (proxy, user, pass) = bridge.socks_auth();
+    tokio_socks::tcp::Socks5Stream::connect_with_password(proxy, target, user, pass).await
+}
+
+/// An echo server standing in for librqbit's listener.
+async fn echo() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+fn bridge_target() -> SocketAddr {
+    SocketAddr::new(bridge_address(&IH, 3).into(), BRIDGE_PORT)
+}
+
+#[tokio::test]
+async fn a_stream_to_a_bridge_address_reaches_the_other_side_over_pinned_quic() {
+    let listener = echo().await;
+    let (a, b) = pair(listener, None, true).await;
+    let mut s = socks(&a, bridge_target())
+        .await
+        .expect("SOCKS5 CONNECT to the bridge address");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, payload);
+    // A second stream reuses the connection.
+    let mut s2 = socks(&a, bridge_target()).await.unwrap();
+    s2.write_all(b"again").await.unwrap();
+    let mut five = [0u8; 5];
+    s2.read_exact(&mut five).await.unwrap();
+    assert_eq!(&five, b"again");
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.dialed, sa.failed, sa.streams), (1, 0, 2), "{sa:?}");
+    assert_eq!((sb.accepted, sb.streams), (1, 2), "{sb:?}");
+    assert_eq!(sa.paths[0].via, b.local_udp().unwrap());
+    assert_eq!(a.remote_of(bridge_target()), Some(b.local_udp().unwrap()));
+    // Plain addresses are relayed over TCP.
+    let mut plain = socks(&a, listener).await.unwrap();
+    plain.write_all(b"tcp").await.unwrap();
+    let mut three = [0u8; 3];
+    plain.read_exact(&mut three).await.unwrap();
+    assert_eq!(&three, b"tcp");
+    assert_eq!(a.stats().tcp_relayed, 1);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_wrong_pin_or_an_unintroduced_client_gets_no_stream() {
+    let listener = echo().await;
+    // A pins a certificate that B does not have.
+    let (a, b) = pair(listener, Some(CertFingerprint([9; 32])), true).await;
+    assert!(
+        socks(&a, bridge_target()).await.is_err(),
+        "the server's certificate is not the pinned one"
+    );
+    assert_eq!(a.stats().failed, 1);
+    assert_eq!(b.stats().accepted, 0);
+    // B was never told about A: it refuses A's client certificate.
+    let (a2, b2) = pair(listener, None, false).await;
+    let refused = match socks(&a2, bridge_target()).await {
+        Err(_) => true,
+        // With TLS 1.3 the client may finish before the server refuses its
+        // certificate: then the stream dies at once.
+        Ok(mut s) => {
+            let _ = s.write_all(b"x").await;
+            let mut one = [0u8; 1];
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut one)).await,
+                Ok(Ok(_))
+            )
+        }
+    };
+    assert!(refused);
+    assert_eq!(b2.stats().accepted, 0);
+    assert_eq!(b2.stats().streams, 0);
+    for x in [a, b, a2, b2] {
+        x.close().await;
+    }
+}
+
+#[tokio::test]
+async fn librqbit_downloads_a_package_through_the_bridge() {
+    use ota_peer::session::{add_torrent, from_peers, PeerSession};
+    let dir = tempfile::tempdir().unwrap();
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let data: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = seed_dir.join("package.bin");
+    std::fs::write(&file, &data).unwrap();
+    let torrent = librqbit::create_torrent(
+        &file,
+        Default::default(),
+        &librqbit::spawn_utils::BlockingSpawner::new(1),
+    )
+    .await
+    .unwrap();
+    let info_hash = InfoHash(torrent.info_hash().0);
+    let bytes = torrent.as_bytes().unwrap().to_vec();
+
+    let seeder_listen: SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let mut seeder = PeerSession::listening(seeder_listen);
+    seeder.trackers = false;
+    let seeder = seeder.start(dir.path().join("s")).await.unwrap();
+    add_torrent(&seeder, bytes.clone(), &seed_dir, Default::default())
+        .await
+        .unwrap();
+
+    let (a, b) = pair(seeder_listen, None, true).await;
+    let mut leecher = PeerSession::leecher();
+    leecher.proxy_url = Some(a.proxy_url());
+    let leecher = leecher.start(dir.path().join("l")).await.unwrap();
+    let target = SocketAddr::new(bridge_address(&info_hash, 5).into(), BRIDGE_PORT);
+    let out = dir.path().join("out");
+    let handle = add_torrent(&leecher, bytes, &out, from_peers(vec![target]))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), handle.wait_until_completed())
+        .await
+        .expect("completes within 60 s")
+        .unwrap();
+    assert_eq!(std::fs::read(out.join("package.bin")).unwrap(), data);
+    assert_eq!(a.stats().dialed, 1);
+    assert!(b.stats().streams >= 1);
+    a.close().await;
+    b.close().await;
+}
