@@ -1062,9 +1062,12 @@ impl Agent {
                     }
                     while let Some(ev) = stream.next().await {
                         match ev {
-                            Ok(ev) => {
+                            Ok(ota_client::PushMessage::Release(ev)) => {
                                 tracing::info!(name = %ev.name, version = %ev.version, "push received");
                                 self.consider(&ev.info_hash);
+                            }
+                            Ok(ota_client::PushMessage::Introduce(i)) => {
+                                tracing::debug!(id = i.id, info_hash = %i.info_hash, "introduction received; not wired yet");
                             }
                             Err(e) => {
                                 tracing::warn!(error = %format!("{e:#}"), "push channel error");

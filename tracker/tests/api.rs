@@ -115,7 +115,7 @@ async fn releases_swarm_push_and_restart() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(ev.info_hash, new.info_hash);
+    assert!(matches!(ev, ota_client::PushMessage::Release(e) if e.info_hash == new.info_hash));
 
     // The {info_hash} path segment: 40 hex characters of either case, else 400.
     let (status, body) = get(&format!(
@@ -406,12 +406,12 @@ async fn live_swarm_survives_a_graceful_restart(db: &str) {
 
 /// Waits up to `limit` for the next push on `s`; None when none came.
 async fn next_push(
-    s: &mut futures::stream::BoxStream<'static, anyhow::Result<ota_proto::api::PushEvent>>,
+    s: &mut futures::stream::BoxStream<'static, anyhow::Result<ota_client::PushMessage>>,
     limit: std::time::Duration,
 ) -> Option<InfoHash> {
     match tokio::time::timeout(limit, s.next()).await {
-        Ok(Some(Ok(ev))) => Some(ev.info_hash),
-        Ok(other) => panic!("push stream ended: {:?}", other.map(|r| r.map(|e| e.info_hash))),
+        Ok(Some(Ok(ota_client::PushMessage::Release(ev)))) => Some(ev.info_hash),
+        Ok(other) => panic!("push stream ended: {other:?}"),
         Err(_) => None,
     }
 }

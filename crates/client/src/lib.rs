@@ -19,6 +19,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use ota_proto::api::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, PushEvent, Release, TelemetryReport};
+use ota_proto::rendezvous::{Introduction, IntroductionRequest};
 use ota_proto::{InfoHash, PeerId};
 
 /// Size limits of the responses the client reads, bytes.
@@ -204,6 +205,38 @@ impl std::fmt::Display for PushError {
 }
 
 impl std::error::Error for PushError {}
+
+/// One message of the push channel ([`TrackerClient::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushMessage {
+    /// A release offered to this device (SSE event `release`).
+    Release(PushEvent),
+    /// Another device asks to punch a QUIC path to this one (SSE event
+    /// `introduce`): send towards its candidates at once. Already passed
+    /// [`Introduction::check`].
+    Introduce(Introduction),
+}
+
+/// Parses the `data` of an SSE event `introduce`: `None` (after a warning)
+/// for one that is not an [`Introduction`] or fails
+/// [`Introduction::check`], so that a hostile event is dropped without
+/// ending the stream.
+fn parse_introduction(data: &str) -> Option<Introduction> {
+    let intro: Introduction = match serde_json::from_str(data) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "push channel: malformed introduction dropped");
+            return None;
+        }
+    };
+    match intro.check() {
+        Ok(()) => Some(intro),
+        Err(e) => {
+            tracing::warn!(error = %e, id = intro.id, "push channel: introduction refused");
+            None
+        }
+    }
+}
 
 /// Parameters of [`TrackerClient::announce`] (BEP 3).
 #[derive(Debug, Clone)]
@@ -540,6 +573,32 @@ impl TrackerClient {
         Ok(())
     }
 
+    /// Asks the tracker to introduce this device to the peer handed out as
+    /// bridge address `request.peer` (`POST /api/introductions`, device
+    /// token) and returns the peer's [`Introduction`], checked with
+    /// [`Introduction::check`]; the tracker pushes this device's to the
+    /// peer.
+    ///
+    /// Errors: the tracker is unreachable; it refuses (400 not a bridge
+    /// address, 401 no device token, 403 not in the swarm, 404 unknown
+    /// slot, 409 the peer has no QUIC endpoint or push subscription, 429
+    /// rate limited); the answer is larger than [`limits::SMALL`],
+    /// malformed, or fails the check.
+    pub async fn introduce(&self, request: &IntroductionRequest) -> anyhow::Result<Introduction> {
+        let resp = self
+            .auth(self.http.post(format!("{}/api/introductions", self.base)).json(request))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach tracker at {}", self.base))?;
+        let intro: Introduction = serde_json::from_slice(&Self::body(resp, "introduce", limits::SMALL).await?)
+            .context("introduce: malformed answer")?;
+        intro
+            .check()
+            .context("introduce: the tracker's introduction is refused")?;
+        Ok(intro)
+    }
+
     /// The latest report of each device for a release.
     pub async fn telemetry(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<TelemetryReport>> {
         let resp = self
@@ -557,8 +616,11 @@ impl TrackerClient {
     /// read for [`READ_TIMEOUT`], or with an error when one event is longer
     /// than [`limits::PUSH_EVENT`] bytes or when the tracker sends `resync`
     /// (it dropped pushes for this subscriber); callers reconnect with
-    /// backoff and list their releases again.
-    pub async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushEvent>>> {
+    /// backoff and list their releases again. Items are releases and
+    /// introductions ([`PushMessage`]); an `introduce` event that is
+    /// malformed or fails [`Introduction::check`] is dropped with a
+    /// warning (the stream goes on).
+    pub async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushMessage>>> {
         use eventsource_stream::Eventsource;
         let resp = self
             .auth(self.http.get(format!("{}/api/push", self.base)))
@@ -588,7 +650,14 @@ impl TrackerClient {
             .eventsource()
             .filter_map(|ev| async move {
                 match ev {
-                    Ok(ev) if ev.event == "release" => Some(serde_json::from_str(&ev.data).context("bad push event")),
+                    Ok(ev) if ev.event == "release" => Some(
+                        serde_json::from_str(&ev.data)
+                            .map(PushMessage::Release)
+                            .context("bad push event"),
+                    ),
+                    Ok(ev) if ev.event == "introduce" => {
+                        parse_introduction(&ev.data).map(|i| Ok(PushMessage::Introduce(i)))
+                    }
                     // The tracker dropped pushes for this subscriber: end the
                     // stream with an error so that the caller reconnects and
                     // lists its releases again instead of missing some.
@@ -607,6 +676,18 @@ impl TrackerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn introductions_from_the_push_channel_are_checked() {
+        let good = r#"{"id":3,"info_hash":"0707070707070707070707070707070707070707","candidates":["11.0.0.5:40001"],"fingerprint":"0101010101010101010101010101010101010101010101010101010101010101"}"#;
+        let i = parse_introduction(good).unwrap();
+        assert_eq!(i.id, 3);
+        assert_eq!(i.candidates, vec!["11.0.0.5:40001".parse().unwrap()]);
+        assert_eq!(i.nat, None);
+        let loopback = good.replace("11.0.0.5", "127.0.0.1");
+        assert!(parse_introduction(&loopback).is_none(), "fails the check");
+        assert!(parse_introduction("{\"id\":1}").is_none(), "malformed");
+    }
 
     #[test]
     fn an_event_longer_than_the_limit_is_refused_and_blank_lines_reset_the_count() {

@@ -13,6 +13,7 @@ use axum::Json;
 use futures::Stream;
 use ota_proto::api::{Device, DeviceToken, NewDevice, NewRelease, PeerInfo, Release, TelemetryReport};
 use ota_proto::direct_paths::DirectPaths;
+use ota_proto::rendezvous::{Introduction, IntroductionRequest};
 use serde::Deserialize;
 use tokio_stream::StreamExt;
 
@@ -86,7 +87,8 @@ pub(super) async fn set_rollout(
 }
 
 /// Server-sent events `release` with a [`ota_proto::api::PushEvent`] JSON
-/// body, and `resync` (`{"missed": N}`) when the subscriber fell behind;
+/// body, `resync` (`{"missed": N}`) when the subscriber fell behind, and
+/// `introduce` with an [`ota_proto::rendezvous::Introduction`] JSON body;
 /// keep-alive every 15 s. 429 when the device holds too many streams.
 pub(super) async fn push_stream(
     State(t): Shared,
@@ -98,6 +100,9 @@ pub(super) async fn push_stream(
             PushItem::Resync { missed } => Event::default()
                 .event("resync")
                 .data(serde_json::json!({ "missed": missed }).to_string()),
+            PushItem::Introduce(i) => Event::default()
+                .event("introduce")
+                .data(serde_json::to_string(&i).ok()?),
         };
         Some(Ok(ev))
     });
@@ -124,6 +129,15 @@ pub(super) async fn put_paths(
 ) -> Result<StatusCode, ApiError> {
     t.report_paths(&caller, paths)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Answers the target's [`Introduction`] (see [`Tracker::introduce`]).
+pub(super) async fn post_introduction(
+    State(t): Shared,
+    caller: Caller,
+    ApiJson(request): ApiJson<IntroductionRequest>,
+) -> Result<Json<Introduction>, ApiError> {
+    Ok(Json(t.introduce(&caller, &request)?))
 }
 
 pub(super) async fn get_telemetry(

@@ -32,8 +32,10 @@
 //!   is shown), `DELETE /api/devices/{id}`: admin.
 //! - `GET /api/push`: server-sent events, event `release` with a
 //!   [`PushEvent`](ota_proto::api::PushEvent) JSON body, only for releases
-//!   offered to the calling device, and `resync` (`{"missed": N}`) when the
-//!   subscriber fell behind; at most
+//!   offered to the calling device, `resync` (`{"missed": N}`) when the
+//!   subscriber fell behind, and `introduce` with an
+//!   [`Introduction`](ota_proto::rendezvous::Introduction) JSON body, only
+//!   to the device another one asked to be introduced to; at most
 //!   [`MAX_STREAMS_PER_DEVICE`](crate::service::MAX_STREAMS_PER_DEVICE) per
 //!   device (then 429); a revoked device's streams end.
 //! - `POST /api/telemetry`: a [`TelemetryReport`](ota_proto::api::TelemetryReport) JSON body,
@@ -42,11 +44,22 @@
 //! - `PUT /api/paths`: a [`DirectPaths`](ota_proto::direct_paths::DirectPaths)
 //!   JSON body, from a device only: its LAN addresses and UPnP mapping
 //!   (LAN pairing, the swarm view); 204.
+//! - `POST /api/introductions`: an
+//!   [`IntroductionRequest`](ota_proto::rendezvous::IntroductionRequest)
+//!   JSON body, from a device only: introduces it to the peer its announce
+//!   got as a bridge address (hole punching); answers the target's
+//!   [`Introduction`](ota_proto::rendezvous::Introduction) JSON and pushes
+//!   the caller's to the target (`introduce` above). 400 for a peer that is
+//!   not a bridge address of the swarm, 403 when the caller is not a live
+//!   peer of the swarm (or the release is not offered to it), 404 for an
+//!   unknown release or slot, 409 when the target has no QUIC endpoint or
+//!   no push subscription, 429 past 30 introductions per 60 s or a second
+//!   one of the same pair within 2 s ([`crate::service::Tracker::introduce`]).
 //! - `GET /api/subscribers`: number of connected push subscribers (admin).
 //! - `GET /metrics`: Prometheus text format (admin). `GET /health`: `ok` (anyone).
 //!
 //! API errors are JSON `{"error": TEXT}` with the status of their
-//! [`ApiError`](crate::service::ApiError) (400, 401, 403, 404, 409, 503); a
+//! [`ApiError`](crate::service::ApiError) (400, 401, 403, 404, 409, 429, 503); a
 //! malformed `{info_hash}` is a 400.
 
 use std::net::SocketAddr;
@@ -93,6 +106,7 @@ impl Tracker {
             .route("/api/subscribers", get(api::subscribers))
             .route("/api/telemetry", post(api::post_telemetry))
             .route("/api/paths", put(api::put_paths))
+            .route("/api/introductions", post(api::post_introduction))
             .route("/metrics", get(|_: Admin| async { metrics_handle().render() }))
             .route("/health", get(|| async { "ok" }))
             .with_state(self.clone())

@@ -99,7 +99,12 @@ impl Tracker {
     /// it; with connectability checks on, a device's public address is
     /// handed out only once the tracker's dial reached it, and a dial of
     /// the announcing device's address starts in the background when its
-    /// verdict is unknown or expired (see [`crate::connectability`]).
+    /// verdict is unknown or expired (see [`crate::connectability`]). A
+    /// device that reported a QUIC endpoint is also handed, after the
+    /// peers it can dial, devices it cannot dial that run QUIC too and hold
+    /// a push stream ([`Self::bridgeable`]), at their bridge addresses
+    /// ([`ota_proto::rendezvous::bridge_address`]; introduced by
+    /// [`Self::introduce`]).
     ///
     /// Errors: [`Refusal::NotOffered`] for a device outside the release's
     /// audience; [`Refusal::Protocol`] with
@@ -140,11 +145,18 @@ impl Tracker {
             Caller::Device(dev) => dev.paths().and_then(|p| p.lan_for(ip)),
             _ => None,
         };
+        let quic = match caller {
+            Caller::Device(dev) => dev.paths().is_some_and(|p| p.quic.is_some()),
+            _ => false,
+        };
         let conn = &self.connectability;
         let reachable = |a: SocketAddr| conn.reachable(a);
+        let bridgeable = |device: &str| self.bridgeable(device);
         let paths = AnnouncePaths {
             lan,
             reachable: &reachable,
+            quic,
+            bridgeable: &bridgeable,
         };
         let resp = self
             .store

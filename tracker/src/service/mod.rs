@@ -2,7 +2,8 @@
 //! live swarms, the device directory, release audiences and the push bus,
 //! and its methods are the whole behaviour of the service — announces and
 //! scrapes ([`Tracker::announce`], [`Tracker::scrape`]), releases, devices,
-//! telemetry and pushes. The [`crate::http`] handlers only extract a
+//! telemetry, pushes and introductions for hole punching
+//! ([`Tracker::introduce`]). The [`crate::http`] handlers only extract a
 //! request's parts (who calls, which info hash, which body), call one of
 //! these methods and encode the answer; tests call them directly.
 //!
@@ -15,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use ota_common::metrics::metrics_handle;
@@ -24,15 +26,17 @@ use ota_proto::InfoHash;
 use crate::connectability::{Connectability, ConnectabilityConfig};
 use crate::persistence::{self, Mirror};
 use crate::registry::{DeviceAuth, DeviceDirectory, DeviceEntry, Registry, RegistryError, StoredRelease};
+use crate::swarm::rendezvous::IntroductionLimiter;
 use crate::swarm::{PeerStore, StoreConfig};
 
 mod announce;
 mod devices;
 mod push;
 mod releases;
+mod rendezvous;
 
 pub use announce::Refusal;
-pub use push::{PushItem, PushMsg, BUS_CAPACITY, MAX_STREAMS_PER_DEVICE};
+pub use push::{PushItem, PushMsg, BUS_CAPACITY, INTRODUCTIONS_CAPACITY, MAX_STREAMS_PER_DEVICE};
 pub use releases::{RolloutChange, MAX_BYTES_FACTOR, MAX_ERROR_LEN};
 
 /// Who is calling: resolved from the admin token, a device token, or no
@@ -68,10 +72,12 @@ pub enum ApiError {
     /// 400: a malformed body, path or value.
     #[error("{0}")]
     BadRequest(String),
-    /// 409: the device id is already registered.
+    /// 409: the device id is already registered, or the peer to introduce
+    /// cannot be introduced (no QUIC endpoint, no push subscription).
     #[error("{0}")]
     Conflict(String),
-    /// 429: the device holds too many push streams already.
+    /// 429: the device holds too many push streams already, or asked for
+    /// too many introductions.
     #[error("{0}")]
     TooMany(String),
     /// 503: the database failed (the cause is logged, not shown).
@@ -194,8 +200,8 @@ pub struct Tracker {
     pub(crate) admin_token: String,
     pub(crate) origin_token: Option<String>,
     pub(crate) trusted_proxies: Vec<IpAddr>,
-    /// Open push streams per device id.
-    pub(crate) streams: Mutex<HashMap<Arc<str>, usize>>,
+    /// Open push streams per device id, with their introduction channel.
+    pub(crate) streams: Mutex<HashMap<Arc<str>, push::DeviceStreams>>,
     /// Bumped on every revocation: open push streams re-check their token.
     pub(crate) revocations: tokio::sync::watch::Sender<u64>,
     pub(crate) public_url: String,
@@ -203,6 +209,10 @@ pub struct Tracker {
     pub(crate) devices: RwLock<DeviceDirectory>,
     pub(crate) audiences: RwLock<HashMap<InfoHash, Audience>>,
     pub(crate) connectability: Arc<Connectability>,
+    /// Rate limits of `POST /api/introductions`.
+    pub(crate) introductions: Mutex<IntroductionLimiter>,
+    /// The number of the next introduction.
+    pub(crate) next_introduction: AtomicU64,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -268,6 +278,8 @@ impl Tracker {
             devices: RwLock::new(devices),
             audiences: RwLock::new(audiences),
             connectability: Connectability::new(settings.connectability),
+            introductions: Mutex::new(IntroductionLimiter::new()),
+            next_introduction: AtomicU64::new(1),
         }))
     }
 

@@ -3,11 +3,18 @@
 //! [`MAX_STREAMS_PER_DEVICE`] streams; its streams end when its token is
 //! revoked; a subscriber that falls more than [`BUS_CAPACITY`] events behind
 //! gets [`PushItem::Resync`] instead of silently missing them.
+//!
+//! Introductions for hole punching ([`PushItem::Introduce`]) go to one
+//! device only, so they travel on a channel of that device's streams (made
+//! with its first stream, dropped with its last), not on the bus that
+//! every subscriber reads: an introduction costs O(the device's streams),
+//! and a busy rendezvous never makes other subscribers lag.
 
 use std::sync::Arc;
 
 use futures::Stream;
 use ota_proto::api::PushEvent;
+use ota_proto::rendezvous::Introduction;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, Caller, Tracker};
@@ -18,6 +25,19 @@ pub const BUS_CAPACITY: usize = 64;
 /// Open push streams one device may hold at once; one more is refused
 /// (HTTP 429).
 pub const MAX_STREAMS_PER_DEVICE: usize = 4;
+
+/// Introductions a device's channel holds for a slow stream; older ones
+/// are dropped for it (an introduction is stale within seconds anyway).
+pub const INTRODUCTIONS_CAPACITY: usize = 16;
+
+/// The open push streams of one device and their introduction channel.
+#[derive(Debug)]
+pub(crate) struct DeviceStreams {
+    /// Streams open now (at least 1 while the entry exists).
+    open: usize,
+    /// Introductions for this device, read by each of its streams.
+    introductions: tokio::sync::broadcast::Sender<Introduction>,
+}
 
 /// One message on the internal push bus: the event and, for a wave raised
 /// from `previous_percent`, the old percentage (only devices newly included
@@ -41,6 +61,10 @@ pub enum PushItem {
         /// Events dropped (not all of them were for this subscriber).
         missed: u64,
     },
+    /// Another device asks to punch a QUIC path to this one (SSE event
+    /// `introduce`, JSON [`Introduction`]): where to send to, and its
+    /// certificate pin. Only to the device introduced.
+    Introduce(Introduction),
 }
 
 /// One open stream of a device; dropping it frees the slot.
@@ -52,9 +76,9 @@ struct StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut streams = self.tracker.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = streams.get_mut(&self.device) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(d) = streams.get_mut(&self.device) {
+            d.open -= 1;
+            if d.open == 0 {
                 streams.remove(&self.device);
             }
         }
@@ -66,6 +90,8 @@ struct Subscriber {
     tracker: Arc<Tracker>,
     caller: Caller,
     bus: tokio::sync::broadcast::Receiver<PushMsg>,
+    /// The device's introductions (none for other callers).
+    introductions: Option<tokio::sync::broadcast::Receiver<Introduction>>,
     revocations: tokio::sync::watch::Receiver<u64>,
     _slot: Option<StreamSlot>,
 }
@@ -105,23 +131,27 @@ impl Tracker {
         self: &Arc<Self>,
         caller: Caller,
     ) -> Result<impl Stream<Item = PushItem> + Send + 'static, ApiError> {
-        let slot = match &caller {
+        let (slot, introductions) = match &caller {
             Caller::Device(d) => {
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-                let n = streams.entry(d.device_id.clone()).or_insert(0);
-                if *n >= MAX_STREAMS_PER_DEVICE {
+                let entry = streams.entry(d.device_id.clone()).or_insert_with(|| DeviceStreams {
+                    open: 0,
+                    introductions: tokio::sync::broadcast::channel(INTRODUCTIONS_CAPACITY).0,
+                });
+                if entry.open >= MAX_STREAMS_PER_DEVICE {
                     return Err(ApiError::TooMany(format!(
                         "device {} already holds {MAX_STREAMS_PER_DEVICE} push streams",
                         d.device_id
                     )));
                 }
-                *n += 1;
-                Some(StreamSlot {
+                entry.open += 1;
+                let slot = StreamSlot {
                     tracker: self.clone(),
                     device: d.device_id.clone(),
-                })
+                };
+                (Some(slot), Some(entry.introductions.subscribe()))
             }
-            _ => None,
+            _ => (None, None),
         };
         let mut revocations = self.revocations.subscribe();
         revocations.mark_unchanged();
@@ -129,6 +159,7 @@ impl Tracker {
             tracker: self.clone(),
             caller,
             bus: self.push.subscribe(),
+            introductions,
             revocations,
             _slot: slot,
         };
@@ -144,6 +175,14 @@ impl Tracker {
                         Err(RecvError::Lagged(missed)) => return Some((PushItem::Resync { missed }, s)),
                         Err(RecvError::Closed) => return None,
                     },
+                    intro = next_introduction(&mut s.introductions) => match intro {
+                        Ok(i) => return Some((PushItem::Introduce(i), s)),
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::debug!(missed, "introductions dropped for a slow push stream");
+                        }
+                        // Not while this stream's slot holds the entry.
+                        Err(RecvError::Closed) => s.introductions = None,
+                    },
                     changed = s.revocations.changed() => {
                         if changed.is_err() || !s.tracker.still_valid(&s.caller) {
                             return None;
@@ -152,6 +191,17 @@ impl Tracker {
                 }
             }
         }))
+    }
+
+    /// Pushes `introduction` to the open push streams of device
+    /// `device_id` (SSE event `introduce`); returns how many streams it
+    /// reached (0 when the device holds none).
+    pub fn push_introduction(&self, device_id: &str, introduction: Introduction) -> usize {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .get(device_id)
+            .and_then(|d| d.introductions.send(introduction).ok())
+            .unwrap_or(0)
     }
 
     /// Number of connected push subscribers.
@@ -165,7 +215,17 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(device_id)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |d| d.open)
+    }
+}
+
+/// The next introduction of a device's stream; pending forever for a
+/// stream without one.
+async fn next_introduction(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<Introduction>>,
+) -> Result<Introduction, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

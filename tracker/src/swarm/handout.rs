@@ -15,6 +15,13 @@
 //! handed, so a starved leecher is served by devices as soon as one finishes. With one slot the origin
 //! sends close to one copy per swarm, the 1 − 1/N limit.
 //!
+//! A device the requester cannot dial (the tracker's dial of its public
+//! address failed) is left out, unless both run QUIC and the tracker can
+//! introduce them for a punched path ([`ota_proto::rendezvous`]): such
+//! devices come last, in [`Handout::bridged`], and the caller lists them at
+//! their bridge addresses. They never hold back an origin grant (a punch
+//! may fail).
+//!
 //! Pure logic: the caller passes the swarm as it is now, split into origins,
 //! device seeders and device leechers, and a random source; the cost of one
 //! hand-out is O(numwant), not O(swarm).
@@ -104,6 +111,10 @@ pub struct Handout<'a, T> {
     /// Peers to return: the origins first when listed, then the LAN
     /// neighbours, then device seeders, then device leechers.
     pub peers: Vec<&'a T>,
+    /// Peers to return after `peers`, at their bridge addresses: device
+    /// seeders, then device leechers, that `skip` rejected and `bridged`
+    /// accepts. `peers` and `bridged` together hold at most `numwant`.
+    pub bridged: Vec<&'a T>,
     /// Whether the requester now holds (or keeps) an origin grant.
     pub granted: bool,
 }
@@ -153,10 +164,20 @@ fn sample_into<'a, T>(
 /// A device seeder the requester can reach (a neighbour, or one of the
 /// first [`SEEDERS_LOOKED_AT`] seeders that `skip` keeps) stops new origin
 /// grants.
+///
+/// `bridged` accepts the devices that `skip` rejects but that may be
+/// handed out at their bridge addresses (the caller's rule: both sides run
+/// QUIC, the requester cannot dial it, the tracker can push to it; it must
+/// reject whatever `skip` rejects for other reasons). While room is left
+/// after the reachable peers, a sample of device seeders, then of device
+/// leechers, that `bridged` accepts fills [`Handout::bridged`]. A
+/// `bridged` that accepts nothing (`|_| false`) gives the plain hand-out.
+#[allow(clippy::too_many_arguments)]
 pub fn hand_out<'a, T>(
     requester: &Requester,
     parts: SwarmParts<'a, '_, T>,
     skip: impl Fn(&T) -> bool,
+    bridged: impl Fn(&T) -> bool,
     grants_in_use: usize,
     policy: OriginPolicy,
     numwant: usize,
@@ -191,7 +212,17 @@ pub fn hand_out<'a, T>(
     sample_into(parts.seeders, room, &skip, rng, &mut peers);
     let room = numwant - peers.len();
     sample_into(parts.leechers, room, &skip, rng, &mut peers);
-    Handout { peers, granted }
+    let mut bridges: Vec<&'a T> = Vec::new();
+    let not_bridged = |p: &T| !bridged(p);
+    let room = numwant - peers.len();
+    sample_into(parts.seeders, room, &not_bridged, rng, &mut bridges);
+    let room = numwant - peers.len() - bridges.len();
+    sample_into(parts.leechers, room, &not_bridged, rng, &mut bridges);
+    Handout {
+        peers,
+        bridged: bridges,
+        granted,
+    }
 }
 
 #[cfg(test)]
@@ -231,7 +262,8 @@ mod tests {
             leechers: &leechers,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let h = hand_out(&r, parts, |p| p.0 == id, grants, policy, numwant, &mut rng);
+        let h = hand_out(&r, parts, |p| p.0 == id, |_| false, grants, policy, numwant, &mut rng);
+        assert!(h.bridged.is_empty());
         (h.peers.iter().map(|p| p.0).collect(), h.granted)
     }
 
@@ -282,6 +314,56 @@ mod tests {
     }
 
     #[test]
+    fn bridged_peers_come_after_the_reachable_ones_within_numwant() {
+        // Peers 4 (seeder) and 5 (leecher) are unreachable but bridgeable,
+        // peer 6 is unreachable and not bridgeable.
+        let swarm: Vec<P> = vec![
+            (0, 0, true),
+            (2, 0, false),
+            (4, 0, false),
+            (1, 50, false),
+            (5, 50, false),
+            (6, 50, false),
+        ];
+        let origins: Vec<P> = swarm.iter().copied().filter(|p| p.2).collect();
+        let seeders: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 == 0).collect();
+        let leechers: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 > 0).collect();
+        let parts = SwarmParts {
+            origins: &origins,
+            neighbours: &[],
+            neighbour_seeders: 0,
+            seeders: &seeders,
+            leechers: &leechers,
+        };
+        let unreachable = |p: &P| [4, 5, 6].contains(&p.0);
+        let skip = |p: &P| p.0 == 3 || unreachable(p);
+        let bridged = |p: &P| p.0 != 3 && [4, 5].contains(&p.0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let policy = OriginPolicy::OnDemand { slots: 1 };
+        let ids = |v: &[&P]| v.iter().map(|p| p.0).collect::<Vec<_>>();
+        let h = hand_out(&req(100, 0, false), parts, skip, bridged, 1, policy, 50, &mut rng);
+        assert_eq!(ids(&h.peers), vec![2, 1]);
+        assert_eq!(ids(&h.bridged), vec![4, 5], "seeders first, never peer 6");
+        let h = hand_out(&req(100, 0, false), parts, skip, bridged, 1, policy, 3, &mut rng);
+        assert_eq!(
+            (ids(&h.peers), ids(&h.bridged)),
+            (vec![2, 1], vec![4]),
+            "numwant caps both"
+        );
+        let h = hand_out(&req(100, 0, false), parts, skip, bridged, 1, policy, 2, &mut rng);
+        assert!(h.bridged.is_empty());
+        // A bridged seeder does not hold back an origin grant (a punch may fail).
+        let only_bridged: Vec<P> = vec![(4, 0, false)];
+        let parts = SwarmParts {
+            seeders: &only_bridged,
+            ..parts
+        };
+        let h = hand_out(&req(100, 0, false), parts, skip, bridged, 0, policy, 50, &mut rng);
+        assert!(h.granted);
+        assert_eq!((ids(&h.peers), ids(&h.bridged)), (vec![0, 1], vec![4, 5]));
+    }
+
+    #[test]
     fn seeders_never_get_the_origin_and_numwant_caps() {
         let (seeding, granted) = run(2, req(0, 0, true), &swarm(), 0, OriginPolicy::Always, 50);
         assert!(!granted);
@@ -310,6 +392,7 @@ mod tests {
                 &req(5, 0, false),
                 parts,
                 |p| *p == 1007,
+                |_| false,
                 1,
                 OriginPolicy::default(),
                 50,
@@ -335,6 +418,7 @@ mod tests {
             &req(5, 0, false),
             parts,
             |p| *p == 1007,
+            |_| false,
             1,
             OriginPolicy::default(),
             200,

@@ -23,7 +23,13 @@
 //! - peers that reported a LAN address are indexed by their public address
 //!   (the one the tracker sees), so the devices behind one router find each
 //!   other in O(their number): the tracker hands them each other's LAN
-//!   addresses first (LAN pairing), whatever their router forwards.
+//!   addresses first (LAN pairing), whatever their router forwards;
+//! - every peer gets a swarm-local slot number when it first announces (a
+//!   per-swarm counter, never reused while the tracker runs), indexed, so a
+//!   peer the requester cannot dial but may punch a QUIC path to is handed
+//!   out as its bridge address ([`ota_proto::rendezvous::bridge_address`])
+//!   and found again by slot when a device asks for an introduction
+//!   ([`PeerStore::peer_at_slot`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +42,7 @@ use ota_proto::announce::{
     AnnounceError, AnnounceEvent, AnnounceRequest, AnnounceResponse, InfoHash, PeerAddr, PeerId, ScrapeStats,
 };
 use ota_proto::direct_paths::is_lan_candidate;
+use ota_proto::rendezvous::{bridge_address, BRIDGE_PORT};
 
 /// Number of independently locked shards of a [`PeerStore`].
 pub const SHARDS: usize = 64;
@@ -86,7 +93,7 @@ impl Default for StoreConfig {
 
 /// What the tracker knows about one announce beyond its query
 /// ([`PeerStore::announce_with`]). [`Default`]: no LAN address, every
-/// address reachable (a plain tracker).
+/// address reachable (a plain tracker), no bridge addresses.
 #[derive(Clone, Copy)]
 pub struct AnnouncePaths<'a> {
     /// The requester's LAN address (of the announce's address family), from
@@ -97,6 +104,15 @@ pub struct AnnouncePaths<'a> {
     /// handed out: the tracker's connectability verdict. Not asked for the
     /// origin nor for LAN neighbours.
     pub reachable: &'a (dyn Fn(SocketAddr) -> bool + Sync),
+    /// Whether the requester's device runs a QUIC endpoint (it reported
+    /// [`DirectPaths::quic`](ota_proto::direct_paths::DirectPaths::quic)):
+    /// only then is it handed bridge addresses.
+    pub quic: bool,
+    /// Whether the device with this id can be introduced for a punched QUIC
+    /// path (it reported `quic` and holds a live push subscription, over
+    /// which the tracker pushes the introduction). Asked only for devices
+    /// that `reachable` rejected, only when `quic` is set.
+    pub bridgeable: &'a (dyn Fn(&str) -> bool + Sync),
 }
 
 impl Default for AnnouncePaths<'_> {
@@ -104,6 +120,8 @@ impl Default for AnnouncePaths<'_> {
         AnnouncePaths {
             lan: None,
             reachable: &|_| true,
+            quic: false,
+            bridgeable: &|_| false,
         }
     }
 }
@@ -112,6 +130,7 @@ impl std::fmt::Debug for AnnouncePaths<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnnouncePaths")
             .field("lan", &self.lan)
+            .field("quic", &self.quic)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +188,35 @@ pub struct PeerRecord {
     pub lan: Option<SocketAddr>,
     /// Time since its last announce.
     pub age: Duration,
+}
+
+/// A live peer as a rendezvous needs it ([`PeerStore::peer_at_slot`],
+/// [`PeerStore::device_peers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RendezvousPeer {
+    /// Its peer id (BEP 3).
+    pub peer_id: PeerId,
+    /// Its swarm-local slot number (its bridge address).
+    pub slot: u32,
+    /// Its public address as the tracker saw it, with its announced port.
+    pub addr: SocketAddr,
+    /// Its device id (none for the origin, nor for an anonymous peer
+    /// without `device=`).
+    pub device: Option<String>,
+    /// Whether it announced with a valid origin token.
+    pub is_origin: bool,
+}
+
+impl RendezvousPeer {
+    fn of(swarm: &Swarm, p: &Peer) -> RendezvousPeer {
+        RendezvousPeer {
+            peer_id: p.id,
+            slot: p.slot,
+            addr: p.addr(),
+            device: p.device.as_deref().map(str::to_string),
+            is_origin: matches!(swarm.index.get(&p.id), Some(s) if s.kind() == Kind::Origin),
+        }
+    }
 }
 
 /// What changed in the store since the last [`PeerStore::take_changes`]:
@@ -289,6 +337,9 @@ struct Peer {
     id: PeerId,
     ip: IpAddr,
     port: u16,
+    /// Its swarm-local slot number (its bridge address), kept while its
+    /// entry lives.
+    slot: u32,
     /// Its LAN address (see [`PeerRecord::lan`]).
     lan: Option<SocketAddr>,
     flags: u8,
@@ -341,6 +392,10 @@ struct Swarm {
     owners: HashMap<Box<str>, Vec<PeerId>>,
     /// Peer ids by public address ([`Peer::home`]), for peers with a LAN address.
     homes: HashMap<IpAddr, Vec<PeerId>>,
+    /// Peer ids by slot number ([`Peer::slot`]).
+    slots: HashMap<u32, PeerId>,
+    /// The slot number the next new peer gets.
+    next_slot: u32,
 }
 
 /// Adds `id` under `key` of a multimap.
@@ -367,8 +422,22 @@ impl Swarm {
         self.index.len()
     }
 
-    /// Notes `peer` in the device and home indexes.
+    /// A slot number no peer of this swarm had yet (wraps only after 2^32
+    /// new peers).
+    fn take_slot(&mut self) -> u32 {
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1);
+        slot
+    }
+
+    /// The live peer of slot `slot`, if any.
+    fn at_slot(&self, slot: u32) -> Option<&Peer> {
+        self.get(self.slots.get(&slot)?)
+    }
+
+    /// Notes `peer` in the device, home and slot indexes.
     fn index(&mut self, peer: &Peer) {
+        self.slots.insert(peer.slot, peer.id);
         if let Some(d) = peer.device.as_deref() {
             index_add(&mut self.owners, Box::from(d), peer.id);
         }
@@ -377,8 +446,11 @@ impl Swarm {
         }
     }
 
-    /// Forgets `peer` in the device and home indexes.
+    /// Forgets `peer` in the device, home and slot indexes.
     fn unindex(&mut self, peer: &Peer) {
+        if self.slots.get(&peer.slot) == Some(&peer.id) {
+            self.slots.remove(&peer.slot);
+        }
         if let Some(d) = peer.device.as_deref() {
             index_remove(&mut self.owners, d, peer.id);
         }
@@ -445,7 +517,7 @@ impl Swarm {
         match self.index.get(&peer.id).copied() {
             Some(slot) if slot.kind() == kind => {
                 let old = &mut self.lists[kind as usize][slot.pos()];
-                let reindex = old.device != peer.device || old.home() != peer.home();
+                let reindex = old.device != peer.device || old.home() != peer.home() || old.slot != peer.slot;
                 let new = reindex.then(|| peer.clone());
                 let old = std::mem::replace(old, peer);
                 if old.holds_grant() {
@@ -599,8 +671,11 @@ impl PeerStore {
     /// (peers behind the same public address that reported a LAN address)
     /// at their LAN addresses, seeders first; then device seeders and
     /// leechers at their public addresses, only those `paths.reachable`
-    /// accepts. Cost O(numwant + neighbours), under the lock of the swarm's
-    /// shard only.
+    /// accepts; last, when the requester runs QUIC (`paths.quic`), devices
+    /// that `paths.reachable` rejected but `paths.bridgeable` accepts, as
+    /// their bridge address `[fd6f:7461:7270:…:slot]:`[`BRIDGE_PORT`] (IPv6,
+    /// so `peers6` in a compact answer, BEP 7). Cost O(numwant +
+    /// neighbours), under the lock of the swarm's shard only.
     ///
     /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash, or
     /// [`AnnounceError::Invalid`] when a new peer would exceed the per-swarm cap.
@@ -660,6 +735,7 @@ impl PeerStore {
                 swarm.remove(&id);
             }
         }
+        let known_slot = swarm.get(&req.peer_id).map(|p| p.slot);
         let previous = swarm.get_mut(&req.peer_id);
         // A peer past the timeout that the sweep has not dropped yet starts afresh.
         let previous = previous.filter(|p| now_ns.saturating_sub(p.last_seen) <= timeout_ns);
@@ -699,10 +775,12 @@ impl PeerStore {
             Some(l) if req.left > 0 && req.left >= l => prev_stalled_since,
             _ => now_ns,
         };
+        let slot = known_slot.unwrap_or_else(|| swarm.take_slot());
         let peer = Peer {
             id: req.peer_id,
             ip: addr.ip(),
             port: addr.port(),
+            slot,
             lan: paths.lan.filter(|l| !is_origin && is_lan_candidate(*l)),
             flags: DIRTY | if granted_before { GRANTED } else { 0 } | if verified { VERIFIED } else { 0 },
             stalled_since,
@@ -751,11 +829,24 @@ impl PeerStore {
         let skip = |p: &Peer| {
             stale(p) || neighbours.iter().any(|n| n.id == p.id) || (!(paths.reachable)(p.addr()) && !is_origin_peer(p))
         };
+        // Devices the requester cannot dial but may punch a QUIC path to:
+        // both run QUIC, and the tracker can push the introduction to it.
+        let bridged = |p: &Peer| {
+            paths.quic
+                && !stale(p)
+                && !is_origin_peer(p)
+                && !neighbours.iter().any(|n| n.id == p.id)
+                && p.device
+                    .as_deref()
+                    .is_some_and(|d| Some(d) != req.device.as_deref() && (paths.bridgeable)(d))
+                && !(paths.reachable)(p.addr())
+        };
         let grants_in_use = (swarm.grants - own_grant) as usize;
         let handout = hand_out(
             &requester,
             parts,
             skip,
+            bridged,
             grants_in_use,
             config.origin_policy,
             req.numwant,
@@ -771,6 +862,10 @@ impl PeerStore {
                     _ => p.addr(),
                 },
             })
+            .chain(handout.bridged.iter().map(|p| PeerAddr {
+                peer_id: p.id,
+                addr: SocketAddr::new(IpAddr::V6(bridge_address(&req.info_hash, p.slot)), BRIDGE_PORT),
+            }))
             .collect();
         let granted = handout.granted;
         if granted != granted_before {
@@ -782,6 +877,58 @@ impl PeerStore {
             }
         }
         Ok(response(config, swarm, peers))
+    }
+
+    /// The live peer of slot `slot` in swarm `info_hash` (the peer a bridge
+    /// address stands for): `Ok(None)` when no live peer holds that slot
+    /// (never given out, stopped, expired).
+    ///
+    /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash.
+    pub fn peer_at_slot(
+        &self,
+        info_hash: &InfoHash,
+        slot: u32,
+        now: Instant,
+    ) -> Result<Option<RendezvousPeer>, AnnounceError> {
+        let now_ns = self.clock.ns(now);
+        let timeout_ns = self.timeout_ns();
+        let shard = self.shard(info_hash);
+        let swarm = shard
+            .swarms
+            .get(info_hash)
+            .ok_or_else(|| AnnounceError::Unregistered(hex::encode(info_hash)))?;
+        Ok(swarm
+            .at_slot(slot)
+            .filter(|p| now_ns.saturating_sub(p.last_seen) <= timeout_ns)
+            .map(|p| RendezvousPeer::of(swarm, p)))
+    }
+
+    /// The live peer entries of device `device` in swarm `info_hash` (at
+    /// most [`MAX_PEERS_PER_DEVICE`] with device-bound peers; without, as
+    /// many as it announced), in no particular order; empty when it holds
+    /// none.
+    ///
+    /// Errors: [`AnnounceError::Unregistered`] for an unknown info hash.
+    pub fn device_peers(
+        &self,
+        info_hash: &InfoHash,
+        device: &str,
+        now: Instant,
+    ) -> Result<Vec<RendezvousPeer>, AnnounceError> {
+        let now_ns = self.clock.ns(now);
+        let timeout_ns = self.timeout_ns();
+        let shard = self.shard(info_hash);
+        let swarm = shard
+            .swarms
+            .get(info_hash)
+            .ok_or_else(|| AnnounceError::Unregistered(hex::encode(info_hash)))?;
+        Ok(swarm
+            .owned_by(device)
+            .iter()
+            .filter_map(|id| swarm.get(id))
+            .filter(|p| now_ns.saturating_sub(p.last_seen) <= timeout_ns)
+            .map(|p| RendezvousPeer::of(swarm, p))
+            .collect())
     }
 
     /// Scrape counters for one info hash; `None` if unregistered.
@@ -851,6 +998,8 @@ impl PeerStore {
             return false;
         }
         let seen = now.checked_sub(record.age).unwrap_or(now);
+        let known_slot = swarm.get(&record.peer_id).map(|p| p.slot);
+        let slot = known_slot.unwrap_or_else(|| swarm.take_slot());
         swarm.put(
             Kind::of(
                 record.is_origin,
@@ -861,6 +1010,7 @@ impl PeerStore {
                 id: record.peer_id,
                 ip: record.addr.ip(),
                 port: record.addr.port(),
+                slot,
                 lan: None,
                 flags: if record.granted { GRANTED } else { 0 }
                     | if record.verified || !self.config.device_bound {
@@ -999,6 +1149,7 @@ mod tests {
             let paths = AnnouncePaths {
                 lan: with_lan.then(|| lan(n)),
                 reachable: &reachable,
+                ..AnnouncePaths::default()
             };
             let r = s
                 .announce_with(&announce(n, left, AnnounceEvent::None), at(home, n), false, t0, paths)
@@ -1044,6 +1195,54 @@ mod tests {
         let swarm = shard.swarms.get_mut(&IH).unwrap();
         assert_eq!(swarm.neighbours_of(wan(1)).len(), 1, "only peer 3 is left at home 1");
         assert_eq!(swarm.neighbours_of(wan(9)).len(), 1);
+    }
+
+    #[test]
+    fn slots_are_never_reused_and_bridge_addresses_go_last_to_quic_requesters() {
+        let t0 = Instant::now();
+        let s = PeerStore::new(StoreConfig::default());
+        s.register(IH);
+        let at = |n: u8| SocketAddr::new(IpAddr::from([11, 0, n, 1]), 40_000 + n as u16);
+        // Only device 2 is reachable; device 1 can be introduced, device 3 not.
+        let reachable = |a: SocketAddr| a == at(2);
+        let bridgeable = |d: &str| d == "dev-1";
+        let go = |n: u8, quic: bool, event: AnnounceEvent| {
+            let mut req = announce(n, 10, event);
+            req.device = Some(format!("dev-{n}"));
+            let paths = AnnouncePaths {
+                lan: None,
+                reachable: &reachable,
+                quic,
+                bridgeable: &bridgeable,
+            };
+            let r = s.announce_with(&req, at(n), false, t0, paths).unwrap();
+            r.peers.iter().map(|p| p.addr).collect::<Vec<_>>()
+        };
+        let bridge = |slot: u32| SocketAddr::new(IpAddr::V6(bridge_address(&IH, slot)), BRIDGE_PORT);
+        for n in 1..=3 {
+            go(n, true, AnnounceEvent::Started);
+        }
+        assert_eq!(go(4, true, AnnounceEvent::Started), vec![at(2), bridge(0)]);
+        assert_eq!(go(4, false, AnnounceEvent::None), vec![at(2)], "no QUIC, no bridge");
+        assert_eq!(go(1, true, AnnounceEvent::None), vec![at(2)], "never itself");
+        let slot_of = |n: u8| s.device_peers(&IH, &format!("dev-{n}"), t0).unwrap()[0].slot;
+        assert_eq!((slot_of(1), slot_of(2), slot_of(3), slot_of(4)), (0, 1, 2, 3));
+        let p = s.peer_at_slot(&IH, 0, t0).unwrap().unwrap();
+        assert_eq!(
+            (p.addr, p.device.as_deref(), p.is_origin),
+            (at(1), Some("dev-1"), false)
+        );
+        // A stopped peer frees its slot for nobody: it comes back with a new one.
+        go(1, true, AnnounceEvent::Stopped);
+        assert_eq!(s.peer_at_slot(&IH, 0, t0).unwrap(), None);
+        assert!(s.device_peers(&IH, "dev-1", t0).unwrap().is_empty());
+        go(1, true, AnnounceEvent::Started);
+        assert_eq!(slot_of(1), 4);
+        assert_eq!(go(4, true, AnnounceEvent::None), vec![at(2), bridge(4)]);
+        // Expired peers are not found by slot; unknown swarms are an error.
+        assert_eq!(s.peer_at_slot(&IH, 4, t0 + Duration::from_secs(181)).unwrap(), None);
+        assert!(s.peer_at_slot(&InfoHash([1; 20]), 4, t0).is_err());
+        assert!(s.device_peers(&InfoHash([1; 20]), "dev-1", t0).is_err());
     }
 
     #[test]

@@ -1,0 +1,192 @@
+//! Introductions for hole punching (`POST /api/introductions`): the caller
+//! got a bridge address in its announce ([`crate::swarm::store`]), its
+//! SOCKS5 bridge asks the tracker to introduce it to the peer behind it;
+//! the tracker answers with the target's [`Introduction`] and pushes the
+//! caller's to the target's push streams (SSE event `introduce`). The pure
+//! part (candidates, rate limits) is [`crate::swarm::rendezvous`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ota_proto::announce::AnnounceError;
+use ota_proto::rendezvous::{bridge_slot, bridge_swarm_tag, Introduction, IntroductionRequest};
+
+use super::{ApiError, Caller, Tracker};
+use crate::swarm::rendezvous::{introduction, Side};
+
+impl Tracker {
+    /// Whether device `device_id` can be introduced for a punched QUIC
+    /// path: it is registered, reported a QUIC endpoint
+    /// ([`DirectPaths::quic`](ota_proto::direct_paths::DirectPaths::quic))
+    /// and holds at least one open push stream (over which the tracker
+    /// pushes the introduction).
+    pub fn bridgeable(&self, device_id: &str) -> bool {
+        let quic = self
+            .devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .current(device_id)
+            .and_then(|d| d.paths())
+            .is_some_and(|p| p.quic.is_some());
+        quic && self.device_streams(device_id) > 0
+    }
+
+    /// [`Self::introduce_at`] now.
+    ///
+    /// Errors: as [`Self::introduce_at`].
+    pub fn introduce(&self, caller: &Caller, request: &IntroductionRequest) -> Result<Introduction, ApiError> {
+        self.introduce_at(caller, request, Instant::now())
+    }
+
+    /// Introduces the calling device to the peer behind the bridge address
+    /// `request.peer` in swarm `request.info_hash`, at `now` (the clock of
+    /// the peer timeout and of the rate limits): answers the target's
+    /// [`Introduction`] and pushes the caller's to the target's push
+    /// streams ([`super::PushItem::Introduce`]); both carry the same `id`, a
+    /// tracker-wide counter from 1. Counted in the Prometheus counter
+    /// `ota_tracker_introductions_total{outcome}` (`introduced`,
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `rate_limited`).
+    ///
+    /// Candidates of each side for the other: see
+    /// [`crate::swarm::rendezvous::candidates`].
+    ///
+    /// Errors:
+    /// - [`ApiError::Unauthorized`] unless the caller is a device;
+    /// - [`ApiError::BadRequest`] when `peer` is not a bridge address of
+    ///   this swarm, or stands for the caller's own device;
+    /// - [`ApiError::Forbidden`] when the release is not offered to the
+    ///   caller or the caller holds no live peer entry in the swarm;
+    /// - [`ApiError::NotFound`] for an unknown release, or a slot no live
+    ///   peer holds;
+    /// - [`ApiError::Conflict`] when the target is not a device that
+    ///   reported a QUIC endpoint and holds a push stream, when the caller
+    ///   reported no QUIC endpoint, or when either side has no candidate
+    ///   address a device would accept;
+    /// - [`ApiError::TooMany`] past the rate limits
+    ///   ([`crate::swarm::rendezvous::IntroductionLimiter`]).
+    pub fn introduce_at(
+        &self,
+        caller: &Caller,
+        request: &IntroductionRequest,
+        now: Instant,
+    ) -> Result<Introduction, ApiError> {
+        let r = self.try_introduce(caller, request, now);
+        let outcome = match &r {
+            Ok(_) => "introduced",
+            Err(ApiError::BadRequest(_)) => "bad_request",
+            Err(ApiError::Unauthorized(_)) => "unauthorized",
+            Err(ApiError::Forbidden(_)) => "forbidden",
+            Err(ApiError::NotFound(_)) => "not_found",
+            Err(ApiError::Conflict(_)) => "conflict",
+            Err(ApiError::TooMany(_)) => "rate_limited",
+            Err(ApiError::Database(_)) => "error",
+        };
+        metrics::counter!("ota_tracker_introductions_total", "outcome" => outcome).increment(1);
+        match &r {
+            Ok(i) => tracing::debug!(id = i.id, info_hash = %request.info_hash, peer = %request.peer, "introduced"),
+            Err(e) => {
+                tracing::debug!(error = %e, info_hash = %request.info_hash, peer = %request.peer, "introduction refused")
+            }
+        }
+        r
+    }
+
+    fn try_introduce(
+        &self,
+        caller: &Caller,
+        request: &IntroductionRequest,
+        now: Instant,
+    ) -> Result<Introduction, ApiError> {
+        let Caller::Device(dev) = caller else {
+            return Err(ApiError::Unauthorized(
+                "only a device asks for introductions (its token)",
+            ));
+        };
+        let ih = request.info_hash;
+        let peer = IpAddr::V6(request.peer);
+        let slot = bridge_slot(peer)
+            .ok_or_else(|| ApiError::BadRequest(format!("{} is not a bridge address", request.peer)))?;
+        if bridge_swarm_tag(peer).is_some_and(|tag| tag[..] != ih.0[..6]) {
+            return Err(ApiError::BadRequest(format!(
+                "{} is a bridge address of another swarm",
+                request.peer
+            )));
+        }
+        self.offered(&ih, dev).map_err(|e| ApiError::Forbidden(e.to_string()))?;
+        let not_found = |e: AnnounceError| match e {
+            AnnounceError::Unregistered(_) => ApiError::NotFound(format!("no release {ih}")),
+            other => ApiError::BadRequest(other.to_string()),
+        };
+        let mine = self.store.device_peers(&ih, &dev.device_id, now).map_err(not_found)?;
+        if mine.is_empty() {
+            return Err(ApiError::Forbidden(format!(
+                "device {} is not a live peer of swarm {ih}",
+                dev.device_id
+            )));
+        }
+        let target = self
+            .store
+            .peer_at_slot(&ih, slot, now)
+            .map_err(not_found)?
+            .ok_or_else(|| ApiError::NotFound(format!("no live peer at slot {slot} of swarm {ih}")))?;
+        let target_device = match target.device.as_deref() {
+            Some(d) if !target.is_origin => d,
+            _ => {
+                return Err(ApiError::Conflict(
+                    "the peer is not a device with a QUIC endpoint".into(),
+                ))
+            }
+        };
+        if target_device == &*dev.device_id {
+            return Err(ApiError::BadRequest("a device is not introduced to itself".into()));
+        }
+        let target_entry = self
+            .devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .current(target_device)
+            .cloned();
+        let target_paths = target_entry
+            .and_then(|d| d.paths())
+            .filter(|p| p.quic.is_some())
+            .ok_or_else(|| ApiError::Conflict(format!("device {target_device} reported no QUIC endpoint")))?;
+        if self.device_streams(target_device) == 0 {
+            return Err(ApiError::Conflict(format!(
+                "device {target_device} holds no push subscription"
+            )));
+        }
+        let my_paths = dev
+            .paths()
+            .filter(|p| p.quic.is_some())
+            .ok_or_else(|| ApiError::Conflict(format!("device {} reported no QUIC endpoint", dev.device_id)))?;
+        let my_public: Vec<SocketAddr> = mine.iter().map(|p| p.addr).collect();
+        let me = Side {
+            public: &my_public,
+            paths: &my_paths,
+        };
+        let target_public = [target.addr];
+        let them = Side {
+            public: &target_public,
+            paths: &target_paths,
+        };
+        let no_candidates = |who: &str| ApiError::Conflict(format!("device {who} has no address to punch to"));
+        let for_caller = introduction(0, ih, &them, &me).ok_or_else(|| no_candidates(target_device))?;
+        let for_target = introduction(0, ih, &me, &them).ok_or_else(|| no_candidates(&dev.device_id))?;
+        let target_id: std::sync::Arc<str> = target_device.into();
+        self.introductions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(&dev.device_id, &target_id, now)
+            .map_err(|e| ApiError::TooMany(e.to_string()))?;
+        let id = self.next_introduction.fetch_add(1, Ordering::Relaxed);
+        let (for_caller, for_target) = (Introduction { id, ..for_caller }, Introduction { id, ..for_target });
+        if self.push_introduction(target_device, for_target) == 0 {
+            return Err(ApiError::Conflict(format!(
+                "device {target_device} holds no push subscription"
+            )));
+        }
+        Ok(for_caller)
+    }
+}

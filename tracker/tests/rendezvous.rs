@@ -1,0 +1,284 @@
+//! The tracker side of the hole-punching rendezvous: devices that run QUIC
+//! and that the tracker could not dial are handed out at bridge addresses
+//! to devices that run QUIC too, and `POST /api/introductions` answers the
+//! target's introduction and pushes the caller's to it (SSE `introduce`).
+//! Through [`Tracker`]'s methods (errors, rate limits with a test clock)
+//! and once over HTTP with [`ota_client`]. Connectability checks are on;
+//! every dial goes to 127.0.0.0/8, where nothing listens on the announced
+//! ports, so every device counts as unreachable.
+
+mod common;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{device, request, settings, tracker_with_release};
+use futures::StreamExt;
+use ota_proto::announce::AnnounceEvent;
+use ota_proto::direct_paths::DirectPaths;
+use ota_proto::nat_kind::{NatKind, NatReport};
+use ota_proto::rendezvous::{
+    bridge_address, bridge_slot, CertFingerprint, Introduction, IntroductionRequest, QuicPath, BRIDGE_PORT,
+};
+use ota_proto::InfoHash;
+use ota_tracker::connectability::ConnectabilityConfig;
+use ota_tracker::service::{ApiError, PushItem};
+use ota_tracker::{Caller, DeviceAuth, Tracker, TrackerSettings};
+
+/// The server-reflexive address device `n` reports: 11.0.0.`n`, port 50000 + n.
+fn reflexive(n: u8) -> SocketAddr {
+    SocketAddr::from(([11, 0, 0, n], 50_000 + n as u16))
+}
+
+/// A report of device `n`: its reflexive address and, with `quic`, a QUIC
+/// endpoint with fingerprint `[n; 32]`.
+fn paths(n: u8, quic: bool) -> DirectPaths {
+    DirectPaths {
+        nat: Some(NatReport {
+            reflexive: Some(reflexive(n)),
+            mapping: None,
+            filtering: None,
+            kind: NatKind::Unknown,
+        }),
+        quic: quic.then_some(QuicPath {
+            fingerprint: CertFingerprint([n; 32]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The loopback address device `n` announces from.
+fn home(n: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, 10 + n])
+}
+
+/// The hand-out of one announce of peer `n` (left 10) from [`home`]`(n)`.
+fn announce(t: &Tracker, ih: InfoHash, n: u8, caller: &Caller) -> Vec<SocketAddr> {
+    t.announce(request(ih, n, 10, AnnounceEvent::None), caller, home(n))
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.addr)
+        .collect()
+}
+
+/// The bridge addresses among `peers`.
+fn bridges(peers: &[SocketAddr]) -> Vec<Ipv6Addr> {
+    peers
+        .iter()
+        .filter_map(|a| match a {
+            SocketAddr::V6(v6) if bridge_slot(a.ip()).is_some() => {
+                assert_eq!(v6.port(), BRIDGE_PORT);
+                Some(*v6.ip())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn checks_on() -> TrackerSettings {
+    TrackerSettings {
+        connectability: ConnectabilityConfig {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..settings(DeviceAuth::Required)
+    }
+}
+
+#[tokio::test]
+async fn unreachable_quic_devices_are_bridged_and_introduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, ih) = tracker_with_release(&dir, checks_on()).await;
+    // 1 and 3: targets with QUIC and a push stream; 2: the caller; 4: no
+    // QUIC; 5: QUIC but no push stream; 6: QUIC, not in the swarm.
+    let mut callers = Vec::new();
+    for n in 1..=6u8 {
+        let (_, c) = device(&t, &format!("d{n}")).await;
+        t.report_paths(&c, paths(n, n != 4)).unwrap();
+        callers.push(c);
+    }
+    let c = |n: u8| &callers[n as usize - 1];
+    let mut stream1 = Box::pin(t.push_events(c(1).clone()).unwrap());
+    let _stream3 = t.push_events(c(3).clone()).unwrap();
+    let _stream4 = t.push_events(c(4).clone()).unwrap();
+    for n in [1, 3, 4, 5] {
+        announce(&t, ih, n, c(n));
+    }
+    t.connectability().settle(Duration::from_secs(5)).await;
+    // Nobody is reachable: device 2 gets devices 1 and 3 at bridge addresses
+    // (slots 0 and 1), not 4 (no QUIC) nor 5 (no push stream).
+    let got = announce(&t, ih, 2, c(2));
+    let mut got_bridges = bridges(&got);
+    got_bridges.sort();
+    assert_eq!(
+        got_bridges,
+        vec![bridge_address(&ih, 0), bridge_address(&ih, 1)],
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 2, "nothing else: {got:?}");
+    // Device 4 has no QUIC: no bridge addresses for it.
+    assert!(bridges(&announce(&t, ih, 4, c(4))).is_empty());
+
+    let req = |slot: u32| IntroductionRequest {
+        info_hash: ih,
+        peer: bridge_address(&ih, slot),
+    };
+    let t0 = Instant::now();
+    let intro = t.introduce_at(c(2), &req(0), t0).unwrap();
+    assert_eq!(intro.info_hash, ih);
+    assert_eq!(intro.fingerprint, CertFingerprint([1; 32]));
+    assert_eq!(intro.nat, Some(NatKind::Unknown));
+    // The loopback address the tracker saw is no candidate (a device refuses it).
+    assert_eq!(intro.candidates, vec![reflexive(1)]);
+    assert_eq!(intro.check(), Ok(()));
+    let pushed = tokio::time::timeout(Duration::from_secs(5), stream1.next())
+        .await
+        .expect("the target's stream gets the introduction")
+        .unwrap();
+    assert_eq!(
+        pushed,
+        PushItem::Introduce(Introduction {
+            id: intro.id,
+            info_hash: ih,
+            candidates: vec![reflexive(2)],
+            fingerprint: CertFingerprint([2; 32]),
+            nat: Some(NatKind::Unknown),
+        })
+    );
+
+    // Errors.
+    let status = |r: Result<Introduction, ApiError>| match r {
+        Ok(i) => panic!("introduced: {i:?}"),
+        Err(ApiError::BadRequest(_)) => 400,
+        Err(ApiError::Unauthorized(_)) => 401,
+        Err(ApiError::Forbidden(_)) => 403,
+        Err(ApiError::NotFound(_)) => 404,
+        Err(ApiError::Conflict(_)) => 409,
+        Err(ApiError::TooMany(_)) => 429,
+        Err(ApiError::Database(e)) => panic!("{e}"),
+    };
+    let later = t0 + Duration::from_secs(10);
+    assert_eq!(status(t.introduce_at(c(2), &req(99), later)), 404, "unknown slot");
+    assert_eq!(status(t.introduce_at(c(6), &req(0), later)), 403, "not in the swarm");
+    assert_eq!(
+        status(t.introduce_at(c(2), &req(2), later)),
+        409,
+        "device 4 has no QUIC"
+    );
+    assert_eq!(
+        status(t.introduce_at(c(2), &req(3), later)),
+        409,
+        "device 5 has no push stream"
+    );
+    assert_eq!(status(t.introduce_at(c(1), &req(0), later)), 400, "itself");
+    assert_eq!(status(t.introduce_at(&Caller::Admin, &req(0), later)), 401);
+    let not_bridge = IntroductionRequest {
+        info_hash: ih,
+        peer: "2001:db8::1".parse().unwrap(),
+    };
+    assert_eq!(status(t.introduce_at(c(2), &not_bridge, later)), 400);
+    let other_swarm = IntroductionRequest {
+        info_hash: ih,
+        peer: bridge_address(&InfoHash([0xee; 20]), 0),
+    };
+    assert_eq!(status(t.introduce_at(c(2), &other_swarm, later)), 400);
+    let unknown_release = IntroductionRequest {
+        info_hash: InfoHash([0xee; 20]),
+        peer: bridge_address(&InfoHash([0xee; 20]), 0),
+    };
+    assert_eq!(status(t.introduce_at(c(2), &unknown_release, later)), 404);
+
+    // Rate limits: the same pair again within 2 s.
+    assert_eq!(
+        status(t.introduce_at(c(2), &req(0), t0 + Duration::from_millis(1500))),
+        429
+    );
+    // 30 introductions per 60 s: 1 made at t0, 29 more alternating between
+    // the two targets every second; the 31st is refused, until the first
+    // leaves the window.
+    for i in 1..30u64 {
+        let slot = (i % 2) as u32;
+        let r = t.introduce_at(c(2), &req(slot), t0 + Duration::from_secs(1 + i));
+        assert!(r.is_ok(), "introduction {i}: {:?}", r.err());
+    }
+    assert_eq!(status(t.introduce_at(c(2), &req(1), t0 + Duration::from_secs(40))), 429);
+    assert!(t.introduce_at(c(2), &req(1), t0 + Duration::from_secs(60)).is_ok());
+    // Ids count up across the tracker; device 1's stream got each of its own.
+    let mut ids = Vec::new();
+    while let Ok(Some(PushItem::Introduce(i))) = tokio::time::timeout(Duration::from_millis(200), stream1.next()).await
+    {
+        ids.push(i.id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(!ids.is_empty() && ids.iter().all(|id| *id > intro.id));
+}
+
+#[tokio::test]
+async fn introductions_over_http() {
+    let tracker = ota_testkit::tracker::TestTracker::builder()
+        .device_auth(DeviceAuth::Required)
+        .connectability(ConnectabilityConfig {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let ih = common::register_release(&tracker, "r.bin").await;
+    let target = tracker.device_client("target", "stable", "m1").await;
+    let caller = tracker.device_client("caller", "stable", "m1").await;
+    target.report_paths(&paths(1, true)).await.unwrap();
+    caller.report_paths(&paths(2, true)).await.unwrap();
+    let mut pushes = target.subscribe().await.unwrap();
+    for _ in 0..100 {
+        if tracker.client().subscribers().await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let params = |n: u8| ota_client::AnnounceParams {
+        info_hash: ih,
+        peer_id: ota_proto::PeerId([n; 20]),
+        port: 7300 + n as u16,
+        uploaded: 0,
+        downloaded: 0,
+        left: 10,
+        event: AnnounceEvent::Started,
+        device: None,
+    };
+    target.announce(&params(1)).await.unwrap();
+    let (_, peers) = caller.announce(&params(2)).await.unwrap();
+    // In `peers6` (BEP 7), decoded with the rest.
+    assert_eq!(bridges(&peers), vec![bridge_address(&ih, 0)], "{peers:?}");
+    let req = IntroductionRequest {
+        info_hash: ih,
+        peer: bridge_address(&ih, 0),
+    };
+    let intro = caller.introduce(&req).await.unwrap();
+    assert_eq!(intro.fingerprint, CertFingerprint([1; 32]));
+    assert_eq!(intro.candidates, vec![reflexive(1)]);
+    let pushed = tokio::time::timeout(Duration::from_secs(5), pushes.next())
+        .await
+        .expect("the introduction is pushed")
+        .unwrap()
+        .unwrap();
+    match pushed {
+        ota_client::PushMessage::Introduce(i) => {
+            assert_eq!(i.id, intro.id);
+            assert_eq!(i.fingerprint, CertFingerprint([2; 32]));
+            assert_eq!(i.candidates, vec![reflexive(2)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = format!("{:#}", caller.introduce(&req).await.unwrap_err());
+    assert!(e.contains("429"), "{e}");
+    let not_bridge = IntroductionRequest {
+        peer: "2001:db8::1".parse().unwrap(),
+        ..req
+    };
+    let e = format!("{:#}", caller.introduce(&not_bridge).await.unwrap_err());
+    assert!(e.contains("400"), "{e}");
+    let e = format!("{:#}", tracker.anonymous_client().introduce(&req).await.unwrap_err());
+    assert!(e.contains("401"), "{e}");
+    tracker.stop().await;
+}
