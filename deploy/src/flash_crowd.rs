@@ -511,7 +511,19 @@ async fn run_in(
         } else {
             // Plain BitTorrent as in 2017 (and plain HTTP): no LAN pairing,
             // no UPnP, no STUN.
-            agent_args.extend(["--lan-pairing", "off", "--upnp", "off", "--stun", "off"].map(s));
+            agent_args.extend(
+                [
+                    "--lan-pairing",
+                    "off",
+                    "--upnp",
+                    "off",
+                    "--stun",
+                    "off",
+                    "--quic",
+                    "off",
+                ]
+                .map(s),
+            );
         }
         procs.spawn_in(
             device.netns.as_deref(),

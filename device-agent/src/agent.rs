@@ -606,7 +606,7 @@ impl Agent {
                 continue;
             };
             let (pause, cancel) = self.requests(info_hash);
-            flow.handle_progress(Downloader::sample(&handle, Instant::now(), pause, cancel));
+            flow.handle_progress(self.downloader.sample(&handle, Instant::now(), pause, cancel));
         }
         if let Some(b) = run.bar.take() {
             b.finish_and_clear();
@@ -731,7 +731,7 @@ impl Agent {
                     .await
                     .map(|r| r.origin_peers)
                     .unwrap_or_default();
-                let per_peer = run.torrent.as_deref().and_then(Downloader::per_peer);
+                let per_peer = run.torrent.as_deref().and_then(|t| self.downloader.per_peer(t));
                 flow.handle_origins(Instant::now(), origins, per_peer);
             }
             Action::PauseDownload => {
@@ -1066,9 +1066,14 @@ impl Agent {
                                 tracing::info!(name = %ev.name, version = %ev.version, "push received");
                                 self.consider(&ev.info_hash);
                             }
-                            Ok(ota_client::PushMessage::Introduce(i)) => {
-                                tracing::debug!(id = i.id, info_hash = %i.info_hash, "introduction received; not wired yet");
-                            }
+                            Ok(ota_client::PushMessage::Introduce(i)) => match self.downloader.punching() {
+                                Some(p) => {
+                                    if let Err(e) = p.bridge.on_introduction(&i) {
+                                        tracing::warn!(id = i.id, error = %format!("{e:#}"), "introduction refused");
+                                    }
+                                }
+                                None => tracing::debug!(id = i.id, "introduction ignored: no QUIC bridge"),
+                            },
                             Err(e) => {
                                 tracing::warn!(error = %format!("{e:#}"), "push channel error");
                                 break;

@@ -70,6 +70,9 @@ pub struct PathsStatus {
     pub mapping_refusal: Option<String>,
     /// The STUN probe's result.
     pub nat: Option<NatReport>,
+    /// The QUIC endpoint for hole punching, when the bridge runs.
+    #[serde(default)]
+    pub quic: Option<ota_proto::rendezvous::QuicPath>,
     /// Whether the tracker took the latest report.
     pub reported: bool,
     /// Why the latest report failed, if it did.
@@ -84,7 +87,7 @@ impl PathsStatus {
             mapped: self.mapping.as_ref().map(|m| SocketAddr::V4(m.external)),
             mapping_refusal: self.mapping_refusal.clone(),
             nat: self.nat,
-            quic: None,
+            quic: self.quic,
         }
     }
 
@@ -162,8 +165,9 @@ pub async fn tracker_addr(tracker_url: &str) -> Option<SocketAddr> {
 pub struct Paths {
     status: Arc<Mutex<PathsStatus>>,
     mapping: tokio::sync::Mutex<Option<PortMapping>>,
-    /// The UDP peer socket the probe used (kept bound for the QUIC transport).
-    _udp: Option<Arc<tokio::net::UdpSocket>>,
+    /// The UDP peer socket the probe used (kept bound for the QUIC
+    /// transport, which takes it with [`Paths::take_udp`]).
+    udp: Mutex<Option<Arc<tokio::net::UdpSocket>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -241,9 +245,23 @@ impl Paths {
         Paths {
             status: Arc::new(Mutex::new(status)),
             mapping: tokio::sync::Mutex::new(mapping),
-            _udp: udp,
+            udp: Mutex::new(udp),
             tasks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Takes the UDP peer socket (the one the STUN probe used, so its
+    /// server-reflexive address is the QUIC endpoint's), once; `None`
+    /// without STUN or when the probe still holds it.
+    pub fn take_udp(&self) -> Option<std::net::UdpSocket> {
+        let udp = self.udp.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Arc::try_unwrap(udp).ok()?.into_std().ok()
+    }
+
+    /// Sets the QUIC endpoint the device reports (before
+    /// [`Paths::start_reporting`]).
+    pub fn set_quic(&self, quic: ota_proto::rendezvous::QuicPath) {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).quic = Some(quic);
     }
 
     /// The port to announce: the UPnP mapping's external port, if held.

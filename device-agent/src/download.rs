@@ -39,6 +39,7 @@ pub struct Downloader {
     http_fallback: Option<HttpFallback>,
     reconnect_after: Option<Duration>,
     http: reqwest::Client,
+    punching: Option<Arc<crate::hole_punching::HolePunching>>,
 }
 
 /// Default stall after which a download's peer connections are made anew
@@ -68,7 +69,7 @@ impl Downloader {
     ///
     /// Errors: the port is taken or the folder cannot be created.
     pub async fn start(state_dir: &Path, peer_listen: SocketAddr) -> anyhow::Result<Self> {
-        Self::start_announcing(state_dir, peer_listen, None).await
+        Self::start_announcing(state_dir, peer_listen, None, None).await
     }
 
     /// [`Self::start`], announcing `announce_port` to trackers instead of
@@ -79,6 +80,7 @@ impl Downloader {
         state_dir: &Path,
         peer_listen: SocketAddr,
         announce_port: Option<u16>,
+        punching: Option<Arc<crate::hole_punching::HolePunching>>,
     ) -> anyhow::Result<Self> {
         let downloads_dir = state_dir.join("downloads");
         std::fs::create_dir_all(&downloads_dir)
@@ -91,6 +93,7 @@ impl Downloader {
             trackers: true,
             upload_limit_bps: None,
             client_name: Some(format!("ota-device-agent {}", env!("CARGO_PKG_VERSION"))),
+            proxy_url: punching.as_ref().map(|p| p.bridge.proxy_url()),
         }
         .start(downloads_dir.clone())
         .await?;
@@ -106,6 +109,7 @@ impl Downloader {
                 .read_timeout(Duration::from_secs(30))
                 .build()
                 .context("HTTP client")?,
+            punching,
         })
     }
 
@@ -156,6 +160,9 @@ impl Downloader {
         torrent: Vec<u8>,
         paused: bool,
     ) -> anyhow::Result<Arc<ManagedTorrent>> {
+        if let Some(p) = &self.punching {
+            p.swarms.add(*info_hash);
+        }
         ota_peer::add_torrent(
             &self.session,
             torrent,
@@ -171,6 +178,7 @@ impl Downloader {
     /// A [`Sample`] of a running torrent at `now`, with the agent's pause
     /// and cancel requests.
     pub(crate) fn sample(
+        &self,
         handle: &ManagedTorrent,
         now: Instant,
         pause_requested: bool,
@@ -192,7 +200,7 @@ impl Downloader {
             progress_bytes: s.progress_bytes,
             total_bytes: s.total_bytes,
             uploaded_bytes: s.uploaded_bytes,
-            per_peer: snapshot.as_ref().map(fetched_by_peer),
+            per_peer: snapshot.as_ref().map(|s| self.resolve(fetched_by_peer(s))),
             live_peers: snapshot.as_ref().map(live_peers),
             pause_requested,
             cancel_requested,
@@ -213,8 +221,20 @@ impl Downloader {
 
     /// Payload bytes fetched per peer (`ip:port`) in the torrent's current
     /// live period; `None` when it is not live.
-    pub(crate) fn per_peer(handle: &ManagedTorrent) -> Option<Vec<(String, u64)>> {
-        Self::snapshot(handle).as_ref().map(fetched_by_peer)
+    pub(crate) fn per_peer(&self, handle: &ManagedTorrent) -> Option<Vec<(String, u64)>> {
+        Self::snapshot(handle)
+            .as_ref()
+            .map(|s| self.resolve(fetched_by_peer(s)))
+    }
+
+    /// Peers reached through the QUIC bridge keyed by their real address.
+    fn resolve(&self, per_peer: Vec<(String, u64)>) -> Vec<(String, u64)> {
+        crate::hole_punching::resolve_peers(self.punching.as_ref().map(|p| &*p.bridge), per_peer)
+    }
+
+    /// The hole-punching bridge, when the agent runs one.
+    pub fn punching(&self) -> Option<&Arc<crate::hole_punching::HolePunching>> {
+        self.punching.as_ref()
     }
 
     /// Pauses a torrent (librqbit keeps its verified pieces; only the pieces
@@ -315,6 +335,9 @@ impl Downloader {
         })
         .await?
         .with_context(|| format!("package {} on disk cannot be seeded", path.display()))?;
+        if let Some(p) = &self.punching {
+            p.swarms.add(*info_hash);
+        }
         let handle = ota_peer::add_torrent(&self.session, torrent, &folder, AddTorrentOptions::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

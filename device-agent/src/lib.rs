@@ -18,6 +18,8 @@
 //! - [`control_socket`]: the CLI's Unix socket protocol.
 //! - [`direct_paths`]: LAN address, UPnP mapping and STUN probe, reported
 //!   to the tracker for LAN pairing and shown in the status.
+//! - [`hole_punching`]: the QUIC bridge under librqbit for peers that need
+//!   a punched path, and its introducer.
 
 pub mod accounting;
 pub mod agent;
@@ -25,6 +27,7 @@ pub mod control_socket;
 pub mod direct_paths;
 pub mod download;
 pub mod download_state;
+pub mod hole_punching;
 pub mod http_fallback;
 pub mod policy;
 pub mod reconnect;

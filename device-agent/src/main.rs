@@ -16,6 +16,7 @@ use ota_device_agent::control_socket::{self, Request};
 use ota_device_agent::direct_paths::{self, PathSettings, Paths};
 use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_device_agent::download_state::ActiveRelease;
+use ota_device_agent::hole_punching::HolePunching;
 use ota_device_agent::policy::PolicySettings;
 use ota_peer::stun_probe::StunServers;
 use ota_proto::stun::DEFAULT_STUN_PORT;
@@ -206,6 +207,12 @@ struct RunArgs {
     /// two addresses), for the NAT's mapping and filtering behaviour.
     #[arg(long, env = "OTA_AGENT_STUN_RFC5780_SERVER")]
     stun_rfc5780_server: Option<SocketAddr>,
+    /// Hole punching: run the QUIC peer transport on the UDP peer socket
+    /// (needs `--stun on`): librqbit's peer connections go through an
+    /// in-process SOCKS5 bridge, and peers the tracker hands out as bridge
+    /// addresses are reached over a punched, certificate-pinned QUIC path.
+    #[arg(long, env = "OTA_AGENT_QUIC", value_enum, default_value_t = Switch::On)]
+    quic: Switch,
     #[command(flatten)]
     policy: PolicySettings,
 }
@@ -256,14 +263,32 @@ async fn run() -> anyhow::Result<()> {
         device_id: a.device_id.clone(),
     };
     let paths = Arc::new(Paths::discover(&path_settings, a.peer_listen, tracker_addr).await);
-    let downloader = Downloader::start_announcing(&a.state_dir, a.peer_listen, paths.announce_port().await)
-        .await?
-        .with_http_fallback((a.http_fallback_after_secs > 0).then(|| HttpFallback {
-            after: Duration::from_secs(a.http_fallback_after_secs),
-            device: a.device_id.clone(),
-            token: a.device_token.clone(),
-            http_only: a.http_only,
-        }));
+    let tracker = TrackerClient::new(&a.tracker, None).with_device_token(a.device_token.clone());
+    let punching = match (a.quic, paths.take_udp()) {
+        (Switch::On, Some(udp)) => {
+            let p = HolePunching::start(udp, a.peer_listen, &a.state_dir, tracker.clone()).await?;
+            paths.set_quic(p.quic_path());
+            Some(Arc::new(p))
+        }
+        (Switch::On, None) => {
+            tracing::warn!("no UDP peer socket (is --stun on?): no QUIC transport, no hole punching");
+            None
+        }
+        (Switch::Off, _) => None,
+    };
+    let downloader = Downloader::start_announcing(
+        &a.state_dir,
+        a.peer_listen,
+        paths.announce_port().await,
+        punching.clone(),
+    )
+    .await?
+    .with_http_fallback((a.http_fallback_after_secs > 0).then(|| HttpFallback {
+        after: Duration::from_secs(a.http_fallback_after_secs),
+        device: a.device_id.clone(),
+        token: a.device_token.clone(),
+        http_only: a.http_only,
+    }));
     let downloader = downloader
         .with_reconnect_after((a.reconnect_after_ms > 0).then(|| Duration::from_millis(a.reconnect_after_ms)));
     downloader.set_upload_limit(a.policy.upload_limit_bps);
@@ -271,7 +296,6 @@ async fn run() -> anyhow::Result<()> {
         .control_socket
         .clone()
         .unwrap_or_else(|| control_socket::default_socket_path(&a.state_dir));
-    let tracker = TrackerClient::new(&a.tracker, None).with_device_token(a.device_token);
     if path_settings.lan_pairing || path_settings.upnp || path_settings.stun.is_some() {
         paths.start_reporting(tracker.clone()).await;
     }
@@ -305,6 +329,9 @@ async fn run() -> anyhow::Result<()> {
     control.abort();
     let _ = std::fs::remove_file(&socket_path);
     agent.stop().await;
+    if let Some(p) = &punching {
+        p.bridge.close().await;
+    }
     paths.stop().await;
     Ok(())
 }

@@ -246,6 +246,11 @@ impl QuicBridge {
         (self.socks_addr, &self.socks_user, &self.socks_password)
     }
 
+    /// This device's certificate pin.
+    pub fn fingerprint(&self) -> ota_proto::rendezvous::CertFingerprint {
+        self.identity.fingerprint()
+    }
+
     /// The UDP peer socket's local address.
     pub fn local_udp(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
