@@ -44,8 +44,27 @@ fn tails(work: &std::path::Path) -> String {
     out
 }
 
+/// `line` without ANSI colour escapes (`ESC [ ... m`).
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The value of `key=N` in a tracing log line.
 fn field(line: &str, key: &str) -> Option<u64> {
+    let line = &plain(line);
     let at = line.find(&format!("{key}="))? + key.len() + 1;
     line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }

@@ -54,6 +54,8 @@ pub const CANDIDATE_PACING: Duration = Duration::from_millis(25);
 /// When the side being introduced sends its punching packets, from the
 /// moment it hears of the introduction: a few sends cover one loss.
 pub const PUNCH_SCHEDULE_MS: [u64; 4] = [0, 30, 90, 210];
+/// Peer addresses the bridge remembers for [`QuicBridge::remote_of`].
+pub const MAX_REMOTES: usize = 4096;
 /// Bytes buffered per direction when splicing a stream (librqbit sends
 /// 16 KiB blocks; a larger buffer keeps a 40 ms path full).
 pub const SPLICE_BUFFER: usize = 256 * 1024;
@@ -152,9 +154,25 @@ struct State {
     connections: HashMap<Ipv6Addr, quinn::Connection>,
     /// One dial at a time per bridge address.
     dialing: HashMap<Ipv6Addr, Arc<tokio::sync::Mutex<()>>>,
-    /// What librqbit sees as a peer's address → the real remote address.
+    /// What librqbit sees as a peer's address → the real remote address;
+    /// kept after the stream ends (librqbit's counters outlive the
+    /// connection), the oldest dropped beyond [`MAX_REMOTES`].
     remotes: HashMap<SocketAddr, SocketAddr>,
+    remotes_order: std::collections::VecDeque<SocketAddr>,
     paths: Vec<PathEstablished>,
+}
+
+impl State {
+    fn remember(&mut self, seen: SocketAddr, remote: SocketAddr) {
+        if self.remotes.insert(seen, remote).is_none() {
+            self.remotes_order.push_back(seen);
+        }
+        while self.remotes_order.len() > MAX_REMOTES {
+            if let Some(old) = self.remotes_order.pop_front() {
+                self.remotes.remove(&old);
+            }
+        }
+    }
 }
 
 /// The bridge (see the module docs). Dropping the last handle does not
@@ -500,7 +518,7 @@ impl QuicBridge {
         };
         tracing::info!(%peer, %via, introduction_ms, total_ms = path.total_ms, rtt_ms = path.rtt_ms, datagrams = path.datagrams_sent, "QUIC path established");
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.remotes.insert(
+        state.remember(
             SocketAddr::new(IpAddr::V6(peer), ota_proto::rendezvous::BRIDGE_PORT),
             via,
         );
@@ -547,14 +565,11 @@ impl QuicBridge {
                 let _ = tcp.set_nodelay(true);
                 let seen = tcp.local_addr().ok();
                 if let Some(seen) = seen {
-                    this.state.lock().unwrap_or_else(|e| e.into_inner()).remotes.insert(seen, remote);
+                    this.state.lock().unwrap_or_else(|e| e.into_inner()).remember(seen, remote);
                 }
                 this.counters.streams.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = splice(tcp, send, recv).await {
                     tracing::debug!(%remote, error = %e, "incoming stream ended");
-                }
-                if let Some(seen) = seen {
-                    this.state.lock().unwrap_or_else(|e| e.into_inner()).remotes.remove(&seen);
                 }
             });
         }
