@@ -71,7 +71,8 @@ pub struct HolePunching {
 
 impl HolePunching {
     /// Starts the bridge on `udp` (the bound UDP peer socket) in front of
-    /// librqbit's listener `peer_listen`, with the identity kept in
+    /// librqbit's listener `peer_listen`, behind a NAT of kind `nat` (the
+    /// STUN probe's verdict), with the identity kept in
     /// `state_dir` (`quic-cert.der`, `quic-key.der`). Errors: the identity
     /// cannot be read or written, the bridge cannot start.
     pub async fn start(
@@ -79,6 +80,7 @@ impl HolePunching {
         peer_listen: SocketAddr,
         state_dir: &Path,
         tracker: TrackerClient,
+        nat: Option<ota_proto::nat_kind::NatKind>,
     ) -> anyhow::Result<HolePunching> {
         let identity = Arc::new(QuicIdentity::load_or_create(state_dir)?);
         let swarms = Swarms::default();
@@ -86,8 +88,11 @@ impl HolePunching {
             tracker,
             swarms: swarms.clone(),
         });
-        let (bridge, _stun) =
-            QuicBridge::start(udp, identity, BridgeSettings::new(loopback_of(peer_listen)), introducer).await?;
+        let settings = BridgeSettings {
+            nat,
+            ..BridgeSettings::new(loopback_of(peer_listen))
+        };
+        let bridge = QuicBridge::start(udp, identity, settings, introducer).await?;
         Ok(HolePunching { bridge, swarms })
     }
 

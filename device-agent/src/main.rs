@@ -266,7 +266,8 @@ async fn run() -> anyhow::Result<()> {
     let tracker = TrackerClient::new(&a.tracker, None).with_device_token(a.device_token.clone());
     let punching = match (a.quic, paths.take_udp()) {
         (Switch::On, Some(udp)) => {
-            let p = HolePunching::start(udp, a.peer_listen, &a.state_dir, tracker.clone()).await?;
+            let nat = paths.status().nat.map(|n| n.kind);
+            let p = HolePunching::start(udp, a.peer_listen, &a.state_dir, tracker.clone(), nat).await?;
             paths.set_quic(p.quic_path());
             Some(Arc::new(p))
         }

@@ -36,7 +36,8 @@ use fast_socks5::server::{Config as SocksConfig, SimpleUserPassword, Socks5Socke
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{consts, ReplyError};
 use futures::future::BoxFuture;
-use ota_proto::rendezvous::{bridge_slot, Introduction};
+use ota_proto::nat_kind::NatKind;
+use ota_proto::rendezvous::{bridge_slot, Introduction, PunchRole, BIRTHDAY_PORTS, BIRTHDAY_PROBES, PROBED_PORTS};
 use serde::Serialize;
 use stun_rs::methods::BINDING;
 use stun_rs::{MessageClass, MessageEncoderBuilder, StunMessageBuilder, TransactionId};
@@ -54,6 +55,15 @@ pub const CANDIDATE_PACING: Duration = Duration::from_millis(25);
 /// When the side being introduced sends its punching packets, from the
 /// moment it hears of the introduction: a few sends cover one loss.
 pub const PUNCH_SCHEDULE_MS: [u64; 4] = [0, 30, 90, 210];
+/// Birthday-socket endpoints kept open at once.
+pub const MAX_BIRTHDAY_ENDPOINTS: usize = 64;
+/// Probes per batch and the pause between batches in the birthday
+/// approach (2,048 probes take about 0.6 s).
+pub const PROBE_BATCH: usize = 64;
+/// See [`PROBE_BATCH`].
+pub const PROBE_PAUSE: Duration = Duration::from_millis(20);
+/// How often each birthday socket sends towards the other side.
+pub const OPEN_PORTS_EVERY: Duration = Duration::from_millis(250);
 /// Peer addresses the bridge remembers for [`QuicBridge::remote_of`].
 pub const MAX_REMOTES: usize = 4096;
 /// Bytes buffered per direction when splicing a stream (librqbit sends
@@ -86,6 +96,9 @@ pub struct BridgeSettings {
     /// Accept loopback candidates in introductions: only for several
     /// devices on one host (tests); `false` for a device.
     pub loopback_candidates: bool,
+    /// This device's NAT as its STUN probe classified it: picks the
+    /// birthday approach against or from a symmetric NAT ([`PunchRole`]).
+    pub nat: Option<NatKind>,
 }
 
 impl BridgeSettings {
@@ -100,6 +113,7 @@ impl BridgeSettings {
             tcp_connect_timeout: Duration::from_secs(10),
             pin_ttl: Duration::from_secs(600),
             loopback_candidates: false,
+            nat: None,
         }
     }
 }
@@ -109,8 +123,12 @@ impl BridgeSettings {
 pub struct PathEstablished {
     /// The bridge address librqbit dialed.
     pub peer: Ipv6Addr,
-    /// The candidate whose handshake won.
+    /// The candidate whose handshake won (for the birthday approach, the
+    /// port a probe found).
     pub via: SocketAddr,
+    /// How: `lan` (a LAN candidate), `punched` (a reflexive or mapped
+    /// candidate), `birthday` (one side symmetric).
+    pub how: &'static str,
     /// From the SOCKS5 request to the tracker's answer, ms.
     pub introduction_ms: u64,
     /// From the SOCKS5 request to the finished QUIC handshake, ms.
@@ -160,9 +178,23 @@ struct State {
     remotes: HashMap<SocketAddr, SocketAddr>,
     remotes_order: std::collections::VecDeque<SocketAddr>,
     paths: Vec<PathEstablished>,
+    /// Dialers waiting for a birthday probe's answer, by the peer's IP.
+    hits: HashMap<IpAddr, tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// Endpoints on birthday sockets (at most [`MAX_BIRTHDAY_ENDPOINTS`],
+    /// the oldest closed first).
+    endpoints: std::collections::VecDeque<quinn::Endpoint>,
 }
 
 impl State {
+    fn keep_endpoint(&mut self, endpoint: quinn::Endpoint) {
+        self.endpoints.push_back(endpoint);
+        while self.endpoints.len() > MAX_BIRTHDAY_ENDPOINTS {
+            if let Some(old) = self.endpoints.pop_front() {
+                old.close(0u32.into(), b"too many birthday endpoints");
+            }
+        }
+    }
+
     fn remember(&mut self, seen: SocketAddr, remote: SocketAddr) {
         if self.remotes.insert(seen, remote).is_none() {
             self.remotes_order.push_back(seen);
@@ -202,15 +234,16 @@ impl std::fmt::Debug for QuicBridge {
 }
 
 impl QuicBridge {
-    /// Starts the bridge on the bound UDP peer socket `udp`. Returns the
-    /// bridge and the STUN datagrams that arrive on the socket. Errors:
-    /// the SOCKS5 listener cannot bind, the socket cannot be used.
+    /// Starts the bridge on the bound UDP peer socket `udp`. STUN
+    /// datagrams arriving there are read by the bridge (birthday probes
+    /// from peers). Errors: the SOCKS5 listener cannot bind, the socket
+    /// cannot be used.
     pub async fn start(
         udp: std::net::UdpSocket,
         identity: Arc<QuicIdentity>,
         settings: BridgeSettings,
         introducer: Arc<dyn Introducer>,
-    ) -> anyhow::Result<(Arc<QuicBridge>, tokio::sync::mpsc::Receiver<StunDatagram>)> {
+    ) -> anyhow::Result<Arc<QuicBridge>> {
         let (socket, stun) = DemuxSocket::new(udp).context("cannot use the UDP peer socket")?;
         let pins = Pins::default();
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
@@ -242,10 +275,11 @@ impl QuicBridge {
         {
             let mut tasks = bridge.tasks.lock().unwrap_or_else(|e| e.into_inner());
             tasks.spawn(bridge.clone().serve_socks(listener));
-            tasks.spawn(bridge.clone().serve_quic());
+            tasks.spawn(bridge.clone().serve_quic(bridge.endpoint.clone()));
+            tasks.spawn(bridge.clone().read_stun(stun));
         }
-        tracing::info!(socks = %socks_addr, udp = ?bridge.local_udp().ok(), fingerprint = %bridge.identity.fingerprint(), "QUIC bridge up");
-        Ok((bridge, stun))
+        tracing::info!(socks = %socks_addr, udp = ?bridge.local_udp().ok(), fingerprint = %bridge.identity.fingerprint(), nat = ?bridge.settings.nat, "QUIC bridge up");
+        Ok(bridge)
     }
 
     /// librqbit's `proxy_url` for this bridge:
@@ -307,17 +341,114 @@ impl QuicBridge {
     /// requester's certificate for [`BridgeSettings::pin_ttl`] and sends
     /// STUN Binding indications to its candidates on
     /// [`PUNCH_SCHEDULE_MS`]. Errors: a bad introduction (nothing is sent).
+    ///
+    /// Against or from a symmetric NAT it takes its birthday role
+    /// ([`PunchRole`]): probing the requester's public IP, or opening
+    /// [`BIRTHDAY_PORTS`] sockets towards it and serving QUIC on the one a
+    /// probe reaches.
     pub fn on_introduction(self: &Arc<Self>, intro: &Introduction) -> anyhow::Result<()> {
         self.check(intro).context("bad introduction")?;
         self.pins.allow(intro.fingerprint, self.settings.pin_ttl);
         let candidates = intro.ordered_candidates();
-        tracing::debug!(id = intro.id, ?candidates, "introduced: punching towards the requester");
+        let role = PunchRole::for_kinds(self.settings.nat, intro.nat);
+        tracing::debug!(
+            id = intro.id,
+            ?candidates,
+            ?role,
+            "introduced: punching towards the requester"
+        );
+        let this = self.clone();
+        let (budget, id) = (self.settings.connect_timeout, intro.id);
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).spawn(async move {
+            match role {
+                PunchRole::Direct => this.punch(&candidates).await,
+                PunchRole::Probe => {
+                    this.punch(&candidates).await;
+                    if let Some(ip) = public_ip(&candidates) {
+                        this.probe_ports(ip, None).await;
+                    }
+                }
+                PunchRole::OpenPorts => {
+                    let Some(ip) = public_ip(&candidates) else { return };
+                    match tokio::time::timeout(budget, open_ports(&public(&candidates), ip)).await {
+                        Ok(Ok((socket, from))) => {
+                            if let Err(e) = this.serve_birthday_socket(socket, from).await {
+                                tracing::debug!(error = %format!("{e:#}"), "cannot serve the birthday socket");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "birthday ports failed"),
+                        Err(_) => tracing::debug!(%ip, "no birthday probe reached an open port in time"),
+                    }
+                }
+                PunchRole::Hopeless => tracing::debug!(id, "both sides symmetric: no punch"),
+            }
+        });
+        Ok(())
+    }
+
+    /// A server endpoint on the birthday socket a probe from `from`
+    /// reached; it answers at once so the prober's NAT sees this port.
+    async fn serve_birthday_socket(
+        self: &Arc<Self>,
+        socket: std::net::UdpSocket,
+        from: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let (demux, _stun) = DemuxSocket::new(socket)?;
+        demux.send_raw(from, &binding_indication()).await?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server_config(&self.identity, self.pins.clone())?),
+            demux.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        tracing::debug!(%from, local = ?endpoint.local_addr().ok(), "birthday socket serves QUIC");
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep_endpoint(endpoint.clone());
         let this = self.clone();
         self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .spawn(async move { this.punch(&candidates).await });
+            .spawn(this.serve_quic(endpoint));
+        for at in PUNCH_SCHEDULE_MS.iter().skip(1) {
+            tokio::time::sleep(Duration::from_millis(*at)).await;
+            let _ = demux.send_raw(from, &binding_indication()).await;
+        }
         Ok(())
+    }
+
+    /// Sends up to [`BIRTHDAY_PROBES`] probes from the peer socket to
+    /// random ports of `ip` in batches of [`PROBE_BATCH`], stopping early
+    /// when `hit` is set.
+    async fn probe_ports(&self, ip: IpAddr, hit: Option<&std::sync::atomic::AtomicBool>) {
+        let indication = binding_indication();
+        let mut sent = 0;
+        while sent < BIRTHDAY_PROBES && !hit.is_some_and(|h| h.load(Ordering::Relaxed)) {
+            for _ in 0..PROBE_BATCH {
+                let port = rand::Rng::gen_range(&mut rand::thread_rng(), PROBED_PORTS);
+                let _ = self.socket.send_raw(SocketAddr::new(ip, port), &indication).await;
+            }
+            sent += PROBE_BATCH;
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
+        tracing::debug!(%ip, sent, "birthday probes sent");
+    }
+
+    /// Reads the STUN datagrams of the peer socket: a punch packet from a
+    /// peer a dialer waits for (birthday approach) is that dialer's hit.
+    async fn read_stun(self: Arc<Self>, mut stun: tokio::sync::mpsc::Receiver<StunDatagram>) {
+        while let Some((from, _bytes)) = stun.recv().await {
+            let waiter = self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hits
+                .remove(&from.ip());
+            if let Some(w) = waiter {
+                let _ = w.send(from);
+            }
+        }
     }
 
     fn check(&self, intro: &Introduction) -> Result<(), ota_proto::rendezvous::IntroductionError> {
@@ -494,7 +625,71 @@ impl QuicBridge {
         self.check(&intro).context("the tracker's introduction")?;
         let introduction_ms = started.elapsed().as_millis() as u64;
         let config = client_config(&self.identity, intro.fingerprint)?;
-        let attempts = intro.ordered_candidates().into_iter().enumerate().map(|(i, cand)| {
+        let role = PunchRole::for_kinds(self.settings.nat, intro.nat);
+        let candidates = intro.ordered_candidates();
+        let (via, conn, how) = match role {
+            PunchRole::Direct => {
+                let (via, conn) = self.dial_candidates(&config, &candidates).await?;
+                let how = if ota_proto::direct_paths::is_lan_candidate(via) {
+                    "lan"
+                } else {
+                    "punched"
+                };
+                (via, conn, how)
+            }
+            PunchRole::Hopeless => anyhow::bail!("both sides are behind symmetric NATs: no punched path"),
+            PunchRole::Probe => {
+                let ip = public_ip(&candidates).context("no public candidate to probe")?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).hits.insert(ip, tx);
+                let hit = std::sync::atomic::AtomicBool::new(false);
+                let probing = async {
+                    self.probe_ports(ip, Some(&hit)).await;
+                    std::future::pending::<()>().await
+                };
+                let found = tokio::select! {
+                    f = rx => f.context("no birthday hit")?,
+                    _ = probing => unreachable!("probing never ends by itself"),
+                };
+                hit.store(true, Ordering::Relaxed);
+                let conn = self
+                    .endpoint
+                    .connect_with(config, found, SERVER_NAME)?
+                    .await
+                    .with_context(|| format!("QUIC to the birthday port {found}"))?;
+                (found, conn, "birthday")
+            }
+            PunchRole::OpenPorts => {
+                let ip = public_ip(&candidates).context("no public candidate")?;
+                let (socket, from) = open_ports(&public(&candidates), ip).await?;
+                let endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    None,
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )?;
+                self.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keep_endpoint(endpoint.clone());
+                let conn = endpoint
+                    .connect_with(config, from, SERVER_NAME)?
+                    .await
+                    .with_context(|| format!("QUIC from a birthday port to {from}"))?;
+                (from, conn, "birthday")
+            }
+        };
+        self.established(peer, via, how, conn, introduction_ms, started)
+    }
+
+    /// QUIC handshakes to `candidates` from the peer socket, staggered by
+    /// [`CANDIDATE_PACING`]; the first to finish wins.
+    async fn dial_candidates(
+        &self,
+        config: &quinn::ClientConfig,
+        candidates: &[SocketAddr],
+    ) -> anyhow::Result<(SocketAddr, quinn::Connection)> {
+        let attempts = candidates.iter().copied().enumerate().map(|(i, cand)| {
             let (config, endpoint) = (config.clone(), self.endpoint.clone());
             Box::pin(async move {
                 tokio::time::sleep(CANDIDATE_PACING * i as u32).await;
@@ -506,17 +701,30 @@ impl QuicBridge {
                 anyhow::Ok((cand, conn))
             })
         });
-        let ((via, conn), _losers) = futures::future::select_ok(attempts).await?;
+        let (won, _losers) = futures::future::select_ok(attempts).await?;
+        Ok(won)
+    }
+
+    fn established(
+        &self,
+        peer: Ipv6Addr,
+        via: SocketAddr,
+        how: &'static str,
+        conn: quinn::Connection,
+        introduction_ms: u64,
+        started: Instant,
+    ) -> anyhow::Result<quinn::Connection> {
         let stats = conn.stats();
         let path = PathEstablished {
             peer,
             via,
+            how,
             introduction_ms,
             total_ms: started.elapsed().as_millis() as u64,
             rtt_ms: conn.rtt().as_millis() as u64,
             datagrams_sent: stats.udp_tx.datagrams,
         };
-        tracing::info!(%peer, %via, introduction_ms, total_ms = path.total_ms, rtt_ms = path.rtt_ms, datagrams = path.datagrams_sent, "QUIC path established");
+        tracing::info!(%peer, %via, how, introduction_ms, total_ms = path.total_ms, rtt_ms = path.rtt_ms, datagrams = path.datagrams_sent, "QUIC path established");
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.remember(
             SocketAddr::new(IpAddr::V6(peer), ota_proto::rendezvous::BRIDGE_PORT),
@@ -529,9 +737,9 @@ impl QuicBridge {
         Ok(conn)
     }
 
-    async fn serve_quic(self: Arc<Self>) {
+    async fn serve_quic(self: Arc<Self>, endpoint: quinn::Endpoint) {
         let mut conns = JoinSet::new();
-        while let Some(incoming) = self.endpoint.accept().await {
+        while let Some(incoming) = endpoint.accept().await {
             while conns.try_join_next().is_some() {}
             let this = self.clone();
             conns.spawn(async move {
@@ -574,6 +782,67 @@ impl QuicBridge {
             });
         }
     }
+}
+
+/// The first public (non-LAN) candidate's IP: the side's NAT's address.
+fn public_ip(candidates: &[SocketAddr]) -> Option<IpAddr> {
+    public(candidates).first().map(|c| c.ip())
+}
+
+fn public(candidates: &[SocketAddr]) -> Vec<SocketAddr> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|c| !ota_proto::direct_paths::is_lan_candidate(*c))
+        .collect()
+}
+
+/// The symmetric side of the birthday approach: [`BIRTHDAY_PORTS`] sockets,
+/// each sending a punch packet to every one of `targets` every
+/// [`OPEN_PORTS_EVERY`], until one receives a datagram from `from_ip`.
+/// Returns that socket and the datagram's source. Runs until the caller's
+/// timeout. Errors: the sockets cannot be bound.
+async fn open_ports(targets: &[SocketAddr], from_ip: IpAddr) -> anyhow::Result<(std::net::UdpSocket, SocketAddr)> {
+    let bind = if from_ip.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let mut sockets = Vec::with_capacity(BIRTHDAY_PORTS);
+    for _ in 0..BIRTHDAY_PORTS {
+        sockets.push(Arc::new(
+            tokio::net::UdpSocket::bind(bind).await.context("birthday socket")?,
+        ));
+    }
+    let indication = binding_indication();
+    let mut tasks = JoinSet::new();
+    for (i, s) in sockets.iter().enumerate() {
+        let (s, targets, indication) = (s.clone(), targets.to_vec(), indication.clone());
+        tasks.spawn(async move {
+            let mut buf = [0u8; 64];
+            loop {
+                for t in &targets {
+                    let _ = s.send_to(&indication, t).await;
+                }
+                let deadline = tokio::time::Instant::now() + OPEN_PORTS_EVERY;
+                while let Ok(Ok((_, src))) = tokio::time::timeout_at(deadline, s.recv_from(&mut buf)).await {
+                    if src.ip() == from_ip {
+                        return (i, src);
+                    }
+                }
+            }
+        });
+    }
+    let (i, src) = match tasks.join_next().await {
+        Some(Ok(found)) => found,
+        _ => anyhow::bail!("birthday sockets ended without a probe"),
+    };
+    tasks.shutdown().await;
+    let socket = sockets.swap_remove(i);
+    drop(sockets);
+    let socket = Arc::try_unwrap(socket).map_err(|_| anyhow::anyhow!("birthday socket still shared"))?;
+    tracing::debug!(local = ?socket.local_addr().ok(), %src, "a birthday probe reached an open port");
+    Ok((socket.into_std()?, src))
 }
 
 /// A STUN Binding indication (RFC 8489 §6.1.2): no answer expected; the

@@ -65,7 +65,7 @@ async fn pair(listener: SocketAddr, pin: Option<CertFingerprint>, tell_b: bool) 
         requester: Mutex::new(None),
         answer: intro(vec!["127.0.0.1:9".parse().unwrap()], CertFingerprint([0; 32])),
     });
-    let (b, _) = QuicBridge::start(udp(), id_b.clone(), loopback(listener), nobody)
+    let b = QuicBridge::start(udp(), id_b.clone(), loopback(listener), nobody)
         .await
         .unwrap();
     let id_a = Arc::new(QuicIdentity::generate().unwrap());
@@ -75,7 +75,7 @@ async fn pair(listener: SocketAddr, pin: Option<CertFingerprint>, tell_b: bool) 
         requester: Mutex::new(tell_b.then(|| (intro(vec![a_addr], id_a.fingerprint()), b.clone()))),
         answer: intro(vec![b.local_udp().unwrap()], pin.unwrap_or(id_b.fingerprint())),
     });
-    let (a, _) = QuicBridge::start(a_udp, id_a, loopback(listener), introducer)
+    let a = QuicBridge::start(a_udp, id_a, loopback(listener), introducer)
         .await
         .unwrap();
     (a, b)

@@ -226,6 +226,58 @@ impl Introduction {
     }
 }
 
+/// What one side does to open a path to the other, from both sides' NAT
+/// kinds (pure; both sides compute it from the same two kinds, each for
+/// itself).
+///
+/// - Neither side symmetric (or a kind unknown): [`PunchRole::Direct`],
+///   both send to the other's candidates; an endpoint-independent mapping
+///   keeps the reflexive address STUN learnt (RFC 4787 §4.1).
+/// - One side symmetric: the birthday approach (as Tailscale describes it:
+///   about 98 % with 256 ports and 1,024 probes). The symmetric side opens
+///   [`BIRTHDAY_PORTS`] sockets, each sending to the other's reflexive
+///   address, so its NAT holds that many mappings towards it
+///   ([`PunchRole::OpenPorts`]); the other side sends up to
+///   [`BIRTHDAY_PROBES`] probes to random ports of the symmetric side's
+///   public IP ([`PunchRole::Probe`]). A probe that hits one of the
+///   mappings passes both NATs; that socket carries the QUIC connection.
+///   With P ports open among N = 64,512 and k probes the chance of no hit
+///   is (1 − P/N)^k: 1.8 % at k = 1,024, 0.03 % at 2,048.
+/// - Both symmetric: [`PunchRole::Hopeless`]; no path is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PunchRole {
+    /// Send to the other side's candidates from the one peer socket.
+    Direct,
+    /// Open [`BIRTHDAY_PORTS`] sockets towards the other side.
+    OpenPorts,
+    /// Probe random ports of the other side's public IP.
+    Probe,
+    /// Both sides symmetric: no punched path exists.
+    Hopeless,
+}
+
+/// Sockets the symmetric side opens in the birthday approach.
+pub const BIRTHDAY_PORTS: usize = 256;
+/// Most probes the other side sends in the birthday approach.
+pub const BIRTHDAY_PROBES: usize = 2048;
+/// The ports probed: the unprivileged range Linux masquerade picks from.
+pub const PROBED_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
+
+impl PunchRole {
+    /// This side's role, with `mine` this side's NAT and `theirs` the
+    /// other's.
+    pub fn for_kinds(mine: Option<NatKind>, theirs: Option<NatKind>) -> PunchRole {
+        let sym = |k: Option<NatKind>| k == Some(NatKind::Symmetric);
+        match (sym(mine), sym(theirs)) {
+            (true, true) => PunchRole::Hopeless,
+            (true, false) => PunchRole::OpenPorts,
+            (false, true) => PunchRole::Probe,
+            (false, false) => PunchRole::Direct,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +348,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_symmetric_side_opens_ports_and_the_other_probes() {
+        use crate::nat_kind::FilteringBehaviour::AddressAndPortDependent as Apd;
+        let cone = Some(NatKind::EndpointIndependent { filtering: Apd });
+        let sym = Some(NatKind::Symmetric);
+        assert_eq!(PunchRole::for_kinds(cone, cone), PunchRole::Direct);
+        assert_eq!(PunchRole::for_kinds(None, Some(NatKind::Open)), PunchRole::Direct);
+        assert_eq!(PunchRole::for_kinds(sym, cone), PunchRole::OpenPorts);
+        assert_eq!(PunchRole::for_kinds(cone, sym), PunchRole::Probe);
+        assert_eq!(PunchRole::for_kinds(Some(NatKind::Unknown), sym), PunchRole::Probe);
+        assert_eq!(PunchRole::for_kinds(sym, sym), PunchRole::Hopeless);
+        // The miss chance the docs give.
+        let n = f64::from(*PROBED_PORTS.end() - *PROBED_PORTS.start() + 1);
+        let miss = |k: i32| (1.0 - BIRTHDAY_PORTS as f64 / n).powi(k);
+        assert!((miss(1024) - 0.018).abs() < 0.001, "{}", miss(1024));
+        assert!(miss(BIRTHDAY_PROBES as i32) < 0.0004);
     }
 
     #[test]
