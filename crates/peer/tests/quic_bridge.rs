@@ -1,84 +1,25 @@
 //! The QUIC bridge on loopback: librqbit's SOCKS5 connection to a bridge
 //! address becomes one QUIC stream to the other device, pinned both ways.
-//! The tracker's rendezvous is replaced by an in-process introducer that
-//! does what the tracker does (answers the target's introduction and
-//! hands the requester's to the target); the real tracker path runs in the
-//! NAT lab's tests.
+//! The tracker's rendezvous is replaced by [`ota_peer::one_host`]'s
+//! in-process introducer, which does what the tracker does (answers the
+//! target's introduction and hands the requester's to the target); the
+//! real tracker path runs in the NAT lab's tests.
 
-use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use ota_peer::quic_bridge::{BridgeSettings, Introducer, QuicBridge};
-use ota_peer::quic_identity::QuicIdentity;
-use ota_proto::rendezvous::{bridge_address, CertFingerprint, Introduction, BRIDGE_PORT};
+use ota_peer::one_host::PairOptions;
+use ota_peer::quic_bridge::QuicBridge;
+use ota_proto::rendezvous::{bridge_address, CertFingerprint, BRIDGE_PORT};
 use ota_proto::InfoHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IH: InfoHash = InfoHash([0x42; 20]);
 
-/// Introduces the requester to `target`, as the tracker would: the answer
-/// is the target's side, and the target hears the requester's side.
-struct Loopback {
-    requester: Mutex<Option<(Introduction, Arc<QuicBridge>)>>,
-    answer: Introduction,
-}
-
-impl Introducer for Loopback {
-    fn introduce(&self, _peer: Ipv6Addr) -> BoxFuture<'static, anyhow::Result<Introduction>> {
-        if let Some((mine, target)) = self.requester.lock().unwrap().as_ref() {
-            target.on_introduction(mine).unwrap();
-        }
-        let answer = self.answer.clone();
-        Box::pin(async move { Ok(answer) })
-    }
-}
-
-fn intro(candidates: Vec<SocketAddr>, fingerprint: CertFingerprint) -> Introduction {
-    Introduction {
-        id: 7,
-        info_hash: IH,
-        candidates,
-        fingerprint,
-        nat: None,
-    }
-}
-
-fn loopback(listener: SocketAddr) -> BridgeSettings {
-    BridgeSettings {
-        loopback_candidates: true,
-        ..BridgeSettings::new(listener)
-    }
-}
-
-fn udp() -> std::net::UdpSocket {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
-}
-
-/// Bridge B in front of `listener`, and bridge A whose introducer reaches
-/// B with B's fingerprint replaced by `pin` when given, and tells B of A
-/// only when `tell_b`.
 async fn pair(listener: SocketAddr, pin: Option<CertFingerprint>, tell_b: bool) -> (Arc<QuicBridge>, Arc<QuicBridge>) {
-    let id_b = Arc::new(QuicIdentity::generate().unwrap());
-    let nobody = Arc::new(Loopback {
-        requester: Mutex::new(None),
-        answer: intro(vec!["127.0.0.1:9".parse().unwrap()], CertFingerprint([0; 32])),
-    });
-    let b = QuicBridge::start(udp(), id_b.clone(), loopback(listener), nobody)
-        .await
-        .unwrap();
-    let id_a = Arc::new(QuicIdentity::generate().unwrap());
-    let a_udp = udp();
-    let a_addr = a_udp.local_addr().unwrap();
-    let introducer = Arc::new(Loopback {
-        requester: Mutex::new(tell_b.then(|| (intro(vec![a_addr], id_a.fingerprint()), b.clone()))),
-        answer: intro(vec![b.local_udp().unwrap()], pin.unwrap_or(id_b.fingerprint())),
-    });
-    let a = QuicBridge::start(a_udp, id_a, loopback(listener), introducer)
-        .await
-        .unwrap();
-    (a, b)
+    let options = PairOptions { pin, b_not_told: !tell_b };
+    ota_peer::one_host::pair(listener, options).await.unwrap()
 }
 
 async fn socks(
