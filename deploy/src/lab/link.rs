@@ -51,8 +51,10 @@ pub const HZ: u64 = 100;
 pub const QUEUE_MS: u64 = 50;
 /// A full Ethernet frame, bytes (1500 MTU + 14 header).
 const FRAME: u64 = 1514;
-/// How long [`Lab::add_router_with`] waits for a vde link to carry traffic.
-const VDE_READY: Duration = Duration::from_secs(10);
+/// How long [`Lab::add_router_with`] waits for a vde link to carry traffic
+/// (usually well under a second; 10 s was too short twice with a 50-device
+/// flash crowd loading both cores beside the test).
+const VDE_READY: Duration = Duration::from_secs(30);
 
 /// The WAN link of a home router, as [`Lab::add_router_with`] builds it.
 /// [`WanLink::default`] is today's unshaped veth (no delay, no loss).
