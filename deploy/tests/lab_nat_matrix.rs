@@ -5,7 +5,7 @@
 //!
 //! Each run: `--topology internet --mode p2p --devices 2 --mix A=1,B=1`,
 //! 20 ms one way on every home WAN link (40 ms round trip to the
-//! internet), the origin's uplink shaped to 20 Mbit/s and an 8 MB package,
+//! internet), the origin's uplink shaped to 8 Mbit/s and an 8 MB package,
 //! so that the device without the origin's first grant is still fetching
 //! when the path to the other forms.
 //!
@@ -78,7 +78,7 @@ fn run_pair(a: &str, b: &str, pkg: &std::path::Path, dir: &std::path::Path) -> P
         "--wan-delay-ms",
         "20",
         "--origin-uplink-mbit",
-        "20",
+        "8",
         "--package",
         pkg.to_str().unwrap(),
         "--record",
