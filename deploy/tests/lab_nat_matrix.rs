@@ -10,9 +10,12 @@
 //! when the path to the other forms.
 //!
 //! How a pair connected is read from what the agents did: a QUIC path the
-//! bridge logged (`how=lan|punched|birthday`), else bytes between the two
-//! over TCP (`direct`: the other side was reachable at its public or
-//! forwarded address; `mapped`: at its UPnP mapping), else `none`.
+//! bridge logged (`how=lan|direct|punched|birthday`; the tracker hands out
+//! a bridge address for every QUIC device it has not yet found reachable,
+//! so reachable devices are usually met over QUIC too), else bytes
+//! between the two over TCP (`direct`: the other side was reachable at its
+//! public or forwarded address; `mapped`: at its UPnP mapping), else
+//! `none`.
 //!
 //! Asserted: every pair where at least one side is not symmetric connects;
 //! the symmetric × symmetric pair does not (no QUIC path, no bytes between
@@ -63,7 +66,11 @@ struct Pair {
 }
 
 fn run_pair(a: &str, b: &str, pkg: &std::path::Path, dir: &std::path::Path) -> Pair {
-    let mix = if a == b { format!("{a}=1") } else { format!("{a}=1,{b}=1") };
+    let mix = if a == b {
+        format!("{a}=1")
+    } else {
+        format!("{a}=1,{b}=1")
+    };
     let work = dir.join(format!("work-{a}-{b}"));
     let records = dir.join(format!("records-{a}-{b}.json"));
     let args = [
@@ -88,7 +95,10 @@ fn run_pair(a: &str, b: &str, pkg: &std::path::Path, dir: &std::path::Path) -> P
         "--timeout-secs",
         "180",
     ];
-    let out = Command::new(env!("CARGO_BIN_EXE_flash-crowd")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flash-crowd"))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "flash-crowd {mix} failed:\n{}\n{}",

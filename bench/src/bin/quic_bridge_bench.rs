@@ -84,9 +84,13 @@ async fn main() -> anyhow::Result<()> {
             left -= n as u64;
         }
     }
-    let torrent = librqbit::create_torrent(&file, Default::default(), &librqbit::spawn_utils::BlockingSpawner::new(1))
-        .await
-        .context("torrent")?;
+    let torrent = librqbit::create_torrent(
+        &file,
+        Default::default(),
+        &librqbit::spawn_utils::BlockingSpawner::new(1),
+    )
+    .await
+    .context("torrent")?;
     let info_hash = InfoHash(torrent.info_hash().0);
     let bytes = torrent.as_bytes()?.to_vec();
     let listen: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -101,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
         let out = dir.join(format!("out-{i}"));
         let (peer, bridges) = if bridged {
             let (a, b) = ota_peer::one_host::pair(listen, Default::default()).await?;
-            (SocketAddr::new(bridge_address(&info_hash, 1).into(), BRIDGE_PORT), Some((a, b)))
+            (
+                SocketAddr::new(bridge_address(&info_hash, 1).into(), BRIDGE_PORT),
+                Some((a, b)),
+            )
         } else {
             (listen, None)
         };
@@ -122,7 +129,12 @@ async fn main() -> anyhow::Result<()> {
             bytes_per_sec: cli.size as f64 / seconds,
             cpu_seconds: cpu,
         };
-        eprintln!("{} {:.1} MB/s, {:.2} CPU s", run.mode, run.bytes_per_sec / 1e6, run.cpu_seconds);
+        eprintln!(
+            "{} {:.1} MB/s, {:.2} CPU s",
+            run.mode,
+            run.bytes_per_sec / 1e6,
+            run.cpu_seconds
+        );
         runs.push(run);
         leecher.stop().await;
         if let Some((a, b)) = bridges {

@@ -126,8 +126,9 @@ pub struct PathEstablished {
     /// The candidate whose handshake won (for the birthday approach, the
     /// port a probe found).
     pub via: SocketAddr,
-    /// How: `lan` (a LAN candidate), `punched` (a reflexive or mapped
-    /// candidate), `birthday` (one side symmetric).
+    /// How: `lan` (a LAN candidate), `direct` (the other side has no NAT),
+    /// `punched` (a reflexive or mapped candidate behind a NAT), `birthday`
+    /// (one side symmetric).
     pub how: &'static str,
     /// From the SOCKS5 request to the tracker's answer, ms.
     pub introduction_ms: u64,
@@ -632,6 +633,8 @@ impl QuicBridge {
                 let (via, conn) = self.dial_candidates(&config, &candidates).await?;
                 let how = if ota_proto::direct_paths::is_lan_candidate(via) {
                     "lan"
+                } else if intro.nat == Some(NatKind::Open) {
+                    "direct"
                 } else {
                     "punched"
                 };

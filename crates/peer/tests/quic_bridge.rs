@@ -18,7 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const IH: InfoHash = InfoHash([0x42; 20]);
 
 async fn pair(listener: SocketAddr, pin: Option<CertFingerprint>, tell_b: bool) -> (Arc<QuicBridge>, Arc<QuicBridge>) {
-    let options = PairOptions { pin, b_not_told: !tell_b };
+    let options = PairOptions {
+        pin,
+        b_not_told: !tell_b,
+    };
     ota_peer::one_host::pair(listener, options).await.unwrap()
 }
 
