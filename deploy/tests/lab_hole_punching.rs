@@ -19,6 +19,14 @@
 
 use std::process::Command;
 
+mod common;
+use common::log_field;
+
+/// A numeric field of a log line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    log_field(line, key)?.parse().ok()
+}
+
 fn logs_dir_texts(work: &std::path::Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(work.join("logs")) else {
         return Vec::new();
@@ -42,31 +50,6 @@ fn tails(work: &std::path::Path) -> String {
         }
     }
     out
-}
-
-/// `line` without ANSI colour escapes (`ESC [ ... m`).
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The value of `key=N` in a tracing log line.
-fn field(line: &str, key: &str) -> Option<u64> {
-    let line = &plain(line);
-    let at = line.find(&format!("{key}="))? + key.len() + 1;
-    line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 #[test]

@@ -31,31 +31,10 @@
 
 use std::process::Command;
 
+mod common;
+use common::log_field;
+
 const KINDS: [&str; 6] = ["public", "port-forwarded", "upnp", "cone", "symmetric", "cgnat"];
-
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The `key=value` of a tracing line (value up to the next space, quotes
-/// removed).
-fn field(line: &str, key: &str) -> Option<String> {
-    let at = line.find(&format!(" {key}="))? + key.len() + 2;
-    Some(line[at..].split(' ').next()?.trim_matches('"').to_string())
-}
 
 struct Pair {
     kinds: String,
@@ -117,10 +96,9 @@ fn run_pair(a: &str, b: &str, pkg: &std::path::Path, dir: &std::path::Path) -> P
             continue;
         }
         for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-            let line = plain(line);
             if line.contains("QUIC path established") {
-                how = how.or(field(&line, "how"));
-                if let Some(ms) = field(&line, "total_ms").and_then(|m| m.parse().ok()) {
+                how = how.or(log_field(line, "how"));
+                if let Some(ms) = log_field(line, "total_ms").and_then(|m| m.parse().ok()) {
                     connect_ms.push(ms);
                 }
             }

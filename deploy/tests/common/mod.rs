@@ -74,3 +74,30 @@ pub(crate) fn tcp_connect(lab: &Lab, target: SocketAddrV4, wait: Duration) -> bo
         Err(e) => panic!("connect to {target}: unexpected {e} (a drop should time out)"),
     }
 }
+
+/// `line` without ANSI colour escapes (`ESC [ ... m`), as the agents' logs
+/// write them.
+pub(crate) fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of ` key=value` in a tracing log line (up to the next space,
+/// quotes removed; colour escapes ignored).
+pub(crate) fn log_field(line: &str, key: &str) -> Option<String> {
+    let line = plain(line);
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    Some(line[at..].split(' ').next()?.trim_matches('"').to_string())
+}
