@@ -248,12 +248,16 @@ mod tests {
         }
     }
 
+    /// `swarm` split into origins, seeders and leechers.
+    fn split(swarm: &[P]) -> (Vec<P>, Vec<P>, Vec<P>) {
+        let of = |f: fn(&P) -> bool| swarm.iter().copied().filter(f).collect::<Vec<P>>();
+        (of(|p| p.2), of(|p| !p.2 && p.1 == 0), of(|p| !p.2 && p.1 > 0))
+    }
+
     /// Runs the policy for requester `id` on `swarm`; returns the handed-out
     /// ids (origins first) and the grant.
     fn run(id: u8, r: Requester, swarm: &[P], grants: usize, policy: OriginPolicy, numwant: usize) -> (Vec<u8>, bool) {
-        let origins: Vec<P> = swarm.iter().copied().filter(|p| p.2).collect();
-        let seeders: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 == 0).collect();
-        let leechers: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 > 0).collect();
+        let (origins, seeders, leechers) = split(swarm);
         let parts = SwarmParts {
             origins: &origins,
             neighbours: &[],
@@ -325,9 +329,7 @@ mod tests {
             (5, 50, false),
             (6, 50, false),
         ];
-        let origins: Vec<P> = swarm.iter().copied().filter(|p| p.2).collect();
-        let seeders: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 == 0).collect();
-        let leechers: Vec<P> = swarm.iter().copied().filter(|p| !p.2 && p.1 > 0).collect();
+        let (origins, seeders, leechers) = split(&swarm);
         let parts = SwarmParts {
             origins: &origins,
             neighbours: &[],
