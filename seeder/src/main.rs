@@ -135,6 +135,11 @@ struct SeedArgs {
     /// Most concurrent piece GETs to S3.
     #[arg(long, env = "OTA_SEEDER_MAX_S3_REQUESTS", default_value_t = seeding::DEFAULT_MAX_S3_REQUESTS)]
     max_s3_requests: usize,
+    /// Keep librqbit's verified bitfields in STATE_DIR/fastresume, so a
+    /// restart does not read every published object from S3 again
+    /// (librqbit then spot-checks a few pieces per release).
+    #[arg(long, env = "OTA_SEEDER_FASTRESUME", default_value_t = true, action = clap::ArgAction::Set)]
+    fastresume: bool,
     /// Bearer token of /api/egress, /api/ledger and /metrics [default: the admin token].
     #[arg(long, env = "OTA_SEEDER_API_TOKEN")]
     api_token: Option<String>,
@@ -288,6 +293,7 @@ async fn run() -> anyhow::Result<()> {
                     verify_interval: Duration::from_secs(a.verify_interval_secs.max(1)),
                     ledger_interval: Duration::from_millis(a.ledger_interval_ms.max(100)),
                     max_s3_requests: a.max_s3_requests,
+                    fastresume: a.fastresume,
                 },
             )
             .await?;

@@ -7,9 +7,12 @@
 //! discovery and UPnP are off: the origin is reached only through the tracker.
 //!
 //! Cost at start: librqbit checks every piece of a newly added torrent, so
-//! adding a release reads the whole object from S3 once (through the piece
-//! cache: when the object fits in the cache the first peers are then served
-//! from memory, otherwise serving reads it from S3 again).
+//! the first time a release is seeded its whole object is read from S3 once
+//! (through the piece cache). librqbit keeps the verified bitfield under
+//! `STATE_DIR/fastresume` ([`ota_peer::fastresume`]), so a restart reads
+//! only librqbit's spot check (at least one piece per release, a few on
+//! average) after the ETag still matches; every piece served is SHA-1
+//! checked anyway.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use librqbit::{AddTorrentOptions, ManagedTorrent, Session};
 use serde::Serialize;
 
 use ota_client::TrackerClient;
+use ota_peer::fastresume::Resumable;
 use ota_peer::peer_id::{random_peer_id, SEEDER_PREFIX};
 use ota_peer::PeerSession;
 use ota_proto::api::Release;
@@ -59,6 +63,9 @@ pub struct SeedSettings {
     pub ledger_interval: Duration,
     /// Most concurrent piece GETs to S3, over all releases.
     pub max_s3_requests: usize,
+    /// Keep librqbit's verified bitfields in `state_dir/fastresume`, so a
+    /// restart skips the full read of every object ([`ota_peer::fastresume`]).
+    pub fastresume: bool,
 }
 
 /// Default piece cache cap, bytes (256 MiB).
@@ -91,6 +98,7 @@ impl SeedSettings {
             verify_interval: DEFAULT_VERIFY_INTERVAL,
             ledger_interval: DEFAULT_LEDGER_INTERVAL,
             max_s3_requests: DEFAULT_MAX_S3_REQUESTS,
+            fastresume: true,
         }
     }
 }
@@ -150,6 +158,7 @@ impl Seeder {
             announce_port: None,
             upload_limit_bps: settings.upload_limit_bps,
             client_name: Some(format!("ota-seeder {}", env!("CARGO_PKG_VERSION"))),
+            fastresume_dir: settings.fastresume.then(|| settings.state_dir.join("fastresume")),
             ..PeerSession::listening(settings.peer_listen)
         }
         .start(settings.state_dir.clone())
@@ -167,6 +176,11 @@ impl Seeder {
             sampler: Mutex::new(UploadSampler::default()),
             pending_http: Mutex::default(),
         }))
+    }
+
+    /// The peer-wire listen address (`SeedSettings::peer_listen`).
+    pub fn peer_listen(&self) -> SocketAddr {
+        self.settings.peer_listen
     }
 
     /// The S3 client.
@@ -246,7 +260,7 @@ impl Seeder {
             torrent_bytes(&announce, &info),
             &self.settings.state_dir.join(r.info_hash.to_hex()),
             AddTorrentOptions {
-                storage_factory: Some(librqbit::storage::StorageFactoryExt::boxed(factory)),
+                storage_factory: Some(librqbit::storage::StorageFactoryExt::boxed(Resumable(factory))),
                 ..Default::default()
             },
         )

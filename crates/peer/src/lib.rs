@@ -3,6 +3,7 @@
 //! and one peer-id generator ([`peer_id`]). The NAT layer (UPnP, STUN probe,
 //! hole punching) and the QUIC peer transport go here.
 
+pub mod fastresume;
 pub mod one_host;
 pub mod peer_id;
 pub mod port_mapping;

@@ -1,9 +1,8 @@
 //! The one librqbit 9.1 session builder of the project: the seeder, the
 //! device agent, the tests and the benches all start their BitTorrent
 //! sessions from [`PeerSession`], so that the settings that matter for
-//! distribution (no DHT, no local service discovery, no librqbit UPnP, no
-//! session persistence or fast-resume, the announced port) are decided here
-//! once.
+//! distribution (no DHT, no local service discovery, no librqbit UPnP,
+//! fast-resume only where asked, the announced port) are decided here once.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,11 +17,11 @@ use ota_proto::PeerId;
 ///   the tracker's hand-out policy only.
 /// - librqbit's own UPnP stays off: it maps TCP only on IGDv1 and never
 ///   deletes its mappings; the NAT layer of this crate maps ports instead.
-/// - No session persistence and no fast-resume: the agent resumes from its
-///   own state file plus librqbit's full piece check at add time (session
-///   persistence would re-add torrents behind the agent's back, and
-///   fast-resume checks only a random sample of the pieces its saved
-///   bitfield claims).
+/// - No session persistence and no fast-resume unless `fastresume_dir` is
+///   set: the agent resumes from its own state file plus librqbit's full
+///   piece check at add time (fast-resume checks only a random sample of
+///   the pieces its saved bitfield claims). The seeder sets it, since its
+///   full check reads every object from S3 ([`crate::fastresume`]).
 /// - A listener always announces its own port: librqbit announces 4240 for a
 ///   loopback listener unless `announce_port` is set.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +50,12 @@ pub struct PeerSession {
     /// ([`crate::quic_bridge`]). With a proxy the session dials IPv6 peers
     /// too, since bridge addresses are IPv6 ([`ota_proto::rendezvous`]).
     pub proxy_url: Option<String>,
+    /// Folder where librqbit keeps each torrent's verified bitfield, so a
+    /// torrent added again after a restart skips the full piece check
+    /// ([`crate::fastresume`]; its storage factory must be wrapped in
+    /// [`crate::fastresume::Resumable`]). [`Self::start`] removes
+    /// librqbit's torrent list from it first. `None`: no fast-resume.
+    pub fastresume_dir: Option<std::path::PathBuf>,
 }
 
 impl PeerSession {
@@ -75,8 +80,13 @@ impl PeerSession {
             dht: None,
             disable_local_service_discovery: true,
             disable_trackers: !self.trackers,
-            persistence: None,
-            fastresume: false,
+            persistence: self
+                .fastresume_dir
+                .as_ref()
+                .map(|d| librqbit::SessionPersistenceConfig::Json {
+                    folder: Some(d.clone()),
+                }),
+            fastresume: self.fastresume_dir.is_some(),
             peer_id: self.peer_id.map(|p| librqbit::dht::Id20::new(p.0)),
             listen: self.listen.map(|listen| ListenerOptions {
                 mode: ListenerMode::TcpOnly,
@@ -101,10 +111,16 @@ impl PeerSession {
     }
 
     /// Starts the session, storing torrents under `dir` unless a torrent
-    /// names its own output folder.
+    /// names its own output folder. With `fastresume_dir`, that folder is
+    /// prepared first ([`crate::fastresume::prepare_dir`]).
     ///
-    /// Errors: the listen port is taken, or librqbit cannot start.
+    /// Errors: the listen port is taken, the fast-resume folder cannot be
+    /// prepared, or librqbit cannot start.
     pub async fn start(&self, dir: std::path::PathBuf) -> anyhow::Result<Arc<Session>> {
+        if let Some(d) = &self.fastresume_dir {
+            let found = crate::fastresume::prepare_dir(d)?;
+            tracing::info!(dir = %d.display(), bitfields = found.bitfields, "fast-resume bitfields kept");
+        }
         let what = match self.listen {
             Some(l) => format!("cannot start the BitTorrent session on {l}"),
             None => "cannot start the BitTorrent session".to_string(),
@@ -169,6 +185,15 @@ mod tests {
         assert!(o.dht.is_none() && o.disable_local_service_discovery && o.persistence.is_none() && !o.fastresume);
         assert!(!o.disable_trackers && o.ipv4_only);
         assert!(o.ratelimits.upload_bps.is_none(), "0 means unlimited");
+        s.fastresume_dir = Some("/tmp/x".into());
+        let o = s.options();
+        assert!(
+            o.fastresume
+                && matches!(
+                    o.persistence,
+                    Some(librqbit::SessionPersistenceConfig::Json { folder: Some(_) })
+                )
+        );
         let o = PeerSession::leecher().options();
         assert!(o.listen.is_none() && o.disable_trackers && !o.ipv4_only);
     }
