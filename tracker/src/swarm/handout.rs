@@ -1,19 +1,42 @@
 //! Peer hand-out policy: which peers an announcing device gets, and when
 //! the origin (the S3-backed seeder) is among them.
 //!
-//! New grants stop once a device holds the whole package: from then on the
-//! devices serve each other.
+//! New grants stop once a device holds the whole package, for as long as the
+//! device seeders evidently serve: from then on the devices serve each other.
 //!
 //! The 2017 field study listed the origin to every client, so every client
 //! pulled the same first pieces from it and the origin sent close to one copy
 //! per device. Here the origin is a scarce resource: it is handed to at most
 //! `origin_slots` leechers at a time (they become the swarm's first sources),
-//! and to a leecher that is starved (its `left` did not shrink over
-//! [`STARVED_AFTER`] announces in a row) while no device holds the whole package, or over
-//! [`STARVED_DESPITE_SEEDERS_AFTER`] while one does. Everyone else gets
-//! devices only, seeders first: a device seeder also dials the leechers it is
-//! handed, so a starved leecher is served by devices as soon as one finishes. With one slot the origin
-//! sends close to one copy per swarm, the 1 − 1/N limit.
+//! and to a leecher that is starved. Everyone else gets devices only, seeders
+//! first: a device seeder also dials the leechers it is handed, so a starved
+//! leecher is served by devices as soon as one finishes. With one slot the
+//! origin sends close to one copy per swarm, the 1 − 1/N limit.
+//!
+//! Whether listed device seeders serve is read from the leechers' reported
+//! progress (their `left` shrinking), never from the seeders' own claims: a
+//! device that was handed the whole package and then vanished without a
+//! `stopped` event stays listed until its entry expires, and a plain
+//! BitTorrent client (no HTTP fallback) must not wait for that. So:
+//!
+//! - with no device seeder the requester can reach, a leecher takes a free
+//!   grant at once and is starved after [`STARVED_AFTER`] intervals without
+//!   progress;
+//! - with one, the seeders count as serving while the requester progressed
+//!   within the last interval (a leecher on its first announce gets the
+//!   benefit of the doubt) or some device of the swarm reported progress
+//!   within it. A leecher that saw no progress for [`UNSERVED_AFTER`]
+//!   interval, in a swarm where no device progressed either, is not served:
+//!   the seeders stop holding back a grant and it is starved, so the origin
+//!   comes back on its second announce. In a swarm that does progress, a
+//!   leecher the seeders still do not serve is starved after
+//!   [`STARVED_DESPITE_SEEDERS_AFTER`] intervals (a device that fakes
+//!   progress cannot starve others of the origin for longer).
+//!
+//! Intervals are time, not announce counts (a client that announces more
+//! often than told is not starved sooner), and a span counts as `n`
+//! intervals from `1/`[`INTERVAL_TOLERANCE_DIVISOR`] of one interval short of
+//! it (a client that re-announces at `interval` has waited one interval).
 //!
 //! A device the requester cannot dial (the tracker's dial of its public
 //! address failed) is left out, unless both run QUIC and the tracker can
@@ -23,17 +46,39 @@
 //! may fail).
 //!
 //! Pure logic: the caller passes the swarm as it is now, split into origins,
-//! device seeders and device leechers, and a random source; the cost of one
-//! hand-out is O(numwant), not O(swarm).
+//! device seeders and device leechers, the time since the swarm last
+//! progressed, and a random source; the cost of one hand-out is O(numwant),
+//! not O(swarm).
 
-/// Announce intervals without progress after which a leecher is starved.
-pub const STARVED_AFTER: u32 = 2;
+use std::time::Duration;
 
 /// Announce intervals without progress after which a leecher is starved
-/// although device seeders are listed: they should have served it by then,
-/// so they are slow, unreachable or lying about holding the package, and a
-/// device claiming to seed cannot starve the others of the origin.
+/// while no device seeder it can reach is listed.
+pub const STARVED_AFTER: u32 = 2;
+
+/// Announce intervals without progress, of the requester and of every
+/// device of its swarm, after which listed device seeders count as not
+/// serving it (vanished, unreachable or lying about holding the package):
+/// they no longer hold back an origin grant and the requester is starved.
+pub const UNSERVED_AFTER: u32 = 1;
+
+/// Announce intervals without progress after which a leecher is starved
+/// although device seeders are listed and other devices of the swarm do
+/// progress: the seeders serve others but not it, and a device claiming to
+/// seed (or faking progress) cannot starve the others of the origin.
 pub const STARVED_DESPITE_SEEDERS_AFTER: u32 = 4;
+
+/// A span of time counts as `n` announce intervals once it is at most
+/// `interval / INTERVAL_TOLERANCE_DIVISOR` short of `n × interval`: a client
+/// starts its timer when it reads the answer and may round to whole
+/// seconds, so one that re-announces "at `interval`" has waited one interval.
+pub const INTERVAL_TOLERANCE_DIVISOR: u32 = 10;
+
+/// Whether `span` counts as at least `n` intervals of `interval` (see
+/// [`INTERVAL_TOLERANCE_DIVISOR`]).
+fn spans_intervals(span: Duration, n: u32, interval: Duration) -> bool {
+    span + interval / INTERVAL_TOLERANCE_DIVISOR >= interval * n
+}
 
 /// How the origin is listed to devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,9 +102,9 @@ impl Default for OriginPolicy {
 }
 
 /// The swarm split the way the policy reads it: origins, the requester's
-/// LAN neighbours, device seeders (`left == 0`) and device leechers. `T` is
-/// the caller's peer type; the requester may be in any list but
-/// `neighbours` (it is skipped).
+/// LAN neighbours, device seeders (`left == 0`) and device leechers, and
+/// when the swarm last progressed. `T` is the caller's peer type; the
+/// requester may be in any list but `neighbours` (it is skipped).
 #[derive(Debug)]
 pub struct SwarmParts<'a, 'n, T> {
     /// Peers that announced with a valid origin token.
@@ -75,6 +120,12 @@ pub struct SwarmParts<'a, 'n, T> {
     pub seeders: &'a [T],
     /// Devices still downloading.
     pub leechers: &'a [T],
+    /// Time since a device of this swarm (the requester included, never
+    /// the origin) last reported progress: an announce whose `left` was
+    /// smaller than its previous one, reaching 0 included. `None` when none
+    /// did (since the tracker started). Read only while device seeders are
+    /// listed: recent progress means they serve.
+    pub progress_for: Option<Duration>,
 }
 
 impl<T> Clone for SwarmParts<'_, '_, T> {
@@ -98,9 +149,9 @@ pub struct Requester {
     /// it never did). Time, not a count of announces: a client that
     /// announces more often than told (librqbit re-announces on every
     /// resume) is not starved sooner.
-    pub stalled_for: std::time::Duration,
+    pub stalled_for: Duration,
     /// The announce interval handed out: starvation is measured in these.
-    pub interval: std::time::Duration,
+    pub interval: Duration,
     /// Whether it already holds an origin grant.
     pub granted: bool,
 }
@@ -163,7 +214,10 @@ fn sample_into<'a, T>(
 /// device leechers, each drawn in O(`numwant`) whatever the swarm size.
 /// A device seeder the requester can reach (a neighbour, or one of the
 /// first [`SEEDERS_LOOKED_AT`] seeders that `skip` keeps) stops new origin
-/// grants.
+/// grants while the seeders serve: the requester progressed within the last
+/// [`UNSERVED_AFTER`] interval, or the swarm did (`parts.progress_for`),
+/// and the requester has not been stalled [`STARVED_DESPITE_SEEDERS_AFTER`]
+/// intervals (see the module docs).
 ///
 /// `bridged` accepts the devices that `skip` rejects but that may be
 /// handed out at their bridge addresses (the caller's rule: both sides run
@@ -188,17 +242,24 @@ pub fn hand_out<'a, T>(
     // (a seeder is not leeching, so then this is not read) or expired peers.
     let device_seeder =
         leeching && (parts.neighbour_seeders > 0 || parts.seeders.iter().take(SEEDERS_LOOKED_AT).any(|c| !skip(c)));
-    let starve_after = if device_seeder {
-        STARVED_DESPITE_SEEDERS_AFTER
-    } else {
-        STARVED_AFTER
-    };
-    let starved = leeching && requester.stalled_for >= requester.interval * starve_after;
+    let stalled = |n: u32| spans_intervals(requester.stalled_for, n, requester.interval);
+    // The swarm is quiet when no device reported progress for a whole interval.
+    let swarm_quiet = parts
+        .progress_for
+        .is_none_or(|d| spans_intervals(d, UNSERVED_AFTER, requester.interval));
+    let unserved = (stalled(UNSERVED_AFTER) && swarm_quiet) || stalled(STARVED_DESPITE_SEEDERS_AFTER);
+    let seeders_serve = device_seeder && !unserved;
+    let starved = leeching
+        && if device_seeder {
+            unserved
+        } else {
+            stalled(STARVED_AFTER)
+        };
     let (list_origin, granted) = match policy {
         OriginPolicy::Always => (leeching, false),
         OriginPolicy::OnDemand { slots } => {
             let keep = leeching && requester.granted;
-            let new = leeching && !requester.granted && !device_seeder && grants_in_use < slots.max(1);
+            let new = leeching && !requester.granted && !seeders_serve && grants_in_use < slots.max(1);
             (keep || new || starved, keep || new)
         }
     };
@@ -239,7 +300,7 @@ mod tests {
 
     /// A requester stalled for `stalled` announce intervals of 10 s.
     fn req(left: u64, stalled: u32, granted: bool) -> Requester {
-        let interval = std::time::Duration::from_secs(10);
+        let interval = Duration::from_secs(10);
         Requester {
             left,
             stalled_for: interval * stalled,
@@ -254,9 +315,23 @@ mod tests {
         (of(|p| p.2), of(|p| !p.2 && p.1 == 0), of(|p| !p.2 && p.1 > 0))
     }
 
-    /// Runs the policy for requester `id` on `swarm`; returns the handed-out
-    /// ids (origins first) and the grant.
+    /// Runs the policy for requester `id` on `swarm`, in which a device
+    /// reported progress just now; returns the handed-out ids (origins
+    /// first) and the grant.
     fn run(id: u8, r: Requester, swarm: &[P], grants: usize, policy: OriginPolicy, numwant: usize) -> (Vec<u8>, bool) {
+        run_quiet(id, r, swarm, Some(Duration::ZERO), grants, policy, numwant)
+    }
+
+    /// [`run`] in a swarm that last progressed `progress_for` ago (`None`: never).
+    fn run_quiet(
+        id: u8,
+        r: Requester,
+        swarm: &[P],
+        progress_for: Option<Duration>,
+        grants: usize,
+        policy: OriginPolicy,
+        numwant: usize,
+    ) -> (Vec<u8>, bool) {
         let (origins, seeders, leechers) = split(swarm);
         let parts = SwarmParts {
             origins: &origins,
@@ -264,6 +339,7 @@ mod tests {
             neighbour_seeders: 0,
             seeders: &seeders,
             leechers: &leechers,
+            progress_for,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let h = hand_out(&r, parts, |p| p.0 == id, |_| false, grants, policy, numwant, &mut rng);
@@ -292,7 +368,8 @@ mod tests {
         let policy = OriginPolicy::OnDemand { slots: 1 };
         let (kept, granted) = run(1, req(40, 0, true), &swarm(), 0, policy, 50);
         assert!(granted && kept[0] == 0);
-        // Starved while a device (peer 2) holds the whole package: devices only.
+        // Stalled while a device (peer 2) holds the whole package and the
+        // swarm progresses (the seeders serve): devices only.
         let (served_by_devices, _) = run(3, req(100, 2, false), &swarm(), 1, policy, 50);
         assert_eq!(served_by_devices, vec![2, 1]);
         // ... unless the devices have not served it for longer (slow, or lying).
@@ -318,6 +395,82 @@ mod tests {
     }
 
     #[test]
+    fn seeders_that_serve_nobody_give_the_origin_back_within_one_interval() {
+        let policy = OriginPolicy::OnDemand { slots: 1 };
+        let interval = Duration::from_secs(10);
+        let at = |stalled_for: Duration| Requester {
+            left: 100,
+            stalled_for,
+            interval,
+            granted: false,
+        };
+        // Peer 2 claims to seed, but no device reported progress since
+        // (it vanished without `stopped`, or it lies).
+        let quiet = Some(interval * 30);
+        // First announce: the listed seeder gets the benefit of the doubt.
+        let (first, granted) = run_quiet(3, at(Duration::ZERO), &swarm(), quiet, 0, policy, 50);
+        assert_eq!((first, granted), (vec![2, 1], false));
+        let (never, _) = run_quiet(3, at(Duration::ZERO), &swarm(), None, 0, policy, 50);
+        assert_eq!(never, vec![2, 1]);
+        // Second announce, one interval later without progress: the seeder
+        // does not serve, so it holds back no grant...
+        let (second, granted) = run_quiet(3, at(interval), &swarm(), quiet, 0, policy, 50);
+        assert_eq!((second, granted), (vec![0, 2, 1], true));
+        // ... and with every slot taken the requester is starved: listed, not granted.
+        let (taken, granted) = run_quiet(3, at(interval), &swarm(), None, 1, policy, 50);
+        assert_eq!((taken, granted), (vec![0, 2, 1], false));
+        // An announce a little early (its timer started when it read the
+        // answer) still counts as one interval; a client that announces
+        // more often than told is not starved sooner.
+        let tolerance = interval / INTERVAL_TOLERANCE_DIVISOR;
+        let (early, _) = run_quiet(3, at(interval - tolerance), &swarm(), quiet, 1, policy, 50);
+        assert_eq!(early[0], 0);
+        let (too_early, granted) = run_quiet(
+            3,
+            at(interval - tolerance - Duration::from_millis(1)),
+            &swarm(),
+            quiet,
+            0,
+            policy,
+            50,
+        );
+        assert_eq!((too_early, granted), (vec![2, 1], false));
+        // Another device reported progress within the last interval: the
+        // seeders serve the swarm, the requester waits for them...
+        for recent in [
+            Duration::ZERO,
+            interval / 2,
+            interval - tolerance - Duration::from_millis(1),
+        ] {
+            let (served, granted) = run_quiet(3, at(interval * 3), &swarm(), Some(recent), 0, policy, 50);
+            assert_eq!((served, granted), (vec![2, 1], false), "progress {recent:?} ago");
+        }
+        // ... but not beyond STARVED_DESPITE_SEEDERS_AFTER intervals.
+        let stalled_long = at(interval * STARVED_DESPITE_SEEDERS_AFTER - tolerance);
+        let (despite, granted) = run_quiet(3, stalled_long, &swarm(), Some(Duration::ZERO), 0, policy, 50);
+        assert_eq!((despite, granted), (vec![0, 2, 1], true));
+        // The swarm's progress one whole interval ago is quiet already.
+        let (quiet_now, _) = run_quiet(3, at(interval), &swarm(), Some(interval - tolerance), 1, policy, 50);
+        assert_eq!(quiet_now[0], 0);
+        // A grant holder keeps the origin whatever the seeders do; a seeder
+        // never gets it.
+        let kept = Requester {
+            granted: true,
+            ..at(Duration::ZERO)
+        };
+        assert_eq!(
+            run_quiet(1, kept, &swarm(), Some(Duration::ZERO), 0, policy, 50).0[0],
+            0
+        );
+        let seeding = Requester {
+            left: 0,
+            ..at(interval * 9)
+        };
+        let (seeder, granted) = run_quiet(2, seeding, &swarm(), None, 0, policy, 50);
+        assert_eq!((seeder, granted), (vec![1, 3], false));
+    }
+
+    #[test]
     fn bridged_peers_come_after_the_reachable_ones_within_numwant() {
         // Peers 4 (seeder) and 5 (leecher) are unreachable but bridgeable,
         // peer 6 is unreachable and not bridgeable.
@@ -336,6 +489,7 @@ mod tests {
             neighbour_seeders: 0,
             seeders: &seeders,
             leechers: &leechers,
+            progress_for: None,
         };
         let unreachable = |p: &P| [4, 5, 6].contains(&p.0);
         let skip = |p: &P| p.0 == 3 || unreachable(p);
@@ -386,6 +540,7 @@ mod tests {
             neighbour_seeders: 0,
             seeders: &seeders,
             leechers: &leechers,
+            progress_for: None,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut seen_seeders = std::collections::HashSet::new();
@@ -415,6 +570,7 @@ mod tests {
             neighbour_seeders: 0,
             seeders: &seeders[..3],
             leechers: &leechers,
+            progress_for: None,
         };
         let h = hand_out(
             &req(5, 0, false),

@@ -2,7 +2,10 @@
 //!
 //! Pure state machine: the caller passes the clock (`now`), so expiry tests
 //! need no sleeping. One announce updates the announcing peer, asks
-//! [`super::handout`] for its peer list and returns it.
+//! [`super::handout`] for its peer list and returns it. The hand-out reads
+//! each peer's time without progress (`stalled_since`) and its swarm's time
+//! since any device last reported progress, which says whether listed device
+//! seeders serve (one may have vanished without a `stopped` event).
 //!
 //! Layout, for announces that cost O(numwant) whatever the swarm size:
 //! - the store is split into [`SHARDS`] shards by info hash, each behind its
@@ -386,6 +389,11 @@ struct Swarm {
     downloaded_dirty: bool,
     /// Some peer has its DIRTY flag set.
     dirty: bool,
+    /// When a device (never the origin) last reported progress, its `left`
+    /// smaller than at its previous announce, in [`Clock`] nanoseconds;
+    /// `None` until one does (not persisted: a restarted tracker waits for
+    /// the next report).
+    progress: Option<i64>,
     /// Peers removed since the last `take_changes`.
     removed: Vec<PeerId>,
     /// Peer ids by device id, for peers that carry one.
@@ -757,6 +765,9 @@ impl PeerStore {
             }
         }
         let was_leeching = prev_left.is_some_and(|l| l > 0);
+        if !is_origin && prev_left.is_some_and(|l| req.left < l) {
+            swarm.progress = Some(swarm.progress.map_or(now_ns, |p| p.max(now_ns)));
+        }
         // Device-bound: a completion counts, and `left=0` is believed, only after
         // the store saw the device leeching (or it was believed before).
         let completes = if config.device_bound {
@@ -824,6 +835,7 @@ impl PeerStore {
             neighbour_seeders,
             seeders: &swarm.lists[Kind::Seeder as usize],
             leechers: &swarm.lists[Kind::Leecher as usize],
+            progress_for: swarm.progress.map(|p| age(now_ns, p)),
         };
         let is_origin_peer = |p: &Peer| matches!(swarm.index.get(&p.id), Some(s) if s.kind() == Kind::Origin);
         let skip = |p: &Peer| {
@@ -1269,8 +1281,102 @@ mod tests {
         for at in 0..4 {
             assert!(!got(2, at), "announce at {at} s");
         }
-        assert!(!got(2, 119));
-        assert!(got(2, 120), "2 intervals without progress: starved");
+        // Within a tenth of an interval counts (a client re-announcing at the
+        // interval it was told has waited it).
+        assert!(!got(2, 113));
+        assert!(got(2, 114), "2 intervals without progress: starved");
+    }
+
+    #[test]
+    fn a_vanished_seeder_holds_back_the_origin_for_one_quiet_interval_only() {
+        let t0 = Instant::now();
+        let s = PeerStore::new(StoreConfig::default());
+        s.register(IH);
+        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
+            .unwrap();
+        let go = |n: u8, left: u64, at: u64| {
+            let r = s
+                .announce(
+                    &announce(n, left, AnnounceEvent::None),
+                    addr(n),
+                    false,
+                    t0 + Duration::from_secs(at),
+                )
+                .unwrap();
+            r.peers.iter().map(|p| p.addr).collect::<Vec<_>>()
+        };
+        let granted = |n: u8, at: u64| {
+            s.peers(&IH, t0 + Duration::from_secs(at))
+                .unwrap()
+                .iter()
+                .any(|r| r.peer_id == PeerId([n; 20]) && r.granted)
+        };
+        // Device 1 takes the origin's grant, finishes at 60 s and vanishes
+        // without `stopped` (its entry lives until 240 s).
+        assert_eq!(go(1, 10, 0), vec![addr(0)]);
+        go(1, 5, 30);
+        go(1, 0, 60);
+        // Device 2 joins at 70 s: the seeder looks alive, the origin is not listed.
+        assert_eq!(go(2, 10, 70), vec![addr(1)]);
+        assert!(!granted(2, 70));
+        // More often than told is not one interval yet.
+        assert_eq!(go(2, 10, 100), vec![addr(1)]);
+        // One interval later nobody has progressed since 60 s: device 1 does
+        // not serve, device 2 takes the free grant.
+        assert_eq!(go(2, 10, 130), vec![addr(0), addr(1)]);
+        assert!(granted(2, 130));
+        // It keeps it while it downloads, from the origin (which announces
+        // again before its entry expires at 180 s).
+        s.announce(
+            &announce(0, 0, AnnounceEvent::None),
+            addr(0),
+            true,
+            t0 + Duration::from_secs(150),
+        )
+        .unwrap();
+        assert_eq!(go(2, 4, 190), vec![addr(0), addr(1)]);
+
+        // A seeder that serves: device 4 progresses every interval, so
+        // device 3, stalled, waits for the devices, up to
+        // STARVED_DESPITE_SEEDERS_AFTER intervals.
+        let s = PeerStore::new(StoreConfig::default());
+        s.register(IH);
+        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
+            .unwrap();
+        let go = |n: u8, left: u64, at: u64| {
+            let r = s
+                .announce(
+                    &announce(n, left, AnnounceEvent::None),
+                    addr(n),
+                    false,
+                    t0 + Duration::from_secs(at),
+                )
+                .unwrap();
+            r.peers.iter().any(|p| p.addr == addr(0))
+        };
+        assert!(go(1, 10, 0));
+        assert!(!go(1, 0, 1), "a seeder never gets the origin");
+        assert!(!go(4, 100, 1));
+        assert!(!go(3, 100, 2), "first announce: the seeder is believed to serve");
+        let origin_alive = |at: u64| {
+            s.announce(
+                &announce(0, 0, AnnounceEvent::None),
+                addr(0),
+                true,
+                t0 + Duration::from_secs(at),
+            )
+            .unwrap()
+        };
+        for k in 1..4 {
+            origin_alive(60 * k);
+            go(1, 0, 60 * k);
+            assert!(!go(4, 100 - k, 60 * k + 1));
+            assert!(!go(3, 100, 60 * k + 2), "interval {k}: the swarm progresses");
+        }
+        origin_alive(230);
+        go(1, 0, 230);
+        assert!(!go(4, 90, 235));
+        assert!(go(3, 100, 236), "4 intervals without progress: starved despite seeders");
     }
 
     #[test]
