@@ -191,3 +191,115 @@ pub(crate) async fn seeder_s3_bytes(http: &str) -> Option<u64> {
         .ok()?;
     v["s3_bytes_read"].as_u64()
 }
+
+/// Publishes `count` releases of `size` bytes each (`{prefix}-{i:04}.bin`,
+/// random bytes seeded with `seed + i`), registered with `tracker`; the local
+/// files are removed once uploaded. Returns each release with its info
+/// dictionary.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn publish_releases(
+    s3: &aws_sdk_s3::Client,
+    tracker: &TestTracker,
+    dir: &Path,
+    prefix: &str,
+    count: usize,
+    size: u64,
+    seed: u64,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(NewRelease, Vec<u8>)>> {
+    std::fs::create_dir_all(dir)?;
+    let mut releases = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("{prefix}-{i:04}.bin");
+        let file = dir.join(&name);
+        write_random(&file, size, seed + i as u64)?;
+        let loc = S3Location {
+            bucket: BUCKET.into(),
+            key: name.clone(),
+        };
+        upload(s3, &loc, &file).await?;
+        std::fs::remove_file(&file)?;
+        let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, tracker.url())))
+            .await
+            .context("hash_object timed out")??;
+        tracker.client().register(&new).await?;
+        releases.push((new, info));
+    }
+    Ok(releases)
+}
+
+/// A child `ota-seeder seed` process.
+pub(crate) struct ChildSeeder {
+    pub(crate) pid: u32,
+    /// Its peer-wire listen address.
+    pub(crate) peer: SocketAddr,
+    /// Its HTTP listen address (`ip:port`).
+    pub(crate) http: String,
+}
+
+/// Spawns `ota-seeder seed` in `procs` with its state under `state_dir`
+/// (kept between spawns, so a second spawn is a restart), the given piece
+/// cache cap (bytes), the bench's read-ahead and S3 concurrency, 300 ms
+/// release polling; its log goes to `log`.
+pub(crate) fn spawn_seeder(
+    cli: &Cli,
+    procs: &mut ProcessGroup,
+    s3_server: &S3Server,
+    tracker: &TestTracker,
+    state_dir: &Path,
+    cache_bytes: u64,
+    log: &Path,
+) -> anyhow::Result<ChildSeeder> {
+    let peer: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let mut env = s3_server.client_env();
+    env.push(("OTA_TRACKER_URL".into(), tracker.url().to_string()));
+    env.push(("OTA_ADMIN_TOKEN".into(), ADMIN.into()));
+    env.push(("OTA_ORIGIN_TOKEN".into(), ORIGIN.into()));
+    let s = |v: &str| v.to_string();
+    let pid = procs.spawn(
+        "seeder",
+        "ota-seeder",
+        &[
+            s("seed"),
+            s("--peer-listen"),
+            peer.to_string(),
+            s("--http-listen"),
+            http.clone(),
+            s("--state-dir"),
+            state_dir.display().to_string(),
+            s("--cache-bytes"),
+            cache_bytes.to_string(),
+            s("--read-ahead"),
+            cli.read_ahead.to_string(),
+            s("--max-s3-requests"),
+            cli.max_s3_requests.to_string(),
+            s("--poll-ms"),
+            s("300"),
+            s("--verify-interval-secs"),
+            s("300"),
+        ],
+        &env,
+        log,
+    )?;
+    Ok(ChildSeeder { pid, peer, http })
+}
+
+/// Marks in `listed` the releases whose origin the tracker lists now (only
+/// those not listed yet are asked); returns how many are listed.
+pub(crate) async fn count_listed(
+    tracker: &TestTracker,
+    releases: &[(NewRelease, Vec<u8>)],
+    listed: &mut [bool],
+) -> usize {
+    for (i, (new, _)) in releases.iter().enumerate() {
+        if !listed[i] {
+            listed[i] = tracker
+                .client()
+                .release(&new.info_hash)
+                .await
+                .is_ok_and(|r| !r.origin_peers.is_empty());
+        }
+    }
+    listed.iter().filter(|l| **l).count()
+}

@@ -22,56 +22,17 @@ pub(crate) async fn bench_rss(
             "section 4: publishing {} releases of {} MiB",
             cli.releases, cli.release_mib
         ));
-        let mut releases = Vec::new();
-        for i in 0..cli.releases {
-            let name = format!("release-{i:02}.bin");
-            let file = dir.join(&name);
-            write_random(&file, size, 1000 + i as u64)?;
-            let loc = S3Location {
-                bucket: BUCKET.into(),
-                key: name.clone(),
-            };
-            upload(s3, &loc, &file).await?;
-            std::fs::remove_file(&file)?;
-            let (new, info) = tokio::time::timeout(timeout, hash_object(s3, &publish_request(&loc, tracker.url())))
-                .await
-                .context("hash_object timed out")??;
-            tracker.client().register(&new).await?;
-            releases.push((new, info));
-        }
+        let releases = publish_releases(s3, &tracker, dir, "release", cli.releases, size, 1000, timeout).await?;
 
         step("section 4: starting ota-seeder seed");
-        let peer: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let http = format!("127.0.0.1:{}", free_port()?);
-        let mut env = s3_server.client_env();
-        env.push(("OTA_TRACKER_URL".into(), tracker.url().to_string()));
-        env.push(("OTA_ADMIN_TOKEN".into(), ADMIN.into()));
-        env.push(("OTA_ORIGIN_TOKEN".into(), ORIGIN.into()));
-        let s = |v: &str| v.to_string();
         let t = Instant::now();
-        let pid = procs.spawn(
-            "seeder",
-            "ota-seeder",
-            &[
-                s("seed"),
-                s("--peer-listen"),
-                peer.to_string(),
-                s("--http-listen"),
-                http.clone(),
-                s("--state-dir"),
-                dir.join("seeder").display().to_string(),
-                s("--cache-bytes"),
-                (cli.rss_cache_mib * MIB).to_string(),
-                s("--read-ahead"),
-                cli.read_ahead.to_string(),
-                s("--max-s3-requests"),
-                cli.max_s3_requests.to_string(),
-                s("--poll-ms"),
-                s("300"),
-                s("--verify-interval-secs"),
-                s("300"),
-            ],
-            &env,
+        let ChildSeeder { pid, peer, http } = spawn_seeder(
+            cli,
+            procs,
+            s3_server,
+            &tracker,
+            &dir.join("seeder"),
+            cli.rss_cache_mib * MIB,
             &dir.join("seeder.log"),
         )?;
         // Seeded: the tracker lists the origin for every release, and the
@@ -90,17 +51,9 @@ pub(crate) async fn bench_rss(
                 "timed out waiting for the seeder to seed {} releases",
                 releases.len()
             );
-            for (i, (new, _)) in releases.iter().enumerate() {
-                if !listed[i] {
-                    listed[i] = tracker
-                        .client()
-                        .release(&new.info_hash)
-                        .await
-                        .is_ok_and(|r| !r.origin_peers.is_empty());
-                }
-            }
+            let all = count_listed(&tracker, &releases, &mut listed).await == releases.len();
             if let Some(b) = seeder_s3_bytes(&http).await {
-                if listed.iter().all(|l| *l) && b >= total {
+                if all && b >= total {
                     match last {
                         Some((prev, since)) if prev == b && since.elapsed() >= Duration::from_secs(1) => {
                             break (b, since)
