@@ -94,6 +94,9 @@ impl Downloader {
             upload_limit_bps: None,
             client_name: Some(format!("ota-device-agent {}", env!("CARGO_PKG_VERSION"))),
             proxy_url: punching.as_ref().map(|p| p.bridge.proxy_url()),
+            // The agent resumes from its own state file and a full check of
+            // its local files (see PeerSession).
+            fastresume_dir: None,
         }
         .start(downloads_dir.clone())
         .await?;
