@@ -1140,6 +1140,31 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16))
     }
 
+    /// A store with swarm [`IH`] and its origin (peer 0) announced at `t0`.
+    fn store_with_origin(t0: Instant) -> PeerStore {
+        let s = PeerStore::new(StoreConfig::default());
+        s.register(IH);
+        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
+            .unwrap();
+        s
+    }
+
+    /// Peer `n` (the origin when `origin`) announces `left` bytes `secs`
+    /// after `t0` with no event; returns the addresses handed out.
+    fn announce_at(s: &PeerStore, t0: Instant, n: u8, left: u64, secs: u64, origin: bool) -> Vec<SocketAddr> {
+        s.announce(
+            &announce(n, left, AnnounceEvent::None),
+            addr(n),
+            origin,
+            t0 + Duration::from_secs(secs),
+        )
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.addr)
+        .collect()
+    }
+
     #[test]
     fn unregistered_swarms_are_refused() {
         let s = PeerStore::new(StoreConfig::default());
@@ -1260,21 +1285,8 @@ mod tests {
     #[test]
     fn starvation_is_time_without_progress_not_a_count_of_announces() {
         let t0 = Instant::now();
-        let s = PeerStore::new(StoreConfig::default());
-        s.register(IH);
-        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
-            .unwrap();
-        let got = |n: u8, at: u64| {
-            let r = s
-                .announce(
-                    &announce(n, 10, AnnounceEvent::None),
-                    addr(n),
-                    false,
-                    t0 + Duration::from_secs(at),
-                )
-                .unwrap();
-            r.peers.iter().any(|p| p.addr == addr(0))
-        };
+        let s = store_with_origin(t0);
+        let got = |n: u8, at: u64| announce_at(&s, t0, n, 10, at, false).contains(&addr(0));
         assert!(got(1, 0), "peer 1 takes the origin's slot");
         // Peer 2 re-announces every second (as librqbit does on each resume):
         // four announces without progress are 3 s, not 2 intervals of 60 s.
@@ -1290,21 +1302,8 @@ mod tests {
     #[test]
     fn a_vanished_seeder_holds_back_the_origin_for_one_quiet_interval_only() {
         let t0 = Instant::now();
-        let s = PeerStore::new(StoreConfig::default());
-        s.register(IH);
-        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
-            .unwrap();
-        let go = |n: u8, left: u64, at: u64| {
-            let r = s
-                .announce(
-                    &announce(n, left, AnnounceEvent::None),
-                    addr(n),
-                    false,
-                    t0 + Duration::from_secs(at),
-                )
-                .unwrap();
-            r.peers.iter().map(|p| p.addr).collect::<Vec<_>>()
-        };
+        let s = store_with_origin(t0);
+        let go = |n: u8, left: u64, at: u64| announce_at(&s, t0, n, left, at, false);
         let granted = |n: u8, at: u64| {
             s.peers(&IH, t0 + Duration::from_secs(at))
                 .unwrap()
@@ -1327,46 +1326,19 @@ mod tests {
         assert!(granted(2, 130));
         // It keeps it while it downloads, from the origin (which announces
         // again before its entry expires at 180 s).
-        s.announce(
-            &announce(0, 0, AnnounceEvent::None),
-            addr(0),
-            true,
-            t0 + Duration::from_secs(150),
-        )
-        .unwrap();
+        announce_at(&s, t0, 0, 0, 150, true);
         assert_eq!(go(2, 4, 190), vec![addr(0), addr(1)]);
 
         // A seeder that serves: device 4 progresses every interval, so
         // device 3, stalled, waits for the devices, up to
         // STARVED_DESPITE_SEEDERS_AFTER intervals.
-        let s = PeerStore::new(StoreConfig::default());
-        s.register(IH);
-        s.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
-            .unwrap();
-        let go = |n: u8, left: u64, at: u64| {
-            let r = s
-                .announce(
-                    &announce(n, left, AnnounceEvent::None),
-                    addr(n),
-                    false,
-                    t0 + Duration::from_secs(at),
-                )
-                .unwrap();
-            r.peers.iter().any(|p| p.addr == addr(0))
-        };
+        let s = store_with_origin(t0);
+        let go = |n: u8, left: u64, at: u64| announce_at(&s, t0, n, left, at, false).contains(&addr(0));
         assert!(go(1, 10, 0));
         assert!(!go(1, 0, 1), "a seeder never gets the origin");
         assert!(!go(4, 100, 1));
         assert!(!go(3, 100, 2), "first announce: the seeder is believed to serve");
-        let origin_alive = |at: u64| {
-            s.announce(
-                &announce(0, 0, AnnounceEvent::None),
-                addr(0),
-                true,
-                t0 + Duration::from_secs(at),
-            )
-            .unwrap()
-        };
+        let origin_alive = |at: u64| announce_at(&s, t0, 0, 0, at, true);
         for k in 1..4 {
             origin_alive(60 * k);
             go(1, 0, 60 * k);
