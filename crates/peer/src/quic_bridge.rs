@@ -64,6 +64,8 @@ pub const PROBE_BATCH: usize = 64;
 pub const PROBE_PAUSE: Duration = Duration::from_millis(20);
 /// How often each birthday socket sends towards the other side.
 pub const OPEN_PORTS_EVERY: Duration = Duration::from_millis(250);
+/// Sources of STUN datagrams the bridge remembers for the birthday prober.
+pub const MAX_HEARD: usize = 1024;
 /// Peer addresses the bridge remembers for [`QuicBridge::remote_of`].
 pub const MAX_REMOTES: usize = 4096;
 /// Bytes buffered per direction when splicing a stream (librqbit sends
@@ -181,6 +183,10 @@ struct State {
     paths: Vec<PathEstablished>,
     /// Dialers waiting for a birthday probe's answer, by the peer's IP.
     hits: HashMap<IpAddr, tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// When a STUN datagram (a punch or a probe) last came from an IP: a
+    /// prober keeps probing until the symmetric side's ports are open
+    /// ([`MAX_HEARD`] entries at most).
+    heard: HashMap<IpAddr, Instant>,
     /// Endpoints on birthday sockets (at most [`MAX_BIRTHDAY_ENDPOINTS`],
     /// the oldest closed first).
     endpoints: std::collections::VecDeque<quinn::Endpoint>,
@@ -194,6 +200,13 @@ impl State {
                 old.close(0u32.into(), b"too many birthday endpoints");
             }
         }
+    }
+
+    fn heard_from(&mut self, ip: IpAddr) {
+        if self.heard.len() >= MAX_HEARD {
+            self.heard.clear();
+        }
+        self.heard.insert(ip, Instant::now());
     }
 
     fn remember(&mut self, seen: SocketAddr, remote: SocketAddr) {
@@ -366,20 +379,41 @@ impl QuicBridge {
                 PunchRole::Probe => {
                     this.punch(&candidates).await;
                     if let Some(ip) = public_ip(&candidates) {
-                        this.probe_ports(ip, None).await;
+                        let started = Instant::now();
+                        let ready = || {
+                            let state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+                            state.heard.get(&ip).is_some_and(|at| *at >= started)
+                        };
+                        this.probe_ports(ip, started + budget, ready).await;
                     }
                 }
                 PunchRole::OpenPorts => {
                     let Some(ip) = public_ip(&candidates) else { return };
-                    match tokio::time::timeout(budget, open_ports(&public(&candidates), ip)).await {
-                        Ok(Ok((socket, from))) => {
-                            if let Err(e) = this.serve_birthday_socket(socket, from).await {
-                                tracing::debug!(error = %format!("{e:#}"), "cannot serve the birthday socket");
-                            }
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(BIRTHDAY_PORTS);
+                    let serving = async {
+                        let mut served = 0;
+                        while let Some((socket, from)) = rx.recv().await {
+                            served += 1;
+                            let serve = this.clone();
+                            this.tasks.lock().unwrap_or_else(|e| e.into_inner()).spawn(async move {
+                                if let Err(e) = serve.serve_birthday_socket(socket, from).await {
+                                    tracing::debug!(error = %format!("{e:#}"), "cannot serve the birthday socket");
+                                }
+                            });
                         }
-                        Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "birthday ports failed"),
-                        Err(_) => tracing::debug!(%ip, "no birthday probe reached an open port in time"),
-                    }
+                        served
+                    };
+                    let opened = async {
+                        if let Err(e) = open_ports(&public(&candidates), ip, tx).await {
+                            tracing::debug!(error = %format!("{e:#}"), "birthday ports failed");
+                        }
+                    };
+                    let served = tokio::time::timeout(budget, async {
+                        let (_, served) = tokio::join!(opened, serving);
+                        served
+                    })
+                    .await;
+                    tracing::debug!(%ip, ?served, "birthday ports closed (Err: the time budget ended first)");
                 }
                 PunchRole::Hopeless => tracing::debug!(id, "both sides symmetric: no punch"),
             }
@@ -419,33 +453,48 @@ impl QuicBridge {
         Ok(())
     }
 
-    /// Sends up to [`BIRTHDAY_PROBES`] probes from the peer socket to
-    /// random ports of `ip` in batches of [`PROBE_BATCH`], stopping early
-    /// when `hit` is set.
-    async fn probe_ports(&self, ip: IpAddr, hit: Option<&std::sync::atomic::AtomicBool>) {
+    /// Sends probes from the peer socket to random ports of `ip`, in
+    /// rounds of [`BIRTHDAY_PROBES`] (batches of [`PROBE_BATCH`] every
+    /// [`PROBE_PAUSE`]), until `until`, or until `done()` holds at the
+    /// start of a round and held at the start of the previous round too:
+    /// one whole round then went out while the other side's ports were
+    /// open. The other side may open its ports after the first round (it
+    /// hears of the introduction later than this side), so a single round
+    /// can miss them all.
+    async fn probe_ports(&self, ip: IpAddr, until: Instant, done: impl Fn() -> bool) {
         let indication = binding_indication();
-        let mut sent = 0;
-        while sent < BIRTHDAY_PROBES && !hit.is_some_and(|h| h.load(Ordering::Relaxed)) {
-            for _ in 0..PROBE_BATCH {
-                let port = rand::Rng::gen_range(&mut rand::thread_rng(), PROBED_PORTS);
-                let _ = self.socket.send_raw(SocketAddr::new(ip, port), &indication).await;
+        let (mut sent, mut rounds, mut done_before) = (0, 0, false);
+        while Instant::now() < until {
+            let done_now = done();
+            if done_now && done_before {
+                break;
             }
-            sent += PROBE_BATCH;
-            tokio::time::sleep(PROBE_PAUSE).await;
+            done_before = done_now;
+            for _ in 0..BIRTHDAY_PROBES / PROBE_BATCH {
+                if Instant::now() >= until {
+                    break;
+                }
+                for _ in 0..PROBE_BATCH {
+                    let port = rand::Rng::gen_range(&mut rand::thread_rng(), PROBED_PORTS);
+                    let _ = self.socket.send_raw(SocketAddr::new(ip, port), &indication).await;
+                }
+                sent += PROBE_BATCH;
+                tokio::time::sleep(PROBE_PAUSE).await;
+            }
+            rounds += 1;
         }
-        tracing::debug!(%ip, sent, "birthday probes sent");
+        tracing::debug!(%ip, sent, rounds, "birthday probes sent");
     }
 
     /// Reads the STUN datagrams of the peer socket: a punch packet from a
     /// peer a dialer waits for (birthday approach) is that dialer's hit.
     async fn read_stun(self: Arc<Self>, mut stun: tokio::sync::mpsc::Receiver<StunDatagram>) {
         while let Some((from, _bytes)) = stun.recv().await {
-            let waiter = self
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .hits
-                .remove(&from.ip());
+            let waiter = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.heard_from(from.ip());
+                state.hits.remove(&from.ip())
+            };
             if let Some(w) = waiter {
                 let _ = w.send(from);
             }
@@ -645,16 +694,16 @@ impl QuicBridge {
                 let ip = public_ip(&candidates).context("no public candidate to probe")?;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 self.state.lock().unwrap_or_else(|e| e.into_inner()).hits.insert(ip, tx);
-                let hit = std::sync::atomic::AtomicBool::new(false);
                 let probing = async {
-                    self.probe_ports(ip, Some(&hit)).await;
+                    // Bounded by the caller's connect timeout; the hit ends it.
+                    self.probe_ports(ip, started + self.settings.connect_timeout, || false)
+                        .await;
                     std::future::pending::<()>().await
                 };
                 let found = tokio::select! {
                     f = rx => f.context("no birthday hit")?,
                     _ = probing => unreachable!("probing never ends by itself"),
                 };
-                hit.store(true, Ordering::Relaxed);
                 let conn = self
                     .endpoint
                     .connect_with(config, found, SERVER_NAME)?
@@ -664,7 +713,15 @@ impl QuicBridge {
             }
             PunchRole::OpenPorts => {
                 let ip = public_ip(&candidates).context("no public candidate")?;
-                let (socket, from) = open_ports(&public(&candidates), ip).await?;
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+                let targets = public(&candidates);
+                let (socket, from) = tokio::select! {
+                    first = rx.recv() => first.context("birthday sockets ended without a probe")?,
+                    opened = open_ports(&targets, ip, tx) => {
+                        opened?;
+                        anyhow::bail!("birthday sockets ended without a probe")
+                    }
+                };
                 let endpoint = quinn::Endpoint::new(
                     quinn::EndpointConfig::default(),
                     None,
@@ -802,10 +859,19 @@ fn public(candidates: &[SocketAddr]) -> Vec<SocketAddr> {
 
 /// The symmetric side of the birthday approach: [`BIRTHDAY_PORTS`] sockets,
 /// each sending a punch packet to every one of `targets` every
-/// [`OPEN_PORTS_EVERY`], until one receives a datagram from `from_ip`.
-/// Returns that socket and the datagram's source. Runs until the caller's
-/// timeout. Errors: the sockets cannot be bound.
-async fn open_ports(targets: &[SocketAddr], from_ip: IpAddr) -> anyhow::Result<(std::net::UdpSocket, SocketAddr)> {
+/// [`OPEN_PORTS_EVERY`]. Each socket that a datagram from `from_ip` reaches
+/// (a probe, or the other side's QUIC Initial to a port it heard from) is
+/// sent on `found` with that datagram's source, the datagram left unread
+/// for the QUIC endpoint the receiver puts on it; the other sockets go on.
+/// Every socket a datagram reaches is handed over, not only the first: an
+/// unrestricted prober hears from all the ports at once and dials the one
+/// it heard first, while its random probes hit others. Runs until `found`
+/// closes or the caller's timeout. Errors: the sockets cannot be bound.
+async fn open_ports(
+    targets: &[SocketAddr],
+    from_ip: IpAddr,
+    found: tokio::sync::mpsc::Sender<(std::net::UdpSocket, SocketAddr)>,
+) -> anyhow::Result<()> {
     let bind = if from_ip.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
@@ -813,14 +879,12 @@ async fn open_ports(targets: &[SocketAddr], from_ip: IpAddr) -> anyhow::Result<(
     };
     let mut sockets = Vec::with_capacity(BIRTHDAY_PORTS);
     for _ in 0..BIRTHDAY_PORTS {
-        sockets.push(Arc::new(
-            tokio::net::UdpSocket::bind(bind).await.context("birthday socket")?,
-        ));
+        sockets.push(tokio::net::UdpSocket::bind(bind).await.context("birthday socket")?);
     }
     let indication = binding_indication();
     let mut tasks = JoinSet::new();
-    for (i, s) in sockets.iter().enumerate() {
-        let (s, targets, indication) = (s.clone(), targets.to_vec(), indication.clone());
+    for s in sockets {
+        let (targets, indication, found) = (targets.to_vec(), indication.clone(), found.clone());
         tasks.spawn(async move {
             let mut buf = [0u8; 64];
             loop {
@@ -828,24 +892,25 @@ async fn open_ports(targets: &[SocketAddr], from_ip: IpAddr) -> anyhow::Result<(
                     let _ = s.send_to(&indication, t).await;
                 }
                 let deadline = tokio::time::Instant::now() + OPEN_PORTS_EVERY;
-                while let Ok(Ok((_, src))) = tokio::time::timeout_at(deadline, s.recv_from(&mut buf)).await {
+                while let Ok(Ok((_, src))) = tokio::time::timeout_at(deadline, s.peek_from(&mut buf)).await {
                     if src.ip() == from_ip {
-                        return (i, src);
+                        tracing::debug!(local = ?s.local_addr().ok(), %src, "a birthday probe reached an open port");
+                        if let Ok(socket) = s.into_std() {
+                            let _ = found.send((socket, src)).await;
+                        }
+                        return;
                     }
+                    let _ = s.recv_from(&mut buf).await;
+                }
+                if found.is_closed() {
+                    return;
                 }
             }
         });
     }
-    let (i, src) = match tasks.join_next().await {
-        Some(Ok(found)) => found,
-        _ => anyhow::bail!("birthday sockets ended without a probe"),
-    };
-    tasks.shutdown().await;
-    let socket = sockets.swap_remove(i);
-    drop(sockets);
-    let socket = Arc::try_unwrap(socket).map_err(|_| anyhow::anyhow!("birthday socket still shared"))?;
-    tracing::debug!(local = ?socket.local_addr().ok(), %src, "a birthday probe reached an open port");
-    Ok((socket.into_std()?, src))
+    drop(found);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// A STUN Binding indication (RFC 8489 §6.1.2): no answer expected; the
@@ -899,5 +964,47 @@ mod tests {
             ota_proto::stun::DatagramKind::Stun
         );
         assert_eq!(p.len(), 20, "a bare STUN header");
+    }
+
+    /// The symmetric side's ports, on loopback: every port a datagram from
+    /// the other side reaches is handed over (not only the first), with
+    /// that datagram still unread for the QUIC endpoint put on it.
+    #[tokio::test]
+    async fn every_birthday_port_reached_is_handed_over_with_its_datagram() {
+        let prober = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = prober.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(BIRTHDAY_PORTS);
+        let opened = tokio::spawn(async move { open_ports(&[target], target.ip(), tx).await });
+        let mut buf = [0u8; 64];
+        let mut ports = std::collections::BTreeSet::new();
+        while ports.len() < 2 {
+            let (_, from) = tokio::time::timeout(Duration::from_secs(5), prober.recv_from(&mut buf))
+                .await
+                .expect("the birthday ports send to the target")
+                .unwrap();
+            ports.insert(from);
+        }
+        for (i, port) in ports.iter().enumerate() {
+            prober.send_to(&[0x40 | i as u8; 24], port).await.unwrap();
+        }
+        let mut handed = Vec::new();
+        for _ in 0..2 {
+            let (socket, src) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("each reached port is handed over")
+                .unwrap();
+            assert_eq!(src, target);
+            let socket = tokio::net::UdpSocket::from_std(socket).unwrap();
+            let (n, from) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf))
+                .await
+                .expect("the datagram is still queued on the socket")
+                .unwrap();
+            assert_eq!((n, from), (24, target), "the datagram is left for the endpoint");
+            handed.push(buf[0]);
+        }
+        handed.sort();
+        assert_eq!(handed, vec![0x40, 0x41]);
+        drop(rx);
+        opened.abort();
     }
 }
