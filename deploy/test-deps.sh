@@ -5,6 +5,8 @@
 # - python3-libtorrent and mktorrent: independent info-hash oracles, and
 #   libtorrent as a real client of the tracker;
 # - transmission-daemon and aria2: real clients of the tracker and the seeder;
+# - qbittorrent-nox: qBittorrent (libtorrent 2.0) driven over its Web API, a
+#   real client of the tracker and the seeder (seeder/tests/interop_qbittorrent.rs);
 # - iproute2: network namespaces (the agent's link-down/up resume test, the
 #   NAT lab);
 # - nftables: the NAT lab's routers (deploy/src/lab, deploy/tests/lab_nat.rs);
@@ -23,6 +25,7 @@ need=()
 command -v mktorrent >/dev/null || need+=(mktorrent)
 command -v transmission-daemon >/dev/null || need+=(transmission-daemon)
 command -v aria2c >/dev/null || need+=(aria2)
+command -v qbittorrent-nox >/dev/null || need+=(qbittorrent-nox)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v vde_switch >/dev/null || need+=(vde2)

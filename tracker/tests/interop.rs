@@ -21,7 +21,7 @@
 //! peer count of its last announce, and data flows by libtorrent dialing it.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -29,13 +29,15 @@ use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::announce::{AnnounceEvent, ScrapeStats};
 use ota_proto::api::{NewRelease, PeerInfo};
 use ota_proto::metainfo::{info_hash, torrent_bytes, InfoDict};
-use ota_proto::{InfoHash, PeerId};
+use ota_proto::InfoHash;
+use ota_testkit::child::{require, ChildGuard};
+use ota_testkit::fake_peer::{check_handshake, FakePeer};
 use ota_testkit::net::free_port;
 use ota_testkit::tracker::TestTracker;
 use ota_tracker::DeviceAuth;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const ADMIN: &str = "interop-admin-token";
 const PYTHON: &str = "/usr/bin/python3";
@@ -150,50 +152,8 @@ async fn peers_tagged(admin: &TrackerClient, p: &Package, tag: &str) -> Vec<Peer
 
 // ------------------------------------------------------------- fake peers
 
-/// A peer-wire listener announced to the tracker by the test: it records the
-/// BitTorrent handshake (BEP 3: 19, "BitTorrent protocol", 8 reserved bytes,
-/// info hash, peer id) of every client that dials it.
-struct FakePeer {
-    addr: SocketAddr,
-    peer_id: PeerId,
-    handshakes: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakePeer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn fake_peer(n: u8) -> FakePeer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        // Bounded: at most 16 connections, each read at most 5 s.
-        for _ in 0..16 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 68];
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await {
-                    let _ = tx.send(buf);
-                }
-            });
-        }
-    });
-    let mut peer_id = *b"-FK0001-000000000000";
-    peer_id[19] = b'0' + n;
-    FakePeer {
-        addr,
-        peer_id: PeerId(peer_id),
-        handshakes: rx,
-        task,
-    }
-}
+// `FakePeer` (a peer-wire listener recording the BEP 3 handshake of every
+// client that dials it) and `check_handshake` are in `ota_testkit::fake_peer`.
 
 async fn announce_fake(c: &TrackerClient, p: &Package, f: &FakePeer) -> Vec<SocketAddr> {
     let a = AnnounceParams {
@@ -209,74 +169,10 @@ async fn announce_fake(c: &TrackerClient, p: &Package, f: &FakePeer) -> Vec<Sock
     c.announce(&a).await.unwrap().1
 }
 
-/// Waits for one handshake on `f`; returns it or a message.
-async fn handshake(f: &mut FakePeer, limit: Duration) -> Result<Vec<u8>, String> {
-    match tokio::time::timeout(limit, f.handshakes.recv()).await {
-        Ok(Some(h)) => Ok(h),
-        _ => Err(format!(
-            "no connection to the handed-out peer {} within {limit:?}",
-            f.addr
-        )),
-    }
-}
-
-fn check_handshake(h: &[u8], ih: &InfoHash, tag: &str) {
-    assert_eq!(
-        h[0],
-        19,
-        "plaintext BitTorrent handshake expected, got {:02x?}",
-        &h[..20]
-    );
-    assert_eq!(&h[1..20], b"BitTorrent protocol");
-    assert_eq!(&h[28..48], ih.as_ref(), "handshake for another info hash");
-    assert!(
-        h[48..].starts_with(tag.as_bytes()),
-        "peer id {:?} is not {tag}",
-        String::from_utf8_lossy(&h[48..])
-    );
-}
-
 // --------------------------------------------------------- child processes
 
-/// Kills (SIGKILL, by PID) the child when dropped, unless it has exited.
-struct ChildGuard {
-    child: tokio::process::Child,
-    what: &'static str,
-    stderr: PathBuf,
-}
-
-impl ChildGuard {
-    fn stderr_text(&self) -> String {
-        let s = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let tail: Vec<&str> = s.lines().rev().take(30).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-
-    /// Waits at most `limit` for the child to exit by itself.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            eprintln!("killing {} (pid {:?})", self.what, self.child.id());
-            let _ = self.child.start_kill();
-        }
-    }
-}
-
-/// Fails with the install line when `path` is not there.
-fn require(path: &str, package: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} not found: install it with `apt-get install -y {package}` (this test does not skip)"
-    );
-}
+// `ChildGuard` (kills the child by PID when dropped) and `require` (fails
+// with the install line) are in `ota_testkit::child`.
 
 // --------------------------------------------------------------- libtorrent
 
@@ -467,7 +363,7 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
     let admin = t.client();
     let p = package("lt-pkg.bin");
     admin.register(&p.release).await.unwrap();
-    let mut fakes = [fake_peer(1).await, fake_peer(2).await];
+    let mut fakes = [FakePeer::start(1).await, FakePeer::start(2).await];
     // One device per fake peer: a device keeps one peer entry per swarm and address family.
     let fake_devs = [device(&t, "fake-peer-1").await, device(&t, "fake-peer-2").await];
     for (f, dev) in fakes.iter().zip(&fake_devs) {
@@ -498,7 +394,8 @@ async fn libtorrent_announces_and_receives_the_handed_out_peers() {
 
     // Client side: libtorrent dials both handed-out peers, for this torrent.
     for f in fakes.iter_mut() {
-        let h = handshake(f, Duration::from_secs(20))
+        let h = f
+            .handshake(Duration::from_secs(20))
             .await
             .unwrap_or_else(|e| panic!("{e}; libtorrent said {:?}", lt.seen));
         check_handshake(&h, &p.ih, "-LT");
@@ -717,7 +614,7 @@ async fn transmission_announces_and_receives_the_handed_out_peers() {
     let admin = t.client();
     let p = package("tr-pkg.bin");
     admin.register(&p.release).await.unwrap();
-    let fakes = [fake_peer(1).await, fake_peer(2).await];
+    let fakes = [FakePeer::start(1).await, FakePeer::start(2).await];
     // One device per fake peer: a device keeps one peer entry per swarm and address family.
     let fake_devs = [device(&t, "fake-peer-1").await, device(&t, "fake-peer-2").await];
     for (f, dev) in fakes.iter().zip(&fake_devs) {

@@ -3,6 +3,9 @@
 //! ([`s3_server`], also the runner's embedded default), free loopback
 //! addresses ([`net`]), operator HTTP calls ([`http`]), deterministic test packages ([`package`](mod@package))
 //! and release registrations without package bytes ([`release`](mod@release)).
+//! For interoperability tests with other BitTorrent clients: child-process
+//! guards ([`child`]), fake peers that record handshakes ([`fake_peer`]) and a
+//! recording pass-through in front of the tracker ([`http_tap`]).
 //!
 //! With the feature `stack`: a whole origin stack on loopback (`stack`:
 //! S3, an in-process tracker, publishing, S3-backed seeders, waiting
@@ -10,7 +13,10 @@
 //! in-process tracker on loopback (`tracker::TestTracker`). With `pg`: a
 //! throwaway PostgreSQL cluster (`pg::PgCluster`).
 
+pub mod child;
+pub mod fake_peer;
 pub mod http;
+pub mod http_tap;
 #[cfg(feature = "stack")]
 pub mod leecher;
 pub mod net;
