@@ -141,14 +141,7 @@ async fn aria2_announces_with_a_raw_key_is_handed_peers_and_downloads_from_the_o
 
     // The origin served the bytes over BitTorrent (its ledger is sampled
     // every second: wait for it, bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        let served: u64 = seeder.egress().await.unwrap().iter().map(|r| r.bittorrent_bytes).sum();
-        if served >= SIZE as u64 || Instant::now() > deadline {
-            break served;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let served = ota_testkit::stack::wait_served(&seeder, SIZE as u64, Duration::from_secs(10)).await;
     assert!(served >= SIZE as u64, "origin served {served} bytes over BitTorrent");
     // It left: its `stopped` announce removed it from the swarm (the fake
     // and the origin remain).

@@ -474,14 +474,7 @@ async fn qbittorrent_is_handed_peers_and_downloads_from_the_origin() {
     // The bytes came from the origin over BitTorrent (the fake sends none,
     // and the origin never dials out: qBittorrent dialed the address the
     // tracker handed it). The ledger is sampled every second.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        let served: u64 = seeder.egress().await.unwrap().iter().map(|r| r.bittorrent_bytes).sum();
-        if served >= SIZE as u64 || Instant::now() > deadline {
-            break served;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let served = ota_testkit::stack::wait_served(&seeder, SIZE as u64, Duration::from_secs(10)).await;
     assert!(served >= SIZE as u64, "origin served {served} bytes over BitTorrent");
 
     // It announced `completed`: a seeder now, its download counted.

@@ -170,14 +170,7 @@ async fn a_killed_seeder_does_not_keep_the_origin_from_a_plain_client() {
     );
     // The origin served it over BitTorrent (its ledger is sampled every
     // second: wait for it, bounded). The device had fetched one copy before.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        let served: u64 = seeder.egress().await.unwrap().iter().map(|r| r.bittorrent_bytes).sum();
-        if served >= 2 * SIZE as u64 || Instant::now() > deadline {
-            break served;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let served = ota_testkit::stack::wait_served(&seeder, 2 * SIZE as u64, Duration::from_secs(10)).await;
     assert!(
         served >= 2 * SIZE as u64,
         "origin served {served} bytes over BitTorrent for two copies"

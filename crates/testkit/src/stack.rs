@@ -317,6 +317,24 @@ pub fn serve_http_with(
     })
 }
 
+/// Waits (bounded by `within`, polling every 200 ms: the ledger is sampled
+/// every second) until the seeder's egress shows at least `bytes` sent over
+/// BitTorrent, all releases together; returns the last sum, bytes.
+pub async fn wait_served(seeder: &Seeder, bytes: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let served: u64 = seeder
+            .egress()
+            .await
+            .map(|e| e.iter().map(|r| r.bittorrent_bytes).sum())
+            .unwrap_or(0);
+        if served >= bytes || Instant::now() > deadline {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits (bounded by `within`, polling every 50 ms) until `info_hash` has
 /// passed the seeder's initial check; returns whether it did. The seeder
 /// must have been synced.
