@@ -286,19 +286,20 @@ pub(crate) fn spawn_seeder(
 }
 
 /// Marks in `listed` the releases whose origin the tracker lists now (only
-/// those not listed yet are asked); returns how many are listed.
+/// those not listed yet are asked): any origin, or with `at` only the origin
+/// at that peer address (`ip:port`); returns how many are listed.
 pub(crate) async fn count_listed(
     tracker: &TestTracker,
     releases: &[(NewRelease, Vec<u8>)],
     listed: &mut [bool],
+    at: Option<&str>,
 ) -> usize {
     for (i, (new, _)) in releases.iter().enumerate() {
         if !listed[i] {
-            listed[i] = tracker
-                .client()
-                .release(&new.info_hash)
-                .await
-                .is_ok_and(|r| !r.origin_peers.is_empty());
+            listed[i] = tracker.client().release(&new.info_hash).await.is_ok_and(|r| match at {
+                Some(addr) => r.origin_peers.iter().any(|p| p == addr),
+                None => !r.origin_peers.is_empty(),
+            });
         }
     }
     listed.iter().filter(|l| **l).count()

@@ -11,11 +11,16 @@
 //! 4. RSS of the real `ota-seeder seed` process with many releases seeded and
 //!    several of them downloaded (VmRSS / VmHWM from /proc/PID/status).
 //!
+//! 5. Restart cost of the real `ota-seeder seed` with many releases: time
+//!    until seeding and S3 bytes read, first start against a restart on the
+//!    same state folder (fast-resume).
+//!
 //! Prints a markdown table (or JSON with `--json`). Every child process is
 //! stopped by PID and the work folder removed, on success, failure or Ctrl-C.
 
 mod harness;
 mod report;
+mod restart;
 mod rss;
 mod seeding;
 
@@ -34,6 +39,7 @@ use serde::Serialize;
 
 use harness::*;
 use report::*;
+use restart::*;
 use rss::*;
 use seeding::*;
 
@@ -92,8 +98,14 @@ struct Cli {
     /// Piece cache cap of the section-4 child seeder, MiB.
     #[arg(long, default_value_t = 256)]
     rss_cache_mib: u64,
-    /// Sections to run (comma separated: publish, seed, rss).
-    #[arg(long, value_delimiter = ',', default_value = "publish,seed,rss")]
+    /// Releases published for the restart measurement (section 5).
+    #[arg(long, default_value_t = 100)]
+    restart_releases: usize,
+    /// Size of each section-5 release, MiB.
+    #[arg(long, default_value_t = 4)]
+    restart_release_mib: u64,
+    /// Sections to run (comma separated: publish, seed, rss, restart).
+    #[arg(long, value_delimiter = ',', default_value = "publish,seed,rss,restart")]
     sections: Vec<String>,
     /// Timeout of each waiting step (a check, a download), seconds.
     #[arg(long, default_value_t = 180)]
@@ -143,11 +155,18 @@ fn main() {
     // Background tasks of stopped sessions must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(5));
     match result {
-        Ok(report) => {
-            let table = render(&cli, &report);
+        Ok((report, restart)) => {
+            let mut table = render(&cli, &report);
+            if let Some(r) = &restart {
+                table.push_str(&render_restart(r));
+            }
             if cli.json {
                 eprint!("{table}");
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                let mut json = serde_json::to_value(&report).unwrap_or_default();
+                if let (Some(obj), Some(r)) = (json.as_object_mut(), &restart) {
+                    obj.insert("restart".into(), serde_json::to_value(r).unwrap_or_default());
+                }
+                println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
             } else {
                 print!("{table}");
             }
@@ -159,7 +178,7 @@ fn main() {
     }
 }
 
-async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
+async fn run(cli: &Cli, threads: usize) -> anyhow::Result<(Report, Option<RestartResult>)> {
     let started = Instant::now();
     let (_temp, work) = match &cli.work_dir {
         Some(d) => {
@@ -343,7 +362,11 @@ async fn run(cli: &Cli, threads: usize) -> anyhow::Result<Report> {
         procs.stop_all(Duration::from_secs(5)).await;
         report.rss = Some(r?);
     }
+    let mut restart = None;
+    if want("restart") {
+        restart = Some(bench_restart(cli, &s3, &s3_server, &work.join("restart"), timeout).await?);
+    }
     report.wall_secs = started.elapsed().as_secs_f64();
     drop(s3_server);
-    Ok(report)
+    Ok((report, restart))
 }

@@ -51,7 +51,7 @@ pub(crate) async fn bench_rss(
                 "timed out waiting for the seeder to seed {} releases",
                 releases.len()
             );
-            let all = count_listed(&tracker, &releases, &mut listed).await == releases.len();
+            let all = count_listed(&tracker, &releases, &mut listed, None).await == releases.len();
             if let Some(b) = seeder_s3_bytes(&http).await {
                 if all && b >= total {
                     match last {
