@@ -109,8 +109,14 @@ pub async fn head(s3: &aws_sdk_s3::Client, loc: &S3Location) -> anyhow::Result<(
     Ok((out.content_length.unwrap_or(0).max(0) as u64, out.e_tag))
 }
 
-/// Reads `len` bytes at `offset` with one ranged GET.
-pub async fn get_range(s3: &aws_sdk_s3::Client, loc: &S3Location, offset: u64, len: u64) -> anyhow::Result<Bytes> {
+/// Starts one ranged GET of `len` bytes (at least 1) at byte `offset` and
+/// returns its body, to be read as it arrives. The caller checks the length.
+pub async fn get_range_body(
+    s3: &aws_sdk_s3::Client,
+    loc: &S3Location,
+    offset: u64,
+    len: u64,
+) -> anyhow::Result<ByteStream> {
     let out = s3
         .get_object()
         .bucket(&loc.bucket)
@@ -119,8 +125,13 @@ pub async fn get_range(s3: &aws_sdk_s3::Client, loc: &S3Location, offset: u64, l
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("ranged GET of {loc} failed: {}", describe(&e)))?;
-    let data = out
-        .body
+    Ok(out.body)
+}
+
+/// Reads `len` bytes at `offset` with one ranged GET.
+pub async fn get_range(s3: &aws_sdk_s3::Client, loc: &S3Location, offset: u64, len: u64) -> anyhow::Result<Bytes> {
+    let data = get_range_body(s3, loc, offset, len)
+        .await?
         .collect()
         .await
         .with_context(|| format!("reading {loc} bytes {offset}+{len}"))?

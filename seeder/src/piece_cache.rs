@@ -1,6 +1,6 @@
 //! A byte-capped LRU cache of verified pieces, shared by every release the
-//! seeder serves. Peers read 16 KiB blocks; the cache turns them into one
-//! piece-sized S3 GET per piece. Pure: no I/O.
+//! seeder serves. Peers read 16 KiB blocks; the S3 storage fills the cache
+//! with whole verified pieces (several per coalesced GET). Pure: no I/O.
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -88,6 +88,11 @@ impl PieceCache {
         self.bytes
     }
 
+    /// The cap, bytes.
+    pub fn cap_bytes(&self) -> u64 {
+        self.cap_bytes
+    }
+
     /// `(hits, misses)` since creation.
     pub fn hit_miss(&self) -> (u64, u64) {
         (self.hits, self.misses)
@@ -115,5 +120,6 @@ mod tests {
         c.remove_release(&one);
         assert_eq!(c.bytes(), 100);
         assert_eq!(c.hit_miss(), (1, 0));
+        assert_eq!(c.cap_bytes(), 300);
     }
 }

@@ -43,6 +43,10 @@ pub(crate) struct SeedVariant {
     pub(crate) s3_bytes_during_leech: Option<u64>,
     /// S3 bytes read per byte the leecher fetched (S3 variants).
     pub(crate) s3_read_per_byte_served: Option<f64>,
+    /// Ranged GETs the seeder started while the leecher ran (S3 variants).
+    pub(crate) s3_gets_during_leech: Option<u64>,
+    /// Ranged GETs the seeder started before the leecher (the initial check; S3 variants).
+    pub(crate) initial_check_s3_gets: Option<u64>,
     /// Bytes the seeder's ledger recorded for the release over BitTorrent (S3 variants).
     pub(crate) ledger_bittorrent_bytes: Option<u64>,
 }
@@ -101,6 +105,21 @@ pub(crate) fn verdict(ok: bool) -> &'static str {
     } else {
         "NOT met"
     }
+}
+
+/// Section 2: the S3 GETs of the initial check and of the leech, count and mean size.
+fn get_note(v: &SeedVariant) -> String {
+    let one = |what: &str, gets: Option<u64>, bytes: Option<u64>| match (gets, bytes) {
+        (Some(n), Some(b)) if n > 0 => format!("{what} {n} GETs, mean {:.0} KiB", b as f64 / n as f64 / 1024.0),
+        (Some(_), Some(_)) => format!("{what} no GET"),
+        _ => String::new(),
+    };
+    let check = one("check", v.initial_check_s3_gets, v.initial_check_s3_bytes);
+    let leech = one("leech", v.s3_gets_during_leech, v.s3_bytes_during_leech);
+    if check.is_empty() && leech.is_empty() {
+        return String::new();
+    }
+    format!("; S3 GETs: {check}; {leech}")
 }
 
 pub(crate) fn render(cli: &Cli, r: &Report) -> String {
@@ -167,7 +186,7 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
                     p.probe_max_ms,
                     p.piece_length as f64 / 1e3 / p.probe_mean_ms
                 ),
-                "latency bound of the seeder's S3 path (read-ahead + 1 GETs in flight per reader)".into(),
+                "latency of one piece GET; the seeder's read-ahead keeps about read-ahead / pieces-per-GET + 1 coalesced GETs in flight per reader".into(),
             ]);
         }
     }
@@ -176,13 +195,14 @@ pub(crate) fn render(cli: &Cli, r: &Report) -> String {
         for v in &s.variants {
             let check = match v.initial_check_s3_bytes {
                 Some(b) => format!(
-                    "initial check {:.2} s ({:.0} MB/s), {:.1} MB read from S3 (\"initial check bytes\"){}",
+                    "initial check {:.2} s ({:.0} MB/s), {:.1} MB read from S3 (\"initial check bytes\"){}{}",
                     v.initial_check_secs,
                     mb_s(s.object_bytes, v.initial_check_secs),
                     mb(b),
                     v.tracker_listed_origin_secs
                         .map(|l| format!("; tracker listed the origin after {l:.2} s"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    get_note(v)
                 ),
                 None => format!(
                     "initial check {:.2} s ({:.0} MB/s) from the local file",

@@ -63,8 +63,10 @@ pub(crate) async fn bench_s3_seeder(
         // Let any read-ahead started by the check land before sampling.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = seeder.counters.bytes_read.load(Ordering::Relaxed);
+        let gets_before = seeder.counters.gets.load(Ordering::Relaxed);
         let l = leech(torrent.to_vec(), &release.name, peer, &dir.join("leecher"), timeout).await?;
         let after = seeder.counters.bytes_read.load(Ordering::Relaxed);
+        let gets_during = seeder.counters.gets.load(Ordering::Relaxed) - gets_before;
         let identical = sha256_file(l.path.clone()).await? == release.sha256;
         let ledger_bt = seeder
             .egress()
@@ -86,6 +88,8 @@ pub(crate) async fn bench_s3_seeder(
             identical,
             s3_bytes_during_leech: Some(during),
             s3_read_per_byte_served: Some(during as f64 / l.fetched.max(1) as f64),
+            s3_gets_during_leech: Some(gets_during),
+            initial_check_s3_gets: Some(gets_before),
             ledger_bittorrent_bytes: ledger_bt,
         })
     }
