@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +59,7 @@ struct Inner {
     counters: Arc<S3Counters>,
     runtime: tokio::runtime::Handle,
     pipeline: Pipeline,
+    read_ahead_on: Arc<AtomicBool>,
     retries: u32,
     permits: Arc<tokio::sync::Semaphore>,
     corrupt: Arc<Mutex<Option<String>>>,
@@ -98,6 +99,12 @@ pub struct S3StorageParams {
     pub permits: Arc<tokio::sync::Semaphore>,
     /// Set to the reason when a piece fails its SHA-1 (the object changed).
     pub corrupt: Arc<Mutex<Option<String>>>,
+    /// Whether reads move the read-ahead window; while `false` a miss
+    /// fetches only its own piece. The seeder keeps it `false` during
+    /// librqbit's fast-resume spot check (a few scattered pieces per
+    /// release; reading ahead of each would read the whole object again)
+    /// and sets it once the torrent is live.
+    pub read_ahead_on: Arc<AtomicBool>,
 }
 
 impl S3StorageFactory {
@@ -118,6 +125,7 @@ impl S3StorageFactory {
                 counters: p.counters,
                 runtime: tokio::runtime::Handle::current(),
                 pipeline,
+                read_ahead_on: p.read_ahead_on,
                 retries: p.retries.max(1),
                 permits: p.permits,
                 corrupt: p.corrupt,
@@ -409,7 +417,16 @@ impl Inner {
                     (true, None) => cache.get(&(self.info_hash, reader)),
                     _ => None,
                 };
-                let runs = self.pipeline.plan(reader, |i| {
+                let pipeline = if self.read_ahead_on.load(Ordering::Relaxed) {
+                    self.pipeline
+                } else {
+                    Pipeline {
+                        window: 0,
+                        per_get: 1,
+                        ..self.pipeline
+                    }
+                };
+                let runs = pipeline.plan(reader, |i| {
                     inflight.contains_key(&i) || cache.contains(&(self.info_hash, i))
                 });
                 (runs, delivered)

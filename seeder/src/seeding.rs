@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,6 +237,16 @@ impl Seeder {
             ota_proto::announce::encode_binary(self.settings.origin_token.as_bytes())
         );
         let corrupt = Arc::new(Mutex::new(None));
+        // With a fast-resume bitfield librqbit spot-checks a few scattered
+        // pieces: no read-ahead until the torrent is live.
+        let resumed = self.settings.fastresume
+            && self
+                .settings
+                .state_dir
+                .join("fastresume")
+                .join(format!("{}.bitv", ih.to_hex()))
+                .exists();
+        let read_ahead_on = Arc::new(AtomicBool::new(!resumed));
         let factory = S3StorageFactory::new(S3StorageParams {
             s3: self.s3.clone(),
             location: location.clone(),
@@ -254,6 +265,7 @@ impl Seeder {
             retries: 5,
             permits: self.s3_permits.clone(),
             corrupt: corrupt.clone(),
+            read_ahead_on: read_ahead_on.clone(),
         });
         let handle = ota_peer::add_torrent(
             &self.session,
@@ -266,6 +278,14 @@ impl Seeder {
         )
         .await
         .with_context(|| format!("release {}", r.info_hash))?;
+        if resumed {
+            let torrent = handle.clone();
+            tokio::spawn(async move {
+                // Bounded: a release removed meanwhile never initializes.
+                let _ = tokio::time::timeout(Duration::from_secs(600), torrent.wait_until_initialized()).await;
+                read_ahead_on.store(true, Ordering::Relaxed);
+            });
+        }
         tracing::info!(info_hash = %r.info_hash, %location, "seeding release from S3");
         self.releases
             .lock()
