@@ -83,6 +83,12 @@ pub const DEFAULT_LEDGER_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_S3_REQUESTS: usize = 16;
 
 impl SeedSettings {
+    /// Where librqbit keeps the verified bitfields (`state_dir/fastresume`),
+    /// if fast-resume is on.
+    pub fn fastresume_dir(&self) -> Option<PathBuf> {
+        self.fastresume.then(|| self.state_dir.join("fastresume"))
+    }
+
     /// Settings listening on `peer_listen`, with the session folder
     /// `state_dir`, announcing with `origin_token`; everything else is the
     /// `seed` command's default (`DEFAULT_*`, no upload cap). Change fields
@@ -159,7 +165,7 @@ impl Seeder {
             announce_port: None,
             upload_limit_bps: settings.upload_limit_bps,
             client_name: Some(format!("ota-seeder {}", env!("CARGO_PKG_VERSION"))),
-            fastresume_dir: settings.fastresume.then(|| settings.state_dir.join("fastresume")),
+            fastresume_dir: settings.fastresume_dir(),
             ..PeerSession::listening(settings.peer_listen)
         }
         .start(settings.state_dir.clone())
@@ -239,13 +245,10 @@ impl Seeder {
         let corrupt = Arc::new(Mutex::new(None));
         // With a fast-resume bitfield librqbit spot-checks a few scattered
         // pieces: no read-ahead until the torrent is live.
-        let resumed = self.settings.fastresume
-            && self
-                .settings
-                .state_dir
-                .join("fastresume")
-                .join(format!("{}.bitv", ih.to_hex()))
-                .exists();
+        let resumed = self
+            .settings
+            .fastresume_dir()
+            .is_some_and(|dir| ota_peer::fastresume::has_bitfield(&dir, &ih));
         let read_ahead_on = Arc::new(AtomicBool::new(!resumed));
         let factory = S3StorageFactory::new(S3StorageParams {
             s3: self.s3.clone(),

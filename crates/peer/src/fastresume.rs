@@ -32,6 +32,8 @@
 use std::any::TypeId;
 use std::path::Path;
 
+use ota_proto::InfoHash;
+
 use anyhow::Context;
 use librqbit::storage::filesystem::FilesystemStorageFactory;
 use librqbit::storage::{BoxStorageFactory, StorageFactory, StorageFactoryExt};
@@ -56,6 +58,15 @@ impl<F: StorageFactory + Clone> StorageFactory for Resumable<F> {
     fn clone_box(&self) -> BoxStorageFactory {
         self.clone().boxed()
     }
+}
+
+/// How librqbit names a torrent's bitfield file: `<info hash hex>` + this.
+pub const BITFIELD_SUFFIX: &str = ".bitv";
+
+/// Whether `dir` holds a bitfield for `info_hash`: librqbit will then only
+/// spot-check the torrent when it is added, not read it all.
+pub fn has_bitfield(dir: &Path, info_hash: &InfoHash) -> bool {
+    dir.join(format!("{}{BITFIELD_SUFFIX}", info_hash.to_hex())).exists()
 }
 
 /// What [`prepare_dir`] found in the folder.
@@ -85,7 +96,7 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<Prepared> {
         if torrent_list {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             found.removed += 1;
-        } else if name.ends_with(".bitv") {
+        } else if name.ends_with(BITFIELD_SUFFIX) {
             found.bitfields += 1;
         }
     }
