@@ -285,6 +285,27 @@ pub(crate) fn spawn_seeder(
     Ok(ChildSeeder { pid, peer, http })
 }
 
+/// Tells when a byte counter (the seeder's S3 bytes read) has stood still
+/// for a while: feed it each reading.
+#[derive(Default)]
+pub(crate) struct Settle {
+    last: Option<(u64, Instant)>,
+}
+
+impl Settle {
+    /// Records `value`; returns when it first took that value if it has not
+    /// changed for `still` since.
+    pub(crate) fn still_since(&mut self, value: u64, still: Duration) -> Option<Instant> {
+        match self.last {
+            Some((prev, since)) if prev == value => (since.elapsed() >= still).then_some(since),
+            _ => {
+                self.last = Some((value, Instant::now()));
+                None
+            }
+        }
+    }
+}
+
 /// Marks in `listed` the releases whose origin the tracker lists now (only
 /// those not listed yet are asked): any origin, or with `at` only the origin
 /// at that peer address (`ip:port`); returns how many are listed.

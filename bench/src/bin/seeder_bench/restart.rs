@@ -108,7 +108,7 @@ async fn start_once(
     let deadline = Instant::now() + timeout;
     let mut listed = vec![false; releases.len()];
     let mut seeding_secs = None;
-    let mut last: Option<(u64, Instant)> = None;
+    let mut settle = Settle::default();
     loop {
         procs.check_alive().context("while waiting for the seeder")?;
         anyhow::ensure!(
@@ -121,17 +121,13 @@ async fn start_once(
             seeding_secs = Some(t.elapsed().as_secs_f64());
         }
         if let (Some(secs), Some(b)) = (seeding_secs, seeder_s3_bytes(&http).await) {
-            match last {
-                Some((prev, since)) if prev == b && since.elapsed() >= Duration::from_secs(1) => {
-                    let (rss_mib, _) = proc_mem_mib(pid)?;
-                    return Ok(StartCost {
-                        seeding_secs: secs,
-                        s3_bytes: b,
-                        rss_mib,
-                    });
-                }
-                Some((prev, _)) if prev == b => {}
-                _ => last = Some((b, Instant::now())),
+            if settle.still_since(b, Duration::from_secs(1)).is_some() {
+                let (rss_mib, _) = proc_mem_mib(pid)?;
+                return Ok(StartCost {
+                    seeding_secs: secs,
+                    s3_bytes: b,
+                    rss_mib,
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -43,7 +43,7 @@ pub(crate) async fn bench_rss(
         let total = size * cli.releases as u64;
         let deadline = Instant::now() + timeout * 2;
         let mut listed = vec![false; releases.len()];
-        let mut last: Option<(u64, Instant)> = None;
+        let mut settle = Settle::default();
         let (checked_bytes, seeded_at) = loop {
             procs.check_alive().context("while waiting for the seeder")?;
             anyhow::ensure!(
@@ -54,12 +54,8 @@ pub(crate) async fn bench_rss(
             let all = count_listed(&tracker, &releases, &mut listed, None).await == releases.len();
             if let Some(b) = seeder_s3_bytes(&http).await {
                 if all && b >= total {
-                    match last {
-                        Some((prev, since)) if prev == b && since.elapsed() >= Duration::from_secs(1) => {
-                            break (b, since)
-                        }
-                        Some((prev, _)) if prev == b => {}
-                        _ => last = Some((b, Instant::now())),
+                    if let Some(since) = settle.still_since(b, Duration::from_secs(1)) {
+                        break (b, since);
                     }
                 }
             }
