@@ -69,31 +69,30 @@ async fn aria2_announces_with_a_raw_key_is_handed_peers_and_downloads_from_the_o
     let stderr = dir.join("stderr.txt");
 
     let t0 = Instant::now();
-    let child = tokio::process::Command::new(ARIA2)
-        .args([
-            "--seed-time=0",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--bt-tracker-interval=1",
-            "--check-certificate=false",
-            "--file-allocation=none",
-            "--summary-interval=0",
-            "--console-log-level=warn",
-            // debug: the announce answers' `Complete:`/`Incomplete:` lines.
-            "--log-level=debug",
-        ])
-        .arg(format!("--log={}", log.display()))
-        .arg(format!("--dir={}", out_dir.display()))
-        .arg(&torrent_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start aria2c");
-    let mut aria2 = ChildGuard::new(child, "aria2c", stderr);
+    let mut aria2 = ChildGuard::spawn(
+        tokio::process::Command::new(ARIA2)
+            .args([
+                "--seed-time=0",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--bt-tracker-interval=1",
+                "--check-certificate=false",
+                "--file-allocation=none",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                // debug: the announce answers' `Complete:`/`Incomplete:` lines.
+                "--log-level=debug",
+            ])
+            .arg(format!("--log={}", log.display()))
+            .arg(format!("--dir={}", out_dir.display()))
+            .arg(&torrent_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+        "aria2c",
+        stderr,
+    );
     let log_tail = || tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40);
 
     // It dials the fake peer the tracker handed out, for this torrent.

@@ -137,16 +137,16 @@ General\Locale=en
         );
         std::fs::write(config.join("qBittorrent.conf"), conf).unwrap();
         let stderr = profile.path().join("stderr.txt");
-        let child = tokio::process::Command::new(QBT)
-            .arg(format!("--profile={}", profile.path().display()))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(profile.path().join("stdout.txt")).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start qbittorrent-nox");
+        let guard = ChildGuard::spawn(
+            tokio::process::Command::new(QBT)
+                .arg(format!("--profile={}", profile.path().display()))
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(profile.path().join("stdout.txt")).unwrap()),
+            "qbittorrent-nox",
+            stderr,
+        );
         let mut qb = Qbt {
-            guard: ChildGuard::new(child, "qbittorrent-nox", stderr),
+            guard,
             api: format!("http://127.0.0.1:{web_port}/api/v2"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))

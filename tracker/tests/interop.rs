@@ -276,25 +276,21 @@ impl Libtorrent {
         let save = dir.path().join("save");
         std::fs::create_dir(&save).unwrap();
         let stderr = dir.path().join("stderr.txt");
-        let mut child = tokio::process::Command::new(PYTHON)
-            .arg(&script)
-            .arg(&tpath)
-            .arg(&save)
-            .arg("90")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start /usr/bin/python3");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let stdin = child.stdin.take().unwrap();
+        let mut guard = ChildGuard::spawn(
+            tokio::process::Command::new(PYTHON)
+                .arg(&script)
+                .arg(&tpath)
+                .arg(&save)
+                .arg("90")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+            "libtorrent client",
+            stderr,
+        );
+        let lines = BufReader::new(guard.child.stdout.take().unwrap()).lines();
+        let stdin = guard.child.stdin.take().unwrap();
         Libtorrent {
-            guard: ChildGuard {
-                child,
-                what: "libtorrent client",
-                stderr,
-            },
+            guard,
             lines,
             stdin,
             seen: Vec::new(),
@@ -471,22 +467,18 @@ impl Transmission {
         )
         .unwrap();
         let stderr = dir.path().join("stderr.txt");
-        let child = tokio::process::Command::new("/usr/bin/transmission-daemon")
-            .arg("--foreground")
-            .arg("--config-dir")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start transmission-daemon");
+        let guard = ChildGuard::spawn(
+            tokio::process::Command::new("/usr/bin/transmission-daemon")
+                .arg("--foreground")
+                .arg("--config-dir")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap()),
+            "transmission-daemon",
+            stderr,
+        );
         let mut tr = Transmission {
-            guard: ChildGuard {
-                child,
-                what: "transmission-daemon",
-                stderr,
-            },
+            guard,
             rpc: format!("http://127.0.0.1:{rpc_port}/transmission/rpc"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))

@@ -8,7 +8,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 /// Kills (SIGKILL, by PID) the child when dropped, unless it has exited.
-/// Spawn the child with `kill_on_drop(true)` too.
+/// [`ChildGuard::spawn`] also sets `kill_on_drop(true)`; a child spawned
+/// elsewhere should have it too.
 pub struct ChildGuard {
     /// The child process.
     pub child: tokio::process::Child,
@@ -22,6 +23,22 @@ impl ChildGuard {
     /// Guards `child`, whose stderr is written to the file `stderr`.
     pub fn new(child: tokio::process::Child, what: &'static str, stderr: PathBuf) -> ChildGuard {
         ChildGuard { child, what, stderr }
+    }
+
+    /// Spawns `cmd` with its stderr written to the file `stderr` and
+    /// `kill_on_drop(true)`, and guards it; stdin and stdout are as `cmd`
+    /// sets them.
+    ///
+    /// Panics when the file cannot be created or the program not started
+    /// (tests only), naming `what`.
+    pub fn spawn(cmd: &mut tokio::process::Command, what: &'static str, stderr: PathBuf) -> ChildGuard {
+        let file = std::fs::File::create(&stderr).unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr.display()));
+        let child = cmd
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        ChildGuard::new(child, what, stderr)
     }
 
     /// The last 30 lines of its stderr file.
