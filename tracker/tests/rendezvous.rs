@@ -144,6 +144,7 @@ async fn unreachable_quic_devices_are_bridged_and_introduced() {
             candidates: vec![reflexive(2)],
             fingerprint: CertFingerprint([2; 32]),
             nat: Some(NatKind::Unknown),
+            origin: false,
         })
     );
 
@@ -212,6 +213,76 @@ async fn unreachable_quic_devices_are_bridged_and_introduced() {
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     assert!(!ids.is_empty() && ids.iter().all(|id| *id > intro.id));
+}
+
+/// The origin announces its QUIC listener (`quic_port`, `quic_pin`): a QUIC
+/// device gets the origin at its bridge address and an introduction to the
+/// listener (no push: the origin accepts any device), a device without
+/// QUIC keeps its TCP address, the release lists both addresses, and the
+/// same parameters from a device, an origin on loopback or a stopped origin
+/// change nothing.
+#[tokio::test]
+async fn a_quic_origin_is_handed_out_at_its_bridge_address_and_introduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, ih) = tracker_with_release(&dir, checks_on()).await;
+    let pin = CertFingerprint([9; 32]);
+    let origin_ip = IpAddr::from([11, 0, 0, 100]);
+    let mut origin = request(ih, 100, 0, AnnounceEvent::Started);
+    origin.origin_quic = Some((6900, pin));
+    t.announce(origin.clone(), &Caller::Origin, origin_ip).unwrap();
+    let origin_tcp = SocketAddr::new(origin_ip, 7100);
+    let origin_udp = SocketAddr::new(origin_ip, 6900);
+    assert_eq!(t.origin_quic(origin_tcp), Some((origin_udp, pin)));
+
+    let (_, quic_dev) = device(&t, "d2").await;
+    t.report_paths(&quic_dev, paths(2, true)).unwrap();
+    let (_, tcp_dev) = device(&t, "d4").await;
+    t.report_paths(&tcp_dev, paths(4, false)).unwrap();
+    let got = announce(&t, ih, 2, &quic_dev);
+    assert_eq!(bridges(&got), vec![bridge_address(&ih, 0)], "{got:?}");
+    assert!(!got.contains(&origin_tcp), "not both addresses: {got:?}");
+
+    let intro = t
+        .introduce(
+            &quic_dev,
+            &IntroductionRequest {
+                info_hash: ih,
+                peer: bridge_address(&ih, 0),
+            },
+        )
+        .unwrap();
+    assert_eq!(intro.candidates, vec![origin_udp]);
+    assert_eq!(intro.fingerprint, pin);
+    assert_eq!(intro.nat, Some(NatKind::Open));
+    assert!(intro.origin);
+    assert_eq!(intro.check(), Ok(()));
+
+    let listed = t.release(&Caller::Admin, &ih).await.unwrap().origin_peers;
+    let bridge = SocketAddr::new(IpAddr::V6(bridge_address(&ih, 0)), BRIDGE_PORT);
+    assert_eq!(listed, vec![origin_tcp.to_string(), bridge.to_string()]);
+
+    // A device without QUIC that gets the origin gets it over TCP.
+    let mut leecher = request(ih, 4, 10, AnnounceEvent::Started);
+    leecher.numwant = 50;
+    let got = t.announce(leecher, &tcp_dev, home(4)).unwrap().peers;
+    assert!(bridges(&got.iter().map(|p| p.addr).collect::<Vec<_>>()).is_empty(), "{got:?}");
+
+    // The parameters from a device change nothing.
+    let mut forged = request(ih, 2, 10, AnnounceEvent::None);
+    forged.origin_quic = Some((6901, CertFingerprint([7; 32])));
+    let public = IpAddr::from([11, 0, 0, 2]);
+    t.announce(forged, &quic_dev, public).unwrap();
+    assert_eq!(t.origin_quic(SocketAddr::new(public, 7002)), None);
+    assert_eq!(t.origin_quic(origin_tcp), Some((origin_udp, pin)));
+
+    // An origin on loopback is no QUIC candidate; a stopped one is forgotten.
+    let mut local = request(ih, 101, 0, AnnounceEvent::Started);
+    local.origin_quic = Some((6902, pin));
+    t.announce(local, &Caller::Origin, IpAddr::from([127, 0, 0, 1])).unwrap();
+    assert_eq!(t.origin_quic(SocketAddr::from(([127, 0, 0, 1], 7101))), None);
+    origin.event = AnnounceEvent::Stopped;
+    t.announce(origin, &Caller::Origin, origin_ip).unwrap();
+    assert_eq!(t.origin_quic(origin_tcp), None);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod peer_id;
 pub mod port_mapping;
 pub mod quic_bridge;
 pub mod quic_identity;
+pub mod quic_listener;
 pub mod session;
 pub mod stun_probe;
 pub mod udp_demux;

@@ -40,6 +40,7 @@ fn introduction(candidates: Vec<SocketAddr>, fingerprint: CertFingerprint) -> In
         candidates,
         fingerprint,
         nat: None,
+        origin: false,
     }
 }
 

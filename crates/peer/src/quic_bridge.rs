@@ -175,11 +175,8 @@ struct State {
     connections: HashMap<Ipv6Addr, quinn::Connection>,
     /// One dial at a time per bridge address.
     dialing: HashMap<Ipv6Addr, Arc<tokio::sync::Mutex<()>>>,
-    /// What librqbit sees as a peer's address → the real remote address;
-    /// kept after the stream ends (librqbit's counters outlive the
-    /// connection), the oldest dropped beyond [`MAX_REMOTES`].
-    remotes: HashMap<SocketAddr, SocketAddr>,
-    remotes_order: std::collections::VecDeque<SocketAddr>,
+    /// What librqbit sees as a peer's address → the real remote address.
+    remotes: Remotes,
     paths: Vec<PathEstablished>,
     /// Dialers waiting for a birthday probe's answer, by the peer's IP.
     hits: HashMap<IpAddr, tokio::sync::oneshot::Sender<SocketAddr>>,
@@ -209,15 +206,32 @@ impl State {
         self.heard.insert(ip, Instant::now());
     }
 
-    fn remember(&mut self, seen: SocketAddr, remote: SocketAddr) {
-        if self.remotes.insert(seen, remote).is_none() {
-            self.remotes_order.push_back(seen);
+}
+
+/// What librqbit sees as a peer's address (a bridge address, or the
+/// loopback source of an incoming stream) → the real remote UDP address;
+/// kept after the stream ends (librqbit's counters outlive the
+/// connection), the oldest dropped beyond [`MAX_REMOTES`].
+#[derive(Default)]
+pub(crate) struct Remotes {
+    by_seen: HashMap<SocketAddr, SocketAddr>,
+    order: std::collections::VecDeque<SocketAddr>,
+}
+
+impl Remotes {
+    pub(crate) fn remember(&mut self, seen: SocketAddr, remote: SocketAddr) {
+        if self.by_seen.insert(seen, remote).is_none() {
+            self.order.push_back(seen);
         }
-        while self.remotes_order.len() > MAX_REMOTES {
-            if let Some(old) = self.remotes_order.pop_front() {
-                self.remotes.remove(&old);
+        while self.order.len() > MAX_REMOTES {
+            if let Some(old) = self.order.pop_front() {
+                self.by_seen.remove(&old);
             }
         }
+    }
+
+    pub(crate) fn get(&self, seen: &SocketAddr) -> Option<SocketAddr> {
+        self.by_seen.get(seen).copied()
     }
 }
 
@@ -332,7 +346,7 @@ impl QuicBridge {
     /// stream); `None` for peers that did not come through the bridge.
     pub fn remote_of(&self, seen: SocketAddr) -> Option<SocketAddr> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.remotes.get(&seen).copied().or_else(|| match seen.ip() {
+        state.remotes.get(&seen).or_else(|| match seen.ip() {
             IpAddr::V6(v6) => state.connections.get(&v6).map(|c| c.remote_address()),
             IpAddr::V4(_) => None,
         })
@@ -364,7 +378,7 @@ impl QuicBridge {
         self.check(intro).context("bad introduction")?;
         self.pins.allow(intro.fingerprint, self.settings.pin_ttl);
         let candidates = intro.ordered_candidates();
-        let role = PunchRole::for_kinds(self.settings.nat, intro.nat);
+        let role = PunchRole::introduced(self.settings.nat, intro.nat);
         tracing::debug!(
             id = intro.id,
             ?candidates,
@@ -675,7 +689,7 @@ impl QuicBridge {
         self.check(&intro).context("the tracker's introduction")?;
         let introduction_ms = started.elapsed().as_millis() as u64;
         let config = client_config(&self.identity, intro.fingerprint)?;
-        let role = PunchRole::for_kinds(self.settings.nat, intro.nat);
+        let role = PunchRole::dialing(self.settings.nat, intro.nat);
         let candidates = intro.ordered_candidates();
         let (via, conn, how) = match role {
             PunchRole::Direct => {
@@ -786,7 +800,7 @@ impl QuicBridge {
         };
         tracing::info!(%peer, %via, how, introduction_ms, total_ms = path.total_ms, rtt_ms = path.rtt_ms, datagrams = path.datagrams_sent, "QUIC path established");
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.remember(
+        state.remotes.remember(
             SocketAddr::new(IpAddr::V6(peer), ota_proto::rendezvous::BRIDGE_PORT),
             via,
         );
@@ -817,34 +831,68 @@ impl QuicBridge {
     }
 
     async fn serve_streams(self: Arc<Self>, conn: quinn::Connection) {
-        let mut streams = JoinSet::new();
-        while let Ok((send, recv)) = conn.accept_bi().await {
-            while streams.try_join_next().is_some() {}
-            let (this, remote) = (self.clone(), conn.remote_address());
-            streams.spawn(async move {
-                let dial = TcpStream::connect(this.settings.peer_listener);
-                let tcp = match tokio::time::timeout(this.settings.tcp_connect_timeout, dial).await {
-                    Ok(Ok(t)) => t,
-                    other => {
-                        tracing::warn!(listener = %this.settings.peer_listener, ?other, "cannot reach librqbit's listener");
-                        return;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let seen = tcp.local_addr().ok();
-                if let Some(seen) = seen {
-                    this.state.lock().unwrap_or_else(|e| e.into_inner()).remember(seen, remote);
-                }
+        let this = self.clone();
+        splice_incoming(
+            conn,
+            self.settings.peer_listener,
+            self.settings.tcp_connect_timeout,
+            move |seen, remote| {
                 this.counters.streams.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = splice(tcp, send, recv).await {
-                    tracing::debug!(%remote, error = %e, "incoming stream ended");
-                }
-            });
-        }
+                this.state.lock().unwrap_or_else(|e| e.into_inner()).remotes.remember(seen, remote);
+            },
+        )
+        .await;
     }
 }
 
-/// The first public (non-LAN) candidate's IP: the side's NAT's address.
+/// Splices every bidirectional stream the other side opens on `conn` to a
+/// new TCP connection to `listener` (librqbit's peer listener; an
+/// unspecified IP is dialed on loopback), each dial bounded by
+/// `tcp_timeout`. `spliced(seen, remote)` is called for each: `seen` is
+/// the TCP connection's local address, the peer address librqbit sees,
+/// `remote` the QUIC connection's remote UDP address. Ends when the
+/// connection does.
+pub(crate) async fn splice_incoming(
+    conn: quinn::Connection,
+    listener: SocketAddr,
+    tcp_timeout: Duration,
+    spliced: impl Fn(SocketAddr, SocketAddr) + Send + Sync + 'static,
+) {
+    let listener = loopback_if_unspecified(listener);
+    let spliced = Arc::new(spliced);
+    let mut streams = JoinSet::new();
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        while streams.try_join_next().is_some() {}
+        let (spliced, remote) = (spliced.clone(), conn.remote_address());
+        streams.spawn(async move {
+            let tcp = match tokio::time::timeout(tcp_timeout, TcpStream::connect(listener)).await {
+                Ok(Ok(t)) => t,
+                other => {
+                    tracing::warn!(%listener, ?other, "cannot reach librqbit's listener");
+                    return;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            if let Ok(seen) = tcp.local_addr() {
+                spliced(seen, remote);
+            }
+            if let Err(e) = splice(tcp, send, recv).await {
+                tracing::debug!(%remote, error = %e, "incoming stream ended");
+            }
+        });
+    }
+}
+
+/// `addr` with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback of
+/// the same family: where a listener bound to every address is dialed.
+pub(crate) fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    }
+}
+
 fn public_ip(candidates: &[SocketAddr]) -> Option<IpAddr> {
     public(candidates).first().map(|c| c.ip())
 }

@@ -156,11 +156,29 @@ pub fn server_config(identity: &QuicIdentity, pins: Pins) -> anyhow::Result<quin
         pins,
         provider: provider(),
     });
-    let (chain, key) = identity.chain();
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_client_cert_verifier(verifier);
+    quic_server(tls, identity)
+}
+
+/// The server side of a public listener (the origin seeder): presents
+/// `identity` and asks for no client certificate, since whoever may talk
+/// BitTorrent to it over TCP may do so over QUIC. Errors: a certificate
+/// rustls refuses.
+pub fn open_server_config(identity: &QuicIdentity) -> anyhow::Result<quinn::ServerConfig> {
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth();
+    quic_server(tls, identity)
+}
+
+fn quic_server(
+    tls: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+    identity: &QuicIdentity,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let (chain, key) = identity.chain();
+    let mut tls = tls.with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));

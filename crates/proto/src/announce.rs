@@ -73,6 +73,11 @@ pub struct AnnounceRequest {
     pub device: Option<String>,
     /// Origin credential carried in the seeder's announce URL (`origin_token=`).
     pub origin_token: Option<String>,
+    /// The origin's QUIC listener, from the seeder's announce URL
+    /// (`quic_port=PORT&quic_pin=HEX`, both or neither): its UDP port on
+    /// the announce's IP and its certificate pin. The tracker believes it
+    /// only with a valid `origin_token`.
+    pub origin_quic: Option<(u16, crate::rendezvous::CertFingerprint)>,
 }
 
 impl AnnounceRequest {
@@ -98,6 +103,7 @@ impl AnnounceRequest {
             trackerid: None,
             device: None,
             origin_token: None,
+            origin_quic: None,
         }
     }
 }
@@ -205,6 +211,8 @@ pub fn parse_announce(query: &str) -> Result<AnnounceRequest, AnnounceError> {
     let mut trackerid = None;
     let mut device = None;
     let mut origin_token = None;
+    let mut quic_port = None;
+    let mut quic_pin = None;
     for (k, v) in pairs(query) {
         match k.as_slice() {
             b"info_hash" => info_hash = Some(id20("info_hash", &v)?),
@@ -244,6 +252,19 @@ pub fn parse_announce(query: &str) -> Result<AnnounceRequest, AnnounceError> {
             b"trackerid" => trackerid = Some(opaque("trackerid", v)?),
             b"device" => device = Some(text("device", &v)?),
             b"origin_token" => origin_token = Some(text("origin_token", &v)?),
+            b"quic_port" => {
+                let p: u16 = number("quic_port", &v)?;
+                if p == 0 {
+                    return Err(AnnounceError::Invalid("quic_port", "0".into()));
+                }
+                quic_port = Some(p);
+            }
+            b"quic_pin" => {
+                let pin = text("quic_pin", &v)?;
+                quic_pin = Some(pin.parse().map_err(|_| {
+                    AnnounceError::Invalid("quic_pin", "not 64 hex digits (a SHA-256 certificate pin)".into())
+                })?);
+            }
             _ => {}
         }
     }
@@ -263,6 +284,12 @@ pub fn parse_announce(query: &str) -> Result<AnnounceRequest, AnnounceError> {
         trackerid,
         device,
         origin_token,
+        origin_quic: match (quic_port, quic_pin) {
+            (Some(port), Some(pin)) => Some((port, pin)),
+            (None, None) => None,
+            (Some(_), None) => return Err(AnnounceError::Missing("quic_pin")),
+            (None, Some(_)) => return Err(AnnounceError::Missing("quic_port")),
+        },
     })
 }
 
@@ -527,6 +554,35 @@ mod tests {
         assert_eq!(r.ip, Some("10.1.2.3".parse().unwrap()));
         assert_eq!(r.device.as_deref(), Some("dev-7"));
         assert_eq!(r.key.as_deref(), Some(b"k1".as_slice()));
+    }
+
+    /// The origin's QUIC listener comes as a port and a pin, both or
+    /// neither; a bad value is named.
+    #[test]
+    fn origin_quic_is_a_port_and_a_pin() {
+        let pin = "ab".repeat(32);
+        let r = parse_announce(&query(&format!("&quic_port=6882&quic_pin={pin}"))).unwrap();
+        assert_eq!(
+            r.origin_quic,
+            Some((6882, crate::rendezvous::CertFingerprint([0xab; 32])))
+        );
+        assert_eq!(parse_announce(&query("")).unwrap().origin_quic, None);
+        assert_eq!(
+            parse_announce(&query("&quic_port=6882")),
+            Err(AnnounceError::Missing("quic_pin"))
+        );
+        assert_eq!(
+            parse_announce(&query(&format!("&quic_pin={pin}"))),
+            Err(AnnounceError::Missing("quic_port"))
+        );
+        assert!(matches!(
+            parse_announce(&query(&format!("&quic_port=0&quic_pin={pin}"))),
+            Err(AnnounceError::Invalid("quic_port", _))
+        ));
+        assert!(matches!(
+            parse_announce(&query("&quic_port=6882&quic_pin=abcd")),
+            Err(AnnounceError::Invalid("quic_pin", _))
+        ));
     }
 
     /// BEP 3 leaves `key` and `trackerid` opaque: aria2 1.36 sends `key` as

@@ -163,6 +163,11 @@ pub struct Introduction {
     /// The side's NAT as its STUN probe classified it, when it did.
     #[serde(default)]
     pub nat: Option<NatKind>,
+    /// The side is the origin seeder's QUIC listener (public, no NAT: it
+    /// is dialed directly and punches nothing back). A label only: the pin
+    /// is what the dialer trusts.
+    #[serde(default)]
+    pub origin: bool,
 }
 
 /// Why an [`Introduction`] is rejected by the side that receives it.
@@ -276,6 +281,32 @@ impl PunchRole {
             (false, false) => PunchRole::Direct,
         }
     }
+
+    /// The dialing side's role ([`Self::for_kinds`]), except towards a
+    /// side with no NAT ([`NatKind::Open`]: a public device, the origin
+    /// seeder), which is dialed directly from the peer socket whatever this
+    /// side's NAT: an open side accepts a QUIC Initial from any source,
+    /// and the dialer's own NAT, symmetric or not, lets the answer back in
+    /// (RFC 4787 §5: a mapping admits replies from the address it was made
+    /// for).
+    pub fn dialing(mine: Option<NatKind>, theirs: Option<NatKind>) -> PunchRole {
+        if theirs == Some(NatKind::Open) {
+            PunchRole::Direct
+        } else {
+            Self::for_kinds(mine, theirs)
+        }
+    }
+
+    /// The introduced side's role ([`Self::for_kinds`]), except that a side
+    /// with no NAT does not probe a symmetric requester: that requester
+    /// dials it directly ([`Self::dialing`]).
+    pub fn introduced(mine: Option<NatKind>, theirs: Option<NatKind>) -> PunchRole {
+        if mine == Some(NatKind::Open) {
+            PunchRole::Direct
+        } else {
+            Self::for_kinds(mine, theirs)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +320,7 @@ mod tests {
             candidates: candidates.iter().map(|c| c.parse().unwrap()).collect(),
             fingerprint: CertFingerprint([1; 32]),
             nat: None,
+            origin: false,
         }
     }
 
@@ -361,6 +393,16 @@ mod tests {
         assert_eq!(PunchRole::for_kinds(cone, sym), PunchRole::Probe);
         assert_eq!(PunchRole::for_kinds(Some(NatKind::Unknown), sym), PunchRole::Probe);
         assert_eq!(PunchRole::for_kinds(sym, sym), PunchRole::Hopeless);
+        // An open side is dialed directly, and does not probe.
+        let open = Some(NatKind::Open);
+        assert_eq!(PunchRole::dialing(sym, open), PunchRole::Direct);
+        assert_eq!(PunchRole::introduced(open, sym), PunchRole::Direct);
+        // A symmetric side introduced to an open requester still opens
+        // ports: the open requester cannot guess its mapping.
+        assert_eq!(PunchRole::introduced(sym, open), PunchRole::OpenPorts);
+        assert_eq!(PunchRole::dialing(open, sym), PunchRole::Probe);
+        assert_eq!(PunchRole::dialing(cone, sym), PunchRole::Probe);
+        assert_eq!(PunchRole::introduced(sym, cone), PunchRole::OpenPorts);
         // The miss chance the docs give.
         let n = f64::from(*PROBED_PORTS.end() - *PROBED_PORTS.start() + 1);
         let miss = |k: i32| (1.0 - BIRTHDAY_PORTS as f64 / n).powi(k);

@@ -152,11 +152,17 @@ impl Tracker {
         let conn = &self.connectability;
         let reachable = |a: SocketAddr| conn.reachable(a);
         let bridgeable = |device: &str| self.bridgeable(device);
+        if is_origin {
+            let quic = request.origin_quic.filter(|_| request.event != AnnounceEvent::Stopped);
+            self.note_origin_quic(ip, quic);
+        }
+        let origin_quic = |origin: SocketAddr| self.origin_quic(origin).is_some();
         let paths = AnnouncePaths {
             lan,
             reachable: &reachable,
             quic,
             bridgeable: &bridgeable,
+            origin_quic: &origin_quic,
         };
         let resp = self
             .store

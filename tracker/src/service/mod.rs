@@ -213,6 +213,9 @@ pub struct Tracker {
     pub(crate) introductions: Mutex<IntroductionLimiter>,
     /// The number of the next introduction.
     pub(crate) next_introduction: AtomicU64,
+    /// The origins' QUIC listeners by the IP their announces came from:
+    /// UDP port and certificate pin (at most 64, `MAX_ORIGIN_QUIC`).
+    pub(crate) origin_quic: RwLock<HashMap<IpAddr, (u16, ota_proto::rendezvous::CertFingerprint)>>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -280,6 +283,7 @@ impl Tracker {
             connectability: Connectability::new(settings.connectability),
             introductions: Mutex::new(IntroductionLimiter::new()),
             next_introduction: AtomicU64::new(1),
+            origin_quic: RwLock::default(),
         }))
     }
 

@@ -98,11 +98,16 @@ impl Tracker {
     /// The release as the API shows it, with the origins live in its swarm.
     fn with_origins(&self, s: StoredRelease) -> Release {
         let mut r = s.release;
+        // A QUIC origin is listed at its bridge address too: the address
+        // librqbit keys its per-peer counters by when it came over QUIC.
         r.origin_peers = self
             .store
             .origin_peers(&r.info_hash)
             .into_iter()
-            .map(|a| a.to_string())
+            .flat_map(|(addr, bridge)| {
+                let quic = self.origin_quic(addr).is_some();
+                std::iter::once(addr.to_string()).chain(quic.then(|| bridge.to_string()))
+            })
             .collect();
         r
     }

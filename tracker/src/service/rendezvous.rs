@@ -10,12 +10,51 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use ota_proto::announce::AnnounceError;
-use ota_proto::rendezvous::{bridge_slot, bridge_swarm_tag, Introduction, IntroductionRequest};
+use ota_proto::nat_kind::NatKind;
+use ota_proto::rendezvous::{bridge_slot, bridge_swarm_tag, CertFingerprint, Introduction, IntroductionRequest};
 
 use super::{ApiError, Caller, Tracker};
 use crate::swarm::rendezvous::{introduction, Side};
+use crate::swarm::RendezvousPeer;
+
+/// Most origin QUIC listeners the tracker remembers (origins are few and
+/// authenticated; the bound keeps a leaked origin token from growing it).
+pub(crate) const MAX_ORIGIN_QUIC: usize = 64;
 
 impl Tracker {
+    /// Records what an authenticated origin announce from `ip` said of its
+    /// QUIC listener (`quic_port`, `quic_pin`): `Some` sets it, `None`
+    /// (an announce without them, or `stopped`) forgets it. Beyond
+    /// [`MAX_ORIGIN_QUIC`] IPs, new ones are not recorded.
+    pub(crate) fn note_origin_quic(&self, ip: IpAddr, quic: Option<(u16, CertFingerprint)>) {
+        let mut map = self.origin_quic.write().unwrap_or_else(|e| e.into_inner());
+        match quic {
+            Some(q) if map.len() < MAX_ORIGIN_QUIC || map.contains_key(&ip) => {
+                map.insert(ip, q);
+            }
+            Some(_) => tracing::warn!(%ip, "too many origin QUIC listeners: not recorded"),
+            None => {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    /// The QUIC listener of the origin peer listed at `origin` (its TCP
+    /// peer address): its UDP address (same IP, the announced QUIC port)
+    /// and pin, when it announced one that a device would accept as a
+    /// candidate ([`Introduction::check`]: not loopback, so origins on
+    /// loopback stay TCP-only).
+    pub fn origin_quic(&self, origin: SocketAddr) -> Option<(SocketAddr, CertFingerprint)> {
+        let (port, pin) = *self
+            .origin_quic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&origin.ip())?;
+        let udp = SocketAddr::new(origin.ip(), port);
+        origin_introduction(0, Default::default(), udp, pin).check().ok()?;
+        Some((udp, pin))
+    }
+
     /// Whether device `device_id` can be introduced for a punched QUIC
     /// path: it is registered, reported a QUIC endpoint
     /// ([`DirectPaths::quic`](ota_proto::direct_paths::DirectPaths::quic))
@@ -131,6 +170,9 @@ impl Tracker {
             .peer_at_slot(&ih, slot, now)
             .map_err(not_found)?
             .ok_or_else(|| ApiError::NotFound(format!("no live peer at slot {slot} of swarm {ih}")))?;
+        if target.is_origin {
+            return self.introduce_origin(dev, request, &target, now);
+        }
         let target_device = match target.device.as_deref() {
             Some(d) if !target.is_origin => d,
             _ => {
@@ -188,5 +230,48 @@ impl Tracker {
             )));
         }
         Ok(for_caller)
+    }
+}
+
+impl Tracker {
+    /// The origin's side of an introduction to its QUIC listener: no push
+    /// (the origin accepts any device that can speak the peer wire), the
+    /// same rate limits as between devices.
+    fn introduce_origin(
+        &self,
+        dev: &crate::registry::DeviceEntry,
+        request: &IntroductionRequest,
+        target: &RendezvousPeer,
+        now: Instant,
+    ) -> Result<Introduction, ApiError> {
+        let (udp, pin) = self
+            .origin_quic(target.addr)
+            .ok_or_else(|| ApiError::Conflict("this origin announced no QUIC listener".into()))?;
+        let target_id: std::sync::Arc<str> = format!("origin {udp}").into();
+        self.introductions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(&dev.device_id, &target_id, now)
+            .map_err(|e| ApiError::TooMany(e.to_string()))?;
+        let id = self.next_introduction.fetch_add(1, Ordering::Relaxed);
+        Ok(origin_introduction(id, request.info_hash, udp, pin))
+    }
+}
+
+/// The introduction of an origin's QUIC listener at `udp` with pin `pin`:
+/// one candidate, no NAT ([`NatKind::Open`]), marked `origin`.
+fn origin_introduction(
+    id: u64,
+    info_hash: ota_proto::InfoHash,
+    udp: SocketAddr,
+    pin: CertFingerprint,
+) -> Introduction {
+    Introduction {
+        id,
+        info_hash,
+        candidates: vec![udp],
+        fingerprint: pin,
+        nat: Some(NatKind::Open),
+        origin: true,
     }
 }

@@ -58,6 +58,7 @@ fn acceptable(addr: SocketAddr) -> bool {
         candidates: vec![addr],
         fingerprint: ota_proto::rendezvous::CertFingerprint([0; 32]),
         nat: None,
+        origin: false,
     }
     .check()
     .is_ok()
@@ -102,6 +103,7 @@ pub fn introduction(id: u64, info_hash: InfoHash, x: &Side<'_>, y: &Side<'_>) ->
         candidates: candidates(x, y),
         fingerprint: quic.fingerprint,
         nat: x.paths.nat.map(|n| n.kind),
+        origin: false,
     };
     intro.check().is_ok().then_some(intro)
 }

@@ -116,6 +116,11 @@ pub struct AnnouncePaths<'a> {
     /// which the tracker pushes the introduction). Asked only for devices
     /// that `reachable` rejected, only when `quic` is set.
     pub bridgeable: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Whether the origin peer listed at this (TCP) address runs a QUIC
+    /// listener a device may dial: then a QUIC requester gets the origin
+    /// as its bridge address instead, so the device's connection to the
+    /// origin can migrate (QUIC lets only the client move, RFC 9000 §9).
+    pub origin_quic: &'a (dyn Fn(SocketAddr) -> bool + Sync),
 }
 
 impl Default for AnnouncePaths<'_> {
@@ -125,6 +130,7 @@ impl Default for AnnouncePaths<'_> {
             reachable: &|_| true,
             quic: false,
             bridgeable: &|_| false,
+            origin_quic: &|_| false,
         }
     }
 }
@@ -871,6 +877,9 @@ impl PeerStore {
                 peer_id: p.id,
                 addr: match p.lan {
                     Some(lan) if neighbours.iter().any(|n| n.id == p.id) => lan,
+                    _ if paths.quic && is_origin_peer(p) && (paths.origin_quic)(p.addr()) => {
+                        SocketAddr::new(IpAddr::V6(bridge_address(&req.info_hash, p.slot)), BRIDGE_PORT)
+                    }
                     _ => p.addr(),
                 },
             })
@@ -955,12 +964,20 @@ impl PeerStore {
             .collect()
     }
 
-    /// Addresses of the origin peers currently live in a swarm.
-    pub fn origin_peers(&self, info_hash: &InfoHash) -> Vec<SocketAddr> {
+    /// The origin peers currently live in a swarm: their addresses and
+    /// their bridge addresses (`[fd6f:…]:`[`BRIDGE_PORT`], see
+    /// [`AnnouncePaths::origin_quic`]).
+    pub fn origin_peers(&self, info_hash: &InfoHash) -> Vec<(SocketAddr, SocketAddr)> {
+        let bridge = |slot| SocketAddr::new(IpAddr::V6(bridge_address(info_hash, slot)), BRIDGE_PORT);
         self.shard(info_hash)
             .swarms
             .get(info_hash)
-            .map(|s| s.lists[Kind::Origin as usize].iter().map(Peer::addr).collect())
+            .map(|s| {
+                s.lists[Kind::Origin as usize]
+                    .iter()
+                    .map(|p| (p.addr(), bridge(p.slot)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1366,7 +1383,7 @@ mod tests {
             .announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0)
             .unwrap();
         assert_eq!(second.peers.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![addr(1)]);
-        assert_eq!(s.origin_peers(&IH), vec![addr(0)]);
+        assert_eq!(s.origin_peers(&IH).iter().map(|p| p.0).collect::<Vec<_>>(), vec![addr(0)]);
         // Peer 1 finishes without sending `completed` (librqbit never does).
         s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t0)
             .unwrap();
