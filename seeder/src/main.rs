@@ -105,6 +105,14 @@ struct SeedArgs {
     /// Peer-wire (BitTorrent TCP) listen address.
     #[arg(long, env = "OTA_SEEDER_PEER_LISTEN", default_value = "127.0.0.1:6881")]
     peer_listen: SocketAddr,
+    /// Serve the peer wire over QUIC too (UDP, `--quic-listen`), so that
+    /// devices running QUIC reach the origin over a connection that
+    /// survives their network changes; the tracker hands it to them.
+    #[arg(long, env = "OTA_SEEDER_QUIC", default_value_t = true, action = clap::ArgAction::Set)]
+    quic: bool,
+    /// UDP address of the QUIC listener [default: --peer-listen's address and port, over UDP].
+    #[arg(long, env = "OTA_SEEDER_QUIC_LISTEN")]
+    quic_listen: Option<SocketAddr>,
     /// HTTP listen address (package path, egress API).
     #[arg(long, env = "OTA_SEEDER_HTTP_LISTEN", default_value = "127.0.0.1:7080")]
     http_listen: SocketAddr,
@@ -294,6 +302,7 @@ async fn run() -> anyhow::Result<()> {
                     ledger_interval: Duration::from_millis(a.ledger_interval_ms.max(100)),
                     max_s3_requests: a.max_s3_requests,
                     fastresume: a.fastresume,
+                    quic_listen: a.quic.then(|| a.quic_listen.unwrap_or(a.peer_listen)),
                 },
             )
             .await?;

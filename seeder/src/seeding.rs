@@ -67,6 +67,11 @@ pub struct SeedSettings {
     /// Keep librqbit's verified bitfields in `state_dir/fastresume`, so a
     /// restart skips the full read of every object ([`ota_peer::fastresume`]).
     pub fastresume: bool,
+    /// UDP address of the QUIC listener ([`ota_peer::quic_listener`]), if
+    /// any: announced to the tracker (`quic_port`, `quic_pin`), which hands
+    /// it to devices that run QUIC, so their connection to the origin can
+    /// migrate. Its certificate lives in `state_dir/quic`.
+    pub quic_listen: Option<SocketAddr>,
 }
 
 /// Default piece cache cap, bytes (256 MiB).
@@ -106,6 +111,7 @@ impl SeedSettings {
             ledger_interval: DEFAULT_LEDGER_INTERVAL,
             max_s3_requests: DEFAULT_MAX_S3_REQUESTS,
             fastresume: true,
+            quic_listen: None,
         }
     }
 }
@@ -144,6 +150,9 @@ pub struct Seeder {
     /// (and emptied) by [`Self::flush_ledger`].
     pending_http: Mutex<HashMap<(InfoHash, String, i64), PendingHttp>>,
     s3_permits: Arc<tokio::sync::Semaphore>,
+    /// The QUIC listener, when [`SeedSettings::quic_listen`] is set and
+    /// could bind.
+    quic: Option<Arc<ota_peer::quic_listener::QuicListener>>,
 }
 
 impl Seeder {
@@ -170,7 +179,17 @@ impl Seeder {
         }
         .start(settings.state_dir.clone())
         .await?;
+        let quic = settings.quic_listen.and_then(|listen| {
+            let started = ota_peer::quic_identity::QuicIdentity::load_or_create(&settings.state_dir.join("quic"))
+                .and_then(|id| ota_peer::quic_listener::QuicListener::start(listen, &id, settings.peer_listen));
+            started
+                .inspect_err(|e| {
+                    tracing::warn!(%listen, error = %format!("{e:#}"), "no QUIC listener: devices reach the origin over TCP only")
+                })
+                .ok()
+        });
         Ok(Arc::new(Seeder {
+            quic,
             session,
             s3,
             tracker,
@@ -183,6 +202,12 @@ impl Seeder {
             sampler: Mutex::new(UploadSampler::default()),
             pending_http: Mutex::default(),
         }))
+    }
+
+    /// The QUIC listener's UDP address and certificate pin, if it runs.
+    pub fn quic(&self) -> Option<(SocketAddr, ota_proto::rendezvous::CertFingerprint)> {
+        let q = self.quic.as_ref()?;
+        Some((q.local_addr().ok()?, q.fingerprint()))
     }
 
     /// The peer-wire listen address (`SeedSettings::peer_listen`).
@@ -237,11 +262,14 @@ impl Seeder {
             self.releases.lock().unwrap().refused(r.clone(), reason.clone());
             anyhow::bail!(reason);
         }
-        let announce = format!(
+        let mut announce = format!(
             "{}/announce?origin_token={}",
             self.tracker.base(),
             ota_proto::announce::encode_binary(self.settings.origin_token.as_bytes())
         );
+        if let Some((udp, pin)) = self.quic() {
+            announce.push_str(&format!("&quic_port={}&quic_pin={pin}", udp.port()));
+        }
         let corrupt = Arc::new(Mutex::new(None));
         // With a fast-resume bitfield librqbit spot-checks a few scattered
         // pieces: no read-ahead until the torrent is live.
@@ -416,6 +444,12 @@ impl Seeder {
                     })
                     .unwrap_or_default();
                 for (peer, bytes) in sampler.deltas(&ih, counters) {
+                    // A device that came over QUIC is a loopback address to
+                    // librqbit: record its UDP address instead.
+                    let peer = match (&self.quic, peer.parse::<SocketAddr>()) {
+                        (Some(q), Ok(seen)) => q.remote_of(seen).map_or(peer, |r| r.to_string()),
+                        _ => peer,
+                    };
                     metrics::counter!("ota_seeder_egress_bytes_total", "path" => "bittorrent").increment(bytes);
                     entries.push(EgressEntry {
                         at_ms: now,
@@ -537,6 +571,9 @@ impl Seeder {
 
     /// Stops the librqbit session.
     pub async fn stop(&self) {
+        if let Some(q) = &self.quic {
+            q.close().await;
+        }
         self.session.stop().await;
     }
 }

@@ -265,7 +265,10 @@ async fn a_quic_origin_is_handed_out_at_its_bridge_address_and_introduced() {
     let mut leecher = request(ih, 4, 10, AnnounceEvent::Started);
     leecher.numwant = 50;
     let got = t.announce(leecher, &tcp_dev, home(4)).unwrap().peers;
-    assert!(bridges(&got.iter().map(|p| p.addr).collect::<Vec<_>>()).is_empty(), "{got:?}");
+    assert!(
+        bridges(&got.iter().map(|p| p.addr).collect::<Vec<_>>()).is_empty(),
+        "{got:?}"
+    );
 
     // The parameters from a device change nothing.
     let mut forged = request(ih, 2, 10, AnnounceEvent::None);
@@ -278,7 +281,8 @@ async fn a_quic_origin_is_handed_out_at_its_bridge_address_and_introduced() {
     // An origin on loopback is no QUIC candidate; a stopped one is forgotten.
     let mut local = request(ih, 101, 0, AnnounceEvent::Started);
     local.origin_quic = Some((6902, pin));
-    t.announce(local, &Caller::Origin, IpAddr::from([127, 0, 0, 1])).unwrap();
+    t.announce(local, &Caller::Origin, IpAddr::from([127, 0, 0, 1]))
+        .unwrap();
     assert_eq!(t.origin_quic(SocketAddr::from(([127, 0, 0, 1], 7101))), None);
     origin.event = AnnounceEvent::Stopped;
     t.announce(origin, &Caller::Origin, origin_ip).unwrap();

@@ -128,7 +128,8 @@ pub struct PathEstablished {
     /// The candidate whose handshake won (for the birthday approach, the
     /// port a probe found).
     pub via: SocketAddr,
-    /// How: `lan` (a LAN candidate), `direct` (the other side has no NAT),
+    /// How: `origin` (the origin seeder's QUIC listener), `lan` (a LAN
+    /// candidate), `direct` (the other side has no NAT),
     /// `punched` (a reflexive or mapped candidate behind a NAT), `birthday`
     /// (one side symmetric).
     pub how: &'static str,
@@ -205,7 +206,6 @@ impl State {
         }
         self.heard.insert(ip, Instant::now());
     }
-
 }
 
 /// What librqbit sees as a peer's address (a bridge address, or the
@@ -694,7 +694,9 @@ impl QuicBridge {
         let (via, conn, how) = match role {
             PunchRole::Direct => {
                 let (via, conn) = self.dial_candidates(&config, &candidates).await?;
-                let how = if ota_proto::direct_paths::is_lan_candidate(via) {
+                let how = if intro.origin {
+                    "origin"
+                } else if ota_proto::direct_paths::is_lan_candidate(via) {
                     "lan"
                 } else if intro.nat == Some(NatKind::Open) {
                     "direct"
@@ -838,7 +840,11 @@ impl QuicBridge {
             self.settings.tcp_connect_timeout,
             move |seen, remote| {
                 this.counters.streams.fetch_add(1, Ordering::Relaxed);
-                this.state.lock().unwrap_or_else(|e| e.into_inner()).remotes.remember(seen, remote);
+                this.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remotes
+                    .remember(seen, remote);
             },
         )
         .await;

@@ -260,12 +260,7 @@ impl Tracker {
 
 /// The introduction of an origin's QUIC listener at `udp` with pin `pin`:
 /// one candidate, no NAT ([`NatKind::Open`]), marked `origin`.
-fn origin_introduction(
-    id: u64,
-    info_hash: ota_proto::InfoHash,
-    udp: SocketAddr,
-    pin: CertFingerprint,
-) -> Introduction {
+fn origin_introduction(id: u64, info_hash: ota_proto::InfoHash, udp: SocketAddr, pin: CertFingerprint) -> Introduction {
     Introduction {
         id,
         info_hash,

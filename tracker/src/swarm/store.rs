@@ -1268,6 +1268,7 @@ mod tests {
                 reachable: &reachable,
                 quic,
                 bridgeable: &bridgeable,
+                ..Default::default()
             };
             let r = s.announce_with(&req, at(n), false, t0, paths).unwrap();
             r.peers.iter().map(|p| p.addr).collect::<Vec<_>>()
@@ -1383,7 +1384,10 @@ mod tests {
             .announce(&announce(2, 10, AnnounceEvent::Started), addr(2), false, t0)
             .unwrap();
         assert_eq!(second.peers.iter().map(|p| p.addr).collect::<Vec<_>>(), vec![addr(1)]);
-        assert_eq!(s.origin_peers(&IH).iter().map(|p| p.0).collect::<Vec<_>>(), vec![addr(0)]);
+        assert_eq!(
+            s.origin_peers(&IH).iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![addr(0)]
+        );
         // Peer 1 finishes without sending `completed` (librqbit never does).
         s.announce(&announce(1, 0, AnnounceEvent::None), addr(1), false, t0)
             .unwrap();
