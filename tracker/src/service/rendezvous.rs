@@ -216,13 +216,7 @@ impl Tracker {
         let no_candidates = |who: &str| ApiError::Conflict(format!("device {who} has no address to punch to"));
         let for_caller = introduction(0, ih, &them, &me).ok_or_else(|| no_candidates(target_device))?;
         let for_target = introduction(0, ih, &me, &them).ok_or_else(|| no_candidates(&dev.device_id))?;
-        let target_id: std::sync::Arc<str> = target_device.into();
-        self.introductions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow(&dev.device_id, &target_id, now)
-            .map_err(|e| ApiError::TooMany(e.to_string()))?;
-        let id = self.next_introduction.fetch_add(1, Ordering::Relaxed);
+        let id = self.admit_introduction(&dev.device_id, target_device.into(), now)?;
         let (for_caller, for_target) = (Introduction { id, ..for_caller }, Introduction { id, ..for_target });
         if self.push_introduction(target_device, for_target) == 0 {
             return Err(ApiError::Conflict(format!(
@@ -234,6 +228,25 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// Applies the introduction rate limits (per device and per pair) to
+    /// `device_id` asking for `target_id` at `now` and, when they allow it,
+    /// numbers the introduction.
+    ///
+    /// Errors: [`ApiError::TooMany`] when a limit is reached.
+    fn admit_introduction(
+        &self,
+        device_id: &std::sync::Arc<str>,
+        target_id: std::sync::Arc<str>,
+        now: Instant,
+    ) -> Result<u64, ApiError> {
+        self.introductions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(device_id, &target_id, now)
+            .map_err(|e| ApiError::TooMany(e.to_string()))?;
+        Ok(self.next_introduction.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The origin's side of an introduction to its QUIC listener: no push
     /// (the origin accepts any device that can speak the peer wire), the
     /// same rate limits as between devices.
@@ -247,13 +260,7 @@ impl Tracker {
         let (udp, pin) = self
             .origin_quic(target.addr)
             .ok_or_else(|| ApiError::Conflict("this origin announced no QUIC listener".into()))?;
-        let target_id: std::sync::Arc<str> = format!("origin {udp}").into();
-        self.introductions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow(&dev.device_id, &target_id, now)
-            .map_err(|e| ApiError::TooMany(e.to_string()))?;
-        let id = self.next_introduction.fetch_add(1, Ordering::Relaxed);
+        let id = self.admit_introduction(&dev.device_id, format!("origin {udp}").into(), now)?;
         Ok(origin_introduction(id, request.info_hash, udp, pin))
     }
 }
