@@ -10,6 +10,7 @@ pub mod port_mapping;
 pub mod quic_bridge;
 pub mod quic_identity;
 pub mod quic_listener;
+pub mod receive_gaps;
 pub mod session;
 pub mod stun_probe;
 pub mod udp_demux;

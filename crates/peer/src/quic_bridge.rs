@@ -46,6 +46,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::quic_identity::{client_config, server_config, Pins, QuicIdentity, SERVER_NAME};
+use crate::receive_gaps::ReceiveGaps;
 use crate::udp_demux::{DemuxSocket, StunDatagram};
 
 /// Time a SOCKS5 client gets to send its greeting and request, seconds.
@@ -157,6 +158,8 @@ pub struct BridgeStats {
     pub streams: u64,
     /// Plain TCP connections relayed for ordinary addresses.
     pub tcp_relayed: u64,
+    /// Times the endpoint moved to a new socket ([`QuicBridge::rebind`]).
+    pub rebinds: u64,
     /// The established paths this device dialed, latest last (at most 64).
     pub paths: Vec<PathEstablished>,
 }
@@ -168,6 +171,7 @@ struct Counters {
     accepted: AtomicU64,
     streams: AtomicU64,
     tcp_relayed: AtomicU64,
+    rebinds: AtomicU64,
 }
 
 #[derive(Default)]
@@ -239,7 +243,11 @@ impl Remotes {
 /// stop it: call [`QuicBridge::close`].
 pub struct QuicBridge {
     endpoint: quinn::Endpoint,
-    socket: Arc<DemuxSocket>,
+    /// The peer socket now: replaced by [`QuicBridge::rebind`].
+    socket: Mutex<Arc<DemuxSocket>>,
+    /// Arrivals of bytes on spliced QUIC streams, both directions of
+    /// connection (see [`crate::receive_gaps`]).
+    gaps: Arc<Mutex<ReceiveGaps>>,
     identity: Arc<QuicIdentity>,
     pins: Pins,
     settings: BridgeSettings,
@@ -288,7 +296,8 @@ impl QuicBridge {
         let secret = || format!("{:032x}", rand::random::<u128>());
         let bridge = Arc::new(QuicBridge {
             endpoint,
-            socket,
+            socket: Mutex::new(socket),
+            gaps: Arc::default(),
             identity,
             pins,
             settings,
@@ -336,9 +345,50 @@ impl QuicBridge {
         self.endpoint.local_addr()
     }
 
-    /// The socket, for sending STUN requests from the same 5-tuple.
-    pub fn socket(&self) -> &Arc<DemuxSocket> {
-        &self.socket
+    /// The socket now, for sending STUN requests from the same 5-tuple.
+    pub fn socket(&self) -> Arc<DemuxSocket> {
+        self.socket.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Moves the QUIC endpoint to a new UDP socket after a network change
+    /// (issue 16): binds the same IP as now (usually the unspecified
+    /// address) on a new port, keeps the STUN demultiplexing on it, and
+    /// rebinds the endpoint (`quinn::Endpoint::rebind_abstract`). Every
+    /// connection this device dialed (the origin, the peers it called)
+    /// migrates (RFC 9000 §9): quinn sends a PING from the new socket at
+    /// once, on a fresh connection ID, and the other side validates the new
+    /// path. Connections where this device was the QUIC server do not
+    /// survive it (only the client may move), nor do birthday sockets.
+    /// Returns the old and the new local address. Errors: no socket can be
+    /// bound or registered; the endpoint then keeps the old one.
+    pub fn rebind(&self) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        let old = self.endpoint.local_addr().context("the QUIC endpoint's address")?;
+        let bind = SocketAddr::new(old.ip(), 0);
+        let udp = std::net::UdpSocket::bind(bind).with_context(|| format!("cannot bind a new UDP peer socket on {bind}"))?;
+        let socket = self.socket().rebound(udp).context("cannot use the new UDP peer socket")?;
+        let new = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+        self.endpoint
+            .rebind_abstract(socket.clone())
+            .context("cannot rebind the QUIC endpoint")?;
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = socket;
+        self.counters.rebinds.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%old, %new, connections = self.endpoint.open_connections(), "QUIC endpoint rebound; dialed connections migrate");
+        Ok((old, new))
+    }
+
+    /// The longest pause in bytes received over spliced QUIC streams that
+    /// overlaps `from..=to` (also one still going on), as
+    /// [`ReceiveGaps::longest_overlapping`]; `None` if none.
+    pub fn longest_receive_gap(&self, from: Instant, to: Instant) -> Option<Duration> {
+        self.gaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .longest_overlapping(from, to, Instant::now())
+    }
+
+    /// The QUIC connections open now, dialed and accepted.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
     }
 
     /// The real remote address behind `seen`, the address librqbit has
@@ -361,6 +411,7 @@ impl QuicBridge {
             accepted: c.accepted.load(Ordering::Relaxed),
             streams: c.streams.load(Ordering::Relaxed),
             tcp_relayed: c.tcp_relayed.load(Ordering::Relaxed),
+            rebinds: c.rebinds.load(Ordering::Relaxed),
             paths: self.state.lock().unwrap_or_else(|e| e.into_inner()).paths.clone(),
         }
     }
@@ -490,7 +541,7 @@ impl QuicBridge {
                 }
                 for _ in 0..PROBE_BATCH {
                     let port = rand::Rng::gen_range(&mut rand::thread_rng(), PROBED_PORTS);
-                    let _ = self.socket.send_raw(SocketAddr::new(ip, port), &indication).await;
+                    let _ = self.socket().send_raw(SocketAddr::new(ip, port), &indication).await;
                 }
                 sent += PROBE_BATCH;
                 tokio::time::sleep(PROBE_PAUSE).await;
@@ -528,7 +579,7 @@ impl QuicBridge {
         for at in PUNCH_SCHEDULE_MS {
             tokio::time::sleep_until(start + Duration::from_millis(at)).await;
             for c in candidates {
-                if let Err(e) = self.socket.send_raw(*c, &binding_indication()).await {
+                if let Err(e) = self.socket().send_raw(*c, &binding_indication()).await {
                     tracing::debug!(to = %c, error = %e, "punch send failed");
                 }
             }
@@ -604,7 +655,7 @@ impl QuicBridge {
                 };
                 reply(&mut client, ReplyError::Succeeded).await?;
                 self.counters.streams.fetch_add(1, Ordering::Relaxed);
-                splice(client, send, recv).await
+                splice(client, send, recv, Some(self.gaps.clone())).await
             }
             target => {
                 let dial = async {
@@ -838,6 +889,7 @@ impl QuicBridge {
             conn,
             self.settings.peer_listener,
             self.settings.tcp_connect_timeout,
+            Some(self.gaps.clone()),
             move |seen, remote| {
                 this.counters.streams.fetch_add(1, Ordering::Relaxed);
                 this.state
@@ -856,12 +908,13 @@ impl QuicBridge {
 /// unspecified IP is dialed on loopback), each dial bounded by
 /// `tcp_timeout`. `spliced(seen, remote)` is called for each: `seen` is
 /// the TCP connection's local address, the peer address librqbit sees,
-/// `remote` the QUIC connection's remote UDP address. Ends when the
-/// connection does.
+/// `remote` the QUIC connection's remote UDP address. Arrivals of bytes
+/// are recorded in `gaps`, when given. Ends when the connection does.
 pub(crate) async fn splice_incoming(
     conn: quinn::Connection,
     listener: SocketAddr,
     tcp_timeout: Duration,
+    gaps: Option<Arc<Mutex<ReceiveGaps>>>,
     spliced: impl Fn(SocketAddr, SocketAddr) + Send + Sync + 'static,
 ) {
     let listener = loopback_if_unspecified(listener);
@@ -869,7 +922,7 @@ pub(crate) async fn splice_incoming(
     let mut streams = JoinSet::new();
     while let Ok((send, recv)) = conn.accept_bi().await {
         while streams.try_join_next().is_some() {}
-        let (spliced, remote) = (spliced.clone(), conn.remote_address());
+        let (spliced, remote, gaps) = (spliced.clone(), conn.remote_address(), gaps.clone());
         streams.spawn(async move {
             let tcp = match tokio::time::timeout(tcp_timeout, TcpStream::connect(listener)).await {
                 Ok(Ok(t)) => t,
@@ -882,7 +935,7 @@ pub(crate) async fn splice_incoming(
             if let Ok(seen) = tcp.local_addr() {
                 spliced(seen, remote);
             }
-            if let Err(e) = splice(tcp, send, recv).await {
+            if let Err(e) = splice(tcp, send, recv, gaps).await {
                 tracing::debug!(%remote, error = %e, "incoming stream ended");
             }
         });
@@ -999,11 +1052,40 @@ async fn reply(client: &mut TcpStream, code: ReplyError) -> anyhow::Result<()> {
 }
 
 /// Copies both ways between `tcp` and one QUIC stream until both ends
-/// are done (a TCP EOF finishes the QUIC send side and the reverse).
-async fn splice(mut tcp: TcpStream, send: quinn::SendStream, recv: quinn::RecvStream) -> anyhow::Result<()> {
-    let mut quic = tokio::io::join(recv, send);
+/// are done (a TCP EOF finishes the QUIC send side and the reverse),
+/// recording each arrival from the QUIC side in `gaps` when given.
+async fn splice(
+    mut tcp: TcpStream,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    gaps: Option<Arc<Mutex<ReceiveGaps>>>,
+) -> anyhow::Result<()> {
+    let mut quic = tokio::io::join(Arrivals { inner: recv, gaps }, send);
     tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut quic, SPLICE_BUFFER, SPLICE_BUFFER).await?;
     Ok(())
+}
+
+/// A reader that records in `gaps` when bytes arrive.
+struct Arrivals<R> {
+    inner: R,
+    gaps: Option<Arc<Mutex<ReceiveGaps>>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Arrivals<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if let Some(g) = &self.gaps {
+                g.lock().unwrap_or_else(|e| e.into_inner()).record(Instant::now());
+            }
+        }
+        polled
+    }
 }
 
 #[cfg(test)]

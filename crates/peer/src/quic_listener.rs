@@ -108,7 +108,7 @@ impl QuicListener {
                         };
                         accepted.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%remote, "QUIC connection accepted");
-                        splice_incoming(conn, peer_listener, LISTENER_DIAL_TIMEOUT, move |seen, remote| {
+                        splice_incoming(conn, peer_listener, LISTENER_DIAL_TIMEOUT, None, move |seen, remote| {
                             streams.fetch_add(1, Ordering::Relaxed);
                             remotes.lock().unwrap_or_else(|e| e.into_inner()).remember(seen, remote);
                         })

@@ -50,6 +50,17 @@ impl DemuxSocket {
         Ok((Arc::new(DemuxSocket { inner, stun: tx }), rx))
     }
 
+    /// A demultiplexer on a new bound `socket` whose STUN datagrams go to
+    /// the same channel as this one's: what the QUIC endpoint is rebound
+    /// to after a network change (`quinn::Endpoint::rebind_abstract`).
+    /// Errors: the socket cannot be registered with tokio.
+    pub fn rebound(&self, socket: std::net::UdpSocket) -> io::Result<Arc<DemuxSocket>> {
+        Ok(Arc::new(DemuxSocket {
+            inner: TokioRuntime.wrap_udp_socket(socket)?,
+            stun: self.stun.clone(),
+        }))
+    }
+
     /// Sends one datagram `bytes` to `to` from the peer socket, waiting
     /// while the socket is not writable. Errors: the kernel's.
     pub async fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
@@ -166,5 +177,27 @@ mod tests {
         let mut got = [0u8; 64];
         let (len, src) = other.recv_from(&mut got).await.unwrap();
         assert_eq!((&got[..len], src), (&b"\x00\x11punch"[..], addr));
+
+        // A rebound socket hands its STUN datagrams to the same channel.
+        let moved = demux
+            .rebound(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let moved_addr = moved.local_addr().unwrap();
+        assert_ne!(moved_addr, addr);
+        other.send_to(&[0x01, 0x01, 0, 0], moved_addr).await.unwrap(); // a Binding success
+        other.send_to(&[0x40, 1], moved_addr).await.unwrap(); // a QUIC short header
+        let mut meta = [RecvMeta::default()];
+        let mut buf = [0u8; 1500];
+        let mut bufs = [IoSliceMut::new(&mut buf)];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            std::future::poll_fn(|cx| moved.poll_recv(cx, &mut bufs, &mut meta)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!((n, &bufs[0][..meta[0].len]), (1, &[0x40, 1][..]));
+        let (from, bytes) = stun.try_recv().expect("the rebound socket's STUN datagram");
+        assert_eq!((from, bytes), (other.local_addr().unwrap(), vec![0x01, 0x01, 0, 0]));
     }
 }

@@ -89,6 +89,51 @@ async fn a_stream_to_a_bridge_address_reaches_the_other_side_over_pinned_quic() 
     b.close().await;
 }
 
+/// Connection migration (issue 16) on loopback: the dialer moves its QUIC
+/// endpoint to a new UDP socket in the middle of a stream; the stream goes
+/// on over the same connection (no new dial, no new path), byte-exact.
+#[tokio::test]
+async fn a_stream_survives_the_dialers_rebind_on_the_same_connection() {
+    let listener = echo().await;
+    let (a, b) = pair(listener, None, true).await;
+    let mut s = socks(&a, bridge_target()).await.unwrap();
+    let chunk: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let mut back = vec![0u8; chunk.len()];
+    s.write_all(&chunk).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, chunk);
+    let before = a.local_udp().unwrap();
+    let switched = std::time::Instant::now();
+    let (old, new) = a.rebind().expect("rebind to a new socket");
+    assert_eq!(old, before);
+    assert_ne!(new, old, "a new port");
+    assert_eq!(a.local_udp().unwrap(), new);
+    for round in 0..3u8 {
+        let data: Vec<u8> = chunk.iter().map(|b| b.wrapping_add(round)).collect();
+        s.write_all(&data).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+            .await
+            .expect("the stream goes on after the rebind")
+            .unwrap();
+        assert_eq!(back, data, "round {round}");
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.dialed, sa.failed, sa.streams, sa.rebinds), (1, 0, 1, 1), "{sa:?}");
+    assert_eq!(sb.accepted, 1, "no second connection: {sb:?}");
+    assert_eq!(sa.paths.len(), 1);
+    // The dialer's arrivals were recorded; a gap around the switch on
+    // loopback, if any, is short.
+    let gap = a
+        .longest_receive_gap(switched, switched)
+        .unwrap_or_default();
+    assert!(gap < Duration::from_secs(2), "{gap:?}");
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test]
 async fn a_wrong_pin_or_an_unintroduced_client_gets_no_stream() {
     let listener = echo().await;
