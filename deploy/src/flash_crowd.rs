@@ -138,6 +138,19 @@ pub struct FlashCrowdArgs {
     /// Save the origin's egress ledger (CSV, `ota-seeder ledger` format) to this file.
     #[arg(long)]
     pub ledger_out: Option<PathBuf>,
+    /// Lab only: move the first device to a second router of the same kind
+    /// (its link cut, then a link to the other router up: a phone leaving
+    /// its WiFi) once it holds this share of the package, percent. Needs
+    /// `--work-dir`. Moves are written to `moves.json` there.
+    #[arg(long)]
+    pub move_at_pct: Option<f64>,
+    /// With `--move-at-pct`: moves in all, back and forth between the two
+    /// routers, while the device is still downloading.
+    #[arg(long, default_value_t = 1)]
+    pub moves: u32,
+    /// With `--moves` above 1: time between moves, ms.
+    #[arg(long, default_value_t = 3000)]
+    pub move_every_ms: u64,
 }
 
 /// One device's result.

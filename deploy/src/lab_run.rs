@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
+use crate::device_moves::{self, MovePlan, MoveSettings};
 use crate::flash_crowd::{self, FlashCrowdArgs, PlacedDevice, Placement, Summary};
 use crate::lab::{netns, Lab, RouterKind, WanLink};
 use crate::topology::{self, NatKind, Plan, Scenario, Topology};
@@ -61,10 +62,17 @@ fn router_kind(kind: NatKind) -> RouterKind {
 /// `--origin-uplink-mbit`), each router with its WAN link
 /// (`--home-uplink-mbit`, `--home-downlink-mbit`, `--wan-delay-ms`,
 /// `--wan-loss-pct`), hairpin and forwards, and each device's host (LAN rate
-/// `--lan-mbit` in `thesis-lan`). Returns where the run's processes go.
+/// `--lan-mbit` in `thesis-lan`). With `--move-at-pct`, a second router of
+/// the first device's router's kind and link, for it to move to. Returns
+/// where the run's processes go, and the move plan.
 ///
-/// Errors: building a namespace, link or rule fails.
-pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Result<(String, Placement)> {
+/// Errors: building a namespace, link or rule fails; `--move-at-pct`
+/// without `--work-dir`.
+pub fn build(
+    lab: &mut Lab,
+    plan: &Plan,
+    args: &FlashCrowdArgs,
+) -> anyhow::Result<(String, Placement, Option<MovePlan>)> {
     let origin = lab.add_server_host(bits_per_s(args.origin_uplink_mbit))?;
     let coturn = lab.start_coturn()?;
     let link = WanLink {
@@ -75,6 +83,7 @@ pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Resul
     };
     let lan = bits_per_s(args.lan_mbit).filter(|_| args.topology == Topology::ThesisLan);
     let mut devices: Vec<Option<PlacedDevice>> = vec![None; plan.devices.len()];
+    let mut first: Option<(crate::lab::Host, crate::lab::Router)> = None;
     for r in &plan.routers {
         let router = lab.add_router_with(router_kind(r.kind), &link)?;
         if r.hairpin && r.kind != NatKind::Public && r.kind != NatKind::Cgnat {
@@ -83,6 +92,9 @@ pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Resul
         for (n, &d) in r.devices.iter().enumerate() {
             let dev = &plan.devices[d];
             let host = lab.add_host(&router)?;
+            if d == 0 {
+                first = Some((host.clone(), router.clone()));
+            }
             if lan.is_some() {
                 lab.shape_host(&host, lan, lan)?;
             }
@@ -108,6 +120,21 @@ pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Resul
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .context("a planned device has no router")?;
+    let moving = match (args.move_at_pct, first) {
+        (Some(_), Some((host, home))) => {
+            let work = args
+                .work_dir
+                .as_ref()
+                .context("--move-at-pct needs --work-dir (the mover reads the agent's control socket there)")?;
+            let away = lab.add_router_with(home.kind, &link)?;
+            Some(MovePlan {
+                host,
+                routers: [home, away],
+                socket: work.join("agents").join(&devices[0].id).join("agent.sock"),
+            })
+        }
+        _ => None,
+    };
     Ok((
         origin.ns,
         Placement {
@@ -117,6 +144,7 @@ pub fn build(lab: &mut Lab, plan: &Plan, args: &FlashCrowdArgs) -> anyhow::Resul
             scenario: plan.scenario.clone(),
             stun_rfc5780: Some(SocketAddr::V4(coturn.endpoint())),
         },
+        moving,
     ))
 }
 
@@ -138,19 +166,56 @@ pub fn run(args: &FlashCrowdArgs, run: usize) -> anyhow::Result<Summary> {
     let args = &args;
     let mut lab = Lab::new()?;
     tracing::info!(prefix = lab.prefix(), routers = plan.routers.len(), devices = plan.devices.len(), scenario = %plan.scenario, "building the lab");
-    let (origin_ns, placement) = build(&mut lab, &plan, args)?;
-    let result = std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<Summary> {
+    let (origin_ns, placement, moving) = build(&mut lab, &plan, args)?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let lab_ref = &mut lab;
+    let (result, moved) = std::thread::scope(|s| {
+        let crowd = s.spawn(|| -> anyhow::Result<Summary> {
+            // Tells the mover the crowd is over, also on an early return.
+            struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let _done = Done(&done);
             netns::enter(&origin_ns)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start a runtime in the origin's namespace")?;
             runtime.block_on(flash_crowd::run_placed(args, &placement))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the flash-crowd thread panicked"))?
+        });
+        let mover = moving.map(|plan| {
+            let settings = MoveSettings {
+                at_pct: args.move_at_pct.unwrap_or(50.0),
+                count: args.moves,
+                every: std::time::Duration::from_millis(args.move_every_ms),
+            };
+            let work = args.work_dir.clone().unwrap_or_default();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout_secs);
+            let done = &done;
+            s.spawn(move || device_moves::run(lab_ref, plan, settings, &work, done, deadline))
+        });
+        let result = crowd
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flash-crowd thread panicked"))
+            .and_then(|r| r);
+        let moved = mover.map(|m| {
+            m.join()
+                .map_err(|_| anyhow::anyhow!("the mover thread panicked"))
+                .and_then(|r| r)
+        });
+        (result, moved)
     });
     drop(lab);
+    if let Some(moved) = moved {
+        let moved = moved.context("moving the device")?;
+        anyhow::ensure!(
+            !moved.is_empty(),
+            "--move-at-pct: the device finished before it could be moved"
+        );
+        tracing::info!(moves = moved.len(), "device moves done");
+    }
     result
 }

@@ -3,6 +3,7 @@
 //! seeder and N device agents as processes, on loopback or in the NAT lab
 //! ([`lab`], [`topology`], [`lab_run`]), and measures a release's spread.
 
+pub mod device_moves;
 pub mod flash_crowd;
 pub mod lab;
 pub mod lab_run;

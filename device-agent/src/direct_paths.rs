@@ -77,6 +77,14 @@ pub struct PathsStatus {
     pub reported: bool,
     /// Why the latest report failed, if it did.
     pub report_error: Option<String>,
+    /// Network changes the agent followed, latest last (at most
+    /// [`crate::network_watch::MAX_SWITCHES`]).
+    #[serde(default)]
+    pub switches: Vec<crate::network_watch::NetworkSwitch>,
+    /// The local UDP address of the QUIC endpoint now (it moves on a
+    /// network change).
+    #[serde(default)]
+    pub quic_udp: Option<SocketAddr>,
 }
 
 impl PathsStatus {
@@ -110,6 +118,17 @@ impl PathsStatus {
             },
             None => "no STUN probe".to_string(),
         });
+        if let Some(last) = self.switches.last() {
+            let gap = last
+                .longest_gap_ms
+                .map(|g| format!(", longest gap {g} ms"))
+                .unwrap_or_default();
+            parts.push(format!(
+                "{} network switch(es), last to {}{gap}",
+                self.switches.len(),
+                last.to
+            ));
+        }
         if let Some(e) = &self.report_error {
             parts.push(format!("not reported: {e}"));
         }
@@ -131,8 +150,8 @@ pub fn lan_address(listen: SocketAddr, route_ip: Option<IpAddr>) -> Option<Socke
 }
 
 /// The local IP of the route to `to`: a UDP socket connected there (no
-/// datagram is sent).
-fn route_ip(to: SocketAddr) -> Option<IpAddr> {
+/// datagram is sent); `None` when there is no route.
+pub fn route_ip(to: SocketAddr) -> Option<IpAddr> {
     let bind: SocketAddr = if to.is_ipv4() {
         "0.0.0.0:0".parse().ok()?
     } else {
@@ -169,6 +188,11 @@ pub struct Paths {
     /// transport, which takes it with [`Paths::take_udp`]).
     udp: Mutex<Option<Arc<tokio::net::UdpSocket>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The peer listener and whether its LAN address is reported.
+    listen: SocketAddr,
+    lan_pairing: bool,
+    /// Wakes the reporting task for a report now (after a network change).
+    report_now: Arc<tokio::sync::Notify>,
 }
 
 impl Paths {
@@ -247,7 +271,49 @@ impl Paths {
             mapping: tokio::sync::Mutex::new(mapping),
             udp: Mutex::new(udp),
             tasks: Mutex::new(Vec::new()),
+            listen,
+            lan_pairing: settings.lan_pairing,
+            report_now: Arc::default(),
         }
+    }
+
+    /// After a network change: the route to the tracker now leaves from
+    /// `route_ip`. Updates the LAN address (when LAN pairing is on) and the
+    /// QUIC endpoint's address, records `switch` (at most
+    /// [`crate::network_watch::MAX_SWITCHES`] kept) and has the report
+    /// sent now.
+    pub fn network_changed(
+        &self,
+        route_ip: IpAddr,
+        quic_udp: Option<SocketAddr>,
+        switch: crate::network_watch::NetworkSwitch,
+    ) {
+        {
+            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            if self.lan_pairing {
+                s.lan = lan_address(self.listen, Some(route_ip)).into_iter().collect();
+            }
+            if quic_udp.is_some() {
+                s.quic_udp = quic_udp;
+            }
+            s.switches.push(switch);
+            let excess = s.switches.len().saturating_sub(crate::network_watch::MAX_SWITCHES);
+            s.switches.drain(..excess);
+        }
+        self.report_now.notify_one();
+    }
+
+    /// Sets the longest receive gap of the switch made at `at_ms`.
+    pub fn set_switch_gap(&self, at_ms: u64, longest_gap_ms: Option<u64>) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sw) = s.switches.iter_mut().rev().find(|sw| sw.at_ms == at_ms) {
+            sw.longest_gap_ms = longest_gap_ms;
+        }
+    }
+
+    /// Sets the QUIC endpoint's local UDP address (at start).
+    pub fn set_quic_udp(&self, udp: Option<SocketAddr>) {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).quic_udp = udp;
     }
 
     /// Takes the UDP peer socket (the one the STUN probe used, so its
@@ -290,6 +356,7 @@ impl Paths {
                 }
             }));
         }
+        let report_now = self.report_now.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let report = status.lock().unwrap_or_else(|e| e.into_inner()).report();
@@ -305,7 +372,10 @@ impl Paths {
                         REPORT_EVERY
                     }
                 };
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = report_now.notified() => {}
+                }
             }
         }));
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);

@@ -20,6 +20,8 @@
 //!   to the tracker for LAN pairing and shown in the status.
 //! - [`hole_punching`]: the QUIC bridge under librqbit for peers that need
 //!   a punched path, and its introducer.
+//! - [`network_watch`]: follows address and route changes and moves the
+//!   QUIC endpoint so that its connections migrate.
 
 pub mod accounting;
 pub mod agent;
@@ -29,6 +31,7 @@ pub mod download;
 pub mod download_state;
 pub mod hole_punching;
 pub mod http_fallback;
+pub mod network_watch;
 pub mod policy;
 pub mod reconnect;
 pub mod release_flow;

@@ -17,6 +17,7 @@ use ota_device_agent::direct_paths::{self, PathSettings, Paths};
 use ota_device_agent::download::{Downloader, HttpFallback};
 use ota_device_agent::download_state::ActiveRelease;
 use ota_device_agent::hole_punching::HolePunching;
+use ota_device_agent::network_watch;
 use ota_device_agent::policy::PolicySettings;
 use ota_peer::stun_probe::StunServers;
 use ota_proto::stun::DEFAULT_STUN_PORT;
@@ -213,6 +214,12 @@ struct RunArgs {
     /// addresses are reached over a punched, certificate-pinned QUIC path.
     #[arg(long, env = "OTA_AGENT_QUIC", value_enum, default_value_t = Switch::On)]
     quic: Switch,
+    /// Follow network changes (interface addresses over netlink, the route
+    /// to the tracker): on a new local address, move the QUIC endpoint to a
+    /// new socket so that dialed QUIC connections (the origin, peers this
+    /// device called) migrate, and report the new direct paths at once.
+    #[arg(long, env = "OTA_AGENT_FOLLOW_NETWORK", value_enum, default_value_t = Switch::On)]
+    follow_network: Switch,
     #[command(flatten)]
     policy: PolicySettings,
 }
@@ -269,6 +276,7 @@ async fn run() -> anyhow::Result<()> {
             let nat = paths.status().nat.map(|n| n.kind);
             let p = HolePunching::start(udp, a.peer_listen, &a.state_dir, tracker.clone(), nat).await?;
             paths.set_quic(p.quic_path());
+            paths.set_quic_udp(p.bridge.local_udp().ok());
             Some(Arc::new(p))
         }
         (Switch::On, None) => {
@@ -300,6 +308,8 @@ async fn run() -> anyhow::Result<()> {
     if path_settings.lan_pairing || path_settings.upnp || path_settings.stun.is_some() {
         paths.start_reporting(tracker.clone()).await;
     }
+    // Clones share the connection pool that a network change renews.
+    let paths_client = tracker.clone();
     let agent = Agent::new(
         tracker,
         downloader,
@@ -321,6 +331,19 @@ async fn run() -> anyhow::Result<()> {
     )?;
     agent.set_paths(paths.clone());
     let control = control_socket::serve(&socket_path, agent.clone()).await?;
+    let watcher = match (a.follow_network, tracker_addr) {
+        (Switch::On, Some(t)) => Some(network_watch::spawn(
+            t,
+            paths_client.clone(),
+            punching.as_ref().map(|p| p.bridge.clone()),
+            paths.clone(),
+        )),
+        (Switch::On, None) => {
+            tracing::warn!("the tracker's address is unknown: network changes are not followed");
+            None
+        }
+        (Switch::Off, _) => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = agent.clone().run() => {}
@@ -328,6 +351,9 @@ async fn run() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     control.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     let _ = std::fs::remove_file(&socket_path);
     agent.stop().await;
     if let Some(p) = &punching {

@@ -12,6 +12,7 @@
 //! anyone on the path of a plain-http URL, cannot make a client buffer
 //! without end or wait forever.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -261,13 +262,33 @@ pub struct AnnounceParams {
     pub device: Option<String>,
 }
 
-/// HTTP client for one tracker.
+/// HTTP client for one tracker. Clones share one connection pool, which
+/// [`TrackerClient::network_changed`] replaces.
 #[derive(Debug, Clone)]
 pub struct TrackerClient {
     base: String,
-    http: reqwest::Client,
+    net: Arc<Network>,
     admin_token: Option<String>,
     device_token: Option<String>,
+}
+
+/// The connections of the network the device is on now.
+#[derive(Debug)]
+struct Network {
+    http: std::sync::RwLock<reqwest::Client>,
+    /// Bumped on each network change: calls in flight on the old
+    /// connections end at once.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// A reqwest client with the tracker client's timeouts (see
+/// [`TrackerClient::new`]).
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(READ_TIMEOUT)
+        .build()
+        .expect("reqwest client")
 }
 
 impl TrackerClient {
@@ -278,13 +299,36 @@ impl TrackerClient {
     pub fn new(base: &str, admin_token: Option<String>) -> Self {
         TrackerClient {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(READ_TIMEOUT)
-                .build()
-                .expect("reqwest client"),
+            net: Arc::new(Network {
+                http: std::sync::RwLock::new(http_client()),
+                changes: tokio::sync::watch::Sender::new(0),
+            }),
             admin_token,
             device_token: None,
+        }
+    }
+
+    /// The device moved to another network (connection migration, issue
+    /// 16): pooled connections to the tracker are bound to an address that
+    /// may be gone, and a request on one would wait for TCP to give up. All
+    /// clones of this client drop the pool and open new connections; calls
+    /// in flight and push subscriptions end at once with an error (callers
+    /// retry or resubscribe as after any failure).
+    pub fn network_changed(&self) {
+        *self.net.http.write().unwrap_or_else(|e| e.into_inner()) = http_client();
+        self.net.changes.send_modify(|n| *n += 1);
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.net.http.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends `req`, unless the network changes first ([`Self::network_changed`]).
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let mut changes = self.net.changes.subscribe();
+        tokio::select! {
+            r = req.send() => Ok(r?),
+            _ = changes.changed() => anyhow::bail!("the network changed during the request"),
         }
     }
 
@@ -331,9 +375,10 @@ impl TrackerClient {
             model: model.into(),
         };
         let resp = self
-            .admin(self.http.post(format!("{}/api/devices", self.base)).json(&body))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().post(format!("{}/api/devices", self.base)).json(&body))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         let t: DeviceToken = serde_json::from_slice(&Self::body(resp, "register device", limits::SMALL).await?)
@@ -344,9 +389,10 @@ impl TrackerClient {
     /// Every registered device (admin).
     pub async fn devices(&self) -> anyhow::Result<Vec<Device>> {
         let resp = self
-            .admin(self.http.get(format!("{}/api/devices", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().get(format!("{}/api/devices", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await?;
         serde_json::from_slice(&Self::body(resp, "list devices", limits::ADMIN_LIST).await?).context("list devices")
     }
@@ -354,9 +400,10 @@ impl TrackerClient {
     /// Revokes a device's token (admin). Errors: 404 for an unknown device.
     pub async fn revoke_device(&self, device_id: &str) -> anyhow::Result<()> {
         let resp = self
-            .admin(self.http.delete(format!("{}/api/devices/{device_id}", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().delete(format!("{}/api/devices/{device_id}", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await?;
         Self::check(resp, "revoke device").await?;
         Ok(())
@@ -368,13 +415,14 @@ impl TrackerClient {
     /// Errors: 400 for a percentage above 100, 404 for an unknown release.
     pub async fn set_rollout(&self, info_hash: &InfoHash, percent: u8) -> anyhow::Result<usize> {
         let resp = self
-            .admin(
-                self.http
-                    .post(format!("{}/api/releases/{info_hash}/rollout", self.base))
-                    .json(&serde_json::json!({ "percent": percent })),
+            .send(
+                self.admin(
+                    self.http()
+                        .post(format!("{}/api/releases/{info_hash}/rollout", self.base))
+                        .json(&serde_json::json!({ "percent": percent })),
+                )
+                .timeout(REQUEST_TIMEOUT),
             )
-            .timeout(REQUEST_TIMEOUT)
-            .send()
             .await?;
         let v: serde_json::Value =
             serde_json::from_slice(&Self::body(resp, "set rollout", limits::SMALL).await?).context("set rollout")?;
@@ -422,9 +470,10 @@ impl TrackerClient {
     /// invalid release, 401 for a wrong token.
     pub async fn register(&self, r: &NewRelease) -> anyhow::Result<Release> {
         let resp = self
-            .admin(self.http.post(format!("{}/api/releases", self.base)).json(r))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().post(format!("{}/api/releases", self.base)).json(r))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         serde_json::from_slice(&Self::body(resp, "register release", limits::RELEASE_JSON).await?)
@@ -435,9 +484,10 @@ impl TrackerClient {
     /// subscribers it was delivered to.
     pub async fn push(&self, info_hash: &InfoHash) -> anyhow::Result<usize> {
         let resp = self
-            .admin(self.http.post(format!("{}/api/releases/{info_hash}/push", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().post(format!("{}/api/releases/{info_hash}/push", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         let v: serde_json::Value =
@@ -448,9 +498,10 @@ impl TrackerClient {
     /// All releases, newest first.
     pub async fn releases(&self) -> anyhow::Result<Vec<Release>> {
         let resp = self
-            .auth(self.http.get(format!("{}/api/releases", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.auth(self.http().get(format!("{}/api/releases", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await?;
         serde_json::from_slice(&Self::body(resp, "list releases", limits::RELEASE_LIST).await?).context("list releases")
     }
@@ -458,9 +509,10 @@ impl TrackerClient {
     /// One release by hex info hash.
     pub async fn release(&self, info_hash: &InfoHash) -> anyhow::Result<Release> {
         let resp = self
-            .auth(self.http.get(format!("{}/api/releases/{info_hash}", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.auth(self.http().get(format!("{}/api/releases/{info_hash}", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await?;
         serde_json::from_slice(&Self::body(resp, "get release", limits::RELEASE_JSON).await?).context("get release")
     }
@@ -469,10 +521,14 @@ impl TrackerClient {
     /// URL carries the token (`/announce?token=TOKEN`); otherwise `device=`.
     pub async fn torrent(&self, info_hash: &InfoHash, device: &str) -> anyhow::Result<Vec<u8>> {
         let resp = self
-            .auth(self.http.get(format!("{}/api/releases/{info_hash}/torrent", self.base)))
-            .query(&[("device", device)])
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.auth(
+                    self.http()
+                        .get(format!("{}/api/releases/{info_hash}/torrent", self.base)),
+                )
+                .query(&[("device", device)])
+                .timeout(REQUEST_TIMEOUT),
+            )
             .await?;
         Self::body(resp, "get torrent", limits::TORRENT).await
     }
@@ -504,7 +560,7 @@ impl TrackerClient {
             a.downloaded,
             a.left
         );
-        let resp = self.http.get(url).timeout(REQUEST_TIMEOUT).send().await?;
+        let resp = self.send(self.http().get(url).timeout(REQUEST_TIMEOUT)).await?;
         let body = Self::body(resp, "announce", limits::SMALL).await?;
         ota_proto::announce::decode_announce(&body)
     }
@@ -514,9 +570,10 @@ impl TrackerClient {
     /// Errors: tracker unreachable, 401 for a wrong token, 404 for an unknown release.
     pub async fn peers(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<PeerInfo>> {
         let resp = self
-            .admin(self.http.get(format!("{}/api/releases/{info_hash}/peers", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().get(format!("{}/api/releases/{info_hash}/peers", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         serde_json::from_slice(&Self::body(resp, "list peers", limits::ADMIN_LIST).await?).context("list peers")
@@ -532,7 +589,9 @@ impl TrackerClient {
             self.tracker_url("scrape"),
             ota_proto::announce::encode_binary(&info_hash.0)
         );
-        let resp = self.admin(self.http.get(url)).timeout(REQUEST_TIMEOUT).send().await?;
+        let resp = self
+            .send(self.admin(self.http().get(url)).timeout(REQUEST_TIMEOUT))
+            .await?;
         let body = Self::body(resp, "scrape", limits::SMALL).await?;
         ota_proto::announce::decode_scrape(&body, info_hash)
     }
@@ -540,9 +599,10 @@ impl TrackerClient {
     /// Number of devices subscribed to the push channel (admin).
     pub async fn subscribers(&self) -> anyhow::Result<usize> {
         let resp = self
-            .admin(self.http.get(format!("{}/api/subscribers", self.base)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.admin(self.http().get(format!("{}/api/subscribers", self.base)))
+                    .timeout(REQUEST_TIMEOUT),
+            )
             .await?;
         let v: serde_json::Value =
             serde_json::from_slice(&Self::body(resp, "subscribers", limits::SMALL).await?).context("subscribers")?;
@@ -552,8 +612,7 @@ impl TrackerClient {
     /// Sends a telemetry report.
     pub async fn report(&self, t: &TelemetryReport) -> anyhow::Result<()> {
         let resp = self
-            .auth(self.http.post(format!("{}/api/telemetry", self.base)).json(t))
-            .send()
+            .send(self.auth(self.http().post(format!("{}/api/telemetry", self.base)).json(t)))
             .await?;
         Self::check(resp, "telemetry").await?;
         Ok(())
@@ -566,8 +625,7 @@ impl TrackerClient {
     /// token, a non-LAN address).
     pub async fn report_paths(&self, paths: &ota_proto::direct_paths::DirectPaths) -> anyhow::Result<()> {
         let resp = self
-            .auth(self.http.put(format!("{}/api/paths", self.base)).json(paths))
-            .send()
+            .send(self.auth(self.http().put(format!("{}/api/paths", self.base)).json(paths)))
             .await?;
         Self::check(resp, "paths").await?;
         Ok(())
@@ -586,9 +644,14 @@ impl TrackerClient {
     /// malformed, or fails the check.
     pub async fn introduce(&self, request: &IntroductionRequest) -> anyhow::Result<Introduction> {
         let resp = self
-            .auth(self.http.post(format!("{}/api/introductions", self.base)).json(request))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .send(
+                self.auth(
+                    self.http()
+                        .post(format!("{}/api/introductions", self.base))
+                        .json(request),
+                )
+                .timeout(REQUEST_TIMEOUT),
+            )
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         let intro: Introduction = serde_json::from_slice(&Self::body(resp, "introduce", limits::SMALL).await?)
@@ -602,11 +665,12 @@ impl TrackerClient {
     /// The latest report of each device for a release.
     pub async fn telemetry(&self, info_hash: &InfoHash) -> anyhow::Result<Vec<TelemetryReport>> {
         let resp = self
-            .auth(
-                self.http
-                    .get(format!("{}/api/releases/{info_hash}/telemetry", self.base)),
+            .send(
+                self.auth(
+                    self.http()
+                        .get(format!("{}/api/releases/{info_hash}/telemetry", self.base)),
+                ),
             )
-            .send()
             .await?;
         serde_json::from_slice(&Self::body(resp, "telemetry", limits::ADMIN_LIST).await?).context("telemetry")
     }
@@ -623,15 +687,22 @@ impl TrackerClient {
     pub async fn subscribe(&self) -> anyhow::Result<BoxStream<'static, anyhow::Result<PushMessage>>> {
         use eventsource_stream::Eventsource;
         let resp = self
-            .auth(self.http.get(format!("{}/api/push", self.base)))
-            .header("accept", "text/event-stream")
-            .send()
+            .send(
+                self.auth(self.http().get(format!("{}/api/push", self.base)))
+                    .header("accept", "text/event-stream"),
+            )
             .await
             .with_context(|| format!("cannot reach tracker at {}", self.base))?;
         let resp = Self::check(resp, "subscribe").await?;
         let mut guard = EventSizeGuard::new(limits::PUSH_EVENT);
+        let mut changes = self.net.changes.subscribe();
+        let moved = async move {
+            let _ = changes.changed().await;
+        };
         Ok(resp
             .bytes_stream()
+            // A network change ends the stream (the caller resubscribes).
+            .take_until(moved)
             .map(move |chunk| match chunk {
                 Ok(c) => match guard.feed(&c) {
                     Ok(()) => Ok(c),
@@ -676,6 +747,45 @@ impl TrackerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tracker that accepts connections and never answers stands for a
+    /// pooled connection whose source address went away: a call waiting on
+    /// it ends as soon as the device reports a network change, in every
+    /// clone.
+    #[tokio::test]
+    async fn a_network_change_ends_calls_in_flight_at_once() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        let client = TrackerClient::new(&base, None);
+        let clone = client.clone();
+        let call = tokio::spawn(async move { clone.releases().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!call.is_finished(), "the silent tracker holds the call");
+        let changed = std::time::Instant::now();
+        client.network_changed();
+        let err = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .expect("the call ends at once")
+            .unwrap()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("network changed"), "{err:#}");
+        assert!(changed.elapsed() < Duration::from_secs(1));
+        // A later call uses a new pool (and waits again on the silent tracker).
+        let again = tokio::spawn({
+            let c = client.clone();
+            async move { c.releases().await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!again.is_finished());
+        again.abort();
+        held.abort();
+    }
 
     #[test]
     fn introductions_from_the_push_channel_are_checked() {

@@ -248,6 +248,9 @@ pub struct QuicBridge {
     /// Arrivals of bytes on spliced QUIC streams, both directions of
     /// connection (see [`crate::receive_gaps`]).
     gaps: Arc<Mutex<ReceiveGaps>>,
+    /// Bumped by [`QuicBridge::rebind`]: plain TCP relays, bound to the old
+    /// address, close.
+    moves: tokio::sync::watch::Sender<u64>,
     identity: Arc<QuicIdentity>,
     pins: Pins,
     settings: BridgeSettings,
@@ -298,6 +301,7 @@ impl QuicBridge {
             endpoint,
             socket: Mutex::new(socket),
             gaps: Arc::default(),
+            moves: tokio::sync::watch::Sender::new(0),
             identity,
             pins,
             settings,
@@ -351,27 +355,37 @@ impl QuicBridge {
     }
 
     /// Moves the QUIC endpoint to a new UDP socket after a network change
-    /// (issue 16): binds the same IP as now (usually the unspecified
-    /// address) on a new port, keeps the STUN demultiplexing on it, and
+    /// (issue 16): binds a new port on the same IP as now when that is the
+    /// unspecified address, else on `local` (the device's new address; the
+    /// old one may be gone), keeps the STUN demultiplexing on it, and
     /// rebinds the endpoint (`quinn::Endpoint::rebind_abstract`). Every
     /// connection this device dialed (the origin, the peers it called)
     /// migrates (RFC 9000 §9): quinn sends a PING from the new socket at
     /// once, on a fresh connection ID, and the other side validates the new
     /// path. Connections where this device was the QUIC server do not
     /// survive it (only the client may move), nor do birthday sockets.
+    /// Plain TCP connections the bridge relays (to the tracker, to peers
+    /// at ordinary addresses) are closed: TCP cannot move, and librqbit
+    /// re-dials at once instead of waiting for TCP to give up.
     /// Returns the old and the new local address. Errors: no socket can be
     /// bound or registered; the endpoint then keeps the old one.
-    pub fn rebind(&self) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    pub fn rebind(&self, local: IpAddr) -> anyhow::Result<(SocketAddr, SocketAddr)> {
         let old = self.endpoint.local_addr().context("the QUIC endpoint's address")?;
-        let bind = SocketAddr::new(old.ip(), 0);
-        let udp = std::net::UdpSocket::bind(bind).with_context(|| format!("cannot bind a new UDP peer socket on {bind}"))?;
-        let socket = self.socket().rebound(udp).context("cannot use the new UDP peer socket")?;
+        let ip = if old.ip().is_unspecified() { old.ip() } else { local };
+        let bind = SocketAddr::new(ip, 0);
+        let udp =
+            std::net::UdpSocket::bind(bind).with_context(|| format!("cannot bind a new UDP peer socket on {bind}"))?;
+        let socket = self
+            .socket()
+            .rebound(udp)
+            .context("cannot use the new UDP peer socket")?;
         let new = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         self.endpoint
             .rebind_abstract(socket.clone())
             .context("cannot rebind the QUIC endpoint")?;
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = socket;
         self.counters.rebinds.fetch_add(1, Ordering::Relaxed);
+        self.moves.send_modify(|n| *n += 1);
         tracing::info!(%old, %new, connections = self.endpoint.open_connections(), "QUIC endpoint rebound; dialed connections migrate");
         Ok((old, new))
     }
@@ -679,7 +693,15 @@ impl QuicBridge {
                 reply(&mut client, ReplyError::Succeeded).await?;
                 self.counters.tcp_relayed.fetch_add(1, Ordering::Relaxed);
                 let (mut a, mut b) = (client, upstream);
-                tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER).await?;
+                let mut moves = self.moves.subscribe();
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER) => {
+                        r?;
+                    }
+                    _ = moves.changed() => {
+                        tracing::debug!(%target, "network changed: TCP relay closed");
+                    }
+                }
                 Ok(())
             }
         }

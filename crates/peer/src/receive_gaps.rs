@@ -92,10 +92,7 @@ mod tests {
             Some(ms(222))
         );
         // A window covering both finds the longer.
-        assert_eq!(
-            g.longest_overlapping(t0, t0 + ms(2_000), t0 + ms(1_001)),
-            Some(ms(578))
-        );
+        assert_eq!(g.longest_overlapping(t0, t0 + ms(2_000), t0 + ms(1_001)), Some(ms(578)));
         // A window with no silence in it.
         assert_eq!(g.longest_overlapping(t0 + ms(10), t0 + ms(20), t0 + ms(1_001)), None);
         // An ongoing silence counts up to now.

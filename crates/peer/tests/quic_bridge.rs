@@ -107,7 +107,7 @@ async fn a_stream_survives_the_dialers_rebind_on_the_same_connection() {
     assert_eq!(back, chunk);
     let before = a.local_udp().unwrap();
     let switched = std::time::Instant::now();
-    let (old, new) = a.rebind().expect("rebind to a new socket");
+    let (old, new) = a.rebind(before.ip()).expect("rebind to a new socket");
     assert_eq!(old, before);
     assert_ne!(new, old, "a new port");
     assert_eq!(a.local_udp().unwrap(), new);
@@ -126,9 +126,7 @@ async fn a_stream_survives_the_dialers_rebind_on_the_same_connection() {
     assert_eq!(sa.paths.len(), 1);
     // The dialer's arrivals were recorded; a gap around the switch on
     // loopback, if any, is short.
-    let gap = a
-        .longest_receive_gap(switched, switched)
-        .unwrap_or_default();
+    let gap = a.longest_receive_gap(switched, switched).unwrap_or_default();
     assert!(gap < Duration::from_secs(2), "{gap:?}");
     a.close().await;
     b.close().await;

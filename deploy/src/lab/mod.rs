@@ -251,6 +251,9 @@ pub struct Host {
     pub addr: Ipv4Addr,
     /// The index of its router ([`Router::index`]).
     pub router: u32,
+    /// Its interface to the router's LAN: `eth0`, then `eth1`, ... after
+    /// each [`Lab::move_host`].
+    pub iface: String,
 }
 
 /// The namespaces, links and processes of one lab run; removed on drop.
@@ -473,7 +476,66 @@ impl Lab {
             ns,
             addr,
             router: router.index,
+            iface: "eth0".to_string(),
         })
+    }
+
+    /// Moves `host` to `to`'s LAN, break before make, as a phone walking
+    /// out of the house (issue 16): its link to its router is deleted (the
+    /// address and the default route go with it), then a new link
+    /// (`eth1`, `eth2`, ...) to `to`'s LAN comes up with the next free
+    /// address there ([`Router::host_addr`]) and a default route through
+    /// `to`. The host's processes keep running. Returns the host as it is
+    /// now, and the time the cut took effect.
+    ///
+    /// Errors: `to` is not of this lab or is the host's router, its LAN is
+    /// full, or a command fails or times out.
+    pub fn move_host(&mut self, host: &Host, to: &Router) -> anyhow::Result<(Host, std::time::Instant)> {
+        anyhow::ensure!(
+            to.index != host.router,
+            "{} is already behind router {}",
+            host.ns,
+            to.index
+        );
+        let r = self
+            .routers
+            .iter_mut()
+            .find(|r| r.ns == to.ns)
+            .context("router is not part of this lab")?;
+        anyhow::ensure!(r.hosts < 200, "at most 200 hosts per router");
+        let m = r.hosts;
+        r.hosts += 1;
+        let (router_ns, addr, gw) = (r.ns.clone(), r.host_addr(m), r.lan_gateway);
+        let next: u32 = host
+            .iface
+            .strip_prefix("eth")
+            .and_then(|n| n.parse().ok())
+            .map_or(1, |n: u32| n + 1);
+        let iface = format!("eth{next}");
+        // Deleting one end of a veth deletes both.
+        cmd::ip(&["-n", &host.ns, "link", "del", &host.iface])?;
+        let cut = std::time::Instant::now();
+        // The router's port is named after the host's namespace, so that a
+        // host moving back and forth never collides with itself.
+        let slot = self.namespaces.iter().position(|n| *n == host.ns).unwrap_or(0);
+        let port = format!("m{slot}x{next}");
+        cmd::ip(&[
+            "-n", &router_ns, "link", "add", &port, "type", "veth", "peer", "name", &iface, "netns", &host.ns,
+        ])?;
+        cmd::ip(&["-n", &router_ns, "link", "set", &port, "master", "lan"])?;
+        cmd::ip(&["-n", &router_ns, "link", "set", &port, "up"])?;
+        cmd::ip(&["-n", &host.ns, "addr", "add", &format!("{addr}/24"), "dev", &iface])?;
+        cmd::ip(&["-n", &host.ns, "link", "set", &iface, "up"])?;
+        cmd::ip(&["-n", &host.ns, "route", "add", "default", "via", &gw.to_string()])?;
+        Ok((
+            Host {
+                ns: host.ns.clone(),
+                addr,
+                router: to.index,
+                iface,
+            },
+            cut,
+        ))
     }
 
     /// Starts `program args...` inside namespace `ns` (one of this lab's),
