@@ -9,7 +9,8 @@
 //! default route all change, as when a phone leaves its WiFi.
 //!
 //! Asserted: the package is byte-identical; the agent followed the change
-//! (one switch logged, the QUIC endpoint rebound to the new address); the
+//! (one switch logged, the QUIC endpoint rebound to the new address, a
+//! STUN probe from the new socket finding router B's public address); the
 //! QUIC connection to the origin migrated rather than being dialed again
 //! (one established origin path in the whole run); and the seeder's
 //! ledger shows exactly one package's worth of bytes sent, so no piece
@@ -84,8 +85,7 @@ fn a_device_that_changes_router_mid_download_keeps_its_origin_connection() {
     assert_eq!(device["identical"], true, "{device}");
     assert_eq!(device["bytes_from_origin"], size as u64, "{device}");
     assert_eq!(
-        run["p2p_bytes"],
-        size as u64,
+        run["p2p_bytes"], size as u64,
         "the seeder's ledger: one package's worth sent, no piece twice: {run}"
     );
 
@@ -108,14 +108,32 @@ fn a_device_that_changes_router_mid_download_keeps_its_origin_connection() {
         origin_paths, 1,
         "the origin connection migrated instead of being dialed again:\n{tail}"
     );
+    // The new network's reflexive address, from a STUN probe on the new
+    // socket, differs from the first one (another router's public address).
+    let reflexive = |marker: &str| {
+        log.lines()
+            .find(|l| l.contains(marker))
+            .and_then(|l| log_field(l, "reflexive"))
+            .unwrap_or_default()
+    };
+    let (before, after) = (reflexive("STUN probe "), reflexive("STUN probe after the network change"));
+    let ip = |r: &str| r.trim_start_matches("Some(").split(':').next().unwrap_or_default().to_string();
+    assert!(after.starts_with("Some("), "a reflexive address after the move: {after:?}\n{tail}");
+    assert_ne!(ip(&before), ip(&after), "a new public address: {before} then {after}");
     let gap_line = log
         .lines()
-        .find(|l| l.contains("network switch: longest gap in bytes received over QUIC"))
+        .find(|l| l.contains("network switch: longest gap in received bytes"))
         .unwrap_or_else(|| panic!("the gap was measured:\n{tail}"));
+    assert_eq!(
+        log_field(gap_line, "measured").as_deref(),
+        Some("true"),
+        "bytes were arriving around the switch: {gap_line}"
+    );
     println!(
-        "switch: detection {} ms, longest gap in received bytes {} ms, lab link change {} ms",
+        "switch: detection {} ms, longest gap in received bytes {} ms (QUIC reads: {} ms), lab link change {} ms",
         log_field(gap_line, "detection_ms").unwrap_or_default(),
         log_field(gap_line, "longest_gap_ms").unwrap_or_default(),
+        log_field(gap_line, "quic_gap_ms").unwrap_or_default(),
         moves[0]["link_ms"]
     );
 }

@@ -303,12 +303,22 @@ impl Paths {
         self.report_now.notify_one();
     }
 
-    /// Sets the longest receive gap of the switch made at `at_ms`.
-    pub fn set_switch_gap(&self, at_ms: u64, longest_gap_ms: Option<u64>) {
+    /// Sets the longest receive gaps (any transport, QUIC only) of the
+    /// switch made at `at_ms`.
+    pub fn set_switch_gap(&self, at_ms: u64, longest_gap_ms: Option<u64>, quic_gap_ms: Option<u64>) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sw) = s.switches.iter_mut().rev().find(|sw| sw.at_ms == at_ms) {
             sw.longest_gap_ms = longest_gap_ms;
+            sw.quic_gap_ms = quic_gap_ms;
         }
+    }
+
+    /// Sets the STUN probe's result after a network change and has the
+    /// report sent now (the tracker's candidates for this device change
+    /// with it).
+    pub fn set_nat(&self, nat: NatReport) {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).nat = Some(nat);
+        self.report_now.notify_one();
     }
 
     /// Sets the QUIC endpoint's local UDP address (at start).

@@ -403,6 +403,29 @@ impl Downloader {
             .map(|h| h.stats().uploaded_bytes)
     }
 
+    /// A counter of payload bytes received (librqbit's `fetched_bytes`,
+    /// counted per block as it arrives, before piece verification) summed
+    /// over the torrents still downloading; `None` while none is. What
+    /// [`crate::network_watch`] samples for gaps, whatever the transport.
+    pub fn fetched_counter(&self) -> crate::network_watch::ReceivedCounter {
+        let session = self.session.clone();
+        Arc::new(move || {
+            session.with_torrents(|torrents| {
+                let mut total = None;
+                for (_, t) in torrents {
+                    let stats = t.stats();
+                    if stats.finished {
+                        continue;
+                    }
+                    if let Some(live) = stats.live {
+                        *total.get_or_insert(0) += live.snapshot.fetched_bytes;
+                    }
+                }
+                total
+            })
+        })
+    }
+
     /// This agent's peer id (Azureus style, `-OA0100-` + 12 random characters).
     pub fn peer_id(&self) -> PeerId {
         self.peer_id

@@ -301,6 +301,7 @@ async fn run() -> anyhow::Result<()> {
     let downloader = downloader
         .with_reconnect_after((a.reconnect_after_ms > 0).then(|| Duration::from_millis(a.reconnect_after_ms)));
     downloader.set_upload_limit(a.policy.upload_limit_bps);
+    let received = downloader.fetched_counter();
     let socket_path = a
         .control_socket
         .clone()
@@ -337,6 +338,8 @@ async fn run() -> anyhow::Result<()> {
             paths_client.clone(),
             punching.as_ref().map(|p| p.bridge.clone()),
             paths.clone(),
+            received.clone(),
+            path_settings.stun,
         )),
         (Switch::On, None) => {
             tracing::warn!("the tracker's address is unknown: network changes are not followed");

@@ -14,8 +14,11 @@
 //!    TCP connections the bridge relays, updates its direct paths (the LAN
 //!    address) and reports them to the tracker at once;
 //! 3. records the switch ([`NetworkSwitch`], in `status`) and, a few
-//!    seconds later, the longest gap in bytes received over QUIC around
-//!    it ([`GAP_BEFORE`], [`GAP_AFTER`]).
+//!    seconds later, the longest gap in payload bytes received around it
+//!    ([`GAP_BEFORE`], [`GAP_AFTER`]): from librqbit's received-bytes
+//!    counter sampled every [`SAMPLE_EVERY`] (any transport, so the same
+//!    figure exists for plain TCP peers with `--quic off`), and from the
+//!    bridge's reads for QUIC.
 //!
 //! Detection: an address event starts polling the route every
 //! [`SETTLE_POLL`] for up to [`SETTLE_FOR`] (a new address comes before
@@ -24,20 +27,26 @@
 //! [`FALLBACK_POLL`]. The time from the first event to the rebind is the
 //! switch's `detection_ms`.
 //!
-//! Not done here yet (issue 16): a new STUN probe from the new socket,
-//! renewing the UPnP mapping on the new gateway, re-dialing connections
-//! where this device was the QUIC server, a warm second path.
+//! 4. probes the new network's NAT over STUN from the new socket
+//!    ([`QuicBridge::probe_nat`]) and reports the new server-reflexive
+//!    address to the tracker.
+//!
+//! Not done here yet (issue 16): renewing the UPnP mapping on the new
+//! gateway, re-dialing connections where this device was the QUIC server
+//! (the tracker would tell those peers), a warm second path.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ota_client::TrackerClient;
 use ota_peer::quic_bridge::QuicBridge;
+use ota_peer::receive_gaps::ReceiveGaps;
 use serde::{Deserialize, Serialize};
 
-use crate::direct_paths::{route_ip, Paths};
+use crate::direct_paths::{route_ip, Paths, STUN_TIMEOUT};
+use ota_peer::stun_probe::StunServers;
 
 /// Route polling interval after an address event.
 pub const SETTLE_POLL: Duration = Duration::from_millis(10);
@@ -47,10 +56,22 @@ pub const SETTLE_FOR: Duration = Duration::from_secs(3);
 pub const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// The receive-gap window starts this long before the first event…
 pub const GAP_BEFORE: Duration = Duration::from_secs(1);
-/// …and ends this long after the rebind (when the gap is measured).
+/// …and ends this long after the rebind (when the gap is measured, or
+/// when bytes arrive again, at most [`GAP_WAIT_MAX`] later).
 pub const GAP_AFTER: Duration = Duration::from_secs(3);
+/// Longest wait for bytes to arrive again before the gap is reported as it
+/// stands.
+pub const GAP_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Switches kept in the status.
 pub const MAX_SWITCHES: usize = 32;
+/// How often the received-bytes counter is sampled while downloading.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How often it is looked at while nothing downloads.
+pub const IDLE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Payload bytes received so far by the downloads in progress (`None`:
+/// none in progress), sampled every [`SAMPLE_EVERY`] for receive gaps.
+pub type ReceivedCounter = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// One network change the agent followed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,10 +91,16 @@ pub struct NetworkSwitch {
     /// From the first address event (or poll) that showed the change to
     /// the rebind, ms.
     pub detection_ms: u64,
-    /// The longest gap in bytes received over QUIC that overlaps
-    /// [`GAP_BEFORE`] before the first event to [`GAP_AFTER`] after the
-    /// rebind, ms; `None` until measured or when nothing was being received.
+    /// The longest gap in payload bytes received (any transport: the
+    /// downloads' counter sampled every [`SAMPLE_EVERY`], so ±10 ms) that
+    /// overlaps [`GAP_BEFORE`] before the first event to [`GAP_AFTER`] after
+    /// the rebind, ms; `None` until measured or when nothing was being
+    /// received.
     pub longest_gap_ms: Option<u64>,
+    /// The same over spliced QUIC streams only, timed at each read by the
+    /// bridge (no sampling error); `None` without the QUIC transport.
+    #[serde(default)]
+    pub quic_gap_ms: Option<u64>,
     /// Why the rebind failed, if it did.
     pub error: Option<String>,
 }
@@ -97,11 +124,49 @@ pub fn spawn(
     client: TrackerClient,
     bridge: Option<Arc<QuicBridge>>,
     paths: Arc<Paths>,
+    received: ReceivedCounter,
+    stun: Option<StunServers>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(watch(tracker, client, bridge, paths))
+    let gaps = Arc::new(Mutex::new(ReceiveGaps::default()));
+    tokio::spawn(async move {
+        let sampler = tokio::spawn(sample(received, gaps.clone()));
+        let on = Follow {
+            client,
+            bridge,
+            paths,
+            gaps,
+            stun,
+        };
+        watch(tracker, on).await;
+        sampler.abort();
+    })
 }
 
-async fn watch(tracker: SocketAddr, client: TrackerClient, bridge: Option<Arc<QuicBridge>>, paths: Arc<Paths>) {
+/// What a switch acts on.
+struct Follow {
+    client: TrackerClient,
+    bridge: Option<Arc<QuicBridge>>,
+    paths: Arc<Paths>,
+    gaps: Arc<Mutex<ReceiveGaps>>,
+    stun: Option<StunServers>,
+}
+
+/// Records in `gaps` each time `received` grows.
+async fn sample(received: ReceivedCounter, gaps: Arc<Mutex<ReceiveGaps>>) {
+    let mut last = None;
+    loop {
+        let now = received();
+        if let (Some(n), Some(l)) = (now, last) {
+            if n > l {
+                gaps.lock().unwrap_or_else(|e| e.into_inner()).record(Instant::now());
+            }
+        }
+        last = now;
+        tokio::time::sleep(if now.is_some() { SAMPLE_EVERY } else { IDLE_SAMPLE_EVERY }).await;
+    }
+}
+
+async fn watch(tracker: SocketAddr, on: Follow) {
     let mut current = route_ip(tracker);
     let mut events = match if_watch::tokio::IfWatcher::new() {
         Ok(w) => Some(w),
@@ -149,8 +214,7 @@ async fn watch(tracker: SocketAddr, client: TrackerClient, bridge: Option<Arc<Qu
         let now = route_ip(tracker);
         if let Some(to) = switched(current, now) {
             let first = since.take().unwrap_or_else(Instant::now);
-            switch(current, to, first, bridge.as_ref(), &paths);
-            client.network_changed();
+            switch(current, to, first, &on);
             current = Some(to);
         } else if now.is_none() {
             if current.is_some() {
@@ -164,7 +228,8 @@ async fn watch(tracker: SocketAddr, client: TrackerClient, bridge: Option<Arc<Qu
     }
 }
 
-fn switch(from: Option<IpAddr>, to: IpAddr, first: Instant, bridge: Option<&Arc<QuicBridge>>, paths: &Arc<Paths>) {
+fn switch(from: Option<IpAddr>, to: IpAddr, first: Instant, on: &Follow) {
+    let (bridge, paths, gaps) = (on.bridge.as_ref(), &on.paths, &on.gaps);
     let detection_ms = first.elapsed().as_millis() as u64;
     let (udp_from, udp_to, error) = match bridge.map(|b| b.rebind(to)) {
         Some(Ok((old, new))) => (Some(old), Some(new), None),
@@ -175,6 +240,16 @@ fn switch(from: Option<IpAddr>, to: IpAddr, first: Instant, bridge: Option<&Arc<
         None => (None, None, None),
     };
     let rebound = Instant::now();
+    on.client.network_changed();
+    // The new network's NAT, from the new socket.
+    if let (Some(b), Some(servers)) = (bridge.cloned(), on.stun) {
+        let paths = paths.clone();
+        tokio::spawn(async move {
+            let nat = b.probe_nat(&servers, STUN_TIMEOUT).await;
+            tracing::info!(kind = %nat.kind, reflexive = ?nat.reflexive, "STUN probe after the network change");
+            paths.set_nat(nat);
+        });
+    }
     let at_ms = ota_common::clock::wall_ms().max(0) as u64;
     tracing::info!(?from, %to, detection_ms, ?udp_from, ?udp_to, "network changed: route to the tracker now leaves from a new address");
     paths.network_changed(
@@ -188,19 +263,37 @@ fn switch(from: Option<IpAddr>, to: IpAddr, first: Instant, bridge: Option<&Arc<
             udp_to,
             detection_ms,
             longest_gap_ms: None,
+            quic_gap_ms: None,
             error,
         },
     );
-    let (Some(bridge), Some(start)) = (bridge.cloned(), first.checked_sub(GAP_BEFORE)) else {
+    let Some(start) = first.checked_sub(GAP_BEFORE) else {
         return;
     };
-    let paths = paths.clone();
+    let (paths, gaps, bridge) = (paths.clone(), gaps.clone(), bridge.cloned());
     tokio::spawn(async move {
         tokio::time::sleep(GAP_AFTER).await;
-        let gap = bridge.longest_receive_gap(start, rebound + GAP_AFTER);
-        let longest_gap_ms = gap.map(|g| g.as_millis() as u64);
-        tracing::info!(%to, detection_ms, longest_gap_ms = longest_gap_ms.unwrap_or(0), connections = bridge.open_connections(), "network switch: longest gap in bytes received over QUIC");
-        paths.set_switch_gap(at_ms, longest_gap_ms);
+        // A silence still going on is measured when it ends (bounded).
+        let resumed = || {
+            gaps.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_arrival()
+                .is_some_and(|t| t > rebound)
+        };
+        let waited = Instant::now();
+        while !resumed() && waited.elapsed() < GAP_WAIT_MAX {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ms = |g: Option<Duration>| g.map(|g| g.as_millis() as u64);
+        let end = rebound + GAP_AFTER;
+        let longest_gap_ms =
+            ms(gaps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .longest_overlapping(start, end, Instant::now()));
+        let quic_gap_ms = bridge.as_ref().and_then(|b| ms(b.longest_receive_gap(start, end)));
+        tracing::info!(%to, at_ms, detection_ms, longest_gap_ms = longest_gap_ms.unwrap_or(0), quic_gap_ms = quic_gap_ms.unwrap_or(0), measured = longest_gap_ms.is_some(), "network switch: longest gap in received bytes");
+        paths.set_switch_gap(at_ms, longest_gap_ms, quic_gap_ms);
     });
 }
 

@@ -192,6 +192,8 @@ struct State {
     /// Endpoints on birthday sockets (at most [`MAX_BIRTHDAY_ENDPOINTS`],
     /// the oldest closed first).
     endpoints: std::collections::VecDeque<quinn::Endpoint>,
+    /// While [`QuicBridge::probe_nat`] runs: where STUN datagrams go too.
+    stun_tap: Option<tokio::sync::mpsc::Sender<StunDatagram>>,
 }
 
 impl State {
@@ -390,6 +392,31 @@ impl QuicBridge {
         Ok((old, new))
     }
 
+    /// Probes the NAT in front of the peer socket as it is now (after
+    /// [`QuicBridge::rebind`]: the new network's) with `servers`, as
+    /// [`crate::stun_probe::probe`] does at start: the answers come off the
+    /// demultiplexer while the bridge goes on. One probe at a time; bounded
+    /// by `timeout`.
+    pub async fn probe_nat(
+        &self,
+        servers: &crate::stun_probe::StunServers,
+        timeout: Duration,
+    ) -> ota_proto::nat_kind::NatReport {
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::udp_demux::STUN_QUEUE);
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stun_tap = Some(tx);
+        let transport = BridgeStun {
+            socket: self.socket(),
+            answers: tokio::sync::Mutex::new(rx),
+        };
+        let local = self
+            .local_udp()
+            .ok()
+            .and_then(|b| crate::stun_probe::local_address(b, servers.primary));
+        let report = crate::stun_probe::probe_with(&transport, local, servers, timeout).await;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stun_tap = None;
+        report
+    }
+
     /// The longest pause in bytes received over spliced QUIC streams that
     /// overlaps `from..=to` (also one still going on), as
     /// [`ReceiveGaps::longest_overlapping`]; `None` if none.
@@ -568,9 +595,13 @@ impl QuicBridge {
     /// Reads the STUN datagrams of the peer socket: a punch packet from a
     /// peer a dialer waits for (birthday approach) is that dialer's hit.
     async fn read_stun(self: Arc<Self>, mut stun: tokio::sync::mpsc::Receiver<StunDatagram>) {
-        while let Some((from, _bytes)) = stun.recv().await {
+        while let Some((from, bytes)) = stun.recv().await {
             let waiter = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tap) = &state.stun_tap {
+                    // A full tap drops the datagram: STUN retransmits.
+                    let _ = tap.try_send((from, bytes));
+                }
                 state.heard_from(from.ip());
                 state.hits.remove(&from.ip())
             };
@@ -1085,6 +1116,32 @@ async fn splice(
     let mut quic = tokio::io::join(Arrivals { inner: recv, gaps }, send);
     tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut quic, SPLICE_BUFFER, SPLICE_BUFFER).await?;
     Ok(())
+}
+
+/// The bridge's socket as a STUN probe's transport: sends from the QUIC
+/// 5-tuple, reads what the demultiplexer tapped off for the probe.
+struct BridgeStun {
+    socket: Arc<DemuxSocket>,
+    answers: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<StunDatagram>>,
+}
+
+impl crate::stun_probe::StunTransport for BridgeStun {
+    async fn send_to(&self, datagram: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        self.socket.send_raw(to, datagram).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        let (from, bytes) = self
+            .answers
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| std::io::Error::other("the bridge's STUN tap closed"))?;
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        Ok((n, from))
+    }
 }
 
 /// A reader that records in `gaps` when bytes arrive.

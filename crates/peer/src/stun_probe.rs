@@ -61,8 +61,44 @@ const TRIES: u32 = 3;
 /// answers and send errors become `None` observations. Logs each answer at
 /// debug and the result at info (`tracing`).
 pub async fn probe(socket: &UdpSocket, servers: &StunServers, timeout: Duration) -> NatReport {
+    let local = socket.local_addr().ok().and_then(|b| local_address(b, servers.primary));
+    probe_with(socket, local, servers, timeout).await
+}
+
+/// Where a probe sends its requests and reads the answers: the bare UDP
+/// peer socket before the QUIC transport takes it, or the QUIC bridge's
+/// demultiplexed socket after a network change
+/// ([`crate::quic_bridge::QuicBridge::probe_nat`]).
+pub trait StunTransport {
+    /// Sends `datagram` to `to`.
+    fn send_to(&self, datagram: &[u8], to: SocketAddr)
+        -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// The next datagram that may be STUN: its length in `buf` and source.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<(usize, SocketAddr)>> + Send;
+}
+
+impl StunTransport for UdpSocket {
+    async fn send_to(&self, datagram: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        UdpSocket::send_to(self, datagram, to).await.map(|_| ())
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        UdpSocket::recv_from(self, buf).await
+    }
+}
+
+/// [`probe`] over any [`StunTransport`] whose local address (with a
+/// concrete IP) is `local`, if known.
+pub async fn probe_with(
+    socket: &impl StunTransport,
+    local: Option<SocketAddr>,
+    servers: &StunServers,
+    timeout: Duration,
+) -> NatReport {
     let deadline = Instant::now() + timeout;
-    let local = local_address(socket, servers.primary);
     let mut obs = Observations::default();
 
     let mut round = vec![Transaction::new(servers.primary, Change::None)];
@@ -114,11 +150,10 @@ pub async fn probe(socket: &UdpSocket, servers: &StunServers, timeout: Duration)
     report
 }
 
-/// The socket's local address with a concrete IP: when it is bound to the
-/// unspecified address, the source address the kernel picks towards
+/// A socket's local address `bound` with a concrete IP: when it is bound
+/// to the unspecified address, the source address the kernel picks towards
 /// `towards` (a connected throwaway socket; nothing is sent).
-fn local_address(socket: &UdpSocket, towards: SocketAddr) -> Option<SocketAddr> {
-    let bound = socket.local_addr().ok()?;
+pub fn local_address(bound: SocketAddr, towards: SocketAddr) -> Option<SocketAddr> {
     if !bound.ip().is_unspecified() {
         return Some(bound);
     }
@@ -209,7 +244,7 @@ impl Transaction {
 
 /// Runs `transactions` on `socket` until each is answered or given up, or
 /// until `deadline`.
-async fn run(socket: &UdpSocket, transactions: &mut [Transaction], deadline: Instant) {
+async fn run(socket: &impl StunTransport, transactions: &mut [Transaction], deadline: Instant) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let now = Instant::now();

@@ -91,7 +91,8 @@ async fn a_stream_to_a_bridge_address_reaches_the_other_side_over_pinned_quic() 
 
 /// Connection migration (issue 16) on loopback: the dialer moves its QUIC
 /// endpoint to a new UDP socket in the middle of a stream; the stream goes
-/// on over the same connection (no new dial, no new path), byte-exact.
+/// on over the same connection (no new dial, no new path), byte-exact, and
+/// a STUN probe from the new socket learns its address.
 #[tokio::test]
 async fn a_stream_survives_the_dialers_rebind_on_the_same_connection() {
     let listener = echo().await;
@@ -120,6 +121,29 @@ async fn a_stream_survives_the_dialers_rebind_on_the_same_connection() {
             .unwrap();
         assert_eq!(back, data, "round {round}");
     }
+    // The new network's reflexive address, learnt over STUN from the new
+    // socket while the bridge goes on (a Binding responder on loopback).
+    let stun = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stun_addr = stun.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = stun.recv_from(&mut buf).await {
+            if let Some(reply) = ota_proto::stun::respond(&buf[..n], from).reply() {
+                let _ = stun.send_to(&reply, from).await;
+            }
+        }
+    });
+    let servers = ota_peer::stun_probe::StunServers {
+        primary: stun_addr,
+        rfc5780: None,
+    };
+    let report = a.probe_nat(&servers, Duration::from_secs(2)).await;
+    assert_eq!(report.reflexive, Some(new), "the probe went out of the new socket");
+    s.write_all(&chunk).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("the stream goes on after the probe")
+        .unwrap();
     let (sa, sb) = (a.stats(), b.stats());
     assert_eq!((sa.dialed, sa.failed, sa.streams, sa.rebinds), (1, 0, 1, 1), "{sa:?}");
     assert_eq!(sb.accepted, 1, "no second connection: {sb:?}");

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Connection migration benchmark (issue 16), in the NAT lab (root; the
+# packages of deploy/test-deps.sh). One device behind an
+# endpoint-independent-mapping home router (`--mix cone=1`) fetches a
+# package from the origin (8 Mbit/s uplink, 40 ms round-trip home links)
+# while the lab moves it between two routers of that kind MOVES times
+# (default 20), every EVERY_MS (default 2500): each move cuts its link and
+# brings up the other (new address, new NAT mapping, new default route).
+#
+# Runs twice: `quic` (the agent's defaults: the origin over QUIC, the agent
+# follows the network and rebinds, so the connection migrates) and `tcp`
+# (`OTA_AGENT_QUIC=off`: librqbit's plain TCP peer connections, no bridge).
+# The HTTP fallback is off in both, so every byte comes over BitTorrent.
+# For each switch the agent logs the longest gap in received payload bytes
+# (librqbit's counter sampled every 10 ms, the same measure for both
+# modes) and its detection time; the script prints them and their
+# distribution (p50, p90, max) per mode, and the completion time.
+#
+# Usage: bash bench/migration-gaps.sh   (MOVES, EVERY_MS, SIZE_MB, OUT to
+# change; PROFILE=debug uses the debug binaries, for a quick look)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+MOVES=${MOVES:-20}
+EVERY_MS=${EVERY_MS:-2500}
+SIZE_MB=${SIZE_MB:-64}
+OUT=${OUT:-target/migration-bench}
+PROFILE=${PROFILE:-release}
+target="${CARGO_TARGET_DIR:-target}/$PROFILE"
+if [ "$PROFILE" = release ]; then
+    cargo build --release --quiet --workspace --bins >&2
+else
+    cargo build --quiet --workspace --bins >&2
+fi
+mkdir -p "$OUT"
+pkg="$OUT/package-${SIZE_MB}MB.bin"
+[ -f "$pkg" ] || head -c $((SIZE_MB * 1000000)) /dev/urandom > "$pkg"
+
+# p50/p90/max of numbers on stdin (one per line).
+dist() {
+    sort -n | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "none"; exit }
+        i50 = int((NR - 1) * 0.5) + 1; i90 = int((NR - 1) * 0.9) + 1
+        printf "n=%d p50=%d p90=%d max=%d\n", NR, v[i50], v[i90], v[NR] }'
+}
+
+for mode in quic tcp; do
+    work="$OUT/$mode"
+    rm -rf "$work"
+    quic=on
+    [ "$mode" = tcp ] && quic=off
+    echo "== $mode: $MOVES moves every $EVERY_MS ms, ${SIZE_MB} MB package" >&2
+    OTA_AGENT_QUIC=$quic OTA_AGENT_HTTP_FALLBACK_AFTER=0 "$target/flash-crowd" \
+        --topology internet --mode p2p --devices 1 --mix cone=1 \
+        --wan-delay-ms 20 --origin-uplink-mbit 8 \
+        --move-at-pct 3 --moves "$MOVES" --move-every-ms "$EVERY_MS" \
+        --package "$pkg" --work-dir "$work" --record "$work.records.json" \
+        --timeout-secs 900 > "$work.stdout" 2> "$work.stderr" || {
+        echo "$mode: flash-crowd failed (see $work.stderr)" >&2
+        tail -5 "$work.stderr" >&2
+        continue
+    }
+    sed 's/\x1b\[[0-9;]*m//g' "$work/logs/dev-01.log" | grep 'network switch: longest gap in received bytes' > "$work.switches" || true
+    moves=$(grep -c '"n":' "$work.stdout" || true)
+    field() { grep -o " $1=[0-9]*" "$work.switches" | cut -d= -f2; }
+    echo "$mode: moves made $moves, switches followed $(wc -l < "$work.switches")"
+    echo "$mode: longest gap per switch, ms: $(field longest_gap_ms | tr '\n' ' ')"
+    echo "$mode: longest gap, ms: $(field longest_gap_ms | dist)"
+    echo "$mode: detection, ms: $(field detection_ms | dist)"
+    if [ "$mode" = quic ]; then
+        echo "$mode: gap over QUIC reads, ms: $(field quic_gap_ms | dist)"
+    fi
+    # The agent's rebind against the moment the lab's new default route was
+    # up (both wall clocks of this machine): the agent's own reaction time.
+    grep -o '"cut_at_ms":[0-9]*,"link_ms":[0-9]*' "$work.stdout" | tr -c '0-9\n' ' ' \
+        | awk '{ print $1 + $2 }' > "$work.route_up"
+    field at_ms > "$work.rebound"
+    echo "$mode: rebind after the new route was up, ms: $(paste "$work.rebound" "$work.route_up" \
+        | awk 'NF == 2 { print $1 - $2 }' | dist)"
+    echo "$mode: completion, ms: $(grep -o '"completion_p50_ms": *[0-9]*' "$work.records.json" | grep -o '[0-9]*$')"
+done
