@@ -73,9 +73,9 @@ for mode in quic tcp; do
     # The agent's rebind against the moment the lab's new default route was
     # up (both wall clocks of this machine): the agent's own reaction time.
     grep -o '"cut_at_ms":[0-9]*,"link_ms":[0-9]*' "$work.stdout" | tr -c '0-9\n' ' ' \
-        | awk '{ print $1 + $2 }' > "$work.route_up"
+        | awk '{ printf "%.0f\n", $1 + $2 }' > "$work.route_up"
     field at_ms > "$work.rebound"
     echo "$mode: rebind after the new route was up, ms: $(paste "$work.rebound" "$work.route_up" \
-        | awk 'NF == 2 { print $1 - $2 }' | dist)"
+        | awk 'NF == 2 { printf "%.0f\n", $1 - $2 }' | dist)"
     echo "$mode: completion, ms: $(grep -o '"completion_p50_ms": *[0-9]*' "$work.records.json" | grep -o '[0-9]*$')"
 done
