@@ -116,9 +116,21 @@ fn a_device_that_changes_router_mid_download_keeps_its_origin_connection() {
             .and_then(|l| log_field(l, "reflexive"))
             .unwrap_or_default()
     };
-    let (before, after) = (reflexive("STUN probe "), reflexive("STUN probe after the network change"));
-    let ip = |r: &str| r.trim_start_matches("Some(").split(':').next().unwrap_or_default().to_string();
-    assert!(after.starts_with("Some("), "a reflexive address after the move: {after:?}\n{tail}");
+    let (before, after) = (
+        reflexive("STUN probe "),
+        reflexive("STUN probe after the network change"),
+    );
+    let ip = |r: &str| {
+        r.trim_start_matches("Some(")
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        after.starts_with("Some("),
+        "a reflexive address after the move: {after:?}\n{tail}"
+    );
     assert_ne!(ip(&before), ip(&after), "a new public address: {before} then {after}");
     let gap_line = log
         .lines()
