@@ -31,9 +31,7 @@ fn agent_log(work: &std::path::Path) -> String {
 fn a_device_that_changes_router_mid_download_keeps_its_origin_connection() {
     let dir = tempfile::tempdir().unwrap();
     let size = 6 * 1024 * 1024 + 4_321;
-    let package: Vec<u8> = (0..size as u64)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
+    let package = ota_testkit::package::package(size, 16);
     let pkg = dir.path().join("update-5.0.0.bin");
     std::fs::write(&pkg, &package).unwrap();
     let records = dir.path().join("records.json");
