@@ -182,11 +182,15 @@ async fn watch(tracker: SocketAddr, on: Follow) {
     let mut since: Option<Instant> = None;
     loop {
         let polling = settle_until.is_some_and(|t| Instant::now() < t);
-        let wait = match (polling, events.is_some()) {
-            (true, _) => SETTLE_POLL,
-            (false, false) => FALLBACK_POLL,
+        let wait = if polling || events.is_none() {
+            if polling {
+                SETTLE_POLL
+            } else {
+                FALLBACK_POLL
+            }
+        } else {
             // Only an event wakes the watch.
-            (false, true) => Duration::from_secs(3600),
+            Duration::from_secs(3600)
         };
         tokio::select! {
             event = async { events.as_mut()?.next().await }, if events.is_some() => match event {

@@ -273,28 +273,6 @@ pub struct Lab {
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
-/// A veth from `router_ns`'s LAN bridge (port `port`) to `host_ns`
-/// (interface `iface`), up, with `addr`/24 and a default route via `gw`.
-/// Errors: a command fails or times out.
-fn link_to_lan(
-    router_ns: &str,
-    port: &str,
-    host_ns: &str,
-    iface: &str,
-    addr: Ipv4Addr,
-    gw: Ipv4Addr,
-) -> anyhow::Result<()> {
-    cmd::ip(&[
-        "-n", router_ns, "link", "add", port, "type", "veth", "peer", "name", iface, "netns", host_ns,
-    ])?;
-    cmd::ip(&["-n", router_ns, "link", "set", port, "master", "lan"])?;
-    cmd::ip(&["-n", router_ns, "link", "set", port, "up"])?;
-    cmd::ip(&["-n", host_ns, "addr", "add", &format!("{addr}/24"), "dev", iface])?;
-    cmd::ip(&["-n", host_ns, "link", "set", iface, "up"])?;
-    cmd::ip(&["-n", host_ns, "route", "add", "default", "via", &gw.to_string()])?;
-    Ok(())
-}
-
 impl Lab {
     /// Builds an empty lab: a fresh prefix `ota-<pid>-<n>-` and the internet
     /// namespace `<prefix>inet` with its bridge. Installs the Ctrl-C guard
@@ -474,23 +452,6 @@ impl Lab {
     /// Errors: `router` is not of this lab, a command fails or times out,
     /// or the LAN is full (200 hosts).
     pub fn add_host(&mut self, router: &Router) -> anyhow::Result<Host> {
-        let (m, router_ns, addr, gw) = self.take_lan_slot(router)?;
-        let ns = format!("{router_ns}h{m}");
-        self.add_namespace(&ns)?;
-        link_to_lan(&router_ns, &format!("h{m}"), &ns, "eth0", addr, gw)?;
-        Ok(Host {
-            ns,
-            addr,
-            router: router.index,
-            iface: "eth0".to_string(),
-        })
-    }
-
-    /// The next host slot on `router`'s LAN: its number M, the router's
-    /// namespace, the host's address ([`Router::host_addr`]`(M)`) and the
-    /// gateway. Errors: `router` is not of this lab, or its LAN is full
-    /// (200 hosts).
-    fn take_lan_slot(&mut self, router: &Router) -> anyhow::Result<(u32, String, Ipv4Addr, Ipv4Addr)> {
         let r = self
             .routers
             .iter_mut()
@@ -499,7 +460,24 @@ impl Lab {
         anyhow::ensure!(r.hosts < 200, "at most 200 hosts per router");
         let m = r.hosts;
         r.hosts += 1;
-        Ok((m, r.ns.clone(), r.host_addr(m), r.lan_gateway))
+        let (router_ns, addr, gw) = (r.ns.clone(), r.host_addr(m), r.lan_gateway);
+        let ns = format!("{router_ns}h{m}");
+        self.add_namespace(&ns)?;
+        let port = format!("h{m}");
+        cmd::ip(&[
+            "-n", &router_ns, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        cmd::ip(&["-n", &router_ns, "link", "set", &port, "master", "lan"])?;
+        cmd::ip(&["-n", &router_ns, "link", "set", &port, "up"])?;
+        cmd::ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        cmd::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        cmd::ip(&["-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;
+        Ok(Host {
+            ns,
+            addr,
+            router: router.index,
+            iface: "eth0".to_string(),
+        })
     }
 
     /// Moves `host` to `to`'s LAN, break before make, as a phone walking
@@ -519,7 +497,15 @@ impl Lab {
             host.ns,
             to.index
         );
-        let (_, router_ns, addr, gw) = self.take_lan_slot(to)?;
+        let r = self
+            .routers
+            .iter_mut()
+            .find(|r| r.ns == to.ns)
+            .context("router is not part of this lab")?;
+        anyhow::ensure!(r.hosts < 200, "at most 200 hosts per router");
+        let m = r.hosts;
+        r.hosts += 1;
+        let (router_ns, addr, gw) = (r.ns.clone(), r.host_addr(m), r.lan_gateway);
         let next: u32 = host
             .iface
             .strip_prefix("eth")
@@ -532,7 +518,15 @@ impl Lab {
         // The router's port is named after the host's namespace, so that a
         // host moving back and forth never collides with itself.
         let slot = self.namespaces.iter().position(|n| *n == host.ns).unwrap_or(0);
-        link_to_lan(&router_ns, &format!("m{slot}x{next}"), &host.ns, &iface, addr, gw)?;
+        let port = format!("m{slot}x{next}");
+        cmd::ip(&[
+            "-n", &router_ns, "link", "add", &port, "type", "veth", "peer", "name", &iface, "netns", &host.ns,
+        ])?;
+        cmd::ip(&["-n", &router_ns, "link", "set", &port, "master", "lan"])?;
+        cmd::ip(&["-n", &router_ns, "link", "set", &port, "up"])?;
+        cmd::ip(&["-n", &host.ns, "addr", "add", &format!("{addr}/24"), "dev", &iface])?;
+        cmd::ip(&["-n", &host.ns, "link", "set", &iface, "up"])?;
+        cmd::ip(&["-n", &host.ns, "route", "add", "default", "via", &gw.to_string()])?;
         Ok((
             Host {
                 ns: host.ns.clone(),
