@@ -215,6 +215,84 @@ async fn unreachable_quic_devices_are_bridged_and_introduced() {
     assert!(!ids.is_empty() && ids.iter().all(|id| *id > intro.id));
 }
 
+/// The next introduction on a push stream within 300 ms, if any.
+async fn next_introduction<S: futures::Stream<Item = PushItem> + Unpin>(s: &mut S) -> Option<Introduction> {
+    match tokio::time::timeout(Duration::from_millis(300), s.next()).await {
+        Ok(Some(PushItem::Introduce(i))) => Some(i),
+        _ => None,
+    }
+}
+
+/// A device that moves (its direct-paths report brings a new reflexive
+/// address, issue 16): each device it was introduced to gets a new
+/// introduction with the new candidates over its push stream at once; an
+/// unchanged report and a device never introduced push nothing.
+#[tokio::test]
+async fn a_moved_device_is_introduced_again_to_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, ih) = tracker_with_release(&dir, checks_on()).await;
+    let mut callers = Vec::new();
+    for n in 1..=3u8 {
+        let (_, c) = device(&t, &format!("d{n}")).await;
+        t.report_paths(&c, paths(n, true)).unwrap();
+        callers.push(c);
+    }
+    let c = |n: u8| &callers[n as usize - 1];
+    let mut stream1 = Box::pin(t.push_events(c(1).clone()).unwrap());
+    let mut stream2 = Box::pin(t.push_events(c(2).clone()).unwrap());
+    let mut stream3 = Box::pin(t.push_events(c(3).clone()).unwrap());
+    for n in 1..=3 {
+        announce(&t, ih, n, c(n));
+    }
+    t.connectability().settle(Duration::from_secs(5)).await;
+    announce(&t, ih, 2, c(2));
+    // Device 2 asks for device 1 (slot 0); device 1 hears of it.
+    let req = IntroductionRequest {
+        info_hash: ih,
+        peer: bridge_address(&ih, 0),
+    };
+    let first = t.introduce_at(c(2), &req, Instant::now()).unwrap();
+    assert_eq!(first.fingerprint, CertFingerprint([1; 32]));
+    assert_eq!(
+        next_introduction(&mut stream1).await.map(|i| i.candidates),
+        Some(vec![reflexive(2)])
+    );
+
+    // The same report again moves nothing.
+    t.report_paths(c(2), paths(2, true)).unwrap();
+    assert_eq!(next_introduction(&mut stream1).await, None, "unchanged paths");
+
+    // Device 2 moves: a new reflexive address (another router).
+    let moved = SocketAddr::from(([12, 0, 0, 2], 50_777));
+    let mut p2 = paths(2, true);
+    p2.nat.as_mut().unwrap().reflexive = Some(moved);
+    t.report_paths(c(2), p2).unwrap();
+    let again = next_introduction(&mut stream1)
+        .await
+        .expect("device 1 hears where device 2 went");
+    assert_eq!(again.candidates, vec![moved]);
+    assert_eq!(again.fingerprint, CertFingerprint([2; 32]));
+    assert_eq!(again.info_hash, ih);
+    assert!(again.id > first.id, "a new introduction number");
+    assert_eq!(again.check(), Ok(()));
+    assert_eq!(
+        next_introduction(&mut stream3).await,
+        None,
+        "device 3 was never introduced"
+    );
+    assert_eq!(next_introduction(&mut stream2).await, None, "nothing back to the mover");
+
+    // The other direction: device 1 moves, device 2 is told.
+    let mut p1 = paths(1, true);
+    p1.nat.as_mut().unwrap().reflexive = Some(SocketAddr::from(([13, 0, 0, 1], 50_001)));
+    t.report_paths(c(1), p1).unwrap();
+    let to2 = next_introduction(&mut stream2)
+        .await
+        .expect("device 2 hears where device 1 went");
+    assert_eq!(to2.candidates, vec![SocketAddr::from(([13, 0, 0, 1], 50_001))]);
+    assert_eq!(next_introduction(&mut stream3).await, None);
+}
+
 /// The origin announces its QUIC listener (`quic_port`, `quic_pin`): a QUIC
 /// device gets the origin at its bridge address and an introduction to the
 /// listener (no push: the origin accepts any device), a device without

@@ -47,6 +47,9 @@ impl Tracker {
     /// Keeps the direct paths a device reports (its LAN addresses, its UPnP
     /// mapping): from its next announce, devices behind the same public
     /// address are handed its LAN address, and the swarm view shows them.
+    /// When the report moves the device (other candidates for a peer it was
+    /// introduced to), those peers get a new introduction at once
+    /// ([`Self::reintroduce_moved`]).
     ///
     /// Errors: [`ApiError::Unauthorized`] unless the caller is a device;
     /// [`ApiError::BadRequest`] for a report that fails
@@ -57,7 +60,9 @@ impl Tracker {
         };
         paths.check().map_err(|e| ApiError::BadRequest(e.to_string()))?;
         tracing::debug!(device = %dev.device_id, lan = ?paths.lan, mapped = ?paths.mapped, "direct paths");
+        let before = dev.paths();
         dev.set_paths(paths);
+        self.reintroduce_moved(dev, before.as_deref(), std::time::Instant::now());
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use ota_proto::InfoHash;
 use crate::connectability::{Connectability, ConnectabilityConfig};
 use crate::persistence::{self, Mirror};
 use crate::registry::{DeviceAuth, DeviceDirectory, DeviceEntry, Registry, RegistryError, StoredRelease};
-use crate::swarm::rendezvous::IntroductionLimiter;
+use crate::swarm::rendezvous::{Acquaintances, IntroductionLimiter};
 use crate::swarm::{PeerStore, StoreConfig};
 
 mod announce;
@@ -213,6 +213,9 @@ pub struct Tracker {
     pub(crate) introductions: Mutex<IntroductionLimiter>,
     /// The number of the next introduction.
     pub(crate) next_introduction: AtomicU64,
+    /// Which devices were introduced to each other lately: told where a
+    /// device went when it moves.
+    pub(crate) acquaintances: Mutex<Acquaintances>,
     /// The origins' QUIC listeners by the IP their announces came from:
     /// UDP port and certificate pin (at most 64, `MAX_ORIGIN_QUIC`).
     pub(crate) origin_quic: RwLock<HashMap<IpAddr, (u16, ota_proto::rendezvous::CertFingerprint)>>,
@@ -283,6 +286,7 @@ impl Tracker {
             connectability: Connectability::new(settings.connectability),
             introductions: Mutex::new(IntroductionLimiter::new()),
             next_introduction: AtomicU64::new(1),
+            acquaintances: Mutex::new(Acquaintances::new()),
             origin_quic: RwLock::default(),
         }))
     }

@@ -223,11 +223,92 @@ impl Tracker {
                 "device {target_device} holds no push subscription"
             )));
         }
+        self.acquaintances.lock().unwrap_or_else(|e| e.into_inner()).record(
+            &dev.device_id,
+            &target_device.into(),
+            ih,
+            now,
+        );
         Ok(for_caller)
     }
 }
 
 impl Tracker {
+    /// After device `dev` reported new direct paths (its previous report
+    /// `before`), pushes each device it was introduced to in the last
+    /// [`ACQUAINTANCE_TTL`](crate::swarm::rendezvous::ACQUAINTANCE_TTL)
+    /// a new [`Introduction`] of `dev` (SSE event `introduce`, a new `id`)
+    /// when the candidates that device would get changed: the device moved
+    /// to another network (issue 16). The peer punches towards the new
+    /// candidates (so its NAT lets the moved device's migrated QUIC packets
+    /// in) and can dial them. Nothing is pushed for a first report, an
+    /// unchanged one, or a peer without a push stream; at most one push per
+    /// pair per [`PAIR_INTERVAL`](crate::swarm::rendezvous::PAIR_INTERVAL)
+    /// (the introduction limiter, as `move <peer>`). Counted in
+    /// `ota_tracker_reintroductions_total`. Returns the pushes made.
+    pub(crate) fn reintroduce_moved(
+        &self,
+        dev: &crate::registry::DeviceEntry,
+        before: Option<&ota_proto::direct_paths::DirectPaths>,
+        now: Instant,
+    ) -> usize {
+        let (Some(before), Some(after)) = (before, dev.paths()) else {
+            return 0;
+        };
+        if after.quic.is_none() {
+            return 0;
+        }
+        let partners = self
+            .acquaintances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .of(&dev.device_id, now);
+        let mut pushed = 0;
+        for (partner, ih) in partners {
+            let Some(partner_paths) = self
+                .devices
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .current(&partner)
+                .and_then(|d| d.paths())
+            else {
+                continue;
+            };
+            let public_of = |device: &str| -> Vec<SocketAddr> {
+                self.store
+                    .device_peers(&ih, device, now)
+                    .map(|peers| peers.iter().map(|p| p.addr).collect())
+                    .unwrap_or_default()
+            };
+            let (my_public, their_public) = (public_of(&dev.device_id), public_of(&partner));
+            let them = Side {
+                public: &their_public,
+                paths: &partner_paths,
+            };
+            let side = |paths| Side {
+                public: &my_public,
+                paths,
+            };
+            let old = introduction(0, ih, &side(before), &them).map(|i| i.candidates);
+            let Some(new) = introduction(0, ih, &side(&after), &them) else {
+                continue;
+            };
+            if old.as_ref() == Some(&new.candidates) || self.device_streams(&partner) == 0 {
+                continue;
+            }
+            let Ok(id) = self.admit_introduction(&dev.device_id, format!("move {partner}").into(), now) else {
+                continue;
+            };
+            let candidates = new.candidates.clone();
+            if self.push_introduction(&partner, Introduction { id, ..new }) > 0 {
+                pushed += 1;
+                metrics::counter!("ota_tracker_reintroductions_total").increment(1);
+                tracing::info!(id, device = %dev.device_id, peer = %partner, info_hash = %ih, ?candidates, "device moved: new introduction pushed to its peer");
+            }
+        }
+        pushed
+    }
+
     /// Applies the introduction rate limits (per device and per pair) to
     /// `device_id` asking for `target_id` at `now` and, when they allow it,
     /// numbers the introduction.

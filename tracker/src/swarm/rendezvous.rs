@@ -196,6 +196,99 @@ impl IntroductionLimiter {
     }
 }
 
+/// How long the tracker remembers that two devices were introduced, for
+/// telling one of them where the other went ([`Acquaintances`]): the
+/// bridge's pin lifetime (`BridgeSettings::pin_ttl`, 10 min), after which
+/// the pair needs a new introduction anyway.
+pub const ACQUAINTANCE_TTL: Duration = Duration::from_secs(600);
+
+/// Most pairs [`Acquaintances`] keeps (about 100 bytes each); beyond it the
+/// oldest pair is forgotten.
+pub const MAX_ACQUAINTANCES: usize = 100_000;
+
+/// Which devices were introduced to each other in which swarm, in the last
+/// [`ACQUAINTANCE_TTL`]: when one of them moves (its direct paths change,
+/// issue 16), the tracker pushes the others a new introduction with its
+/// new candidates, so that an endpoint-independent NAT with
+/// address-dependent filtering on their side (RFC 4787 §5) lets the moved
+/// device's migrated QUIC packets in (RFC 9000 §9), and a peer whose QUIC
+/// connection went to the old address can dial the new one. Memory: at
+/// most [`MAX_ACQUAINTANCES`] pairs. Pure: the caller passes the clock.
+#[derive(Debug, Default)]
+pub struct Acquaintances {
+    /// (lower device id, higher device id, swarm) → last introduction.
+    pairs: HashMap<(Arc<str>, Arc<str>, InfoHash), Instant>,
+    last_sweep: Option<Instant>,
+}
+
+impl Acquaintances {
+    /// Nobody introduced yet.
+    pub fn new() -> Self {
+        Acquaintances::default()
+    }
+
+    /// Records that `a` and `b` were introduced in swarm `info_hash` at
+    /// `now` (either order; a device is never its own acquaintance).
+    pub fn record(&mut self, a: &Arc<str>, b: &Arc<str>, info_hash: InfoHash, now: Instant) {
+        if a == b {
+            return;
+        }
+        self.sweep(now);
+        if self.pairs.len() >= MAX_ACQUAINTANCES {
+            if let Some(oldest) = self.pairs.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                self.pairs.remove(&oldest);
+            }
+        }
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        self.pairs.insert((lo.clone(), hi.clone(), info_hash), now);
+    }
+
+    /// The devices introduced to `device` within [`ACQUAINTANCE_TTL`] of
+    /// `now`, each with the swarm, newest first.
+    pub fn of(&self, device: &str, now: Instant) -> Vec<(Arc<str>, InfoHash)> {
+        let mut out: Vec<(Instant, Arc<str>, InfoHash)> = self
+            .pairs
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) < ACQUAINTANCE_TTL)
+            .filter_map(|((lo, hi, ih), t)| {
+                if &**lo == device {
+                    Some((*t, hi.clone(), *ih))
+                } else if &**hi == device {
+                    Some((*t, lo.clone(), *ih))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        out.sort_by(|x, y| y.0.cmp(&x.0));
+        out.into_iter().map(|(_, d, ih)| (d, ih)).collect()
+    }
+
+    /// Pairs kept now.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether no pair is kept.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Drops pairs older than [`ACQUAINTANCE_TTL`], at most once per
+    /// [`PAIR_INTERVAL`].
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < PAIR_INTERVAL)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.pairs
+            .retain(|_, t| now.saturating_duration_since(*t) < ACQUAINTANCE_TTL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +442,47 @@ mod tests {
         // Old entries are swept.
         assert_eq!(l.allow(&caller, &targets[31], at(200_000)), Ok(()));
         assert_eq!(l.entries(), 2, "one caller and one pair are left");
+    }
+
+    #[test]
+    fn acquaintances_are_symmetric_per_swarm_and_expire() {
+        let (d1, d2, d3): (Arc<str>, Arc<str>, Arc<str>) = ("dev-1".into(), "dev-2".into(), "dev-3".into());
+        let (s1, s2) = (InfoHash([1; 20]), InfoHash([2; 20]));
+        let t0 = Instant::now();
+        let mut a = Acquaintances::new();
+        a.record(&d2, &d1, s1, t0);
+        a.record(&d1, &d1, s1, t0);
+        a.record(&d1, &d3, s2, t0 + Duration::from_secs(5));
+        assert_eq!(a.len(), 2, "no pair with itself");
+        let t = t0 + Duration::from_secs(10);
+        assert_eq!(
+            a.of("dev-1", t),
+            vec![(d3.clone(), s2), (d2.clone(), s1)],
+            "newest first"
+        );
+        assert_eq!(a.of("dev-2", t), vec![(d1.clone(), s1)]);
+        assert!(a.of("dev-4", t).is_empty());
+        // A second introduction of the same pair renews it.
+        a.record(&d1, &d2, s1, t0 + Duration::from_secs(100));
+        assert_eq!(a.len(), 2);
+        let late = t0 + ACQUAINTANCE_TTL + Duration::from_secs(50);
+        assert_eq!(a.of("dev-1", late), vec![(d2.clone(), s1)], "dev-3's pair expired");
+        a.record(&d2, &d3, s1, late);
+        assert_eq!(a.len(), 2, "the expired pair was swept");
+    }
+
+    #[test]
+    fn acquaintances_stay_bounded() {
+        let mut a = Acquaintances::new();
+        let t0 = Instant::now();
+        let hub: Arc<str> = "hub".into();
+        for i in 0..(MAX_ACQUAINTANCES + 10) {
+            let other: Arc<str> = format!("d{i}").into();
+            a.record(&hub, &other, InfoHash([0; 20]), t0 + Duration::from_micros(i as u64));
+        }
+        assert_eq!(a.len(), MAX_ACQUAINTANCES);
+        let of = a.of("hub", t0 + Duration::from_secs(1));
+        assert!(!of.iter().any(|(d, _)| &**d == "d0"), "the oldest went first");
+        assert_eq!(&*of[0].0, format!("d{}", MAX_ACQUAINTANCES + 9));
     }
 }
