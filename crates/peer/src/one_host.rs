@@ -15,11 +15,13 @@ use ota_proto::InfoHash;
 use crate::quic_bridge::{BridgeSettings, Introducer, QuicBridge};
 use crate::quic_identity::QuicIdentity;
 
-/// Answers every introduction with `answer`, first telling `requester`'s
-/// target about the requester (when set).
+/// Answers every introduction with `answer` (its candidate the current
+/// UDP address of `target`, when set, so the answer follows a rebind),
+/// first telling `requester`'s target about the requester (when set).
 struct Introduce {
     requester: Mutex<Option<(Introduction, Arc<QuicBridge>)>>,
     answer: Introduction,
+    target: Option<Arc<QuicBridge>>,
 }
 
 impl Introducer for Introduce {
@@ -28,7 +30,10 @@ impl Introducer for Introduce {
             Some((mine, target)) => target.on_introduction(mine),
             None => Ok(()),
         };
-        let answer = self.answer.clone();
+        let mut answer = self.answer.clone();
+        if let Some(udp) = self.target.as_ref().and_then(|t| t.local_udp().ok()) {
+            answer.candidates = vec![udp];
+        }
         Box::pin(async move { told.map(|()| answer) })
     }
 }
@@ -72,6 +77,7 @@ pub async fn pair(listener: SocketAddr, options: PairOptions) -> anyhow::Result<
     let nobody = Arc::new(Introduce {
         requester: Mutex::new(None),
         answer: introduction(vec![SocketAddr::from(([127, 0, 0, 1], 9))], CertFingerprint([0; 32])),
+        target: None,
     });
     let b = QuicBridge::start(udp()?, id_b.clone(), settings(listener), nobody).await?;
     let id_a = Arc::new(QuicIdentity::generate()?);
@@ -81,6 +87,7 @@ pub async fn pair(listener: SocketAddr, options: PairOptions) -> anyhow::Result<
     let introducer = Arc::new(Introduce {
         requester: Mutex::new(told),
         answer: introduction(vec![b.local_udp()?], options.pin.unwrap_or(id_b.fingerprint())),
+        target: Some(b.clone()),
     });
     let a = QuicBridge::start(a_udp, id_a, settings(listener), introducer).await?;
     Ok((a, b))

@@ -67,6 +67,10 @@ pub const PROBE_PAUSE: Duration = Duration::from_millis(20);
 pub const OPEN_PORTS_EVERY: Duration = Duration::from_millis(250);
 /// Sources of STUN datagrams the bridge remembers for the birthday prober.
 pub const MAX_HEARD: usize = 1024;
+/// Shortest time between two nudges of one connection
+/// ([`QuicBridge::on_introduction`] of a moved peer, punches heard from a
+/// dialed connection's remote).
+pub const NUDGE_INTERVAL: Duration = Duration::from_millis(50);
 /// Peer addresses the bridge remembers for [`QuicBridge::remote_of`].
 pub const MAX_REMOTES: usize = 4096;
 /// Bytes buffered per direction when splicing a stream (librqbit sends
@@ -80,6 +84,18 @@ pub trait Introducer: Send + Sync + 'static {
     /// `peer`; returns the other side's [`Introduction`] (already
     /// `check()`ed by the implementation or not: the bridge checks again).
     fn introduce(&self, peer: Ipv6Addr) -> BoxFuture<'static, anyhow::Result<Introduction>>;
+}
+
+/// The certificate fingerprint of the server side of `conn` (the
+/// connection this device dialed), from its handshake.
+fn server_fingerprint(conn: &quinn::Connection) -> Option<ota_proto::rendezvous::CertFingerprint> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs
+        .first()
+        .map(|c| ota_proto::rendezvous::CertFingerprint::of_der(c.as_ref()))
 }
 
 /// Settings of a [`QuicBridge`].
@@ -160,6 +176,11 @@ pub struct BridgeStats {
     pub tcp_relayed: u64,
     /// Times the endpoint moved to a new socket ([`QuicBridge::rebind`]).
     pub rebinds: u64,
+    /// Dialed connections nudged because their peer punched towards this
+    /// device (after a move: see `QuicBridge::on_introduction`).
+    pub nudges: u64,
+    /// Dialed connections closed because their peer moved.
+    pub closed_moved: u64,
     /// The established paths this device dialed, latest last (at most 64).
     pub paths: Vec<PathEstablished>,
 }
@@ -172,6 +193,8 @@ struct Counters {
     streams: AtomicU64,
     tcp_relayed: AtomicU64,
     rebinds: AtomicU64,
+    nudges: AtomicU64,
+    closed_moved: AtomicU64,
 }
 
 #[derive(Default)]
@@ -194,6 +217,8 @@ struct State {
     endpoints: std::collections::VecDeque<quinn::Endpoint>,
     /// While [`QuicBridge::probe_nat`] runs: where STUN datagrams go too.
     stun_tap: Option<tokio::sync::mpsc::Sender<StunDatagram>>,
+    /// When each dialed connection (by `stable_id`) was last nudged.
+    nudged: HashMap<usize, Instant>,
 }
 
 impl State {
@@ -204,6 +229,64 @@ impl State {
                 old.close(0u32.into(), b"too many birthday endpoints");
             }
         }
+    }
+
+    /// A punch from `from` where a connection this device dialed goes: the
+    /// peer opened its NAT towards this device's (new) address, so send a
+    /// packet now rather than at quinn's next probe timeout (RFC 9002 §6.2,
+    /// backed off during an outage). The packet is a one-byte QUIC
+    /// DATAGRAM (RFC 9221), which the other bridge never reads (quinn drops
+    /// unread datagrams past its receive buffer); quinn has no public PING.
+    /// At most once per [`NUDGE_INTERVAL`] per connection. Returns how
+    /// many connections were nudged.
+    fn nudge_dialed_to(&mut self, from: SocketAddr) -> u64 {
+        let now = Instant::now();
+        let mut n = 0;
+        let State {
+            connections, nudged, ..
+        } = self;
+        nudged.retain(|_, at| now.saturating_duration_since(*at) < NUDGE_INTERVAL);
+        for c in connections.values() {
+            if c.close_reason().is_none() && c.remote_address() == from && !nudged.contains_key(&c.stable_id()) {
+                nudged.insert(c.stable_id(), now);
+                if let Err(e) = c.send_datagram(bytes::Bytes::from_static(&[0])) {
+                    tracing::debug!(%from, error = %e, "cannot nudge the connection");
+                } else {
+                    n += 1;
+                    tracing::debug!(%from, "punch from a dialed peer: connection nudged");
+                }
+            }
+        }
+        n
+    }
+
+    /// Closes the connections this device dialed to the peer with
+    /// certificate `fingerprint` whose remote IP is none of `candidates`'
+    /// (a birthday-found port shares the candidates' IP): the peer moved (its new introduction), and a QUIC client cannot follow
+    /// a server to a new address (RFC 9000 §9), so librqbit's connection
+    /// ends now instead of at the idle timeout and librqbit dials the bridge
+    /// address again, which introduces the two anew. Returns how many.
+    fn close_dialed_moved(
+        &mut self,
+        fingerprint: &ota_proto::rendezvous::CertFingerprint,
+        candidates: &[SocketAddr],
+    ) -> usize {
+        let moved: Vec<Ipv6Addr> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| {
+                server_fingerprint(c).as_ref() == Some(fingerprint)
+                    && !candidates.iter().any(|a| a.ip() == c.remote_address().ip())
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in &moved {
+            if let Some(c) = self.connections.remove(peer) {
+                tracing::info!(%peer, old = %c.remote_address(), "the peer moved: its connection closed, librqbit dials again");
+                c.close(0u32.into(), b"peer moved");
+            }
+        }
+        moved.len()
     }
 
     fn heard_from(&mut self, ip: IpAddr) {
@@ -453,6 +536,8 @@ impl QuicBridge {
             streams: c.streams.load(Ordering::Relaxed),
             tcp_relayed: c.tcp_relayed.load(Ordering::Relaxed),
             rebinds: c.rebinds.load(Ordering::Relaxed),
+            nudges: c.nudges.load(Ordering::Relaxed),
+            closed_moved: c.closed_moved.load(Ordering::Relaxed),
             paths: self.state.lock().unwrap_or_else(|e| e.into_inner()).paths.clone(),
         }
     }
@@ -470,6 +555,12 @@ impl QuicBridge {
         self.check(intro).context("bad introduction")?;
         self.pins.allow(intro.fingerprint, self.settings.pin_ttl);
         let candidates = intro.ordered_candidates();
+        let closed = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close_dialed_moved(&intro.fingerprint, &candidates);
+        self.counters.closed_moved.fetch_add(closed as u64, Ordering::Relaxed);
         let role = PunchRole::introduced(self.settings.nat, intro.nat);
         tracing::debug!(
             id = intro.id,
@@ -603,6 +694,8 @@ impl QuicBridge {
                     let _ = tap.try_send((from, bytes));
                 }
                 state.heard_from(from.ip());
+                let nudged = state.nudge_dialed_to(from);
+                self.counters.nudges.fetch_add(nudged, Ordering::Relaxed);
                 state.hits.remove(&from.ip())
             };
             if let Some(w) = waiter {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ota_peer::one_host::PairOptions;
 use ota_peer::quic_bridge::QuicBridge;
-use ota_proto::rendezvous::{bridge_address, CertFingerprint, BRIDGE_PORT};
+use ota_proto::rendezvous::{bridge_address, CertFingerprint, Introduction, BRIDGE_PORT};
 use ota_proto::InfoHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -152,6 +152,83 @@ async fn a_stream_survives_the_dialers_rebind_on_the_same_connection() {
     // loopback, if any, is short.
     let gap = a.longest_receive_gap(switched, switched).unwrap_or_default();
     assert!(gap < Duration::from_secs(2), "{gap:?}");
+    a.close().await;
+    b.close().await;
+}
+
+/// The accepting side moves (issue 16): a QUIC client cannot follow its
+/// server to a new address, so when the dialer hears the moved peer's new
+/// introduction it closes that connection at once (librqbit's stream over
+/// it ends), and the next CONNECT dials the new address. A punch from the
+/// moved side towards a dialer that moved itself nudges the dialed
+/// connection instead.
+#[tokio::test]
+async fn a_dialer_closes_and_dials_again_when_its_server_moves() {
+    let listener = echo().await;
+    let (a, b) = pair(listener, None, true).await;
+    let mut s = socks(&a, bridge_target()).await.unwrap();
+    s.write_all(b"before").await.unwrap();
+    let mut six = [0u8; 6];
+    s.read_exact(&mut six).await.unwrap();
+    // B moves to another loopback address.
+    let (_, new) = b.rebind("127.0.0.2".parse().unwrap()).unwrap();
+    let moved = Introduction {
+        id: 7,
+        info_hash: IH,
+        candidates: vec![new],
+        fingerprint: b.fingerprint(),
+        nat: None,
+        origin: false,
+    };
+    // An introduction of another peer, or of B at the same IP, closes nothing.
+    a.on_introduction(&Introduction {
+        fingerprint: CertFingerprint([5; 32]),
+        ..moved.clone()
+    })
+    .unwrap();
+    assert_eq!(a.stats().closed_moved, 0);
+    a.on_introduction(&moved).unwrap();
+    assert_eq!(a.stats().closed_moved, 1, "{:?}", a.stats());
+    let mut one = [0u8; 1];
+    let ended = tokio::time::timeout(Duration::from_secs(5), s.read(&mut one))
+        .await
+        .expect("the old stream ends at once");
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+    let mut s2 = socks(&a, bridge_target()).await.expect("a new dial to the new address");
+    s2.write_all(b"after").await.unwrap();
+    let mut five = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), s2.read_exact(&mut five))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&five, b"after");
+    assert_eq!(a.stats().dialed, 2);
+    assert_eq!(a.remote_of(bridge_target()), Some(new));
+
+    // Now A moves; B punches towards A's new socket: A nudges its
+    // connection to B, and the stream goes on.
+    let (_, a_new) = a.rebind("127.0.0.3".parse().unwrap()).unwrap();
+    b.on_introduction(&Introduction {
+        id: 8,
+        info_hash: IH,
+        candidates: vec![a_new],
+        fingerprint: a.fingerprint(),
+        nat: None,
+        origin: false,
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while a.stats().nudges == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.stats().nudges >= 1, "{:?}", a.stats());
+    assert_eq!(b.stats().closed_moved, 0, "B accepted A's connection: nothing to close");
+    s2.write_all(b"again").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s2.read_exact(&mut five))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&five, b"again");
     a.close().await;
     b.close().await;
 }
