@@ -151,6 +151,13 @@ pub struct FlashCrowdArgs {
     /// With `--moves` above 1: time between moves, ms.
     #[arg(long, default_value_t = 3000)]
     pub move_every_ms: u64,
+    /// The first device (the one `--move-at-pct` moves) starts only once
+    /// every other device has verified the package; then the seeder is
+    /// stopped (its egress and ledger read first) and the release is pushed
+    /// again for the late device, which can get it only from the other
+    /// devices: the peer cases of connection migration.
+    #[arg(long)]
+    pub mover_joins_late: bool,
 }
 
 /// One device's result.
@@ -492,7 +499,8 @@ async fn run_in(
     let key_path = work.join("manifest-signing.key");
     std::fs::write(&key_path, hex::encode(signing_key.to_bytes()))?;
     let public_key = hex::encode(signing_key.verifying_key().to_bytes());
-    for device in &placement.devices {
+    let mut late: Option<(String, Vec<String>, Vec<(String, String)>)> = None;
+    for (i, device) in placement.devices.iter().enumerate() {
         let id = device.id.clone();
         // Each device gets its own token from the tracker's admin API (the
         // tracker requires device tokens); the agent's defaults are channel
@@ -538,21 +546,27 @@ async fn run_in(
                 .map(s),
             );
         }
+        let env = vec![
+            (s("OTA_TRACKER_URL"), tracker_url.clone()),
+            (s("OTA_DEVICE_TOKEN"), token),
+        ];
+        if i == 0 && args.mover_joins_late && placement.devices.len() > 1 {
+            late = Some((id, agent_args, env));
+            continue;
+        }
         procs.spawn_in(
             device.netns.as_deref(),
             &id,
             "ota-device-agent",
             &agent_args,
-            &[
-                (s("OTA_TRACKER_URL"), tracker_url.clone()),
-                (s("OTA_DEVICE_TOKEN"), token),
-            ],
+            &env,
             &logs.join(format!("{id}.log")),
         )?;
     }
     let n = placement.devices.len();
+    let first_wave = n - usize::from(late.is_some());
     wait_for("every agent to subscribe", Duration::from_secs(60), procs, || async {
-        tracker.subscribers().await.ok().filter(|c| *c >= n)
+        tracker.subscribers().await.ok().filter(|c| *c >= first_wave)
     })
     .await?;
 
@@ -600,7 +614,57 @@ async fn run_in(
 
     let pushed_at = Instant::now();
     let delivered = tracker.push(&ih).await?;
-    anyhow::ensure!(delivered >= n, "push reached {delivered} of {n} agents");
+    anyhow::ensure!(
+        delivered >= first_wave,
+        "push reached {delivered} of {first_wave} agents"
+    );
+    // The seeder's API takes the admin token (its --api-token default).
+    let seeder_api = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{seeder_http}{path}"))
+            .bearer_auth(&admin)
+    };
+    // With a late device, what the origin sent before it was stopped.
+    let mut stopped_origin: Option<(serde_json::Value, Option<String>)> = None;
+    if let Some((id, agent_args, env)) = late.take() {
+        // The others first: once they all verified, the late device starts
+        // and the release is pushed again (for it; the others have it).
+        wait_for(
+            "the other agents to verify the package",
+            Duration::from_secs(args.timeout_secs),
+            procs,
+            || async {
+                let reports = tracker.telemetry(&ih).await.ok()?;
+                (reports.iter().filter(|r| r.verified).count() >= first_wave).then_some(())
+            },
+        )
+        .await?;
+        let egress: serde_json::Value = seeder_api("/api/egress").send().await?.json().await?;
+        let ledger = match &args.ledger_out {
+            Some(_) => Some(seeder_api("/api/ledger?format=csv").send().await?.text().await?),
+            None => None,
+        };
+        stopped_origin = Some((egress, ledger));
+        procs.stop("seeder", Duration::from_secs(5)).await;
+        tracing::info!(device = %id, "the others verified, the origin stopped: the late device starts");
+        procs.spawn_in(
+            placement.devices[0].netns.as_deref(),
+            &id,
+            "ota-device-agent",
+            &agent_args,
+            &env,
+            &logs.join(format!("{id}.log")),
+        )?;
+        wait_for(
+            "the late agent to subscribe",
+            Duration::from_secs(60),
+            procs,
+            || async { tracker.subscribers().await.ok().filter(|c| *c >= n) },
+        )
+        .await?;
+        let delivered = tracker.push(&ih).await?;
+        anyhow::ensure!(delivered >= n, "push reached {delivered} of {n} agents");
+    }
     let bar = indicatif::ProgressBar::new(n as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} devices verified ({elapsed})")
@@ -634,13 +698,10 @@ async fn run_in(
     let reports = tracker.telemetry(&ih).await.unwrap_or(reports);
     let peers = swarm_view(&tracker, &ih, placement).await;
 
-    // The seeder's API takes the admin token (its --api-token default).
-    let seeder_api = |path: &str| {
-        reqwest::Client::new()
-            .get(format!("http://{seeder_http}{path}"))
-            .bearer_auth(&admin)
+    let (egress, stopped_ledger) = match stopped_origin {
+        Some((egress, ledger)) => (egress, ledger),
+        None => (seeder_api("/api/egress").send().await?.json().await?, None),
     };
-    let egress: serde_json::Value = seeder_api("/api/egress").send().await?.json().await?;
     let origin_egress_bytes = egress["releases"]
         .as_array()
         .and_then(|a| a.iter().find(|r| r["info_hash"] == ih.to_hex().as_str()))
@@ -648,7 +709,10 @@ async fn run_in(
         .context("the seeder does not list the release")?;
 
     if let Some(path) = &args.ledger_out {
-        let csv = seeder_api("/api/ledger?format=csv").send().await?.text().await?;
+        let csv = match stopped_ledger {
+            Some(csv) => csv,
+            None => seeder_api("/api/ledger?format=csv").send().await?.text().await?,
+        };
         std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut devices = Vec::new();

@@ -118,6 +118,26 @@ impl ProcessGroup {
         Ok(())
     }
 
+    /// Stops the process started as `name` (SIGTERM, SIGKILL after
+    /// `grace`), reaps it and drops it from the group, so that
+    /// [`ProcessGroup::check_alive`] no longer counts it. Returns whether
+    /// there was one.
+    pub async fn stop(&mut self, name: &str, grace: Duration) -> bool {
+        let Some(i) = self.procs.iter().position(|p| p.name == name) else {
+            return false;
+        };
+        let mut p = self.procs.remove(i);
+        // SAFETY: plain kill(2) on a PID this group started and has not reaped.
+        unsafe {
+            libc::kill(p.pid as i32, libc::SIGTERM);
+        }
+        if tokio::time::timeout(grace, p.child.wait()).await.is_err() {
+            let _ = p.child.kill().await;
+        }
+        tracing::info!(name, pid = p.pid, "stopped");
+        true
+    }
+
     /// Sends SIGTERM to every process, waits up to `grace`, then SIGKILLs
     /// what is left and reaps everything.
     pub async fn stop_all(&mut self, grace: Duration) {

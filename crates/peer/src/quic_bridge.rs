@@ -371,7 +371,7 @@ impl QuicBridge {
         let (socket, stun) = DemuxSocket::new(udp).context("cannot use the UDP peer socket")?;
         let pins = Pins::default();
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
+            crate::quic_identity::endpoint_config(),
             Some(server_config(&identity, pins.clone())?),
             socket.clone(),
             Arc::new(quinn::TokioRuntime),
@@ -628,7 +628,7 @@ impl QuicBridge {
         let (demux, _stun) = DemuxSocket::new(socket)?;
         demux.send_raw(from, &binding_indication()).await?;
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
+            crate::quic_identity::endpoint_config(),
             Some(server_config(&self.identity, self.pins.clone())?),
             demux.clone(),
             Arc::new(quinn::TokioRuntime),
@@ -936,7 +936,7 @@ impl QuicBridge {
                     }
                 };
                 let endpoint = quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    crate::quic_identity::endpoint_config(),
                     None,
                     socket,
                     Arc::new(quinn::TokioRuntime),

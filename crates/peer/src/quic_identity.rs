@@ -148,6 +148,22 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// quinn's endpoint settings for every endpoint of ours: quinn's defaults
+/// with the QUIC bit never greased. Every endpoint that shares its UDP
+/// socket with STUN tells QUIC from STUN by the first byte (RFC 7983 §7,
+/// RFC 9443 §3, [`crate::udp_demux`]); a peer that greases the QUIC bit
+/// (RFC 9287) clears the fixed bit of half its packets, and one in eight of
+/// those (spin bit clear, the three highest header-protected bits zero)
+/// starts with 0 to 3 and is taken for STUN: about 1 in 16 packets to a
+/// device lost before quinn sees it. RFC 9287 §3 says an endpoint whose
+/// demultiplexing depends on the QUIC bit must not send
+/// `grease_quic_bit`; without it the peer keeps the bit set.
+pub fn endpoint_config() -> quinn::EndpointConfig {
+    let mut c = quinn::EndpointConfig::default();
+    c.grease_quic_bit(false);
+    c
+}
+
 /// quinn's transport settings for peer connections (see the module docs).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();

@@ -69,7 +69,7 @@ impl QuicListener {
     ) -> anyhow::Result<Arc<QuicListener>> {
         let socket = std::net::UdpSocket::bind(listen).with_context(|| format!("cannot bind UDP {listen}"))?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            crate::quic_identity::endpoint_config(),
             Some(open_server_config(identity)?),
             socket,
             Arc::new(quinn::TokioRuntime),
