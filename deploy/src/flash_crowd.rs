@@ -412,6 +412,14 @@ pub async fn run_placed(args: &FlashCrowdArgs, placement: &Placement) -> anyhow:
     result
 }
 
+/// The agent `--mover-joins-late` holds back: its id, arguments and
+/// environment.
+struct LateAgent {
+    id: String,
+    agent_args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
 async fn run_in(
     args: &FlashCrowdArgs,
     placement: &Placement,
@@ -499,7 +507,7 @@ async fn run_in(
     let key_path = work.join("manifest-signing.key");
     std::fs::write(&key_path, hex::encode(signing_key.to_bytes()))?;
     let public_key = hex::encode(signing_key.verifying_key().to_bytes());
-    let mut late: Option<(String, Vec<String>, Vec<(String, String)>)> = None;
+    let mut late: Option<LateAgent> = None;
     for (i, device) in placement.devices.iter().enumerate() {
         let id = device.id.clone();
         // Each device gets its own token from the tracker's admin API (the
@@ -551,7 +559,7 @@ async fn run_in(
             (s("OTA_DEVICE_TOKEN"), token),
         ];
         if i == 0 && args.mover_joins_late && placement.devices.len() > 1 {
-            late = Some((id, agent_args, env));
+            late = Some(LateAgent { id, agent_args, env });
             continue;
         }
         procs.spawn_in(
@@ -626,7 +634,7 @@ async fn run_in(
     };
     // With a late device, what the origin sent before it was stopped.
     let mut stopped_origin: Option<(serde_json::Value, Option<String>)> = None;
-    if let Some((id, agent_args, env)) = late.take() {
+    if let Some(LateAgent { id, agent_args, env }) = late.take() {
         // The others first: once they all verified, the late device starts
         // and the release is pushed again (for it; the others have it).
         wait_for(

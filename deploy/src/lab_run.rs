@@ -104,7 +104,15 @@ pub fn build(
             devices[d] = Some(PlacedDevice {
                 id: dev.id.clone(),
                 netns: Some(host.ns.clone()),
-                peer_listen: SocketAddr::new(host.addr.into(), dev.peer_port),
+                // The device that moves listens on every address, as a
+                // device does by default (`0.0.0.0:6882`): a listener bound
+                // to its first address would die with that address, and the
+                // bridge could no longer splice incoming streams to it.
+                peer_listen: if d == 0 && args.move_at_pct.is_some() {
+                    SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), dev.peer_port)
+                } else {
+                    SocketAddr::new(host.addr.into(), dev.peer_port)
+                },
                 // A thesis-lan router forwards only some devices' ports:
                 // the others are behind a plain cone NAT.
                 nat: Some(if r.kind == NatKind::PortForwarded && !dev.connectable {

@@ -245,6 +245,22 @@ fn switch(from: Option<IpAddr>, to: IpAddr, first: Instant, on: &Follow) {
     if let (Some(b), Some(servers)) = (bridge.cloned(), on.stun) {
         let paths = paths.clone();
         tokio::spawn(async move {
+            // First the reflexive address alone (one Binding round trip to
+            // the primary server), reported at once: the peers this device
+            // was introduced to punch towards it (the tracker tells them),
+            // and the full RFC 5780 classification, which waits out its
+            // unanswered tests, follows.
+            if servers.rfc5780.is_some() {
+                let primary = StunServers {
+                    primary: servers.primary,
+                    rfc5780: None,
+                };
+                let quick = b.probe_nat(&primary, STUN_TIMEOUT).await;
+                tracing::info!(reflexive = ?quick.reflexive, "STUN reflexive address after the network change");
+                if quick.reflexive.is_some() {
+                    paths.set_nat(quick);
+                }
+            }
             let nat = b.probe_nat(&servers, STUN_TIMEOUT).await;
             tracing::info!(kind = %nat.kind, reflexive = ?nat.reflexive, "STUN probe after the network change");
             paths.set_nat(nat);

@@ -86,9 +86,10 @@ pub trait Introducer: Send + Sync + 'static {
     fn introduce(&self, peer: Ipv6Addr) -> BoxFuture<'static, anyhow::Result<Introduction>>;
 }
 
-/// The certificate fingerprint of the server side of `conn` (the
-/// connection this device dialed), from its handshake.
-fn server_fingerprint(conn: &quinn::Connection) -> Option<ota_proto::rendezvous::CertFingerprint> {
+/// The certificate fingerprint of the other side of `conn` (the server of
+/// a connection this device dialed, the client of one it accepted), from
+/// its handshake.
+fn peer_fingerprint(conn: &quinn::Connection) -> Option<ota_proto::rendezvous::CertFingerprint> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
@@ -219,6 +220,9 @@ struct State {
     stun_tap: Option<tokio::sync::mpsc::Sender<StunDatagram>>,
     /// When each dialed connection (by `stable_id`) was last nudged.
     nudged: HashMap<usize, Instant>,
+    /// Live connections other devices dialed, by their certificate
+    /// fingerprint: a dial to such a device reuses the connection.
+    accepted: HashMap<ota_proto::rendezvous::CertFingerprint, quinn::Connection>,
 }
 
 impl State {
@@ -271,11 +275,14 @@ impl State {
         fingerprint: &ota_proto::rendezvous::CertFingerprint,
         candidates: &[SocketAddr],
     ) -> usize {
+        let accepted: Vec<usize> = self.accepted.values().map(|c| c.stable_id()).collect();
         let moved: Vec<Ipv6Addr> = self
             .connections
             .iter()
+            // A reused connection the peer dialed migrates with it.
+            .filter(|(_, c)| !accepted.contains(&c.stable_id()))
             .filter(|(_, c)| {
-                server_fingerprint(c).as_ref() == Some(fingerprint)
+                peer_fingerprint(c).as_ref() == Some(fingerprint)
                     && !candidates.iter().any(|a| a.ip() == c.remote_address().ip())
             })
             .map(|(peer, _)| *peer)
@@ -763,7 +770,7 @@ impl QuicBridge {
     }
 
     async fn socks_connection(
-        &self,
+        self: &Arc<Self>,
         tcp: TcpStream,
         config: Arc<SocksConfig<SimpleUserPassword>>,
     ) -> anyhow::Result<()> {
@@ -845,7 +852,7 @@ impl QuicBridge {
     /// The live connection to bridge address `peer`, or a new one
     /// (introduction, then QUIC to the candidates), within
     /// `connect_timeout`.
-    async fn connection_to(&self, peer: Ipv6Addr) -> anyhow::Result<quinn::Connection> {
+    async fn connection_to(self: &Arc<Self>, peer: Ipv6Addr) -> anyhow::Result<quinn::Connection> {
         let lock = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = state.connections.get(&peer).filter(|c| c.close_reason().is_none()) {
@@ -875,9 +882,22 @@ impl QuicBridge {
                 )
             })??;
         self.counters.dialed.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.connections.insert(peer, conn.clone());
-        state.dialing.remove(&peer);
+        let reused = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.connections.insert(peer, conn.clone());
+            state.dialing.remove(&peer);
+            state.accepted.values().any(|c| c.stable_id() == conn.stable_id())
+        };
+        if !reused {
+            // The other side may open streams on this connection too (its
+            // librqbit dialing this device reuses it, see `dial`).
+            let this = self.clone();
+            let served = conn.clone();
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .spawn(async move { this.serve_streams(served).await });
+        }
         Ok(conn)
     }
 
@@ -885,6 +905,21 @@ impl QuicBridge {
         let intro = self.introducer.introduce(peer).await.context("introduction")?;
         self.check(&intro).context("the tracker's introduction")?;
         let introduction_ms = started.elapsed().as_millis() as u64;
+        // The peer already dialed this device: its connection carries
+        // streams both ways, so one QUIC connection per pair (and when the
+        // peer moves, that connection migrates for both directions).
+        let accepted = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepted
+            .get(&intro.fingerprint)
+            .filter(|c| c.close_reason().is_none())
+            .cloned();
+        if let Some(conn) = accepted.filter(|_| !intro.origin) {
+            let via = conn.remote_address();
+            return self.established(peer, via, "reused", conn, introduction_ms, started);
+        }
         let config = client_config(&self.identity, intro.fingerprint)?;
         let role = PunchRole::dialing(self.settings.nat, intro.nat);
         let candidates = intro.ordered_candidates();
@@ -1021,7 +1056,23 @@ impl QuicBridge {
                     Ok(conn) => {
                         this.counters.accepted.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%remote, "QUIC connection accepted");
-                        this.serve_streams(conn).await;
+                        let fingerprint = peer_fingerprint(&conn);
+                        if let Some(fp) = fingerprint {
+                            let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+                            state.accepted.retain(|_, c| c.close_reason().is_none());
+                            state.accepted.insert(fp, conn.clone());
+                        }
+                        this.clone().serve_streams(conn.clone()).await;
+                        if let Some(fp) = fingerprint {
+                            let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+                            if state
+                                .accepted
+                                .get(&fp)
+                                .is_some_and(|c| c.stable_id() == conn.stable_id())
+                            {
+                                state.accepted.remove(&fp);
+                            }
+                        }
                     }
                     Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake refused or failed"),
                 }

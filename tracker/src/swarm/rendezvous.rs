@@ -260,7 +260,7 @@ impl Acquaintances {
                 }
             })
             .collect();
-        out.sort_by(|x, y| y.0.cmp(&x.0));
+        out.sort_by_key(|x| std::cmp::Reverse(x.0));
         out.into_iter().map(|(_, d, ih)| (d, ih)).collect()
     }
 
