@@ -49,7 +49,7 @@ impl Tracker {
     /// address are handed its LAN address, and the swarm view shows them.
     /// When the report moves the device (other candidates for a peer it was
     /// introduced to), those peers get a new introduction at once
-    /// ([`Self::reintroduce_moved`]).
+    /// (`Tracker::reintroduce_moved`).
     ///
     /// Errors: [`ApiError::Unauthorized`] unless the caller is a device;
     /// [`ApiError::BadRequest`] for a report that fails
