@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Connection migration benchmark (issue 16), in the NAT lab (root; the
-# packages of deploy/test-deps.sh). One device behind an
-# endpoint-independent-mapping home router (`--mix cone=1`) fetches a
-# package from the origin (8 Mbit/s uplink, 40 ms round-trip home links)
-# while the lab moves it between two routers of that kind MOVES times
+# packages of deploy/test-deps.sh). One device fetches a package while the
+# lab moves it between two home routers of the same kind MOVES times
 # (default 20), every EVERY_MS (default 2500): each move cuts its link and
 # brings up the other (new address, new NAT mapping, new default route).
+# 40 ms round-trip home links. Two cases (CASES, default "origin peer"):
 #
-# Runs twice: `quic` (the agent's defaults: the origin over QUIC, the agent
-# follows the network and rebinds, so the connection migrates) and `tcp`
-# (`OTA_AGENT_QUIC=off`: librqbit's plain TCP peer connections, no bridge).
-# The HTTP fallback is off in both, so every byte comes over BitTorrent.
+# - origin: one device behind a cone router (endpoint-independent
+#   mapping) fetches from the origin (8 Mbit/s uplink);
+# - peer: two devices; the second gets the package first, then the origin
+#   stops and the first (the mover) fetches it from the second, whose home
+#   uplink is 8 Mbit/s (`--mover-joins-late`).
+#
+# Each case runs twice: `quic` (the agent's defaults: QUIC to the origin
+# and punched QUIC to the peer, both behind cone routers; the agent follows
+# the network and rebinds, the connections it dialed migrate) and `tcp`
+# (`OTA_AGENT_QUIC=off`: librqbit's plain TCP peer connections, no bridge;
+# in the peer case the peer sits behind a port-forwarding router instead,
+# since two cone devices have no TCP path to each other).
+# The HTTP fallback is off: every byte comes over BitTorrent.
 # For each switch the agent logs the longest gap in received payload bytes
 # (librqbit's counter sampled every 10 ms, the same measure for both
 # modes) and its detection time; the script prints them and their
-# distribution (p50, p90, max) per mode, and the completion time.
+# distribution (p50, p90, max) per case and mode, and the completion time.
 #
-# Usage: bash bench/migration-gaps.sh   (MOVES, EVERY_MS, SIZE_MB, OUT to
-# change; PROFILE=debug uses the debug binaries, for a quick look)
+# Usage: bash bench/migration-gaps.sh   (MOVES, EVERY_MS, SIZE_MB, CASES,
+# OUT to change; PROFILE=debug uses the debug binaries, for a quick look)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -25,6 +33,7 @@ MOVES=${MOVES:-20}
 EVERY_MS=${EVERY_MS:-2500}
 SIZE_MB=${SIZE_MB:-64}
 OUT=${OUT:-target/migration-bench}
+CASES=${CASES:-origin peer}
 PROFILE=${PROFILE:-release}
 target="${CARGO_TARGET_DIR:-target}/$PROFILE"
 if [ "$PROFILE" = release ]; then
@@ -44,15 +53,25 @@ dist() {
         printf "n=%d p50=%d p90=%d max=%d\n", NR, v[i50], v[i90], v[NR] }'
 }
 
+for case in $CASES; do
 for mode in quic tcp; do
-    work="$OUT/$mode"
+    work="$OUT/$case-$mode"
     rm -rf "$work"
     quic=on
     [ "$mode" = tcp ] && quic=off
+    case "$case" in
+        origin) crowd=(--devices 1 --mix cone=1 --origin-uplink-mbit 8) ;;
+        peer)
+            mix=cone=1
+            [ "$mode" = tcp ] && mix=port-forwarded=1
+            crowd=(--devices 2 --mix "$mix" --home-uplink-mbit 8 --mover-joins-late)
+            ;;
+        *) echo "unknown case $case (origin, peer)" >&2; exit 2 ;;
+    esac
+    mode="$case-$mode"
     echo "== $mode: $MOVES moves every $EVERY_MS ms, ${SIZE_MB} MB package" >&2
     OTA_AGENT_QUIC=$quic OTA_AGENT_HTTP_FALLBACK_AFTER=0 "$target/flash-crowd" \
-        --topology internet --mode p2p --devices 1 --mix cone=1 \
-        --wan-delay-ms 20 --origin-uplink-mbit 8 \
+        --topology internet --mode p2p "${crowd[@]}" --wan-delay-ms 20 \
         --move-at-pct 3 --moves "$MOVES" --move-every-ms "$EVERY_MS" \
         --package "$pkg" --work-dir "$work" --record "$work.records.json" \
         --timeout-secs 900 > "$work.stdout" 2> "$work.stderr" || {
@@ -67,7 +86,7 @@ for mode in quic tcp; do
     echo "$mode: longest gap per switch, ms: $(field longest_gap_ms | tr '\n' ' ')"
     echo "$mode: longest gap, ms: $(field longest_gap_ms | dist)"
     echo "$mode: detection, ms: $(field detection_ms | dist)"
-    if [ "$mode" = quic ]; then
+    if [ "$quic" = on ]; then
         echo "$mode: gap over QUIC reads, ms: $(field quic_gap_ms | dist)"
     fi
     # The agent's rebind against the moment the lab's new default route was
@@ -77,5 +96,6 @@ for mode in quic tcp; do
     field at_ms > "$work.rebound"
     echo "$mode: rebind after the new route was up, ms: $(paste "$work.rebound" "$work.route_up" \
         | awk 'NF == 2 { printf "%.0f\n", $1 - $2 }' | dist)"
-    echo "$mode: completion, ms: $(grep -o '"completion_p50_ms": *[0-9]*' "$work.records.json" | grep -o '[0-9]*$')"
+    echo "$mode: the mover's completion, ms: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print(next(d["duration_ms"] for d in r["devices"] if d["device"] == "dev-01"))' "$work.records.json")"
+done
 done

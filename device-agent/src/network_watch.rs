@@ -28,12 +28,18 @@
 //! switch's `detection_ms`.
 //!
 //! 4. probes the new network's NAT over STUN from the new socket
-//!    ([`QuicBridge::probe_nat`]) and reports the new server-reflexive
-//!    address to the tracker.
+//!    ([`QuicBridge::probe_nat`]): first one Binding round trip to the
+//!    primary server, whose server-reflexive address is reported to the
+//!    tracker at once, then the full RFC 5780 classification. The tracker
+//!    pushes the new candidates to the peers this device was introduced to
+//!    (`Tracker::reintroduce_moved`): a peer behind an address-dependent
+//!    filter punches towards them, so the connection this device dialed
+//!    migrates through its NAT too (the punch nudges it at once), and a
+//!    peer whose connection to this device was the QUIC client closes it
+//!    and dials the new address.
 //!
 //! Not done here yet (issue 16): renewing the UPnP mapping on the new
-//! gateway, re-dialing connections where this device was the QUIC server
-//! (the tracker would tell those peers), a warm second path.
+//! gateway, a warm second path.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
