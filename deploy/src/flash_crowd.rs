@@ -412,12 +412,28 @@ pub async fn run_placed(args: &FlashCrowdArgs, placement: &Placement) -> anyhow:
     result
 }
 
-/// The agent `--mover-joins-late` holds back: its id, arguments and
-/// environment.
-struct LateAgent {
+/// One device agent to start: its id, arguments and environment (the one
+/// `--mover-joins-late` holds back waits in one).
+struct AgentLaunch {
     id: String,
     agent_args: Vec<String>,
     env: Vec<(String, String)>,
+}
+
+impl AgentLaunch {
+    /// Starts it in `netns`, its log `ID.log` in `logs`.
+    ///
+    /// Errors: as [`ProcessGroup::spawn_in`].
+    fn spawn(&self, procs: &mut ProcessGroup, netns: Option<&str>, logs: &Path) -> anyhow::Result<u32> {
+        procs.spawn_in(
+            netns,
+            &self.id,
+            "ota-device-agent",
+            &self.agent_args,
+            &self.env,
+            &logs.join(format!("{}.log", self.id)),
+        )
+    }
 }
 
 async fn run_in(
@@ -507,7 +523,7 @@ async fn run_in(
     let key_path = work.join("manifest-signing.key");
     std::fs::write(&key_path, hex::encode(signing_key.to_bytes()))?;
     let public_key = hex::encode(signing_key.verifying_key().to_bytes());
-    let mut late: Option<LateAgent> = None;
+    let mut late: Option<AgentLaunch> = None;
     for (i, device) in placement.devices.iter().enumerate() {
         let id = device.id.clone();
         // Each device gets its own token from the tracker's admin API (the
@@ -558,18 +574,12 @@ async fn run_in(
             (s("OTA_TRACKER_URL"), tracker_url.clone()),
             (s("OTA_DEVICE_TOKEN"), token),
         ];
+        let agent = AgentLaunch { id, agent_args, env };
         if i == 0 && args.mover_joins_late && placement.devices.len() > 1 {
-            late = Some(LateAgent { id, agent_args, env });
+            late = Some(agent);
             continue;
         }
-        procs.spawn_in(
-            device.netns.as_deref(),
-            &id,
-            "ota-device-agent",
-            &agent_args,
-            &env,
-            &logs.join(format!("{id}.log")),
-        )?;
+        agent.spawn(procs, device.netns.as_deref(), &logs)?;
     }
     let n = placement.devices.len();
     let first_wave = n - usize::from(late.is_some());
@@ -634,7 +644,8 @@ async fn run_in(
     };
     // With a late device, what the origin sent before it was stopped.
     let mut stopped_origin: Option<(serde_json::Value, Option<String>)> = None;
-    if let Some(LateAgent { id, agent_args, env }) = late.take() {
+    if let Some(late) = late.take() {
+        let id = late.id.clone();
         // The others first: once they all verified, the late device starts
         // and the release is pushed again (for it; the others have it).
         wait_for(
@@ -655,14 +666,7 @@ async fn run_in(
         stopped_origin = Some((egress, ledger));
         procs.stop("seeder", Duration::from_secs(5)).await;
         tracing::info!(device = %id, "the others verified, the origin stopped: the late device starts");
-        procs.spawn_in(
-            placement.devices[0].netns.as_deref(),
-            &id,
-            "ota-device-agent",
-            &agent_args,
-            &env,
-            &logs.join(format!("{id}.log")),
-        )?;
+        late.spawn(procs, placement.devices[0].netns.as_deref(), &logs)?;
         wait_for(
             "the late agent to subscribe",
             Duration::from_secs(60),

@@ -269,6 +269,11 @@ fn switch(from: Option<IpAddr>, to: IpAddr, first: Instant, on: &Follow) {
             }
             let nat = b.probe_nat(&servers, STUN_TIMEOUT).await;
             tracing::info!(kind = %nat.kind, reflexive = ?nat.reflexive, "STUN probe after the network change");
+            // The punch role follows the new network's NAT (a probe that
+            // learnt nothing keeps the old kind).
+            if nat.reflexive.is_some() {
+                b.set_nat(Some(nat.kind));
+            }
             paths.set_nat(nat);
         });
     }

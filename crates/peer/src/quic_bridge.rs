@@ -350,6 +350,9 @@ pub struct QuicBridge {
     socks_user: String,
     socks_password: String,
     introducer: Arc<dyn Introducer>,
+    /// This device's NAT kind for the punch role: the settings' at start,
+    /// then the latest probe's ([`QuicBridge::set_nat`]).
+    nat: Mutex<Option<NatKind>>,
     state: Mutex<State>,
     counters: Counters,
     tasks: Mutex<JoinSet<()>>,
@@ -389,6 +392,7 @@ impl QuicBridge {
             .with_context(|| format!("cannot bind the SOCKS5 bridge on {}", settings.socks_listen))?;
         let socks_addr = listener.local_addr()?;
         let secret = || format!("{:032x}", rand::random::<u128>());
+        let nat = settings.nat;
         let bridge = Arc::new(QuicBridge {
             endpoint,
             socket: Mutex::new(socket),
@@ -401,6 +405,7 @@ impl QuicBridge {
             socks_user: secret(),
             socks_password: secret(),
             introducer,
+            nat: Mutex::new(nat),
             state: Mutex::default(),
             counters: Counters::default(),
             tasks: Mutex::new(JoinSet::new()),
@@ -413,6 +418,18 @@ impl QuicBridge {
         }
         tracing::info!(socks = %socks_addr, udp = ?bridge.local_udp().ok(), fingerprint = %bridge.identity.fingerprint(), nat = ?bridge.settings.nat, "QUIC bridge up");
         Ok(bridge)
+    }
+
+    /// This device's NAT kind as the bridge uses it for its punch role
+    /// ([`PunchRole`]).
+    pub fn nat(&self) -> Option<NatKind> {
+        *self.nat.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets this device's NAT kind (a new STUN probe's, after a network
+    /// change): later introductions take their punch role from it.
+    pub fn set_nat(&self, kind: Option<NatKind>) {
+        *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = kind;
     }
 
     /// librqbit's `proxy_url` for this bridge:
@@ -568,7 +585,7 @@ impl QuicBridge {
             .unwrap_or_else(|e| e.into_inner())
             .close_dialed_moved(&intro.fingerprint, &candidates);
         self.counters.closed_moved.fetch_add(closed as u64, Ordering::Relaxed);
-        let role = PunchRole::introduced(self.settings.nat, intro.nat);
+        let role = PunchRole::introduced(self.nat(), intro.nat);
         tracing::debug!(
             id = intro.id,
             ?candidates,
@@ -921,7 +938,7 @@ impl QuicBridge {
             return self.established(peer, via, "reused", conn, introduction_ms, started);
         }
         let config = client_config(&self.identity, intro.fingerprint)?;
-        let role = PunchRole::dialing(self.settings.nat, intro.nat);
+        let role = PunchRole::dialing(self.nat(), intro.nat);
         let candidates = intro.ordered_candidates();
         let (via, conn, how) = match role {
             PunchRole::Direct => {

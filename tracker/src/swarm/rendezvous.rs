@@ -179,13 +179,9 @@ impl IntroductionLimiter {
     /// Drops what can no longer refuse anything, at most once per
     /// [`PAIR_INTERVAL`].
     fn sweep(&mut self, now: Instant) {
-        if self
-            .last_sweep
-            .is_some_and(|t| now.saturating_duration_since(t) < PAIR_INTERVAL)
-        {
+        if !sweep_due(&mut self.last_sweep, now) {
             return;
         }
-        self.last_sweep = Some(now);
         self.by_pair
             .retain(|_, last| now.saturating_duration_since(*last) < PAIR_INTERVAL);
         self.by_caller.retain(|_, times| {
@@ -194,6 +190,16 @@ impl IntroductionLimiter {
                 .is_some_and(|t| now.saturating_duration_since(*t) < INTRODUCTION_WINDOW)
         });
     }
+}
+
+/// Whether a sweep is due at `now`: none yet, or the last (`last`) at least
+/// [`PAIR_INTERVAL`] ago; when due, `last` becomes `now`.
+fn sweep_due(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < PAIR_INTERVAL) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// How long the tracker remembers that two devices were introduced, for
@@ -277,13 +283,9 @@ impl Acquaintances {
     /// Drops pairs older than [`ACQUAINTANCE_TTL`], at most once per
     /// [`PAIR_INTERVAL`].
     fn sweep(&mut self, now: Instant) {
-        if self
-            .last_sweep
-            .is_some_and(|t| now.saturating_duration_since(t) < PAIR_INTERVAL)
-        {
+        if !sweep_due(&mut self.last_sweep, now) {
             return;
         }
-        self.last_sweep = Some(now);
         self.pairs
             .retain(|_, t| now.saturating_duration_since(*t) < ACQUAINTANCE_TTL);
     }
