@@ -17,8 +17,6 @@
 //! each with its time from the SOCKS5 request to the finished handshake,
 //! which the test prints (the p50 target is under 300 ms).
 
-use std::process::Command;
-
 mod common;
 use common::log_field;
 
@@ -63,30 +61,17 @@ fn devices_behind_cone_nats_punch_quic_paths_and_pieces_flow_over_them() {
     std::fs::write(&pkg, &package).unwrap();
     let records = dir.path().join("records.json");
     let work = dir.path().join("work");
-    let args = [
-        "--topology",
-        "internet",
-        "--mode",
-        "p2p",
-        "--devices",
-        "4",
-        "--mix",
-        "cone=1",
-        "--wan-delay-ms",
-        "20",
-        "--package",
-        pkg.to_str().unwrap(),
-        "--record",
-        records.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-        "--timeout-secs",
-        "240",
-    ];
-    let out = Command::new(env!("CARGO_BIN_EXE_flash-crowd"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::InternetCrowd {
+        devices: 4,
+        mix: "cone=1",
+        package: &pkg,
+        records: &records,
+        work: &work,
+        timeout_secs: 240,
+        extra: &[],
+        envs: &[],
+    }
+    .run();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

@@ -28,8 +28,6 @@
 //! are printed (the target for the gap is a median under 100 ms,
 //! measured by the benchmark, not here).
 
-use std::process::Command;
-
 mod common;
 use common::log_field;
 
@@ -59,35 +57,17 @@ fn moving_crowd(devices: u32, size: usize, extra: &[&str]) -> Moved {
     std::fs::write(&pkg, &package).unwrap();
     let records = dir.path().join("records.json");
     let work = dir.path().join("work");
-    let devices = devices.to_string();
-    let mut args = vec![
-        "--topology",
-        "internet",
-        "--mode",
-        "p2p",
-        "--devices",
-        &devices,
-        "--mix",
-        "cone=1",
-        "--wan-delay-ms",
-        "20",
-        "--move-at-pct",
-        "30",
-        "--package",
-        pkg.to_str().unwrap(),
-        "--record",
-        records.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-        "--timeout-secs",
-        "180",
-    ];
-    args.extend_from_slice(extra);
-    let out = Command::new(env!("CARGO_BIN_EXE_flash-crowd"))
-        .args(&args)
-        .env("OTA_AGENT_HTTP_FALLBACK_AFTER", "0")
-        .output()
-        .unwrap();
+    let out = common::InternetCrowd {
+        devices,
+        mix: "cone=1",
+        package: &pkg,
+        records: &records,
+        work: &work,
+        timeout_secs: 180,
+        extra: &[&["--move-at-pct", "30"], extra].concat(),
+        envs: &[("OTA_AGENT_HTTP_FALLBACK_AFTER", "0")],
+    }
+    .run();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let log = agent_log(&work);
     let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");

@@ -29,8 +29,6 @@
 //! iroh's own NAT test matrix leaves the moderate × strict pairs
 //! unconnected.
 
-use std::process::Command;
-
 mod common;
 use common::log_field;
 
@@ -52,32 +50,17 @@ fn run_pair(a: &str, b: &str, pkg: &std::path::Path, dir: &std::path::Path) -> P
     };
     let work = dir.join(format!("work-{a}-{b}"));
     let records = dir.join(format!("records-{a}-{b}.json"));
-    let args = [
-        "--topology",
-        "internet",
-        "--mode",
-        "p2p",
-        "--devices",
-        "2",
-        "--mix",
-        &mix,
-        "--wan-delay-ms",
-        "20",
-        "--origin-uplink-mbit",
-        "8",
-        "--package",
-        pkg.to_str().unwrap(),
-        "--record",
-        records.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-        "--timeout-secs",
-        "180",
-    ];
-    let out = Command::new(env!("CARGO_BIN_EXE_flash-crowd"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::InternetCrowd {
+        devices: 2,
+        mix: &mix,
+        package: pkg,
+        records: &records,
+        work: &work,
+        timeout_secs: 180,
+        extra: &["--origin-uplink-mbit", "8"],
+        envs: &[],
+    }
+    .run();
     assert!(
         out.status.success(),
         "flash-crowd {mix} failed:\n{}\n{}",

@@ -101,3 +101,59 @@ pub(crate) fn log_field(line: &str, key: &str) -> Option<String> {
     let at = line.find(&format!(" {key}="))? + key.len() + 2;
     Some(line[at..].split(' ').next()?.trim_matches('"').to_string())
 }
+
+/// One `flash-crowd --topology internet --mode p2p` run of a lab test: the
+/// settings the tests share (20 ms one way on every home WAN link, records
+/// appended to `records`, the work folder `work` kept for the test to read)
+/// and what differs.
+pub(crate) struct InternetCrowd<'a> {
+    /// Number of devices.
+    pub(crate) devices: u32,
+    /// Router kinds, `--mix` (`cone=1`, `cone=1,symmetric=1`).
+    pub(crate) mix: &'a str,
+    /// The package file.
+    pub(crate) package: &'a std::path::Path,
+    /// The records file (`--record`).
+    pub(crate) records: &'a std::path::Path,
+    /// The work folder (`--work-dir`).
+    pub(crate) work: &'a std::path::Path,
+    /// `--timeout-secs`.
+    pub(crate) timeout_secs: u32,
+    /// More flags.
+    pub(crate) extra: &'a [&'a str],
+    /// Environment variables for the run (the agents inherit them).
+    pub(crate) envs: &'a [(&'a str, &'a str)],
+}
+
+impl InternetCrowd<'_> {
+    /// Runs it to the end and returns its output (status, stdout, stderr).
+    pub(crate) fn run(&self) -> std::process::Output {
+        let (devices, timeout) = (self.devices.to_string(), self.timeout_secs.to_string());
+        let mut args = vec![
+            "--topology",
+            "internet",
+            "--mode",
+            "p2p",
+            "--devices",
+            &devices,
+            "--mix",
+            self.mix,
+            "--wan-delay-ms",
+            "20",
+            "--package",
+            self.package.to_str().unwrap(),
+            "--record",
+            self.records.to_str().unwrap(),
+            "--work-dir",
+            self.work.to_str().unwrap(),
+            "--timeout-secs",
+            &timeout,
+        ];
+        args.extend_from_slice(self.extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_flash-crowd"))
+            .args(&args)
+            .envs(self.envs.iter().copied())
+            .output()
+            .expect("flash-crowd runs")
+    }
+}
