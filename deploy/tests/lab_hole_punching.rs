@@ -99,12 +99,20 @@ fn devices_behind_cone_nats_punch_quic_paths_and_pieces_flow_over_them() {
     );
 
     let mut paths = Vec::new();
-    let mut to_origin = 0;
+    let (mut to_origin, mut reused) = (0, 0);
     for (path, text) in logs_dir_texts(&work) {
         for line in text.lines().filter(|l| l.contains("QUIC path established")) {
-            if log_field(line, "how").as_deref() == Some("origin") {
-                to_origin += 1;
-                continue;
+            match log_field(line, "how").as_deref() {
+                Some("origin") => {
+                    to_origin += 1;
+                    continue;
+                }
+                // The other side's connection, punched from there.
+                Some("reused") => {
+                    reused += 1;
+                    continue;
+                }
+                _ => {}
             }
             let total = field(line, "total_ms").unwrap_or_else(|| panic!("{path}: {line}"));
             paths.push((
@@ -120,7 +128,7 @@ fn devices_behind_cone_nats_punch_quic_paths_and_pieces_flow_over_them() {
     // its bytes still count as origin bytes (checked above: the peers'
     // bytes are only those of punched paths).
     assert!(to_origin > 0, "the agents reached the origin over QUIC\n{ctx}");
-    println!("QUIC connections to the origin: {to_origin}");
+    println!("QUIC connections to the origin: {to_origin}; dials that reused the other side's connection: {reused}");
     paths.sort();
     let p50 = paths[paths.len() / 2].0;
     println!(

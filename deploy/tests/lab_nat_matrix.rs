@@ -79,8 +79,11 @@ fn run_pair(a: &str, b: &str, pkg: &std::path::Path, dir: &std::path::Path) -> P
             continue;
         }
         for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
-            // The path to the origin's QUIC listener says nothing of the pair.
-            if line.contains("QUIC path established") && log_field(line, "how").as_deref() != Some("origin") {
+            // The path to the origin's QUIC listener says nothing of the
+            // pair, and a `reused` one is the other side's connection
+            // (counted from that side's log).
+            let kind = log_field(line, "how");
+            if line.contains("QUIC path established") && !matches!(kind.as_deref(), Some("origin" | "reused")) {
                 how = how.or(log_field(line, "how"));
                 if let Some(ms) = log_field(line, "total_ms").and_then(|m| m.parse().ok()) {
                     connect_ms.push(ms);
