@@ -67,9 +67,9 @@ pub const PROBE_PAUSE: Duration = Duration::from_millis(20);
 pub const OPEN_PORTS_EVERY: Duration = Duration::from_millis(250);
 /// Sources of STUN datagrams the bridge remembers for the birthday prober.
 pub const MAX_HEARD: usize = 1024;
-/// Shortest time between two nudges of one connection
-/// ([`QuicBridge::on_introduction`] of a moved peer, punches heard from a
-/// dialed connection's remote).
+/// Shortest time between two nudges of one dialed connection (a nudge
+/// answers a punch heard from the connection's remote, see
+/// `State::nudge_dialed_to`).
 pub const NUDGE_INTERVAL: Duration = Duration::from_millis(50);
 /// Peer addresses the bridge remembers for [`QuicBridge::remote_of`].
 pub const MAX_REMOTES: usize = 4096;
@@ -97,6 +97,14 @@ fn peer_fingerprint(conn: &quinn::Connection) -> Option<ota_proto::rendezvous::C
     certs
         .first()
         .map(|c| ota_proto::rendezvous::CertFingerprint::of_der(c.as_ref()))
+}
+
+/// Removes `map[key]` when it is `conn` itself (not a newer connection
+/// under the same key).
+fn remove_if_same<K: std::hash::Hash + Eq>(map: &mut HashMap<K, quinn::Connection>, key: &K, conn: &quinn::Connection) {
+    if map.get(key).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+        map.remove(key);
+    }
 }
 
 /// Settings of a [`QuicBridge`].
@@ -178,7 +186,7 @@ pub struct BridgeStats {
     /// Times the endpoint moved to a new socket ([`QuicBridge::rebind`]).
     pub rebinds: u64,
     /// Dialed connections nudged because their peer punched towards this
-    /// device (after a move: see `QuicBridge::on_introduction`).
+    /// device (after this device moved, the tracker has the peer punch).
     pub nudges: u64,
     /// Dialed connections closed because their peer moved.
     pub closed_moved: u64,
@@ -266,10 +274,11 @@ impl State {
 
     /// Closes the connections this device dialed to the peer with
     /// certificate `fingerprint` whose remote IP is none of `candidates`'
-    /// (a birthday-found port shares the candidates' IP): the peer moved (its new introduction), and a QUIC client cannot follow
-    /// a server to a new address (RFC 9000 §9), so librqbit's connection
-    /// ends now instead of at the idle timeout and librqbit dials the bridge
-    /// address again, which introduces the two anew. Returns how many.
+    /// (a birthday-found port shares the candidates' IP): the peer moved
+    /// (its new introduction), and a QUIC client cannot follow a server to
+    /// a new address (RFC 9000 §9), so librqbit's connection ends now
+    /// instead of at the idle timeout and librqbit dials the bridge address
+    /// again, which introduces the two anew. Returns how many.
     fn close_dialed_moved(
         &mut self,
         fingerprint: &ota_proto::rendezvous::CertFingerprint,
@@ -857,13 +866,7 @@ impl QuicBridge {
 
     fn forget(&self, peer: Ipv6Addr, conn: &quinn::Connection) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state
-            .connections
-            .get(&peer)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
-            state.connections.remove(&peer);
-        }
+        remove_if_same(&mut state.connections, &peer, conn);
     }
 
     /// The live connection to bridge address `peer`, or a new one
@@ -1082,13 +1085,7 @@ impl QuicBridge {
                         this.clone().serve_streams(conn.clone()).await;
                         if let Some(fp) = fingerprint {
                             let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
-                            if state
-                                .accepted
-                                .get(&fp)
-                                .is_some_and(|c| c.stable_id() == conn.stable_id())
-                            {
-                                state.accepted.remove(&fp);
-                            }
+                            remove_if_same(&mut state.accepted, &fp, &conn);
                         }
                     }
                     Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake refused or failed"),

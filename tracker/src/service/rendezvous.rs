@@ -255,7 +255,9 @@ impl Tracker {
         let (Some(before), Some(after)) = (before, dev.paths()) else {
             return 0;
         };
-        if after.quic.is_none() {
+        // The periodic report (every minute per device) changes nothing:
+        // no scan of the acquaintances for it.
+        if after.quic.is_none() || *before == *after {
             return 0;
         }
         let partners = self
