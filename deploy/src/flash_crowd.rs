@@ -112,6 +112,13 @@ pub struct FlashCrowdArgs {
     /// Origin upload cap over BitTorrent, bytes/s (0: none).
     #[arg(long, default_value_t = 0)]
     pub origin_upload_limit: u32,
+    /// The seeder's cost/speed dial (its `--origin-goal`): `fastest`,
+    /// `cheapest` or `within:SECS`.
+    #[arg(long, default_value = "fastest")]
+    pub origin_goal: String,
+    /// The dial's floor, bytes/s (the seeder's `--origin-min-rate-bps`).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub origin_min_rate: u64,
     /// Piece length in bytes [default: chosen from the size].
     #[arg(long)]
     pub piece_length: Option<u64>,
@@ -511,6 +518,10 @@ async fn run_in(
             work.join("seeder").display().to_string(),
             s("--upload-limit-bps"),
             args.origin_upload_limit.to_string(),
+            s("--origin-goal"),
+            args.origin_goal.clone(),
+            s("--origin-min-rate-bps"),
+            args.origin_min_rate.to_string(),
             s("--poll-ms"),
             s("300"),
         ],

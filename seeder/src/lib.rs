@@ -6,6 +6,7 @@
 pub mod http_path;
 pub mod ledger;
 pub mod lifecycle;
+pub mod origin_dial;
 pub mod origin_store;
 pub mod piece_cache;
 pub mod publish;

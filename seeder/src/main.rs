@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ota_client::TrackerClient;
 use ota_seeder::http_path::{self, HttpSettings, PackageAuth};
+use ota_seeder::origin_dial::{DialConfig, OriginGoal};
 use ota_seeder::origin_store::{self, S3Args, S3Location};
 use ota_seeder::publish::{publish, PublishRequest};
 use ota_seeder::seeding::{self, SeedSettings, Seeder};
@@ -128,6 +129,23 @@ struct SeedArgs {
     /// Upload cap of the origin over BitTorrent, in bytes/s (0: none).
     #[arg(long, env = "OTA_SEEDER_UPLOAD_LIMIT", default_value_t = 0)]
     upload_limit_bps: u32,
+    /// The origin's cost/speed dial for every release: `fastest` (no
+    /// limit), `cheapest` (the floor rate, --origin-min-rate-bps, while
+    /// devices leech: about one origin copy), or `within:SECS` (each device
+    /// done within SECS of its first announce, the origin sending only what
+    /// the devices' measured rates leave missing). --upload-limit-bps is
+    /// the ceiling of all three.
+    #[arg(long, env = "OTA_SEEDER_ORIGIN_GOAL", default_value = "fastest", value_parser = parse_goal)]
+    origin_goal: OriginGoal,
+    /// The dial's floor while devices leech, bytes/s.
+    #[arg(long, env = "OTA_SEEDER_ORIGIN_MIN_RATE", default_value_t = DialConfig::default().min_bps)]
+    origin_min_rate_bps: u64,
+    /// Factor on the rate the dial finds missing for `within:SECS` (≥ 1).
+    #[arg(long, env = "OTA_SEEDER_ORIGIN_MARGIN", default_value_t = DialConfig::default().margin)]
+    origin_margin: f64,
+    /// How often the dial reads the tracker's peer list of each busy release, in ms.
+    #[arg(long, env = "OTA_SEEDER_DIAL_MS", default_value_t = seeding::DEFAULT_DIAL_INTERVAL.as_millis() as u64)]
+    dial_ms: u64,
     /// How often to look for new releases, in ms.
     #[arg(long, env = "OTA_SEEDER_POLL_MS", default_value_t = seeding::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     poll_ms: u64,
@@ -167,6 +185,11 @@ struct SeedArgs {
     tracker: TrackerArgs,
     #[command(flatten)]
     s3: S3Args,
+}
+
+/// Parses `--origin-goal` ([`OriginGoal`]'s `FromStr`).
+fn parse_goal(s: &str) -> Result<OriginGoal, String> {
+    s.parse()
 }
 
 /// Adds `mode=rwc` to a SQLite URL without a mode, so the file is created.
@@ -303,11 +326,19 @@ async fn run() -> anyhow::Result<()> {
                     max_s3_requests: a.max_s3_requests,
                     fastresume: a.fastresume,
                     quic_listen: a.quic.then(|| a.quic_listen.unwrap_or(a.peer_listen)),
+                    origin_goal: a.origin_goal,
+                    dial: DialConfig {
+                        min_bps: a.origin_min_rate_bps.max(1),
+                        margin: a.origin_margin.max(1.0),
+                        ..DialConfig::default()
+                    },
+                    dial_interval: Duration::from_millis(a.dial_ms.max(100)),
                 },
             )
             .await?;
             tokio::spawn(seeder.clone().run_sync_loop());
             tokio::spawn(seeder.clone().run_maintenance_loop());
+            tokio::spawn(seeder.clone().run_dial_loop());
             let listener = tokio::net::TcpListener::bind(a.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", a.http_listen))?;

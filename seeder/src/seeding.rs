@@ -35,6 +35,7 @@ use ota_proto::InfoHash;
 
 use crate::ledger::{now_ms, EgressEntry, EgressPath, Ledger, UploadSampler};
 use crate::lifecycle::Releases;
+use crate::origin_dial::{Allowance, Dial, DialConfig, OriginGoal, SwarmPeer, SwarmSample};
 use crate::origin_store::S3Location;
 use crate::piece_cache::PieceCache;
 use crate::s3_storage::{S3Counters, S3StorageFactory, S3StorageParams};
@@ -72,7 +73,19 @@ pub struct SeedSettings {
     /// it to devices that run QUIC, so their connection to the origin can
     /// migrate. Its certificate lives in `state_dir/quic`.
     pub quic_listen: Option<SocketAddr>,
+    /// The cost/speed dial every release follows ([`crate::origin_dial`]):
+    /// how fast the origin may upload while devices leech. `upload_limit_bps`
+    /// is its ceiling.
+    pub origin_goal: OriginGoal,
+    /// The dial's floor (`min_bps`), margin and measuring window; its
+    /// `max_bps` is taken from `upload_limit_bps`.
+    pub dial: DialConfig,
+    /// How often the dial polls the tracker's peer list of each busy release.
+    pub dial_interval: Duration,
 }
+
+/// Default interval between dial polls.
+pub const DEFAULT_DIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default piece cache cap, bytes (256 MiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -112,6 +125,9 @@ impl SeedSettings {
             max_s3_requests: DEFAULT_MAX_S3_REQUESTS,
             fastresume: true,
             quic_listen: None,
+            origin_goal: OriginGoal::Fastest,
+            dial: DialConfig::default(),
+            dial_interval: DEFAULT_DIAL_INTERVAL,
         }
     }
 }
@@ -153,6 +169,10 @@ pub struct Seeder {
     /// The QUIC listener, when [`SeedSettings::quic_listen`] is set and
     /// could bind.
     quic: Option<Arc<ota_peer::quic_listener::QuicListener>>,
+    /// One dial per release seen busy, and the origin counter it last read.
+    dials: Mutex<HashMap<InfoHash, (Dial, u64)>>,
+    /// Time origin of the dials' samples.
+    dial_epoch: Instant,
 }
 
 impl Seeder {
@@ -201,6 +221,8 @@ impl Seeder {
             ledger,
             sampler: Mutex::new(UploadSampler::default()),
             pending_http: Mutex::default(),
+            dials: Mutex::default(),
+            dial_epoch: Instant::now(),
         }))
     }
 
@@ -506,6 +528,97 @@ impl Seeder {
                 }
                 _ = verify_tick.tick() => self.verify_sources().await,
             }
+        }
+    }
+
+    /// One round of the cost/speed dial ([`crate::origin_dial`]): for each
+    /// seeding release that is busy (its dial not idle, its upload counter
+    /// moved, or every fifth round), reads the tracker's peer list and the
+    /// origin's upload counter, and sets librqbit's session-wide upload
+    /// limit to the sum of the releases' allowances (unlimited when one
+    /// is; the idle allowance of the goal when none leeches). A tracker
+    /// that does not answer within 2 s leaves that release's last
+    /// allowance in place. Returns the limit set, bytes/s (`None`: unlimited).
+    pub async fn dial_round(&self, round: u64) -> Option<u32> {
+        let torrents: Vec<(InfoHash, u64)> = self
+            .releases
+            .lock()
+            .unwrap()
+            .seeding()
+            .map(|(ih, s)| (*ih, s.torrent.stats().uploaded_bytes))
+            .collect();
+        let goal = self.settings.origin_goal;
+        let config = DialConfig {
+            max_bps: self.settings.upload_limit_bps.map(u64::from),
+            ..self.settings.dial
+        };
+        for (ih, uploaded) in torrents {
+            let busy = {
+                let mut dials = self.dials.lock().unwrap();
+                let (dial, last) = dials.entry(ih).or_insert_with(|| (Dial::new(goal, config), 0));
+                dial.set_goal(goal);
+                let moved = *last != uploaded;
+                *last = uploaded;
+                moved || round.is_multiple_of(5) || dial.is_busy()
+            };
+            if !busy {
+                continue;
+            }
+            let peers = match tokio::time::timeout(Duration::from_secs(2), self.tracker.peers(&ih)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    tracing::debug!(info_hash = %ih, error = %format!("{e:#}"), "dial: no peer list");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let sample = SwarmSample {
+                at: self.dial_epoch.elapsed(),
+                peers: peers
+                    .iter()
+                    .filter(|p| !p.is_origin)
+                    .map(|p| SwarmPeer {
+                        id: p.peer_id.to_hex(),
+                        left: p.left,
+                    })
+                    .collect(),
+                origin_uploaded: uploaded,
+            };
+            let reading = match self.dials.lock().unwrap().get_mut(&ih) {
+                Some((dial, _)) => dial.observe(&sample),
+                None => continue,
+            };
+            tracing::debug!(info_hash = %ih, ?reading, "dial");
+        }
+        let total = {
+            let seeding: std::collections::HashSet<InfoHash> =
+                self.releases.lock().unwrap().seeding().map(|(ih, _)| *ih).collect();
+            let mut dials = self.dials.lock().unwrap();
+            dials.retain(|ih, _| seeding.contains(ih));
+            Allowance::total(dials.values().map(|(dial, _)| dial.allowance()))
+        }
+        .unwrap_or_else(|| Dial::new(goal, config).idle_allowance());
+        let limit = match total {
+            Allowance::Unlimited | Allowance::Idle => None,
+            Allowance::Limited(b) => Some(b.clamp(1, u64::from(u32::MAX)) as u32),
+        };
+        let current = self.session.ratelimits.get_upload_bps().map(|b| b.get());
+        if current != limit {
+            tracing::info!(goal = %goal, limit_bps = ?limit, "origin upload limit");
+            self.session
+                .ratelimits
+                .set_upload_bps(limit.and_then(std::num::NonZeroU32::new));
+        }
+        metrics::gauge!("ota_seeder_origin_limit_bps").set(f64::from(limit.unwrap_or(0)));
+        limit
+    }
+
+    /// Runs [`Self::dial_round`] every `dial_interval` until the process ends.
+    pub async fn run_dial_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.dial_interval);
+        for round in 0u64.. {
+            tick.tick().await;
+            self.dial_round(round).await;
         }
     }
 
