@@ -1288,6 +1288,7 @@ mod tests {
             etag: Some("\"e1\"".into()),
             manifest: None,
             rollout_percent: 100,
+            origin_goal: None,
         }
     }
 

@@ -234,6 +234,7 @@ mod tests {
             etag: None,
             manifest: None,
             rollout_percent: 100,
+            origin_goal: None,
         }
     }
 

@@ -95,6 +95,11 @@ struct PublishArgs {
     /// Device model the release is for (repeat for several; none means all).
     #[arg(long = "model")]
     models: Vec<String>,
+    /// The origin's cost/speed dial for this release: `fastest`,
+    /// `cheapest` or `within:SECS` (see `seed --origin-goal`) [default: the
+    /// seeder's --origin-goal; unchanged when publishing again].
+    #[arg(long, value_parser = parse_goal)]
+    origin_goal: Option<OriginGoal>,
     #[command(flatten)]
     tracker: TrackerArgs,
     #[command(flatten)]
@@ -259,8 +264,12 @@ async fn run() -> anyhow::Result<()> {
                 },
             )
             .await?;
-            tracing::info!(info_hash = %published.release.info_hash, torrent = %published.torrent_location, "published");
-            println!("{}", serde_json::to_string_pretty(&published.release)?);
+            let mut release = published.release;
+            if let Some(goal) = a.origin_goal {
+                release = tracker.set_origin_goal(&release.info_hash, Some(goal)).await?;
+            }
+            tracing::info!(info_hash = %release.info_hash, torrent = %published.torrent_location, "published");
+            println!("{}", serde_json::to_string_pretty(&release)?);
             Ok(())
         }
         Command::Keygen { out } => {

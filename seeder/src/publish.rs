@@ -214,6 +214,7 @@ pub async fn hash_object(s3: &aws_sdk_s3::Client, req: &PublishRequest) -> anyho
         etag: Some(etag),
         manifest,
         rollout_percent: None,
+        origin_goal: None,
     };
     Ok((new, info))
 }

@@ -73,8 +73,9 @@ pub struct SeedSettings {
     /// it to devices that run QUIC, so their connection to the origin can
     /// migrate. Its certificate lives in `state_dir/quic`.
     pub quic_listen: Option<SocketAddr>,
-    /// The cost/speed dial every release follows ([`crate::origin_dial`]):
-    /// how fast the origin may upload while devices leech. `upload_limit_bps`
+    /// The cost/speed dial ([`crate::origin_dial`]) of releases that carry
+    /// none of their own (`Release::origin_goal`, set at the tracker): how
+    /// fast the origin may upload while devices leech. `upload_limit_bps`
     /// is its ceiling.
     pub origin_goal: OriginGoal,
     /// The dial's floor (`min_bps`), margin and measuring window; its
@@ -171,6 +172,9 @@ pub struct Seeder {
     quic: Option<Arc<ota_peer::quic_listener::QuicListener>>,
     /// One dial per release seen busy, and the origin counter it last read.
     dials: Mutex<HashMap<InfoHash, (Dial, u64)>>,
+    /// Each release's own dial setting from the tracker's release list
+    /// (absent: [`SeedSettings::origin_goal`]).
+    goals: Mutex<HashMap<InfoHash, OriginGoal>>,
     /// Time origin of the dials' samples.
     dial_epoch: Instant,
 }
@@ -222,6 +226,7 @@ impl Seeder {
             sampler: Mutex::new(UploadSampler::default()),
             pending_http: Mutex::default(),
             dials: Mutex::default(),
+            goals: Mutex::default(),
             dial_epoch: Instant::now(),
         }))
     }
@@ -252,6 +257,10 @@ impl Seeder {
     pub async fn sync_releases(&self) -> anyhow::Result<usize> {
         self.drop_incomplete().await;
         let releases = self.tracker.releases().await?;
+        *self.goals.lock().unwrap() = releases
+            .iter()
+            .filter_map(|r| Some((r.info_hash, r.origin_goal?)))
+            .collect();
         let mut added = 0;
         for r in releases {
             if !self.releases.lock().unwrap().should_add(&r, Instant::now()) {
@@ -547,7 +556,9 @@ impl Seeder {
             .seeding()
             .map(|(ih, s)| (*ih, s.torrent.stats().uploaded_bytes))
             .collect();
-        let goal = self.settings.origin_goal;
+        let default_goal = self.settings.origin_goal;
+        let goals = self.goals.lock().unwrap().clone();
+        let goal_of = |ih: &InfoHash| goals.get(ih).copied().unwrap_or(default_goal);
         let config = DialConfig {
             max_bps: self.settings.upload_limit_bps.map(u64::from),
             ..self.settings.dial
@@ -555,8 +566,8 @@ impl Seeder {
         for (ih, uploaded) in torrents {
             let busy = {
                 let mut dials = self.dials.lock().unwrap();
-                let (dial, last) = dials.entry(ih).or_insert_with(|| (Dial::new(goal, config), 0));
-                dial.set_goal(goal);
+                let (dial, last) = dials.entry(ih).or_insert_with(|| (Dial::new(goal_of(&ih), config), 0));
+                dial.set_goal(goal_of(&ih));
                 let moved = *last != uploaded;
                 *last = uploaded;
                 moved || round.is_multiple_of(5) || dial.is_busy()
@@ -597,14 +608,14 @@ impl Seeder {
             dials.retain(|ih, _| seeding.contains(ih));
             Allowance::total(dials.values().map(|(dial, _)| dial.allowance()))
         }
-        .unwrap_or_else(|| Dial::new(goal, config).idle_allowance());
+        .unwrap_or_else(|| Dial::new(default_goal, config).idle_allowance());
         let limit = match total {
             Allowance::Unlimited | Allowance::Idle => None,
             Allowance::Limited(b) => Some(b.clamp(1, u64::from(u32::MAX)) as u32),
         };
         let current = self.session.ratelimits.get_upload_bps().map(|b| b.get());
         if current != limit {
-            tracing::info!(goal = %goal, limit_bps = ?limit, "origin upload limit");
+            tracing::info!(default_goal = %default_goal, limit_bps = ?limit, "origin upload limit");
             self.session
                 .ratelimits
                 .set_upload_bps(limit.and_then(std::num::NonZeroU32::new));

@@ -112,3 +112,23 @@ async fn within_asks_for_the_deadline_rate_and_fastest_lifts_the_limit() {
     assert_eq!(fast.dial_round(0).await, None);
     fast.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_s_own_goal_beats_the_seeder_default() {
+    let stack = Stack::start().await;
+    let p = stack.publish("dial/own.bin", &package(SIZE, 9), PIECE).await;
+    let ih = p.release.info_hash;
+    let seeder = stack.start_seeding(settings(&stack, OriginGoal::Cheapest), &ih).await;
+    announce_leecher(&stack, ih, 1, SIZE as u64).await;
+    assert_eq!(seeder.dial_round(0).await, Some(FLOOR as u32), "the default: cheapest");
+    let r = stack
+        .tracker
+        .client()
+        .set_origin_goal(&ih, Some(OriginGoal::Fastest))
+        .await
+        .expect("set the release's goal");
+    assert_eq!(r.origin_goal, Some(OriginGoal::Fastest));
+    seeder.sync_releases().await.expect("sync");
+    assert_eq!(seeder.dial_round(1).await, None, "the release's own goal: fastest");
+    seeder.stop().await;
+}

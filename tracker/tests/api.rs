@@ -466,6 +466,7 @@ async fn device_tokens_and_rollout_waves(db: &str) {
             signature: "00".repeat(64),
         }),
         rollout_percent: None,
+        origin_goal: None,
         ..new.clone()
     };
     admin.register(&rel_b).await.unwrap();
@@ -706,5 +707,97 @@ async fn device_tokens_and_rollout_waves(db: &str) {
     let again = TrackerClient::new(t.url(), None).with_device_token(devs[3].device_token().map(String::from));
     assert_eq!(again.release(&new.info_hash).await.unwrap().rollout_percent, 100);
     again.announce(&params(ih, 3, 0, AnnounceEvent::None)).await.unwrap();
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_goal_per_release_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    origin_goal_per_release(&format!("sqlite://{}/t.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_goal_per_release_postgres() {
+    let pg = ota_testkit::pg::PgCluster::start();
+    origin_goal_per_release(&pg.create_db("goal").await).await;
+}
+
+/// The origin's cost/speed dial is stored per release: given at
+/// registration, changed and cleared through the admin API, kept when the
+/// release is registered again without one and across a restart; bad
+/// values and callers are refused with a reason.
+async fn origin_goal_per_release(db: &str) {
+    use ota_proto::origin_goal::OriginGoal;
+    let t = start(db).await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
+    let (mut new, ih) = release();
+    assert_eq!(
+        admin.register(&new).await.unwrap().origin_goal,
+        None,
+        "default: the seeder's"
+    );
+    new.origin_goal = Some(OriginGoal::Cheapest);
+    assert_eq!(
+        admin.register(&new).await.unwrap().origin_goal,
+        Some(OriginGoal::Cheapest)
+    );
+    new.origin_goal = None;
+    assert_eq!(
+        admin.register(&new).await.unwrap().origin_goal,
+        Some(OriginGoal::Cheapest),
+        "re-registering without a goal keeps it"
+    );
+    let within = OriginGoal::CompleteWithin(Duration::from_secs(600));
+    assert_eq!(
+        admin.set_origin_goal(&ih, Some(within)).await.unwrap().origin_goal,
+        Some(within)
+    );
+    assert_eq!(admin.release(&ih).await.unwrap().origin_goal, Some(within));
+    assert_eq!(admin.releases().await.unwrap()[0].origin_goal, Some(within));
+
+    let url = format!("{}/api/releases/{ih}/origin-goal", t.url());
+    let http = reqwest::Client::new();
+    let post = |body: &'static str, token: Option<&'static str>| {
+        let mut r = http.post(&url).header("content-type", "application/json").body(body);
+        if let Some(tok) = token {
+            r = r.bearer_auth(tok);
+        }
+        r.send()
+    };
+    let bad = post(r#"{"origin_goal":"within:0"}"#, Some(ADMIN)).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(
+        bad.text().await.unwrap().contains("expected fastest"),
+        "the reason is given"
+    );
+    assert_eq!(
+        post(r#"{"origin_goal":"fastest"}"#, None)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    let unknown = format!("{}/api/releases/{}/origin-goal", t.url(), "ab".repeat(20));
+    let r = http
+        .post(unknown)
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"origin_goal": "fastest"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        admin.release(&ih).await.unwrap().origin_goal,
+        Some(within),
+        "nothing changed"
+    );
+
+    // Kept across a restart; then cleared.
+    t.stop().await;
+    let t = start(db).await;
+    let admin = TrackerClient::new(t.url(), Some(ADMIN.into()));
+    assert_eq!(admin.release(&ih).await.unwrap().origin_goal, Some(within));
+    assert_eq!(admin.set_origin_goal(&ih, None).await.unwrap().origin_goal, None);
     t.stop().await;
 }

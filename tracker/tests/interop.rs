@@ -97,6 +97,7 @@ fn package(name: &str) -> Package {
         etag: None,
         manifest: None,
         rollout_percent: None,
+        origin_goal: None,
     };
     Package {
         data,

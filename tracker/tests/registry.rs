@@ -23,6 +23,7 @@ fn release(info: &[u8]) -> NewRelease {
         etag: None,
         manifest: None,
         rollout_percent: None,
+        origin_goal: None,
     }
 }
 

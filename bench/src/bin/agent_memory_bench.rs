@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             etag: None,
             manifest: None,
             rollout_percent: None,
+            origin_goal: None,
         })
         .await?;
 

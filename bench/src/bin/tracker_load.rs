@@ -374,6 +374,7 @@ async fn register(t: &Target, pool: &Pool, token: &str) -> anyhow::Result<()> {
                     etag: None,
                     manifest: None,
                     rollout_percent: None,
+                    origin_goal: None,
                 };
                 let r = client
                     .post(format!("{base}/api/releases"))

@@ -429,6 +429,28 @@ impl TrackerClient {
         Ok(v["delivered"].as_u64().unwrap_or(0) as usize)
     }
 
+    /// Sets (or with `None` clears) a release's origin cost/speed dial
+    /// (admin, issue 17); returns the release as the tracker now lists it.
+    ///
+    /// Errors: 404 for an unknown release, 401/403 without the admin token.
+    pub async fn set_origin_goal(
+        &self,
+        info_hash: &InfoHash,
+        goal: Option<ota_proto::origin_goal::OriginGoal>,
+    ) -> anyhow::Result<Release> {
+        let resp = self
+            .send(
+                self.admin(
+                    self.http()
+                        .post(format!("{}/api/releases/{info_hash}/origin-goal", self.base))
+                        .json(&serde_json::json!({ "origin_goal": goal })),
+                )
+                .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        serde_json::from_slice(&Self::body(resp, "set origin goal", limits::SMALL).await?).context("set origin goal")
+    }
+
     /// The tracker base URL.
     pub fn base(&self) -> &str {
         &self.base

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{InfoHash, PeerId};
 use crate::manifest::SignedManifest;
+use crate::origin_goal::OriginGoal;
 
 /// What the seeder registers after publishing a package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ pub struct NewRelease {
     /// means 100 for a new release and "unchanged" when re-registering.
     #[serde(default)]
     pub rollout_percent: Option<u8>,
+    /// The origin's cost/speed dial for this release (`fastest`,
+    /// `cheapest`, `within:SECS`); absent means the seeder's default for a
+    /// new release and "unchanged" when re-registering.
+    #[serde(default)]
+    pub origin_goal: Option<OriginGoal>,
 }
 
 /// A registered release as the API returns it.
@@ -74,6 +80,10 @@ pub struct Release {
     /// Share of devices (0..=100) in the rollout wave (see `rollout`).
     #[serde(default = "full_rollout")]
     pub rollout_percent: u8,
+    /// The origin's cost/speed dial for this release; `None`: the
+    /// seeder's `--origin-goal`.
+    #[serde(default)]
+    pub origin_goal: Option<OriginGoal>,
 }
 
 fn full_rollout() -> u8 {

@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod metainfo;
 pub mod names;
 pub mod nat_kind;
+pub mod origin_goal;
 pub mod rendezvous;
 pub mod rollout;
 pub mod stun;

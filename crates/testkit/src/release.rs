@@ -32,6 +32,7 @@ pub fn release(name: &str, size: u64, piece_length: u64) -> NewRelease {
         etag: None,
         manifest: None,
         rollout_percent: None,
+        origin_goal: None,
     }
 }
 

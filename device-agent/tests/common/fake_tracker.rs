@@ -285,6 +285,7 @@ pub(crate) fn genuine(
         etag: None,
         manifest,
         rollout_percent: 100,
+        origin_goal: None,
     };
     (release, torrent)
 }

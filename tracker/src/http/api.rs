@@ -86,6 +86,23 @@ pub(super) async fn set_rollout(
     Ok(Json(t.set_rollout(&ih, percent).await?))
 }
 
+/// Body of `POST /api/releases/{info_hash}/origin-goal`.
+#[derive(Deserialize)]
+pub(super) struct OriginGoalBody {
+    /// `fastest`, `cheapest`, `within:SECS`, or `null` for the seeder's default.
+    origin_goal: Option<ota_proto::origin_goal::OriginGoal>,
+}
+
+/// Sets a release's origin cost/speed dial (admin); answers the release.
+pub(super) async fn set_origin_goal(
+    State(t): Shared,
+    _: Admin,
+    InfoHashPath(ih): InfoHashPath,
+    ApiJson(OriginGoalBody { origin_goal }): ApiJson<OriginGoalBody>,
+) -> Result<Json<Release>, ApiError> {
+    Ok(Json(t.set_origin_goal(&ih, origin_goal).await?))
+}
+
 /// Server-sent events `release` with a [`ota_proto::api::PushEvent`] JSON
 /// body, `resync` (`{"missed": N}`) when the subscriber fell behind, and
 /// `introduce` with an [`ota_proto::rendezvous::Introduction`] JSON body;

@@ -96,6 +96,7 @@ impl Tracker {
             .route("/api/devices", get(api::list_devices).post(api::register_device))
             .route("/api/devices/{device_id}", delete(api::revoke_device))
             .route("/api/releases/{info_hash}/rollout", post(api::set_rollout))
+            .route("/api/releases/{info_hash}/origin-goal", post(api::set_origin_goal))
             .route("/api/releases", get(api::list_releases).post(api::register_release))
             .route("/api/releases/{info_hash}", get(api::get_release))
             .route("/api/releases/{info_hash}/torrent", get(api::get_torrent))

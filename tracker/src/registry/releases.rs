@@ -4,6 +4,7 @@ use sqlx::Row;
 
 use ota_common::clock::wall_secs;
 use ota_proto::api::{NewRelease, Release, TelemetryReport};
+use ota_proto::origin_goal::OriginGoal;
 use ota_proto::InfoHash;
 
 use super::{info_hash_column, Registry, RegistryError};
@@ -65,12 +66,13 @@ impl Registry {
         let rollout = r.rollout_percent.map(i64::from);
         sqlx::query(
             "INSERT INTO releases (info_hash, name, version, size, piece_length, sha256, info, http_url, source, created_at,
-               manifest, signature, etag, rollout_percent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, 100))
+               manifest, signature, etag, rollout_percent, origin_goal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, 100), $15)
              ON CONFLICT (info_hash) DO UPDATE SET name = excluded.name, version = excluded.version,
                sha256 = excluded.sha256, http_url = excluded.http_url, source = excluded.source,
                manifest = excluded.manifest, signature = excluded.signature, etag = excluded.etag,
-               rollout_percent = COALESCE($14, releases.rollout_percent)",
+               rollout_percent = COALESCE($14, releases.rollout_percent),
+               origin_goal = COALESCE($15, releases.origin_goal)",
         )
         .bind(ih.to_hex())
         .bind(&r.name)
@@ -86,6 +88,7 @@ impl Registry {
         .bind(r.manifest.as_ref().map(|m| m.signature.clone()))
         .bind(&r.etag)
         .bind(rollout)
+        .bind(r.origin_goal.map(|g| g.to_string()))
         .execute(&self.pool)
         .await?;
         Ok(self.get(&ih).await?.map(|s| s.release).expect("just inserted"))
@@ -98,6 +101,19 @@ impl Registry {
     pub async fn set_rollout(&self, info_hash: &InfoHash, percent: u8) -> Result<bool, sqlx::Error> {
         let r = sqlx::query("UPDATE releases SET rollout_percent = $1 WHERE info_hash = $2")
             .bind(i64::from(percent.min(100)))
+            .bind(info_hash.to_hex())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Sets (or with `None` clears) a release's origin cost/speed dial;
+    /// returns false when no such release is registered.
+    ///
+    /// Errors: a database failure.
+    pub async fn set_origin_goal(&self, info_hash: &InfoHash, goal: Option<OriginGoal>) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE releases SET origin_goal = $1 WHERE info_hash = $2")
+            .bind(goal.map(|g| g.to_string()))
             .bind(info_hash.to_hex())
             .execute(&self.pool)
             .await?;
@@ -140,6 +156,11 @@ impl Registry {
                     _ => None,
                 },
                 rollout_percent: row.try_get::<i64, _>("rollout_percent")?.clamp(0, 100) as u8,
+                origin_goal: row
+                    .try_get::<Option<String>, _>("origin_goal")?
+                    .map(|g| g.parse::<OriginGoal>())
+                    .transpose()
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?,
             },
             info: row.try_get("info")?,
             pushed: row.try_get::<Option<i64>, _>("pushed_at")?.is_some(),

@@ -221,6 +221,24 @@ impl Tracker {
         Ok(delivered)
     }
 
+    /// Sets (or with `None` clears) a release's origin cost/speed dial
+    /// ([`ota_proto::origin_goal`]); the seeder reads it with the release
+    /// list and applies it from its next dial round. Returns the release
+    /// as the API shows it.
+    ///
+    /// Errors: [`ApiError::NotFound`], or a database failure.
+    pub async fn set_origin_goal(
+        &self,
+        info_hash: &InfoHash,
+        goal: Option<ota_proto::origin_goal::OriginGoal>,
+    ) -> Result<Release, ApiError> {
+        if !self.registry.set_origin_goal(info_hash, goal).await? {
+            return Err(ApiError::NotFound(format!("no release {info_hash}")));
+        }
+        tracing::info!(%info_hash, goal = ?goal.map(|g| g.to_string()), "origin goal changed");
+        Ok(self.with_origins(self.find(info_hash).await?))
+    }
+
     /// Sets a release's rollout percentage. Raising it pushes a pushed
     /// release to the devices it newly includes.
     ///
