@@ -248,6 +248,8 @@ pub struct Summary {
     pub scenario: String,
     /// Mode of the run.
     pub mode: Mode,
+    /// The seeder's cost/speed dial (`--origin-goal`).
+    pub origin_goal: String,
     /// Package file name.
     pub package: String,
     /// Package size, bytes.
@@ -778,6 +780,7 @@ async fn run_in(
         topology: placement.topology,
         scenario: placement.scenario.clone(),
         mode: args.mode,
+        origin_goal: args.origin_goal.clone(),
         package: release.name,
         package_bytes,
         info_hash: ih.to_hex(),
@@ -906,6 +909,8 @@ pub struct ExperimentRecord {
     pub topology: Topology,
     /// How the package was distributed.
     pub mode: Mode,
+    /// The seeder's cost/speed dial (`fastest`, `cheapest`, `within:SECS`).
+    pub origin_goal: String,
     /// Package size, bytes.
     pub package_bytes: u64,
     /// Saving in percent, `(D_cs − D_p2p) / D_cs`.
@@ -942,6 +947,7 @@ pub fn append_record(path: &Path, s: &Summary) -> anyhow::Result<()> {
             r["scenario"] == s.scenario.as_str()
                 && (r["topology"] == topology || r.get("topology").is_none())
                 && (r["mode"] == mode || r.get("mode").is_none())
+                && (r["origin_goal"] == s.origin_goal.as_str() || r.get("origin_goal").is_none())
         })
         .count();
     let record = ExperimentRecord {
@@ -953,6 +959,7 @@ pub fn append_record(path: &Path, s: &Summary) -> anyhow::Result<()> {
         },
         topology: s.topology,
         mode: s.mode,
+        origin_goal: s.origin_goal.clone(),
         package_bytes: s.package_bytes,
         saving_pct: s.saving_pct,
         completion_p50_ms: s.completion_p50_ms,

@@ -26,12 +26,27 @@ pub struct ResultRecord {
     /// `p2p`, `bittorrent-baseline` or `client-server`.
     #[serde(default = "p2p")]
     pub mode: String,
+    /// The seeder's cost/speed dial (records before it have none: `fastest`).
+    #[serde(default = "fastest")]
+    pub origin_goal: String,
     /// Package size, bytes.
     #[serde(default)]
     pub package_bytes: u64,
     /// Per device.
     #[serde(default)]
     pub devices: Vec<DeviceBytes>,
+}
+
+impl ResultRecord {
+    /// The mode as the table shows it: with the origin goal unless that
+    /// is `fastest` (e.g. `p2p (within:90)`).
+    fn mode_label(&self) -> String {
+        if self.origin_goal == "fastest" {
+            self.mode.clone()
+        } else {
+            format!("{} ({})", self.mode, self.origin_goal)
+        }
+    }
 }
 
 /// One device's sources and time, as records carry them (bytes, ms).
@@ -56,6 +71,10 @@ fn loopback() -> String {
 
 fn p2p() -> String {
     "p2p".into()
+}
+
+fn fastest() -> String {
+    "fastest".into()
 }
 
 /// One row of the table: a (topology, scenario, mode) group.
@@ -88,10 +107,10 @@ pub struct ResultRow {
     pub shares_pct: [f64; 4],
 }
 
-/// Groups `records` by (topology, scenario, mode, device count), in
-/// first-seen order.
+/// Groups `records` by (topology, scenario, mode with its origin goal,
+/// device count), in first-seen order.
 pub fn rows(records: &[ResultRecord]) -> Vec<ResultRow> {
-    let key = |r: &ResultRecord| (r.topology.clone(), r.scenario.clone(), r.mode.clone(), r.devices.len());
+    let key = |r: &ResultRecord| (r.topology.clone(), r.scenario.clone(), r.mode_label(), r.devices.len());
     let mut keys = Vec::new();
     for r in records {
         if !keys.contains(&key(r)) {
@@ -192,6 +211,7 @@ mod tests {
             p2p_bytes,
             topology: "thesis-lan".into(),
             mode: mode.into(),
+            origin_goal: "fastest".into(),
             package_bytes: 100,
             devices: times
                 .iter()
@@ -228,6 +248,16 @@ mod tests {
             md.contains("| thesis-lan | general | p2p | 2 | 2 | 60.00 ± 20.00 | 17.67 | 2.00 | 2.0 | 4.0 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn runs_under_another_origin_goal_are_their_own_row() {
+        let mut cheap = rec("general", "p2p", 100, &[9000]);
+        cheap.origin_goal = "cheapest".into();
+        let r = rows(&[rec("general", "p2p", 300, &[1000]), cheap]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].mode, "p2p (cheapest)");
+        assert!((r[1].origin_copies - 1.0).abs() < 1e-9 && (r[0].origin_copies - 3.0).abs() < 1e-9);
     }
 
     #[test]
