@@ -416,6 +416,12 @@ struct Download {
     stall: Option<StallWatch>,
     /// Armed while the torrent downloads from peers.
     reconnect: Option<ReconnectWatch>,
+    /// Bytes from device peers when they last grew, and the verified bytes
+    /// then: while an origin link is live, verified bytes growing past it
+    /// with no peer bytes is the missing-`have` stall hidden by the origin.
+    peer_mark: (u64, u64),
+    /// Verified bytes and when they last grew.
+    verified_mark: (u64, Instant),
     /// Upload counter at the finishing sample.
     uploaded: u64,
 }
@@ -631,6 +637,8 @@ impl ReleaseFlow {
                     last_sample: now,
                     stall: None,
                     reconnect: None,
+                    peer_mark: (0, 0),
+                    verified_mark: (0, now),
                     uploaded: 0,
                 });
                 self.push(Action::StartDownload {
@@ -714,6 +722,7 @@ impl ReleaseFlow {
         let timeout = self.config.download_timeout;
         let path = self.package_path();
         let fresh_reconnect = self.reconnect_watch(s.progress_bytes, s.now);
+        let reconnect_after = self.config.reconnect_after;
         let Some(d) = self.download.as_mut() else { return };
         if let Some(p) = &s.per_peer {
             d.live_now = split(p, &d.origins);
@@ -770,18 +779,42 @@ impl ReleaseFlow {
                 return;
             }
         }
-        // Only a stall on live connections to devices (no live origin
-        // connection: the origin's full bitfield never leaves a device
-        // waiting) is librqbit's missing `have`; a dead network is not
-        // helped by reconnecting, and a reconnect drops the pieces in flight.
-        let idle_device_links = s.live_peers.as_ref().is_some_and(|live| {
-            live.iter().any(|a| !d.origins.contains(a)) && !live.iter().any(|a| d.origins.contains(a))
+        // librqbit's missing `have` shows as live connections to devices
+        // that deliver nothing. Without a live origin connection that is a
+        // stall of the verified bytes. With one, the origin's pieces hide
+        // it (a slow origin, held back by its cost/speed dial, keeps every
+        // device progressing while the devices never learn of each other's
+        // pieces), so the watch follows the bytes from devices, and is due
+        // only while the origin delivers (verified bytes grew since the
+        // devices last delivered, and within 4 reconnect delays): a stall
+        // of both is a network or origin problem, not helped by
+        // reconnecting (and a reconnect drops the pieces in flight).
+        let (device_links, origin_link) = s.live_peers.as_ref().map_or((false, false), |live| {
+            (
+                live.iter().any(|a| !d.origins.contains(a)),
+                live.iter().any(|a| d.origins.contains(a)),
+            )
         });
+        let peer_bytes = d.acc.plus(&d.live_now).peers;
+        if peer_bytes != d.peer_mark.0 {
+            d.peer_mark = (peer_bytes, verified);
+        }
+        if verified != d.verified_mark.0 {
+            d.verified_mark = (verified, s.now);
+        }
+        let origin_delivers = verified > d.peer_mark.1
+            && reconnect_after.is_some_and(|a| s.now.saturating_duration_since(d.verified_mark.1) < a * 4);
+        let (measure, eligible) = if origin_link {
+            (peer_bytes, device_links && origin_delivers)
+        } else {
+            (verified, device_links)
+        };
         if let (false, TorrentState::Live, Some(w)) = (s.pause_requested, s.state, d.reconnect.as_mut()) {
-            if idle_device_links && w.due(verified, s.now) {
+            if eligible && w.due(measure, s.now) {
                 // The live period's per-peer counters end with the connections.
                 d.acc = d.acc.plus(&d.live_now);
                 d.live_now = SourceTotals::default();
+                d.peer_mark.1 = verified;
                 self.actions.push_back(Action::Reconnect);
                 return;
             }
@@ -1894,6 +1927,32 @@ mod tests {
         with_origin.handle_progress(live(t0 + s(1), 256, &[(ORIGIN, 256), (PEER, 0)]));
         with_origin.handle_progress(live(t0 + s(9), 256, &[(ORIGIN, 256), (PEER, 0)]));
         assert!(drain(&mut with_origin).iter().all(|a| matches!(a, Action::Update(_))));
+        // But while the origin delivers and the devices do not (librqbit's
+        // missing `have`, hidden by a slow origin), the devices' silence
+        // reconnects, and again only after the origin delivered more.
+        let cfg = FlowConfig {
+            reconnect_after: Some(s(2)),
+            ..config(false)
+        };
+        let mut slow_origin = downloading(cfg.clone(), release(None), SourceTotals::default(), t0);
+        slow_origin.handle_progress(live(t0 + s(1), 256, &[(ORIGIN, 256), (PEER, 0)]));
+        assert!(
+            drain(&mut slow_origin).iter().all(|a| matches!(a, Action::Update(_))),
+            "1 s"
+        );
+        slow_origin.handle_progress(live(t0 + s(3), 768, &[(ORIGIN, 768), (PEER, 0)]));
+        assert_eq!(drain(&mut slow_origin).last(), Some(&Action::Reconnect));
+        slow_origin.handle_progress(live(t0 + s(9), 768, &[(ORIGIN, 0), (PEER, 0)]));
+        assert!(
+            drain(&mut slow_origin).iter().all(|a| matches!(a, Action::Update(_))),
+            "no origin progress since the reconnect"
+        );
+        // Devices that deliver keep the connections.
+        let mut served = downloading(cfg, release(None), SourceTotals::default(), t0);
+        for (i, b) in [(1u64, 100u64), (2, 200), (3, 300), (4, 400)] {
+            served.handle_progress(live(t0 + s(i), 2 * b, &[(ORIGIN, b), (PEER, b)]));
+        }
+        assert!(drain(&mut served).iter().all(|a| matches!(a, Action::Update(_))));
         // Client-server transport never reconnects.
         let http = FlowConfig {
             reconnect_after: Some(s(2)),
