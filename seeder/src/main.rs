@@ -134,12 +134,14 @@ struct SeedArgs {
     /// Upload cap of the origin over BitTorrent, in bytes/s (0: none).
     #[arg(long, env = "OTA_SEEDER_UPLOAD_LIMIT", default_value_t = 0)]
     upload_limit_bps: u32,
-    /// The origin's cost/speed dial for every release: `fastest` (no
-    /// limit), `cheapest` (the floor rate, --origin-min-rate-bps, while
-    /// devices leech: about one origin copy), or `within:SECS` (each device
-    /// done within SECS of its first announce, the origin sending only what
-    /// the devices' measured rates leave missing). --upload-limit-bps is
-    /// the ceiling of all three.
+    /// The origin's cost/speed dial for releases without one of their own
+    /// (`publish --origin-goal`, `POST /api/releases/{ih}/origin-goal`):
+    /// `fastest` (no limit), `cheapest` (the floor rate,
+    /// --origin-min-rate-bps, while devices leech), or `within:SECS` (each
+    /// device done within SECS of its first announce, the origin sending
+    /// only what the devices' measured rates leave missing). The limit is
+    /// librqbit's session-wide upload limit, the sum over the busy
+    /// releases; --upload-limit-bps is the ceiling of all three.
     #[arg(long, env = "OTA_SEEDER_ORIGIN_GOAL", default_value = "fastest", value_parser = parse_goal)]
     origin_goal: OriginGoal,
     /// The dial's floor while devices leech, bytes/s.
