@@ -541,14 +541,16 @@ impl Seeder {
     }
 
     /// One round of the cost/speed dial ([`crate::origin_dial`]): for each
-    /// seeding release that is busy (its dial not idle, its upload counter
-    /// moved, or every fifth round), reads the tracker's peer list and the
+    /// seeding release that is busy (its dial not idle, or its upload
+    /// counter moved: an origin that sends nothing needs no limit), or for
+    /// every release with `poll_all` (the loop's first round), reads the
+    /// tracker's peer list and the
     /// origin's upload counter, and sets librqbit's session-wide upload
     /// limit to the sum of the releases' allowances (unlimited when one
     /// is; the idle allowance of the goal when none leeches). A tracker
     /// that does not answer within 2 s leaves that release's last
     /// allowance in place. Returns the limit set, bytes/s (`None`: unlimited).
-    pub async fn dial_round(&self, round: u64) -> Option<u32> {
+    pub async fn dial_round(&self, poll_all: bool) -> Option<u32> {
         let torrents: Vec<(InfoHash, u64)> = self
             .releases
             .lock()
@@ -570,7 +572,7 @@ impl Seeder {
                 dial.set_goal(goal_of(&ih));
                 let moved = *last != uploaded;
                 *last = uploaded;
-                moved || round.is_multiple_of(5) || dial.is_busy()
+                moved || poll_all || dial.is_busy()
             };
             if !busy {
                 continue;
@@ -627,9 +629,11 @@ impl Seeder {
     /// Runs [`Self::dial_round`] every `dial_interval` until the process ends.
     pub async fn run_dial_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.settings.dial_interval);
-        for round in 0u64.. {
+        let mut first = true;
+        loop {
             tick.tick().await;
-            self.dial_round(round).await;
+            self.dial_round(first).await;
+            first = false;
         }
     }
 

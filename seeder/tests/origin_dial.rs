@@ -51,10 +51,10 @@ async fn cheapest_holds_the_origin_at_the_floor_on_a_real_transfer() {
     let ih = p.release.info_hash;
     let seeder = stack.start_seeding(settings(&stack, OriginGoal::Cheapest), &ih).await;
     // Idle: a new crowd starts at the floor.
-    assert_eq!(seeder.dial_round(0).await, Some(FLOOR as u32));
+    assert_eq!(seeder.dial_round(true).await, Some(FLOOR as u32));
     announce_leecher(&stack, ih, 1, SIZE as u64).await;
     assert_eq!(
-        seeder.dial_round(5).await,
+        seeder.dial_round(true).await,
         Some(FLOOR as u32),
         "a leecher: still the floor"
     );
@@ -97,7 +97,12 @@ async fn within_asks_for_the_deadline_rate_and_fastest_lifts_the_limit() {
     // Two devices missing 6 MiB each, 3 s to go, nothing received yet:
     // 4 MiB/s needed, × the default margin 1.25 = 5 MiB/s (less the time
     // already gone since the announces).
-    let limit = seeder.dial_round(0).await.expect("a limit");
+    assert_eq!(
+        seeder.dial_round(false).await,
+        Some(FLOOR as u32),
+        "an origin that sends nothing is not polled: the idle floor"
+    );
+    let limit = seeder.dial_round(true).await.expect("a limit");
     let want = 2.0 * SIZE as f64 / 3.0 * DialConfig::default().margin;
     assert!(
         (want * 0.95..want * 1.5).contains(&f64::from(limit)),
@@ -105,11 +110,11 @@ async fn within_asks_for_the_deadline_rate_and_fastest_lifts_the_limit() {
     );
     // Past the deadline and not done: the limit is lifted.
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    assert_eq!(seeder.dial_round(1).await, None, "late devices: unlimited");
+    assert_eq!(seeder.dial_round(true).await, None, "late devices: unlimited");
     seeder.stop().await;
 
     let fast = stack.start_seeding(settings(&stack, OriginGoal::Fastest), &ih).await;
-    assert_eq!(fast.dial_round(0).await, None);
+    assert_eq!(fast.dial_round(true).await, None);
     fast.stop().await;
 }
 
@@ -120,7 +125,7 @@ async fn a_release_s_own_goal_beats_the_seeder_default() {
     let ih = p.release.info_hash;
     let seeder = stack.start_seeding(settings(&stack, OriginGoal::Cheapest), &ih).await;
     announce_leecher(&stack, ih, 1, SIZE as u64).await;
-    assert_eq!(seeder.dial_round(0).await, Some(FLOOR as u32), "the default: cheapest");
+    assert_eq!(seeder.dial_round(true).await, Some(FLOOR as u32), "the default: cheapest");
     let r = stack
         .tracker
         .client()
@@ -129,6 +134,6 @@ async fn a_release_s_own_goal_beats_the_seeder_default() {
         .expect("set the release's goal");
     assert_eq!(r.origin_goal, Some(OriginGoal::Fastest));
     seeder.sync_releases().await.expect("sync");
-    assert_eq!(seeder.dial_round(1).await, None, "the release's own goal: fastest");
+    assert_eq!(seeder.dial_round(true).await, None, "the release's own goal: fastest");
     seeder.stop().await;
 }
