@@ -125,7 +125,11 @@ async fn a_release_s_own_goal_beats_the_seeder_default() {
     let ih = p.release.info_hash;
     let seeder = stack.start_seeding(settings(&stack, OriginGoal::Cheapest), &ih).await;
     announce_leecher(&stack, ih, 1, SIZE as u64).await;
-    assert_eq!(seeder.dial_round(true).await, Some(FLOOR as u32), "the default: cheapest");
+    assert_eq!(
+        seeder.dial_round(true).await,
+        Some(FLOOR as u32),
+        "the default: cheapest"
+    );
     let r = stack
         .tracker
         .client()
