@@ -565,6 +565,7 @@ impl Seeder {
             max_bps: self.settings.upload_limit_bps.map(u64::from),
             ..self.settings.dial
         };
+        let seeding: std::collections::HashSet<InfoHash> = torrents.iter().map(|(ih, _)| *ih).collect();
         for (ih, uploaded) in torrents {
             let busy = {
                 let mut dials = self.dials.lock().unwrap();
@@ -604,8 +605,6 @@ impl Seeder {
             tracing::debug!(info_hash = %ih, ?reading, "dial");
         }
         let total = {
-            let seeding: std::collections::HashSet<InfoHash> =
-                self.releases.lock().unwrap().seeding().map(|(ih, _)| *ih).collect();
             let mut dials = self.dials.lock().unwrap();
             dials.retain(|ih, _| seeding.contains(ih));
             Allowance::total(dials.values().map(|(dial, _)| dial.allowance()))
