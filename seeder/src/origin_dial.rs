@@ -170,12 +170,30 @@ impl Dial {
     /// seeder applies it while every release is idle, so a new flash crowd
     /// starts under its goal before the next poll.
     pub fn idle_allowance(&self) -> Allowance {
-        let floor = self.config.min_bps.max(1);
-        match (self.goal, self.config.max_bps) {
-            (OriginGoal::Fastest, None) => Allowance::Unlimited,
-            (OriginGoal::Fastest, Some(m)) => Allowance::Limited(m),
-            (_, Some(m)) => Allowance::Limited(floor.min(m)),
-            (_, None) => Allowance::Limited(floor),
+        match self.goal {
+            OriginGoal::Fastest => self.unlimited(),
+            _ => self.capped(self.floor()),
+        }
+    }
+
+    /// The floor, bytes/s (at least 1).
+    fn floor(&self) -> u64 {
+        self.config.min_bps.max(1)
+    }
+
+    /// `bps` under the ceiling (never below the floor, unless the ceiling is).
+    fn capped(&self, bps: u64) -> Allowance {
+        match self.config.max_bps {
+            Some(m) => Allowance::Limited(bps.min(m).max(self.floor().min(m))),
+            None => Allowance::Limited(bps),
+        }
+    }
+
+    /// No limit but the ceiling.
+    fn unlimited(&self) -> Allowance {
+        match self.config.max_bps {
+            Some(m) => Allowance::Limited(m),
+            None => Allowance::Unlimited,
         }
     }
 
@@ -226,22 +244,14 @@ impl Dial {
             _ => (0.0, 0.0),
         };
         let leechers: Vec<&SwarmPeer> = s.peers.iter().filter(|p| p.left > 0).collect();
-        let floor = self.config.min_bps.max(1);
-        let ceiling = |b: u64| match self.config.max_bps {
-            Some(m) => Allowance::Limited(b.min(m).max(floor.min(m))),
-            None => Allowance::Limited(b),
-        };
-        let unlimited = || match self.config.max_bps {
-            Some(m) => Allowance::Limited(m),
-            None => Allowance::Unlimited,
-        };
+        let floor = self.floor();
         let mut needed_bps = 0.0;
         let allowance = if leechers.is_empty() {
             Allowance::Idle
         } else {
             match self.goal {
-                OriginGoal::Fastest => unlimited(),
-                OriginGoal::Cheapest => ceiling(floor),
+                OriginGoal::Fastest => self.unlimited(),
+                OriginGoal::Cheapest => self.capped(floor),
                 OriginGoal::CompleteWithin(target) => {
                     let mut late = false;
                     for p in &leechers {
@@ -252,11 +262,11 @@ impl Dial {
                         }
                     }
                     if late {
-                        unlimited()
+                        self.unlimited()
                     } else {
                         let peer_bps = (received_bps - origin_bps).max(0.0);
                         let missing = (needed_bps - peer_bps).max(0.0) * self.config.margin;
-                        ceiling((missing as u64).max(floor))
+                        self.capped((missing as u64).max(floor))
                     }
                 }
             }
