@@ -17,7 +17,9 @@
 #   RFC 5780 client (deploy/src/lab/coturn.rs, deploy/tests/lab_coturn.rs);
 # - miniupnpd: the lab's real UPnP IGD (and NAT-PMP/PCP) in RouterKind::Upnp
 #   routers (deploy/src/lab/upnp.rs, deploy/tests/lab_upnp.rs);
-# - postgresql: binaries for the throwaway clusters the tracker tests start.
+# - postgresql: binaries for the throwaway clusters the tracker tests start;
+# - mosquitto: the MQTT broker the release-notice tests start
+#   (crates/testkit/src/mqtt_broker.rs, tracker/tests/mqtt_push.rs).
 set -euo pipefail
 need=()
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
@@ -33,6 +35,7 @@ command -v wirefilter >/dev/null || need+=(vde-wirefilter)
 command -v turnutils_stunclient >/dev/null || need+=(coturn)
 command -v miniupnpd >/dev/null || [ -x /usr/sbin/miniupnpd ] || need+=(miniupnpd)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+[ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/mosquitto_passwd ] || need+=(mosquitto)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "the tests need these Debian packages: ${need[*]} (run this script as root on Debian, or install them)" >&2

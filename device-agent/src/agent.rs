@@ -88,6 +88,10 @@ pub struct AgentSettings {
     /// Device policies: when downloads may run, storage cap, seeding floor
     /// and ceiling ([`crate::policy`]).
     pub policy: PolicySettings,
+    /// Release notices from an MQTT broker instead of the tracker's event
+    /// stream: `(broker, topic prefix)`. The event stream is then opened
+    /// only for hole-punching introductions (when the QUIC bridge is on).
+    pub broker: Option<(ota_proto::release_notice::BrokerAddr, String)>,
 }
 
 /// What the seeding-stop rule looks at.
@@ -1040,21 +1044,75 @@ impl Agent {
         }
     }
 
+    /// Takes release notices from the MQTT broker forever (see
+    /// [`AgentSettings::broker`]): lists the releases at the tracker at
+    /// every (re)connection, and considers a notice's release when the
+    /// notice's rollout wave includes this device (a hint: the tracker
+    /// still decides, and the manifest is still verified).
+    async fn run_broker_loop(self: Arc<Self>, broker: ota_proto::release_notice::BrokerAddr, prefix: String) {
+        let sub = ota_client::broker::NoticeSubscription {
+            addr: broker,
+            prefix,
+            client_id: format!("ota-device-{}", self.settings.device_id),
+            channel: self.settings.channel.clone(),
+            model: self.settings.model.clone(),
+            keep_alive: Duration::from_secs(30),
+        };
+        let (mut events, task) = match ota_client::broker::subscribe_notices(sub) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "no release notices from the broker");
+                return;
+            }
+        };
+        while let Some(ev) = events.recv().await {
+            match ev {
+                ota_client::broker::BrokerEvent::Connected => {
+                    if self.settings.catch_up {
+                        match self.tracker.releases().await {
+                            Ok(r) => self.catch_up(&r),
+                            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list releases"),
+                        }
+                    }
+                }
+                ota_client::broker::BrokerEvent::Notice(n) => {
+                    if n.wave_includes(&self.settings.device_id) {
+                        tracing::info!(name = %n.name, version = %n.version, "release notice received");
+                        self.consider(&n.info_hash);
+                    } else {
+                        tracing::debug!(name = %n.name, percent = n.rollout_percent, "release notice for a wave without this device");
+                    }
+                }
+            }
+        }
+        task.abort();
+    }
+
     /// Subscribes to the push channel forever, reconnecting with exponential
-    /// backoff (0.5 s doubling to 10 s), and polls as a fallback.
+    /// backoff (0.5 s doubling to 10 s), and polls as a fallback. With a
+    /// broker ([`AgentSettings::broker`]) release notices come from there,
+    /// and the event stream is held only for introductions.
     pub async fn run(self: Arc<Self>) {
         // Unfinished first: it reads the phases `resume_seeding` replaces.
         self.resume_unfinished();
         self.resume_seeding();
         tokio::spawn(self.clone().run_poll_loop());
         tokio::spawn(self.clone().run_policy_loop(Duration::from_secs(15)));
+        if let Some((broker, prefix)) = self.settings.broker.clone() {
+            let notices = tokio::spawn(self.clone().run_broker_loop(broker, prefix));
+            if self.downloader.punching().is_none() {
+                let _ = notices.await;
+                return;
+            }
+        }
+        let from_stream = self.settings.broker.is_none();
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.tracker.subscribe().await {
                 Ok(mut stream) => {
                     tracing::info!(tracker = %self.tracker.base(), "subscribed to pushes");
                     backoff = Duration::from_millis(500);
-                    if self.settings.catch_up {
+                    if self.settings.catch_up && from_stream {
                         match self.tracker.releases().await {
                             Ok(r) => self.catch_up(&r),
                             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list releases"),
@@ -1062,10 +1120,11 @@ impl Agent {
                     }
                     while let Some(ev) = stream.next().await {
                         match ev {
-                            Ok(ota_client::PushMessage::Release(ev)) => {
+                            Ok(ota_client::PushMessage::Release(ev)) if from_stream => {
                                 tracing::info!(name = %ev.name, version = %ev.version, "push received");
                                 self.consider(&ev.info_hash);
                             }
+                            Ok(ota_client::PushMessage::Release(_)) => {}
                             Ok(ota_client::PushMessage::Introduce(i)) => match self.downloader.punching() {
                                 Some(p) => {
                                     if let Err(e) = p.bridge.on_introduction(&i) {

@@ -148,6 +148,16 @@ struct RunArgs {
     /// pushes (0 disables polling).
     #[arg(long, env = "OTA_AGENT_POLL_INTERVAL", default_value_t = 300)]
     poll_interval_secs: u64,
+    /// Take release notices from this MQTT broker
+    /// (`mqtt://[USER[:PASSWORD]@]HOST[:PORT]`, plain TCP) instead of the
+    /// tracker's event stream; the stream is then held only for
+    /// hole-punching introductions. Subscribes (QoS 1) to
+    /// `PREFIX/releases/{CHANNEL,*}/{MODEL,*}`. Unset: the event stream.
+    #[arg(long, env = "OTA_AGENT_MQTT_URL", value_name = "URL", hide_env_values = true)]
+    mqtt_url: Option<ota_proto::release_notice::BrokerAddr>,
+    /// Topic prefix of the release notices (the tracker's `--mqtt-prefix`).
+    #[arg(long, env = "OTA_AGENT_MQTT_PREFIX", default_value = ota_proto::release_notice::DEFAULT_PREFIX)]
+    mqtt_prefix: String,
     /// While seeding, report the bytes uploaded this often, in seconds.
     #[arg(long, env = "OTA_AGENT_REPORT_INTERVAL", default_value_t = 30)]
     report_interval_secs: u64,
@@ -328,6 +338,7 @@ async fn run() -> anyhow::Result<()> {
             install_hook: a.install_hook,
             install_hook_timeout: Duration::from_secs(a.install_hook_timeout_secs.max(1)),
             policy: a.policy,
+            broker: a.mqtt_url.map(|b| (b, a.mqtt_prefix)),
         },
     )?;
     agent.set_paths(paths.clone());

@@ -135,6 +135,18 @@ pub struct TrackerArgs {
     /// a burst of 4 × this); more are dropped.
     #[arg(long, env = "OTA_TRACKER_STUN_RATE", default_value_t = 10)]
     pub stun_rate: u32,
+    /// MQTT broker to publish release notices to as well
+    /// (`mqtt://[USER[:PASSWORD]@]HOST[:PORT]`, plain TCP, port 1883 by
+    /// default): QoS 1, retained, on `PREFIX/releases/CHANNEL/MODEL`
+    /// (README, "Push through an MQTT broker"). Unset: event streams only.
+    #[arg(long, env = "OTA_TRACKER_MQTT_URL", value_name = "URL", hide_env_values = true)]
+    pub mqtt_url: Option<ota_proto::release_notice::BrokerAddr>,
+    /// Topic prefix of the release notices (no `+`, `#` or empty level).
+    #[arg(long, env = "OTA_TRACKER_MQTT_PREFIX", default_value = ota_proto::release_notice::DEFAULT_PREFIX)]
+    pub mqtt_prefix: String,
+    /// MQTT client id; must differ between tracker replicas. [default: ota-tracker- and 8 random hex digits]
+    #[arg(long, env = "OTA_TRACKER_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
     /// Tokio worker threads serving HTTP and the push channel; 0 = one per
     /// CPU. On a machine shared with other work, 1 thread (like
     /// opentracker's single event loop) serves more short-lived connections
@@ -272,6 +284,20 @@ impl TrackerArgs {
         };
         s.validate()?;
         Ok(s)
+    }
+
+    /// The broker publisher's settings, if `--mqtt-url` is set.
+    ///
+    /// Errors: an invalid `--mqtt-prefix`.
+    pub fn broker_push(&self) -> anyhow::Result<Option<crate::service::BrokerPush>> {
+        let Some(addr) = &self.mqtt_url else { return Ok(None) };
+        ota_proto::release_notice::check_prefix(&self.mqtt_prefix)?;
+        let mut b = crate::service::BrokerPush::new(addr.clone());
+        b.prefix = self.mqtt_prefix.clone();
+        if let Some(id) = &self.mqtt_client_id {
+            b.client_id = id.clone();
+        }
+        Ok(Some(b))
     }
 
     /// UDP address of the STUN responder; `None` when turned off. Default:

@@ -30,5 +30,5 @@ pub mod stun;
 pub mod swarm;
 
 pub use registry::{DeviceAuth, Registry};
-pub use service::{Caller, Tracker, TrackerSettings};
+pub use service::{BrokerPush, Caller, Tracker, TrackerSettings};
 pub use swarm::{OriginPolicy, StoreConfig};

@@ -30,6 +30,7 @@ fn run() -> anyhow::Result<()> {
 
 async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
+    let broker = args.broker_push()?;
     if settings.origin_token.is_none() {
         tracing::warn!("no --origin-token (OTA_ORIGIN_TOKEN): no origin seeder can announce");
     }
@@ -52,6 +53,14 @@ async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("cannot listen for STUN on {addr}: {e}"),
         }
     }
+    // Kept alive (not aborted) until the process ends.
+    let _broker = match broker {
+        Some(b) => {
+            tracing::info!(broker = %b.addr, prefix = %b.prefix, client_id = %b.client_id, "publishing release notices to the MQTT broker");
+            Some(tracker.spawn_broker_push(b)?)
+        }
+        None => None,
+    };
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");

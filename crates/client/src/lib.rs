@@ -3,7 +3,7 @@
 //! (releases, torrents, push subscription, telemetry), the flash-crowd runner
 //! and the benches. HTTP/JSON against the tracker's `/api`, BEP 3 announces
 //! and BEP 48 scrapes against `/announce` and `/scrape`, and the push channel
-//! (server-sent events).
+//! (server-sent events), or release notices through an MQTT broker ([`broker`]).
 //!
 //! Every response is read with a size limit ([`limits`], checked against
 //! `Content-Length` before reading and while reading, so nothing past the
@@ -11,6 +11,8 @@
 //! [`READ_TIMEOUT`] between two reads of the push stream): a tracker, or
 //! anyone on the path of a plain-http URL, cannot make a client buffer
 //! without end or wait forever.
+
+pub mod broker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,6 +29,7 @@ pub mod metainfo;
 pub mod names;
 pub mod nat_kind;
 pub mod origin_goal;
+pub mod release_notice;
 pub mod rendezvous;
 pub mod rollout;
 pub mod stun;

@@ -11,7 +11,8 @@
 //! S3, an in-process tracker, publishing, S3-backed seeders, waiting
 //! helpers) and plain librqbit leechers (`leecher`). With `tracker`: an
 //! in-process tracker on loopback (`tracker::TestTracker`). With `pg`: a
-//! throwaway PostgreSQL cluster (`pg::PgCluster`).
+//! throwaway PostgreSQL cluster (`pg::PgCluster`). With `mqtt`: a throwaway MQTT
+//! broker, Debian's mosquitto (`mqtt_broker`).
 
 pub mod child;
 pub mod fake_peer;
@@ -19,6 +20,8 @@ pub mod http;
 pub mod http_tap;
 #[cfg(feature = "stack")]
 pub mod leecher;
+#[cfg(feature = "mqtt")]
+pub mod mqtt_broker;
 pub mod net;
 pub mod package;
 #[cfg(feature = "pg")]

@@ -159,6 +159,7 @@ pub(crate) fn settings(device: &str, state: &Path) -> AgentSettings {
         policy: Default::default(),
         install_hook: None,
         install_hook_timeout: Duration::from_secs(600),
+        broker: None,
     }
 }
 

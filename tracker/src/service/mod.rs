@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ota_common::metrics::metrics_handle;
@@ -30,12 +30,14 @@ use crate::swarm::rendezvous::{Acquaintances, IntroductionLimiter};
 use crate::swarm::{PeerStore, StoreConfig};
 
 mod announce;
+mod broker_push;
 mod devices;
 mod push;
 mod releases;
 mod rendezvous;
 
 pub use announce::Refusal;
+pub use broker_push::{BrokerPush, BrokerPushTasks};
 pub use push::{PushItem, PushMsg, BUS_CAPACITY, INTRODUCTIONS_CAPACITY, MAX_STREAMS_PER_DEVICE};
 pub use releases::{RolloutChange, MAX_BYTES_FACTOR, MAX_ERROR_LEN};
 
@@ -197,6 +199,9 @@ pub struct Tracker {
     /// The persistence round's state (unwritten completions, write lock).
     pub(crate) mirror: Mirror,
     pub(crate) push: tokio::sync::broadcast::Sender<PushMsg>,
+    /// Bus receivers held by broker publishers ([`BrokerPush`]), not
+    /// counted as push subscribers.
+    pub(crate) broker_taps: AtomicUsize,
     pub(crate) admin_token: String,
     pub(crate) origin_token: Option<String>,
     pub(crate) trusted_proxies: Vec<IpAddr>,
@@ -274,6 +279,7 @@ impl Tracker {
             store,
             mirror: Mirror::new(settings.store.persist_interval),
             push,
+            broker_taps: AtomicUsize::new(0),
             admin_token: settings.admin_token,
             origin_token: settings.origin_token,
             trusted_proxies: settings.trusted_proxies,

@@ -204,9 +204,21 @@ impl Tracker {
             .unwrap_or(0)
     }
 
-    /// Number of connected push subscribers.
+    /// Number of connected push subscribers (event streams; a broker
+    /// publisher is not one).
     pub fn subscribers(&self) -> usize {
-        self.push.receiver_count()
+        self.push
+            .receiver_count()
+            .saturating_sub(self.broker_taps.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Puts `msg` on the push bus (event streams and broker publishers);
+    /// returns the event streams that got it (0 when none is open).
+    pub(crate) fn send_push(&self, msg: PushMsg) -> usize {
+        self.push
+            .send(msg)
+            .unwrap_or(0)
+            .saturating_sub(self.broker_taps.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Open push streams of device `device_id`.

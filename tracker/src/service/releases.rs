@@ -209,13 +209,10 @@ impl Tracker {
             name: r.name,
             version: r.version,
         };
-        let delivered = self
-            .push
-            .send(PushMsg {
-                event,
-                previous_percent: None,
-            })
-            .unwrap_or(0);
+        let delivered = self.send_push(PushMsg {
+            event,
+            previous_percent: None,
+        });
         metrics::counter!("ota_tracker_pushes_total").increment(1);
         tracing::info!(%info_hash, delivered, "release pushed");
         Ok(delivered)
@@ -267,13 +264,10 @@ impl Tracker {
                 name: r.release.name,
                 version: r.release.version,
             };
-            delivered = self
-                .push
-                .send(PushMsg {
-                    event,
-                    previous_percent: Some(previous),
-                })
-                .unwrap_or(0);
+            delivered = self.send_push(PushMsg {
+                event,
+                previous_percent: Some(previous),
+            });
         }
         tracing::info!(%info_hash, percent, previous, "rollout changed");
         Ok(RolloutChange {
