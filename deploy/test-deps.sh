@@ -19,7 +19,9 @@
 #   routers (deploy/src/lab/upnp.rs, deploy/tests/lab_upnp.rs);
 # - postgresql: binaries for the throwaway clusters the tracker tests start;
 # - mosquitto: the MQTT broker the release-notice tests start
-#   (crates/testkit/src/mqtt_broker.rs, tracker/tests/mqtt_push.rs).
+#   (crates/testkit/src/mqtt_broker.rs, tracker/tests/mqtt_push.rs);
+# - systemd: systemd-analyze, which checks the units under deploy/systemd
+#   (deploy/tests/deployment_files.rs).
 set -euo pipefail
 need=()
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
@@ -36,6 +38,7 @@ command -v turnutils_stunclient >/dev/null || need+=(coturn)
 command -v miniupnpd >/dev/null || [ -x /usr/sbin/miniupnpd ] || need+=(miniupnpd)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/mosquitto_passwd ] || need+=(mosquitto)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "the tests need these Debian packages: ${need[*]} (run this script as root on Debian, or install them)" >&2
