@@ -1044,6 +1044,18 @@ impl Agent {
         }
     }
 
+    /// At a (re)connection of the push channel or the broker, with
+    /// [`AgentSettings::catch_up`]: lists the releases and considers the
+    /// newest, in case a push was missed while away.
+    async fn catch_up_at_connect(self: &Arc<Self>) {
+        if self.settings.catch_up {
+            match self.tracker.releases().await {
+                Ok(r) => self.catch_up(&r),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list releases"),
+            }
+        }
+    }
+
     /// Takes release notices from the MQTT broker forever (see
     /// [`AgentSettings::broker`]): lists the releases at the tracker at
     /// every (re)connection, and considers a notice's release when the
@@ -1068,12 +1080,7 @@ impl Agent {
         while let Some(ev) = events.recv().await {
             match ev {
                 ota_client::broker::BrokerEvent::Connected => {
-                    if self.settings.catch_up {
-                        match self.tracker.releases().await {
-                            Ok(r) => self.catch_up(&r),
-                            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list releases"),
-                        }
-                    }
+                    self.catch_up_at_connect().await;
                 }
                 ota_client::broker::BrokerEvent::Notice(n) => {
                     if n.wave_includes(&self.settings.device_id) {
@@ -1112,11 +1119,8 @@ impl Agent {
                 Ok(mut stream) => {
                     tracing::info!(tracker = %self.tracker.base(), "subscribed to pushes");
                     backoff = Duration::from_millis(500);
-                    if self.settings.catch_up && from_stream {
-                        match self.tracker.releases().await {
-                            Ok(r) => self.catch_up(&r),
-                            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list releases"),
-                        }
+                    if from_stream {
+                        self.catch_up_at_connect().await;
                     }
                     while let Some(ev) = stream.next().await {
                         match ev {

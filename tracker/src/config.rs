@@ -286,18 +286,16 @@ impl TrackerArgs {
         Ok(s)
     }
 
-    /// The broker publisher's settings, if `--mqtt-url` is set.
-    ///
-    /// Errors: an invalid `--mqtt-prefix`.
-    pub fn broker_push(&self) -> anyhow::Result<Option<crate::service::BrokerPush>> {
-        let Some(addr) = &self.mqtt_url else { return Ok(None) };
-        ota_proto::release_notice::check_prefix(&self.mqtt_prefix)?;
+    /// The broker publisher's settings, if `--mqtt-url` is set (the prefix
+    /// is checked by [`crate::Tracker::spawn_broker_push`]).
+    pub fn broker_push(&self) -> Option<crate::service::BrokerPush> {
+        let addr = self.mqtt_url.as_ref()?;
         let mut b = crate::service::BrokerPush::new(addr.clone());
         b.prefix = self.mqtt_prefix.clone();
         if let Some(id) = &self.mqtt_client_id {
             b.client_id = id.clone();
         }
-        Ok(Some(b))
+        Some(b)
     }
 
     /// UDP address of the STUN responder; `None` when turned off. Default:

@@ -25,7 +25,9 @@ use ota_proto::release_notice::{self, BrokerAddr, ReleaseNotice};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{PushMsg, Tracker};
+use ota_proto::api::PushEvent;
+
+use super::Tracker;
 
 /// Requests queued towards the broker before a publish waits.
 const REQUEST_CAPACITY: usize = 256;
@@ -134,7 +136,7 @@ impl Tracker {
                         tracker.publish_all_notices(&client, &prefix).await;
                     }
                     msg = bus.recv() => match msg {
-                        Ok(msg) => tracker.publish_notice(&client, &prefix, &msg).await,
+                        Ok(msg) => tracker.publish_notice(&client, &prefix, &msg.event).await,
                         Err(RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "broker publisher lagged; publishing every pushed release again");
                             tracker.publish_all_notices(&client, &prefix).await;
@@ -147,9 +149,8 @@ impl Tracker {
         Ok(BrokerPushTasks { connection, publisher })
     }
 
-    /// Publishes one bus event's notice to its release's topics.
-    async fn publish_notice(&self, client: &AsyncClient, prefix: &str, msg: &PushMsg) {
-        let ev = &msg.event;
+    /// Publishes one release event's notice to its release's topics.
+    async fn publish_notice(&self, client: &AsyncClient, prefix: &str, ev: &PushEvent) {
         let Some(audience) = self
             .audiences
             .read()
@@ -193,15 +194,12 @@ impl Tracker {
         releases.retain(|r| r.pushed);
         releases.sort_by_key(|r| r.release.created_at);
         for r in releases {
-            let msg = PushMsg {
-                event: ota_proto::api::PushEvent {
-                    info_hash: r.release.info_hash,
-                    name: r.release.name,
-                    version: r.release.version,
-                },
-                previous_percent: None,
+            let ev = PushEvent {
+                info_hash: r.release.info_hash,
+                name: r.release.name,
+                version: r.release.version,
             };
-            self.publish_notice(client, prefix, &msg).await;
+            self.publish_notice(client, prefix, &ev).await;
         }
     }
 }
