@@ -28,6 +28,13 @@ use crate::connectability::ConnectabilityConfig;
 use crate::registry::DeviceAuth;
 use crate::service::TrackerSettings;
 use crate::stun::{parse_listen, DEFAULT_STUN_PORT};
+
+/// `--replica-id` as checked by [`crate::service::replicas::check_replica_id`].
+fn parse_replica_id(s: &str) -> Result<String, String> {
+    crate::service::replicas::check_replica_id(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
 use crate::swarm::{OriginPolicy, StoreConfig};
 pub use ota_common::config::Switch;
 
@@ -123,8 +130,19 @@ pub struct TrackerArgs {
     pub origin_slots: usize,
     /// Seconds between writes of the live peers to the database (they are
     /// also written at graceful shutdown and read back at start); at least 1.
+    /// With replicas, also how often each reads the others' peers.
     #[arg(long, env = "OTA_TRACKER_PERSIST_INTERVAL", default_value_t = 5)]
     pub persist_interval: u64,
+    /// This tracker's name among replicas sharing one PostgreSQL database
+    /// behind a load balancer (1 to 64 ASCII letters, digits, `-`, `_`,
+    /// `.`; unique per replica, e.g. the pod name). Each replica writes its
+    /// live peers as its own rows and, every persist interval, reads the
+    /// others', hands out only one replica's origin grants per swarm (a
+    /// lease in the database) and learns releases and devices registered
+    /// through the others (README, "Tracker replicas"). Unset: a single
+    /// tracker.
+    #[arg(long, env = "OTA_TRACKER_REPLICA_ID", value_parser = parse_replica_id)]
+    pub replica_id: Option<String>,
     /// UDP address of the STUN binding responder (RFC 8489) that tells
     /// devices their public address and port; `off` or an empty value
     /// disables it. When the default address is taken the tracker runs
@@ -448,6 +466,7 @@ mod tests {
             "stun_listen",
             "worker_threads",
             "device_auth",
+            "replica_id",
         ] {
             assert!(keys.contains(k), "{k} missing from {keys:?}");
         }

@@ -34,7 +34,16 @@ async fn serve(args: TrackerArgs) -> anyhow::Result<()> {
     if settings.origin_token.is_none() {
         tracing::warn!("no --origin-token (OTA_ORIGIN_TOKEN): no origin seeder can announce");
     }
-    let registry = Registry::open(&args.database_url).await?;
+    let mut registry = Registry::open(&args.database_url).await?;
+    if let Some(id) = &args.replica_id {
+        if registry.backend() != ota_tracker::registry::Backend::Postgres {
+            tracing::warn!(
+                "--replica-id with SQLite: replicas need one database they can all reach, such as PostgreSQL"
+            );
+        }
+        tracing::info!(replica = %id, "tracker replica: sharing live peers and origin grants through the database");
+        registry = registry.with_replica(id);
+    }
     let tracker = Tracker::new(registry, settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

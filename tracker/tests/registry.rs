@@ -190,6 +190,73 @@ async fn swarms_round_trip_with_ages(url: &str) {
     assert_eq!(got.peers, vec![peer(5, 0)]);
 }
 
+/// Two replicas on one database: each rewrites and deletes only its own
+/// peer rows and reads the other's; origin-grant leases have one holder.
+async fn replicas_share_rows_and_one_lease(url: &str) {
+    let a = Registry::open(url).await.unwrap().with_replica("a");
+    let b = Registry::open(url).await.unwrap().with_replica("b");
+    let rows = |ns: std::ops::Range<u32>| StoreChanges {
+        upserts: ns.map(|n| peer(n, 0)).collect(),
+        ..Default::default()
+    };
+    a.save_swarms(&rows(0..3), 1_000_000).await.unwrap();
+    b.save_swarms(&rows(10..12), 1_000_000).await.unwrap();
+    let ids = |v: Vec<PeerRecord>| {
+        let mut ids: Vec<u32> = v
+            .iter()
+            .map(|p| u32::from_be_bytes(p.peer_id.0[..4].try_into().unwrap()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(a.load_swarms(1_000_000).await.unwrap().peers), vec![0, 1, 2]);
+    assert_eq!(ids(a.load_remote_peers(1_000_000, 60_000).await.unwrap()), vec![10, 11]);
+    assert_eq!(
+        ids(b.load_remote_peers(1_000_000, 60_000).await.unwrap()),
+        vec![0, 1, 2]
+    );
+    assert!(
+        a.load_remote_peers(1_100_000, 60_000).await.unwrap().is_empty(),
+        "too old"
+    );
+    // B's full resync and removals leave A's rows; peer 2 moves to B.
+    let full = StoreChanges {
+        full: true,
+        upserts: vec![peer(10, 0), peer(2, 0)],
+        removals: vec![(IH, peer(0, 0).peer_id)],
+        ..Default::default()
+    };
+    b.save_swarms(&full, 1_000_000).await.unwrap();
+    assert_eq!(ids(b.load_remote_peers(1_000_000, 60_000).await.unwrap()), vec![0, 1]);
+    assert_eq!(ids(a.load_remote_peers(1_000_000, 60_000).await.unwrap()), vec![2, 10]);
+    // A's removal of peer 2, now B's, deletes nothing.
+    let gone = StoreChanges {
+        removals: vec![(IH, peer(2, 0).peer_id)],
+        ..Default::default()
+    };
+    a.save_swarms(&gone, 1_000_000).await.unwrap();
+    assert_eq!(ids(a.load_remote_peers(1_000_000, 60_000).await.unwrap()), vec![2, 10]);
+
+    // Leases: A claims first, B waits until A's runs out or A gives it up.
+    let other = InfoHash([8; 20]);
+    assert_eq!(a.claim_grant_leases(&[IH], 0, 1_000).await.unwrap(), vec![IH]);
+    assert!(b.claim_grant_leases(&[IH], 500, 1_000).await.unwrap().is_empty());
+    assert_eq!(
+        a.claim_grant_leases(&[IH], 900, 1_000).await.unwrap(),
+        vec![IH],
+        "renewed"
+    );
+    assert!(b.claim_grant_leases(&[IH], 1_500, 1_000).await.unwrap().is_empty());
+    let mut both = b.claim_grant_leases(&[IH, other], 2_000, 1_000).await.unwrap();
+    both.sort_by_key(|ih| ih.0);
+    assert_eq!(both, vec![other, IH], "expired");
+    // B no longer wants IH: it gives it up and A takes it at once.
+    assert_eq!(b.claim_grant_leases(&[other], 2_100, 1_000).await.unwrap(), vec![other]);
+    assert_eq!(a.claim_grant_leases(&[IH], 2_200, 1_000).await.unwrap(), vec![IH]);
+    b.release_grant_leases().await.unwrap();
+    assert_eq!(a.claim_grant_leases(&[IH, other], 2_300, 1_000).await.unwrap().len(), 2);
+}
+
 #[tokio::test]
 async fn sqlite_registry() {
     let dir = tempfile::tempdir().unwrap();
@@ -197,6 +264,7 @@ async fn sqlite_registry() {
     assert_eq!(Registry::open(&url).await.unwrap().backend(), Backend::Sqlite);
     releases_telemetry_and_devices_persist_across_reopen(&url).await;
     swarms_round_trip_with_ages(&format!("sqlite://{}/b.db", dir.path().display())).await;
+    replicas_share_rows_and_one_lease(&format!("sqlite://{}/c.db", dir.path().display())).await;
 }
 
 #[tokio::test]
@@ -206,6 +274,7 @@ async fn postgres_registry() {
     assert_eq!(Registry::open(&url).await.unwrap().backend(), Backend::Postgres);
     releases_telemetry_and_devices_persist_across_reopen(&url).await;
     swarms_round_trip_with_ages(&pg.create_db("reg_b").await).await;
+    replicas_share_rows_and_one_lease(&pg.create_db("reg_c").await).await;
 }
 
 #[tokio::test]

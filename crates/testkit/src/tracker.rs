@@ -78,6 +78,7 @@ pub struct TestTrackerBuilder {
     device_auth: DeviceAuth,
     store: StoreConfig,
     connectability: ConnectabilityConfig,
+    replica_id: Option<String>,
 }
 
 impl Default for TestTrackerBuilder {
@@ -91,6 +92,7 @@ impl Default for TestTrackerBuilder {
             device_auth: DeviceAuth::Off,
             store: StoreConfig::default(),
             connectability: ConnectabilityConfig::default(),
+            replica_id: None,
         }
     }
 }
@@ -182,6 +184,13 @@ impl TestTrackerBuilder {
         self
     }
 
+    /// Runs as tracker replica `id` on a shared database (`--replica-id`;
+    /// default: a single tracker).
+    pub fn replica_id(mut self, id: impl Into<String>) -> Self {
+        self.replica_id = Some(id.into());
+        self
+    }
+
     /// After how long a silent peer is dropped.
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         self.store.peer_timeout = timeout;
@@ -208,9 +217,12 @@ impl TestTrackerBuilder {
             }
             Database::Url(url) => (None, url),
         };
-        let registry = Registry::open(&url)
+        let mut registry = Registry::open(&url)
             .await
             .unwrap_or_else(|e| panic!("tracker registry {url}: {e:#}"));
+        if let Some(id) = &self.replica_id {
+            registry = registry.with_replica(id);
+        }
         let listener = bind(self.listen).await;
         let addr = listener.local_addr().expect("tracker address");
         let url = format!("http://{addr}");

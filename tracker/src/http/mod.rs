@@ -165,6 +165,9 @@ impl Tracker {
         if let Ok(rows) = &last {
             tracing::info!(rows, "live peers written at shutdown");
         }
+        if let Err(e) = self.release_grant_leases().await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot release the origin-grant leases (they run out by themselves)");
+        }
         r.and(last.map(|_| ()))
     }
 }

@@ -118,6 +118,21 @@ impl Registry {
             .collect()
     }
 
+    /// A cheap fingerprint of the `devices` table: `(rows, sum of
+    /// created_at, newest created_at)`; a tracker replica reloads its
+    /// device directory when it changes (one aggregate read, no rows sent).
+    ///
+    /// Errors: a database failure.
+    pub async fn device_fingerprint(&self) -> Result<(i64, i64, i64), sqlx::Error> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(created_at), 0) AS BIGINT) AS total, \
+             CAST(COALESCE(MAX(created_at), 0) AS BIGINT) AS newest FROM devices",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.try_get("n")?, r.try_get("total")?, r.try_get("newest")?))
+    }
+
     /// Every device's token digest, id, channel and model (for the
     /// tracker's in-memory check of announces). Rows with a malformed
     /// digest are skipped with a warning.

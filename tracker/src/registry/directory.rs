@@ -127,6 +127,36 @@ impl DeviceDirectory {
         }
     }
 
+    /// Makes the directory hold exactly `creds` (as read from the database
+    /// by another tracker replica's round): a device whose digest, channel
+    /// and model are unchanged keeps its entry (its reported paths and
+    /// unwritten last-seen time), others are inserted or replaced, and
+    /// devices missing from `creds` are removed. Returns `(added or
+    /// changed, removed)`.
+    pub fn sync(&mut self, creds: Vec<DeviceCredential>) -> (usize, usize) {
+        let wanted: std::collections::HashSet<String> = creds.iter().map(|c| c.device_id.clone()).collect();
+        let gone: Vec<Arc<str>> = self
+            .by_id
+            .keys()
+            .filter(|id| !wanted.contains(&***id))
+            .cloned()
+            .collect();
+        for id in &gone {
+            self.remove(id);
+        }
+        let mut changed = 0;
+        for c in creds {
+            let same = self.current(&c.device_id).is_some_and(|e| {
+                self.by_id[&*e.device_id] == c.token_sha256 && e.channel == c.channel && e.model == c.model
+            });
+            if !same {
+                self.insert(c);
+                changed += 1;
+            }
+        }
+        (changed, gone.len())
+    }
+
     /// The device holding `token`, if the token is well formed and
     /// registered.
     pub fn lookup(&self, token: &str) -> Option<&Arc<DeviceEntry>> {
@@ -186,6 +216,23 @@ mod tests {
             channel: "c".into(),
             model: "m".into(),
         }
+    }
+
+    #[test]
+    fn sync_keeps_unchanged_entries_and_drops_revoked_ones() {
+        let (t1, t2, t3) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let mut d = DeviceDirectory::new([cred("d1", &t1), cred("d2", &t2)]);
+        let kept = d.lookup(&t1).unwrap().clone();
+        kept.seen(42);
+        // d2 revoked and registered again with a new token, d3 new.
+        assert_eq!(d.sync(vec![cred("d1", &t1), cred("d2", &t3)]), (1, 0));
+        assert!(Arc::ptr_eq(d.lookup(&t1).unwrap(), &kept), "unchanged entry kept");
+        assert!(d.lookup(&t2).is_none(), "the old token no longer works");
+        assert_eq!(&*d.lookup(&t3).unwrap().device_id, "d2");
+        assert_eq!(d.take_seen(), vec![("d1".to_string(), 42)]);
+        assert_eq!(d.sync(vec![cred("d2", &t3)]), (0, 1));
+        assert!(d.lookup(&t1).is_none());
+        assert_eq!(d.len(), 1);
     }
 
     #[test]

@@ -49,10 +49,13 @@ pub enum RegistryError {
 pub struct Registry {
     pool: AnyPool,
     backend: Backend,
+    /// The replica id this handle writes live peers as ('' for a single
+    /// tracker; see [`Registry::with_replica`]).
+    replica: std::sync::Arc<str>,
 }
 
-/// Rows per multi-row statement of [`Registry::save_swarms`]: 10 columns ×
-/// 1000 rows = 10,000 parameters, under SQLite's 32,766 and PostgreSQL's
+/// Rows per multi-row statement of [`Registry::save_swarms`]: 11 columns ×
+/// 1000 rows = 11,000 parameters, under SQLite's 32,766 and PostgreSQL's
 /// 65,535 bind-parameter limits.
 const BATCH_ROWS: usize = 1000;
 
@@ -85,6 +88,16 @@ fn placeholders(rows: usize, cols: usize, backend: Backend) -> String {
     s
 }
 
+/// The `n`-th (1-based) bind parameter: `$n` for PostgreSQL, `?` for
+/// SQLite (whose `?` parameters bind in order, so `n` must follow the ones
+/// before it).
+fn param(n: usize, backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => format!("${n}"),
+        Backend::Sqlite => "?".into(),
+    }
+}
+
 /// Reads the `info_hash` column (40 hex characters) of a row.
 fn info_hash_column(row: &sqlx::any::AnyRow) -> Result<InfoHash, sqlx::Error> {
     let text: String = row.try_get("info_hash")?;
@@ -107,7 +120,25 @@ impl Registry {
             .run(&pool)
             .await
             .context("database migration failed")?;
-        Ok(Registry { pool, backend })
+        Ok(Registry {
+            pool,
+            backend,
+            replica: "".into(),
+        })
+    }
+
+    /// The same database, writing live peers as replica `id` (the tracker's
+    /// `--replica-id`): [`Registry::save_swarms`] rewrites and deletes only
+    /// that replica's rows, [`Registry::load_swarms`] restores only them, and
+    /// [`Registry::load_remote_peers`] reads the other replicas'.
+    pub fn with_replica(mut self, id: &str) -> Self {
+        self.replica = id.into();
+        self
+    }
+
+    /// The replica id live peers are written as ('' for a single tracker).
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The SQL server behind this registry.

@@ -136,6 +136,7 @@ impl Tracker {
                         tracker.publish_all_notices(&client, &prefix).await;
                     }
                     msg = bus.recv() => match msg {
+                        Ok(msg) if msg.replicated => {}
                         Ok(msg) => tracker.publish_notice(&client, &prefix, &msg.event).await,
                         Err(RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "broker publisher lagged; publishing every pushed release again");

@@ -35,6 +35,7 @@ mod devices;
 mod push;
 mod releases;
 mod rendezvous;
+pub mod replicas;
 
 pub use announce::Refusal;
 pub use broker_push::{BrokerPush, BrokerPushTasks};
@@ -224,6 +225,10 @@ pub struct Tracker {
     /// The origins' QUIC listeners by the IP their announces came from:
     /// UDP port and certificate pin (at most 64, `MAX_ORIGIN_QUIC`).
     pub(crate) origin_quic: RwLock<HashMap<IpAddr, (u16, ota_proto::rendezvous::CertFingerprint)>>,
+    /// The replica round's state (unused by a single tracker).
+    pub(crate) replica: replicas::ReplicaState,
+    /// The peer store's peer timeout (how old another replica's rows may be).
+    pub(crate) peer_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -258,6 +263,7 @@ impl Tracker {
         settings.validate()?;
         let store = PeerStore::new(StoreConfig {
             device_bound: settings.device_auth == DeviceAuth::Required,
+            shared_grants: !registry.replica().is_empty(),
             ..settings.store
         });
         let mut audiences = HashMap::new();
@@ -294,6 +300,8 @@ impl Tracker {
             next_introduction: AtomicU64::new(1),
             acquaintances: Mutex::new(Acquaintances::new()),
             origin_quic: RwLock::default(),
+            replica: replicas::ReplicaState::default(),
+            peer_timeout: settings.store.peer_timeout,
         }))
     }
 
@@ -313,12 +321,16 @@ impl Tracker {
     }
 
     /// One persistence round (see [`Mirror::persist`]): writes the device
-    /// activity and the live swarms' changes since the last round; returns
-    /// the number of rows written.
+    /// activity and the live swarms' changes since the last round; with a
+    /// replica id ([`Registry::with_replica`]), then runs the replica round
+    /// ([`replicas`]: the other replicas' peers, origin-grant leases,
+    /// releases, devices). Returns the number of rows written and read.
     ///
     /// Errors: a database failure (nothing is lost: the next round rewrites).
     pub async fn persist(&self) -> anyhow::Result<usize> {
-        self.mirror.persist(&self.registry, &self.store, &self.devices).await
+        let written = self.mirror.persist(&self.registry, &self.store, &self.devices).await;
+        let read = self.replica_round().await;
+        Ok(written? + read?)
     }
 
     /// Whether `token` is the admin token (constant-time comparison).

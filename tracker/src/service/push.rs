@@ -48,6 +48,10 @@ pub struct PushMsg {
     pub event: PushEvent,
     /// For a raised rollout wave, the percentage before.
     pub previous_percent: Option<u8>,
+    /// Learnt from the database (another tracker replica pushed it): sent
+    /// to this replica's event streams only, not published to the broker
+    /// again (the replica that pushed it publishes it).
+    pub replicated: bool,
 }
 
 /// What a push subscriber receives.

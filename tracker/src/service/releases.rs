@@ -212,6 +212,7 @@ impl Tracker {
         let delivered = self.send_push(PushMsg {
             event,
             previous_percent: None,
+            replicated: false,
         });
         metrics::counter!("ota_tracker_pushes_total").increment(1);
         tracing::info!(%info_hash, delivered, "release pushed");
@@ -267,6 +268,7 @@ impl Tracker {
             delivered = self.send_push(PushMsg {
                 event,
                 previous_percent: Some(previous),
+                replicated: false,
             });
         }
         tracing::info!(%info_hash, percent, previous, "rollout changed");

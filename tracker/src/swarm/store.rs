@@ -78,6 +78,11 @@ pub struct StoreConfig {
     /// device's `left=0` is believed only once the store saw it leeching
     /// first (see [`PeerRecord::verified`]).
     pub device_bound: bool,
+    /// Origin grants shared with other tracker replicas: a swarm hands out
+    /// new grants only while [`PeerStore::set_grant_leases`] says this
+    /// replica holds its lease (grants held, and starved leechers, are
+    /// served as before). Off for a single tracker.
+    pub shared_grants: bool,
 }
 
 impl Default for StoreConfig {
@@ -90,6 +95,7 @@ impl Default for StoreConfig {
             max_peers_per_swarm: 50_000,
             persist_interval: Duration::from_secs(5),
             device_bound: false,
+            shared_grants: false,
         }
     }
 }
@@ -339,6 +345,10 @@ const GRANTED: u8 = 1;
 const DIRTY: u8 = 2;
 /// Its `left=0` is believed ([`PeerRecord::verified`]).
 const VERIFIED: u8 = 4;
+/// Written by another tracker replica, merged in by
+/// [`PeerStore::merge_remote`]: handed out like any peer, never written back
+/// nor deleted from the database by this replica.
+const REMOTE: u8 = 8;
 
 /// One live peer, compact (112 bytes).
 #[derive(Debug, Clone)]
@@ -376,6 +386,9 @@ impl Peer {
     fn verified(&self) -> bool {
         self.flags & VERIFIED != 0
     }
+    fn remote(&self) -> bool {
+        self.flags & REMOTE != 0
+    }
     /// Whether it takes one of the origin's grant slots (a leecher holding a grant).
     fn holds_grant(&self) -> bool {
         self.granted() && self.left > 0
@@ -410,6 +423,9 @@ struct Swarm {
     slots: HashMap<u32, PeerId>,
     /// The slot number the next new peer gets.
     next_slot: u32,
+    /// This replica holds the swarm's origin-grant lease (read only with
+    /// [`StoreConfig::shared_grants`]).
+    grant_lease: bool,
 }
 
 /// Adds `id` under `key` of a multimap.
@@ -558,8 +574,10 @@ impl Swarm {
     fn remove(&mut self, id: &PeerId) -> bool {
         match self.index.remove(id) {
             Some(slot) => {
-                self.detach(slot);
-                self.removed.push(*id);
+                // Another replica's row is that replica's to delete.
+                if !self.detach(slot).remote() {
+                    self.removed.push(*id);
+                }
                 true
             }
             None => false,
@@ -859,7 +877,12 @@ impl PeerStore {
                     .is_some_and(|d| Some(d) != req.device.as_deref() && (paths.bridgeable)(d))
                 && !(paths.reachable)(p.addr())
         };
-        let grants_in_use = (swarm.grants - own_grant) as usize;
+        let grants_in_use = if config.shared_grants && !swarm.grant_lease {
+            // Another replica grants in this swarm (or none does yet).
+            usize::MAX
+        } else {
+            (swarm.grants - own_grant) as usize
+        };
         let handout = hand_out(
             &requester,
             parts,
@@ -1027,35 +1050,126 @@ impl PeerStore {
             return false;
         }
         let seen = now.checked_sub(record.age).unwrap_or(now);
+        let (kind, peer) = self.peer_of_record(swarm, record, self.clock.ns(seen), 0);
+        swarm.put(kind, peer);
+        true
+    }
+
+    /// The entry of a record read from the database, last seen at `seen_ns`
+    /// ([`Clock`] nanoseconds), with `flags` added; it keeps its slot
+    /// number if `swarm` already holds it.
+    fn peer_of_record(&self, swarm: &mut Swarm, record: &PeerRecord, seen_ns: i64, flags: u8) -> (Kind, Peer) {
+        let verified = record.verified || !self.config.device_bound;
         let known_slot = swarm.get(&record.peer_id).map(|p| p.slot);
         let slot = known_slot.unwrap_or_else(|| swarm.take_slot());
-        swarm.put(
-            Kind::of(
-                record.is_origin,
-                record.left,
-                record.verified || !self.config.device_bound,
-            ),
-            Peer {
-                id: record.peer_id,
-                ip: record.addr.ip(),
-                port: record.addr.port(),
-                slot,
-                lan: None,
-                flags: if record.granted { GRANTED } else { 0 }
-                    | if record.verified || !self.config.device_bound {
-                        VERIFIED
-                    } else {
-                        0
-                    },
-                stalled_since: self.clock.ns(seen).saturating_sub(
-                    i64::try_from((self.config.interval * record.stalled).as_nanos()).unwrap_or(i64::MAX),
-                ),
-                left: record.left,
-                last_seen: self.clock.ns(seen),
-                device: record.device.as_deref().map(Box::from),
-            },
-        );
-        true
+        let stalled_ns = i64::try_from((self.config.interval * record.stalled).as_nanos()).unwrap_or(i64::MAX);
+        let peer = Peer {
+            id: record.peer_id,
+            ip: record.addr.ip(),
+            port: record.addr.port(),
+            slot,
+            lan: None,
+            flags: flags | if record.granted { GRANTED } else { 0 } | if verified { VERIFIED } else { 0 },
+            stalled_since: seen_ns.saturating_sub(stalled_ns),
+            left: record.left,
+            last_seen: seen_ns,
+            device: record.device.as_deref().map(Box::from),
+        };
+        (Kind::of(record.is_origin, record.left, verified), peer)
+    }
+
+    /// Replaces the peers other tracker replicas announced (as read from the
+    /// database by the replica round, ages at `now`) with `records`: they
+    /// are handed out, counted in scrapes and hold origin grants like this
+    /// replica's own peers, but are never written back nor deleted from the
+    /// database here. A record is skipped when this replica heard from the
+    /// same peer since (it moved here), when, with device-bound peers,
+    /// its device holds a peer of its own here (it moved with a new peer id),
+    /// when it is older than the peer timeout, or when the swarm is full or
+    /// unregistered. A remote leecher whose `left` shrank since the last
+    /// merge counts as progress of its swarm. Returns the number of remote
+    /// peers held afterwards. Cost O(records + remote peers held), one
+    /// shard locked at a time.
+    pub fn merge_remote(&self, records: &[PeerRecord], now: Instant) -> usize {
+        let now_ns = self.clock.ns(now);
+        let mut by_swarm: HashMap<InfoHash, Vec<&PeerRecord>> = HashMap::new();
+        for r in records.iter().filter(|r| r.age <= self.config.peer_timeout) {
+            by_swarm.entry(r.info_hash).or_default().push(r);
+        }
+        let mut held = 0;
+        for mut shard in self.each_shard() {
+            for (ih, swarm) in shard.swarms.iter_mut() {
+                let incoming = by_swarm.remove(ih).unwrap_or_default();
+                let fresh: std::collections::HashSet<PeerId> = incoming.iter().map(|r| r.peer_id).collect();
+                let gone: Vec<PeerId> = swarm
+                    .all()
+                    .filter(|(_, p)| p.remote() && !fresh.contains(&p.id))
+                    .map(|(_, p)| p.id)
+                    .collect();
+                for id in gone {
+                    swarm.remove(&id);
+                }
+                for r in incoming {
+                    let seen_ns = now_ns.saturating_sub(i64::try_from(r.age.as_nanos()).unwrap_or(i64::MAX));
+                    let previous = swarm.get(&r.peer_id).map(|p| (p.remote(), p.last_seen, p.left));
+                    if matches!(previous, Some((false, last, _)) if last >= seen_ns) {
+                        continue;
+                    }
+                    let moved_here =
+                        self.config.device_bound
+                            && r.device.as_deref().is_some_and(|d| {
+                                let family = r.addr.ip().to_canonical().is_ipv4();
+                                swarm.owned_by(d).iter().filter_map(|id| swarm.get(id)).any(|p| {
+                                    !p.remote() && p.id != r.peer_id && p.ip.to_canonical().is_ipv4() == family
+                                })
+                            });
+                    if moved_here || (previous.is_none() && swarm.len() >= self.config.max_peers_per_swarm) {
+                        continue;
+                    }
+                    if let Some((true, _, left)) = previous {
+                        if r.left < left && !r.is_origin {
+                            swarm.progress = Some(swarm.progress.map_or(seen_ns, |p| p.max(seen_ns)));
+                        }
+                    }
+                    let (kind, peer) = self.peer_of_record(swarm, r, seen_ns, REMOTE);
+                    swarm.put(kind, peer);
+                    held += 1;
+                }
+            }
+        }
+        held
+    }
+
+    /// The swarms in which this replica has leechers of its own (not
+    /// origins, not remote peers): those whose origin-grant lease it should
+    /// claim or renew ([`crate::registry::Registry::claim_grant_leases`]).
+    pub fn grant_wanted(&self) -> Vec<InfoHash> {
+        self.each_shard()
+            .flat_map(|s| {
+                s.swarms
+                    .iter()
+                    .filter(|(_, sw)| sw.lists[Kind::Leecher as usize].iter().any(|p| !p.remote()))
+                    .map(|(ih, _)| *ih)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Sets which swarms' origin-grant leases this replica holds: with
+    /// [`StoreConfig::shared_grants`], only those hand out new origin
+    /// grants. Returns how many registered swarms hold one.
+    pub fn set_grant_leases(&self, held: &std::collections::HashSet<InfoHash>) -> usize {
+        self.each_shard()
+            .map(|mut s| {
+                s.swarms
+                    .iter_mut()
+                    .map(|(ih, sw)| {
+                        sw.grant_lease = held.contains(ih);
+                        sw.grant_lease as usize
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Puts back a swarm's completed-download counter read from the database
@@ -1088,9 +1202,12 @@ impl PeerStore {
                             p.flags &= !DIRTY;
                         }
                     }
-                    changes
-                        .upserts
-                        .extend(swarm.all().map(|(k, p)| record(ih, k, p, now_ns, self.config.interval)));
+                    changes.upserts.extend(
+                        swarm
+                            .all()
+                            .filter(|(_, p)| !p.remote())
+                            .map(|(k, p)| record(ih, k, p, now_ns, self.config.interval)),
+                    );
                     changes.downloaded.push((*ih, swarm.downloaded));
                     swarm.removed.clear();
                     swarm.dirty = false;
@@ -1494,6 +1611,102 @@ mod tests {
         s.expire(t0 + Duration::from_secs(11));
         assert_eq!(s.peers(&IH, t0 + Duration::from_secs(11)).unwrap().len(), 2);
         assert!(s.peers(&InfoHash([8; 20]), t0).is_none());
+    }
+
+    /// Two stores as two tracker replicas: A holds the origin-grant lease and
+    /// the origin, B reads A's peers through [`PeerStore::merge_remote`].
+    fn two_replicas(t0: Instant) -> (PeerStore, PeerStore) {
+        let config = StoreConfig {
+            shared_grants: true,
+            ..StoreConfig::default()
+        };
+        let (a, b) = (PeerStore::new(config.clone()), PeerStore::new(config));
+        for s in [&a, &b] {
+            s.register(IH);
+        }
+        assert_eq!(a.grant_wanted(), Vec::<InfoHash>::new(), "no leecher yet");
+        a.announce(&announce(0, 0, AnnounceEvent::Started), addr(0), true, t0)
+            .unwrap();
+        a.announce(&announce(1, 10, AnnounceEvent::Started), addr(1), false, t0)
+            .unwrap();
+        assert_eq!(a.grant_wanted(), vec![IH]);
+        assert_eq!(a.set_grant_leases(&HashSet::from([IH])), 1);
+        (a, b)
+    }
+
+    #[test]
+    fn remote_peers_are_handed_out_but_never_written_back() {
+        let t0 = Instant::now();
+        let (a, b) = two_replicas(t0);
+        // Without the lease, A's first leecher got no grant.
+        assert_eq!(a.peers(&IH, t0).unwrap().iter().filter(|r| r.granted).count(), 0);
+        let got = announce_at(&a, t0, 1, 10, 1, false);
+        assert_eq!(got, vec![addr(0)], "with the lease, the origin is granted");
+        let t1 = t0 + Duration::from_secs(2);
+        b.take_changes(t1);
+        assert_eq!(b.merge_remote(&a.peers(&IH, t1).unwrap(), t1), 2);
+        assert_eq!(b.scrape(&IH).unwrap().incomplete, 1);
+        // B's leecher is handed A's peers, but not the origin: A's leecher
+        // holds the one grant slot, and B holds no lease.
+        let got = announce_at(&b, t0, 2, 10, 2, false);
+        assert_eq!(got, vec![addr(1)]);
+        assert!(b.grant_wanted() == vec![IH]);
+        let c = b.take_changes(t1);
+        assert_eq!(c.upserts.iter().map(|r| r.peer_id.0[0]).collect::<Vec<_>>(), vec![2]);
+        b.mark_full_resync();
+        let c = b.take_changes(t1);
+        assert_eq!(c.upserts.len(), 1, "a full resync leaves remote rows out");
+        // A's peers are gone from the database: B drops them, writes no removal.
+        assert_eq!(b.merge_remote(&[], t1), 0);
+        assert!(b.take_changes(t1).is_empty());
+        assert_eq!(b.scrape(&IH).unwrap().incomplete, 1);
+        check_swarm(&b, &IH);
+    }
+
+    #[test]
+    fn only_the_lease_holder_grants_and_remote_grants_take_slots() {
+        let t0 = Instant::now();
+        let (a, b) = two_replicas(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        // B holds the lease now, but A's leecher holds the one grant.
+        announce_at(&a, t0, 1, 10, 1, false);
+        assert_eq!(b.merge_remote(&a.peers(&IH, t1).unwrap(), t1), 2);
+        assert_eq!(b.set_grant_leases(&HashSet::from([IH])), 1);
+        assert!(!announce_at(&b, t0, 2, 10, 1, false).contains(&addr(0)));
+        // A's leecher leaves: B may grant the origin to its own leecher.
+        a.announce(&announce(1, 10, AnnounceEvent::Stopped), addr(1), false, t1)
+            .unwrap();
+        let t2 = t0 + Duration::from_secs(2);
+        b.merge_remote(&a.peers(&IH, t2).unwrap(), t2);
+        assert!(announce_at(&b, t0, 2, 10, 3, false).contains(&addr(0)));
+        // A lost the lease: its new leecher is handed no origin.
+        a.set_grant_leases(&HashSet::new());
+        a.merge_remote(
+            &b.peers(&IH, t2)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.peer_id.0[0] == 2)
+                .collect::<Vec<_>>(),
+            t2,
+        );
+        assert!(!announce_at(&a, t0, 3, 10, 3, false).contains(&addr(0)));
+        check_swarm(&a, &IH);
+        check_swarm(&b, &IH);
+    }
+
+    #[test]
+    fn a_peer_that_moved_here_is_not_replaced_by_its_old_row() {
+        let t0 = Instant::now();
+        let (a, b) = two_replicas(t0);
+        let t1 = t0 + Duration::from_secs(10);
+        let old = a.peers(&IH, t0).unwrap();
+        // Peer 1 announces to B after A wrote its row.
+        announce_at(&b, t0, 1, 5, 10, false);
+        b.merge_remote(&old, t1);
+        let listed = b.peers(&IH, t1).unwrap();
+        let p1 = listed.iter().find(|r| r.peer_id == PeerId([1; 20])).unwrap();
+        assert_eq!((p1.left, p1.age), (5, Duration::ZERO), "B's own, newer entry stays");
+        assert_eq!(b.take_changes(t1).upserts.len(), 1, "and is still B's to write");
     }
 
     /// Checks a swarm's index, vectors and counters against a recount.

@@ -1,0 +1,15 @@
+-- Tracker replicas on one database (issue 18). Each live peer row belongs to
+-- the replica it last announced to (`replica`, the `--replica-id`; '' for a
+-- single tracker): a replica rewrites and deletes only its own rows and reads
+-- the others' on the persistence round's beat.
+ALTER TABLE peers ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS peers_by_replica ON peers (replica, last_seen_ms);
+
+-- Which replica may hand out new origin grants of a swarm, until when
+-- (wall-clock milliseconds since the Unix epoch). One holder per swarm, so
+-- replicas together grant no more origin slots than one tracker would.
+CREATE TABLE IF NOT EXISTS origin_grant_leases (
+    info_hash  TEXT PRIMARY KEY NOT NULL,
+    replica    TEXT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
