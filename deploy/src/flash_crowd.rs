@@ -165,6 +165,15 @@ pub struct FlashCrowdArgs {
     /// devices: the peer cases of connection migration.
     #[arg(long)]
     pub mover_joins_late: bool,
+    /// Tracker processes, replicas on one database (`--replica-id r0`,
+    /// `r1`, …; persist interval 1 s): device `i` registers with and
+    /// announces to replica `i mod N`, the seeder to replica 0. Above 1
+    /// needs `--database-url` with a PostgreSQL URL.
+    #[arg(long, default_value_t = 1)]
+    pub tracker_replicas: usize,
+    /// The trackers' database [default: an SQLite file in the work folder].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 /// One device's result.
@@ -277,6 +286,8 @@ pub struct Summary {
     pub completion_p95_ms: u64,
     /// Whole run, ms.
     pub wall_ms: u64,
+    /// Tracker processes (replicas on one database).
+    pub tracker_replicas: usize,
     /// PIDs of every process the run started (all stopped at the end).
     pub pids: Vec<u32>,
     /// The work folder (removed at the end unless --work-dir was given).
@@ -465,22 +476,30 @@ async fn run_in(
     tracing::info!(endpoint = %s3.endpoint(), "embedded S3 server (s3s-fs) running");
 
     let server_ip = placement.server_ip;
-    let tracker_port = free_port()?;
-    let tracker_url = format!("http://{}", SocketAddr::new(server_ip, tracker_port));
+    let replicas = args.tracker_replicas;
+    anyhow::ensure!(
+        (1..=16).contains(&replicas),
+        "--tracker-replicas must be 1 to 16, got {replicas}"
+    );
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None if replicas > 1 => anyhow::bail!("--tracker-replicas above 1 needs --database-url postgres://…"),
+        None => format!("sqlite://{}?mode=rwc", work.join("tracker.db").display()),
+    };
     let slots = match args.mode {
         Mode::P2p | Mode::ClientServer => 1,
         Mode::BittorrentBaseline => 0,
     };
     let s = |v: &str| v.to_string();
-    procs.spawn(
-        "tracker",
-        "ota-tracker",
-        &[
+    let mut tracker_urls = Vec::new();
+    for r in 0..replicas {
+        let listen = SocketAddr::new(server_ip, free_port()?);
+        let mut tracker_args = vec![
             s("serve"),
             s("--listen"),
-            SocketAddr::new(server_ip, tracker_port).to_string(),
+            listen.to_string(),
             s("--database-url"),
-            format!("sqlite://{}?mode=rwc", work.join("tracker.db").display()),
+            database_url.clone(),
             s("--admin-token"),
             admin.clone(),
             s("--origin-token"),
@@ -492,15 +511,45 @@ async fn run_in(
             // A plain tracker hands out every address; ours dials them first.
             s("--connectability"),
             s(if args.mode == Mode::P2p { "on" } else { "off" }),
-        ],
-        &[],
-        &logs.join("tracker.log"),
-    )?;
-    let tracker = TrackerClient::new(&tracker_url, Some(admin.clone()));
-    wait_for("the tracker", Duration::from_secs(30), procs, || async {
-        tracker.releases().await.ok()
-    })
-    .await?;
+        ];
+        let name = if replicas > 1 {
+            tracker_args.extend([s("--replica-id"), format!("r{r}"), s("--persist-interval"), s("1")]);
+            // Only one STUN responder on the default port.
+            if r > 0 {
+                tracker_args.extend([s("--stun-listen"), SocketAddr::new(server_ip, free_port()?).to_string()]);
+            }
+            format!("tracker-r{r}")
+        } else {
+            s("tracker")
+        };
+        procs.spawn(
+            &name,
+            "ota-tracker",
+            &tracker_args,
+            &[],
+            &logs.join(format!("{name}.log")),
+        )?;
+        tracker_urls.push(format!("http://{listen}"));
+    }
+    let replica_clients: Vec<TrackerClient> = tracker_urls
+        .iter()
+        .map(|u| TrackerClient::new(u, Some(admin.clone())))
+        .collect();
+    for (r, c) in replica_clients.iter().enumerate() {
+        wait_for(&format!("tracker {r}"), Duration::from_secs(30), procs, || async {
+            c.releases().await.ok()
+        })
+        .await?;
+    }
+    let tracker_url = tracker_urls[0].clone();
+    let tracker = replica_clients[0].clone();
+    let all_subscribers = || async {
+        let mut n = 0;
+        for c in &replica_clients {
+            n += c.subscribers().await.ok()?;
+        }
+        Some(n)
+    };
 
     let mut s3_env = s3.client_env();
     s3_env.push((s("OTA_TRACKER_URL"), tracker_url.clone()));
@@ -542,7 +591,10 @@ async fn run_in(
         // Each device gets its own token from the tracker's admin API (the
         // tracker requires device tokens); the agent's defaults are channel
         // `stable`, model `generic`.
-        let token = tracker.register_device(&id, "stable", "generic").await?;
+        let replica = i % replicas;
+        let token = replica_clients[replica]
+            .register_device(&id, "stable", "generic")
+            .await?;
         let mut agent_args = vec![
             s("run"),
             s("--device-id"),
@@ -584,7 +636,7 @@ async fn run_in(
             );
         }
         let env = vec![
-            (s("OTA_TRACKER_URL"), tracker_url.clone()),
+            (s("OTA_TRACKER_URL"), tracker_urls[replica].clone()),
             (s("OTA_DEVICE_TOKEN"), token),
         ];
         let agent = AgentLaunch { id, agent_args, env };
@@ -597,7 +649,7 @@ async fn run_in(
     let n = placement.devices.len();
     let first_wave = n - usize::from(late.is_some());
     wait_for("every agent to subscribe", Duration::from_secs(60), procs, || async {
-        tracker.subscribers().await.ok().filter(|c| *c >= first_wave)
+        all_subscribers().await.filter(|c| *c >= first_wave)
     })
     .await?;
 
@@ -644,10 +696,15 @@ async fn run_in(
     .await?;
 
     let pushed_at = Instant::now();
+    // Replica 0 delivers to its own subscribers; the others relay the push
+    // to theirs from the database within a persist interval.
+    let on_first = (0..n)
+        .filter(|i| i % replicas == 0 && !(*i == 0 && n - first_wave == 1))
+        .count();
     let delivered = tracker.push(&ih).await?;
     anyhow::ensure!(
-        delivered >= first_wave,
-        "push reached {delivered} of {first_wave} agents"
+        delivered >= on_first,
+        "push reached {delivered} of the {on_first} agents of tracker 0"
     );
     // The seeder's API takes the admin token (its --api-token default).
     let seeder_api = |path: &str| {
@@ -684,11 +741,15 @@ async fn run_in(
             "the late agent to subscribe",
             Duration::from_secs(60),
             procs,
-            || async { tracker.subscribers().await.ok().filter(|c| *c >= n) },
+            || async { all_subscribers().await.filter(|c| *c >= n) },
         )
         .await?;
         let delivered = tracker.push(&ih).await?;
-        anyhow::ensure!(delivered >= n, "push reached {delivered} of {n} agents");
+        anyhow::ensure!(
+            delivered > on_first,
+            "push reached {delivered} of the {} agents of tracker 0",
+            on_first + 1
+        );
     }
     let bar = indicatif::ProgressBar::new(n as u64);
     bar.set_style(
@@ -794,6 +855,7 @@ async fn run_in(
         completion_p50_ms: nearest_rank(&durations, 50),
         completion_p95_ms: nearest_rank(&durations, 95),
         wall_ms: started.elapsed().as_millis() as u64,
+        tracker_replicas: args.tracker_replicas,
         pids: procs.pids(),
         work_dir: work.to_path_buf(),
     })

@@ -6,9 +6,11 @@
 //! announce path. After writing its own changes, each round of a replica:
 //!
 //! 1. reads the other replicas' live peers (one indexed read of `peers`
-//!    rows with another `replica` seen within the peer timeout) and merges
-//!    them ([`PeerStore::merge_remote`]): a peer that announced to one
-//!    replica is handed out by every other within one persist interval;
+//!    rows with another `replica` seen within the peer timeout), merges
+//!    them ([`PeerStore::merge_remote`]) and dials each device address once
+//!    per verdict TTL (connectability verdicts are per replica): a peer that
+//!    announced to one replica is handed out by every other within one
+//!    persist interval and one announce;
 //! 2. claims or renews the origin-grant lease of each swarm it has
 //!    leechers in ([`Registry::claim_grant_leases`], time to live
 //!    [`lease_ttl`]): only the holder hands out new origin grants, and grants
@@ -34,7 +36,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ota_common::clock::wall_ms;
@@ -43,6 +45,7 @@ use ota_proto::rollout::Audience;
 use ota_proto::InfoHash;
 
 use super::{audience_of, PushMsg, Tracker};
+use crate::connectability::Connectability;
 use crate::registry::{Registry, StoredRelease};
 use crate::swarm::PeerStore;
 
@@ -143,7 +146,7 @@ impl Tracker {
             metrics::counter!("ota_tracker_replica_round_failures_total").increment(1);
             first_error.get_or_insert(e);
         };
-        match merge_remote_peers(&self.registry, &self.store, self.peer_timeout).await {
+        match merge_remote_peers(&self.registry, &self.store, &self.connectability, self.peer_timeout).await {
             Ok(n) => rows += n,
             Err(e) => fail(e.context("cannot read the other replicas' live peers")),
         }
@@ -268,14 +271,24 @@ impl Tracker {
 }
 
 /// Reads the other replicas' live peers seen within `peer_timeout` and
-/// merges them into `store`; returns the rows read.
+/// merges them into `store`; returns the rows read. Each device's address
+/// gets this replica's own connectability check (a verdict is per replica,
+/// kept for its TTL), so it is handed out from the next announce on.
 ///
 /// Errors: a database failure (the remote peers held stay as they were).
-async fn merge_remote_peers(registry: &Registry, store: &PeerStore, peer_timeout: Duration) -> anyhow::Result<usize> {
+async fn merge_remote_peers(
+    registry: &Registry,
+    store: &PeerStore,
+    connectability: &Arc<Connectability>,
+    peer_timeout: Duration,
+) -> anyhow::Result<usize> {
     let records = registry
         .load_remote_peers(wall_ms(), peer_timeout.as_millis() as i64)
         .await?;
     let held = store.merge_remote(&records, Instant::now());
+    for r in records.iter().filter(|r| !r.is_origin) {
+        connectability.check(r.addr);
+    }
     metrics::gauge!("ota_tracker_remote_peers").set(held as f64);
     Ok(records.len())
 }
