@@ -3,7 +3,10 @@
 //! multi-row statements) for N changed peers, on the database given.
 //!
 //! Rounds measured, in order, on a fresh schema: N new peers (inserts), the
-//! same N peers changed (upserts over existing rows), N removals. Prints one
+//! same N peers changed (upserts over existing rows), then a second replica
+//! reading those N rows (`remote-read`) and claiming the origin-grant lease
+//! of every swarm (`lease-claim`, N / peers-per-swarm swarms), then N
+//! removals. Prints one
 //! line per round: `backend round peers ms`. Run by `deploy/bench-persist.sh`
 //! against SQLite and a throwaway PostgreSQL cluster.
 
@@ -51,7 +54,10 @@ fn peer(n: u32, per_swarm: u32, left: u64) -> PeerRecord {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let reg = Registry::open(&a.database_url).await?;
+    // Written as replica `bench-a`; `bench-b` reads its rows as another
+    // tracker replica would (issue 18).
+    let reg = Registry::open(&a.database_url).await?.with_replica("bench-a");
+    let other = Registry::open(&a.database_url).await?.with_replica("bench-b");
     let backend = format!("{:?}", reg.backend()).to_lowercase();
     let now_ms = 1_800_000_000_000;
     let rounds = [
@@ -87,6 +93,29 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         reg.save_swarms(changes, now_ms).await?;
         println!("{backend} {name} {} {:.0}", a.peers, t.elapsed().as_secs_f64() * 1000.0);
+        if *name == "update" {
+            // The other replica's round: read every live peer of this one,
+            // then claim the origin-grant lease of every swarm.
+            let t = Instant::now();
+            let read = other.load_remote_peers(now_ms, 180_000).await?.len();
+            anyhow::ensure!(read == a.peers as usize, "the other replica read {read} peers");
+            println!(
+                "{backend} remote-read {} {:.0}",
+                a.peers,
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+            let swarms: Vec<_> = (0..a.peers.div_ceil(a.peers_per_swarm.max(1)))
+                .map(|k| peer(k * a.peers_per_swarm.max(1), a.peers_per_swarm, 0).info_hash)
+                .collect();
+            let t = Instant::now();
+            let held = other.claim_grant_leases(&swarms, now_ms, 15_000).await?.len();
+            anyhow::ensure!(held == swarms.len(), "{held} of {} leases claimed", swarms.len());
+            println!(
+                "{backend} lease-claim {} {:.0}",
+                swarms.len(),
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+        }
     }
     let left = reg.load_swarms(now_ms).await?.peers.len();
     anyhow::ensure!(left == 0, "{left} peers left after the removal round");
