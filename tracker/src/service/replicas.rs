@@ -230,7 +230,7 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             == Some(fingerprint);
-        if unchanged && round % DEVICE_RELOAD_ROUNDS != 0 {
+        if unchanged && !round.is_multiple_of(DEVICE_RELOAD_ROUNDS) {
             return Ok(1);
         }
         let creds = self.registry.device_credentials().await?;

@@ -1620,7 +1620,7 @@ mod tests {
             shared_grants: true,
             ..StoreConfig::default()
         };
-        let (a, b) = (PeerStore::new(config.clone()), PeerStore::new(config));
+        let (a, b) = (PeerStore::new(config), PeerStore::new(config));
         for s in [&a, &b] {
             s.register(IH);
         }
