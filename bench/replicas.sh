@@ -25,17 +25,13 @@ TOKEN=bench-admin-token
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL not found (apt-get install -y postgresql)" >&2; exit 1; }
-
+. "$ROOT/bench/pg-cluster.sh"
 echo "building (release)..." >&2
 (cd "$ROOT" && cargo build --release -q -p ota-tracker -p ota-bench --bin ota-tracker --bin ota-tracker-load)
 TRACKER=$TARGET_DIR/release/ota-tracker
 LOAD=$TARGET_DIR/release/ota-tracker-load
 
 TMP=$(mktemp -d /tmp/bench-replicas.XXXXXX)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres: "$TMP"
 PIDS=()
 cleanup() {
     set +e
@@ -44,11 +40,7 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
     done
-    if [ -f "$TMP/data/postmaster.pid" ]; then
-        pgpid=$(head -1 "$TMP/data/postmaster.pid")
-        as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m immediate -w stop >/dev/null 2>&1
-        kill -0 "$pgpid" 2>/dev/null && kill -9 "$pgpid"
-    fi
+    pg_cluster_stop "$TMP"
     rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -71,11 +63,8 @@ print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(na
 PY
 }
 
-PGPORT=$(free_port)
-as_pg "$PGBIN/initdb" -A trust -U postgres -E UTF8 -D "$TMP/data" >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -l "$TMP/pg.log" -w -o "-h 127.0.0.1 -p $PGPORT -k $TMP" start >/dev/null
-as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -q -c 'CREATE DATABASE ota' postgres
-DB="postgres://postgres@127.0.0.1:$PGPORT/ota"
+pg_cluster_start "$TMP"
+DB="postgres://postgres@127.0.0.1:$PGPORT/bench"
 
 PORTS=()
 for r in 0 1; do

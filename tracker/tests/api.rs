@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use futures::StreamExt;
 use ota_client::{AnnounceParams, TrackerClient};
 use ota_proto::announce::{encode_binary, AnnounceEvent};
@@ -211,16 +213,7 @@ async fn releases_swarm_push_and_restart() {
 }
 
 fn params(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceParams {
-    AnnounceParams {
-        info_hash: ih,
-        peer_id: PeerId([n; 20]),
-        port: 7000 + n as u16,
-        uploaded: 0,
-        downloaded: 10 - left,
-        left,
-        event,
-        device: Some(format!("dev-{n}")),
-    }
+    common::client_announce(ih, n, left, event, Some(format!("dev-{n}")))
 }
 
 /// The swarm as the admin API shows it, without ages, sorted.

@@ -9,10 +9,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod common;
+
 use futures::StreamExt;
 use ota_client::{AnnounceParams, PushMessage};
 use ota_proto::announce::{encode_binary, AnnounceEvent};
-use ota_proto::{InfoHash, PeerId};
+use ota_proto::InfoHash;
 use ota_testkit::tracker::{ConnectabilityConfig, TestTracker, TestTrackerBuilder, DEFAULT_ORIGIN};
 use ota_tracker::DeviceAuth;
 
@@ -31,16 +33,7 @@ fn replica(db: &str, id: &str) -> TestTrackerBuilder {
 }
 
 fn params(ih: InfoHash, n: u8, left: u64, event: AnnounceEvent) -> AnnounceParams {
-    AnnounceParams {
-        info_hash: ih,
-        peer_id: PeerId([n; 20]),
-        port: 7000 + n as u16,
-        uploaded: 0,
-        downloaded: 10 - left,
-        left,
-        event,
-        device: None,
-    }
+    common::client_announce(ih, n, left, event, None)
 }
 
 fn addr(n: u8) -> SocketAddr {

@@ -1,6 +1,7 @@
 //! Setup shared by the tests that call [`Tracker`] without HTTP
 //! (`announce.rs`, `hardening.rs`): a tracker on a SQLite registry in a
-//! temporary folder, registered devices, announce requests.
+//! temporary folder, registered devices, announce requests; and the
+//! announce parameters of the tests over HTTP (`api.rs`, `replicas.rs`).
 
 #![allow(dead_code)]
 
@@ -92,4 +93,26 @@ pub(crate) async fn device(t: &Tracker, id: &str) -> (String, Caller) {
     let caller = t.announce_caller(None, Some(&token)).unwrap();
     assert!(matches!(&caller, Caller::Device(d) if &*d.device_id == id));
     (token, caller)
+}
+
+/// Announce parameters (for [`ota_client::TrackerClient::announce`]) of
+/// peer `n`: peer id `[n; 20]`, port `7000 + n`, `left` of a 10-byte
+/// package, `device=` as given.
+pub(crate) fn client_announce(
+    ih: InfoHash,
+    n: u8,
+    left: u64,
+    event: AnnounceEvent,
+    device: Option<String>,
+) -> ota_client::AnnounceParams {
+    ota_client::AnnounceParams {
+        info_hash: ih,
+        peer_id: PeerId([n; 20]),
+        port: 7000 + n as u16,
+        uploaded: 0,
+        downloaded: 10 - left,
+        left,
+        event,
+        device,
+    }
 }
