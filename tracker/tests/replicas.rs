@@ -142,6 +142,16 @@ async fn two_replicas_share_one_swarm_and_one_origin_grant() {
         .await
         .expect("B refuses the revoked device");
 
-    a.stop().await;
-    b.stop().await;
+    // Readiness follows the database: ready now, 503 once PostgreSQL is gone.
+    let ready = |url: String| async move {
+        let r = reqwest::get(format!("{url}/ready")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(ready(a.url().to_string()).await, (200, "ready".to_string()));
+    drop(pg);
+    let (status, body) = ready(b.url().to_string()).await;
+    assert_eq!((status, body.as_str()), (503, "database unavailable"));
+    assert_eq!(reqwest::get(format!("{}/health", b.url())).await.unwrap().status(), 200);
+    drop(a);
+    drop(b);
 }

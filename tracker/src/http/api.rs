@@ -126,6 +126,17 @@ pub(super) async fn push_stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// `GET /ready`: 200 `ready` while the database answers `SELECT 1` within
+/// 2 s, else 503 `database unavailable` (a load balancer's or Kubernetes'
+/// readiness probe; `/health` answers while the process runs).
+pub(super) async fn ready(State(t): Shared) -> (StatusCode, &'static str) {
+    if t.registry().ping(Duration::from_secs(2)).await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+    }
+}
+
 pub(super) async fn subscribers(State(t): Shared, _: Admin) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "subscribers": t.subscribers() }))
 }

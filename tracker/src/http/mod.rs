@@ -110,6 +110,7 @@ impl Tracker {
             .route("/api/introductions", post(api::post_introduction))
             .route("/metrics", get(|_: Admin| async { metrics_handle().render() }))
             .route("/health", get(|| async { "ok" }))
+            .route("/ready", get(api::ready))
             .with_state(self.clone())
     }
 

@@ -141,6 +141,15 @@ impl Registry {
         &self.replica
     }
 
+    /// Whether the database answers a trivial query (`SELECT 1`) within
+    /// `timeout`: the readiness probe (`GET /ready`).
+    pub async fn ping(&self, timeout: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&self.pool)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// The SQL server behind this registry.
     pub fn backend(&self) -> Backend {
         self.backend
