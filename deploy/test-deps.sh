@@ -21,7 +21,11 @@
 # - mosquitto: the MQTT broker the release-notice tests start
 #   (crates/testkit/src/mqtt_broker.rs, tracker/tests/mqtt_push.rs);
 # - systemd: systemd-analyze, which checks the units under deploy/systemd
-#   (deploy/tests/deployment_files.rs).
+#   (deploy/tests/deployment_files.rs);
+# - docker-compose: `docker-compose config -q` checks deploy/compose.yaml
+#   (no container runtime is started).
+# And from PyPI: kubernetes-validate, which checks deploy/kubernetes/*.yaml
+# against the Kubernetes schemas it ships (no cluster).
 set -euo pipefail
 need=()
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
@@ -39,6 +43,7 @@ command -v miniupnpd >/dev/null || [ -x /usr/sbin/miniupnpd ] || need+=(miniupnp
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/mosquitto_passwd ] || need+=(mosquitto)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "the tests need these Debian packages: ${need[*]} (run this script as root on Debian, or install them)" >&2
@@ -47,4 +52,9 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends "${need[@]}" \
     || { apt-get update && apt-get install -y --no-install-recommends "${need[@]}"; }
+fi
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate \
+    || { echo "cannot install kubernetes-validate from PyPI (python3 -m pip install kubernetes-validate)" >&2; exit 1; }
 fi
