@@ -252,6 +252,10 @@ async fn replicas_share_rows_and_one_lease(url: &str) {
     // B no longer wants IH: it gives it up and A takes it at once.
     assert_eq!(b.claim_grant_leases(&[other], 2_100, 1_000).await.unwrap(), vec![other]);
     assert_eq!(a.claim_grant_leases(&[IH], 2_200, 1_000).await.unwrap(), vec![IH]);
+    // One swarm claimed alone leaves the replica's other leases as they are.
+    assert!(!a.claim_grant_lease(&other, 2_150, 1_000).await.unwrap(), "B holds it");
+    assert!(a.claim_grant_lease(&IH, 2_150, 1_000).await.unwrap());
+    assert_eq!(b.claim_grant_leases(&[other], 2_160, 1_000).await.unwrap(), vec![other]);
     b.release_grant_leases().await.unwrap();
     assert_eq!(a.claim_grant_leases(&[IH, other], 2_300, 1_000).await.unwrap().len(), 2);
 }

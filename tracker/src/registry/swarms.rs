@@ -228,6 +228,34 @@ impl Registry {
         Ok(held)
     }
 
+    /// Claims, or renews, the origin-grant lease of one swarm until `now_ms
+    /// + ttl_ms` if no other replica holds a valid one, leaving this
+    /// replica's other leases alone; returns whether this replica holds it.
+    ///
+    /// Errors: a database failure.
+    pub async fn claim_grant_lease(&self, info_hash: &InfoHash, now_ms: i64, ttl_ms: i64) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO origin_grant_leases (info_hash, replica, expires_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (info_hash) DO UPDATE SET replica = excluded.replica, expires_ms = excluded.expires_ms
+             WHERE origin_grant_leases.replica = excluded.replica OR origin_grant_leases.expires_ms < $4",
+        )
+        .bind(info_hash.to_hex())
+        .bind(self.replica.to_string())
+        .bind(now_ms.saturating_add(ttl_ms))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let held = sqlx::query("SELECT replica FROM origin_grant_leases WHERE info_hash = $1")
+            .bind(info_hash.to_hex())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<String, _>("replica"))
+            .transpose()?;
+        tx.commit().await?;
+        Ok(held.as_deref() == Some(&*self.replica))
+    }
+
     /// Gives up every origin-grant lease of this replica (at graceful
     /// shutdown), so another replica takes them at its next round.
     ///

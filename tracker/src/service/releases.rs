@@ -196,6 +196,7 @@ impl Tracker {
     pub async fn push_release(&self, info_hash: &InfoHash) -> Result<usize, ApiError> {
         let r = self.find(info_hash).await?.release;
         self.registry.mark_pushed(info_hash).await?;
+        self.claim_grant_lease_now(info_hash).await;
         if let Some(a) = self
             .audiences
             .write()

@@ -5,15 +5,18 @@
 //! ([`crate::persistence`], every `--persist-interval`), never in the
 //! announce path. After writing its own changes, each round of a replica:
 //!
-//! 1. reads the other replicas' live peers (one indexed read of `peers`
-//!    rows with another `replica` seen within the peer timeout), merges
-//!    them ([`PeerStore::merge_remote`]) and dials each device address once
-//!    per verdict TTL (connectability verdicts are per replica): a peer that
+//! 1. reads the other replicas' live peers (one read of the `peers` rows
+//!    with another `replica` seen within the peer timeout), dials each
+//!    device address once per verdict TTL (connectability verdicts are per
+//!    replica; the round waits at most [`CONNECTABILITY_SETTLE`] for them)
+//!    and merges them ([`PeerStore::merge_remote`]): a peer that
 //!    announced to one replica is handed out by every other within one
 //!    persist interval and one announce;
 //! 2. claims or renews the origin-grant lease of each swarm it has
-//!    leechers in ([`Registry::claim_grant_leases`], time to live
-//!    [`lease_ttl`]): only the holder hands out new origin grants, and grants
+//!    leechers in, or whose release it pushed within the lease's time to
+//!    live ([`Registry::claim_grant_leases`], time to live [`lease_ttl`];
+//!    a push claims the lease at once): only the holder hands out new
+//!    origin grants, and grants
 //!    held through any replica fill the same slots, so N replicas send no
 //!    more origin copies than one tracker. On a database error it holds no
 //!    lease (grants nothing new) until the next round;
@@ -53,6 +56,10 @@ use crate::swarm::PeerStore;
 /// rounds, even when the fingerprint did not change.
 pub const DEVICE_RELOAD_ROUNDS: u64 = 12;
 
+/// Longest wait of a round for its connectability dials before merging
+/// the other replicas' peers (dials are bounded by their own timeout).
+pub const CONNECTABILITY_SETTLE: Duration = Duration::from_millis(500);
+
 /// Longest replica id (`--replica-id`), in characters.
 pub const MAX_REPLICA_ID_LEN: usize = 64;
 
@@ -86,6 +93,9 @@ pub fn lease_ttl(persist_interval: Duration) -> Duration {
 pub(crate) struct ReplicaState {
     rounds: AtomicU64,
     device_fingerprint: Mutex<Option<(i64, i64, i64)>>,
+    /// Swarms whose lease was claimed at a push, and when: kept for one
+    /// lease TTL even before this replica's devices announce.
+    pushed: Mutex<HashMap<InfoHash, Instant>>,
 }
 
 /// What to do with one stored release another replica may have changed.
@@ -151,10 +161,22 @@ impl Tracker {
             Err(e) => fail(e.context("cannot read the other replicas' live peers")),
         }
         let now_ms = wall_ms();
-        let ttl = lease_ttl(self.mirror.interval()).as_millis() as i64;
+        let ttl = lease_ttl(self.mirror.interval());
+        let mut wanted = self.store.grant_wanted();
+        {
+            let mut pushed = self.replica.pushed.lock().unwrap_or_else(|e| e.into_inner());
+            pushed.retain(|_, at| at.elapsed() < ttl);
+            wanted.extend(
+                pushed
+                    .keys()
+                    .filter(|ih| !wanted.contains(ih))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
         let held = match self
             .registry
-            .claim_grant_leases(&self.store.grant_wanted(), now_ms, ttl)
+            .claim_grant_leases(&wanted, now_ms, ttl.as_millis() as i64)
             .await
         {
             Ok(held) => held.into_iter().collect(),
@@ -255,6 +277,32 @@ impl Tracker {
         Ok(read + 1)
     }
 
+    /// Claims the origin-grant lease of a swarm at once (when its release
+    /// is pushed through this replica), so the devices announcing here right
+    /// after the push get the origin at their first announce instead of
+    /// after the next round; the round keeps it only while this replica has
+    /// leechers there. Nothing for a single tracker; a database error is
+    /// logged and leaves the lease to the next round.
+    pub(crate) async fn claim_grant_lease_now(&self, info_hash: &InfoHash) {
+        if self.registry.replica().is_empty() {
+            return;
+        }
+        let ttl = lease_ttl(self.mirror.interval()).as_millis() as i64;
+        match self.registry.claim_grant_lease(info_hash, wall_ms(), ttl).await {
+            Ok(held) => {
+                self.store.set_grant_lease(info_hash, held);
+                if held {
+                    self.replica
+                        .pushed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(*info_hash, Instant::now());
+                }
+            }
+            Err(e) => tracing::warn!(%info_hash, error = %e, "cannot claim the origin-grant lease at push"),
+        }
+    }
+
     /// Gives up this replica's origin-grant leases (graceful shutdown), so
     /// another replica takes them at its next round. Nothing for a single
     /// tracker.
@@ -285,10 +333,13 @@ async fn merge_remote_peers(
     let records = registry
         .load_remote_peers(wall_ms(), peer_timeout.as_millis() as i64)
         .await?;
-    let held = store.merge_remote(&records, Instant::now());
+    // Dial first (only addresses without a fresh verdict are dialled), so a
+    // merged device seeder is reachable at once and counts as serving.
     for r in records.iter().filter(|r| !r.is_origin) {
         connectability.check(r.addr);
     }
+    connectability.settle(CONNECTABILITY_SETTLE).await;
+    let held = store.merge_remote(&records, Instant::now());
     metrics::gauge!("ota_tracker_remote_peers").set(held as f64);
     Ok(records.len())
 }

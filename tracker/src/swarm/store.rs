@@ -912,6 +912,17 @@ impl PeerStore {
             }))
             .collect();
         let granted = handout.granted;
+        if tracing::enabled!(tracing::Level::DEBUG) && handout.peers.iter().any(|p| is_origin_peer(p)) {
+            tracing::debug!(
+                info_hash = %req.info_hash,
+                peer_id = %req.peer_id,
+                left = req.left,
+                granted,
+                lease = swarm.grant_lease,
+                grants_in_use,
+                "origin listed"
+            );
+        }
         if granted != granted_before {
             if let Some(p) = swarm.get_mut(&req.peer_id) {
                 let before = p.holds_grant();
@@ -1087,7 +1098,11 @@ impl PeerStore {
     /// its device holds a peer of its own here (it moved with a new peer id),
     /// when it is older than the peer timeout, or when the swarm is full or
     /// unregistered. A remote leecher whose `left` shrank since the last
-    /// merge counts as progress of its swarm. Returns the number of remote
+    /// merge counts as progress of its swarm at its announce, and a believed
+    /// remote seeder merged for the first time as progress at `now` (the
+    /// vanished-seeder rule of [`crate::swarm::handout`] then gives it one
+    /// interval to serve this replica's leechers, which could not reach it
+    /// before). Returns the number of remote
     /// peers held afterwards. Cost O(records + remote peers held), one
     /// shard locked at a time.
     pub fn merge_remote(&self, records: &[PeerRecord], now: Instant) -> usize {
@@ -1126,10 +1141,20 @@ impl PeerStore {
                     if moved_here || (previous.is_none() && swarm.len() >= self.config.max_peers_per_swarm) {
                         continue;
                     }
-                    if let Some((true, _, left)) = previous {
-                        if r.left < left && !r.is_origin {
-                            swarm.progress = Some(swarm.progress.map_or(seen_ns, |p| p.max(seen_ns)));
-                        }
+                    // Progress of the swarm: a remote leecher's `left` shrank
+                    // (when it announced), or a device seeder became known here
+                    // (now: this replica's leechers could not be served by a
+                    // seeder they were never handed, so it gets the benefit of
+                    // the doubt for one interval from now, as a new seeder on
+                    // one tracker does; counted once, when first merged).
+                    let progressed_at = match previous {
+                        _ if r.is_origin => None,
+                        Some((true, _, left)) => (r.left < left).then_some(seen_ns),
+                        None => (r.left == 0 && r.verified).then_some(now_ns),
+                        Some((false, _, _)) => None,
+                    };
+                    if let Some(at) = progressed_at {
+                        swarm.progress = Some(swarm.progress.map_or(at, |p| p.max(at)));
                     }
                     let (kind, peer) = self.peer_of_record(swarm, r, seen_ns, REMOTE);
                     swarm.put(kind, peer);
@@ -1153,6 +1178,19 @@ impl PeerStore {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Notes that this replica holds (or not) the origin-grant lease of
+    /// one swarm, between two [`Self::set_grant_leases`] (e.g. claimed
+    /// when a release is pushed here). Returns whether the swarm is registered.
+    pub fn set_grant_lease(&self, info_hash: &InfoHash, held: bool) -> bool {
+        match self.shard(info_hash).swarms.get_mut(info_hash) {
+            Some(sw) => {
+                sw.grant_lease = held;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sets which swarms' origin-grant leases this replica holds: with
@@ -1692,6 +1730,26 @@ mod tests {
         assert!(!announce_at(&a, t0, 3, 10, 3, false).contains(&addr(0)));
         check_swarm(&a, &IH);
         check_swarm(&b, &IH);
+    }
+
+    #[test]
+    fn a_seeder_that_completed_on_another_replica_counts_as_progress() {
+        let t0 = Instant::now();
+        let (a, b) = two_replicas(t0);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // B's leecher joins; A's leecher completes at 50 s, B reads it at 55 s.
+        announce_at(&b, t0, 2, 10, 0, false);
+        announce_at(&a, t0, 1, 0, 50, false);
+        b.merge_remote(&a.peers(&IH, at(55)).unwrap(), at(55));
+        // One interval (60 s) on, B's leecher has not progressed, but a
+        // device seeder appeared within it: the seeder is believed to serve
+        // and the origin is held back, as on one tracker.
+        let got = announce_at(&b, t0, 2, 10, 61, false);
+        assert!(got.contains(&addr(1)) && !got.contains(&addr(0)), "{got:?}");
+        // Another interval without progress anywhere: the origin comes back.
+        announce_at(&a, t0, 1, 0, 110, false);
+        b.merge_remote(&a.peers(&IH, at(120)).unwrap(), at(120));
+        assert!(announce_at(&b, t0, 2, 10, 122, false).contains(&addr(0)));
     }
 
     #[test]
