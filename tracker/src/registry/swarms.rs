@@ -228,8 +228,8 @@ impl Registry {
         Ok(held)
     }
 
-    /// Claims, or renews, the origin-grant lease of one swarm until `now_ms
-    /// + ttl_ms` if no other replica holds a valid one, leaving this
+    /// Claims, or renews, the origin-grant lease of one swarm until
+    /// `now_ms + ttl_ms` if no other replica holds a valid one, leaving this
     /// replica's other leases alone; returns whether this replica holds it.
     ///
     /// Errors: a database failure.
