@@ -453,9 +453,23 @@ fn a_short_lease_is_renewed_past_its_end() {
     eprintln!("renewals {} after {after:?}: {renewed:#?}", renewals(&renewed));
     assert!(mapping(&renewed).unwrap()["last_error"].is_null(), "{renewed:#?}");
 
-    // Past the first 2 s lease (with a margin): only renewals keep it.
+    // Past the first 2 s lease (with a margin): only renewals keep it. A
+    // renewal late under load may leave the table empty for a moment, so
+    // the table is read up to 10 times, 200 ms apart; a mapping there at
+    // any of those reads was renewed.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(mapped_at.elapsed()));
-    let entries = entries_of(&host, device);
+    let mut entries = entries_of(&host, device);
+    for _ in 0..10 {
+        if entries.len() == 2 {
+            break;
+        }
+        eprintln!(
+            "{:?} after the mapping: {entries:?}; reading again",
+            mapped_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        entries = entries_of(&host, device);
+    }
     eprintln!("{:?} after the mapping: {entries:#?}", mapped_at.elapsed());
     assert_one_mapping(&entries, &host);
     assert!(entries.iter().all(|e| e.lease_secs <= 2), "{entries:#?}");
