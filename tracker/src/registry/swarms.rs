@@ -182,23 +182,7 @@ impl Registry {
         ttl_ms: i64,
     ) -> Result<Vec<InfoHash>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        for chunk in wanted.chunks(BATCH_ROWS) {
-            let sql = format!(
-                "INSERT INTO origin_grant_leases (info_hash, replica, expires_ms) VALUES {}
-                 ON CONFLICT (info_hash) DO UPDATE SET replica = excluded.replica, expires_ms = excluded.expires_ms
-                 WHERE origin_grant_leases.replica = excluded.replica OR origin_grant_leases.expires_ms < {}",
-                placeholders(chunk.len(), 3, self.backend),
-                param(chunk.len() * 3 + 1, self.backend)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for ih in chunk {
-                q = q
-                    .bind(ih.to_hex())
-                    .bind(self.replica.to_string())
-                    .bind(now_ms.saturating_add(ttl_ms));
-            }
-            q.bind(now_ms).execute(&mut *tx).await?;
-        }
+        self.upsert_grant_leases(&mut tx, wanted, now_ms, ttl_ms).await?;
         let rows = sqlx::query("SELECT info_hash FROM origin_grant_leases WHERE replica = $1 AND expires_ms > $2")
             .bind(self.replica.to_string())
             .bind(now_ms)
@@ -235,17 +219,8 @@ impl Registry {
     /// Errors: a database failure.
     pub async fn claim_grant_lease(&self, info_hash: &InfoHash, now_ms: i64, ttl_ms: i64) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO origin_grant_leases (info_hash, replica, expires_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (info_hash) DO UPDATE SET replica = excluded.replica, expires_ms = excluded.expires_ms
-             WHERE origin_grant_leases.replica = excluded.replica OR origin_grant_leases.expires_ms < $4",
-        )
-        .bind(info_hash.to_hex())
-        .bind(self.replica.to_string())
-        .bind(now_ms.saturating_add(ttl_ms))
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
+        self.upsert_grant_leases(&mut tx, std::slice::from_ref(info_hash), now_ms, ttl_ms)
+            .await?;
         let held = sqlx::query("SELECT replica FROM origin_grant_leases WHERE info_hash = $1")
             .bind(info_hash.to_hex())
             .fetch_optional(&mut *tx)
@@ -254,6 +229,36 @@ impl Registry {
             .transpose()?;
         tx.commit().await?;
         Ok(held.as_deref() == Some(&*self.replica))
+    }
+
+    /// Within `tx`, takes or renews the lease of each of `swarms` until
+    /// `now_ms + ttl_ms`, except where another replica's lease is still
+    /// valid: one upsert per 1,000 swarms, shared by both claims.
+    async fn upsert_grant_leases(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        swarms: &[InfoHash],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in swarms.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO origin_grant_leases (info_hash, replica, expires_ms) VALUES {}
+                 ON CONFLICT (info_hash) DO UPDATE SET replica = excluded.replica, expires_ms = excluded.expires_ms
+                 WHERE origin_grant_leases.replica = excluded.replica OR origin_grant_leases.expires_ms < {}",
+                placeholders(chunk.len(), 3, self.backend),
+                param(chunk.len() * 3 + 1, self.backend)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for ih in chunk {
+                q = q
+                    .bind(ih.to_hex())
+                    .bind(self.replica.to_string())
+                    .bind(now_ms.saturating_add(ttl_ms));
+            }
+            q.bind(now_ms).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Gives up every origin-grant lease of this replica (at graceful

@@ -79,8 +79,7 @@ impl Tracker {
             devices.len()
         };
         metrics::gauge!("ota_tracker_devices_registered").set(n as f64);
-        // Open push streams re-check their token and the revoked ones end.
-        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+        self.note_revocation();
         if !found {
             return Err(ApiError::NotFound(format!("no device {device_id}")));
         }

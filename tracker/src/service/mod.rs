@@ -333,6 +333,12 @@ impl Tracker {
         Ok(written? + read?)
     }
 
+    /// Tells open push streams that devices were revoked: each re-checks
+    /// its token and the revoked ones end.
+    pub(crate) fn note_revocation(&self) {
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Whether `token` is the admin token (constant-time comparison).
     pub fn is_admin_token(&self, token: &str) -> bool {
         same_secret(token, &self.admin_token)

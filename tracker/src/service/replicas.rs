@@ -269,7 +269,7 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(fingerprint);
         if removed > 0 {
-            self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+            self.note_revocation();
         }
         if changed + removed > 0 {
             tracing::info!(changed, removed, "device directory synchronised with the database");
